@@ -1,0 +1,343 @@
+//! The job lifecycle as given/when/then specifications (no database, no clock).
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use cqrs_es::test::TestFramework;
+use serde_json::json;
+
+use super::*;
+use crate::{KeyId, ProjectId};
+
+type Spec = TestFramework<Job>;
+
+fn t(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + seconds, 0).unwrap()
+}
+
+fn worker() -> KeyId {
+    KeyId::parse("workerkey0000001").unwrap()
+}
+
+fn other_worker() -> KeyId {
+    KeyId::parse("workerkey0000002").unwrap()
+}
+
+fn project() -> ProjectId {
+    ProjectId::from_uuid(uuid::Uuid::nil())
+}
+
+fn queued(max_attempts: i64) -> JobEvent {
+    JobEvent::Queued {
+        project_id: project(),
+        kind: JobKind::parse("captions.generate").unwrap(),
+        input: json!({"url": "https://example.com/a.mp4"}),
+        priority: Priority::default(),
+        metadata: Metadata::default(),
+        max_attempts: MaxAttempts::parse(max_attempts).unwrap(),
+        at: t(0),
+    }
+}
+
+fn started(attempt: u32, at: i64) -> JobEvent {
+    JobEvent::Started {
+        worker_key_id: worker(),
+        attempt,
+        lease_expires_at: t(at + 30),
+        at: t(at),
+    }
+}
+
+fn lease(at: i64) -> JobCommand {
+    JobCommand::Lease {
+        worker: worker(),
+        lease: Duration::seconds(30),
+        now: t(at),
+    }
+}
+
+fn heartbeat(by: KeyId, at: i64) -> JobCommand {
+    JobCommand::Heartbeat {
+        worker: by,
+        percent: Percent::parse(40).unwrap(),
+        stage: Some("encode".into()),
+        message: None,
+        lease: Duration::seconds(30),
+        now: t(at),
+    }
+}
+
+fn succeeded() -> JobEvent {
+    JobEvent::Succeeded {
+        result: json!({"ok": true}),
+        at: t(20),
+    }
+}
+
+#[test]
+fn submitting_a_new_job_queues_it() {
+    let submit = SubmitJob {
+        project_id: project(),
+        kind: JobKind::parse("captions.generate").unwrap(),
+        input: json!({"url": "https://example.com/a.mp4"}),
+        priority: Priority::default(),
+        metadata: Metadata::default(),
+        max_attempts: MaxAttempts::parse(3).unwrap(),
+    };
+    Spec::with(())
+        .given_no_previous_events()
+        .when(JobCommand::Submit(submit, t(0)))
+        .then_expect_events(vec![queued(3)]);
+}
+
+#[test]
+fn commands_on_a_job_that_was_never_submitted_find_nothing() {
+    Spec::with(())
+        .given_no_previous_events()
+        .when(JobCommand::Cancel { now: t(1) })
+        .then_expect_error(JobError::NotFound);
+}
+
+#[test]
+fn a_worker_leases_a_queued_job_with_a_deadline() {
+    Spec::with(())
+        .given(vec![queued(3)])
+        .when(lease(10))
+        .then_expect_events(vec![started(1, 10)]);
+}
+
+#[test]
+fn a_running_job_cannot_be_leased_again() {
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10)])
+        .when(lease(11))
+        .then_expect_error(JobError::InvalidTransition {
+            action: "lease",
+            from: JobStatus::Running,
+        });
+}
+
+#[test]
+fn a_heartbeat_records_progress_and_extends_the_lease() {
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10)])
+        .when(heartbeat(worker(), 20))
+        .then_expect_events(vec![JobEvent::Progress {
+            percent: Percent::parse(40).unwrap(),
+            stage: Some("encode".into()),
+            message: None,
+            lease_expires_at: t(50),
+            at: t(20),
+        }]);
+}
+
+#[test]
+fn only_the_lease_holder_may_heartbeat() {
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10)])
+        .when(heartbeat(other_worker(), 20))
+        .then_expect_error(JobError::LeaseNotHeld);
+}
+
+#[test]
+fn a_heartbeat_after_the_lease_deadline_is_refused() {
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10)])
+        .when(heartbeat(worker(), 41))
+        .then_expect_error(JobError::LeaseExpired);
+}
+
+#[test]
+fn completing_a_running_job_records_its_result() {
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10)])
+        .when(JobCommand::Complete {
+            worker: worker(),
+            result: json!({"ok": true}),
+            now: t(20),
+        })
+        .then_expect_events(vec![succeeded()]);
+}
+
+#[test]
+fn a_retryable_failure_requeues_while_attempts_remain() {
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10)])
+        .when(JobCommand::Fail {
+            worker: worker(),
+            error: "gpu fell over".into(),
+            retryable: true,
+            now: t(20),
+        })
+        .then_expect_events(vec![JobEvent::Retrying {
+            attempt: 1,
+            reason: RetryReason::WorkerFailed,
+            error: Some("gpu fell over".into()),
+            at: t(20),
+        }]);
+}
+
+#[test]
+fn a_non_retryable_failure_fails_the_job_at_once() {
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10)])
+        .when(JobCommand::Fail {
+            worker: worker(),
+            error: "bad input".into(),
+            retryable: false,
+            now: t(20),
+        })
+        .then_expect_events(vec![JobEvent::Failed {
+            attempt: 1,
+            reason: RetryReason::WorkerFailed,
+            error: Some("bad input".into()),
+            at: t(20),
+        }]);
+}
+
+#[test]
+fn an_expired_lease_requeues_the_job_until_max_attempts() {
+    let expired_once = JobEvent::Retrying {
+        attempt: 1,
+        reason: RetryReason::LeaseExpired,
+        error: Some("the worker's lease expired".into()),
+        at: t(41),
+    };
+    Spec::with(())
+        .given(vec![queued(2), started(1, 10)])
+        .when(JobCommand::ExpireLease { now: t(41) })
+        .then_expect_events(vec![expired_once.clone()]);
+    Spec::with(())
+        .given(vec![queued(2), started(1, 10), expired_once, started(2, 50)])
+        .when(JobCommand::ExpireLease { now: t(81) })
+        .then_expect_events(vec![JobEvent::Failed {
+            attempt: 2,
+            reason: RetryReason::LeaseExpired,
+            error: Some("the worker's lease expired".into()),
+            at: t(81),
+        }]);
+}
+
+#[test]
+fn a_lease_that_has_not_expired_is_left_alone() {
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10)])
+        .when(JobCommand::ExpireLease { now: t(39) })
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn cancelling_a_running_job_is_seen_by_its_worker_at_the_next_heartbeat() {
+    let cancelled = JobEvent::Cancelled {
+        was_running: true,
+        at: t(15),
+    };
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10)])
+        .when(JobCommand::Cancel { now: t(15) })
+        .then_expect_events(vec![cancelled.clone()]);
+
+    let mut job = Job::default();
+    for event in [queued(3), started(1, 10), cancelled] {
+        cqrs_es::Aggregate::apply(&mut job, event);
+    }
+    assert_eq!(job.decide(heartbeat(worker(), 20)), Ok(vec![]));
+    assert!(job.state().unwrap().cancel_requested);
+    assert_eq!(job.state().unwrap().status, JobStatus::Cancelled);
+}
+
+#[test]
+fn a_finished_job_cannot_be_cancelled() {
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10), succeeded()])
+        .when(JobCommand::Cancel { now: t(30) })
+        .then_expect_error(JobError::InvalidTransition {
+            action: "cancel",
+            from: JobStatus::Succeeded,
+        });
+}
+
+#[test]
+fn only_a_succeeded_job_can_be_reviewed_and_only_once() {
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10)])
+        .when(JobCommand::Approve {
+            comment: None,
+            now: t(30),
+        })
+        .then_expect_error(JobError::InvalidTransition {
+            action: "approve",
+            from: JobStatus::Running,
+        });
+    let approved = JobEvent::Approved {
+        comment: Some("looks right".into()),
+        at: t(30),
+    };
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10), succeeded()])
+        .when(JobCommand::Approve {
+            comment: Some("looks right".into()),
+            now: t(30),
+        })
+        .then_expect_events(vec![approved.clone()]);
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10), succeeded(), approved])
+        .when(JobCommand::Reject {
+            comment: None,
+            now: t(31),
+        })
+        .then_expect_error(JobError::InvalidTransition {
+            action: "reject",
+            from: JobStatus::Succeeded,
+        });
+}
+
+#[test]
+fn metadata_updates_merge_and_are_size_checked() {
+    let patch = MetadataPatch::parse([("team".into(), Some("render".into()))].into()).unwrap();
+    Spec::with(())
+        .given(vec![queued(3)])
+        .when(JobCommand::UpdateMetadata {
+            patch: patch.clone(),
+            now: t(5),
+        })
+        .then_expect_events(vec![JobEvent::MetadataUpdated { patch, at: t(5) }]);
+    let too_many = (0..51).map(|i| (format!("k{i}"), Some("v".to_string()))).collect();
+    let result = Spec::with(())
+        .given(vec![queued(3)])
+        .when(JobCommand::UpdateMetadata {
+            patch: MetadataPatch::parse(too_many).unwrap(),
+            now: t(5),
+        })
+        .inspect_result();
+    assert!(matches!(result, Err(JobError::Invalid(_))));
+}
+
+#[test]
+fn a_deleted_job_is_gone_for_every_command() {
+    Spec::with(())
+        .given(vec![queued(3)])
+        .when(JobCommand::Delete { now: t(5) })
+        .then_expect_events(vec![JobEvent::Deleted { at: t(5) }]);
+    Spec::with(())
+        .given(vec![queued(3), JobEvent::Deleted { at: t(5) }])
+        .when(lease(6))
+        .then_expect_error(JobError::NotFound);
+}
+
+#[test]
+fn a_running_job_must_be_cancelled_before_it_is_deleted() {
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10)])
+        .when(JobCommand::Delete { now: t(12) })
+        .then_expect_error(JobError::InvalidTransition {
+            action: "delete",
+            from: JobStatus::Running,
+        });
+}
+
+#[test]
+fn events_serialize_with_their_catalogue_name_as_type() {
+    let value = serde_json::to_value(queued(3)).unwrap();
+    assert_eq!(value["type"], "job.queued");
+    let back: JobEvent = serde_json::from_value(value).unwrap();
+    assert_eq!(back, queued(3));
+}

@@ -1,0 +1,16 @@
+//! Herald's domain: the aggregates (jobs, projects, API keys), the commands they accept, the
+//! events they emit and the rules between the two. Everything here is pure: no database, no
+//! HTTP, no clock (the time of a command travels inside the command), so the rules can be
+//! tested as given/when/then specifications. The `store` crate persists these events and the
+//! `projections` crate folds them into read models.
+
+pub mod api_key;
+pub mod ids;
+pub mod job;
+pub mod project;
+pub mod scope;
+pub mod validation;
+
+pub use ids::{JobId, KeyId, ProjectId};
+pub use scope::{Scope, Scopes};
+pub use validation::FieldError;
