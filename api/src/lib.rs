@@ -1,1 +1,29 @@
-//! stub
+//! The `herald` binary's library: configuration, the embedded database, the HTTP API (poem +
+//! poem-openapi), authentication, background tasks and the command line. Business rules live in
+//! `herald-domain`, read-model SQL in `herald-projections`; this crate wires them to HTTP.
+
+pub mod app;
+pub mod auth;
+pub mod background;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod database;
+pub mod embedded_pg;
+pub mod http;
+pub mod reconciler;
+pub mod routes;
+pub mod startup;
+pub mod state;
+
+pub use config::Config;
+pub use startup::Application;
+
+/// The OpenAPI document as served at `/openapi.json` and committed as `docs/openapi.json`.
+pub fn openapi_document() -> String {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy("postgres://unused@localhost/unused")
+        .expect("a lazy pool never connects");
+    let state = std::sync::Arc::new(state::AppState::new(pool, Config::defaults(), Vec::new()));
+    routes::service(state).spec()
+}

@@ -1,1 +1,18 @@
-//! stub
+//! The event store: how Herald appends to and reads from the `events` table.
+//!
+//! Writes go through cqrs-es's `PersistedEventStore` in pure event-sourcing mode (no snapshot or
+//! aggregate store): `aggregates` loads an aggregate from its events, lets it decide, and commits
+//! the new events with optimistic concurrency. Reads of the global log (for projections, the
+//! webhook projector and history endpoints) live in `log`. `MIGRATOR` embeds the SQL migrations
+//! once for the binary and the tests.
+
+pub mod aggregates;
+pub mod log;
+pub mod metadata;
+
+pub use aggregates::{AggregateStore, CommandError, Committed};
+pub use log::{Position, StoredEvent};
+pub use metadata::{Actor, EventMetadata};
+
+/// The forward-only migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -1,0 +1,35 @@
+//! The server's background tasks, all stopped by one `CancellationToken` and awaited through
+//! one `TaskTracker`: a runner per projection, the LISTEN connection that wakes them, the API-key
+//! cache invalidator, and the lease reconciler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_projections::runtime::LogWakeups;
+use herald_projections::ProjectionRunner;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::reconciler::LeaseReconciler;
+use crate::state::AppState;
+
+pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &CancellationToken) {
+    let poll = Duration::from_millis(state.config.projections.poll_interval_ms);
+    let mut wakeups = Vec::new();
+    for projection in herald_projections::read_models() {
+        let wake = Arc::new(Notify::new());
+        wakeups.push(wake.clone());
+        let runner = ProjectionRunner::new(state.pool.clone(), projection, wake, poll);
+        tracker.spawn(runner.run(cancel.clone()));
+    }
+    tracker.spawn(LogWakeups::new(wakeups).run(state.pool.clone(), cancel.clone()));
+    tracker.spawn(
+        state
+            .verifier
+            .clone()
+            .follow_changes(state.pool.clone(), cancel.clone()),
+    );
+    let interval = Duration::from_millis(state.config.jobs.reconcile_interval_ms);
+    tracker.spawn(LeaseReconciler::new(state.clone()).run(interval, cancel.clone()));
+}

@@ -1,0 +1,172 @@
+//! Running each `herald` subcommand.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use herald_domain::project::ProjectName;
+use herald_domain::{ProjectId, Scopes};
+use herald_store::EventMetadata;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, KeyCreateArgs, KeysCommand, ProjectionsCommand, ProjectsCommand};
+use crate::config::Config;
+use crate::database::Database;
+use crate::startup::{pepper, Application};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    init_logging(&config);
+    match cli.command {
+        Command::Openapi => {
+            println!("{}", crate::openapi_document());
+            Ok(())
+        }
+        Command::Serve { listen } => {
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            serve(config).await
+        }
+        command => {
+            let database = Database::open(&config).await?;
+            let outcome = run_with_database(&config, &database, command).await;
+            database.close().await?;
+            outcome
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let pepper = pepper(&config)?;
+    let database = Database::open(&config).await?;
+    let app = Application::build(config, database.pool.clone(), pepper).await?;
+    let url = app.base_url().to_owned();
+    tracing::info!("Herald is listening on {url}");
+    eprintln!("Herald is listening on {url}\n  API docs: {url}/docs  (Redoc: {url}/redoc, OpenAPI: {url}/openapi.json)");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let served = app.run(shutdown).await;
+    database.close().await?;
+    served
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+    shutdown.cancel();
+}
+
+async fn run_with_database(
+    config: &Config,
+    database: &Database,
+    command: Command,
+) -> anyhow::Result<()> {
+    let pool = &database.pool;
+    let metadata = EventMetadata::system("cli");
+    match command {
+        Command::Migrate => {
+            eprintln!("migrations are up to date");
+            Ok(())
+        }
+        Command::Projects(ProjectsCommand::Create { name }) => {
+            let name = ProjectName::parse(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let store = herald_store::AggregateStore::new(pool.clone());
+            let (id, _) = crate::app::projects::create(&store, &metadata, name)
+                .await
+                .context("creating the project")?;
+            println!("{id}");
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Create(args)) => create_key(config, pool, &metadata, args).await,
+        Command::Projections(ProjectionsCommand::List) => {
+            for status in herald_projections::runtime::status(pool).await? {
+                println!(
+                    "{:<12} position {:>10}  lag {:>8}  applied {:>10}",
+                    status.name, status.global_position, status.lag, status.events_applied
+                );
+            }
+            Ok(())
+        }
+        Command::Projections(ProjectionsCommand::Rebuild { name }) => {
+            rebuild(config, pool, &name).await
+        }
+        Command::Serve { .. } | Command::Openapi => unreachable!("handled without a database"),
+    }
+}
+
+async fn create_key(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    metadata: &EventMetadata,
+    args: KeyCreateArgs,
+) -> anyhow::Result<()> {
+    let scopes = Scopes::parse(&args.scopes).map_err(|e| anyhow::anyhow!(e))?;
+    let project_id = args.project.map(ProjectId::from_uuid);
+    if let Some(project) = project_id {
+        let store = herald_store::AggregateStore::<herald_domain::project::Project>::new(pool.clone());
+        let (found, _) = store.load(&project.to_string()).await?;
+        anyhow::ensure!(found.state().is_some(), "no project with id {project}");
+    } else if !scopes.allows(herald_domain::Scope::Admin) {
+        anyhow::bail!("--project is required unless the key has the `admin` scope");
+    }
+    let key = crate::app::keys::NewKey {
+        name: args.name,
+        project_id,
+        scopes,
+        expires_at: args
+            .expires_in_days
+            .map(|days| Utc::now() + chrono::Duration::days(i64::from(days))),
+    };
+    let store = herald_store::AggregateStore::new(pool.clone());
+    let token = crate::app::keys::create(&store, &pepper(config)?, metadata, key)
+        .await
+        .context("creating the key")?;
+    println!("{}", token.expose());
+    Ok(())
+}
+
+/// Resets the projection, then replays it here if no server holds it, or waits for the server
+/// that does to catch up.
+async fn rebuild(config: &Config, pool: &sqlx::PgPool, name: &str) -> anyhow::Result<()> {
+    let projection = herald_projections::read_models()
+        .into_iter()
+        .find(|p| p.name() == name)
+        .with_context(|| format!("no projection named `{name}`"))?;
+    herald_projections::runtime::rebuild(pool, projection.as_ref()).await?;
+    let poll = Duration::from_millis(config.projections.poll_interval_ms);
+    let runner = herald_projections::ProjectionRunner::new(
+        pool.clone(),
+        projection,
+        Default::default(),
+        poll,
+    );
+    if let Some(mut conn) = runner.try_lock().await? {
+        let replayed = runner.catch_up(&mut conn, &CancellationToken::new()).await?;
+        eprintln!("rebuilt {name} from {replayed} events");
+        return Ok(());
+    }
+    eprintln!("a running server holds {name}; waiting for it to replay the log");
+    loop {
+        let status = herald_projections::runtime::status(pool).await?;
+        if status.iter().any(|s| s.name == name && s.lag == 0) {
+            eprintln!("rebuilt {name}");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,178 @@
+//! Configuration: compiled-in commented defaults (`config.default.toml`), then an optional
+//! file, then `HERALD_*` environment variables; validated once at start with messages that say
+//! which setting is wrong. Secrets are wrapped so they never appear in logs or debug output.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+pub const DEFAULTS: &str = include_str!("../config.default.toml");
+
+/// A value that must never be printed.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Secret,
+    pub api_key_pepper: Secret,
+    pub log: String,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub jobs: JobsConfig,
+    pub projections: ProjectionsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub max_body_bytes: usize,
+    pub request_timeout_seconds: u64,
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    pub default_lease_seconds: u32,
+    pub max_lease_seconds: u32,
+    pub retention_hours: u32,
+    pub reconcile_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectionsConfig {
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration")]
+    Load(#[source] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given, it must exist; otherwise `./herald.toml` if
+    /// present), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Invalid(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("herald.toml")),
+        }
+        figment = figment
+            .merge(Env::prefixed("HERALD_").split("__").ignore(&["config"]))
+            .merge(Env::raw().only(&["database_url"]));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The defaults alone, for tests that then adjust fields.
+    pub fn defaults() -> Self {
+        Figment::from(Toml::string(DEFAULTS))
+            .extract()
+            .expect("the compiled-in defaults are valid")
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
+        if self.http.max_body_bytes < 1024 {
+            return fail("http.max_body_bytes must be at least 1024");
+        }
+        if self.http.request_timeout_seconds == 0 {
+            return fail("http.request_timeout_seconds must be positive");
+        }
+        if self.database.max_connections < 2 {
+            return fail("database.max_connections must be at least 2");
+        }
+        if self.jobs.default_lease_seconds == 0
+            || self.jobs.default_lease_seconds > self.jobs.max_lease_seconds
+        {
+            return fail("jobs.default_lease_seconds must be between 1 and jobs.max_lease_seconds");
+        }
+        if self.jobs.reconcile_interval_ms == 0 || self.projections.poll_interval_ms == 0 {
+            return fail("intervals must be positive");
+        }
+        if !self.api_key_pepper.is_empty() && self.api_key_pepper.expose().len() < 16 {
+            return fail("api_key_pepper must be at least 16 characters");
+        }
+        let url = self.database_url.expose();
+        if !url.is_empty() && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            return fail("database_url must start with postgres:// or postgresql://");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiled_in_defaults_are_valid() {
+        let config = Config::defaults();
+        config.validate().unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.http.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_setting_named() {
+        let mut config = Config::defaults();
+        config.jobs.default_lease_seconds = 0;
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("jobs.default_lease_seconds"), "{message}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let secret = Secret::new("hunter2hunter2hunter2");
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,221 @@
+//! The outermost middleware and the per-request context.
+//!
+//! `Edge` gives every request an id (a sane incoming `X-Request-Id` is kept, otherwise a new
+//! UUIDv7), records the client address and user agent for event metadata, enforces the body
+//! size limit (413) whether or not `Content-Length` is sent, applies the request timeout, turns
+//! every error that did not come from a handler (unknown route, wrong method, unparsable JSON,
+//! unsupported content type, missing credentials) into problem+json, and stamps
+//! `X-Request-Id` on every response.
+
+use std::time::Duration;
+
+use herald_domain::FieldError;
+use poem::http::{header, Method, StatusCode};
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use uuid::Uuid;
+
+use super::problem::{unauthenticated_problem, Problem};
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being handled by this task ("" outside a request).
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(|id| id.clone()).unwrap_or_default()
+}
+
+/// What event metadata needs to know about the request.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub struct Edge {
+    pub max_body_bytes: usize,
+    pub timeout: Duration,
+}
+
+impl<E: Endpoint> Middleware<E> for Edge {
+    type Output = EdgeEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        EdgeEndpoint {
+            inner,
+            max_body_bytes: self.max_body_bytes,
+            timeout: self.timeout,
+        }
+    }
+}
+
+pub struct EdgeEndpoint<E> {
+    inner: E,
+    max_body_bytes: usize,
+    timeout: Duration,
+}
+
+fn incoming_request_id(req: &Request) -> Option<String> {
+    let id = req.headers().get("x-request-id")?.to_str().ok()?;
+    let sane = !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    sane.then(|| id.to_owned())
+}
+
+impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let request_id = incoming_request_id(&req).unwrap_or_else(|| Uuid::now_v7().to_string());
+        let context = RequestContext {
+            request_id: request_id.clone(),
+            ip: req.remote_addr().as_socket_addr().map(|a| a.ip().to_string()),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|ua| ua.chars().take(512).collect()),
+        };
+        req.set_data(context);
+        let response = REQUEST_ID
+            .scope(request_id.clone(), async {
+                if let Err(too_large) = self.limit_body(&mut req).await {
+                    return too_large;
+                }
+                match tokio::time::timeout(self.timeout, self.inner.call(req)).await {
+                    Ok(Ok(output)) => as_problem(output.into_response(), None).await,
+                    Ok(Err(error)) => {
+                        let message = error.to_string();
+                        as_problem(error.into_response(), Some(message)).await
+                    }
+                    Err(_) => problem_response(Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "REQUEST_TIMEOUT",
+                        "the request took too long and was abandoned",
+                    )),
+                }
+            })
+            .await;
+        let mut response = response;
+        if let Ok(value) = request_id.parse() {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        Ok(response)
+    }
+}
+
+impl<E> EdgeEndpoint<E> {
+    /// Reads the body up to the limit, so handlers never see more than `max_body_bytes`.
+    async fn limit_body(&self, req: &mut Request) -> Result<(), Response> {
+        let too_large = || {
+            problem_response(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("request bodies are limited to {} bytes", self.max_body_bytes),
+            ))
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > self.max_body_bytes) {
+            return Err(too_large());
+        }
+        if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+            return Ok(());
+        }
+        match req.take_body().into_bytes_limit(self.max_body_bytes).await {
+            Ok(bytes) => {
+                req.set_body(bytes);
+                Ok(())
+            }
+            Err(poem::error::ReadBodyError::PayloadTooLarge) => Err(too_large()),
+            Err(_) => Err(problem_response(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "BODY_UNREADABLE",
+                "the request body could not be read",
+            ))),
+        }
+    }
+}
+
+pub fn problem_response(problem: Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::builder()
+        .status(status)
+        .content_type("application/problem+json")
+        .body(serde_json::to_vec(&problem).unwrap_or_default());
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            poem::http::HeaderValue::from_static(r#"Bearer realm="herald", ApiKey header="X-API-Key""#),
+        );
+    }
+    response
+}
+
+/// Leaves problem+json and successful responses alone; rewrites any other error response.
+async fn as_problem(response: Response, message: Option<String>) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .content_type()
+        .is_some_and(|ct| ct.starts_with("application/problem+json"));
+    if status.as_u16() < 400 || is_problem {
+        return response;
+    }
+    let message = match message {
+        Some(message) => message,
+        None => response.into_body().into_string().await.unwrap_or_default(),
+    };
+    problem_response(problem_for(status, &message))
+}
+
+fn problem_for(status: StatusCode, message: &str) -> Problem {
+    match status {
+        StatusCode::UNAUTHORIZED => unauthenticated_problem(),
+        StatusCode::BAD_REQUEST => {
+            let (code, detail) = if message.contains("payload") {
+                ("INVALID_BODY", "the request body is not valid JSON for this endpoint")
+            } else {
+                ("INVALID_PARAMETER", "a path or query parameter is invalid")
+            };
+            Problem::new(status, code, detail).with_errors(vec![FieldError::new(
+                field_of(message),
+                message,
+            )])
+        }
+        StatusCode::NOT_FOUND => Problem::new(status, "NOT_FOUND", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            Problem::new(status, "METHOD_NOT_ALLOWED", "this route does not accept the method")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
+            status,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the body as application/json",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            Problem::new(status, "PAYLOAD_TOO_LARGE", "the request body is too large")
+        }
+        s if s.is_server_error() => {
+            tracing::error!(status = s.as_u16(), error = message, "request failed");
+            Problem::new(s, "INTERNAL", "the server failed to handle this request")
+        }
+        s => Problem::new(s, "REQUEST_REFUSED", message),
+    }
+}
+
+/// Best-effort field name from a poem-openapi parse error ("... `kind` ..." or "\"kind\"").
+fn field_of(message: &str) -> String {
+    for quote in ['`', '"'] {
+        let mut parts = message.split(quote);
+        if let (Some(_), Some(name)) = (parts.next(), parts.next()) {
+            if !name.is_empty() && name.len() < 64 && !name.contains(' ') {
+                return name.to_owned();
+            }
+        }
+    }
+    "body".to_owned()
+}

@@ -1,0 +1,6 @@
+//! HTTP plumbing shared by every endpoint: the problem+json error model (`problem`), the
+//! per-request context and the outer middleware (`context`), and pagination cursors (`cursor`).
+
+pub mod context;
+pub mod cursor;
+pub mod problem;

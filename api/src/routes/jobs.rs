@@ -1,0 +1,354 @@
+//! `/api/v1/jobs`: submit, list, read, cancel, annotate, review, delete, and read history.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use herald_domain::job::{
+    JobCommand, JobKind, MaxAttempts, Metadata, MetadataPatch, Priority, SubmitJob,
+};
+use herald_domain::{FieldError, ProjectId, Scope};
+use herald_projections::jobs::{JobCursor, JobFilter, SortOrder};
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, OpenApi};
+use uuid::Uuid;
+
+use super::job_models::*;
+use super::ApiTags;
+use crate::app::jobs as app;
+use crate::auth::{Caller, Credentials};
+use crate::http::context::RequestContext;
+use crate::http::cursor;
+use crate::http::problem::{ApiError, ApiResult};
+use crate::state::{metadata, AppState};
+
+pub struct JobsApi {
+    pub state: Arc<AppState>,
+}
+
+#[derive(ApiResponse)]
+pub enum SubmitResponse {
+    /// The job is queued; `Location` is its URL.
+    #[oai(status = 202)]
+    Accepted(Json<JobDto>, #[oai(header = "Location")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum Deleted {
+    /// The job is deleted; its history stays for auditors.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+#[derive(Debug, Clone, Copy, Enum)]
+pub enum JobSort {
+    /// Oldest first.
+    #[oai(rename = "created_at")]
+    CreatedAt,
+    /// Newest first (default).
+    #[oai(rename = "-created_at")]
+    CreatedAtDesc,
+}
+
+fn parse_submit(body: JobCreate, caller: &Caller) -> Result<SubmitJob, ApiError> {
+    let mut errors = Vec::new();
+    let mut check = |r: Result<(), FieldError>| {
+        if let Err(e) = r {
+            errors.push(e)
+        }
+    };
+    let kind = JobKind::parse(&body.kind);
+    let priority = body.priority.map_or(Ok(Priority::default()), Priority::parse);
+    let max_attempts = body.max_attempts.map_or(Ok(MaxAttempts::default()), MaxAttempts::parse);
+    let metadata = Metadata::parse(body.metadata.unwrap_or_default());
+    let project = match (caller.project_id, body.project_id) {
+        (Some(own), None) => Ok(own),
+        (Some(own), Some(asked)) if own.as_uuid() == asked => Ok(own),
+        (Some(_), Some(_)) => Err(FieldError::new("project_id", "must be the key's own project")),
+        (None, Some(asked)) => Ok(ProjectId::from_uuid(asked)),
+        (None, None) => Err(FieldError::new("project_id", "required for keys not bound to a project")),
+    };
+    check(kind.as_ref().map(|_| ()).map_err(Clone::clone));
+    check(priority.as_ref().map(|_| ()).map_err(Clone::clone));
+    check(max_attempts.as_ref().map(|_| ()).map_err(Clone::clone));
+    check(metadata.as_ref().map(|_| ()).map_err(Clone::clone));
+    check(project.as_ref().map(|_| ()).map_err(Clone::clone));
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    Ok(SubmitJob {
+        project_id: project.expect("checked"),
+        kind: kind.expect("checked"),
+        input: body.input.unwrap_or_else(|| serde_json::json!({})),
+        priority: priority.expect("checked"),
+        metadata: metadata.expect("checked"),
+        max_attempts: max_attempts.expect("checked"),
+    })
+}
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Jobs")]
+impl JobsApi {
+    /// Submit a job
+    ///
+    /// Queues a job and answers 202 with it; `Location` is the job's URL. Scope `jobs:write`.
+    #[oai(path = "/jobs", method = "post", operation_id = "submitJob")]
+    async fn submit(
+        &self,
+        auth: Credentials,
+        Data(context): Data<&RequestContext>,
+        body: Json<JobCreate>,
+    ) -> ApiResult<SubmitResponse> {
+        let caller = self.state.authorize(&auth, Scope::JobsWrite).await?;
+        let submit = parse_submit(body.0, &caller)?;
+        if caller.project_id.is_none()
+            && herald_projections::projects::get(&self.state.pool, submit.project_id.as_uuid())
+                .await?
+                .is_none()
+        {
+            return Err(ApiError::field("project_id", "no such project").into());
+        }
+        let command = JobCommand::Submit(submit, Utc::now());
+        let (id, job) = app::submit(&self.state, &metadata(&caller, context), command).await?;
+        let dto = JobDto::render(id.as_uuid(), &job, app::retention(&self.state));
+        Ok(SubmitResponse::Accepted(Json(dto), format!("/api/v1/jobs/{id}")))
+    }
+
+    /// List jobs
+    ///
+    /// Newest first by default; filter by status, kind and creation time; page with `cursor`.
+    /// Lists come from the jobs read model and may lag a write by the projection lag
+    /// (normally milliseconds). Scope `jobs:read`.
+    #[oai(path = "/jobs", method = "get", operation_id = "listJobs")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        auth: Credentials,
+        status: Query<Option<JobStatusDto>>,
+        kind: Query<Option<String>>,
+        created_after: Query<Option<DateTime<Utc>>>,
+        created_before: Query<Option<DateTime<Utc>>>,
+        sort: Query<Option<JobSort>>,
+        /// 1–100, default 20.
+        limit: Query<Option<i64>>,
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<JobList>> {
+        let caller = self.state.authorize(&auth, Scope::JobsRead).await?;
+        let limit = limit.0.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::field("limit", "must be between 1 and 100").into());
+        }
+        let after: Option<JobCursor> = cursor.0.as_deref().map(cursor::decode).transpose()?;
+        let filter = JobFilter {
+            project_id: caller.project_id.map(|p| p.as_uuid()),
+            status: status.0.map(|s| s.as_str().to_owned()),
+            kind: kind.0,
+            created_after: created_after.0,
+            created_before: created_before.0,
+            sort: match sort.0 {
+                Some(JobSort::CreatedAt) => SortOrder::CreatedAsc,
+                _ => SortOrder::CreatedDesc,
+            },
+            after,
+            limit: limit + 1,
+        };
+        let mut rows = herald_projections::jobs::list(&self.state.pool, &filter).await?;
+        let has_more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = has_more
+            .then(|| rows.last())
+            .flatten()
+            .map(|last| {
+                cursor::encode(&JobCursor {
+                    created_at: last.state.created_at,
+                    id: last.id,
+                })
+            });
+        let retention = app::retention(&self.state);
+        let data = rows
+            .iter()
+            .map(|row| JobDto::render(row.id, &row.state, retention))
+            .collect();
+        Ok(Json(JobList {
+            data,
+            has_more,
+            next_cursor,
+        }))
+    }
+
+    /// Get a job
+    ///
+    /// Always reflects the caller's own earlier writes. Scope `jobs:read`.
+    #[oai(path = "/jobs/:id", method = "get", operation_id = "getJob")]
+    async fn get(&self, auth: Credentials, id: Path<Uuid>) -> ApiResult<Json<JobDto>> {
+        let caller = self.state.authorize(&auth, Scope::JobsRead).await?;
+        let job = app::load(&self.state, &caller, id.0).await?;
+        Ok(Json(JobDto::render(id.0, &job, app::retention(&self.state))))
+    }
+
+    /// Get a job's progress
+    #[oai(path = "/jobs/:id/progress", method = "get", operation_id = "getJobProgress")]
+    async fn progress(&self, auth: Credentials, id: Path<Uuid>) -> ApiResult<Json<JobProgressDto>> {
+        let caller = self.state.authorize(&auth, Scope::JobsRead).await?;
+        let job = app::load(&self.state, &caller, id.0).await?;
+        Ok(Json(JobProgressDto {
+            status: job.status.into(),
+            percent: job.progress.percent.value(),
+            stage: job.progress.stage,
+            message: job.progress.message,
+        }))
+    }
+
+    /// Get a succeeded job's result
+    ///
+    /// 409 `JOB_NOT_SUCCEEDED` until the job has succeeded.
+    #[oai(path = "/jobs/:id/result", method = "get", operation_id = "getJobResult")]
+    async fn result(&self, auth: Credentials, id: Path<Uuid>) -> ApiResult<Json<JobResultDto>> {
+        let caller = self.state.authorize(&auth, Scope::JobsRead).await?;
+        let job = app::load(&self.state, &caller, id.0).await?;
+        match job.result {
+            Some(result) => Ok(Json(JobResultDto { id: id.0, result })),
+            None => Err(ApiError::Conflict {
+                code: "JOB_NOT_SUCCEEDED",
+                detail: format!("the job is {}, it has no result", job.status.as_str()),
+            }
+            .into()),
+        }
+    }
+
+    /// Get a job's history
+    ///
+    /// Every event of the job, oldest first, with who caused it.
+    #[oai(path = "/jobs/:id/events", method = "get", operation_id = "listJobEvents")]
+    async fn events(&self, auth: Credentials, id: Path<Uuid>) -> ApiResult<Json<JobEventList>> {
+        let caller = self.state.authorize(&auth, Scope::JobsRead).await?;
+        let history =
+            herald_store::log::aggregate_history(&self.state.pool, "job", &id.0.to_string())
+                .await?;
+        let project = history
+            .first()
+            .and_then(|e| e.payload.get("project_id"))
+            .and_then(|p| p.as_str())
+            .and_then(|p| p.parse::<ProjectId>().ok());
+        if !project.is_some_and(|p| caller.can_see(p)) {
+            return Err(app::not_found().into());
+        }
+        let data = history
+            .into_iter()
+            .map(|event| {
+                let mut data = event.payload;
+                if let Some(object) = data.as_object_mut() {
+                    object.remove("type");
+                }
+                JobEventDto {
+                    global_position: event.global_position,
+                    sequence: event.sequence,
+                    event_type: event.event_type,
+                    data,
+                    actor_type: event.metadata.get("actor_type").cloned(),
+                    actor_id: event.metadata.get("actor_id").cloned(),
+                    request_id: event.metadata.get("request_id").cloned(),
+                    recorded_at: event.recorded_at,
+                }
+            })
+            .collect();
+        Ok(Json(JobEventList { data }))
+    }
+
+    /// Cancel a job
+    ///
+    /// A queued job is cancelled at once; a running job's worker learns it at its next
+    /// heartbeat. 409 for a finished job. Scope `jobs:write`.
+    #[oai(path = "/jobs/:id/cancel", method = "post", operation_id = "cancelJob")]
+    async fn cancel(
+        &self,
+        auth: Credentials,
+        Data(context): Data<&RequestContext>,
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<JobDto>> {
+        self.write(auth, context, id.0, JobCommand::Cancel { now: Utc::now() })
+            .await
+    }
+
+    /// Update a job's metadata
+    ///
+    /// Merges the given keys; a `null` value removes a key. Scope `jobs:write`.
+    #[oai(path = "/jobs/:id/metadata", method = "patch", operation_id = "updateJobMetadata")]
+    async fn update_metadata(
+        &self,
+        auth: Credentials,
+        Data(context): Data<&RequestContext>,
+        id: Path<Uuid>,
+        body: Json<MetadataUpdate>,
+    ) -> ApiResult<Json<JobDto>> {
+        let patch = MetadataPatch::parse(body.0.metadata)?;
+        let command = JobCommand::UpdateMetadata {
+            patch,
+            now: Utc::now(),
+        };
+        self.write(auth, context, id.0, command).await
+    }
+
+    /// Approve a succeeded job
+    #[oai(path = "/jobs/:id/approve", method = "post", operation_id = "approveJob")]
+    async fn approve(
+        &self,
+        auth: Credentials,
+        Data(context): Data<&RequestContext>,
+        id: Path<Uuid>,
+        body: Json<ReviewRequest>,
+    ) -> ApiResult<Json<JobDto>> {
+        let command = JobCommand::Approve {
+            comment: body.0.comment,
+            now: Utc::now(),
+        };
+        self.write(auth, context, id.0, command).await
+    }
+
+    /// Reject a succeeded job
+    #[oai(path = "/jobs/:id/reject", method = "post", operation_id = "rejectJob")]
+    async fn reject(
+        &self,
+        auth: Credentials,
+        Data(context): Data<&RequestContext>,
+        id: Path<Uuid>,
+        body: Json<ReviewRequest>,
+    ) -> ApiResult<Json<JobDto>> {
+        let command = JobCommand::Reject {
+            comment: body.0.comment,
+            now: Utc::now(),
+        };
+        self.write(auth, context, id.0, command).await
+    }
+
+    /// Delete a job
+    ///
+    /// Hides the job from every read; its history stays for auditors. A running job must be
+    /// cancelled first. Scope `jobs:write`.
+    #[oai(path = "/jobs/:id", method = "delete", operation_id = "deleteJob")]
+    async fn delete(
+        &self,
+        auth: Credentials,
+        Data(context): Data<&RequestContext>,
+        id: Path<Uuid>,
+    ) -> ApiResult<Deleted> {
+        self.write(auth, context, id.0, JobCommand::Delete { now: Utc::now() })
+            .await?;
+        Ok(Deleted::NoContent)
+    }
+}
+
+impl JobsApi {
+    async fn write(
+        &self,
+        auth: Credentials,
+        context: &RequestContext,
+        id: Uuid,
+        command: JobCommand,
+    ) -> ApiResult<Json<JobDto>> {
+        let caller = self.state.authorize(&auth, Scope::JobsWrite).await?;
+        let job = app::execute(&self.state, &caller, &metadata(&caller, context), id, command)
+            .await?;
+        Ok(Json(JobDto::render(id, &job, app::retention(&self.state))))
+    }
+}

@@ -1,0 +1,57 @@
+//! The HTTP surface: one module per resource, each a poem-openapi `OpenApi` impl with thin
+//! handlers (authorize, parse into a command, one call, map the result). `service` assembles
+//! them into the document served at `/openapi.json` and committed as `docs/openapi.json`.
+
+mod admin;
+mod job_models;
+mod jobs;
+mod projects;
+pub mod system;
+mod worker;
+
+use std::sync::Arc;
+
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::state::AppState;
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Submit jobs and follow them to their results.
+    Jobs,
+    /// Endpoints for worker programs (scope `jobs:work`).
+    Workers,
+    /// Projects, the tenancy unit (admin).
+    Projects,
+    /// Operating Herald (admin).
+    Admin,
+}
+
+pub type Apis = (
+    jobs::JobsApi,
+    worker::WorkerApi,
+    projects::ProjectsApi,
+    admin::AdminApi,
+);
+
+/// The OpenAPI service with every endpoint. The document names no server, so tools use the
+/// origin they fetched it from, and the committed copy is identical on every machine.
+pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
+    let apis = (
+        jobs::JobsApi {
+            state: state.clone(),
+        },
+        worker::WorkerApi {
+            state: state.clone(),
+        },
+        projects::ProjectsApi {
+            state: state.clone(),
+        },
+        admin::AdminApi { state },
+    );
+    OpenApiService::new(apis, "Herald API", env!("CARGO_PKG_VERSION"))
+        .description(
+            "Submit asynchronous jobs, follow them to their results, and operate Herald. \
+             Errors are RFC 9457 problem+json documents with a stable `code`.",
+        )
+}

@@ -1,0 +1,145 @@
+//! Building and running the server. `connect` opens the database (the configured URL, or the
+//! embedded cluster) and applies migrations; `Application::build` binds the listener (port 0
+//! works, for tests) and assembles routes; `run` serves until the shutdown token fires, then
+//! stops accepting, lets in-flight requests finish, and stops the background tasks.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::middleware::Tracing;
+use poem::{EndpointExt, Route, Server};
+use rand::RngCore;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::http::context::Edge;
+use crate::routes;
+use crate::state::AppState;
+
+/// Opens a pool on `url` and brings the schema up to date.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    herald_store::MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying migrations")?;
+    Ok(pool)
+}
+
+/// The configured pepper, or the one generated on first start and kept in the data directory.
+pub fn pepper(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if !config.api_key_pepper.is_empty() {
+        return Ok(config.api_key_pepper.expose().as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("api-key-pepper");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(existing.trim().as_bytes().to_vec());
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, &value)?;
+    tracing::info!(path = %path.display(), "generated a new API-key pepper");
+    Ok(value.into_bytes())
+}
+
+fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(value.as_bytes())?;
+    Ok(())
+}
+
+pub struct Application {
+    acceptor: TcpAcceptor,
+    state: Arc<AppState>,
+    base_url: String,
+}
+
+impl Application {
+    pub async fn build(config: Config, pool: PgPool, pepper: Vec<u8>) -> anyhow::Result<Self> {
+        let acceptor = TcpListener::bind(config.listen)
+            .into_acceptor()
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .context("the listener has no address")?;
+        let base_url = format!("http://{addr}");
+        let state = Arc::new(AppState::new(pool, config, pepper));
+        Ok(Self {
+            acceptor,
+            state,
+            base_url,
+        })
+    }
+
+    /// `http://host:port` of the bound listener.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` fires, then drains and stops everything it started.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        let background = CancellationToken::new();
+        crate::background::spawn(&self.state, &tracker, &background);
+        tracker.close();
+
+        let http = &self.state.config.http;
+        let grace = Duration::from_secs(http.shutdown_grace_seconds);
+        let app = routes_for(&self.state);
+        let served = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown.cancelled_owned(), Some(grace))
+            .await;
+        tracing::info!("HTTP server stopped; stopping background tasks");
+        background.cancel();
+        tracker.wait().await;
+        served.context("serving HTTP")
+    }
+}
+
+/// The whole HTTP application: versioned API, documents, system endpoints, edge middleware.
+pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
+    let http = &state.config.http;
+    let api = routes::service(state.clone());
+    let edge = Edge {
+        max_body_bytes: http.max_body_bytes,
+        timeout: Duration::from_secs(http.request_timeout_seconds),
+    };
+    Route::new()
+        .at("/openapi.json", api.spec_endpoint())
+        .nest("/docs", api.swagger_ui())
+        .nest("/redoc", api.redoc())
+        .at("/health", routes::system::live)
+        .at("/live", routes::system::live)
+        .at("/ready", routes::system::ready.data(state.clone()))
+        .nest("/", api)
+        .with(edge)
+        .with(Tracing)
+}

@@ -1,0 +1,67 @@
+//! Everything a request handler needs, built once at start and shared.
+
+use std::sync::Arc;
+
+use herald_domain::api_key::ApiKey;
+use herald_domain::job::Job;
+use herald_domain::project::Project;
+use herald_store::{AggregateStore, EventMetadata};
+use sqlx::PgPool;
+
+use crate::auth::{Caller, Credentials, KeyVerifier};
+use crate::config::Config;
+use crate::http::context::RequestContext;
+use crate::http::problem::ApiError;
+use herald_domain::Scope;
+use herald_store::Actor;
+
+pub struct AppState {
+    pub pool: PgPool,
+    pub config: Config,
+    pub jobs: AggregateStore<Job>,
+    pub projects: AggregateStore<Project>,
+    pub keys: AggregateStore<ApiKey>,
+    pub verifier: Arc<KeyVerifier>,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, config: Config, pepper: Vec<u8>) -> Self {
+        Self {
+            jobs: AggregateStore::new(pool.clone()),
+            projects: AggregateStore::new(pool.clone()),
+            keys: AggregateStore::new(pool.clone()),
+            verifier: Arc::new(KeyVerifier::new(pool.clone(), pepper)),
+            pool,
+            config,
+        }
+    }
+
+    /// Verifies the credentials (401 if bad).
+    pub async fn authenticate(&self, credentials: &Credentials) -> Result<Caller, ApiError> {
+        self.verifier
+            .verify(credentials.presented())
+            .await
+            .ok_or(ApiError::Unauthenticated)
+    }
+
+    /// Verifies the credentials (401 if bad) and the scope (403 if missing).
+    pub async fn authorize(
+        &self,
+        credentials: &Credentials,
+        scope: Scope,
+    ) -> Result<Caller, ApiError> {
+        let caller = self.authenticate(credentials).await?;
+        caller.require(scope)?;
+        Ok(caller)
+    }
+}
+
+/// Event metadata for a command issued by `caller` during the request in `context`.
+pub fn metadata(caller: &Caller, context: &RequestContext) -> EventMetadata {
+    EventMetadata {
+        actor: Actor::ApiKey(caller.key_id.to_string()),
+        request_id: Some(context.request_id.clone()),
+        ip: context.ip.clone(),
+        user_agent: context.user_agent.clone(),
+    }
+}

@@ -1,0 +1,148 @@
+//! One runner per projection. It first takes a session-level advisory lock on a dedicated
+//! connection, so exactly one process in the whole deployment runs each projection; when that
+//! process stops, its connection closes, the lock is released and another replica's runner (which
+//! retries the lock on every poll tick) takes over. Holding the lock, it applies pages of the
+//! log on that same connection whenever it is woken by `LISTEN/NOTIFY` or by the polling timer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_store::log::read_after;
+use sqlx::{Acquire, PgConnection, PgPool};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{checkpoint, Projection};
+
+/// First key of the two-key advisory lock; the second is `hashtext(projection name)`.
+const LOCK_CLASS: i32 = 0x4845_5241; // "HERA"
+const PAGE_SIZE: i64 = 500;
+
+pub struct ProjectionRunner {
+    pool: PgPool,
+    projection: Arc<dyn Projection>,
+    wake: Arc<Notify>,
+    poll_interval: Duration,
+}
+
+impl ProjectionRunner {
+    pub fn new(
+        pool: PgPool,
+        projection: Arc<dyn Projection>,
+        wake: Arc<Notify>,
+        poll_interval: Duration,
+    ) -> Self {
+        Self {
+            pool,
+            projection,
+            wake,
+            poll_interval,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    /// Runs until `cancel` fires: waits for the lock, then keeps the read model current. A page
+    /// in progress is finished (its transaction commits or rolls back) before returning.
+    pub async fn run(self, cancel: CancellationToken) {
+        while !cancel.is_cancelled() {
+            let Some(mut conn) = self.wait_for_lock(&cancel).await else {
+                return;
+            };
+            tracing::info!(projection = self.name(), "projection runner holds the lock");
+            if let Err(error) = self.follow(&mut conn, &cancel).await {
+                tracing::error!(projection = self.name(), error = format!("{error:#}"), "projection runner failed; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(self.poll_interval) => {}
+                }
+            }
+        }
+    }
+
+    async fn wait_for_lock(&self, cancel: &CancellationToken) -> Option<PgConnection> {
+        loop {
+            match self.try_lock().await {
+                Ok(Some(conn)) => return Some(conn),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(projection = self.name(), %error, "could not try the projection lock")
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return None,
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
+        }
+    }
+
+    /// A dedicated connection holding this projection's lock, or `None` if another process has it.
+    pub async fn try_lock(&self) -> sqlx::Result<Option<PgConnection>> {
+        let mut conn = self.pool.acquire().await?.detach();
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(LOCK_CLASS)
+            .bind(self.name())
+            .fetch_one(&mut conn)
+            .await?;
+        if !locked {
+            return Ok(None);
+        }
+        checkpoint::ensure(&mut conn, self.name()).await?;
+        Ok(Some(conn))
+    }
+
+    async fn follow(
+        &self,
+        conn: &mut PgConnection,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        loop {
+            self.catch_up(conn, cancel).await?;
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Applies pages until the log is drained (up to the horizon); returns the events read.
+    pub async fn catch_up(
+        &self,
+        conn: &mut PgConnection,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<u64> {
+        let mut total = 0;
+        while !cancel.is_cancelled() {
+            let read = self.step(conn).await?;
+            total += read as u64;
+            if read == 0 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// One page in one transaction: lock the checkpoint, read after it, apply, advance.
+    async fn step(&self, conn: &mut PgConnection) -> anyhow::Result<usize> {
+        let mut tx = conn.begin().await?;
+        let from = checkpoint::lock(&mut tx, self.name()).await?;
+        let events = read_after(&mut *tx, from, PAGE_SIZE).await?;
+        let Some(last) = events.last() else {
+            return Ok(0);
+        };
+        let last = last.position();
+        let wanted = self.projection.aggregate_types();
+        for event in events
+            .iter()
+            .filter(|e| wanted.contains(&e.aggregate_type.as_str()))
+        {
+            self.projection.apply(&mut tx, event).await?;
+        }
+        checkpoint::advance(&mut tx, self.name(), last, events.len() as i64).await?;
+        tx.commit().await?;
+        Ok(events.len())
+    }
+}

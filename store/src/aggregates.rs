@@ -1,0 +1,146 @@
+//! Running commands against aggregates stored as events.
+//!
+//! `execute` loads the aggregate from its events, lets it decide, and commits the resulting
+//! events in one transaction; the primary key `(aggregate_type, aggregate_id, sequence)` makes a
+//! concurrent writer fail with a conflict instead of forking the history. Conflicts are retried
+//! (with a fresh load) when the caller says the command is safe to retry.
+
+use std::time::Duration;
+
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use cqrs_es::{Aggregate, AggregateError, EventStore};
+use postgres_es::PostgresEventRepository;
+use sqlx::PgPool;
+
+use crate::EventMetadata;
+
+const MAX_CONFLICT_RETRIES: u32 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error + 'static> {
+    /// The aggregate refused the command (a business rule).
+    #[error("command refused")]
+    Rejected(#[source] E),
+    /// Another writer changed the aggregate first and the command was not safe to retry (or
+    /// kept losing the race).
+    #[error("the resource was changed concurrently")]
+    Conflict,
+    /// The database failed or an event did not deserialize.
+    #[error("event store failure")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+/// The outcome of a committed command.
+#[derive(Debug, Clone)]
+pub struct Committed<A> {
+    /// The aggregate after the new events.
+    pub aggregate: A,
+    /// The aggregate's last sequence number after the command.
+    pub sequence: usize,
+    /// How many events the command appended (zero is a valid outcome).
+    pub appended: usize,
+}
+
+/// The event store for one aggregate type.
+pub struct AggregateStore<A: Aggregate> {
+    store: PersistedEventStore<PostgresEventRepository, A>,
+}
+
+impl<A> AggregateStore<A>
+where
+    A: Aggregate<Services = ()> + Clone,
+    A::Command: Clone,
+    A::Error: 'static,
+{
+    pub fn new(pool: PgPool) -> Self {
+        let repo = PostgresEventRepository::new(pool);
+        Self {
+            store: PersistedEventStore::new_event_store(repo),
+        }
+    }
+
+    /// The aggregate folded from all its events, with its last sequence (0: no events).
+    pub async fn load(&self, id: &str) -> Result<(A, usize), CommandError<A::Error>> {
+        let context = self.store.load_aggregate(id).await.map_err(store_error)?;
+        Ok((context.aggregate, context.current_sequence))
+    }
+
+    /// Runs `command` against aggregate `id` and commits what it decides.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+        retry_on_conflict: bool,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        self.execute_guarded(id, command, metadata, retry_on_conflict, |_| Ok(()))
+            .await
+    }
+
+    /// Like `execute`, but `guard` sees the loaded aggregate first and may refuse the command
+    /// (used for tenancy: a caller from another project must not learn the resource exists).
+    pub async fn execute_guarded(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+        retry_on_conflict: bool,
+        guard: impl Fn(&A) -> Result<(), A::Error>,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let mut attempt = 0;
+        loop {
+            match self.try_execute(id, command.clone(), metadata, &guard).await {
+                Err(CommandError::Conflict) if retry_on_conflict && attempt < MAX_CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(aggregate.id = id, attempt, "retrying after a write conflict");
+                    tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt))).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn try_execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+        guard: &impl Fn(&A) -> Result<(), A::Error>,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let mut context: EventStoreAggregateContext<A> =
+            self.store.load_aggregate(id).await.map_err(store_error)?;
+        guard(&context.aggregate).map_err(CommandError::Rejected)?;
+        let sink = Default::default();
+        context
+            .aggregate
+            .handle(command, &(), &sink)
+            .await
+            .map_err(CommandError::Rejected)?;
+        let events = sink.collect().await;
+        let appended = events.len();
+        // `handle` already applied the events to the aggregate through the sink.
+        let aggregate = context.aggregate.clone();
+        let sequence = context.current_sequence + appended;
+        if appended > 0 {
+            self.store
+                .commit(events, context, metadata.to_map())
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(Committed {
+            aggregate,
+            sequence,
+            appended,
+        })
+    }
+}
+
+fn store_error<E: std::error::Error + 'static>(error: AggregateError<E>) -> CommandError<E> {
+    match error {
+        AggregateError::AggregateConflict => CommandError::Conflict,
+        AggregateError::UserError(e) => CommandError::Rejected(e),
+        AggregateError::DatabaseConnectionError(e)
+        | AggregateError::DeserializationError(e)
+        | AggregateError::UnexpectedError(e) => CommandError::Store(e),
+    }
+}

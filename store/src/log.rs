@@ -1,0 +1,130 @@
+//! Reading the global log in commit-safe order.
+//!
+//! Events are ordered by `(tx_id, global_position)`. A page never includes a transaction id at
+//! or above `pg_snapshot_xmin(pg_current_snapshot())`: below that horizon every transaction has
+//! committed or aborted, so no event can later appear before the reader's position. This is
+//! what keeps catch-up readers from skipping events whose transactions commit late.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgExecutor;
+
+/// A reader's place in the log: the last `(tx_id, global_position)` it consumed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Position {
+    pub tx_id: i64,
+    pub global_position: i64,
+}
+
+/// One event as stored, with its place in the global order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub global_position: i64,
+    pub tx_id: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub payload: Value,
+    pub metadata: HashMap<String, String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl StoredEvent {
+    pub fn position(&self) -> Position {
+        Position {
+            tx_id: self.tx_id,
+            global_position: self.global_position,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    global_position: i64,
+    tx_id: i64,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    payload: Value,
+    metadata: sqlx::types::Json<HashMap<String, String>>,
+    recorded_at: DateTime<Utc>,
+}
+
+impl From<Row> for StoredEvent {
+    fn from(row: Row) -> Self {
+        Self {
+            global_position: row.global_position,
+            tx_id: row.tx_id,
+            aggregate_type: row.aggregate_type,
+            aggregate_id: row.aggregate_id,
+            sequence: row.sequence,
+            event_type: row.event_type,
+            payload: row.payload,
+            metadata: row.metadata.0,
+            recorded_at: row.recorded_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "global_position, tx_id::text::bigint AS tx_id, aggregate_type, \
+     aggregate_id, sequence, event_type, payload, metadata, recorded_at";
+
+/// Up to `limit` committed events after `after`, in global order, never past the horizon.
+pub async fn read_after(
+    executor: impl PgExecutor<'_>,
+    after: Position,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events \
+         WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
+           AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY tx_id, global_position LIMIT $3"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(after.tx_id)
+        .bind(after.global_position)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
+}
+
+/// All events of one aggregate, oldest first.
+pub async fn aggregate_history(
+    executor: impl PgExecutor<'_>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+         ORDER BY sequence"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(executor)
+        .await?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
+}
+
+/// The last sequence number of an aggregate (0 when it has no events).
+pub async fn aggregate_version(
+    executor: impl PgExecutor<'_>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(max(sequence), 0) FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_one(executor)
+    .await
+}

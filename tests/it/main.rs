@@ -1,0 +1,11 @@
+//! Integration tests: the real Herald application over real HTTP against a real PostgreSQL
+//! (started by `scripts/test`), one fresh database per test.
+
+mod support;
+
+mod bad_input;
+mod jobs_api;
+mod job_lifecycle;
+mod openapi;
+mod projections;
+mod security;

@@ -1,0 +1,38 @@
+//! The OpenAPI document: served at /openapi.json, identical to the committed
+//! docs/openapi.json (regenerate with `UPDATE_OPENAPI=1 cargo test -p herald-tests openapi`),
+//! with Swagger UI and Redoc pages.
+
+use reqwest::StatusCode;
+
+use crate::support::TestApp;
+
+fn committed_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json")
+}
+
+#[test]
+fn the_committed_openapi_document_matches_the_code() {
+    let generated = format!("{}\n", herald_api::openapi_document());
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(committed_path(), &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(committed_path()).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/openapi.json is out of date: run `UPDATE_OPENAPI=1 cargo test -p herald-tests openapi` and commit it"
+    );
+}
+
+#[tokio::test]
+async fn the_document_and_its_viewers_are_served() {
+    let app = TestApp::spawn().await;
+    let served: serde_json::Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let committed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(committed_path()).unwrap()).unwrap();
+    assert_eq!(served, committed);
+    assert!(served["paths"]["/api/v1/jobs"]["post"].is_object());
+    for page in ["/docs", "/redoc"] {
+        let response = app.client.get(app.url(page)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{page}");
+        assert!(response.text().await.unwrap().contains("<html"), "{page}");
+    }
+}

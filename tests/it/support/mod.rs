@@ -1,0 +1,212 @@
+//! The test harness: `TestApp` runs the real Herald application (router, projections,
+//! reconciler) in-process on a random port against its own fresh database, and offers helpers
+//! that speak HTTP to it like any client would.
+
+pub mod db;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_api::config::Secret;
+use herald_api::state::AppState;
+use herald_api::{Application, Config};
+use herald_domain::{ProjectId, Scopes};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const PEPPER: &str = "test-pepper-0123456789abcdef";
+
+pub struct TestApp {
+    pub base_url: String,
+    pub database_url: String,
+    pub pool: PgPool,
+    pub state: Arc<AppState>,
+    pub client: reqwest::Client,
+    /// An admin key (scope `admin`, no project).
+    pub admin_key: String,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The configuration tests run with: random port, fast polling, a fixed pepper.
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Config::defaults();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.database_url = Secret::new(database_url);
+    config.api_key_pepper = Secret::new(PEPPER);
+    config.database.max_connections = 8;
+    config.projections.poll_interval_ms = 200;
+    config.jobs.reconcile_interval_ms = 3_600_000; // tests step the reconciler themselves
+    config.http.shutdown_grace_seconds = 5;
+    config
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let database_url = db::fresh_database().await;
+        let mut config = test_config(&database_url);
+        adjust(&mut config);
+        Self::start(config).await
+    }
+
+    /// Starts another application on an existing database (as a second replica would).
+    pub async fn start(config: Config) -> Self {
+        let database_url = config.database_url.expose().to_owned();
+        let pool = herald_api::startup::connect(&database_url, config.database.max_connections)
+            .await
+            .expect("connect to the test database");
+        let app = Application::build(config, pool.clone(), PEPPER.as_bytes().to_vec())
+            .await
+            .expect("build the application");
+        let base_url = app.base_url().to_owned();
+        let state = app.state();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.run(shutdown.clone()));
+        let mut test_app = Self {
+            base_url,
+            database_url,
+            pool,
+            state,
+            client: reqwest::Client::new(),
+            admin_key: String::new(),
+            shutdown,
+            server: Some(server),
+        };
+        test_app.admin_key = test_app.create_key(None, &["admin"]).await;
+        test_app
+    }
+
+    /// Creates a key directly through the application service (as `herald keys create` does).
+    pub async fn create_key(&self, project: Option<Uuid>, scopes: &[&str]) -> String {
+        let key = herald_api::app::keys::NewKey {
+            name: "test".into(),
+            project_id: project.map(ProjectId::from_uuid),
+            scopes: Scopes::parse(scopes).unwrap(),
+            expires_at: None,
+        };
+        let metadata = herald_store::EventMetadata::system("test");
+        herald_api::app::keys::create(&self.state.keys, PEPPER.as_bytes(), &metadata, key)
+            .await
+            .expect("create a key")
+            .expose()
+            .to_owned()
+    }
+
+    /// Creates a project over HTTP with the admin key; returns its id.
+    pub async fn create_project(&self, name: &str) -> Uuid {
+        let response = self
+            .request(Method::POST, "/api/v1/projects", &self.admin_key)
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// A project plus a key in it with the given scopes.
+    pub async fn project_with_key(&self, scopes: &[&str]) -> (Uuid, String) {
+        let project = self.create_project("test project").await;
+        let key = self.create_key(Some(project), scopes).await;
+        (project, key)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub fn request(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).header("X-API-Key", key)
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Response {
+        self.request(Method::GET, path, key).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Response {
+        self.request(Method::POST, path, key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Submits a job and returns its id.
+    pub async fn submit_job(&self, key: &str, body: Value) -> Uuid {
+        let response = self.post("/api/v1/jobs", key, body).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "{}", response.text().await.unwrap());
+        let job: Value = response.json().await.unwrap();
+        job["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Leases a job, retrying while the jobs read model catches up with recent submissions.
+    pub async fn lease(&self, key: &str, body: Value) -> Option<Value> {
+        for _ in 0..100 {
+            let response = self.post("/api/v1/worker/lease", key, body.clone()).await;
+            match response.status() {
+                StatusCode::OK => return Some(response.json().await.unwrap()),
+                StatusCode::NO_CONTENT => tokio::time::sleep(Duration::from_millis(50)).await,
+                other => panic!("lease answered {other}: {}", response.text().await.unwrap()),
+            }
+        }
+        None
+    }
+
+    /// Waits until every projection has read the whole log.
+    pub async fn wait_for_projections(&self) {
+        for _ in 0..400 {
+            let statuses = herald_projections::runtime::status(&self.pool).await.unwrap();
+            if statuses.len() >= 3 && statuses.iter().all(|s| s.lag == 0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("projections did not catch up within 10 s");
+    }
+
+    /// Stops the server the way SIGTERM does and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Reads a problem+json body, checking the content type.
+pub async fn problem(response: Response) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "expected problem+json, got {content_type}"
+    );
+    response.json().await.unwrap()
+}
+
+/// Number of events in the log.
+pub async fn event_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
