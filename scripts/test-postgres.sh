@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts (or reuses) a throwaway PostgreSQL cluster for the test suite and prints the
-# `export HERALD_TEST_DATABASE_URL=...` line to eval. Tuned for speed, not durability
+# `export TEST_DATABASE_URL=...` line to eval. Tuned for speed, not durability
 # (fsync off): never point it at data you care about.
 #   usage: eval "$(scripts/test-postgres.sh start)"   |   scripts/test-postgres.sh stop
 # The cluster lives in ${HERALD_TEST_PG_DIR:-/tmp/herald-test-pg} and listens on 127.0.0.1:
@@ -32,7 +32,7 @@ start() {
           -c full_page_writes=off -c max_connections=400 -c shared_buffers=256MB" start >&2 \
       || { tail -n 30 "$dir/server.log" >&2; exit 1; }
   fi
-  echo "export HERALD_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$port/postgres"
+  echo "export TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$port/postgres"
 }
 
 stop() {

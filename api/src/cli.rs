@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about = "Herald: an event-sourced API for asynchronous jobs")]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: an event-sourced API for asynchronous jobs"
+)]
 pub struct Cli {
     /// Configuration file (default: ./herald.toml when it exists). Also `HERALD_CONFIG`.
     #[arg(long, global = true, env = "HERALD_CONFIG")]
@@ -93,7 +97,13 @@ mod tests {
     #[test]
     fn keys_create_takes_comma_separated_scopes() {
         let cli = Cli::parse_from([
-            "herald", "keys", "create", "--name", "ci", "--scopes", "jobs:read,jobs:write",
+            "herald",
+            "keys",
+            "create",
+            "--name",
+            "ci",
+            "--scopes",
+            "jobs:read,jobs:write",
         ]);
         let Command::Keys(KeysCommand::Create(args)) = cli.command else {
             panic!("parsed the wrong command");

@@ -118,7 +118,8 @@ async fn create_key(
     let scopes = Scopes::parse(&args.scopes).map_err(|e| anyhow::anyhow!(e))?;
     let project_id = args.project.map(ProjectId::from_uuid);
     if let Some(project) = project_id {
-        let store = herald_store::AggregateStore::<herald_domain::project::Project>::new(pool.clone());
+        let store =
+            herald_store::AggregateStore::<herald_domain::project::Project>::new(pool.clone());
         let (found, _) = store.load(&project.to_string()).await?;
         anyhow::ensure!(found.state().is_some(), "no project with id {project}");
     } else if !scopes.allows(herald_domain::Scope::Admin) {
@@ -156,7 +157,9 @@ async fn rebuild(config: &Config, pool: &sqlx::PgPool, name: &str) -> anyhow::Re
         poll,
     );
     if let Some(mut conn) = runner.try_lock().await? {
-        let replayed = runner.catch_up(&mut conn, &CancellationToken::new()).await?;
+        let replayed = runner
+            .catch_up(&mut conn, &CancellationToken::new())
+            .await?;
         eprintln!("rebuilt {name} from {replayed} events");
         return Ok(());
     }

@@ -28,14 +28,23 @@ impl LeaseReconciler {
     /// Expires every lease past its deadline at `now`; returns how many jobs changed.
     pub async fn run_once(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
         let metadata = EventMetadata::system("lease-reconciler");
-        let expired = herald_projections::jobs::expired_leases(&self.state.pool, now, BATCH).await?;
+        let expired =
+            herald_projections::jobs::expired_leases(&self.state.pool, now, BATCH).await?;
         let mut changed = 0;
         for id in expired {
             let command = JobCommand::ExpireLease { now };
-            match self.state.jobs.execute(&id.to_string(), command, &metadata, true).await {
+            match self
+                .state
+                .jobs
+                .execute(&id.to_string(), command, &metadata, true)
+                .await
+            {
                 Ok(committed) => changed += usize::from(committed.appended > 0),
                 Err(CommandError::Rejected(JobError::NotFound)) => {}
-                Err(error) => return Err(anyhow::Error::new(error).context(format!("expiring the lease of job {id}"))),
+                Err(error) => {
+                    return Err(anyhow::Error::new(error)
+                        .context(format!("expiring the lease of job {id}")))
+                }
             }
         }
         Ok(changed)
@@ -50,7 +59,9 @@ impl LeaseReconciler {
             match self.run_once(Utc::now()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(jobs = n, "expired job leases"),
-                Err(error) => tracing::error!(error = format!("{error:#}"), "lease reconciliation failed"),
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "lease reconciliation failed")
+                }
             }
         }
     }

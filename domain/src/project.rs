@@ -37,7 +37,10 @@ pub enum ProjectCommand {
 #[serde(tag = "type")]
 pub enum ProjectEvent {
     #[serde(rename = "project.created")]
-    Created { name: ProjectName, at: DateTime<Utc> },
+    Created {
+        name: ProjectName,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for ProjectEvent {

@@ -89,10 +89,19 @@ where
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let mut attempt = 0;
         loop {
-            match self.try_execute(id, command.clone(), metadata, &guard).await {
-                Err(CommandError::Conflict) if retry_on_conflict && attempt < MAX_CONFLICT_RETRIES => {
+            match self
+                .try_execute(id, command.clone(), metadata, &guard)
+                .await
+            {
+                Err(CommandError::Conflict)
+                    if retry_on_conflict && attempt < MAX_CONFLICT_RETRIES =>
+                {
                     attempt += 1;
-                    tracing::debug!(aggregate.id = id, attempt, "retrying after a write conflict");
+                    tracing::debug!(
+                        aggregate.id = id,
+                        attempt,
+                        "retrying after a write conflict"
+                    );
                     tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt))).await;
                 }
                 outcome => return outcome,

@@ -5,7 +5,12 @@ use serde_json::{json, Value};
 
 use crate::support::{event_count, problem, TestApp};
 
-async fn refused(app: &TestApp, request: reqwest::RequestBuilder, status: StatusCode, code: &str) -> Value {
+async fn refused(
+    app: &TestApp,
+    request: reqwest::RequestBuilder,
+    status: StatusCode,
+    code: &str,
+) -> Value {
     let before = event_count(&app.pool).await;
     let response = request.send().await.unwrap();
     assert_eq!(response.status(), status);
@@ -14,7 +19,11 @@ async fn refused(app: &TestApp, request: reqwest::RequestBuilder, status: Status
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["status"], status.as_u16());
     assert!(body["request_id"].as_str().is_some_and(|id| !id.is_empty()));
-    assert_eq!(event_count(&app.pool).await, before, "a refused request appended events");
+    assert_eq!(
+        event_count(&app.pool).await,
+        before,
+        "a refused request appended events"
+    );
     body
 }
 
@@ -27,11 +36,41 @@ async fn malformed_or_mistyped_bodies_are_refused_without_effect() {
             .header("content-type", "application/json")
             .body(body)
     };
-    refused(&app, post("{\"kind\": "), StatusCode::BAD_REQUEST, "INVALID_BODY").await;
-    let unknown = refused(&app, post(r#"{"kind": "a", "colour": "red"}"#), StatusCode::BAD_REQUEST, "INVALID_BODY").await;
-    assert!(unknown["errors"][0]["message"].as_str().unwrap().contains("colour"), "{unknown}");
-    refused(&app, post(r#"{"kind": 5}"#), StatusCode::BAD_REQUEST, "INVALID_BODY").await;
-    refused(&app, post(r#"{"kind": "a", "priority": "high"}"#), StatusCode::BAD_REQUEST, "INVALID_BODY").await;
+    refused(
+        &app,
+        post("{\"kind\": "),
+        StatusCode::BAD_REQUEST,
+        "INVALID_BODY",
+    )
+    .await;
+    let unknown = refused(
+        &app,
+        post(r#"{"kind": "a", "colour": "red"}"#),
+        StatusCode::BAD_REQUEST,
+        "INVALID_BODY",
+    )
+    .await;
+    assert!(
+        unknown["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour"),
+        "{unknown}"
+    );
+    refused(
+        &app,
+        post(r#"{"kind": 5}"#),
+        StatusCode::BAD_REQUEST,
+        "INVALID_BODY",
+    )
+    .await;
+    refused(
+        &app,
+        post(r#"{"kind": "a", "priority": "high"}"#),
+        StatusCode::BAD_REQUEST,
+        "INVALID_BODY",
+    )
+    .await;
     let invalid = refused(
         &app,
         post(r#"{"kind": "Not A Kind", "priority": 12, "max_attempts": 0}"#),
@@ -39,7 +78,12 @@ async fn malformed_or_mistyped_bodies_are_refused_without_effect() {
         "VALIDATION_FAILED",
     )
     .await;
-    let fields: Vec<&str> = invalid["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = invalid["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["kind", "priority", "max_attempts"]);
 }
 
@@ -51,20 +95,43 @@ async fn wrong_content_types_and_oversized_bodies_are_refused() {
         .request(reqwest::Method::POST, "/api/v1/jobs", &key)
         .header("content-type", "text/plain")
         .body(r#"{"kind": "render"}"#);
-    refused(&app, text, StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE").await;
+    refused(
+        &app,
+        text,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+    )
+    .await;
 
     let big = json!({"kind": "render", "input": {"blob": "x".repeat(5000)}});
-    let declared = app.request(reqwest::Method::POST, "/api/v1/jobs", &key).json(&big);
-    refused(&app, declared, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
+    let declared = app
+        .request(reqwest::Method::POST, "/api/v1/jobs", &key)
+        .json(&big);
+    refused(
+        &app,
+        declared,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+    )
+    .await;
 
     // Without Content-Length (chunked), the limit still holds.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        vec![Ok(b"{\"kind\": \"render\", \"input\": {\"blob\": \"".to_vec()), Ok(vec![b'x'; 5000]), Ok(b"\"}}".to_vec())];
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+        Ok(b"{\"kind\": \"render\", \"input\": {\"blob\": \"".to_vec()),
+        Ok(vec![b'x'; 5000]),
+        Ok(b"\"}}".to_vec()),
+    ];
     let chunked = app
         .request(reqwest::Method::POST, "/api/v1/jobs", &key)
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)));
-    refused(&app, chunked, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
+    refused(
+        &app,
+        chunked,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -73,17 +140,43 @@ async fn invalid_transitions_answer_409_and_append_nothing() {
     let (_, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
     let id = app.submit_job(&key, json!({"kind": "render"})).await;
     let approve = app
-        .request(reqwest::Method::POST, &format!("/api/v1/jobs/{id}/approve"), &key)
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/jobs/{id}/approve"),
+            &key,
+        )
         .json(&json!({}));
-    let body = refused(&app, approve, StatusCode::CONFLICT, "INVALID_STATE_TRANSITION").await;
+    let body = refused(
+        &app,
+        approve,
+        StatusCode::CONFLICT,
+        "INVALID_STATE_TRANSITION",
+    )
+    .await;
     assert!(body["detail"].as_str().unwrap().contains("queued"));
-    let cancel = app.post(&format!("/api/v1/jobs/{id}/cancel"), &key, json!({})).await;
+    let cancel = app
+        .post(&format!("/api/v1/jobs/{id}/cancel"), &key, json!({}))
+        .await;
     assert_eq!(cancel.status(), StatusCode::OK);
     let again = app
-        .request(reqwest::Method::POST, &format!("/api/v1/jobs/{id}/cancel"), &key)
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/jobs/{id}/cancel"),
+            &key,
+        )
         .json(&json!({}));
-    refused(&app, again, StatusCode::CONFLICT, "INVALID_STATE_TRANSITION").await;
-    let result = app.request(reqwest::Method::GET, &format!("/api/v1/jobs/{id}/result"), &key);
+    refused(
+        &app,
+        again,
+        StatusCode::CONFLICT,
+        "INVALID_STATE_TRANSITION",
+    )
+    .await;
+    let result = app.request(
+        reqwest::Method::GET,
+        &format!("/api/v1/jobs/{id}/result"),
+        &key,
+    );
     refused(&app, result, StatusCode::CONFLICT, "JOB_NOT_SUCCEEDED").await;
 }
 
@@ -91,14 +184,36 @@ async fn invalid_transitions_answer_409_and_append_nothing() {
 async fn unknown_routes_methods_and_ids_answer_problems() {
     let app = TestApp::spawn().await;
     let (_, key) = app.project_with_key(&["jobs:read"]).await;
-    refused(&app, app.request(reqwest::Method::GET, "/api/v1/nothing", &key), StatusCode::NOT_FOUND, "NOT_FOUND").await;
     refused(
         &app,
-        app.request(reqwest::Method::GET, &format!("/api/v1/jobs/{}", uuid::Uuid::now_v7()), &key),
+        app.request(reqwest::Method::GET, "/api/v1/nothing", &key),
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    )
+    .await;
+    refused(
+        &app,
+        app.request(
+            reqwest::Method::GET,
+            &format!("/api/v1/jobs/{}", uuid::Uuid::now_v7()),
+            &key,
+        ),
         StatusCode::NOT_FOUND,
         "JOB_NOT_FOUND",
     )
     .await;
-    refused(&app, app.request(reqwest::Method::GET, "/api/v1/jobs/not-a-uuid", &key), StatusCode::BAD_REQUEST, "INVALID_PARAMETER").await;
-    refused(&app, app.request(reqwest::Method::GET, "/api/v1/jobs?limit=500", &key), StatusCode::BAD_REQUEST, "VALIDATION_FAILED").await;
+    refused(
+        &app,
+        app.request(reqwest::Method::GET, "/api/v1/jobs/not-a-uuid", &key),
+        StatusCode::BAD_REQUEST,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    refused(
+        &app,
+        app.request(reqwest::Method::GET, "/api/v1/jobs?limit=500", &key),
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_FAILED",
+    )
+    .await;
 }

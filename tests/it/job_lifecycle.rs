@@ -16,49 +16,101 @@ async fn a_job_goes_from_submission_to_approval() {
     let worker = app.create_key(Some(project), &["jobs:work"]).await;
 
     let id = app
-        .submit_job(&client, json!({"kind": "captions.generate", "input": {"url": "s3://a.mp4"}}))
+        .submit_job(
+            &client,
+            json!({"kind": "captions.generate", "input": {"url": "s3://a.mp4"}}),
+        )
         .await;
-    let leased = app.lease(&worker, json!({"kinds": ["captions.generate"]})).await.unwrap();
+    let leased = app
+        .lease(&worker, json!({"kinds": ["captions.generate"]}))
+        .await
+        .unwrap();
     assert_eq!(leased["id"], id.to_string());
     assert_eq!(leased["status"], "running");
     assert_eq!(leased["attempt"], 1);
     assert!(leased["lease_expires_at"].is_string());
 
     let beat = app
-        .post(&format!("/api/v1/jobs/{id}/heartbeat"), &worker, json!({"progress": 40, "stage": "transcribe"}))
+        .post(
+            &format!("/api/v1/jobs/{id}/heartbeat"),
+            &worker,
+            json!({"progress": 40, "stage": "transcribe"}),
+        )
         .await;
     assert_eq!(beat.status(), StatusCode::OK);
     let beat: Value = beat.json().await.unwrap();
     assert_eq!(beat["cancel_requested"], false);
 
-    let progress: Value = app.get(&format!("/api/v1/jobs/{id}/progress"), &client).await.json().await.unwrap();
+    let progress: Value = app
+        .get(&format!("/api/v1/jobs/{id}/progress"), &client)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(progress["percent"], 40);
     assert_eq!(progress["stage"], "transcribe");
 
     let done = app
-        .post(&format!("/api/v1/jobs/{id}/complete"), &worker, json!({"result": {"captions": 12}}))
+        .post(
+            &format!("/api/v1/jobs/{id}/complete"),
+            &worker,
+            json!({"result": {"captions": 12}}),
+        )
         .await;
     assert_eq!(done.status(), StatusCode::OK);
 
-    let job: Value = app.get(&format!("/api/v1/jobs/{id}"), &client).await.json().await.unwrap();
+    let job: Value = app
+        .get(&format!("/api/v1/jobs/{id}"), &client)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(job["status"], "succeeded");
     assert_eq!(job["result"], json!({"captions": 12}));
     assert_eq!(job["progress"]["percent"], 100);
     assert!(job["finished_at"].is_string() && job["expires_at"].is_string());
 
-    let result: Value = app.get(&format!("/api/v1/jobs/{id}/result"), &client).await.json().await.unwrap();
+    let result: Value = app
+        .get(&format!("/api/v1/jobs/{id}/result"), &client)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(result["result"]["captions"], 12);
 
     let approved = app
-        .post(&format!("/api/v1/jobs/{id}/approve"), &client, json!({"comment": "ok"}))
+        .post(
+            &format!("/api/v1/jobs/{id}/approve"),
+            &client,
+            json!({"comment": "ok"}),
+        )
         .await;
     assert_eq!(approved.status(), StatusCode::OK);
     let approved: Value = approved.json().await.unwrap();
     assert_eq!(approved["review"]["decision"], "approved");
 
-    let history: Value = app.get(&format!("/api/v1/jobs/{id}/events"), &client).await.json().await.unwrap();
-    let types: Vec<&str> = history["data"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["job.queued", "job.started", "job.progress", "job.succeeded", "job.approved"]);
+    let history: Value = app
+        .get(&format!("/api/v1/jobs/{id}/events"), &client)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let types: Vec<&str> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "job.queued",
+            "job.started",
+            "job.progress",
+            "job.succeeded",
+            "job.approved"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -66,20 +118,36 @@ async fn an_expired_lease_is_retried_until_max_attempts_then_fails() {
     let app = TestApp::spawn().await;
     let (project, client) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
     let worker = app.create_key(Some(project), &["jobs:work"]).await;
-    let id = app.submit_job(&client, json!({"kind": "render", "max_attempts": 2})).await;
+    let id = app
+        .submit_job(&client, json!({"kind": "render", "max_attempts": 2}))
+        .await;
     let reconciler = herald_api::reconciler::LeaseReconciler::new(app.state.clone());
 
     for attempt in 1..=2 {
-        let leased = app.lease(&worker, json!({"lease_seconds": 1})).await.unwrap();
+        let leased = app
+            .lease(&worker, json!({"lease_seconds": 1}))
+            .await
+            .unwrap();
         assert_eq!(leased["attempt"], attempt);
         tokio::time::sleep(Duration::from_millis(1100)).await;
         // The worker is too late: its lease has passed.
-        let late = app.post(&format!("/api/v1/jobs/{id}/heartbeat"), &worker, json!({"progress": 5})).await;
+        let late = app
+            .post(
+                &format!("/api/v1/jobs/{id}/heartbeat"),
+                &worker,
+                json!({"progress": 5}),
+            )
+            .await;
         assert_eq!(late.status(), StatusCode::CONFLICT);
         assert_eq!(problem(late).await["code"], "LEASE_EXPIRED");
         app.wait_for_projections().await;
         assert_eq!(reconciler.run_once(Utc::now()).await.unwrap(), 1);
-        let job: Value = app.get(&format!("/api/v1/jobs/{id}"), &client).await.json().await.unwrap();
+        let job: Value = app
+            .get(&format!("/api/v1/jobs/{id}"), &client)
+            .await
+            .json()
+            .await
+            .unwrap();
         let expected = if attempt == 1 { "queued" } else { "failed" };
         assert_eq!(job["status"], expected, "after attempt {attempt}");
     }
@@ -89,9 +157,28 @@ async fn an_expired_lease_is_retried_until_max_attempts_then_fails() {
     let none = app.post("/api/v1/worker/lease", &worker, json!({})).await;
     assert_eq!(none.status(), StatusCode::NO_CONTENT);
 
-    let history: Value = app.get(&format!("/api/v1/jobs/{id}/events"), &client).await.json().await.unwrap();
-    let types: Vec<&str> = history["data"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["job.queued", "job.started", "job.retrying", "job.started", "job.failed"]);
+    let history: Value = app
+        .get(&format!("/api/v1/jobs/{id}/events"), &client)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let types: Vec<&str> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "job.queued",
+            "job.started",
+            "job.retrying",
+            "job.started",
+            "job.failed"
+        ]
+    );
     assert_eq!(history["data"][2]["actor_type"], "system");
 }
 
@@ -103,18 +190,35 @@ async fn a_cancel_is_seen_by_the_worker_at_its_next_heartbeat() {
     let id = app.submit_job(&client, json!({"kind": "render"})).await;
     app.lease(&worker, json!({})).await.unwrap();
 
-    let cancelled = app.post(&format!("/api/v1/jobs/{id}/cancel"), &client, json!({})).await;
+    let cancelled = app
+        .post(&format!("/api/v1/jobs/{id}/cancel"), &client, json!({}))
+        .await;
     assert_eq!(cancelled.status(), StatusCode::OK);
     let beat: Value = app
-        .post(&format!("/api/v1/jobs/{id}/heartbeat"), &worker, json!({"progress": 60}))
+        .post(
+            &format!("/api/v1/jobs/{id}/heartbeat"),
+            &worker,
+            json!({"progress": 60}),
+        )
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(beat["cancel_requested"], true);
-    let complete = app.post(&format!("/api/v1/jobs/{id}/complete"), &worker, json!({"result": {}})).await;
+    let complete = app
+        .post(
+            &format!("/api/v1/jobs/{id}/complete"),
+            &worker,
+            json!({"result": {}}),
+        )
+        .await;
     assert_eq!(complete.status(), StatusCode::CONFLICT);
-    let job: Value = app.get(&format!("/api/v1/jobs/{id}"), &client).await.json().await.unwrap();
+    let job: Value = app
+        .get(&format!("/api/v1/jobs/{id}"), &client)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(job["status"], "cancelled");
 }
 
@@ -127,7 +231,11 @@ async fn worker_failures_requeue_when_retryable_and_fail_otherwise() {
 
     app.lease(&worker, json!({})).await.unwrap();
     let retry: Value = app
-        .post(&format!("/api/v1/jobs/{id}/fail"), &worker, json!({"error": "gpu lost", "retryable": true}))
+        .post(
+            &format!("/api/v1/jobs/{id}/fail"),
+            &worker,
+            json!({"error": "gpu lost", "retryable": true}),
+        )
         .await
         .json()
         .await
@@ -137,7 +245,11 @@ async fn worker_failures_requeue_when_retryable_and_fail_otherwise() {
 
     app.lease(&worker, json!({})).await.unwrap();
     let failed: Value = app
-        .post(&format!("/api/v1/jobs/{id}/fail"), &worker, json!({"error": "bad input", "retryable": false}))
+        .post(
+            &format!("/api/v1/jobs/{id}/fail"),
+            &worker,
+            json!({"error": "bad input", "retryable": false}),
+        )
         .await
         .json()
         .await
@@ -154,7 +266,9 @@ async fn another_worker_cannot_complete_a_job_it_does_not_hold() {
     let intruder = app.create_key(Some(project), &["jobs:work"]).await;
     let id = app.submit_job(&client, json!({"kind": "render"})).await;
     app.lease(&worker, json!({})).await.unwrap();
-    let stolen = app.post(&format!("/api/v1/jobs/{id}/complete"), &intruder, json!({})).await;
+    let stolen = app
+        .post(&format!("/api/v1/jobs/{id}/complete"), &intruder, json!({}))
+        .await;
     assert_eq!(stolen.status(), StatusCode::CONFLICT);
     assert_eq!(problem(stolen).await["code"], "LEASE_NOT_HELD");
 }
@@ -165,15 +279,29 @@ async fn a_deleted_job_disappears_from_reads_but_keeps_its_history() {
     let (_, client) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
     let id = app.submit_job(&client, json!({"kind": "render"})).await;
     let deleted = app
-        .request(reqwest::Method::DELETE, &format!("/api/v1/jobs/{id}"), &client)
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/jobs/{id}"),
+            &client,
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    assert_eq!(app.get(&format!("/api/v1/jobs/{id}"), &client).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get(&format!("/api/v1/jobs/{id}"), &client)
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
     app.wait_for_projections().await;
     let list: Value = app.get("/api/v1/jobs", &client).await.json().await.unwrap();
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
-    let history: Value = app.get(&format!("/api/v1/jobs/{id}/events"), &client).await.json().await.unwrap();
+    let history: Value = app
+        .get(&format!("/api/v1/jobs/{id}/events"), &client)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(history["data"].as_array().unwrap().len(), 2);
 }

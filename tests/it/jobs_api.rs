@@ -23,7 +23,10 @@ async fn submitting_answers_202_with_the_job_and_its_location() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let job: Value = response.json().await.unwrap();
-    assert_eq!(location, format!("/api/v1/jobs/{}", job["id"].as_str().unwrap()));
+    assert_eq!(
+        location,
+        format!("/api/v1/jobs/{}", job["id"].as_str().unwrap())
+    );
     assert_eq!(job["project_id"], project.to_string());
     assert_eq!(job["status"], "queued");
     assert_eq!(job["priority"], 7);
@@ -40,7 +43,11 @@ async fn lists_filter_sort_and_page_with_an_opaque_cursor() {
     let mut ids = Vec::new();
     for i in 0..5 {
         let kind = if i % 2 == 0 { "even" } else { "odd" };
-        ids.push(app.submit_job(&key, json!({"kind": kind})).await.to_string());
+        ids.push(
+            app.submit_job(&key, json!({"kind": kind}))
+                .await
+                .to_string(),
+        );
     }
     app.wait_for_projections().await;
 
@@ -48,7 +55,13 @@ async fn lists_filter_sort_and_page_with_an_opaque_cursor() {
     let mut path = "/api/v1/jobs?limit=2".to_owned();
     loop {
         let page: Value = app.get(&path, &key).await.json().await.unwrap();
-        seen.extend(page["data"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].as_str().unwrap().to_owned()),
+        );
         match page["next_cursor"].as_str() {
             Some(cursor) => {
                 assert_eq!(page["has_more"], true);
@@ -60,15 +73,35 @@ async fn lists_filter_sort_and_page_with_an_opaque_cursor() {
     let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
     assert_eq!(seen, newest_first);
 
-    let oldest_first: Value = app.get("/api/v1/jobs?sort=created_at", &key).await.json().await.unwrap();
+    let oldest_first: Value = app
+        .get("/api/v1/jobs?sort=created_at", &key)
+        .await
+        .json()
+        .await
+        .unwrap();
     let first = oldest_first["data"][0]["id"].as_str().unwrap();
     assert_eq!(first, ids[0]);
 
-    let odd: Value = app.get("/api/v1/jobs?kind=odd", &key).await.json().await.unwrap();
-    let odd: HashSet<&str> = odd["data"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    let odd: Value = app
+        .get("/api/v1/jobs?kind=odd", &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let odd: HashSet<&str> = odd["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
     assert_eq!(odd, HashSet::from([ids[1].as_str(), ids[3].as_str()]));
 
-    let none: Value = app.get("/api/v1/jobs?status=running", &key).await.json().await.unwrap();
+    let none: Value = app
+        .get("/api/v1/jobs?status=running", &key)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(none["data"].as_array().unwrap().len(), 0);
     let future: Value = app
         .get("/api/v1/jobs?created_after=2999-01-01T00:00:00Z", &key)
@@ -89,7 +122,9 @@ async fn a_read_right_after_a_write_reflects_it_even_while_the_read_model_is_sta
     app.wait_for_projections().await;
 
     // Hold the jobs checkpoint row: the runner blocks and the read model stops moving.
-    let mut blocker = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+    let mut blocker = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
     let mut tx = blocker.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM projection_checkpoints WHERE name = 'jobs' FOR UPDATE")
         .execute(&mut *tx)
@@ -98,13 +133,22 @@ async fn a_read_right_after_a_write_reflects_it_even_while_the_read_model_is_sta
 
     for round in 0..3 {
         let patch = app
-            .request(reqwest::Method::PATCH, &format!("/api/v1/jobs/{id}/metadata"), &key)
+            .request(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/jobs/{id}/metadata"),
+                &key,
+            )
             .json(&json!({"metadata": {"round": round.to_string()}}))
             .send()
             .await
             .unwrap();
         assert_eq!(patch.status(), StatusCode::OK);
-        let job: Value = app.get(&format!("/api/v1/jobs/{id}"), &key).await.json().await.unwrap();
+        let job: Value = app
+            .get(&format!("/api/v1/jobs/{id}"), &key)
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(job["metadata"]["round"], round.to_string());
     }
     let stale: (Value,) = sqlx::query_as("SELECT doc->'metadata' FROM jobs WHERE id = $1")
@@ -155,10 +199,11 @@ async fn every_response_carries_a_request_id_and_events_record_who_caused_them()
     assert_eq!(metadata["request_id"], "req-from-client-42");
     assert_eq!(metadata["ip"], "127.0.0.1");
     assert_eq!(metadata["user_agent"], "render-farm/1.0");
-    let stored: String = sqlx::query_scalar("SELECT string_agg(payload::text || metadata::text, '') FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let stored: String =
+        sqlx::query_scalar("SELECT string_agg(payload::text || metadata::text, '') FROM events")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert!(!stored.contains(&key), "no key ever enters an event");
 }
 
@@ -169,6 +214,14 @@ async fn health_live_and_ready_answer() {
         let response = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
-    let ready: Value = app.client.get(app.url("/ready")).send().await.unwrap().json().await.unwrap();
+    let ready: Value = app
+        .client
+        .get(app.url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready["database"], "ok");
 }

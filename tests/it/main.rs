@@ -4,8 +4,8 @@
 mod support;
 
 mod bad_input;
-mod jobs_api;
 mod job_lifecycle;
+mod jobs_api;
 mod openapi;
 mod projections;
 mod security;

@@ -26,8 +26,17 @@ fn the_committed_openapi_document_matches_the_code() {
 #[tokio::test]
 async fn the_document_and_its_viewers_are_served() {
     let app = TestApp::spawn().await;
-    let served: serde_json::Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
-    let committed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(committed_path()).unwrap()).unwrap();
+    let served: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let committed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(committed_path()).unwrap()).unwrap();
     assert_eq!(served, committed);
     assert!(served["paths"]["/api/v1/jobs"]["post"].is_object());
     for page in ["/docs", "/redoc"] {

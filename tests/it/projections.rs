@@ -63,7 +63,11 @@ async fn every_projection_sees_every_event_exactly_once_under_concurrent_slow_wr
     for i in 0..12 {
         let url = app.database_url.clone();
         let hold = Duration::from_millis(100 + 60 * (i % 5));
-        tasks.push(tokio::spawn(slow_append(url, ProjectId::from_uuid(project), hold)));
+        tasks.push(tokio::spawn(slow_append(
+            url,
+            ProjectId::from_uuid(project),
+            hold,
+        )));
     }
     let mut writers = Vec::new();
     for _ in 0..4 {
@@ -72,7 +76,13 @@ async fn every_projection_sees_every_event_exactly_once_under_concurrent_slow_wr
         let key = key.clone();
         writers.push(tokio::spawn(async move {
             for _ in 0..25 {
-                let response = client.post(&url).header("X-API-Key", &key).json(&json!({"kind": "fast"})).send().await.unwrap();
+                let response = client
+                    .post(&url)
+                    .header("X-API-Key", &key)
+                    .json(&json!({"kind": "fast"}))
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(response.status(), StatusCode::ACCEPTED);
             }
         }));
@@ -85,11 +95,15 @@ async fn every_projection_sees_every_event_exactly_once_under_concurrent_slow_wr
     }
     app.wait_for_projections().await;
 
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.pool).await.unwrap();
-    let job_events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'job'")
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&app.pool)
         .await
         .unwrap();
+    let job_events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'job'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(job_events, 112);
     let checkpoints: Vec<(String, i64)> =
         sqlx::query_as("SELECT name, events_applied FROM projection_checkpoints ORDER BY name")
@@ -108,7 +122,10 @@ async fn every_projection_sees_every_event_exactly_once_under_concurrent_slow_wr
     .await
     .unwrap();
     assert_eq!(mismatched, 0);
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&app.pool).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(rows, 112);
 }
 
@@ -118,31 +135,66 @@ async fn rebuilding_every_read_model_from_the_log_gives_identical_rows() {
     let (project, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
     let worker = app.create_key(Some(project), &["jobs:work"]).await;
     for i in 0..6 {
-        let id = app.submit_job(&key, json!({"kind": "render", "metadata": {"n": i.to_string()}})).await;
+        let id = app
+            .submit_job(
+                &key,
+                json!({"kind": "render", "metadata": {"n": i.to_string()}}),
+            )
+            .await;
         if i % 2 == 0 {
-            app.post(&format!("/api/v1/jobs/{id}/cancel"), &key, json!({})).await;
+            app.post(&format!("/api/v1/jobs/{id}/cancel"), &key, json!({}))
+                .await;
         }
     }
     let leased = app.lease(&worker, json!({})).await.unwrap();
     let id = leased["id"].as_str().unwrap();
-    app.post(&format!("/api/v1/jobs/{id}/complete"), &worker, json!({"result": {"ok": 1}})).await;
+    app.post(
+        &format!("/api/v1/jobs/{id}/complete"),
+        &worker,
+        json!({"result": {"ok": 1}}),
+    )
+    .await;
     app.wait_for_projections().await;
     let before = read_models(&app).await;
 
     for name in ["jobs", "projects", "api_keys"] {
         let response = app
-            .post(&format!("/api/v1/admin/projections/{name}/rebuild"), &app.admin_key, json!({}))
+            .post(
+                &format!("/api/v1/admin/projections/{name}/rebuild"),
+                &app.admin_key,
+                json!({}),
+            )
             .await;
         assert_eq!(response.status(), StatusCode::ACCEPTED);
     }
     app.wait_for_projections().await;
     assert_eq!(read_models(&app).await, before);
 
-    let listing: Value = app.get("/api/v1/admin/projections", &app.admin_key).await.json().await.unwrap();
-    let names: Vec<&str> = listing["data"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let listing: Value = app
+        .get("/api/v1/admin/projections", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listing["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["api_keys", "jobs", "projects"]);
-    assert!(listing["data"].as_array().unwrap().iter().all(|p| p["lag"] == 0 && p["global_position"].as_i64() > Some(0)));
-    let unknown = app.post("/api/v1/admin/projections/nope/rebuild", &app.admin_key, json!({})).await;
+    assert!(listing["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["lag"] == 0 && p["global_position"].as_i64() > Some(0)));
+    let unknown = app
+        .post(
+            "/api/v1/admin/projections/nope/rebuild",
+            &app.admin_key,
+            json!({}),
+        )
+        .await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
 
@@ -159,13 +211,21 @@ async fn a_second_replica_takes_over_the_projections_when_the_first_stops() {
     let mut listed = false;
     for _ in 0..100 {
         let list: Value = second.get("/api/v1/jobs", &key).await.json().await.unwrap();
-        if list["data"].as_array().unwrap().iter().any(|j| j["id"] == id.to_string()) {
+        if list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == id.to_string())
+        {
             listed = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(listed, "the second replica's runner took over the jobs projection");
+    assert!(
+        listed,
+        "the second replica's runner took over the jobs projection"
+    );
     assert_eq!(second.database_url, url);
 }
 
@@ -178,36 +238,71 @@ fn herald_binary() -> std::path::PathBuf {
     path.join("herald")
 }
 
-fn herald(database_url: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(herald_binary())
+/// Runs the real binary (asynchronously: the server under test shares this runtime).
+async fn herald(database_url: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(herald_binary())
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("HERALD_API_KEY_PEPPER", crate::support::PEPPER)
         .env("HERALD_LOG", "warn")
         .output()
+        .await
         .expect("run the herald binary (built by cargo test --workspace)")
 }
 
 #[tokio::test]
 async fn the_cli_creates_projects_and_keys_and_rebuilds_while_the_server_runs() {
     let app = TestApp::spawn().await;
-    let created = herald(&app.database_url, &["projects", "create", "From the CLI"]);
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    let project: uuid::Uuid = String::from_utf8(created.stdout).unwrap().trim().parse().unwrap();
+    let created = herald(&app.database_url, &["projects", "create", "From the CLI"]).await;
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let project: uuid::Uuid = String::from_utf8(created.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
 
-    let key = herald(&app.database_url, &["keys", "create", "--name", "ci", "--scopes", "jobs:read,jobs:write", "--project", &project.to_string()]);
-    assert!(key.status.success(), "{}", String::from_utf8_lossy(&key.stderr));
+    let key = herald(
+        &app.database_url,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "ci",
+            "--scopes",
+            "jobs:read,jobs:write",
+            "--project",
+            &project.to_string(),
+        ],
+    )
+    .await;
+    assert!(
+        key.status.success(),
+        "{}",
+        String::from_utf8_lossy(&key.stderr)
+    );
     let stdout = String::from_utf8(key.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1, "only the key on stdout");
     let key = stdout.trim();
     assert!(key.starts_with("hrld_live_"));
     let id = app.submit_job(key, json!({"kind": "render"})).await;
 
-    let rebuilt = herald(&app.database_url, &["projections", "rebuild", "jobs"]);
-    assert!(rebuilt.status.success(), "{}", String::from_utf8_lossy(&rebuilt.stderr));
+    let rebuilt = herald(&app.database_url, &["projections", "rebuild", "jobs"]).await;
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
     let list: Value = app.get("/api/v1/jobs", key).await.json().await.unwrap();
     assert_eq!(list["data"][0]["id"], id.to_string());
 
-    let refused = herald(&app.database_url, &["keys", "create", "--name", "x", "--scopes", "jobs:read"]);
+    let refused = herald(
+        &app.database_url,
+        &["keys", "create", "--name", "x", "--scopes", "jobs:read"],
+    )
+    .await;
     assert!(!refused.status.success(), "a project key needs --project");
 }

@@ -18,7 +18,12 @@ async fn unauthenticated_body(response: reqwest::Response) -> Value {
 async fn every_kind_of_bad_key_gets_the_same_401() {
     let app = TestApp::spawn().await;
     let (_, key) = app.project_with_key(&["jobs:read"]).await;
-    let missing = app.client.get(app.url("/api/v1/jobs")).send().await.unwrap();
+    let missing = app
+        .client
+        .get(app.url("/api/v1/jobs"))
+        .send()
+        .await
+        .unwrap();
     let reference = unauthenticated_body(missing).await;
     assert_eq!(reference["code"], "UNAUTHENTICATED");
 
@@ -26,10 +31,17 @@ async fn every_kind_of_bad_key_gets_the_same_401() {
     let last = typo.len() - 8;
     typo[last] = if typo[last] == b'a' { b'b' } else { b'a' };
     let typo = String::from_utf8(typo).unwrap();
-    let unknown = herald_domain::api_key::ApiKeyToken::generate().expose().to_owned();
+    let unknown = herald_domain::api_key::ApiKeyToken::generate()
+        .expose()
+        .to_owned();
     let mut wrong_secret = key.clone();
     wrong_secret.replace_range(40..41, if &key[40..41] == "x" { "y" } else { "x" });
-    for bad in ["garbage", typo.as_str(), unknown.as_str(), wrong_secret.as_str()] {
+    for bad in [
+        "garbage",
+        typo.as_str(),
+        unknown.as_str(),
+        wrong_secret.as_str(),
+    ] {
         let response = app.get("/api/v1/jobs", bad).await;
         assert_eq!(unauthenticated_body(response).await, reference, "key {bad}");
     }
@@ -62,7 +74,9 @@ async fn keys_work_as_bearer_tokens_but_never_from_the_query_string() {
 async fn a_missing_scope_is_named_in_the_403() {
     let app = TestApp::spawn().await;
     let (_, reader) = app.project_with_key(&["jobs:read"]).await;
-    let response = app.post("/api/v1/jobs", &reader, json!({"kind": "render"})).await;
+    let response = app
+        .post("/api/v1/jobs", &reader, json!({"kind": "render"}))
+        .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let body = problem(response).await;
     assert!(body["detail"].as_str().unwrap().contains("jobs:write"));
@@ -70,7 +84,9 @@ async fn a_missing_scope_is_named_in_the_403() {
     assert_eq!(worker_only.status(), StatusCode::FORBIDDEN);
     let admin_only = app.get("/api/v1/admin/projections", &reader).await;
     assert_eq!(admin_only.status(), StatusCode::FORBIDDEN);
-    let projects = app.post("/api/v1/projects", &reader, json!({"name": "x"})).await;
+    let projects = app
+        .post("/api/v1/projects", &reader, json!({"name": "x"}))
+        .await;
     assert_eq!(projects.status(), StatusCode::FORBIDDEN);
 }
 
@@ -87,14 +103,25 @@ async fn another_projects_jobs_are_not_found_for_every_operation() {
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "GET {path}");
     }
     for action in ["cancel", "approve", "heartbeat", "complete"] {
-        let response = app.post(&format!("/api/v1/jobs/{id}/{action}"), &key_b, json!({})).await;
+        let response = app
+            .post(&format!("/api/v1/jobs/{id}/{action}"), &key_b, json!({}))
+            .await;
         assert!(
-            matches!(response.status(), StatusCode::NOT_FOUND | StatusCode::FORBIDDEN),
+            matches!(
+                response.status(),
+                StatusCode::NOT_FOUND | StatusCode::FORBIDDEN
+            ),
             "{action}: {}",
             response.status()
         );
     }
-    let heartbeat = app.post(&format!("/api/v1/jobs/{id}/heartbeat"), &worker_b, json!({})).await;
+    let heartbeat = app
+        .post(
+            &format!("/api/v1/jobs/{id}/heartbeat"),
+            &worker_b,
+            json!({}),
+        )
+        .await;
     assert_eq!(heartbeat.status(), StatusCode::NOT_FOUND);
     // Project B's worker is never offered project A's job, and B's list does not show it.
     app.wait_for_projections().await;
@@ -104,16 +131,29 @@ async fn another_projects_jobs_are_not_found_for_every_operation() {
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
     // A project key cannot submit into another project.
     let cross = app
-        .post("/api/v1/jobs", &key_b, json!({"kind": "render", "project_id": project_a}))
+        .post(
+            "/api/v1/jobs",
+            &key_b,
+            json!({"kind": "render", "project_id": project_a}),
+        )
         .await;
     assert_eq!(cross.status(), StatusCode::BAD_REQUEST);
     // The job itself is untouched.
-    let job: Value = app.get(&format!("/api/v1/jobs/{id}"), &key_a).await.json().await.unwrap();
+    let job: Value = app
+        .get(&format!("/api/v1/jobs/{id}"), &key_a)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(job["status"], "queued");
     // Projects: a key sees its own project only.
-    let own = app.get(&format!("/api/v1/projects/{project_b}"), &key_b).await;
+    let own = app
+        .get(&format!("/api/v1/projects/{project_b}"), &key_b)
+        .await;
     assert_eq!(own.status(), StatusCode::OK);
-    let other = app.get(&format!("/api/v1/projects/{project_a}"), &key_b).await;
+    let other = app
+        .get(&format!("/api/v1/projects/{project_a}"), &key_b)
+        .await;
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
 }
 
@@ -121,15 +161,25 @@ async fn another_projects_jobs_are_not_found_for_every_operation() {
 async fn admin_keys_must_name_the_project_they_submit_to() {
     let app = TestApp::spawn().await;
     let project = app.create_project("p").await;
-    let missing = app.post("/api/v1/jobs", &app.admin_key, json!({"kind": "render"})).await;
+    let missing = app
+        .post("/api/v1/jobs", &app.admin_key, json!({"kind": "render"}))
+        .await;
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
     assert_eq!(problem(missing).await["errors"][0]["field"], "project_id");
     let unknown = app
-        .post("/api/v1/jobs", &app.admin_key, json!({"kind": "render", "project_id": uuid::Uuid::now_v7()}))
+        .post(
+            "/api/v1/jobs",
+            &app.admin_key,
+            json!({"kind": "render", "project_id": uuid::Uuid::now_v7()}),
+        )
         .await;
     assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
     let ok = app
-        .post("/api/v1/jobs", &app.admin_key, json!({"kind": "render", "project_id": project}))
+        .post(
+            "/api/v1/jobs",
+            &app.admin_key,
+            json!({"kind": "render", "project_id": project}),
+        )
         .await;
     assert_eq!(ok.status(), StatusCode::ACCEPTED);
 }

@@ -52,11 +52,7 @@ pub async fn execute(
         .jobs
         .execute_guarded(&id.to_string(), command, metadata, retry, visible)
         .await?;
-    committed
-        .aggregate
-        .state()
-        .cloned()
-        .ok_or_else(not_found)
+    committed.aggregate.state().cloned().ok_or_else(not_found)
 }
 
 /// Submits a new job (the id is generated here, so there is nothing to conflict with).

@@ -60,7 +60,9 @@ fn incoming_request_id(req: &Request) -> Option<String> {
     let id = req.headers().get("x-request-id")?.to_str().ok()?;
     let sane = !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     sane.then(|| id.to_owned())
 }
 
@@ -71,7 +73,10 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let request_id = incoming_request_id(&req).unwrap_or_else(|| Uuid::now_v7().to_string());
         let context = RequestContext {
             request_id: request_id.clone(),
-            ip: req.remote_addr().as_socket_addr().map(|a| a.ip().to_string()),
+            ip: req
+                .remote_addr()
+                .as_socket_addr()
+                .map(|a| a.ip().to_string()),
             user_agent: req
                 .headers()
                 .get(header::USER_AGENT)
@@ -113,7 +118,10 @@ impl<E> EdgeEndpoint<E> {
             problem_response(Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",
-                format!("request bodies are limited to {} bytes", self.max_body_bytes),
+                format!(
+                    "request bodies are limited to {} bytes",
+                    self.max_body_bytes
+                ),
             ))
         };
         let declared = req
@@ -151,7 +159,9 @@ pub fn problem_response(problem: Problem) -> Response {
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
-            poem::http::HeaderValue::from_static(r#"Bearer realm="herald", ApiKey header="X-API-Key""#),
+            poem::http::HeaderValue::from_static(
+                r#"Bearer realm="herald", ApiKey header="X-API-Key""#,
+            ),
         );
     }
     response
@@ -178,19 +188,22 @@ fn problem_for(status: StatusCode, message: &str) -> Problem {
         StatusCode::UNAUTHORIZED => unauthenticated_problem(),
         StatusCode::BAD_REQUEST => {
             let (code, detail) = if message.contains("payload") {
-                ("INVALID_BODY", "the request body is not valid JSON for this endpoint")
+                (
+                    "INVALID_BODY",
+                    "the request body is not valid JSON for this endpoint",
+                )
             } else {
                 ("INVALID_PARAMETER", "a path or query parameter is invalid")
             };
-            Problem::new(status, code, detail).with_errors(vec![FieldError::new(
-                field_of(message),
-                message,
-            )])
+            Problem::new(status, code, detail)
+                .with_errors(vec![FieldError::new(field_of(message), message)])
         }
         StatusCode::NOT_FOUND => Problem::new(status, "NOT_FOUND", "no such route"),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            Problem::new(status, "METHOD_NOT_ALLOWED", "this route does not accept the method")
-        }
+        StatusCode::METHOD_NOT_ALLOWED => Problem::new(
+            status,
+            "METHOD_NOT_ALLOWED",
+            "this route does not accept the method",
+        ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
             status,
             "UNSUPPORTED_MEDIA_TYPE",

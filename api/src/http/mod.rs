@@ -3,4 +3,5 @@
 
 pub mod context;
 pub mod cursor;
+pub mod json_body;
 pub mod problem;

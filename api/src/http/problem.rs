@@ -45,7 +45,10 @@ pub struct ProblemField {
 impl Problem {
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
         Self {
-            problem_type: format!("https://herald.dev/problems/{}", code.to_lowercase().replace('_', "-")),
+            problem_type: format!(
+                "https://herald.dev/problems/{}",
+                code.to_lowercase().replace('_', "-")
+            ),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
@@ -133,10 +136,7 @@ pub enum ErrorResponse {
     BadRequest(Json<Problem>),
     /// Missing or invalid credentials.
     #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(
-        Json<Problem>,
-        #[oai(header = "WWW-Authenticate")] String,
-    ),
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
     /// The credentials lack a scope, or the client IP is not allowed.
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(Json<Problem>),
@@ -177,9 +177,9 @@ impl From<ApiError> for ErrorResponse {
                 )
                 .with_errors(errors),
             )),
-            ApiError::BadRequest { code, detail } => ErrorResponse::BadRequest(Json(
-                Problem::new(StatusCode::BAD_REQUEST, code, detail),
-            )),
+            ApiError::BadRequest { code, detail } => {
+                ErrorResponse::BadRequest(Json(Problem::new(StatusCode::BAD_REQUEST, code, detail)))
+            }
             ApiError::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "request failed");
                 ErrorResponse::Internal(Json(Problem::new(

@@ -49,7 +49,11 @@ impl AdminApi {
     /// List projections
     ///
     /// Each read model's checkpoint and how far it lags the log.
-    #[oai(path = "/admin/projections", method = "get", operation_id = "listProjections")]
+    #[oai(
+        path = "/admin/projections",
+        method = "get",
+        operation_id = "listProjections"
+    )]
     async fn projections(&self, auth: Credentials) -> ApiResult<Json<ProjectionList>> {
         self.state.authorize(&auth, Scope::Admin).await?;
         let data = self.statuses().await?;

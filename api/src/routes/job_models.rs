@@ -44,8 +44,9 @@ impl JobStatusDto {
 }
 
 /// `POST /jobs` body.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct JobCreate {
     /// What kind of work this is, e.g. `captions.generate`.
     pub kind: String,
@@ -154,15 +155,17 @@ pub struct JobList {
 }
 
 /// `PATCH /jobs/{id}/metadata` body: a merge patch, `null` removes a key.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct MetadataUpdate {
     pub metadata: BTreeMap<String, Option<String>>,
 }
 
 /// `approve` / `reject` body.
-#[derive(Debug, Object, Default)]
+#[derive(Debug, Object, Default, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ReviewRequest {
     pub comment: Option<String>,
 }
@@ -204,22 +207,26 @@ pub struct JobEventList {
 }
 
 /// `POST /worker/lease` body.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
     /// Kinds this worker handles; empty or absent: any kind.
     #[oai(default)]
+    #[serde(default)]
     pub kinds: Vec<String>,
     /// Lease length; defaults to the server's `jobs.default_lease_seconds`.
     pub lease_seconds: Option<i64>,
 }
 
 /// `POST /jobs/{id}/heartbeat` body.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     /// 0–100.
     #[oai(default)]
+    #[serde(default)]
     pub progress: i64,
     pub stage: Option<String>,
     pub message: Option<String>,
@@ -234,16 +241,18 @@ pub struct HeartbeatResponse {
 }
 
 /// `POST /jobs/{id}/complete` body.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
     #[oai(default)]
     pub result: Option<Value>,
 }
 
 /// `POST /jobs/{id}/fail` body.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct FailRequest {
     pub error: String,
     /// Whether another attempt may succeed (default true).

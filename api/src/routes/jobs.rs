@@ -20,6 +20,7 @@ use crate::app::jobs as app;
 use crate::auth::{Caller, Credentials};
 use crate::http::context::RequestContext;
 use crate::http::cursor;
+use crate::http::json_body::JsonBody;
 use crate::http::problem::{ApiError, ApiResult};
 use crate::state::{metadata, AppState};
 
@@ -59,15 +60,25 @@ fn parse_submit(body: JobCreate, caller: &Caller) -> Result<SubmitJob, ApiError>
         }
     };
     let kind = JobKind::parse(&body.kind);
-    let priority = body.priority.map_or(Ok(Priority::default()), Priority::parse);
-    let max_attempts = body.max_attempts.map_or(Ok(MaxAttempts::default()), MaxAttempts::parse);
+    let priority = body
+        .priority
+        .map_or(Ok(Priority::default()), Priority::parse);
+    let max_attempts = body
+        .max_attempts
+        .map_or(Ok(MaxAttempts::default()), MaxAttempts::parse);
     let metadata = Metadata::parse(body.metadata.unwrap_or_default());
     let project = match (caller.project_id, body.project_id) {
         (Some(own), None) => Ok(own),
         (Some(own), Some(asked)) if own.as_uuid() == asked => Ok(own),
-        (Some(_), Some(_)) => Err(FieldError::new("project_id", "must be the key's own project")),
+        (Some(_), Some(_)) => Err(FieldError::new(
+            "project_id",
+            "must be the key's own project",
+        )),
         (None, Some(asked)) => Ok(ProjectId::from_uuid(asked)),
-        (None, None) => Err(FieldError::new("project_id", "required for keys not bound to a project")),
+        (None, None) => Err(FieldError::new(
+            "project_id",
+            "required for keys not bound to a project",
+        )),
     };
     check(kind.as_ref().map(|_| ()).map_err(Clone::clone));
     check(priority.as_ref().map(|_| ()).map_err(Clone::clone));
@@ -97,21 +108,29 @@ impl JobsApi {
         &self,
         auth: Credentials,
         Data(context): Data<&RequestContext>,
-        body: Json<JobCreate>,
+        body: JsonBody<JobCreate>,
     ) -> ApiResult<SubmitResponse> {
         let caller = self.state.authorize(&auth, Scope::JobsWrite).await?;
         let submit = parse_submit(body.0, &caller)?;
-        if caller.project_id.is_none()
-            && herald_projections::projects::get(&self.state.pool, submit.project_id.as_uuid())
-                .await?
-                .is_none()
-        {
-            return Err(ApiError::field("project_id", "no such project").into());
+        if caller.project_id.is_none() {
+            // Loaded from the log, not the read model, so a project created a moment ago counts.
+            let (project, _) = self
+                .state
+                .projects
+                .load(&submit.project_id.to_string())
+                .await
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
+            if project.state().is_none() {
+                return Err(ApiError::field("project_id", "no such project").into());
+            }
         }
         let command = JobCommand::Submit(submit, Utc::now());
         let (id, job) = app::submit(&self.state, &metadata(&caller, context), command).await?;
         let dto = JobDto::render(id.as_uuid(), &job, app::retention(&self.state));
-        Ok(SubmitResponse::Accepted(Json(dto), format!("/api/v1/jobs/{id}")))
+        Ok(SubmitResponse::Accepted(
+            Json(dto),
+            format!("/api/v1/jobs/{id}"),
+        ))
     }
 
     /// List jobs
@@ -155,15 +174,12 @@ impl JobsApi {
         let mut rows = herald_projections::jobs::list(&self.state.pool, &filter).await?;
         let has_more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
-        let next_cursor = has_more
-            .then(|| rows.last())
-            .flatten()
-            .map(|last| {
-                cursor::encode(&JobCursor {
-                    created_at: last.state.created_at,
-                    id: last.id,
-                })
-            });
+        let next_cursor = has_more.then(|| rows.last()).flatten().map(|last| {
+            cursor::encode(&JobCursor {
+                created_at: last.state.created_at,
+                id: last.id,
+            })
+        });
         let retention = app::retention(&self.state);
         let data = rows
             .iter()
@@ -183,11 +199,19 @@ impl JobsApi {
     async fn get(&self, auth: Credentials, id: Path<Uuid>) -> ApiResult<Json<JobDto>> {
         let caller = self.state.authorize(&auth, Scope::JobsRead).await?;
         let job = app::load(&self.state, &caller, id.0).await?;
-        Ok(Json(JobDto::render(id.0, &job, app::retention(&self.state))))
+        Ok(Json(JobDto::render(
+            id.0,
+            &job,
+            app::retention(&self.state),
+        )))
     }
 
     /// Get a job's progress
-    #[oai(path = "/jobs/:id/progress", method = "get", operation_id = "getJobProgress")]
+    #[oai(
+        path = "/jobs/:id/progress",
+        method = "get",
+        operation_id = "getJobProgress"
+    )]
     async fn progress(&self, auth: Credentials, id: Path<Uuid>) -> ApiResult<Json<JobProgressDto>> {
         let caller = self.state.authorize(&auth, Scope::JobsRead).await?;
         let job = app::load(&self.state, &caller, id.0).await?;
@@ -202,7 +226,11 @@ impl JobsApi {
     /// Get a succeeded job's result
     ///
     /// 409 `JOB_NOT_SUCCEEDED` until the job has succeeded.
-    #[oai(path = "/jobs/:id/result", method = "get", operation_id = "getJobResult")]
+    #[oai(
+        path = "/jobs/:id/result",
+        method = "get",
+        operation_id = "getJobResult"
+    )]
     async fn result(&self, auth: Credentials, id: Path<Uuid>) -> ApiResult<Json<JobResultDto>> {
         let caller = self.state.authorize(&auth, Scope::JobsRead).await?;
         let job = app::load(&self.state, &caller, id.0).await?;
@@ -219,7 +247,11 @@ impl JobsApi {
     /// Get a job's history
     ///
     /// Every event of the job, oldest first, with who caused it.
-    #[oai(path = "/jobs/:id/events", method = "get", operation_id = "listJobEvents")]
+    #[oai(
+        path = "/jobs/:id/events",
+        method = "get",
+        operation_id = "listJobEvents"
+    )]
     async fn events(&self, auth: Credentials, id: Path<Uuid>) -> ApiResult<Json<JobEventList>> {
         let caller = self.state.authorize(&auth, Scope::JobsRead).await?;
         let history =
@@ -273,13 +305,17 @@ impl JobsApi {
     /// Update a job's metadata
     ///
     /// Merges the given keys; a `null` value removes a key. Scope `jobs:write`.
-    #[oai(path = "/jobs/:id/metadata", method = "patch", operation_id = "updateJobMetadata")]
+    #[oai(
+        path = "/jobs/:id/metadata",
+        method = "patch",
+        operation_id = "updateJobMetadata"
+    )]
     async fn update_metadata(
         &self,
         auth: Credentials,
         Data(context): Data<&RequestContext>,
         id: Path<Uuid>,
-        body: Json<MetadataUpdate>,
+        body: JsonBody<MetadataUpdate>,
     ) -> ApiResult<Json<JobDto>> {
         let patch = MetadataPatch::parse(body.0.metadata)?;
         let command = JobCommand::UpdateMetadata {
@@ -290,13 +326,17 @@ impl JobsApi {
     }
 
     /// Approve a succeeded job
-    #[oai(path = "/jobs/:id/approve", method = "post", operation_id = "approveJob")]
+    #[oai(
+        path = "/jobs/:id/approve",
+        method = "post",
+        operation_id = "approveJob"
+    )]
     async fn approve(
         &self,
         auth: Credentials,
         Data(context): Data<&RequestContext>,
         id: Path<Uuid>,
-        body: Json<ReviewRequest>,
+        body: JsonBody<ReviewRequest>,
     ) -> ApiResult<Json<JobDto>> {
         let command = JobCommand::Approve {
             comment: body.0.comment,
@@ -312,7 +352,7 @@ impl JobsApi {
         auth: Credentials,
         Data(context): Data<&RequestContext>,
         id: Path<Uuid>,
-        body: Json<ReviewRequest>,
+        body: JsonBody<ReviewRequest>,
     ) -> ApiResult<Json<JobDto>> {
         let command = JobCommand::Reject {
             comment: body.0.comment,
@@ -347,8 +387,14 @@ impl JobsApi {
         command: JobCommand,
     ) -> ApiResult<Json<JobDto>> {
         let caller = self.state.authorize(&auth, Scope::JobsWrite).await?;
-        let job = app::execute(&self.state, &caller, &metadata(&caller, context), id, command)
-            .await?;
+        let job = app::execute(
+            &self.state,
+            &caller,
+            &metadata(&caller, context),
+            id,
+            command,
+        )
+        .await?;
         Ok(Json(JobDto::render(id, &job, app::retention(&self.state))))
     }
 }

@@ -49,9 +49,8 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         },
         admin::AdminApi { state },
     );
-    OpenApiService::new(apis, "Herald API", env!("CARGO_PKG_VERSION"))
-        .description(
-            "Submit asynchronous jobs, follow them to their results, and operate Herald. \
+    OpenApiService::new(apis, "Herald API", env!("CARGO_PKG_VERSION")).description(
+        "Submit asynchronous jobs, follow them to their results, and operate Herald. \
              Errors are RFC 9457 problem+json documents with a stable `code`.",
-        )
+    )
 }

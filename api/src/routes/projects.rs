@@ -17,6 +17,7 @@ use crate::app::projects as app;
 use crate::auth::Credentials;
 use crate::http::context::RequestContext;
 use crate::http::cursor;
+use crate::http::json_body::JsonBody;
 use crate::http::problem::{ApiError, ApiResult};
 use crate::state::{metadata, AppState};
 
@@ -24,8 +25,9 @@ pub struct ProjectsApi {
     pub state: Arc<AppState>,
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ProjectCreate {
     /// 1–100 characters.
     pub name: String,
@@ -69,7 +71,7 @@ impl ProjectsApi {
         &self,
         auth: Credentials,
         Data(context): Data<&RequestContext>,
-        body: Json<ProjectCreate>,
+        body: JsonBody<ProjectCreate>,
     ) -> ApiResult<Created> {
         let caller = self.state.authorize(&auth, Scope::Admin).await?;
         let name = ProjectName::parse(&body.0.name)?;
@@ -84,7 +86,10 @@ impl ProjectsApi {
             name: project.name.as_str().to_owned(),
             created_at: project.created_at,
         };
-        Ok(Created::Created(Json(dto), format!("/api/v1/projects/{id}")))
+        Ok(Created::Created(
+            Json(dto),
+            format!("/api/v1/projects/{id}"),
+        ))
     }
 
     /// List projects
@@ -104,10 +109,14 @@ impl ProjectsApi {
             return Err(ApiError::field("limit", "must be between 1 and 100").into());
         }
         let after: Option<Uuid> = cursor.0.as_deref().map(cursor::decode).transpose()?;
-        let mut rows = herald_projections::projects::list(&self.state.pool, after, limit + 1).await?;
+        let mut rows =
+            herald_projections::projects::list(&self.state.pool, after, limit + 1).await?;
         let has_more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
-        let next_cursor = has_more.then(|| rows.last()).flatten().map(|r| cursor::encode(&r.id));
+        let next_cursor = has_more
+            .then(|| rows.last())
+            .flatten()
+            .map(|r| cursor::encode(&r.id));
         let data = rows
             .into_iter()
             .map(|r| ProjectDto {

@@ -23,14 +23,20 @@ pub async fn ready(Data(state): Data<&Arc<AppState>>) -> Response {
             .fetch_one(&state.pool)
             .await;
     let (status, body) = match applied {
-        Ok(n) if n >= expected => (StatusCode::OK, json!({"status": "ready", "database": "ok", "migrations": n})),
+        Ok(n) if n >= expected => (
+            StatusCode::OK,
+            json!({"status": "ready", "database": "ok", "migrations": n}),
+        ),
         Ok(n) => (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"status": "not_ready", "database": "ok", "migrations": n, "expected_migrations": expected}),
         ),
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "not_ready", "database": "unreachable"}))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "not_ready", "database": "unreachable"}),
+            )
         }
     };
     (status, Json(body)).into_response()

@@ -16,6 +16,7 @@ use super::ApiTags;
 use crate::app::jobs as app;
 use crate::auth::Credentials;
 use crate::http::context::RequestContext;
+use crate::http::json_body::JsonBody;
 use crate::http::problem::{ApiError, ApiResult};
 use crate::state::{metadata, AppState};
 
@@ -63,7 +64,7 @@ impl WorkerApi {
         &self,
         auth: Credentials,
         Data(context): Data<&RequestContext>,
-        body: Json<LeaseRequest>,
+        body: JsonBody<LeaseRequest>,
     ) -> ApiResult<LeaseResponse> {
         let caller = self.state.authorize(&auth, Scope::JobsWork).await?;
         let lease = self.lease_length(body.0.lease_seconds)?;
@@ -84,7 +85,9 @@ impl WorkerApi {
             match app::execute(&self.state, &caller, &metadata, id, command).await {
                 Ok(job) => {
                     let retention = app::retention(&self.state);
-                    return Ok(LeaseResponse::Leased(Json(JobDto::render(id, &job, retention))));
+                    return Ok(LeaseResponse::Leased(Json(JobDto::render(
+                        id, &job, retention,
+                    ))));
                 }
                 // Another worker won this one (or the read model lagged): try the next.
                 Err(ApiError::Conflict { .. } | ApiError::NotFound { .. }) => continue,
@@ -98,13 +101,17 @@ impl WorkerApi {
     ///
     /// Reports progress and extends the lease. `cancel_requested: true` means the job was
     /// cancelled: stop and do not complete it.
-    #[oai(path = "/jobs/:id/heartbeat", method = "post", operation_id = "heartbeatJob")]
+    #[oai(
+        path = "/jobs/:id/heartbeat",
+        method = "post",
+        operation_id = "heartbeatJob"
+    )]
     async fn heartbeat(
         &self,
         auth: Credentials,
         Data(context): Data<&RequestContext>,
         id: Path<Uuid>,
-        body: Json<HeartbeatRequest>,
+        body: JsonBody<HeartbeatRequest>,
     ) -> ApiResult<Json<HeartbeatResponse>> {
         let caller = self.state.authorize(&auth, Scope::JobsWork).await?;
         let body = body.0;
@@ -116,24 +123,37 @@ impl WorkerApi {
             lease: self.lease_length(body.lease_seconds)?,
             now: Utc::now(),
         };
-        let job = app::execute(&self.state, &caller, &metadata(&caller, context), id.0, command)
-            .await?;
+        let job = app::execute(
+            &self.state,
+            &caller,
+            &metadata(&caller, context),
+            id.0,
+            command,
+        )
+        .await?;
         Ok(Json(HeartbeatResponse {
             cancel_requested: job.cancel_requested,
-            lease_expires_at: job.lease.filter(|_| !job.cancel_requested).map(|l| l.expires_at),
+            lease_expires_at: job
+                .lease
+                .filter(|_| !job.cancel_requested)
+                .map(|l| l.expires_at),
         }))
     }
 
     /// Complete a job
     ///
     /// Records the result; the job succeeds. Only the lease holder may complete it.
-    #[oai(path = "/jobs/:id/complete", method = "post", operation_id = "completeJob")]
+    #[oai(
+        path = "/jobs/:id/complete",
+        method = "post",
+        operation_id = "completeJob"
+    )]
     async fn complete(
         &self,
         auth: Credentials,
         Data(context): Data<&RequestContext>,
         id: Path<Uuid>,
-        body: Json<CompleteRequest>,
+        body: JsonBody<CompleteRequest>,
     ) -> ApiResult<Json<JobDto>> {
         let caller = self.state.authorize(&auth, Scope::JobsWork).await?;
         let command = JobCommand::Complete {
@@ -141,9 +161,19 @@ impl WorkerApi {
             result: body.0.result.unwrap_or_else(|| serde_json::json!({})),
             now: Utc::now(),
         };
-        let job = app::execute(&self.state, &caller, &metadata(&caller, context), id.0, command)
-            .await?;
-        Ok(Json(JobDto::render(id.0, &job, app::retention(&self.state))))
+        let job = app::execute(
+            &self.state,
+            &caller,
+            &metadata(&caller, context),
+            id.0,
+            command,
+        )
+        .await?;
+        Ok(Json(JobDto::render(
+            id.0,
+            &job,
+            app::retention(&self.state),
+        )))
     }
 
     /// Fail a job
@@ -155,7 +185,7 @@ impl WorkerApi {
         auth: Credentials,
         Data(context): Data<&RequestContext>,
         id: Path<Uuid>,
-        body: Json<FailRequest>,
+        body: JsonBody<FailRequest>,
     ) -> ApiResult<Json<JobDto>> {
         let caller = self.state.authorize(&auth, Scope::JobsWork).await?;
         let error: String = body.0.error.chars().take(2000).collect();
@@ -165,8 +195,18 @@ impl WorkerApi {
             retryable: body.0.retryable.unwrap_or(true),
             now: Utc::now(),
         };
-        let job = app::execute(&self.state, &caller, &metadata(&caller, context), id.0, command)
-            .await?;
-        Ok(Json(JobDto::render(id.0, &job, app::retention(&self.state))))
+        let job = app::execute(
+            &self.state,
+            &caller,
+            &metadata(&caller, context),
+            id.0,
+            command,
+        )
+        .await?;
+        Ok(Json(JobDto::render(
+            id.0,
+            &job,
+            app::retention(&self.state),
+        )))
     }
 }

@@ -35,7 +35,9 @@ pub struct ApiKeyToken {
 
 impl std::fmt::Debug for ApiKeyToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeyToken").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("ApiKeyToken")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -128,6 +130,9 @@ mod tests {
         assert_eq!(ApiKeyToken::parse("hello"), Err(TokenError::Malformed));
         let token = ApiKeyToken::generate();
         let other_prefix = token.expose().replacen("hrld_live_", "hrld_test_", 1);
-        assert_eq!(ApiKeyToken::parse(&other_prefix), Err(TokenError::Malformed));
+        assert_eq!(
+            ApiKeyToken::parse(&other_prefix),
+            Err(TokenError::Malformed)
+        );
     }
 }

@@ -47,8 +47,12 @@ pub enum JobCommand {
         now: DateTime<Utc>,
     },
     /// Issued by the lease reconciler: requeue (or fail) a running job whose lease has passed.
-    ExpireLease { now: DateTime<Utc> },
-    Cancel { now: DateTime<Utc> },
+    ExpireLease {
+        now: DateTime<Utc>,
+    },
+    Cancel {
+        now: DateTime<Utc>,
+    },
     UpdateMetadata {
         patch: MetadataPatch,
         now: DateTime<Utc>,
@@ -61,7 +65,9 @@ pub enum JobCommand {
         comment: Option<String>,
         now: DateTime<Utc>,
     },
-    Delete { now: DateTime<Utc> },
+    Delete {
+        now: DateTime<Utc>,
+    },
 }
 
 impl JobCommand {

@@ -206,7 +206,12 @@ fn an_expired_lease_requeues_the_job_until_max_attempts() {
         .when(JobCommand::ExpireLease { now: t(41) })
         .then_expect_events(vec![expired_once.clone()]);
     Spec::with(())
-        .given(vec![queued(2), started(1, 10), expired_once, started(2, 50)])
+        .given(vec![
+            queued(2),
+            started(1, 10),
+            expired_once,
+            started(2, 50),
+        ])
         .when(JobCommand::ExpireLease { now: t(81) })
         .then_expect_events(vec![JobEvent::Failed {
             attempt: 2,
@@ -300,7 +305,9 @@ fn metadata_updates_merge_and_are_size_checked() {
             now: t(5),
         })
         .then_expect_events(vec![JobEvent::MetadataUpdated { patch, at: t(5) }]);
-    let too_many = (0..51).map(|i| (format!("k{i}"), Some("v".to_string()))).collect();
+    let too_many = (0..51)
+        .map(|i| (format!("k{i}"), Some("v".to_string())))
+        .collect();
     let result = Spec::with(())
         .given(vec![queued(3)])
         .when(JobCommand::UpdateMetadata {

@@ -14,7 +14,8 @@ pub struct JobKind(String);
 
 impl JobKind {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c);
+        let valid_char =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c);
         if raw.is_empty() || raw.len() > 100 || !raw.chars().all(valid_char) {
             return Err(FieldError::new(
                 "kind",
@@ -193,8 +194,8 @@ mod tests {
 
     #[test]
     fn metadata_patch_sets_and_removes_keys() {
-        let base = Metadata::parse([("a".into(), "1".into()), ("b".into(), "2".into())].into())
-            .unwrap();
+        let base =
+            Metadata::parse([("a".into(), "1".into()), ("b".into(), "2".into())].into()).unwrap();
         let patch =
             MetadataPatch::parse([("a".into(), None), ("c".into(), Some("3".into()))].into())
                 .unwrap();
@@ -205,7 +206,9 @@ mod tests {
 
     #[test]
     fn oversized_metadata_is_refused() {
-        let too_many = (0..51).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        let too_many = (0..51)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
         assert!(Metadata::parse(too_many).is_err());
         let long_value = [("k".to_string(), "x".repeat(501))].into();
         assert_eq!(Metadata::parse(long_value).unwrap_err().field, "metadata.k");

@@ -16,10 +16,7 @@ pub struct JobRow {
 
 /// One job by id with the aggregate's latest version in the log, in a single round trip.
 /// `Ok(None)`: no row yet. The caller compares the two versions to guarantee read-your-writes.
-pub async fn get(
-    executor: impl PgExecutor<'_>,
-    id: Uuid,
-) -> sqlx::Result<(Option<JobRow>, i64)> {
+pub async fn get(executor: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<(Option<JobRow>, i64)> {
     let row: Option<(Option<i64>, Option<sqlx::types::Json<JobState>>, i64)> = sqlx::query_as(
         "SELECT j.version, j.doc, \
                 (SELECT coalesce(max(sequence), 0) FROM events \

@@ -108,6 +108,9 @@ pub async fn rebuild(pool: &PgPool, projection: &dyn Projection) -> anyhow::Resu
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    tracing::info!(projection = projection.name(), "projection reset for rebuild");
+    tracing::info!(
+        projection = projection.name(),
+        "projection reset for rebuild"
+    );
     Ok(())
 }

@@ -53,7 +53,11 @@ impl ProjectionRunner {
             };
             tracing::info!(projection = self.name(), "projection runner holds the lock");
             if let Err(error) = self.follow(&mut conn, &cancel).await {
-                tracing::error!(projection = self.name(), error = format!("{error:#}"), "projection runner failed; retrying");
+                tracing::error!(
+                    projection = self.name(),
+                    error = format!("{error:#}"),
+                    "projection runner failed; retrying"
+                );
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(self.poll_interval) => {}

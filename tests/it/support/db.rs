@@ -5,8 +5,8 @@
 use sqlx::{Connection, PgConnection};
 
 fn admin_url() -> String {
-    std::env::var("HERALD_TEST_DATABASE_URL").expect(
-        "HERALD_TEST_DATABASE_URL is not set: run the tests with ./scripts/test, which starts \
+    std::env::var("TEST_DATABASE_URL").expect(
+        "TEST_DATABASE_URL is not set: run the tests with ./scripts/test, which starts \
          a PostgreSQL for them",
     )
 }
@@ -27,7 +27,9 @@ fn template_name() -> String {
 }
 
 async fn ensure_template(admin: &mut PgConnection, template: &str) -> anyhow::Result<()> {
-    sqlx::query("SELECT pg_advisory_lock(727274)").execute(&mut *admin).await?;
+    sqlx::query("SELECT pg_advisory_lock(727274)")
+        .execute(&mut *admin)
+        .await?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(template)
@@ -48,7 +50,9 @@ async fn ensure_template(admin: &mut PgConnection, template: &str) -> anyhow::Re
             .execute(&mut *admin)
             .await?;
     }
-    sqlx::query("SELECT pg_advisory_unlock(727274)").execute(&mut *admin).await?;
+    sqlx::query("SELECT pg_advisory_unlock(727274)")
+        .execute(&mut *admin)
+        .await?;
     Ok(())
 }
 
@@ -67,11 +71,17 @@ pub async fn fresh_database() -> String {
         .fetch_one(&mut admin)
         .await
         .expect("server version");
-    let strategy = if version >= 150_000 { " STRATEGY FILE_COPY" } else { "" };
-    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}{strategy}"))
-        .execute(&mut admin)
-        .await
-        .expect("a fresh test database");
+    let strategy = if version >= 150_000 {
+        " STRATEGY FILE_COPY"
+    } else {
+        ""
+    };
+    sqlx::query(&format!(
+        "CREATE DATABASE {name} TEMPLATE {template}{strategy}"
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("a fresh test database");
     admin.close().await.ok();
     with_database(&admin_url, &name)
 }

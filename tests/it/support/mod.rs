@@ -125,7 +125,9 @@ impl TestApp {
     }
 
     pub fn request(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
-        self.client.request(method, self.url(path)).header("X-API-Key", key)
+        self.client
+            .request(method, self.url(path))
+            .header("X-API-Key", key)
     }
 
     pub async fn get(&self, path: &str, key: &str) -> Response {
@@ -143,7 +145,12 @@ impl TestApp {
     /// Submits a job and returns its id.
     pub async fn submit_job(&self, key: &str, body: Value) -> Uuid {
         let response = self.post("/api/v1/jobs", key, body).await;
-        assert_eq!(response.status(), StatusCode::ACCEPTED, "{}", response.text().await.unwrap());
+        assert_eq!(
+            response.status(),
+            StatusCode::ACCEPTED,
+            "{}",
+            response.text().await.unwrap()
+        );
         let job: Value = response.json().await.unwrap();
         job["id"].as_str().unwrap().parse().unwrap()
     }
@@ -164,7 +171,9 @@ impl TestApp {
     /// Waits until every projection has read the whole log.
     pub async fn wait_for_projections(&self) {
         for _ in 0..400 {
-            let statuses = herald_projections::runtime::status(&self.pool).await.unwrap();
+            let statuses = herald_projections::runtime::status(&self.pool)
+                .await
+                .unwrap();
             if statuses.len() >= 3 && statuses.iter().all(|s| s.lag == 0) {
                 return;
             }
