@@ -38,11 +38,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn init_logging(config: &Config) {
+    use std::io::IsTerminal;
+    // sqlx reports every "already exists, skipping" notice of the migrator at info.
+    let directives = format!("{},sqlx::postgres::notice=warn", config.log);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

@@ -14,7 +14,15 @@ pub struct Database {
 
 impl Database {
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
-        let (url, embedded) = if config.database_url.is_empty() {
+        let running = config
+            .database_url
+            .is_empty()
+            .then(|| EmbeddedPostgres::running_url(&config.data_dir))
+            .flatten();
+        let (url, embedded) = if let Some(url) = running {
+            tracing::info!("using the embedded PostgreSQL of the running herald server");
+            (url, None)
+        } else if config.database_url.is_empty() {
             let data_dir = std::path::absolute(&config.data_dir)
                 .with_context(|| format!("resolving {}", config.data_dir.display()))?;
             tracing::info!(data_dir = %data_dir.display(), "DATABASE_URL is not set: using the embedded PostgreSQL");

@@ -112,7 +112,20 @@ impl EmbeddedPostgres {
             pg.psql(&sql).await?;
         }
         info!("PostgreSQL is ready: {}", pg.database_url());
+        // Lets other herald commands (`herald keys create`, ...) reach the running cluster.
+        fs::write(cluster.join("url"), pg.database_url())?;
         Ok(pg)
+    }
+
+    /// The URL of the cluster under `data_dir` when another herald process is running it (it
+    /// holds the lock), so commands can use it instead of starting their own.
+    pub fn running_url(data_dir: &Path) -> Option<String> {
+        let cluster = fs::canonicalize(data_dir).ok()?.join("postgres");
+        let lock = File::open(cluster.join("herald.lock")).ok()?;
+        if Flock::lock(lock, FlockArg::LockSharedNonblock).is_ok() {
+            return None; // nobody holds it: the cluster is not running
+        }
+        fs::read_to_string(cluster.join("url")).ok()
     }
 
     /// A sqlx/libpq URL connecting over the unix socket to database `herald`, e.g. postgres://USER@/herald?host=/path/to/socketdir

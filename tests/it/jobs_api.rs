@@ -225,3 +225,30 @@ async fn health_live_and_ready_answer() {
         .unwrap();
     assert_eq!(ready["database"], "ok");
 }
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    // A body that arrives slowly keeps the request in flight while shutdown begins.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let stream = futures::stream::unfold(receiver, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let request = app
+        .request(reqwest::Method::POST, "/api/v1/jobs", &key)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send();
+    let in_flight = tokio::spawn(request);
+    sender.send(Ok(b"{\"kind\": ".to_vec())).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let base_url = app.base_url.clone();
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    sender.send(Ok(b"\"render\"}".to_vec())).await.unwrap();
+    drop(sender);
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    stopping.await.unwrap();
+    let refused = reqwest::get(format!("{base_url}/live")).await;
+    assert!(refused.is_err(), "the server no longer accepts connections");
+}

@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod docs;
 mod job_lifecycle;
 mod jobs_api;
 mod openapi;

@@ -229,7 +229,7 @@ async fn a_second_replica_takes_over_the_projections_when_the_first_stops() {
     assert_eq!(second.database_url, url);
 }
 
-fn herald_binary() -> std::path::PathBuf {
+pub fn herald_binary() -> std::path::PathBuf {
     let mut path = std::env::current_exe().unwrap();
     path.pop();
     if path.ends_with("deps") {
