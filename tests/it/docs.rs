@@ -5,9 +5,13 @@ use crate::support::{TestApp, PEPPER};
 
 /// The first ```bash block after `heading` in a markdown file of the repository.
 fn bash_block(file: &str, heading: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(file);
     let text = std::fs::read_to_string(path).unwrap();
-    let section = &text[text.find(heading).unwrap_or_else(|| panic!("{heading} in {file}"))..];
+    let section = &text[text
+        .find(heading)
+        .unwrap_or_else(|| panic!("{heading} in {file}"))..];
     let start = section.find("```bash\n").expect("a bash block") + "```bash\n".len();
     let end = start + section[start..].find("```").expect("a closed block");
     section[start..end].to_owned()
@@ -30,8 +34,15 @@ async fn the_readme_quick_start_works_against_a_live_server() {
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains(r#""status":"succeeded""#), "{stdout}");
-    assert!(stdout.contains(r#""url":"s3://renders/intro.mp4""#), "{stdout}");
+    assert!(
+        stdout.contains(r#""url":"s3://renders/intro.mp4""#),
+        "{stdout}"
+    );
     assert!(stdout.contains("job.succeeded"), "{stdout}");
 }

@@ -232,7 +232,9 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     let (_, key) = app.project_with_key(&["jobs:write"]).await;
     // A body that arrives slowly keeps the request in flight while shutdown begins.
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
-    let stream = futures::stream::unfold(receiver, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let stream = futures::stream::unfold(receiver, |mut rx| async move {
+        rx.recv().await.map(|c| (c, rx))
+    });
     let request = app
         .request(reqwest::Method::POST, "/api/v1/jobs", &key)
         .header("content-type", "application/json")
