@@ -1,6 +1,6 @@
 //! The server's background tasks, all stopped by one `CancellationToken` and awaited through
 //! one `TaskTracker`: a runner per projection, the LISTEN connection that wakes them, the API-key
-//! cache invalidator, and the lease reconciler.
+//! cache invalidator, the key-usage flusher, and the lease reconciler.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,12 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
             .verifier
             .clone()
             .follow_changes(state.pool.clone(), cancel.clone()),
+    );
+    tracker.spawn(
+        state
+            .verifier
+            .clone()
+            .flush_usage_periodically(state.pool.clone(), cancel.clone()),
     );
     let interval = Duration::from_millis(state.config.jobs.reconcile_interval_ms);
     tracker.spawn(LeaseReconciler::new(state.clone()).run(interval, cancel.clone()));

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
+use herald_domain::api_key::KeyName;
 use herald_domain::project::ProjectName;
 use herald_domain::{ProjectId, Scopes};
 use herald_store::EventMetadata;
@@ -129,16 +130,13 @@ async fn create_key(
     } else if !scopes.allows(herald_domain::Scope::Admin) {
         anyhow::bail!("--project is required unless the key has the `admin` scope");
     }
-    let key = crate::app::keys::NewKey {
-        name: args.name,
-        project_id,
-        scopes,
-        expires_at: args
-            .expires_in_days
-            .map(|days| Utc::now() + chrono::Duration::days(i64::from(days))),
-    };
+    let name = KeyName::parse(&args.name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut key = crate::app::keys::NewKey::simple(name, project_id, scopes);
+    key.expires_at = args
+        .expires_in_days
+        .map(|days| Utc::now() + chrono::Duration::days(i64::from(days)));
     let store = herald_store::AggregateStore::new(pool.clone());
-    let token = crate::app::keys::create(&store, &pepper(config)?, metadata, key)
+    let (token, _) = crate::app::keys::create(&store, &pepper(config)?, metadata, key)
         .await
         .context("creating the key")?;
     println!("{}", token.expose());
@@ -168,7 +166,12 @@ async fn rebuild(config: &Config, pool: &sqlx::PgPool, name: &str) -> anyhow::Re
         return Ok(());
     }
     eprintln!("a running server holds {name}; waiting for it to replay the log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
     loop {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{name} is still replaying after 10 minutes; follow it with `herald projections list`"
+        );
         let status = herald_projections::runtime::status(pool).await?;
         if status.iter().any(|s| s.name == name && s.lag == 0) {
             eprintln!("rebuilt {name}");

@@ -43,10 +43,33 @@ pub struct Config {
     pub database_url: Secret,
     pub api_key_pepper: Secret,
     pub log: String,
+    #[serde(deserialize_with = "comma_list")]
+    pub cors_allowed_origins: Vec<String>,
+    #[serde(deserialize_with = "comma_list")]
+    pub trusted_proxies: Vec<String>,
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub jobs: JobsConfig,
     pub projections: ProjectionsConfig,
+}
+
+/// A list given either as a TOML array or as one comma-separated string (handy in env vars).
+fn comma_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Raw::deserialize(deserializer)? {
+        Raw::List(items) => items,
+        Raw::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,11 +165,38 @@ impl Config {
         if !self.api_key_pepper.is_empty() && self.api_key_pepper.expose().len() < 16 {
             return fail("api_key_pepper must be at least 16 characters");
         }
+        if let Some(bad) = self
+            .cors_allowed_origins
+            .iter()
+            .find(|o| *o == "*" || !(o.starts_with("http://") || o.starts_with("https://")))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "cors_allowed_origins: `{bad}` is not an origin like https://app.example.com (wildcards are not allowed)"
+            )));
+        }
+        self.trusted_proxy_nets()?;
         let url = self.database_url.expose();
         if !url.is_empty() && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             return fail("database_url must start with postgres:// or postgresql://");
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The trusted proxies as networks (a bare address is a single host).
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::Invalid(format!("trusted_proxies: `{entry}` is not a CIDR"))
+                    })
+            })
+            .collect()
     }
 }
 
@@ -168,6 +218,24 @@ mod tests {
         config.jobs.default_lease_seconds = 0;
         let message = config.validate().unwrap_err().to_string();
         assert!(message.contains("jobs.default_lease_seconds"), "{message}");
+    }
+
+    #[test]
+    fn lists_come_as_arrays_or_comma_separated_strings_and_wildcards_are_refused() {
+        let config: Config = Figment::from(Toml::string(DEFAULTS))
+            .merge(Toml::string(
+                "cors_allowed_origins = \"https://a.example, https://b.example\"\ntrusted_proxies = [\"10.0.0.0/8\"]",
+            ))
+            .extract()
+            .unwrap();
+        assert_eq!(
+            config.cors_allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(config.trusted_proxy_nets().unwrap().len(), 1);
+        let mut wildcard = config.clone();
+        wildcard.cors_allowed_origins = vec!["*".into()];
+        assert!(wildcard.validate().is_err());
     }
 
     #[test]

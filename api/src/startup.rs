@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use poem::http::Method;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::middleware::Tracing;
+use poem::middleware::Cors;
 use poem::{EndpointExt, Route, Server};
 use rand::RngCore;
 use sqlx::postgres::PgPoolOptions;
@@ -131,7 +132,31 @@ pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
     let edge = Edge {
         max_body_bytes: http.max_body_bytes,
         timeout: Duration::from_secs(http.request_timeout_seconds),
+        trusted_proxies: state.config.trusted_proxy_nets().unwrap_or_default(),
     };
+    // Explicit origins only: poem's `Cors::new()` alone would allow every origin.
+    let origins = &state.config.cors_allowed_origins;
+    let cors = (!origins.is_empty()).then(|| {
+        Cors::new()
+            .allow_origins(origins.iter().map(String::as_str))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                "content-type",
+                "x-api-key",
+                "authorization",
+                "x-request-id",
+                "x-csrf-token",
+                "idempotency-key",
+            ])
+            .expose_headers(["x-request-id", "location", "retry-after"])
+            .max_age(600)
+    });
     Route::new()
         .at("/openapi.json", api.spec_endpoint())
         .nest("/docs", api.swagger_ui())
@@ -140,6 +165,6 @@ pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
         .at("/live", routes::system::live)
         .at("/ready", routes::system::ready.data(state.clone()))
         .nest("/", api)
+        .with_if(cors.is_some(), cors.unwrap_or_default())
         .with(edge)
-        .with(Tracing)
 }

@@ -8,7 +8,7 @@ use herald_domain::project::Project;
 use herald_store::{AggregateStore, EventMetadata};
 use sqlx::PgPool;
 
-use crate::auth::{Caller, Credentials, KeyVerifier};
+use crate::auth::{Caller, Credentials, KeyVerifier, Refusal};
 use crate::config::Config;
 use crate::http::context::RequestContext;
 use crate::http::problem::ApiError;
@@ -37,11 +37,19 @@ impl AppState {
     }
 
     /// Verifies the credentials (401 if bad).
+    /// Verifies the credentials from the request's client address: 401 if bad, 403 if the
+    /// address is outside the key's allowlist.
     pub async fn authenticate(&self, credentials: &Credentials) -> Result<Caller, ApiError> {
+        let client = crate::http::context::current_client_ip();
         self.verifier
-            .verify(credentials.presented())
+            .verify(credentials.presented(), client)
             .await
-            .ok_or(ApiError::Unauthenticated)
+            .map_err(|refusal| match refusal {
+                Refusal::Unauthenticated => ApiError::Unauthenticated,
+                Refusal::IpNotAllowed => {
+                    ApiError::Forbidden("this key may not be used from this IP address".into())
+                }
+            })
     }
 
     /// Verifies the credentials (401 if bad) and the scope (403 if missing).

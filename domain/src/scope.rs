@@ -101,6 +101,17 @@ impl Scopes {
     pub fn iter(&self) -> impl Iterator<Item = Scope> + '_ {
         self.0.iter().copied()
     }
+
+    /// True when every scope here is also allowed by `holder` (a key can never hand out more
+    /// than it holds; `admin` holds everything).
+    pub fn within(&self, holder: &Scopes) -> bool {
+        self.iter().all(|scope| holder.allows(scope))
+    }
+
+    /// The scopes allowed by `holder` that are missing here, for error messages.
+    pub fn beyond(&self, holder: &Scopes) -> Vec<Scope> {
+        self.iter().filter(|scope| !holder.allows(*scope)).collect()
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +125,16 @@ mod tests {
         assert!(Scope::ALL.iter().all(|s| admin.allows(*s)));
         assert!(reader.allows(Scope::JobsRead));
         assert!(!reader.allows(Scope::JobsWrite));
+    }
+
+    #[test]
+    fn a_set_is_within_its_holder_only_when_every_scope_is_allowed() {
+        let holder = Scopes::parse(["jobs:read", "jobs:write"]).unwrap();
+        assert!(Scopes::parse(["jobs:read"]).unwrap().within(&holder));
+        let wider = Scopes::parse(["jobs:read", "keys:write"]).unwrap();
+        assert!(!wider.within(&holder));
+        assert_eq!(wider.beyond(&holder), [Scope::KeysWrite]);
+        assert!(wider.within(&Scopes::parse(["admin"]).unwrap()));
     }
 
     #[test]

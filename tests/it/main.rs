@@ -3,6 +3,7 @@
 
 mod support;
 
+mod api_keys;
 mod bad_input;
 mod docs;
 mod job_lifecycle;
@@ -10,3 +11,4 @@ mod jobs_api;
 mod openapi;
 mod projections;
 mod security;
+mod security_edge;

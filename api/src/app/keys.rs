@@ -1,39 +1,208 @@
-//! Creating API keys. The plaintext key exists only in the return value: the event stores its
-//! peppered HMAC and its displayable start.
+//! Creating, changing, rotating and revoking API keys on behalf of a caller. The plaintext key
+//! exists only in the return value of `create`/`rotate`: events store its peppered HMAC and its
+//! displayable start.
 
-use chrono::{DateTime, Utc};
-use herald_domain::api_key::{ApiKey, ApiKeyCommand, ApiKeyError, ApiKeyToken};
-use herald_domain::{ProjectId, Scopes};
+use chrono::{DateTime, Duration, Utc};
+use herald_domain::api_key::{
+    ApiKey, ApiKeyCommand, ApiKeyError, ApiKeyState, ApiKeyToken, IpAllowlist, KeyName, KeyUpdate,
+    NewApiKey, RateLimit,
+};
+use herald_domain::{KeyId, ProjectId, Scopes};
 use herald_store::{AggregateStore, CommandError, EventMetadata};
 
-use crate::auth::hash_key;
+use crate::auth::{hash_key, Caller};
+use crate::http::problem::ApiError;
 
+/// What a new key is made of, before it has a secret.
 pub struct NewKey {
-    pub name: String,
+    pub name: KeyName,
+    pub description: Option<String>,
     pub project_id: Option<ProjectId>,
     pub scopes: Scopes,
     pub expires_at: Option<DateTime<Utc>>,
+    pub ip_allowlist: IpAllowlist,
+    pub rate_limit: RateLimit,
 }
 
-/// Creates a key and returns its plaintext (show it once).
+impl NewKey {
+    /// A key with only a name, scopes and project (the CLI's and the tests' common case).
+    pub fn simple(name: KeyName, project_id: Option<ProjectId>, scopes: Scopes) -> Self {
+        Self {
+            name,
+            description: None,
+            project_id,
+            scopes,
+            expires_at: None,
+            ip_allowlist: IpAllowlist::default(),
+            rate_limit: RateLimit::default(),
+        }
+    }
+}
+
+impl From<CommandError<ApiKeyError>> for ApiError {
+    fn from(error: CommandError<ApiKeyError>) -> Self {
+        match error {
+            CommandError::Rejected(ApiKeyError::NotFound) => not_found(),
+            CommandError::Rejected(ApiKeyError::ScopeEscalation) => ApiError::Forbidden(
+                "a key's scopes can only be narrowed, except by an admin".into(),
+            ),
+            CommandError::Rejected(rejected) => ApiError::Conflict {
+                code: rejected.code(),
+                detail: rejected.to_string(),
+            },
+            CommandError::Conflict => ApiError::Conflict {
+                code: "CONCURRENT_MODIFICATION",
+                detail: "the key was changed concurrently; retry the request".into(),
+            },
+            CommandError::Store(cause) => ApiError::Internal(anyhow::anyhow!(cause)),
+        }
+    }
+}
+
+pub fn not_found() -> ApiError {
+    ApiError::NotFound {
+        code: "API_KEY_NOT_FOUND",
+        detail: "API key not found".into(),
+    }
+}
+
+/// Creates a key and returns it (show it once) with its state.
 pub async fn create(
     store: &AggregateStore<ApiKey>,
     pepper: &[u8],
     metadata: &EventMetadata,
     key: NewKey,
-) -> Result<ApiKeyToken, CommandError<ApiKeyError>> {
+) -> Result<(ApiKeyToken, ApiKeyState), CommandError<ApiKeyError>> {
+    create_with(store, pepper, metadata, key, None).await
+}
+
+async fn create_with(
+    store: &AggregateStore<ApiKey>,
+    pepper: &[u8],
+    metadata: &EventMetadata,
+    key: NewKey,
+    rotated_from: Option<KeyId>,
+) -> Result<(ApiKeyToken, ApiKeyState), CommandError<ApiKeyError>> {
     let token = ApiKeyToken::generate();
-    let command = ApiKeyCommand::Create {
+    let new = NewApiKey {
         name: key.name,
+        description: key.description,
         project_id: key.project_id,
         scopes: key.scopes,
         key_hash: hash_key(pepper, &token),
         start: token.start(),
         expires_at: key.expires_at,
-        now: Utc::now(),
+        ip_allowlist: key.ip_allowlist,
+        rate_limit: key.rate_limit,
+        rotated_from,
     };
-    store
+    let command = ApiKeyCommand::Create(Box::new(new), Utc::now());
+    let committed = store
         .execute(token.id().as_str(), command, metadata, false)
         .await?;
-    Ok(token)
+    let state = committed
+        .aggregate
+        .state()
+        .cloned()
+        .ok_or(CommandError::Rejected(ApiKeyError::NotFound))?;
+    Ok((token, state))
+}
+
+/// The key `id` if the caller may see it (its own project's keys; admins see all).
+pub async fn load(
+    store: &AggregateStore<ApiKey>,
+    caller: &Caller,
+    id: &str,
+) -> Result<ApiKeyState, ApiError> {
+    let id = KeyId::parse(id).ok_or_else(not_found)?;
+    let (key, _) = store.load(id.as_str()).await?;
+    let state = key.state().cloned().ok_or_else(not_found)?;
+    if !visible(caller, &state) {
+        return Err(not_found());
+    }
+    Ok(state)
+}
+
+fn visible(caller: &Caller, key: &ApiKeyState) -> bool {
+    caller.is_admin() || (caller.project_id.is_some() && key.project_id == caller.project_id)
+}
+
+/// Runs a command on a key the caller can see.
+pub async fn execute(
+    store: &AggregateStore<ApiKey>,
+    caller: &Caller,
+    metadata: &EventMetadata,
+    id: &str,
+    command: ApiKeyCommand,
+) -> Result<ApiKeyState, ApiError> {
+    let id = KeyId::parse(id).ok_or_else(not_found)?;
+    let guard = |key: &ApiKey| match key.state() {
+        Some(state) if visible(caller, state) => Ok(()),
+        _ => Err(ApiKeyError::NotFound),
+    };
+    let committed = store
+        .execute_guarded(id.as_str(), command, metadata, true, guard)
+        .await?;
+    committed.aggregate.state().cloned().ok_or_else(not_found)
+}
+
+/// Applies a settings change (scopes only narrowed unless the caller is an admin).
+pub async fn update(
+    store: &AggregateStore<ApiKey>,
+    caller: &Caller,
+    metadata: &EventMetadata,
+    id: &str,
+    update: KeyUpdate,
+) -> Result<ApiKeyState, ApiError> {
+    let command = ApiKeyCommand::Update {
+        update,
+        may_widen_scopes: caller.is_admin(),
+        now: Utc::now(),
+    };
+    execute(store, caller, metadata, id, command).await
+}
+
+/// Issues a successor with the same settings and lets the old key live for `grace`. The
+/// successor is created first: if marking the old key fails, the old key is simply still valid.
+pub async fn rotate(
+    store: &AggregateStore<ApiKey>,
+    pepper: &[u8],
+    caller: &Caller,
+    metadata: &EventMetadata,
+    id: &str,
+    grace: Duration,
+) -> Result<(ApiKeyToken, ApiKeyState), ApiError> {
+    let old = load(store, caller, id).await?;
+    if old.revoked_at.is_some() {
+        return Err(ApiKeyError::Revoked).map_err(|e| ApiError::from(CommandError::Rejected(e)));
+    }
+    if old.successor_id.is_some() {
+        return Err(ApiError::from(CommandError::Rejected(
+            ApiKeyError::AlreadyRotated,
+        )));
+    }
+    if !old.scopes.within(&caller.scopes) {
+        return Err(ApiError::Forbidden(
+            "a key cannot rotate a key with more scopes than it holds".into(),
+        ));
+    }
+    let old_id = KeyId::parse(id).ok_or_else(not_found)?;
+    let successor = NewKey {
+        name: old.name.clone(),
+        description: old.description.clone(),
+        project_id: old.project_id,
+        scopes: old.scopes.clone(),
+        expires_at: old.expires_at,
+        ip_allowlist: old.ip_allowlist.clone(),
+        rate_limit: old.rate_limit,
+    };
+    let (token, state) = create_with(store, pepper, metadata, successor, Some(old_id)).await?;
+    let now = Utc::now();
+    let command = ApiKeyCommand::Rotate {
+        successor: token.id().clone(),
+        grace_until: now + grace,
+        now,
+    };
+    execute(store, caller, metadata, id, command).await?;
+    Ok((token, state))
 }

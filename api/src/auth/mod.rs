@@ -8,7 +8,7 @@ mod scheme;
 mod verifier;
 
 pub use scheme::Credentials;
-pub use verifier::{hash_key, KeyVerifier};
+pub use verifier::{hash_key, KeyVerifier, Refusal};
 
 use herald_domain::{KeyId, ProjectId, Scope, Scopes};
 

@@ -1,13 +1,16 @@
 //! Key verification, kept off the slow path: parse and CRC-check the key, look up its id in an
 //! in-memory cache (filled from the event store on a miss), compare HMAC-SHA256 digests in
-//! constant time, check revocation and expiry. Key events invalidate cache entries in every
-//! replica through `LISTEN herald_keys` (sent by the events trigger).
+//! constant time, check revocation, expiry and the IP allowlist. Key events invalidate cache
+//! entries in every replica through `LISTEN herald_keys` (sent by the events trigger); the
+//! replica that handled a change drops its entry at once. Each successful use is counted in
+//! memory and flushed to `api_key_usage` every few seconds.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use herald_domain::api_key::{ApiKey, ApiKeyState, ApiKeyToken};
 use herald_domain::KeyId;
 use herald_store::AggregateStore;
@@ -38,8 +41,19 @@ struct CachedKey {
     state: ApiKeyState,
 }
 
+/// Why a presented key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Missing, malformed, unknown, expired or revoked: one answer for all (401).
+    Unauthenticated,
+    /// A valid key used from an address outside its allowlist (403).
+    IpNotAllowed,
+}
+
 pub struct KeyVerifier {
     pepper: Vec<u8>,
+    /// Uses since the last flush: count and last time, per key.
+    usage: Mutex<HashMap<KeyId, (i64, DateTime<Utc>)>>,
     store: AggregateStore<ApiKey>,
     cache: RwLock<HashMap<KeyId, Arc<CachedKey>>>,
     /// Bumped on every invalidation, so a load that raced with one is not cached.
@@ -53,6 +67,7 @@ impl KeyVerifier {
             store: AggregateStore::new(pool),
             cache: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            usage: Mutex::new(HashMap::new()),
         }
     }
 
@@ -60,26 +75,85 @@ impl KeyVerifier {
         &self.pepper
     }
 
-    /// The caller behind `presented`, or `None` for any kind of bad key. Store failures are
-    /// logged and also answered `None` (a 401 is safer than a 500 that reveals the key's state).
-    pub async fn verify(&self, presented: &str) -> Option<Caller> {
-        let token = ApiKeyToken::parse(presented).ok()?;
+    /// The caller behind `presented`, used from `client`. Store failures are logged and answered
+    /// as `Unauthenticated` (a 401 is safer than a 500 that reveals the key's state).
+    pub async fn verify(&self, presented: &str, client: Option<IpAddr>) -> Result<Caller, Refusal> {
+        let token = ApiKeyToken::parse(presented).map_err(|_| Refusal::Unauthenticated)?;
         let key = match self.cached(token.id()) {
             Some(key) => key,
-            None => self.load(token.id()).await?,
+            None => self
+                .load(token.id())
+                .await
+                .ok_or(Refusal::Unauthenticated)?,
         };
-        let mut mac = HmacSha256::new_from_slice(&self.pepper).expect("any key length");
-        mac.update(token.expose().as_bytes());
-        let digest = mac.finalize().into_bytes();
-        let matches: bool = digest.as_slice().ct_eq(&key.hash).into();
-        if !matches || !key.state.is_active(Utc::now()) {
-            return None;
+        let now = Utc::now();
+        let caller = check(&self.pepper, &token, &key, now, client)?;
+        let mut usage = self.usage.lock().expect("usage lock");
+        let entry = usage.entry(caller.key_id.clone()).or_insert((0, now));
+        *entry = (entry.0 + 1, now);
+        Ok(caller)
+    }
+
+    /// Puts a key's state in the cache (benchmarks measure verification with a warm cache).
+    pub fn prime(&self, id: &KeyId, state: ApiKeyState) -> Option<()> {
+        let hash = decode_hex(&state.key_hash)?;
+        let entry = Arc::new(CachedKey { hash, state });
+        self.cache
+            .write()
+            .expect("cache lock")
+            .insert(id.clone(), entry);
+        Some(())
+    }
+
+    /// The checks on a cache hit, without counting the use (what the benchmark measures).
+    pub fn verify_cached(
+        &self,
+        presented: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Caller, Refusal> {
+        let token = ApiKeyToken::parse(presented).map_err(|_| Refusal::Unauthenticated)?;
+        let key = self.cached(token.id()).ok_or(Refusal::Unauthenticated)?;
+        check(&self.pepper, &token, &key, Utc::now(), client)
+    }
+
+    /// Writes the counted uses to `api_key_usage` (adding to other replicas' counts).
+    pub async fn flush_usage(&self, pool: &PgPool) -> sqlx::Result<()> {
+        let pending: Vec<(KeyId, (i64, DateTime<Utc>))> =
+            self.usage.lock().expect("usage lock").drain().collect();
+        for (id, (count, last)) in pending {
+            sqlx::query(
+                "INSERT INTO api_key_usage (key_id, usage_count, last_used_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key_id) DO UPDATE SET \
+                   usage_count = api_key_usage.usage_count + excluded.usage_count, \
+                   last_used_at = greatest(api_key_usage.last_used_at, excluded.last_used_at)",
+            )
+            .bind(id.as_str())
+            .bind(count)
+            .bind(last)
+            .execute(pool)
+            .await?;
         }
-        Some(Caller {
-            key_id: token.id().clone(),
-            project_id: key.state.project_id,
-            scopes: key.state.scopes.clone(),
-        })
+        Ok(())
+    }
+
+    /// Flushes usage every two seconds until cancelled, and once more on the way out.
+    pub async fn flush_usage_periodically(
+        self: Arc<Self>,
+        pool: PgPool,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let stop = tokio::select! {
+                _ = cancel.cancelled() => true,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => false,
+            };
+            if let Err(error) = self.flush_usage(&pool).await {
+                tracing::warn!(%error, "could not record API key usage");
+            }
+            if stop {
+                return;
+            }
+        }
     }
 
     fn cached(&self, id: &KeyId) -> Option<Arc<CachedKey>> {
@@ -153,6 +227,30 @@ impl KeyVerifier {
             }
         }
     }
+}
+
+fn check(
+    pepper: &[u8],
+    token: &ApiKeyToken,
+    key: &CachedKey,
+    now: DateTime<Utc>,
+    client: Option<IpAddr>,
+) -> Result<Caller, Refusal> {
+    let mut mac = HmacSha256::new_from_slice(pepper).expect("any key length");
+    mac.update(token.expose().as_bytes());
+    let digest = mac.finalize().into_bytes();
+    let matches: bool = digest.as_slice().ct_eq(&key.hash).into();
+    if !matches || !key.state.is_active(now) {
+        return Err(Refusal::Unauthenticated);
+    }
+    if !key.state.ip_allowlist.allows(client) {
+        return Err(Refusal::IpNotAllowed);
+    }
+    Ok(Caller {
+        key_id: token.id().clone(),
+        project_id: key.state.project_id,
+        scopes: key.state.scopes.clone(),
+    })
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {

@@ -1,13 +1,18 @@
 //! The outermost middleware and the per-request context.
 //!
 //! `Edge` gives every request an id (a sane incoming `X-Request-Id` is kept, otherwise a new
-//! UUIDv7), records the client address and user agent for event metadata, enforces the body
-//! size limit (413) whether or not `Content-Length` is sent, applies the request timeout, turns
-//! every error that did not come from a handler (unknown route, wrong method, unparsable JSON,
-//! unsupported content type, missing credentials) into problem+json, and stamps
-//! `X-Request-Id` on every response.
+//! UUIDv7), resolves the client address (`X-Forwarded-For` counts only when the direct peer is a
+//! configured trusted proxy) and user agent for auth and event metadata, enforces the body size
+//! limit (413) whether or not `Content-Length` is sent, applies the request timeout, turns every
+//! error that did not come from a handler (unknown route, wrong method, unsupported content type,
+//! missing credentials) into problem+json, adds the security headers, stamps `X-Request-Id` on
+//! every response, and logs one line per request (path without its query string, which could
+//! hold data).
 
-use std::time::Duration;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
 
 use herald_domain::FieldError;
 use poem::http::{header, Method, StatusCode};
@@ -17,12 +22,22 @@ use uuid::Uuid;
 use super::problem::{unauthenticated_problem, Problem};
 
 tokio::task_local! {
-    static REQUEST_ID: String;
+    static REQUEST: RequestContext;
 }
 
 /// The id of the request being handled by this task ("" outside a request).
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(|id| id.clone()).unwrap_or_default()
+    REQUEST
+        .try_with(|r| r.request_id.clone())
+        .unwrap_or_default()
+}
+
+/// The client address of the request being handled by this task, if known.
+pub fn current_client_ip() -> Option<IpAddr> {
+    REQUEST
+        .try_with(|r| r.ip.as_deref().and_then(|ip| ip.parse().ok()))
+        .ok()
+        .flatten()
 }
 
 /// What event metadata needs to know about the request.
@@ -36,6 +51,7 @@ pub struct RequestContext {
 pub struct Edge {
     pub max_body_bytes: usize,
     pub timeout: Duration,
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl<E: Endpoint> Middleware<E> for Edge {
@@ -46,6 +62,7 @@ impl<E: Endpoint> Middleware<E> for Edge {
             inner,
             max_body_bytes: self.max_body_bytes,
             timeout: self.timeout,
+            trusted_proxies: self.trusted_proxies.clone(),
         }
     }
 }
@@ -54,6 +71,35 @@ pub struct EdgeEndpoint<E> {
     inner: E,
     max_body_bytes: usize,
     timeout: Duration,
+    trusted_proxies: Vec<IpNet>,
+}
+
+/// The client address: the peer, unless the peer is a trusted proxy, in which case the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy. A client cannot spoof
+/// its address by sending the header to Herald directly.
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    forwarded_for: Option<&str>,
+    trusted: &[IpNet],
+) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let peer = peer?;
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let Some(header) = forwarded_for else {
+        return Some(peer);
+    };
+    let hops: Vec<IpAddr> = header
+        .split(',')
+        .map(|hop| hop.trim().parse())
+        .collect::<Result<_, _>>()
+        .ok()?;
+    hops.iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(hops.first())
+        .copied()
 }
 
 fn incoming_request_id(req: &Request) -> Option<String> {
@@ -70,22 +116,26 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let started = Instant::now();
         let request_id = incoming_request_id(&req).unwrap_or_else(|| Uuid::now_v7().to_string());
+        let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let context = RequestContext {
             request_id: request_id.clone(),
-            ip: req
-                .remote_addr()
-                .as_socket_addr()
-                .map(|a| a.ip().to_string()),
+            ip: client_ip(peer, forwarded, &self.trusted_proxies).map(|ip| ip.to_string()),
             user_agent: req
                 .headers()
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(|ua| ua.chars().take(512).collect()),
         };
-        req.set_data(context);
-        let response = REQUEST_ID
-            .scope(request_id.clone(), async {
+        req.set_data(context.clone());
+        let response = REQUEST
+            .scope(context, async {
                 if let Err(too_large) = self.limit_body(&mut req).await {
                     return too_large;
                 }
@@ -107,6 +157,15 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         if let Ok(value) = request_id.parse() {
             response.headers_mut().insert("x-request-id", value);
         }
+        security_headers(&path, &mut response);
+        tracing::info!(
+            http.method = %method,
+            http.path = %path,
+            http.status = response.status().as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            request_id = %request_id,
+            "request"
+        );
         Ok(response)
     }
 }
@@ -147,6 +206,35 @@ impl<E> EdgeEndpoint<E> {
                 "the request body could not be read",
             ))),
         }
+    }
+}
+
+/// The interactive documentation pages need scripts, styles and images; nothing else does.
+const DOCS_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; \
+     style-src 'self' 'unsafe-inline' https://fonts.googleapis.com; font-src 'self' https://fonts.gstatic.com data:; \
+     img-src 'self' data: https:; connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'";
+const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+
+fn security_headers(path: &str, response: &mut Response) {
+    use poem::http::HeaderValue;
+    let is_docs = path == "/docs" || path.starts_with("/docs/") || path.starts_with("/redoc");
+    let headers = response.headers_mut();
+    let mut set = |name: &'static str, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(
+        "strict-transport-security",
+        "max-age=31536000; includeSubDomains",
+    );
+    set("x-content-type-options", "nosniff");
+    set("x-frame-options", "DENY");
+    set("referrer-policy", "no-referrer");
+    set(
+        "content-security-policy",
+        if is_docs { DOCS_CSP } else { API_CSP },
+    );
+    if !is_docs {
+        set("cache-control", "no-store");
     }
 }
 

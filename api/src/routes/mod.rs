@@ -3,8 +3,10 @@
 //! them into the document served at `/openapi.json` and committed as `docs/openapi.json`.
 
 mod admin;
+mod api_keys;
 mod job_models;
 mod jobs;
+mod key_models;
 mod projects;
 pub mod system;
 mod worker;
@@ -23,6 +25,8 @@ pub enum ApiTags {
     Workers,
     /// Projects, the tenancy unit (admin).
     Projects,
+    /// API keys: create, inspect, rotate, revoke.
+    ApiKeys,
     /// Operating Herald (admin).
     Admin,
 }
@@ -31,6 +35,7 @@ pub type Apis = (
     jobs::JobsApi,
     worker::WorkerApi,
     projects::ProjectsApi,
+    api_keys::ApiKeysApi,
     admin::AdminApi,
 );
 
@@ -45,6 +50,9 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         projects::ProjectsApi {
+            state: state.clone(),
+        },
+        api_keys::ApiKeysApi {
             state: state.clone(),
         },
         admin::AdminApi { state },

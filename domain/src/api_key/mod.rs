@@ -1,63 +1,73 @@
 //! The ApiKey aggregate: a credential for programs, bound to one project (or to none, for admin
-//! keys) with a set of scopes. The event stores only a peppered HMAC of the key, never the key.
-//! `token` owns the key's textual format.
+//! keys) with a set of scopes, optional IP allowlist, rate-limit settings and expiry. Its life:
+//! created, updated (scopes only narrowed unless an admin asks), rotated (a successor is issued
+//! and this key keeps working for a grace period), revoked. `token` owns the key's textual
+//! format, `settings` its parsed settings, `events` what is stored.
 
+mod events;
+mod settings;
 mod token;
 
-pub use token::{ApiKeyToken, TokenError};
+#[cfg(test)]
+mod tests;
+
+pub use events::ApiKeyEvent;
+pub use settings::{parse_description, IpAllowlist, KeyName, RateLimit};
+pub use token::{ApiKeyToken, TokenError, TOKEN_LEN};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::{ProjectId, Scopes};
+use crate::{KeyId, ProjectId, Scopes};
+
+/// Everything a new key is created with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewApiKey {
+    pub name: KeyName,
+    pub description: Option<String>,
+    pub project_id: Option<ProjectId>,
+    pub scopes: Scopes,
+    /// Hex HMAC-SHA256 of the full key under the server's pepper.
+    pub key_hash: String,
+    /// The first characters of the key, safe to show (`hrld_live_abcd`).
+    pub start: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub ip_allowlist: IpAllowlist,
+    pub rate_limit: RateLimit,
+    pub rotated_from: Option<KeyId>,
+}
+
+/// A settings change; `None` leaves a setting as it is.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KeyUpdate {
+    pub name: Option<KeyName>,
+    pub description: Option<Option<String>>,
+    pub scopes: Option<Scopes>,
+    pub ip_allowlist: Option<IpAllowlist>,
+    pub rate_limit: Option<RateLimit>,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiKeyCommand {
-    Create {
-        name: String,
-        project_id: Option<ProjectId>,
-        scopes: Scopes,
-        /// Hex HMAC-SHA256 of the full key under the server's pepper.
-        key_hash: String,
-        /// The first characters of the key, safe to show ("hrld_live_abcd...").
-        start: String,
-        expires_at: Option<DateTime<Utc>>,
+    Create(Box<NewApiKey>, DateTime<Utc>),
+    Update {
+        update: KeyUpdate,
+        /// Admins may widen a key's scopes; everyone else may only narrow them.
+        may_widen_scopes: bool,
+        now: DateTime<Utc>,
+    },
+    /// Records that `successor` replaces this key, which stays valid until `grace_until` (or
+    /// its own expiry, if sooner).
+    Rotate {
+        successor: KeyId,
+        grace_until: DateTime<Utc>,
         now: DateTime<Utc>,
     },
     Revoke {
         now: DateTime<Utc>,
     },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum ApiKeyEvent {
-    #[serde(rename = "api_key.created")]
-    Created {
-        name: String,
-        project_id: Option<ProjectId>,
-        scopes: Scopes,
-        key_hash: String,
-        start: String,
-        expires_at: Option<DateTime<Utc>>,
-        at: DateTime<Utc>,
-    },
-    #[serde(rename = "api_key.revoked")]
-    Revoked { at: DateTime<Utc> },
-}
-
-impl DomainEvent for ApiKeyEvent {
-    fn event_type(&self) -> String {
-        match self {
-            ApiKeyEvent::Created { .. } => "api_key.created".into(),
-            ApiKeyEvent::Revoked { .. } => "api_key.revoked".into(),
-        }
-    }
-    fn event_version(&self) -> String {
-        "1".into()
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,26 +76,135 @@ pub enum ApiKeyError {
     NotFound,
     #[error("API key already exists")]
     AlreadyExists,
-    #[error("API key is already revoked")]
-    AlreadyRevoked,
+    #[error("the API key is revoked")]
+    Revoked,
+    #[error("the API key has already been rotated; rotate its successor instead")]
+    AlreadyRotated,
+    #[error("scopes can only be narrowed")]
+    ScopeEscalation,
+}
+
+impl ApiKeyError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiKeyError::NotFound => "API_KEY_NOT_FOUND",
+            ApiKeyError::AlreadyExists => "API_KEY_ALREADY_EXISTS",
+            ApiKeyError::Revoked => "API_KEY_REVOKED",
+            ApiKeyError::AlreadyRotated => "API_KEY_ALREADY_ROTATED",
+            ApiKeyError::ScopeEscalation => "SCOPE_ESCALATION",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKeyState {
-    pub name: String,
+    pub name: KeyName,
+    pub description: Option<String>,
     pub project_id: Option<ProjectId>,
     pub scopes: Scopes,
     pub key_hash: String,
     pub start: String,
     pub expires_at: Option<DateTime<Utc>>,
+    pub ip_allowlist: IpAllowlist,
+    pub rate_limit: RateLimit,
+    pub rotated_from: Option<KeyId>,
+    pub successor_id: Option<KeyId>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 impl ApiKeyState {
-    /// Whether the key may authenticate a request at `now`.
+    /// Whether the key may authenticate a request at `now` (refused from its expiry instant).
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|at| now < at)
+    }
+
+    /// `active`, `revoked` or `expired` at `now`.
+    pub fn status(&self, now: DateTime<Utc>) -> &'static str {
+        match (self.revoked_at, self.is_active(now)) {
+            (Some(_), _) => "revoked",
+            (None, true) => "active",
+            (None, false) => "expired",
+        }
+    }
+
+    /// Folds one event into the state (`None` before `api_key.created`).
+    pub fn fold(state: Option<ApiKeyState>, event: &ApiKeyEvent) -> Option<ApiKeyState> {
+        if let ApiKeyEvent::Created {
+            name,
+            description,
+            project_id,
+            scopes,
+            key_hash,
+            start,
+            expires_at,
+            ip_allowlist,
+            rate_limit,
+            rotated_from,
+            at,
+        } = event
+        {
+            return Some(ApiKeyState {
+                name: name.clone(),
+                description: description.clone(),
+                project_id: *project_id,
+                scopes: scopes.clone(),
+                key_hash: key_hash.clone(),
+                start: start.clone(),
+                expires_at: *expires_at,
+                ip_allowlist: ip_allowlist.clone(),
+                rate_limit: *rate_limit,
+                rotated_from: rotated_from.clone(),
+                successor_id: None,
+                revoked_at: None,
+                created_at: *at,
+                updated_at: *at,
+            });
+        }
+        let mut key = state?;
+        match event {
+            ApiKeyEvent::Created { .. } => {}
+            ApiKeyEvent::Updated {
+                name,
+                description,
+                scopes,
+                ip_allowlist,
+                rate_limit,
+                at,
+            } => {
+                if let Some(name) = name {
+                    key.name = name.clone();
+                }
+                if let Some(description) = description {
+                    key.description = description.clone();
+                }
+                if let Some(scopes) = scopes {
+                    key.scopes = scopes.clone();
+                }
+                if let Some(list) = ip_allowlist {
+                    key.ip_allowlist = list.clone();
+                }
+                if let Some(limit) = rate_limit {
+                    key.rate_limit = *limit;
+                }
+                key.updated_at = *at;
+            }
+            ApiKeyEvent::Rotated {
+                successor_id,
+                expires_at,
+                at,
+            } => {
+                key.successor_id = Some(successor_id.clone());
+                key.expires_at = Some(*expires_at);
+                key.updated_at = *at;
+            }
+            ApiKeyEvent::Revoked { at } => {
+                key.revoked_at = Some(*at);
+                key.updated_at = *at;
+            }
+        }
+        Some(key)
     }
 }
 
@@ -100,34 +219,79 @@ impl ApiKey {
     }
 
     pub fn decide(&self, command: ApiKeyCommand) -> Result<Vec<ApiKeyEvent>, ApiKeyError> {
-        match (command, &self.state) {
-            (ApiKeyCommand::Create { .. }, Some(_)) => Err(ApiKeyError::AlreadyExists),
+        let key = match (&self.state, command) {
+            (Some(_), ApiKeyCommand::Create(..)) => return Err(ApiKeyError::AlreadyExists),
+            (None, ApiKeyCommand::Create(new, at)) => return Ok(vec![created(*new, at)]),
+            (None, _) => return Err(ApiKeyError::NotFound),
+            (Some(key), command) => {
+                if key.revoked_at.is_some() {
+                    return Err(ApiKeyError::Revoked);
+                }
+                (key, command)
+            }
+        };
+        match key {
             (
-                ApiKeyCommand::Create {
-                    name,
-                    project_id,
-                    scopes,
-                    key_hash,
-                    start,
-                    expires_at,
+                key,
+                ApiKeyCommand::Update {
+                    update,
+                    may_widen_scopes,
                     now,
                 },
-                None,
-            ) => Ok(vec![ApiKeyEvent::Created {
-                name,
-                project_id,
-                scopes,
-                key_hash,
-                start,
-                expires_at,
-                at: now,
-            }]),
-            (ApiKeyCommand::Revoke { .. }, None) => Err(ApiKeyError::NotFound),
-            (ApiKeyCommand::Revoke { .. }, Some(key)) if key.revoked_at.is_some() => {
-                Err(ApiKeyError::AlreadyRevoked)
+            ) => {
+                if let Some(scopes) = &update.scopes {
+                    if !may_widen_scopes && !scopes.within(&key.scopes) {
+                        return Err(ApiKeyError::ScopeEscalation);
+                    }
+                }
+                Ok(vec![ApiKeyEvent::Updated {
+                    name: update.name,
+                    description: update.description,
+                    scopes: update.scopes,
+                    ip_allowlist: update.ip_allowlist,
+                    rate_limit: update.rate_limit,
+                    at: now,
+                }])
             }
-            (ApiKeyCommand::Revoke { now }, Some(_)) => Ok(vec![ApiKeyEvent::Revoked { at: now }]),
+            (
+                key,
+                ApiKeyCommand::Rotate {
+                    successor,
+                    grace_until,
+                    now,
+                },
+            ) => {
+                if key.successor_id.is_some() {
+                    return Err(ApiKeyError::AlreadyRotated);
+                }
+                let expires_at = key
+                    .expires_at
+                    .map_or(grace_until, |own| own.min(grace_until));
+                Ok(vec![ApiKeyEvent::Rotated {
+                    successor_id: successor,
+                    expires_at,
+                    at: now,
+                }])
+            }
+            (_, ApiKeyCommand::Revoke { now }) => Ok(vec![ApiKeyEvent::Revoked { at: now }]),
+            (_, ApiKeyCommand::Create(..)) => Err(ApiKeyError::AlreadyExists),
         }
+    }
+}
+
+fn created(new: NewApiKey, at: DateTime<Utc>) -> ApiKeyEvent {
+    ApiKeyEvent::Created {
+        name: new.name,
+        description: new.description,
+        project_id: new.project_id,
+        scopes: new.scopes,
+        key_hash: new.key_hash,
+        start: new.start,
+        expires_at: new.expires_at,
+        ip_allowlist: new.ip_allowlist,
+        rate_limit: new.rate_limit,
+        rotated_from: new.rotated_from,
+        at,
     }
 }
 
@@ -151,74 +315,6 @@ impl Aggregate for ApiKey {
     }
 
     fn apply(&mut self, event: Self::Event) {
-        match event {
-            ApiKeyEvent::Created {
-                name,
-                project_id,
-                scopes,
-                key_hash,
-                start,
-                expires_at,
-                at,
-            } => {
-                self.state = Some(ApiKeyState {
-                    name,
-                    project_id,
-                    scopes,
-                    key_hash,
-                    start,
-                    expires_at,
-                    revoked_at: None,
-                    created_at: at,
-                })
-            }
-            ApiKeyEvent::Revoked { at } => {
-                if let Some(key) = &mut self.state {
-                    key.revoked_at = Some(at);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::{Duration, TimeZone};
-    use cqrs_es::test::TestFramework;
-
-    fn created(expires_at: Option<DateTime<Utc>>) -> ApiKeyEvent {
-        ApiKeyEvent::Created {
-            name: "ci".into(),
-            project_id: None,
-            scopes: Scopes::parse(["jobs:read"]).unwrap(),
-            key_hash: "00".into(),
-            start: "hrld_live_abcd".into(),
-            expires_at,
-            at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
-        }
-    }
-
-    #[test]
-    fn a_key_is_revoked_once_and_then_inactive() {
-        let now = Utc.timestamp_opt(1_700_000_100, 0).unwrap();
-        TestFramework::<ApiKey>::with(())
-            .given(vec![created(None)])
-            .when(ApiKeyCommand::Revoke { now })
-            .then_expect_events(vec![ApiKeyEvent::Revoked { at: now }]);
-        TestFramework::<ApiKey>::with(())
-            .given(vec![created(None), ApiKeyEvent::Revoked { at: now }])
-            .when(ApiKeyCommand::Revoke { now })
-            .then_expect_error(ApiKeyError::AlreadyRevoked);
-    }
-
-    #[test]
-    fn a_key_stops_being_active_at_its_expiry_instant() {
-        let expiry = Utc.timestamp_opt(1_700_000_500, 0).unwrap();
-        let mut key = ApiKey::default();
-        Aggregate::apply(&mut key, created(Some(expiry)));
-        let state = key.state().unwrap();
-        assert!(state.is_active(expiry - Duration::milliseconds(1)));
-        assert!(!state.is_active(expiry));
+        self.state = ApiKeyState::fold(self.state.take(), &event);
     }
 }

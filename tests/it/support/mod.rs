@@ -10,6 +10,7 @@ use std::time::Duration;
 use herald_api::config::Secret;
 use herald_api::state::AppState;
 use herald_api::{Application, Config};
+use herald_domain::api_key::KeyName;
 use herald_domain::{ProjectId, Scopes};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
@@ -86,16 +87,16 @@ impl TestApp {
 
     /// Creates a key directly through the application service (as `herald keys create` does).
     pub async fn create_key(&self, project: Option<Uuid>, scopes: &[&str]) -> String {
-        let key = herald_api::app::keys::NewKey {
-            name: "test".into(),
-            project_id: project.map(ProjectId::from_uuid),
-            scopes: Scopes::parse(scopes).unwrap(),
-            expires_at: None,
-        };
+        let key = herald_api::app::keys::NewKey::simple(
+            KeyName::parse("test").unwrap(),
+            project.map(ProjectId::from_uuid),
+            Scopes::parse(scopes).unwrap(),
+        );
         let metadata = herald_store::EventMetadata::system("test");
         herald_api::app::keys::create(&self.state.keys, PEPPER.as_bytes(), &metadata, key)
             .await
             .expect("create a key")
+            .0
             .expose()
             .to_owned()
     }

@@ -1,0 +1,161 @@
+//! Request and response bodies of the API-key endpoints. A key resource never carries the key
+//! or its hash; the plaintext appears once, in the answer to create and rotate.
+
+use chrono::{DateTime, Utc};
+use herald_domain::api_key::{ApiKeyState, RateLimit};
+use poem_openapi::Object;
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// Per-key rate-limit settings; absent fields use the server defaults.
+#[derive(Debug, Clone, Copy, Default, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitDto {
+    pub read_per_minute: Option<u32>,
+    pub write_per_minute: Option<u32>,
+    pub daily_quota: Option<u32>,
+}
+
+impl From<RateLimitDto> for RateLimit {
+    fn from(dto: RateLimitDto) -> Self {
+        RateLimit {
+            read_per_minute: dto.read_per_minute,
+            write_per_minute: dto.write_per_minute,
+            daily_quota: dto.daily_quota,
+        }
+    }
+}
+
+/// `POST /api-keys` body.
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCreate {
+    pub name: String,
+    pub description: Option<String>,
+    /// Required for admin callers creating a project key; project keys create keys in their own project.
+    pub project_id: Option<Uuid>,
+    /// Never more than the caller holds.
+    pub scopes: Vec<String>,
+    pub expires_in_days: Option<u32>,
+    /// IPv4/IPv6 addresses or CIDRs the key may be used from; empty: anywhere.
+    #[oai(default)]
+    #[serde(default)]
+    pub ip_allowlist: Vec<String>,
+    pub rate_limit: Option<RateLimitDto>,
+}
+
+/// `PATCH /api-keys/{id}` body: only the given settings change.
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// Only narrowing, unless the caller is an admin.
+    pub scopes: Option<Vec<String>>,
+    pub ip_allowlist: Option<Vec<String>>,
+    pub rate_limit: Option<RateLimitDto>,
+}
+
+/// `POST /api-keys/{id}/rotate` body.
+#[derive(Debug, Object, Deserialize, Default)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRotate {
+    /// How long the old key keeps working: default 86400 (24 h), at most 604800 (7 days).
+    pub grace_period_seconds: Option<i64>,
+}
+
+/// An API key, without its secret.
+#[derive(Debug, Object)]
+pub struct KeyDto {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub project_id: Option<Uuid>,
+    pub scopes: Vec<String>,
+    /// `active`, `expired` or `revoked`.
+    pub status: String,
+    /// The prefix and first characters of the key, to recognise it.
+    pub start: String,
+    pub ip_allowlist: Vec<String>,
+    pub rate_limit: RateLimitDto,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub usage_count: i64,
+    /// The key this one replaced, if it came from a rotation.
+    pub rotated_from: Option<String>,
+    /// The key that replaces this one, once rotated.
+    pub replaced_by: Option<String>,
+}
+
+/// Usage recorded for a key: `(count, last used)`.
+pub type Usage = Option<(i64, DateTime<Utc>)>;
+
+impl KeyDto {
+    pub fn render(id: &str, key: &ApiKeyState, usage: Usage) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: key.name.as_str().to_owned(),
+            description: key.description.clone(),
+            project_id: key.project_id.map(|p| p.as_uuid()),
+            scopes: key.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            status: key.status(Utc::now()).to_owned(),
+            start: key.start.clone(),
+            ip_allowlist: key.ip_allowlist.entries().collect(),
+            rate_limit: RateLimitDto {
+                read_per_minute: key.rate_limit.read_per_minute,
+                write_per_minute: key.rate_limit.write_per_minute,
+                daily_quota: key.rate_limit.daily_quota,
+            },
+            created_at: key.created_at,
+            expires_at: key.expires_at,
+            revoked_at: key.revoked_at,
+            last_used_at: usage.map(|(_, at)| at),
+            usage_count: usage.map_or(0, |(n, _)| n),
+            rotated_from: key.rotated_from.as_ref().map(|k| k.to_string()),
+            replaced_by: key.successor_id.as_ref().map(|k| k.to_string()),
+        }
+    }
+}
+
+/// A key resource plus its plaintext, shown once.
+#[derive(Debug, Object)]
+pub struct KeyWithSecret {
+    #[oai(flatten)]
+    pub resource: KeyDto,
+    /// The full key. It is not stored and cannot be shown again.
+    pub key: String,
+}
+
+#[derive(Debug, Object)]
+pub struct KeyList {
+    pub data: Vec<KeyDto>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// One event in a key's history.
+#[derive(Debug, Object)]
+pub struct KeyEventDto {
+    pub global_position: i64,
+    pub sequence: i64,
+    #[oai(rename = "type")]
+    pub event_type: String,
+    /// The event's data (the key's hash is removed).
+    pub data: serde_json::Value,
+    pub actor_type: Option<String>,
+    pub actor_id: Option<String>,
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Object)]
+pub struct KeyEventList {
+    pub data: Vec<KeyEventDto>,
+}

@@ -1,0 +1,77 @@
+//! What happened to an API key. Stored forever: the key's HMAC and displayable start are here,
+//! the key itself never is.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use super::settings::{IpAllowlist, KeyName, RateLimit};
+use crate::{KeyId, ProjectId, Scopes};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ApiKeyEvent {
+    #[serde(rename = "api_key.created")]
+    Created {
+        name: KeyName,
+        #[serde(default)]
+        description: Option<String>,
+        project_id: Option<ProjectId>,
+        scopes: Scopes,
+        key_hash: String,
+        start: String,
+        expires_at: Option<DateTime<Utc>>,
+        #[serde(default)]
+        ip_allowlist: IpAllowlist,
+        #[serde(default)]
+        rate_limit: RateLimit,
+        /// Set when this key replaced another through rotation.
+        #[serde(default)]
+        rotated_from: Option<KeyId>,
+        at: DateTime<Utc>,
+    },
+    /// Only the settings that changed are present.
+    #[serde(rename = "api_key.updated")]
+    Updated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<KeyName>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<Option<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scopes: Option<Scopes>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip_allowlist: Option<IpAllowlist>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate_limit: Option<RateLimit>,
+        at: DateTime<Utc>,
+    },
+    /// A successor key was issued; this one keeps working until `expires_at` (the grace end).
+    #[serde(rename = "api_key.rotated")]
+    Rotated {
+        successor_id: KeyId,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    #[serde(rename = "api_key.revoked")]
+    Revoked { at: DateTime<Utc> },
+}
+
+impl ApiKeyEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ApiKeyEvent::Created { .. } => "api_key.created",
+            ApiKeyEvent::Updated { .. } => "api_key.updated",
+            ApiKeyEvent::Rotated { .. } => "api_key.rotated",
+            ApiKeyEvent::Revoked { .. } => "api_key.revoked",
+        }
+    }
+}
+
+impl DomainEvent for ApiKeyEvent {
+    fn event_type(&self) -> String {
+        self.name().to_owned()
+    }
+    fn event_version(&self) -> String {
+        "1".into()
+    }
+}

@@ -1,0 +1,125 @@
+//! The adjustable settings of an API key, each parsed once from raw input.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::FieldError;
+
+/// A key's display name: 1–100 characters after trimming.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyName(String);
+
+impl KeyName {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.chars().count() > 100 {
+            return Err(FieldError::new("name", "must be 1-100 characters"));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An optional free-text description of up to 500 characters.
+pub fn parse_description(raw: Option<String>) -> Result<Option<String>, FieldError> {
+    match raw {
+        Some(text) if text.chars().count() > 500 => Err(FieldError::new(
+            "description",
+            "must be at most 500 characters",
+        )),
+        other => Ok(other.filter(|t| !t.trim().is_empty())),
+    }
+}
+
+/// The client networks a key may be used from; empty means anywhere. IPv4 and IPv6 CIDRs (a
+/// bare address is a /32 or /128). IPv4-mapped IPv6 clients match IPv4 entries.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IpAllowlist(Vec<IpNet>);
+
+impl IpAllowlist {
+    pub const MAX_ENTRIES: usize = 100;
+
+    pub fn parse<S: AsRef<str>>(raw: &[S]) -> Result<Self, FieldError> {
+        if raw.len() > Self::MAX_ENTRIES {
+            return Err(FieldError::new("ip_allowlist", "at most 100 entries"));
+        }
+        raw.iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let entry = entry.as_ref().trim();
+                entry
+                    .parse::<IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map(|net| net.trunc())
+                    .map_err(|_| {
+                        FieldError::new(format!("ip_allowlist[{i}]"), "not an IP address or CIDR")
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    /// Whether a request from `client` is allowed. An empty list allows every client; a
+    /// non-empty list allows no request whose client address is unknown.
+    pub fn allows(&self, client: Option<std::net::IpAddr>) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let Some(client) = client else {
+            return false;
+        };
+        let client = match client {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(std::net::IpAddr::V4)
+                .unwrap_or(client),
+            v4 => v4,
+        };
+        self.0.iter().any(|net| net.contains(&client))
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = String> + '_ {
+        self.0.iter().map(|net| net.to_string())
+    }
+}
+
+/// Per-key rate-limit settings (enforced by the rate-limiting layer; `None`: the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub read_per_minute: Option<u32>,
+    pub write_per_minute: Option<u32>,
+    pub daily_quota: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlists_match_real_prefixes_for_v4_and_v6() {
+        let list = IpAllowlist::parse(&["10.1.0.0/16", "2001:db8::/32", "192.0.2.7"]).unwrap();
+        let ip = |s: &str| Some(s.parse().unwrap());
+        assert!(list.allows(ip("10.1.200.3")));
+        assert!(!list.allows(ip("10.2.0.1")));
+        assert!(list.allows(ip("2001:db8:ffff::1")));
+        assert!(!list.allows(ip("2001:db9::1")));
+        assert!(list.allows(ip("192.0.2.7")));
+        assert!(!list.allows(ip("192.0.2.8")));
+        assert!(
+            list.allows(ip("::ffff:10.1.0.9")),
+            "IPv4-mapped clients match IPv4 entries"
+        );
+        assert!(!list.allows(None), "no client address means deny");
+        assert!(IpAllowlist::default().allows(None));
+    }
+
+    #[test]
+    fn malformed_entries_are_named() {
+        let error = IpAllowlist::parse(&["10.0.0.0/8", "10.0.0.300"]).unwrap_err();
+        assert_eq!(error.field, "ip_allowlist[1]");
+    }
+}

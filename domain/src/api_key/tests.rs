@@ -1,0 +1,141 @@
+//! The API key lifecycle as given/when/then specifications.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use cqrs_es::test::TestFramework;
+
+use super::*;
+
+type Spec = TestFramework<ApiKey>;
+
+fn t(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + seconds, 0).unwrap()
+}
+
+fn scopes(list: &[&str]) -> Scopes {
+    Scopes::parse(list).unwrap()
+}
+
+fn created(expires_at: Option<DateTime<Utc>>) -> ApiKeyEvent {
+    ApiKeyEvent::Created {
+        name: KeyName::parse("ci").unwrap(),
+        description: None,
+        project_id: None,
+        scopes: scopes(&["jobs:read", "jobs:write"]),
+        key_hash: "00".into(),
+        start: "hrld_live_abcd".into(),
+        expires_at,
+        ip_allowlist: IpAllowlist::default(),
+        rate_limit: RateLimit::default(),
+        rotated_from: None,
+        at: t(0),
+    }
+}
+
+fn successor() -> KeyId {
+    KeyId::parse("successor0000001").unwrap()
+}
+
+fn narrow_to(list: &[&str], may_widen_scopes: bool) -> ApiKeyCommand {
+    ApiKeyCommand::Update {
+        update: KeyUpdate {
+            scopes: Some(scopes(list)),
+            ..KeyUpdate::default()
+        },
+        may_widen_scopes,
+        now: t(10),
+    }
+}
+
+#[test]
+fn scopes_can_be_narrowed_but_not_widened_except_by_an_admin() {
+    Spec::with(())
+        .given(vec![created(None)])
+        .when(narrow_to(&["jobs:read"], false))
+        .then_expect_events(vec![ApiKeyEvent::Updated {
+            name: None,
+            description: None,
+            scopes: Some(scopes(&["jobs:read"])),
+            ip_allowlist: None,
+            rate_limit: None,
+            at: t(10),
+        }]);
+    Spec::with(())
+        .given(vec![created(None)])
+        .when(narrow_to(&["jobs:read", "keys:write"], false))
+        .then_expect_error(ApiKeyError::ScopeEscalation);
+    let widened = Spec::with(())
+        .given(vec![created(None)])
+        .when(narrow_to(&["jobs:read", "keys:write"], true))
+        .inspect_result();
+    assert!(widened.is_ok());
+}
+
+#[test]
+fn rotation_keeps_the_old_key_until_the_grace_period_ends_but_never_past_its_expiry() {
+    Spec::with(())
+        .given(vec![created(None)])
+        .when(ApiKeyCommand::Rotate {
+            successor: successor(),
+            grace_until: t(100),
+            now: t(10),
+        })
+        .then_expect_events(vec![ApiKeyEvent::Rotated {
+            successor_id: successor(),
+            expires_at: t(100),
+            at: t(10),
+        }]);
+    Spec::with(())
+        .given(vec![created(Some(t(50)))])
+        .when(ApiKeyCommand::Rotate {
+            successor: successor(),
+            grace_until: t(100),
+            now: t(10),
+        })
+        .then_expect_events(vec![ApiKeyEvent::Rotated {
+            successor_id: successor(),
+            expires_at: t(50),
+            at: t(10),
+        }]);
+}
+
+#[test]
+fn a_key_is_rotated_once() {
+    let rotated = ApiKeyEvent::Rotated {
+        successor_id: successor(),
+        expires_at: t(100),
+        at: t(10),
+    };
+    Spec::with(())
+        .given(vec![created(None), rotated])
+        .when(ApiKeyCommand::Rotate {
+            successor: successor(),
+            grace_until: t(200),
+            now: t(20),
+        })
+        .then_expect_error(ApiKeyError::AlreadyRotated);
+}
+
+#[test]
+fn a_revoked_key_accepts_no_further_change() {
+    let revoked = ApiKeyEvent::Revoked { at: t(5) };
+    Spec::with(())
+        .given(vec![created(None)])
+        .when(ApiKeyCommand::Revoke { now: t(5) })
+        .then_expect_events(vec![revoked.clone()]);
+    Spec::with(())
+        .given(vec![created(None), revoked.clone()])
+        .when(ApiKeyCommand::Revoke { now: t(6) })
+        .then_expect_error(ApiKeyError::Revoked);
+    Spec::with(())
+        .given(vec![created(None), revoked])
+        .when(narrow_to(&["jobs:read"], true))
+        .then_expect_error(ApiKeyError::Revoked);
+}
+
+#[test]
+fn a_key_stops_being_active_at_its_expiry_instant() {
+    let key = ApiKeyState::fold(None, &created(Some(t(500)))).unwrap();
+    assert!(key.is_active(t(500) - Duration::milliseconds(1)));
+    assert!(!key.is_active(t(500)));
+    assert_eq!(key.status(t(500)), "expired");
+}

@@ -1,0 +1,407 @@
+//! The API key lifecycle over HTTP: create (secret shown once), list and read (never the
+//! secret), update with no scope escalation, rotation with a grace period, revocation seen at
+//! once here and within a second by another `herald serve` process, history, tenancy.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::support::{problem, TestApp, PEPPER};
+
+async fn create(app: &TestApp, caller: &str, body: Value) -> Value {
+    let response = app.post("/api/v1/api-keys", caller, body).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "{}",
+        response.text().await.unwrap()
+    );
+    response.json().await.unwrap()
+}
+
+async fn patch(app: &TestApp, caller: &str, id: &str, body: Value) -> reqwest::Response {
+    app.request(Method::PATCH, &format!("/api/v1/api-keys/{id}"), caller)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_key_is_shown_once_and_listed_without_its_secret() {
+    let app = TestApp::spawn().await;
+    let (project, manager) = app
+        .project_with_key(&["keys:read", "keys:write", "jobs:read"])
+        .await;
+    let created = create(
+        &app,
+        &manager,
+        json!({"name": "ci", "description": "nightly", "scopes": ["jobs:read"], "expires_in_days": 30,
+               "ip_allowlist": ["127.0.0.1", "10.0.0.0/8"], "rate_limit": {"read_per_minute": 50}}),
+    )
+    .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(key.starts_with(created["start"].as_str().unwrap()));
+    assert_eq!(created["project_id"], project.to_string());
+    assert_eq!(created["status"], "active");
+    assert_eq!(
+        created["ip_allowlist"],
+        json!(["127.0.0.1/32", "10.0.0.0/8"])
+    );
+    assert_eq!(created["rate_limit"]["read_per_minute"], 50);
+    assert!(created["expires_at"].is_string());
+
+    assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    app.state.verifier.flush_usage(&app.pool).await.unwrap();
+    let fetched = app.get(&format!("/api/v1/api-keys/{id}"), &manager).await;
+    let text = fetched.text().await.unwrap();
+    assert!(!text.contains(&key) && !text.contains("key_hash"), "{text}");
+    let fetched: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(fetched["usage_count"], 1);
+    assert!(fetched["last_used_at"].is_string());
+
+    app.wait_for_projections().await;
+    let listed = app
+        .get("/api/v1/api-keys", &manager)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!listed.contains(&key) && !listed.contains("key_hash"));
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "the manager key and the new one");
+    assert!(ids.contains(&id.as_str()));
+}
+
+#[tokio::test]
+async fn a_key_never_grants_more_than_its_caller_holds() {
+    let app = TestApp::spawn().await;
+    let (_, manager) = app
+        .project_with_key(&["keys:read", "keys:write", "jobs:read"])
+        .await;
+    let wider = app
+        .post(
+            "/api/v1/api-keys",
+            &manager,
+            json!({"name": "x", "scopes": ["jobs:read", "jobs:write"]}),
+        )
+        .await;
+    assert_eq!(wider.status(), StatusCode::FORBIDDEN);
+    assert!(problem(wider).await["detail"]
+        .as_str()
+        .unwrap()
+        .contains("jobs:write"));
+    let admin = app
+        .post(
+            "/api/v1/api-keys",
+            &manager,
+            json!({"name": "x", "scopes": ["admin"]}),
+        )
+        .await;
+    assert_eq!(admin.status(), StatusCode::FORBIDDEN);
+
+    let narrow = create(
+        &app,
+        &manager,
+        json!({"name": "r", "scopes": ["jobs:read", "keys:read"]}),
+    )
+    .await;
+    let id = narrow["id"].as_str().unwrap();
+    let widened = patch(
+        &app,
+        &manager,
+        id,
+        json!({"scopes": ["jobs:read", "keys:write"]}),
+    )
+    .await;
+    assert_eq!(widened.status(), StatusCode::FORBIDDEN);
+    let narrowed = patch(
+        &app,
+        &manager,
+        id,
+        json!({"scopes": ["jobs:read"], "name": "renamed"}),
+    )
+    .await;
+    assert_eq!(narrowed.status(), StatusCode::OK);
+    let narrowed: Value = narrowed.json().await.unwrap();
+    assert_eq!(narrowed["scopes"], json!(["jobs:read"]));
+    assert_eq!(narrowed["name"], "renamed");
+    let by_admin = patch(
+        &app,
+        &app.admin_key,
+        id,
+        json!({"scopes": ["jobs:read", "jobs:write"]}),
+    )
+    .await;
+    assert_eq!(by_admin.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_rotated_key_keeps_working_until_its_grace_period_ends() {
+    let app = TestApp::spawn().await;
+    let (_, manager) = app
+        .project_with_key(&["keys:read", "keys:write", "jobs:read"])
+        .await;
+    let old = create(
+        &app,
+        &manager,
+        json!({"name": "worker", "scopes": ["jobs:read"]}),
+    )
+    .await;
+    let (old_id, old_key) = (old["id"].as_str().unwrap(), old["key"].as_str().unwrap());
+    let rotated = app
+        .post(
+            &format!("/api/v1/api-keys/{old_id}/rotate"),
+            &manager,
+            json!({"grace_period_seconds": 1}),
+        )
+        .await;
+    assert_eq!(rotated.status(), StatusCode::CREATED);
+    let new: Value = rotated.json().await.unwrap();
+    let new_key = new["key"].as_str().unwrap();
+    assert_eq!(new["rotated_from"], old_id);
+    assert_eq!(new["scopes"], json!(["jobs:read"]));
+    assert_eq!(
+        app.get("/api/v1/jobs", old_key).await.status(),
+        StatusCode::OK,
+        "old key during grace"
+    );
+    assert_eq!(
+        app.get("/api/v1/jobs", new_key).await.status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        app.get("/api/v1/jobs", old_key).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "old key after grace"
+    );
+    assert_eq!(
+        app.get("/api/v1/jobs", new_key).await.status(),
+        StatusCode::OK
+    );
+    let again = app
+        .post(
+            &format!("/api/v1/api-keys/{old_id}/rotate"),
+            &manager,
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let too_long = app
+        .post(
+            &format!("/api/v1/api-keys/{}/rotate", new["id"].as_str().unwrap()),
+            &manager,
+            json!({"grace_period_seconds": 700000}),
+        )
+        .await;
+    assert_eq!(too_long.status(), StatusCode::BAD_REQUEST);
+
+    let history: Value = app
+        .get(&format!("/api/v1/api-keys/{old_id}/history"), &manager)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let types: Vec<&str> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["api_key.created", "api_key.rotated"]);
+    assert!(history["data"][0]["data"].get("key_hash").is_none());
+}
+
+/// A free local port (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn revocation_is_seen_at_once_here_and_within_a_second_by_another_server_process() {
+    let app = TestApp::spawn().await;
+    let (_, manager) = app
+        .project_with_key(&["keys:read", "keys:write", "jobs:read"])
+        .await;
+    let created = create(
+        &app,
+        &manager,
+        json!({"name": "doomed", "scopes": ["jobs:read"]}),
+    )
+    .await;
+    let (id, key) = (
+        created["id"].as_str().unwrap(),
+        created["key"].as_str().unwrap().to_owned(),
+    );
+
+    let port = free_port();
+    let replica = tokio::process::Command::new(crate::projections::herald_binary())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &app.database_url)
+        .env("HERALD_API_KEY_PEPPER", PEPPER)
+        .env("HERALD_LOG", "debug")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let other = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..100 {
+        if reqwest::get(format!("{other}/ready"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the second herald serve process came up");
+    let on_other = |key: String| {
+        let url = format!("{other}/api/v1/jobs");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("X-API-Key", key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Both replicas have the key cached.
+    assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    assert_eq!(on_other(key.clone()).await, StatusCode::OK);
+    // A query-string key is ignored (and must not reach the logs either).
+    let query = reqwest::get(format!("{other}/api/v1/jobs?api_key={key}"))
+        .await
+        .unwrap();
+    assert_eq!(query.status(), StatusCode::UNAUTHORIZED);
+
+    let revoked = app
+        .post(
+            &format!("/api/v1/api-keys/{id}/revoke"),
+            &manager,
+            json!({}),
+        )
+        .await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let revoked_at = Instant::now();
+    assert_eq!(
+        app.get("/api/v1/jobs", &key).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "same replica, next request"
+    );
+    let mut refused_after = None;
+    while revoked_at.elapsed() < Duration::from_secs(2) {
+        if on_other(key.clone()).await == StatusCode::UNAUTHORIZED {
+            refused_after = Some(revoked_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused_after = refused_after.expect("the other replica refused the revoked key");
+    assert!(
+        refused_after < Duration::from_secs(1),
+        "took {refused_after:?}"
+    );
+
+    nix_terminate(&replica);
+    let output = replica.wait_with_output().await.unwrap();
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        logs.contains("request"),
+        "the replica logged its requests at debug level"
+    );
+    for secret in [&key, &manager, &app.admin_key] {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a key appeared in the logs"
+        );
+    }
+    let again = app
+        .post(
+            &format!("/api/v1/api-keys/{id}/revoke"),
+            &manager,
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+}
+
+fn nix_terminate(child: &tokio::process::Child) {
+    let pid = child.id().expect("the child is running");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn another_projects_keys_are_not_found() {
+    let app = TestApp::spawn().await;
+    let (_, manager_a) = app.project_with_key(&["keys:read", "keys:write"]).await;
+    let (_, manager_b) = app.project_with_key(&["keys:read", "keys:write"]).await;
+    let key_a = create(
+        &app,
+        &manager_a,
+        json!({"name": "a", "scopes": ["keys:read"]}),
+    )
+    .await;
+    let id = key_a["id"].as_str().unwrap();
+    for path in ["", "/history"] {
+        let response = app
+            .get(&format!("/api/v1/api-keys/{id}{path}"), &manager_b)
+            .await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    for action in ["revoke", "rotate"] {
+        let response = app
+            .post(
+                &format!("/api/v1/api-keys/{id}/{action}"),
+                &manager_b,
+                json!({}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{action}");
+    }
+    assert_eq!(
+        patch(&app, &manager_b, id, json!({"name": "mine"}))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    app.wait_for_projections().await;
+    let listed: Value = app
+        .get("/api/v1/api-keys", &manager_b)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k["id"] != id));
+    // Still intact for its own project.
+    let own: Value = app
+        .get(&format!("/api/v1/api-keys/{id}"), &manager_a)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(own["status"], "active");
+}
