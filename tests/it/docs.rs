@@ -5,6 +5,11 @@ use crate::support::{TestApp, PEPPER};
 
 /// The first ```bash block after `heading` in a markdown file of the repository.
 fn bash_block(file: &str, heading: &str) -> String {
+    block(file, heading, "bash")
+}
+
+/// The first ```<language> block after `heading` in a markdown file of the repository.
+fn block(file: &str, heading: &str, language: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(file);
@@ -12,7 +17,8 @@ fn bash_block(file: &str, heading: &str) -> String {
     let section = &text[text
         .find(heading)
         .unwrap_or_else(|| panic!("{heading} in {file}"))..];
-    let start = section.find("```bash\n").expect("a bash block") + "```bash\n".len();
+    let fence = format!("```{language}\n");
+    let start = section.find(&fence).expect("a code block") + fence.len();
     let end = start + section[start..].find("```").expect("a closed block");
     section[start..end].to_owned()
 }
@@ -45,4 +51,62 @@ async fn the_readme_quick_start_works_against_a_live_server() {
         "{stdout}"
     );
     assert!(stdout.contains("job.succeeded"), "{stdout}");
+}
+
+/// Runs one example of the authentication guide against a live server.
+async fn run_auth_example(language: &str, program: &str, args: &[&str]) {
+    let app = TestApp::spawn().await;
+    let (_, key) = app
+        .project_with_key(&["keys:read", "keys:write", "jobs:read"])
+        .await;
+    let code = block(
+        "docs/AUTHENTICATION.md",
+        &format!("### {language}"),
+        program_fence(language),
+    );
+    let dir = std::env::temp_dir().join(format!("herald-example-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(match language {
+        "Python (standard library only)" => "example.py",
+        "JavaScript (Node.js 18+)" => "example.mjs",
+        _ => "example.sh",
+    });
+    std::fs::write(&file, code).unwrap();
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .arg(&file)
+        .env("BASE", &app.base_url)
+        .env("KEY", &key)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{program} must be installed (scripts/test installs it): {e}"));
+    assert!(
+        output.status.success(),
+        "{language} example failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn program_fence(language: &str) -> &'static str {
+    match language {
+        "Python (standard library only)" => "python",
+        "JavaScript (Node.js 18+)" => "javascript",
+        _ => "bash",
+    }
+}
+
+#[tokio::test]
+async fn the_authentication_guide_curl_example_works() {
+    run_auth_example("curl", "bash", &["-euo", "pipefail"]).await;
+}
+
+#[tokio::test]
+async fn the_authentication_guide_python_example_works() {
+    run_auth_example("Python (standard library only)", "python3", &[]).await;
+}
+
+#[tokio::test]
+async fn the_authentication_guide_javascript_example_works() {
+    run_auth_example("JavaScript (Node.js 18+)", "node", &[]).await;
 }
