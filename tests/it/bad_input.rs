@@ -217,3 +217,28 @@ async fn unknown_routes_methods_and_ids_answer_problems() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_body_that_never_finishes_arriving_is_cut_off_by_the_request_timeout() {
+    let app = TestApp::spawn_with(|config| config.http.request_timeout_seconds = 1).await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    sender.send(Ok(b"{\"kind\": ".to_vec())).await.unwrap();
+    let stream = futures::stream::unfold(receiver, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let before = event_count(&app.pool).await;
+    let started = std::time::Instant::now();
+    let response = app
+        .request(reqwest::Method::POST, "/api/v1/jobs", &key)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(problem(response).await["code"], "REQUEST_TIMEOUT");
+    assert_eq!(event_count(&app.pool).await, before);
+    drop(sender);
+}

@@ -19,6 +19,8 @@ use poem::http::{header, Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use uuid::Uuid;
 
+use super::client_ip::client_ip;
+use super::headers::security_headers;
 use super::problem::{unauthenticated_problem, Problem};
 
 tokio::task_local! {
@@ -74,34 +76,6 @@ pub struct EdgeEndpoint<E> {
     trusted_proxies: Vec<IpNet>,
 }
 
-/// The client address: the peer, unless the peer is a trusted proxy, in which case the
-/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy. A client cannot spoof
-/// its address by sending the header to Herald directly.
-pub fn client_ip(
-    peer: Option<IpAddr>,
-    forwarded_for: Option<&str>,
-    trusted: &[IpNet],
-) -> Option<IpAddr> {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let peer = peer?;
-    if !is_trusted(&peer) {
-        return Some(peer);
-    }
-    let Some(header) = forwarded_for else {
-        return Some(peer);
-    };
-    let hops: Vec<IpAddr> = header
-        .split(',')
-        .map(|hop| hop.trim().parse())
-        .collect::<Result<_, _>>()
-        .ok()?;
-    hops.iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(hops.first())
-        .copied()
-}
-
 fn incoming_request_id(req: &Request) -> Option<String> {
     let id = req.headers().get("x-request-id")?.to_str().ok()?;
     let sane = !id.is_empty()
@@ -136,20 +110,28 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         req.set_data(context.clone());
         let response = REQUEST
             .scope(context, async {
-                if let Err(too_large) = self.limit_body(&mut req).await {
-                    return too_large;
+                let deadline = tokio::time::Instant::now() + self.timeout;
+                let body = tokio::time::timeout_at(deadline, self.limit_body(&mut req)).await;
+                match body {
+                    Err(_) => {
+                        return timeout_problem(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "the request body arrived too slowly",
+                        )
+                    }
+                    Ok(Err(too_large)) => return too_large,
+                    Ok(Ok(())) => {}
                 }
-                match tokio::time::timeout(self.timeout, self.inner.call(req)).await {
+                match tokio::time::timeout_at(deadline, self.inner.call(req)).await {
                     Ok(Ok(output)) => as_problem(output.into_response(), None).await,
                     Ok(Err(error)) => {
                         let message = error.to_string();
                         as_problem(error.into_response(), Some(message)).await
                     }
-                    Err(_) => problem_response(Problem::new(
+                    Err(_) => timeout_problem(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "REQUEST_TIMEOUT",
                         "the request took too long and was abandoned",
-                    )),
+                    ),
                 }
             })
             .await;
@@ -209,33 +191,8 @@ impl<E> EdgeEndpoint<E> {
     }
 }
 
-/// The interactive documentation pages need scripts, styles and images; nothing else does.
-const DOCS_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; \
-     style-src 'self' 'unsafe-inline' https://fonts.googleapis.com; font-src 'self' https://fonts.gstatic.com data:; \
-     img-src 'self' data: https:; connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'";
-const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
-
-fn security_headers(path: &str, response: &mut Response) {
-    use poem::http::HeaderValue;
-    let is_docs = path == "/docs" || path.starts_with("/docs/") || path.starts_with("/redoc");
-    let headers = response.headers_mut();
-    let mut set = |name: &'static str, value: &'static str| {
-        headers.insert(name, HeaderValue::from_static(value));
-    };
-    set(
-        "strict-transport-security",
-        "max-age=31536000; includeSubDomains",
-    );
-    set("x-content-type-options", "nosniff");
-    set("x-frame-options", "DENY");
-    set("referrer-policy", "no-referrer");
-    set(
-        "content-security-policy",
-        if is_docs { DOCS_CSP } else { API_CSP },
-    );
-    if !is_docs {
-        set("cache-control", "no-store");
-    }
+fn timeout_problem(status: StatusCode, detail: &str) -> Response {
+    problem_response(Problem::new(status, "REQUEST_TIMEOUT", detail))
 }
 
 pub fn problem_response(problem: Problem) -> Response {

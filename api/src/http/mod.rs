@@ -1,7 +1,9 @@
 //! HTTP plumbing shared by every endpoint: the problem+json error model (`problem`), the
 //! per-request context and the outer middleware (`context`), and pagination cursors (`cursor`).
 
+pub mod client_ip;
 pub mod context;
 pub mod cursor;
+pub mod headers;
 pub mod json_body;
 pub mod problem;

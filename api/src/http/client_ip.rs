@@ -1,0 +1,70 @@
+//! Who the client is. `X-Forwarded-For` is believed only when the TCP peer is a configured
+//! trusted proxy, and then only the hops that trusted proxies appended.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// The client address: the peer, unless the peer is a trusted proxy, in which case the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy. A client cannot spoof
+/// its address by sending the header to Herald directly.
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    forwarded_for: Option<&str>,
+    trusted: &[IpNet],
+) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let peer = peer?;
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let Some(header) = forwarded_for else {
+        return Some(peer);
+    };
+    let hops: Vec<IpAddr> = header
+        .split(',')
+        .map(|hop| hop.trim().parse())
+        .collect::<Result<_, _>>()
+        .ok()?;
+    hops.iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(hops.first())
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn the_header_is_ignored_unless_the_peer_is_a_trusted_proxy() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some("1.2.3.4"), &trusted),
+            ip("1.2.3.4")
+        );
+        assert_eq!(client_ip(ip("10.0.0.2"), None, &trusted), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn only_hops_appended_by_trusted_proxies_count() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        // The client claimed 9.9.9.9; the proxy appended the real peer 1.2.3.4 and another proxy.
+        let header = "9.9.9.9, 1.2.3.4, 10.0.0.7";
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some(header), &trusted),
+            ip("1.2.3.4")
+        );
+        assert_eq!(client_ip(ip("10.0.0.2"), Some("garbage"), &trusted), None);
+        assert_eq!(client_ip(None, None, &trusted), None);
+    }
+}
