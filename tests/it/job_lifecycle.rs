@@ -305,3 +305,63 @@ async fn a_deleted_job_disappears_from_reads_but_keeps_its_history() {
         .unwrap();
     assert_eq!(history["data"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn concurrent_writes_to_one_job_are_retried_and_all_land() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let id = app.submit_job(&key, json!({"kind": "render"})).await;
+    let writes = (0..20).map(|i| {
+        app.request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/jobs/{id}/metadata"),
+            &key,
+        )
+        .json(&json!({"metadata": {format!("k{i}"): "v"}}))
+        .send()
+    });
+    for response in futures::future::join_all(writes).await {
+        assert_eq!(response.unwrap().status(), StatusCode::OK);
+    }
+    let job: Value = app
+        .get(&format!("/api/v1/jobs/{id}"), &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["metadata"].as_object().unwrap().len(), 20);
+}
+
+#[tokio::test]
+async fn concurrent_workers_never_lease_the_same_job() {
+    let app = TestApp::spawn().await;
+    let (project, key) = app.project_with_key(&["jobs:write"]).await;
+    let mut submitted = std::collections::HashSet::new();
+    for _ in 0..8 {
+        submitted.insert(
+            app.submit_job(&key, json!({"kind": "render"}))
+                .await
+                .to_string(),
+        );
+    }
+    app.wait_for_projections().await;
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        workers.push(app.create_key(Some(project), &["jobs:work"]).await);
+    }
+    let leases = workers
+        .iter()
+        .map(|worker| app.post("/api/v1/worker/lease", worker, json!({})));
+    let mut leased = std::collections::HashSet::new();
+    for response in futures::future::join_all(leases).await {
+        if response.status() == StatusCode::OK {
+            let job: Value = response.json().await.unwrap();
+            assert!(
+                leased.insert(job["id"].as_str().unwrap().to_owned()),
+                "a job was leased twice"
+            );
+        }
+    }
+    // Every lease that lost a race moved on to another job: all eight were handed out.
+    assert_eq!(leased, submitted);
+}
