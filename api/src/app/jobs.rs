@@ -62,10 +62,7 @@ pub async fn submit(
     command: JobCommand,
 ) -> Result<(JobId, JobState), ApiError> {
     let id = JobId::generate();
-    let committed = state
-        .jobs
-        .execute(&id.to_string(), command, metadata, false)
-        .await?;
+    let committed = state.jobs.create(&id.to_string(), command, metadata).await?;
     let job = committed.aggregate.state().cloned().ok_or_else(not_found)?;
     Ok((id, job))
 }

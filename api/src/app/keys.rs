@@ -97,9 +97,7 @@ async fn create_with(
         rotated_from,
     };
     let command = ApiKeyCommand::Create(Box::new(new), Utc::now());
-    let committed = store
-        .execute(token.id().as_str(), command, metadata, false)
-        .await?;
+    let committed = store.create(token.id().as_str(), command, metadata).await?;
     let state = committed
         .aggregate
         .state()

@@ -15,9 +15,7 @@ pub async fn create(
         name,
         now: Utc::now(),
     };
-    let committed = store
-        .execute(&id.to_string(), command, metadata, false)
-        .await?;
+    let committed = store.create(&id.to_string(), command, metadata).await?;
     let state = committed
         .aggregate
         .state()
