@@ -14,7 +14,11 @@ use sqlx::PgPool;
 
 use crate::EventMetadata;
 
-const MAX_CONFLICT_RETRIES: u32 = 5;
+/// Conflicts are retried this many times; with 20 writers on one aggregate, a writer can lose
+/// many rounds in a row, so the budget is generous and the backoff jittered (so losers do not
+/// collide again in lockstep).
+const MAX_CONFLICT_RETRIES: u32 = 30;
+const MAX_BACKOFF_MS: u64 = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error + 'static> {
@@ -121,7 +125,9 @@ where
                         attempt,
                         "retrying after a write conflict"
                     );
-                    tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt))).await;
+                    let ceiling = (1u64 << attempt.min(6)).min(MAX_BACKOFF_MS);
+                    let backoff = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=ceiling);
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
                 }
                 outcome => return outcome,
             }

@@ -242,3 +242,29 @@ async fn a_body_that_never_finishes_arriving_is_cut_off_by_the_request_timeout()
     assert_eq!(event_count(&app.pool).await, before);
     drop(sender);
 }
+
+#[tokio::test]
+async fn oversized_free_text_fields_are_refused() {
+    let app = TestApp::spawn().await;
+    let (project, key) = app.project_with_key(&["jobs:write"]).await;
+    let worker = app.create_key(Some(project), &["jobs:work"]).await;
+    let id = app.submit_job(&key, json!({"kind": "render"})).await;
+    app.lease(&worker, json!({})).await.unwrap();
+    let beat = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/jobs/{id}/heartbeat"),
+            &worker,
+        )
+        .json(&json!({"progress": 10, "stage": "s".repeat(101)}));
+    let body = refused(&app, beat, StatusCode::BAD_REQUEST, "VALIDATION_FAILED").await;
+    assert_eq!(body["errors"][0]["field"], "stage");
+    let fail = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/jobs/{id}/fail"),
+            &worker,
+        )
+        .json(&json!({"error": ""}));
+    refused(&app, fail, StatusCode::BAD_REQUEST, "VALIDATION_FAILED").await;
+}

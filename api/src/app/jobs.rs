@@ -62,7 +62,10 @@ pub async fn submit(
     command: JobCommand,
 ) -> Result<(JobId, JobState), ApiError> {
     let id = JobId::generate();
-    let committed = state.jobs.create(&id.to_string(), command, metadata).await?;
+    let committed = state
+        .jobs
+        .create(&id.to_string(), command, metadata)
+        .await?;
     let job = committed.aggregate.state().cloned().ok_or_else(not_found)?;
     Ok((id, job))
 }

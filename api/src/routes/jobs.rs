@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use herald_domain::job::{
-    JobCommand, JobKind, MaxAttempts, Metadata, MetadataPatch, Priority, SubmitJob,
+    parse_text, JobCommand, JobKind, MaxAttempts, Metadata, MetadataPatch, Priority, SubmitJob,
 };
 use herald_domain::{FieldError, ProjectId, Scope};
 use herald_projections::jobs::{JobCursor, JobFilter, SortOrder};
@@ -339,7 +339,7 @@ impl JobsApi {
         body: JsonBody<ReviewRequest>,
     ) -> ApiResult<Json<JobDto>> {
         let command = JobCommand::Approve {
-            comment: body.0.comment,
+            comment: parse_text("comment", body.0.comment, 1000)?,
             now: Utc::now(),
         };
         self.write(auth, context, id.0, command).await
@@ -355,7 +355,7 @@ impl JobsApi {
         body: JsonBody<ReviewRequest>,
     ) -> ApiResult<Json<JobDto>> {
         let command = JobCommand::Reject {
-            comment: body.0.comment,
+            comment: parse_text("comment", body.0.comment, 1000)?,
             now: Utc::now(),
         };
         self.write(auth, context, id.0, command).await

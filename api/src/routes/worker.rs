@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use herald_domain::job::{JobCommand, Percent};
+use herald_domain::job::{parse_text, JobCommand, Percent};
 use herald_domain::Scope;
 use poem::web::Data;
 use poem_openapi::param::Path;
@@ -118,8 +118,8 @@ impl WorkerApi {
         let command = JobCommand::Heartbeat {
             worker: caller.key_id.clone(),
             percent: Percent::parse(body.progress)?,
-            stage: body.stage,
-            message: body.message,
+            stage: parse_text("stage", body.stage, 100)?,
+            message: parse_text("message", body.message, 1000)?,
             lease: self.lease_length(body.lease_seconds)?,
             now: Utc::now(),
         };
@@ -188,7 +188,8 @@ impl WorkerApi {
         body: JsonBody<FailRequest>,
     ) -> ApiResult<Json<JobDto>> {
         let caller = self.state.authorize(&auth, Scope::JobsWork).await?;
-        let error: String = body.0.error.chars().take(2000).collect();
+        let error = parse_text("error", Some(body.0.error), 2000)?
+            .ok_or_else(|| ApiError::field("error", "must not be empty"))?;
         let command = JobCommand::Fail {
             worker: caller.key_id.clone(),
             error,

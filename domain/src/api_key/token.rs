@@ -65,7 +65,8 @@ impl ApiKeyToken {
 
     /// Checks the format and the checksum; no lookup, no allocation beyond the result.
     pub fn parse(raw: &str) -> Result<Self, TokenError> {
-        if raw.len() != TOKEN_LEN || !raw.starts_with(PREFIX) {
+        // ASCII first: every later slice is then on a character boundary.
+        if raw.len() != TOKEN_LEN || !raw.is_ascii() || !raw.starts_with(PREFIX) {
             return Err(TokenError::Malformed);
         }
         let rest = &raw[PREFIX.len()..];
@@ -123,6 +124,17 @@ mod tests {
         typo[i] = if typo[i] == b'a' { b'b' } else { b'a' };
         let typo = String::from_utf8(typo).unwrap();
         assert_eq!(ApiKeyToken::parse(&typo), Err(TokenError::BadChecksum));
+    }
+
+    #[test]
+    fn non_ascii_input_of_the_right_length_is_malformed_not_a_panic() {
+        let mut raw = "hrld_live_".to_string();
+        raw.push_str(&"é".repeat((TOKEN_LEN - raw.len()) / 2));
+        while raw.len() < TOKEN_LEN {
+            raw.push('a');
+        }
+        assert_eq!(raw.len(), TOKEN_LEN);
+        assert_eq!(ApiKeyToken::parse(&raw), Err(TokenError::Malformed));
     }
 
     #[test]

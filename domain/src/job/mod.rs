@@ -18,4 +18,4 @@ pub use commands::{JobCommand, SubmitJob};
 pub use error::JobError;
 pub use events::{JobEvent, RetryReason};
 pub use state::{JobState, JobStatus, Lease, Progress, Review, ReviewDecision};
-pub use values::{JobKind, MaxAttempts, Metadata, MetadataPatch, Percent, Priority};
+pub use values::{parse_text, JobKind, MaxAttempts, Metadata, MetadataPatch, Percent, Priority};

@@ -95,6 +95,22 @@ impl Percent {
     }
 }
 
+/// A short free-text field (a progress stage or message, a review comment, an error): trimmed
+/// to nothing is `None`, longer than `max` characters is refused.
+pub fn parse_text(
+    field: &str,
+    raw: Option<String>,
+    max: usize,
+) -> Result<Option<String>, FieldError> {
+    match raw {
+        Some(text) if text.chars().count() > max => Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        )),
+        other => Ok(other.filter(|t| !t.trim().is_empty())),
+    }
+}
+
 const MAX_METADATA_KEYS: usize = 50;
 const MAX_METADATA_KEY_LEN: usize = 40;
 const MAX_METADATA_VALUE_LEN: usize = 500;
