@@ -1,5 +1,6 @@
 //! The server's background tasks, all stopped by one `CancellationToken` and awaited through
-//! one `TaskTracker`: a runner per projection, the LISTEN connection that wakes them, the API-key
+//! one `TaskTracker`: a runner per projection, the LISTEN connection that wakes them, the
+//! coalescing announcer of appended events, the API-key
 //! cache invalidator, the key-usage flusher, and the lease reconciler.
 
 use std::sync::Arc;
@@ -7,7 +8,6 @@ use std::time::Duration;
 
 use herald_projections::runtime::LogWakeups;
 use herald_projections::ProjectionRunner;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -16,14 +16,24 @@ use crate::state::AppState;
 
 pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &CancellationToken) {
     let poll = Duration::from_millis(state.config.projections.poll_interval_ms);
-    let mut wakeups = Vec::new();
     for projection in herald_projections::read_models() {
-        let wake = Arc::new(Notify::new());
-        wakeups.push(wake.clone());
+        let wake = state
+            .wakeups
+            .iter()
+            .find(|(name, _)| *name == projection.name())
+            .map(|(_, wake)| wake.clone())
+            .expect("a wake-up per projection");
         let runner = ProjectionRunner::new(state.pool.clone(), projection, wake, poll);
         tracker.spawn(runner.run(cancel.clone()));
     }
-    tracker.spawn(LogWakeups::new(wakeups).run(state.pool.clone(), cancel.clone()));
+    let local: Vec<_> = state.wakeups.iter().map(|(_, w)| w.clone()).collect();
+    tracker.spawn(LogWakeups::new(local).run(state.pool.clone(), cancel.clone()));
+    tracker.spawn(
+        state
+            .announcer
+            .clone()
+            .run(state.pool.clone(), cancel.clone()),
+    );
     tracker.spawn(
         state
             .verifier

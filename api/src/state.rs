@@ -5,8 +5,9 @@ use std::sync::Arc;
 use herald_domain::api_key::ApiKey;
 use herald_domain::job::Job;
 use herald_domain::project::Project;
-use herald_store::{AggregateStore, EventMetadata};
+use herald_store::{AggregateStore, Announcer, Coalescer, EventMetadata};
 use sqlx::PgPool;
+use tokio::sync::Notify;
 
 use crate::auth::{Caller, Credentials, KeyVerifier, Refusal};
 use crate::config::Config;
@@ -18,6 +19,10 @@ use herald_store::Actor;
 pub struct AppState {
     pub pool: PgPool,
     pub config: Config,
+    /// Wakes this process's projection runners (by projection name) and announces appends to
+    /// the other replicas, coalesced.
+    pub wakeups: Vec<(&'static str, Arc<Notify>)>,
+    pub announcer: Arc<Coalescer>,
     pub jobs: AggregateStore<Job>,
     pub projects: AggregateStore<Project>,
     pub keys: AggregateStore<ApiKey>,
@@ -26,10 +31,20 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(pool: PgPool, config: Config, pepper: Vec<u8>) -> Self {
+        let wakeups: Vec<(&'static str, Arc<Notify>)> = herald_projections::read_models()
+            .iter()
+            .map(|p| (p.name(), Arc::new(Notify::new())))
+            .collect();
+        let coalescer = Arc::new(Coalescer::new(
+            wakeups.iter().map(|(_, w)| w.clone()).collect(),
+        ));
+        let announcer = Announcer::Coalesced(coalescer.clone());
         Self {
-            jobs: AggregateStore::new(pool.clone()),
-            projects: AggregateStore::new(pool.clone()),
-            keys: AggregateStore::new(pool.clone()),
+            jobs: AggregateStore::with_announcer(pool.clone(), announcer.clone()),
+            projects: AggregateStore::with_announcer(pool.clone(), announcer.clone()),
+            keys: AggregateStore::with_announcer(pool.clone(), announcer),
+            wakeups,
+            announcer: coalescer,
             verifier: Arc::new(KeyVerifier::new(pool.clone(), pepper)),
             pool,
             config,

@@ -12,7 +12,7 @@ use cqrs_es::{Aggregate, AggregateError, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
-use crate::EventMetadata;
+use crate::{Announcer, EventMetadata};
 
 /// Conflicts are retried this many times; with 20 writers on one aggregate, a writer can lose
 /// many rounds in a row, so the budget is generous and the backoff jittered (so losers do not
@@ -48,6 +48,7 @@ pub struct Committed<A> {
 /// The event store for one aggregate type.
 pub struct AggregateStore<A: Aggregate> {
     store: PersistedEventStore<PostgresEventRepository, A>,
+    announcer: Announcer,
 }
 
 impl<A> AggregateStore<A>
@@ -56,10 +57,16 @@ where
     A::Command: Clone,
     A::Error: 'static,
 {
+    /// A store that announces each commit with its own `NOTIFY` (for short-lived processes).
     pub fn new(pool: PgPool) -> Self {
+        Self::with_announcer(pool.clone(), Announcer::Direct(pool))
+    }
+
+    pub fn with_announcer(pool: PgPool, announcer: Announcer) -> Self {
         let repo = PostgresEventRepository::new(pool);
         Self {
             store: PersistedEventStore::new_event_store(repo),
+            announcer,
         }
     }
 
@@ -171,6 +178,7 @@ where
                 .commit(events, context, metadata.to_map())
                 .await
                 .map_err(store_error)?;
+            self.announcer.appended().await;
         }
         Ok(Committed {
             aggregate,

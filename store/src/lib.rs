@@ -7,10 +7,12 @@
 //! once for the binary and the tests.
 
 pub mod aggregates;
+pub mod announce;
 pub mod log;
 pub mod metadata;
 
 pub use aggregates::{AggregateStore, CommandError, Committed};
+pub use announce::{Announcer, Coalescer};
 pub use log::{Position, StoredEvent};
 pub use metadata::{Actor, EventMetadata};
 

@@ -104,7 +104,7 @@ pub async fn rebuild(pool: &PgPool, projection: &dyn Projection) -> anyhow::Resu
     .bind(projection.name())
     .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify('herald_events', '')")
+    sqlx::query("SELECT pg_notify('herald_events', 'rebuild')")
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
