@@ -1,5 +1,6 @@
 //! The jobs read model: one row per job with the columns that filters, leasing and the lease
-//! reconciler need, plus the whole job (`doc`, the domain's `JobState`) for reads.
+//! reconciler need, plus the whole job (`doc`, the domain's `JobState`) for reads. A page of
+//! events is applied in bulk: one read of the affected rows, the fold in memory, one upsert.
 
 mod queries;
 
@@ -7,9 +8,13 @@ pub use queries::{
     expired_leases, get, lease_candidates, list, JobCursor, JobFilter, JobRow, SortOrder,
 };
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use herald_domain::job::{JobEvent, JobState};
 use herald_store::StoredEvent;
+use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -28,42 +33,112 @@ impl Projection for JobsProjection {
     }
 
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()> {
-        let id: Uuid = event.aggregate_id.parse()?;
-        let job_event: JobEvent = serde_json::from_value(event.payload.clone())?;
-        let row: Option<(i64, sqlx::types::Json<JobState>)> =
-            sqlx::query_as("SELECT version, doc FROM jobs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *conn)
+        self.apply_page(conn, &[event]).await
+    }
+
+    async fn apply_page(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> anyhow::Result<()> {
+        let mut ids: Vec<Uuid> = Vec::with_capacity(events.len());
+        for event in events {
+            let id: Uuid = event.aggregate_id.parse()?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let stored: Vec<(Uuid, i64, Json<JobState>)> =
+            sqlx::query_as("SELECT id, version, doc FROM jobs WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *conn)
                 .await?;
-        check_sequence(self.name(), event, row.as_ref().map(|(v, _)| *v))?;
-        let Some(job) = JobState::fold(row.map(|(_, doc)| doc.0), &job_event) else {
-            anyhow::bail!("job {id}: {} before job.queued", event.event_type);
-        };
-        sqlx::query(
-            "INSERT INTO jobs (id, project_id, kind, status, priority, created_at, updated_at, \
-                               lease_expires_at, deleted, version, doc) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (id) DO UPDATE SET status = $4, priority = $5, updated_at = $7, \
-                 lease_expires_at = $8, deleted = $9, version = $10, doc = $11",
-        )
-        .bind(id)
-        .bind(job.project_id.as_uuid())
-        .bind(job.kind.as_str())
-        .bind(job.status.as_str())
-        .bind(i16::from(job.priority.value()))
-        .bind(job.created_at)
-        .bind(job.updated_at)
-        .bind(job.lease.as_ref().map(|l| l.expires_at))
-        .bind(job.deleted)
-        .bind(event.sequence)
-        .bind(sqlx::types::Json(&job))
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        let mut jobs: HashMap<Uuid, (i64, JobState)> = stored
+            .into_iter()
+            .map(|(id, version, doc)| (id, (version, doc.0)))
+            .collect();
+        for event in events {
+            let id: Uuid = event.aggregate_id.parse()?;
+            let job_event: JobEvent = serde_json::from_value(event.payload.clone())?;
+            let current = jobs.remove(&id);
+            check_sequence(self.name(), event, current.as_ref().map(|(v, _)| *v))?;
+            let Some(job) = JobState::fold(current.map(|(_, job)| job), &job_event) else {
+                anyhow::bail!("job {id}: {} before job.queued", event.event_type);
+            };
+            jobs.insert(id, (event.sequence, job));
+        }
+        upsert(conn, &ids, &jobs).await
     }
 
     async fn reset(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
         sqlx::query("DELETE FROM jobs").execute(conn).await?;
         Ok(())
     }
+}
+
+/// Writes the given jobs in one statement.
+async fn upsert(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    jobs: &HashMap<Uuid, (i64, JobState)>,
+) -> anyhow::Result<()> {
+    let rows: Vec<(&Uuid, &(i64, JobState))> = ids
+        .iter()
+        .filter_map(|id| jobs.get(id).map(|j| (id, j)))
+        .collect();
+    let column = |f: fn(&JobState) -> DateTime<Utc>| -> Vec<DateTime<Utc>> {
+        rows.iter().map(|(_, (_, job))| f(job)).collect()
+    };
+    let docs: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(_, (_, job))| serde_json::to_value(job))
+        .collect::<Result<_, _>>()?;
+    sqlx::query(
+        "INSERT INTO jobs (id, project_id, kind, status, priority, created_at, updated_at, \
+                           lease_expires_at, deleted, version, doc) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int2[], \
+                              $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], \
+                              $9::bool[], $10::int8[], $11::jsonb[]) \
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, priority = excluded.priority, \
+             updated_at = excluded.updated_at, lease_expires_at = excluded.lease_expires_at, \
+             deleted = excluded.deleted, version = excluded.version, doc = excluded.doc",
+    )
+    .bind(rows.iter().map(|(id, _)| **id).collect::<Vec<Uuid>>())
+    .bind(
+        rows.iter()
+            .map(|(_, (_, j))| j.project_id.as_uuid())
+            .collect::<Vec<Uuid>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, (_, j))| j.kind.as_str())
+            .collect::<Vec<&str>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, (_, j))| j.status.as_str())
+            .collect::<Vec<&str>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, (_, j))| i16::from(j.priority.value()))
+            .collect::<Vec<i16>>(),
+    )
+    .bind(column(|j| j.created_at))
+    .bind(column(|j| j.updated_at))
+    .bind(
+        rows.iter()
+            .map(|(_, (_, j))| j.lease.as_ref().map(|l| l.expires_at))
+            .collect::<Vec<Option<DateTime<Utc>>>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, (_, j))| j.deleted)
+            .collect::<Vec<bool>>(),
+    )
+    .bind(rows.iter().map(|(_, (v, _))| *v).collect::<Vec<i64>>())
+    .bind(docs)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

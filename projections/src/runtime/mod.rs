@@ -26,6 +26,20 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies one event inside the page's transaction.
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()>;
 
+    /// Applies a page of events (already filtered to this projection's aggregate types), in
+    /// order, inside the page's transaction. Projections with many events per page override it
+    /// to read and write their rows in bulk.
+    async fn apply_page(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> anyhow::Result<()> {
+        for event in events {
+            self.apply(conn, event).await?;
+        }
+        Ok(())
+    }
+
     /// Empties the read model, before a rebuild from the start of the log.
     async fn reset(&self, conn: &mut PgConnection) -> anyhow::Result<()>;
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_store::log::read_after;
+use herald_store::StoredEvent;
 use sqlx::{Acquire, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -144,11 +145,12 @@ impl ProjectionRunner {
         };
         let last = last.position();
         let wanted = self.projection.aggregate_types();
-        for event in events
+        let relevant: Vec<&StoredEvent> = events
             .iter()
             .filter(|e| wanted.contains(&e.aggregate_type.as_str()))
-        {
-            self.projection.apply(&mut tx, event).await?;
+            .collect();
+        if !relevant.is_empty() {
+            self.projection.apply_page(&mut tx, &relevant).await?;
         }
         checkpoint::advance(&mut tx, self.name(), last, events.len() as i64).await?;
         tx.commit().await?;
