@@ -7,6 +7,7 @@
 pub mod api_key;
 pub mod ids;
 pub mod job;
+pub mod name;
 pub mod project;
 pub mod scope;
 pub mod validation;

@@ -5,25 +5,8 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::FieldError;
-
-/// A project's display name: 1–100 characters after trimming.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ProjectName(String);
-
-impl ProjectName {
-    pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.chars().count() > 100 {
-            return Err(FieldError::new("name", "must be 1-100 characters"));
-        }
-        Ok(Self(trimmed.to_owned()))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+/// A project's display name.
+pub type ProjectName = crate::name::DisplayName;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProjectCommand {

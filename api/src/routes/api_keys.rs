@@ -13,6 +13,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 use uuid::Uuid;
 
+use super::history::HistoryList;
 use super::key_models::*;
 use super::ApiTags;
 use crate::app::keys as app;
@@ -375,32 +376,11 @@ impl ApiKeysApi {
         method = "get",
         operation_id = "getApiKeyHistory"
     )]
-    async fn history(&self, auth: Credentials, id: Path<String>) -> ApiResult<Json<KeyEventList>> {
+    async fn history(&self, auth: Credentials, id: Path<String>) -> ApiResult<Json<HistoryList>> {
         let caller = self.state.authorize(&auth, Scope::KeysRead).await?;
         app::load(&self.state.keys, &caller, &id.0).await?;
         let events =
             herald_store::log::aggregate_history(&self.state.pool, "api_key", &id.0).await?;
-        let data = events
-            .into_iter()
-            .map(|event| {
-                let mut data = event.payload;
-                if let Some(object) = data.as_object_mut() {
-                    object.remove("type");
-                    object.remove("key_hash");
-                }
-                KeyEventDto {
-                    global_position: event.global_position,
-                    sequence: event.sequence,
-                    event_type: event.event_type,
-                    data,
-                    actor_type: event.metadata.get("actor_type").cloned(),
-                    actor_id: event.metadata.get("actor_id").cloned(),
-                    request_id: event.metadata.get("request_id").cloned(),
-                    ip: event.metadata.get("ip").cloned(),
-                    recorded_at: event.recorded_at,
-                }
-            })
-            .collect();
-        Ok(Json(KeyEventList { data }))
+        Ok(Json(HistoryList::render(events, &["key_hash"])))
     }
 }

@@ -186,26 +186,6 @@ pub struct JobResultDto {
     pub result: Value,
 }
 
-/// One event in a job's history.
-#[derive(Debug, Object)]
-pub struct JobEventDto {
-    /// Position in the global log (also the SSE id for streams).
-    pub global_position: i64,
-    pub sequence: i64,
-    #[oai(rename = "type")]
-    pub event_type: String,
-    pub data: Value,
-    pub actor_type: Option<String>,
-    pub actor_id: Option<String>,
-    pub request_id: Option<String>,
-    pub recorded_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Object)]
-pub struct JobEventList {
-    pub data: Vec<JobEventDto>,
-}
-
 /// `POST /worker/lease` body.
 #[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]

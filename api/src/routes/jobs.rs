@@ -14,6 +14,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, OpenApi};
 use uuid::Uuid;
 
+use super::history::HistoryList;
 use super::job_models::*;
 use super::ApiTags;
 use crate::app::jobs as app;
@@ -252,7 +253,7 @@ impl JobsApi {
         method = "get",
         operation_id = "listJobEvents"
     )]
-    async fn events(&self, auth: Credentials, id: Path<Uuid>) -> ApiResult<Json<JobEventList>> {
+    async fn events(&self, auth: Credentials, id: Path<Uuid>) -> ApiResult<Json<HistoryList>> {
         let caller = self.state.authorize(&auth, Scope::JobsRead).await?;
         let history =
             herald_store::log::aggregate_history(&self.state.pool, "job", &id.0.to_string())
@@ -265,26 +266,7 @@ impl JobsApi {
         if !project.is_some_and(|p| caller.can_see(p)) {
             return Err(app::not_found().into());
         }
-        let data = history
-            .into_iter()
-            .map(|event| {
-                let mut data = event.payload;
-                if let Some(object) = data.as_object_mut() {
-                    object.remove("type");
-                }
-                JobEventDto {
-                    global_position: event.global_position,
-                    sequence: event.sequence,
-                    event_type: event.event_type,
-                    data,
-                    actor_type: event.metadata.get("actor_type").cloned(),
-                    actor_id: event.metadata.get("actor_id").cloned(),
-                    request_id: event.metadata.get("request_id").cloned(),
-                    recorded_at: event.recorded_at,
-                }
-            })
-            .collect();
-        Ok(Json(JobEventList { data }))
+        Ok(Json(HistoryList::render(history, &[])))
     }
 
     /// Cancel a job

@@ -138,24 +138,3 @@ pub struct KeyList {
     pub has_more: bool,
     pub next_cursor: Option<String>,
 }
-
-/// One event in a key's history.
-#[derive(Debug, Object)]
-pub struct KeyEventDto {
-    pub global_position: i64,
-    pub sequence: i64,
-    #[oai(rename = "type")]
-    pub event_type: String,
-    /// The event's data (the key's hash is removed).
-    pub data: serde_json::Value,
-    pub actor_type: Option<String>,
-    pub actor_id: Option<String>,
-    pub request_id: Option<String>,
-    pub ip: Option<String>,
-    pub recorded_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Object)]
-pub struct KeyEventList {
-    pub data: Vec<KeyEventDto>,
-}

@@ -4,6 +4,7 @@
 
 mod admin;
 mod api_keys;
+mod history;
 mod job_models;
 mod jobs;
 mod key_models;

@@ -5,23 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::FieldError;
 
-/// A key's display name: 1–100 characters after trimming.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct KeyName(String);
-
-impl KeyName {
-    pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.chars().count() > 100 {
-            return Err(FieldError::new("name", "must be 1-100 characters"));
-        }
-        Ok(Self(trimmed.to_owned()))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+/// A key's display name.
+pub type KeyName = crate::name::DisplayName;
 
 /// An optional free-text description of up to 500 characters.
 pub fn parse_description(raw: Option<String>) -> Result<Option<String>, FieldError> {
