@@ -57,13 +57,6 @@ pub struct ProjectRow {
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn get(executor: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<ProjectRow>> {
-    sqlx::query_as("SELECT id, name, created_at FROM projects WHERE id = $1")
-        .bind(id)
-        .fetch_optional(executor)
-        .await
-}
-
 /// Projects in creation order, after `after` (keyset pagination on the time-ordered id).
 pub async fn list(
     executor: impl PgExecutor<'_>,
