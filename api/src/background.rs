@@ -1,7 +1,7 @@
 //! The server's background tasks, all stopped by one `CancellationToken` and awaited through
 //! one `TaskTracker`: a runner per projection, the LISTEN connection that wakes them, the
-//! coalescing announcer of appended events, the API-key
-//! cache invalidator, the key-usage flusher, and the lease reconciler.
+//! coalescing announcer of appended events, the credential
+//! cache invalidator (keys and users), the key-usage flusher, and the lease reconciler.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,12 +34,12 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
             .clone()
             .run(state.pool.clone(), cancel.clone()),
     );
-    tracker.spawn(
-        state
-            .verifier
-            .clone()
-            .follow_changes(state.pool.clone(), cancel.clone()),
-    );
+    tracker.spawn(crate::auth::changes::follow(
+        state.verifier.clone(),
+        state.users_directory.clone(),
+        state.pool.clone(),
+        cancel.clone(),
+    ));
     tracker.spawn(
         state
             .verifier

@@ -40,6 +40,25 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user. Prints a generated one-time password on stdout, or, with
+    /// `--password-stdin`, reads the password from the first line of stdin and prints the id.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Make the user an admin (default: a member with no projects yet).
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from stdin instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,7 +10,9 @@ use herald_domain::{ProjectId, Scopes};
 use herald_store::EventMetadata;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, KeyCreateArgs, KeysCommand, ProjectionsCommand, ProjectsCommand};
+use crate::cli::{
+    Cli, Command, KeyCreateArgs, KeysCommand, ProjectionsCommand, ProjectsCommand, UsersCommand,
+};
 use crate::config::Config;
 use crate::database::Database;
 use crate::startup::{pepper, Application};
@@ -98,6 +100,11 @@ async fn run_with_database(
             Ok(())
         }
         Command::Keys(KeysCommand::Create(args)) => create_key(config, pool, &metadata, args).await,
+        Command::Users(UsersCommand::Create {
+            email,
+            admin,
+            password_stdin,
+        }) => create_user(config, pool, &metadata, &email, admin, password_stdin).await,
         Command::Projections(ProjectionsCommand::List) => {
             for status in herald_projections::runtime::status(pool).await? {
                 println!(
@@ -140,6 +147,42 @@ async fn create_key(
         .await
         .context("creating the key")?;
     println!("{}", token.expose());
+    Ok(())
+}
+
+async fn create_user(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    metadata: &EventMetadata,
+    email: &str,
+    admin: bool,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    use herald_domain::role::AccountRole;
+    use rand::distributions::{Alphanumeric, DistString};
+    let email = herald_domain::user::Email::parse(email).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let password = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 24)
+    };
+    let role = if admin {
+        AccountRole::Admin
+    } else {
+        AccountRole::Member
+    };
+    let state = crate::state::AppState::new(pool.clone(), config.clone(), pepper(config)?);
+    let (id, _) = crate::app::users::register(&state, metadata, email, password.clone(), role)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the user: {e}"))?;
+    if password_stdin {
+        println!("{id}");
+    } else {
+        eprintln!("user {id} created; its one-time password follows (shown once):");
+        println!("{password}");
+    }
     Ok(())
 }
 

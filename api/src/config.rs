@@ -51,6 +51,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub jobs: JobsConfig,
     pub projections: ProjectionsConfig,
+    pub auth: AuthConfig,
 }
 
 /// A list given either as a TOML array or as one comma-separated string (handy in env vars).
@@ -99,6 +100,16 @@ pub struct JobsConfig {
 #[serde(deny_unknown_fields)]
 pub struct ProjectionsConfig {
     pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub open_registration: bool,
+    pub session_ttl_seconds: u32,
+    pub cookie_secure: bool,
+    pub login_attempts: u32,
+    pub login_window_seconds: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +184,12 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "cors_allowed_origins: `{bad}` is not an origin like https://app.example.com (wildcards are not allowed)"
             )));
+        }
+        if self.auth.session_ttl_seconds < 60 {
+            return fail("auth.session_ttl_seconds must be at least 60");
+        }
+        if self.auth.login_attempts == 0 || self.auth.login_window_seconds == 0 {
+            return fail("auth.login_attempts and auth.login_window_seconds must be positive");
         }
         self.trusted_proxy_nets()?;
         let url = self.database_url.expose();

@@ -1,20 +1,22 @@
 //! Everything a request handler needs, built once at start and shared.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use herald_domain::api_key::ApiKey;
 use herald_domain::job::Job;
 use herald_domain::project::Project;
+use herald_domain::user::User;
+use herald_domain::Scope;
 use herald_store::{AggregateStore, Announcer, Coalescer, EventMetadata};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::auth::{Caller, Credentials, KeyVerifier, Refusal};
+use crate::auth::login_limit::LoginLimiter;
+use crate::auth::{Caller, Credentials, KeyVerifier, Presented, Refusal, UserDirectory};
 use crate::config::Config;
-use crate::http::context::RequestContext;
+use crate::http::context::{current_client_ip, current_csrf, RequestContext};
 use crate::http::problem::ApiError;
-use herald_domain::Scope;
-use herald_store::Actor;
 
 pub struct AppState {
     pub pool: PgPool,
@@ -26,7 +28,10 @@ pub struct AppState {
     pub jobs: AggregateStore<Job>,
     pub projects: AggregateStore<Project>,
     pub keys: AggregateStore<ApiKey>,
+    pub users: AggregateStore<User>,
     pub verifier: Arc<KeyVerifier>,
+    pub users_directory: Arc<UserDirectory>,
+    pub login_limiter: LoginLimiter,
 }
 
 impl AppState {
@@ -39,32 +44,60 @@ impl AppState {
             wakeups.iter().map(|(_, w)| w.clone()).collect(),
         ));
         let announcer = Announcer::Coalesced(coalescer.clone());
+        let login_limiter = LoginLimiter::new(
+            config.auth.login_attempts,
+            Duration::from_secs(config.auth.login_window_seconds.into()),
+        );
         Self {
             jobs: AggregateStore::with_announcer(pool.clone(), announcer.clone()),
             projects: AggregateStore::with_announcer(pool.clone(), announcer.clone()),
-            keys: AggregateStore::with_announcer(pool.clone(), announcer),
+            keys: AggregateStore::with_announcer(pool.clone(), announcer.clone()),
+            users: AggregateStore::with_announcer(pool.clone(), announcer),
             wakeups,
             announcer: coalescer,
+            users_directory: Arc::new(UserDirectory::new(pool.clone(), &pepper)),
             verifier: Arc::new(KeyVerifier::new(pool.clone(), pepper)),
+            login_limiter,
             pool,
             config,
         }
     }
 
-    /// Verifies the credentials (401 if bad).
-    /// Verifies the credentials from the request's client address: 401 if bad, 403 if the
-    /// address is outside the key's allowlist.
+    /// Verifies the credentials from the request's client address: 401 if bad (one answer for
+    /// every reason), 403 if a key is used outside its IP allowlist or a cookie session sends a
+    /// state-changing request without its CSRF token.
     pub async fn authenticate(&self, credentials: &Credentials) -> Result<Caller, ApiError> {
-        let client = crate::http::context::current_client_ip();
-        self.verifier
-            .verify(credentials.presented(), client)
-            .await
-            .map_err(|refusal| match refusal {
-                Refusal::Unauthenticated => ApiError::Unauthenticated,
-                Refusal::IpNotAllowed => {
-                    ApiError::Forbidden("this key may not be used from this IP address".into())
+        match credentials.presented() {
+            Presented::Key(key) => self
+                .verifier
+                .verify(key, current_client_ip())
+                .await
+                .map_err(|refusal| match refusal {
+                    Refusal::Unauthenticated => ApiError::Unauthenticated,
+                    Refusal::IpNotAllowed => {
+                        ApiError::Forbidden("this key may not be used from this IP address".into())
+                    }
+                }),
+            Presented::Token(token) => self
+                .users_directory
+                .verify(token)
+                .await
+                .ok_or(ApiError::Unauthenticated),
+            Presented::Cookie(token) => {
+                let caller = self
+                    .users_directory
+                    .verify(token)
+                    .await
+                    .ok_or(ApiError::Unauthenticated)?;
+                let (state_changing, csrf) = current_csrf();
+                let (_, session) = caller.user().expect("a session token names a user");
+                let keys = &self.users_directory.keys;
+                if state_changing && !csrf.is_some_and(|t| keys.csrf_matches(session, &t)) {
+                    return Err(ApiError::CsrfRequired);
                 }
-            })
+                Ok(caller)
+            }
+        }
     }
 
     /// Verifies the credentials (401 if bad) and the scope (403 if missing).
@@ -73,7 +106,7 @@ impl AppState {
         credentials: &Credentials,
         scope: Scope,
     ) -> Result<Caller, ApiError> {
-        let caller = self.authenticate(credentials).await?;
+        let mut caller = self.authenticate(credentials).await?;
         caller.require(scope)?;
         Ok(caller)
     }
@@ -82,7 +115,7 @@ impl AppState {
 /// Event metadata for a command issued by `caller` during the request in `context`.
 pub fn metadata(caller: &Caller, context: &RequestContext) -> EventMetadata {
     EventMetadata {
-        actor: Actor::ApiKey(caller.key_id.to_string()),
+        actor: caller.actor(),
         request_id: Some(context.request_id.clone()),
         ip: context.ip.clone(),
         user_agent: context.user_agent.clone(),

@@ -74,3 +74,11 @@ impl fmt::Display for KeyId {
         f.write_str(&self.0)
     }
 }
+uuid_id!(
+    /// Identifies a user.
+    UserId
+);
+uuid_id!(
+    /// Identifies one login session of a user (the `sid` of its token).
+    SessionId
+);

@@ -1,4 +1,4 @@
-//! Herald's domain: the aggregates (jobs, projects, API keys), the commands they accept, the
+//! Herald's domain: the aggregates (jobs, projects, API keys, users), the commands they accept, the
 //! events they emit and the rules between the two. Everything here is pure: no database, no
 //! HTTP, no clock (the time of a command travels inside the command), so the rules can be
 //! tested as given/when/then specifications. The `store` crate persists these events and the
@@ -9,9 +9,11 @@ pub mod ids;
 pub mod job;
 pub mod name;
 pub mod project;
+pub mod role;
 pub mod scope;
+pub mod user;
 pub mod validation;
 
-pub use ids::{JobId, KeyId, ProjectId};
+pub use ids::{JobId, KeyId, ProjectId, SessionId, UserId};
 pub use scope::{Scope, Scopes};
 pub use validation::FieldError;

@@ -90,17 +90,20 @@ pub struct KeyRow {
     pub doc: sqlx::types::Json<ApiKeyState>,
 }
 
-/// Keys in a project (or all, for `None`), newest first, after the `(created_at, id)` cursor.
+/// Keys in the given projects (or all, for `None`), newest first, after the `(created_at, id)`
+/// cursor.
 pub async fn list(
     executor: impl PgExecutor<'_>,
-    project_id: Option<Uuid>,
+    projects: Option<Vec<Uuid>>,
     after: Option<(DateTime<Utc>, String)>,
     limit: i64,
 ) -> sqlx::Result<Vec<KeyRow>> {
     let mut sql: QueryBuilder<Postgres> =
         QueryBuilder::new("SELECT id, doc FROM api_keys WHERE doc IS NOT NULL");
-    if let Some(project) = project_id {
-        sql.push(" AND project_id = ").push_bind(project);
+    if let Some(projects) = projects {
+        sql.push(" AND project_id = ANY(")
+            .push_bind(projects)
+            .push(")");
     }
     if let Some((created_at, id)) = after {
         sql.push(" AND (created_at, id) < (")

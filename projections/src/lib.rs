@@ -2,13 +2,14 @@
 //!
 //! `runtime` owns the machinery every projection shares (checkpoints, the gap-free page reader,
 //! the advisory lock that keeps one runner per projection across replicas, wake-ups, rebuilds).
-//! Each read model (`jobs`, `projects`, `api_keys`) owns its table's writes and its queries; no
+//! Each read model (`jobs`, `projects`, `api_keys`, `users`) owns its table's writes and its queries; no
 //! other crate writes these tables (DESIGN invariant 1). Nothing here makes HTTP calls.
 
 pub mod api_keys;
 pub mod jobs;
 pub mod projects;
 pub mod runtime;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -21,5 +22,6 @@ pub fn read_models() -> Vec<Arc<dyn Projection>> {
         Arc::new(jobs::JobsProjection),
         Arc::new(projects::ProjectsProjection),
         Arc::new(api_keys::ApiKeysProjection),
+        Arc::new(users::UsersProjection),
     ]
 }

@@ -57,18 +57,21 @@ pub struct ProjectRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// Projects in creation order, after `after` (keyset pagination on the time-ordered id).
+/// Projects among `only` (all, for `None`) in creation order, after `after` (keyset pagination
+/// on the time-ordered id).
 pub async fn list(
     executor: impl PgExecutor<'_>,
+    only: Option<Vec<Uuid>>,
     after: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<ProjectRow>> {
     sqlx::query_as(
         "SELECT id, name, created_at FROM projects WHERE ($1::uuid IS NULL OR id > $1) \
-          ORDER BY id LIMIT $2",
+          AND ($3::uuid[] IS NULL OR id = ANY($3)) ORDER BY id LIMIT $2",
     )
     .bind(after)
     .bind(limit)
+    .bind(only)
     .fetch_all(executor)
     .await
 }

@@ -12,3 +12,4 @@ mod openapi;
 mod projections;
 mod security;
 mod security_edge;
+mod users;

@@ -43,6 +43,10 @@ pub async fn execute(
     id: Uuid,
     command: JobCommand,
 ) -> Result<JobState, ApiError> {
+    if caller.is_member() {
+        // A member's power depends on the job's project, which never changes: check it first.
+        load(state, caller, id).await?;
+    }
     let retry = command.retry_on_conflict();
     let visible = |job: &Job| match job.state() {
         Some(state) if caller.can_see(state.project_id) => Ok(()),
@@ -85,6 +89,7 @@ pub async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<JobStat
     if job.deleted || !caller.can_see(job.project_id) {
         return Err(not_found());
     }
+    caller.require_in(job.project_id)?;
     Ok(job)
 }
 

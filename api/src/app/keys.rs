@@ -118,11 +118,15 @@ pub async fn load(
     if !visible(caller, &state) {
         return Err(not_found());
     }
+    if let Some(project) = state.project_id {
+        caller.require_in(project)?;
+    }
     Ok(state)
 }
 
 fn visible(caller: &Caller, key: &ApiKeyState) -> bool {
-    caller.is_admin() || (caller.project_id.is_some() && key.project_id == caller.project_id)
+    key.project_id
+        .map_or(caller.is_admin(), |project| caller.can_see(project))
 }
 
 /// Runs a command on a key the caller can see.
@@ -133,6 +137,10 @@ pub async fn execute(
     id: &str,
     command: ApiKeyCommand,
 ) -> Result<ApiKeyState, ApiError> {
+    if caller.is_member() {
+        // A member's power depends on the key's project, which never changes: check it first.
+        load(store, caller, id).await?;
+    }
     let id = KeyId::parse(id).ok_or_else(not_found)?;
     let guard = |key: &ApiKey| match key.state() {
         Some(state) if visible(caller, state) => Ok(()),
@@ -179,7 +187,10 @@ pub async fn rotate(
             ApiKeyError::AlreadyRotated,
         )));
     }
-    if !old.scopes.within(&caller.scopes) {
+    if !caller
+        .scopes_in(old.project_id)
+        .is_some_and(|held| old.scopes.within(&held))
+    {
         return Err(ApiError::Forbidden(
             "a key cannot rotate a key with more scopes than it holds".into(),
         ));

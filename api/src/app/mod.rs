@@ -6,3 +6,4 @@
 pub mod jobs;
 pub mod keys;
 pub mod projects;
+pub mod users;

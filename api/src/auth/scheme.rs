@@ -1,5 +1,6 @@
-//! The security schemes: `X-API-Key: <key>` or `Authorization: Bearer <key>`. Keys are only
-//! ever read from headers, never from the query string.
+//! The security schemes: `X-API-Key: <key>`, `Authorization: Bearer <key or access token>`, or
+//! the `herald_session` cookie set by a browser login. Credentials are only ever read from
+//! headers and cookies, never from the query string.
 
 use poem_openapi::auth::{ApiKey, Bearer};
 use poem_openapi::SecurityScheme;
@@ -9,24 +10,63 @@ use poem_openapi::SecurityScheme;
 #[oai(ty = "api_key", key_name = "X-API-Key", key_in = "header")]
 pub struct ApiKeyHeader(ApiKey);
 
-/// An API key as a bearer token.
+/// An API key, or a user's access token from `POST /api/v1/auth/login`, as a bearer token.
 #[derive(SecurityScheme)]
-#[oai(ty = "bearer")]
+#[oai(ty = "bearer", bearer_format = "API key or JWT")]
 pub struct BearerToken(Bearer);
 
-/// Either way of presenting a key.
+/// A browser session (`POST /api/v1/auth/login` with `"cookie": true`). State-changing requests
+/// must also send `X-CSRF-Token` from `GET /api/v1/csrf-token`.
+#[derive(SecurityScheme)]
+#[oai(ty = "api_key", key_name = "herald_session", key_in = "cookie")]
+pub struct SessionCookie(ApiKey);
+
+/// Any way of presenting credentials.
 #[derive(SecurityScheme)]
 pub enum Credentials {
     ApiKey(ApiKeyHeader),
     Bearer(BearerToken),
+    Cookie(SessionCookie),
+}
+
+/// What was presented, and how.
+pub enum Presented<'a> {
+    Key(&'a str),
+    Token(&'a str),
+    Cookie(&'a str),
 }
 
 impl Credentials {
-    /// The presented key, unverified.
-    pub fn presented(&self) -> &str {
+    pub fn presented(&self) -> Presented<'_> {
         match self {
-            Credentials::ApiKey(ApiKeyHeader(key)) => &key.key,
-            Credentials::Bearer(BearerToken(bearer)) => &bearer.token,
+            Credentials::ApiKey(ApiKeyHeader(key)) => Presented::Key(&key.key),
+            Credentials::Bearer(BearerToken(bearer)) if bearer.token.starts_with("hrld_") => {
+                Presented::Key(&bearer.token)
+            }
+            Credentials::Bearer(BearerToken(bearer)) => Presented::Token(&bearer.token),
+            Credentials::Cookie(SessionCookie(cookie)) => Presented::Cookie(&cookie.key),
+        }
+    }
+}
+
+/// Credentials where they are optional (registration is open to admins and, when configured,
+/// to anyone).
+#[derive(SecurityScheme)]
+pub enum MaybeCredentials {
+    ApiKey(ApiKeyHeader),
+    Bearer(BearerToken),
+    Cookie(SessionCookie),
+    #[oai(fallback)]
+    Anonymous,
+}
+
+impl MaybeCredentials {
+    pub fn into_credentials(self) -> Option<Credentials> {
+        match self {
+            MaybeCredentials::ApiKey(key) => Some(Credentials::ApiKey(key)),
+            MaybeCredentials::Bearer(bearer) => Some(Credentials::Bearer(bearer)),
+            MaybeCredentials::Cookie(cookie) => Some(Credentials::Cookie(cookie)),
+            MaybeCredentials::Anonymous => None,
         }
     }
 }

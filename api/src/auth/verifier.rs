@@ -1,8 +1,8 @@
 //! Key verification, kept off the slow path: parse and CRC-check the key, look up its id in an
 //! in-memory cache (filled from the event store on a miss), compare HMAC-SHA256 digests in
 //! constant time, check revocation, expiry and the IP allowlist. Key events invalidate cache
-//! entries in every replica through `LISTEN herald_keys` (sent by the events trigger); the
-//! replica that handled a change drops its entry at once. Each successful use is counted in
+//! entries in every replica through `LISTEN herald_keys` (see `changes`); the replica that
+//! handled a change drops its entry at once. Each successful use is counted in
 //! memory and flushed to `api_key_usage` every few seconds.
 
 use std::collections::HashMap;
@@ -16,7 +16,6 @@ use herald_domain::KeyId;
 use herald_store::AggregateStore;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
@@ -89,7 +88,7 @@ impl KeyVerifier {
         let now = Utc::now();
         let caller = check(&self.pepper, &token, &key, now, client)?;
         let mut usage = self.usage.lock().expect("usage lock");
-        let entry = usage.entry(caller.key_id.clone()).or_insert((0, now));
+        let entry = usage.entry(token.id().clone()).or_insert((0, now));
         *entry = (entry.0 + 1, now);
         Ok(caller)
     }
@@ -187,45 +186,9 @@ impl KeyVerifier {
         }
     }
 
-    fn invalidate_all(&self) {
+    pub fn invalidate_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.write().expect("cache lock").clear();
-    }
-
-    /// Follows `herald_keys` notifications until cancelled. After a reconnect the whole cache
-    /// is dropped, since notifications may have been missed.
-    pub async fn follow_changes(self: Arc<Self>, pool: PgPool, cancel: CancellationToken) {
-        loop {
-            let mut listener = match PgListener::connect_with(&pool).await {
-                Ok(listener) => listener,
-                Err(error) => {
-                    tracing::warn!(%error, "could not open the key-change listener");
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            if let Err(error) = listener.listen("herald_keys").await {
-                tracing::warn!(%error, "LISTEN herald_keys failed");
-                continue;
-            }
-            self.invalidate_all();
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    received = listener.try_recv() => match received {
-                        Ok(Some(notification)) => self.invalidate(notification.payload()),
-                        Ok(None) => self.invalidate_all(),
-                        Err(error) => {
-                            tracing::warn!(%error, "key-change listener failed");
-                            self.invalidate_all();
-                            break;
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -246,11 +209,11 @@ fn check(
     if !key.state.ip_allowlist.allows(client) {
         return Err(Refusal::IpNotAllowed);
     }
-    Ok(Caller {
-        key_id: token.id().clone(),
-        project_id: key.state.project_id,
-        scopes: key.state.scopes.clone(),
-    })
+    Ok(Caller::for_key(
+        token.id().clone(),
+        key.state.project_id,
+        key.state.scopes.clone(),
+    ))
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {

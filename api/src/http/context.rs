@@ -42,12 +42,22 @@ pub fn current_client_ip() -> Option<IpAddr> {
         .flatten()
 }
 
-/// What event metadata needs to know about the request.
+/// Whether the request being handled may change state (anything but GET, HEAD, OPTIONS) and
+/// the `X-CSRF-Token` it carries: cookie sessions need both (see `AppState::authenticate`).
+pub fn current_csrf() -> (bool, Option<String>) {
+    REQUEST
+        .try_with(|r| (r.state_changing, r.csrf_token.clone()))
+        .unwrap_or((true, None))
+}
+
+/// What event metadata and authentication need to know about the request.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub request_id: String,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    pub state_changing: bool,
+    pub csrf_token: Option<String>,
 }
 
 pub struct Edge {
@@ -106,6 +116,12 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(|ua| ua.chars().take(512).collect()),
+            state_changing: !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS),
+            csrf_token: req
+                .headers()
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         };
         req.set_data(context.clone());
         let response = REQUEST

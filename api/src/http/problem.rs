@@ -78,6 +78,14 @@ pub enum ApiError {
     Unauthenticated,
     #[error("{0}")]
     Forbidden(String),
+    /// A cookie session sent a state-changing request without its `X-CSRF-Token`.
+    #[error("missing or wrong CSRF token")]
+    CsrfRequired,
+    #[error("{detail}")]
+    TooManyRequests {
+        detail: String,
+        retry_after_seconds: u64,
+    },
     #[error("{detail}")]
     NotFound { code: &'static str, detail: String },
     #[error("{detail}")]
@@ -124,7 +132,7 @@ pub fn unauthenticated_problem() -> Problem {
     Problem::new(
         StatusCode::UNAUTHORIZED,
         "UNAUTHENTICATED",
-        "a valid API key is required (X-API-Key or Authorization: Bearer)",
+        "valid credentials are required (X-API-Key, Authorization: Bearer, or a session cookie)",
     )
 }
 
@@ -146,6 +154,9 @@ pub enum ErrorResponse {
     /// The resource's state does not allow the operation.
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
+    /// Too many attempts; retry after `Retry-After` seconds.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
     /// The server failed; the body is opaque and the cause is logged.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
@@ -163,6 +174,22 @@ impl From<ApiError> for ErrorResponse {
                 "FORBIDDEN",
                 detail,
             ))),
+            ApiError::CsrfRequired => ErrorResponse::Forbidden(Json(Problem::new(
+                StatusCode::FORBIDDEN,
+                "CSRF_TOKEN_REQUIRED",
+                "cookie sessions must send X-CSRF-Token (from GET /api/v1/csrf-token) on state-changing requests",
+            ))),
+            ApiError::TooManyRequests {
+                detail,
+                retry_after_seconds,
+            } => ErrorResponse::TooManyRequests(
+                Json(Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMIT_EXCEEDED",
+                    detail,
+                )),
+                retry_after_seconds.max(1),
+            ),
             ApiError::NotFound { code, detail } => {
                 ErrorResponse::NotFound(Json(Problem::new(StatusCode::NOT_FOUND, code, detail)))
             }

@@ -78,7 +78,7 @@ impl ApiKeysApi {
         asked: Option<Uuid>,
         scopes: &Scopes,
     ) -> Result<Option<ProjectId>, ApiError> {
-        match (caller.project_id, asked) {
+        match (caller.project_id(), asked) {
             (Some(own), None) => Ok(Some(own)),
             (Some(own), Some(asked)) if own.as_uuid() == asked => Ok(Some(own)),
             (Some(_), Some(_)) => Err(ApiError::field(
@@ -97,10 +97,12 @@ impl ApiKeysApi {
                     .load(&asked.to_string())
                     .await
                     .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
-                if project.state().is_none() {
+                let asked = ProjectId::from_uuid(asked);
+                if project.state().is_none() || !caller.can_see(asked) {
                     return Err(ApiError::field("project_id", "no such project"));
                 }
-                Ok(Some(ProjectId::from_uuid(asked)))
+                caller.require_in(asked)?;
+                Ok(Some(asked))
             }
         }
     }
@@ -144,7 +146,11 @@ impl ApiKeysApi {
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors).into());
         }
-        let beyond = scopes.beyond(&caller.scopes);
+        let project_id = self
+            .target_project(&caller, body.project_id, &scopes)
+            .await?;
+        let held = caller.scopes_in(project_id);
+        let beyond = held.map_or_else(|| scopes.iter().collect(), |held| scopes.beyond(&held));
         if !beyond.is_empty() {
             let names: Vec<&str> = beyond.iter().map(|s| s.as_str()).collect();
             return Err(ApiError::Forbidden(format!(
@@ -153,9 +159,6 @@ impl ApiKeysApi {
             ))
             .into());
         }
-        let project_id = self
-            .target_project(&caller, body.project_id, &scopes)
-            .await?;
         let new = app::NewKey {
             name,
             description,
@@ -201,11 +204,7 @@ impl ApiKeysApi {
             return Err(ApiError::field("limit", "must be between 1 and 100").into());
         }
         let after = cursor.0.as_deref().map(cursor::decode).transpose()?;
-        let project = if caller.is_admin() {
-            None
-        } else {
-            caller.project_id.map(|p| p.as_uuid())
-        };
+        let project = caller.visible_projects();
         let mut rows =
             herald_projections::api_keys::list(&self.state.pool, project, after, limit + 1).await?;
         let has_more = rows.len() as i64 > limit;

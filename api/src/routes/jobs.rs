@@ -68,7 +68,7 @@ fn parse_submit(body: JobCreate, caller: &Caller) -> Result<SubmitJob, ApiError>
         .max_attempts
         .map_or(Ok(MaxAttempts::default()), MaxAttempts::parse);
     let metadata = Metadata::parse(body.metadata.unwrap_or_default());
-    let project = match (caller.project_id, body.project_id) {
+    let project = match (caller.project_id(), body.project_id) {
         (Some(own), None) => Ok(own),
         (Some(own), Some(asked)) if own.as_uuid() == asked => Ok(own),
         (Some(_), Some(_)) => Err(FieldError::new(
@@ -78,7 +78,7 @@ fn parse_submit(body: JobCreate, caller: &Caller) -> Result<SubmitJob, ApiError>
         (None, Some(asked)) => Ok(ProjectId::from_uuid(asked)),
         (None, None) => Err(FieldError::new(
             "project_id",
-            "required for keys not bound to a project",
+            "required unless the caller is a key bound to one project",
         )),
     };
     check(kind.as_ref().map(|_| ()).map_err(Clone::clone));
@@ -113,17 +113,19 @@ impl JobsApi {
     ) -> ApiResult<SubmitResponse> {
         let caller = self.state.authorize(&auth, Scope::JobsWrite).await?;
         let submit = parse_submit(body.0, &caller)?;
-        if caller.project_id.is_none() {
+        if caller.project_id().is_none() {
             // Loaded from the log, not the read model, so a project created a moment ago counts.
+            // A project the caller cannot see is as unknown as one that does not exist.
             let (project, _) = self
                 .state
                 .projects
                 .load(&submit.project_id.to_string())
                 .await
                 .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
-            if project.state().is_none() {
+            if project.state().is_none() || !caller.can_see(submit.project_id) {
                 return Err(ApiError::field("project_id", "no such project").into());
             }
+            caller.require_in(submit.project_id)?;
         }
         let command = JobCommand::Submit(submit, Utc::now());
         let (id, job) = app::submit(&self.state, &metadata(&caller, context), command).await?;
@@ -160,7 +162,7 @@ impl JobsApi {
         }
         let after: Option<JobCursor> = cursor.0.as_deref().map(cursor::decode).transpose()?;
         let filter = JobFilter {
-            project_id: caller.project_id.map(|p| p.as_uuid()),
+            projects: caller.visible_projects(),
             status: status.0.map(|s| s.as_str().to_owned()),
             kind: kind.0,
             created_after: created_after.0,
@@ -263,8 +265,9 @@ impl JobsApi {
             .and_then(|e| e.payload.get("project_id"))
             .and_then(|p| p.as_str())
             .and_then(|p| p.parse::<ProjectId>().ok());
-        if !project.is_some_and(|p| caller.can_see(p)) {
-            return Err(app::not_found().into());
+        match project {
+            Some(project) if caller.can_see(project) => caller.require_in(project)?,
+            _ => return Err(app::not_found().into()),
         }
         Ok(Json(HistoryList::render(history, &[])))
     }

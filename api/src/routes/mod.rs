@@ -4,12 +4,15 @@
 
 mod admin;
 mod api_keys;
+mod auth;
 mod history;
 mod job_models;
 mod jobs;
 mod key_models;
+mod members;
 mod projects;
 pub mod system;
+mod user_models;
 mod worker;
 
 use std::sync::Arc;
@@ -24,12 +27,14 @@ pub enum ApiTags {
     Jobs,
     /// Endpoints for worker programs (scope `jobs:work`).
     Workers,
-    /// Projects, the tenancy unit (admin).
+    /// Projects, the tenancy unit, and their members.
     Projects,
     /// API keys: create, inspect, rotate, revoke.
     ApiKeys,
     /// Operating Herald (admin).
     Admin,
+    /// Users: registration, login, sessions.
+    Auth,
 }
 
 pub type Apis = (
@@ -38,6 +43,8 @@ pub type Apis = (
     projects::ProjectsApi,
     api_keys::ApiKeysApi,
     admin::AdminApi,
+    auth::AuthApi,
+    members::MembersApi,
 );
 
 /// The OpenAPI service with every endpoint. The document names no server, so tools use the
@@ -56,7 +63,13 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         api_keys::ApiKeysApi {
             state: state.clone(),
         },
-        admin::AdminApi { state },
+        admin::AdminApi {
+            state: state.clone(),
+        },
+        auth::AuthApi {
+            state: state.clone(),
+        },
+        members::MembersApi { state },
     );
     OpenApiService::new(apis, "Herald API", env!("CARGO_PKG_VERSION")).description(
         "Submit asynchronous jobs, follow them to their results, and operate Herald. \

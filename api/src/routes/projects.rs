@@ -1,4 +1,4 @@
-//! `/api/v1/projects`: create and list projects (admin), read one (admin or its own keys).
+//! `/api/v1/projects`: create projects (admin), list and read the ones the caller can see.
 
 use std::sync::Arc;
 
@@ -94,7 +94,8 @@ impl ProjectsApi {
 
     /// List projects
     ///
-    /// In creation order. Scope `admin`.
+    /// In creation order. Admins see every project; a project key its own; a user the
+    /// projects they belong to.
     #[oai(path = "/projects", method = "get", operation_id = "listProjects")]
     async fn list(
         &self,
@@ -103,14 +104,19 @@ impl ProjectsApi {
         limit: Query<Option<i64>>,
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<ProjectList>> {
-        self.state.authorize(&auth, Scope::Admin).await?;
+        let caller = self.state.authenticate(&auth).await?;
         let limit = limit.0.unwrap_or(20);
         if !(1..=100).contains(&limit) {
             return Err(ApiError::field("limit", "must be between 1 and 100").into());
         }
         let after: Option<Uuid> = cursor.0.as_deref().map(cursor::decode).transpose()?;
-        let mut rows =
-            herald_projections::projects::list(&self.state.pool, after, limit + 1).await?;
+        let mut rows = herald_projections::projects::list(
+            &self.state.pool,
+            caller.visible_projects(),
+            after,
+            limit + 1,
+        )
+        .await?;
         let has_more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         let next_cursor = has_more
@@ -134,7 +140,7 @@ impl ProjectsApi {
 
     /// Get a project
     ///
-    /// Admins see every project; other keys only their own. Any valid key may call it.
+    /// Admins see every project; other keys only their own, users the ones they belong to.
     #[oai(path = "/projects/:id", method = "get", operation_id = "getProject")]
     async fn get(&self, auth: Credentials, id: Path<Uuid>) -> ApiResult<Json<ProjectDto>> {
         // Any valid key may read its own project, whatever its scopes.

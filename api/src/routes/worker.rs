@@ -70,7 +70,7 @@ impl WorkerApi {
         let lease = self.lease_length(body.0.lease_seconds)?;
         let candidates = herald_projections::jobs::lease_candidates(
             &self.state.pool,
-            caller.project_id.map(|p| p.as_uuid()),
+            caller.project_id().map(|p| p.as_uuid()),
             &body.0.kinds,
             LEASE_CANDIDATES,
         )
@@ -78,7 +78,7 @@ impl WorkerApi {
         let metadata = metadata(&caller, context);
         for id in candidates {
             let command = JobCommand::Lease {
-                worker: caller.key_id.clone(),
+                worker: caller.worker()?,
                 lease,
                 now: Utc::now(),
             };
@@ -116,7 +116,7 @@ impl WorkerApi {
         let caller = self.state.authorize(&auth, Scope::JobsWork).await?;
         let body = body.0;
         let command = JobCommand::Heartbeat {
-            worker: caller.key_id.clone(),
+            worker: caller.worker()?,
             percent: Percent::parse(body.progress)?,
             stage: parse_text("stage", body.stage, 100)?,
             message: parse_text("message", body.message, 1000)?,
@@ -157,7 +157,7 @@ impl WorkerApi {
     ) -> ApiResult<Json<JobDto>> {
         let caller = self.state.authorize(&auth, Scope::JobsWork).await?;
         let command = JobCommand::Complete {
-            worker: caller.key_id.clone(),
+            worker: caller.worker()?,
             result: body.0.result.unwrap_or_else(|| serde_json::json!({})),
             now: Utc::now(),
         };
@@ -191,7 +191,7 @@ impl WorkerApi {
         let error = parse_text("error", Some(body.0.error), 2000)?
             .ok_or_else(|| ApiError::field("error", "must not be empty"))?;
         let command = JobCommand::Fail {
-            worker: caller.key_id.clone(),
+            worker: caller.worker()?,
             error,
             retryable: body.0.retryable.unwrap_or(true),
             now: Utc::now(),

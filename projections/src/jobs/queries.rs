@@ -57,8 +57,8 @@ pub struct JobCursor {
 
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
-    /// `None`: every project (admin callers only).
-    pub project_id: Option<Uuid>,
+    /// The projects to look in; `None`: every project (admin callers only).
+    pub projects: Option<Vec<Uuid>>,
     pub status: Option<String>,
     pub kind: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
@@ -72,8 +72,10 @@ pub struct JobFilter {
 pub async fn list(executor: impl PgExecutor<'_>, filter: &JobFilter) -> sqlx::Result<Vec<JobRow>> {
     let mut sql: QueryBuilder<Postgres> =
         QueryBuilder::new("SELECT id, version, doc FROM jobs WHERE NOT deleted");
-    if let Some(project) = filter.project_id {
-        sql.push(" AND project_id = ").push_bind(project);
+    if let Some(projects) = &filter.projects {
+        sql.push(" AND project_id = ANY(")
+            .push_bind(projects.clone())
+            .push(")");
     }
     if let Some(status) = &filter.status {
         sql.push(" AND status = ").push_bind(status.clone());

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const PEPPER: &str = "test-pepper-0123456789abcdef";
+/// The password test users are created with.
+pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestApp {
     pub base_url: String,
@@ -119,6 +121,65 @@ impl TestApp {
         let project = self.create_project("test project").await;
         let key = self.create_key(Some(project), scopes).await;
         (project, key)
+    }
+
+    /// Creates a user directly through the application service (as `herald users create`
+    /// does); returns its id.
+    pub async fn create_user(&self, email: &str, password: &str, admin: bool) -> Uuid {
+        use herald_domain::role::AccountRole;
+        let role = if admin {
+            AccountRole::Admin
+        } else {
+            AccountRole::Member
+        };
+        let email = herald_domain::user::Email::parse(email).unwrap();
+        let metadata = herald_store::EventMetadata::system("test");
+        herald_api::app::users::register(&self.state, &metadata, email, password.into(), role)
+            .await
+            .expect("create a user")
+            .0
+            .as_uuid()
+    }
+
+    /// Logs in over HTTP; returns the whole answer (access token, user).
+    pub async fn login(&self, email: &str, password: &str) -> Value {
+        let response = self
+            .client
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "login of {email}");
+        response.json().await.unwrap()
+    }
+
+    /// A user with `role` in `project`, logged in; returns the access token.
+    pub async fn member_token(&self, project: Uuid, role: &str) -> String {
+        let email = format!("{role}-{}@example.com", Uuid::new_v4().simple());
+        let user = self.create_user(&email, PASSWORD, false).await;
+        let response = self
+            .request(
+                Method::PUT,
+                &format!("/api/v1/projects/{project}/members/{user}"),
+                &self.admin_key,
+            )
+            .json(&json!({ "role": role }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        self.login(&email, PASSWORD).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// A request authenticated with `Authorization: Bearer <token>` (a user's access token).
+    pub fn as_user(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,185 @@
+//! `Caller`: who is behind a request and what they may do, whether an API key or a logged-in
+//! user. A key holds scopes, within its one project (or every project, for admin keys); an
+//! admin user holds everything; a member holds, in each of its projects, the scopes of its
+//! role there. Handlers ask the same questions of both: `require` (is the scope held at all,
+//! else 403), `can_see` (does the project exist for this caller, else 404) and `require_in`
+//! (is the scope held in that project, else 403).
+
+use std::collections::BTreeMap;
+
+use herald_domain::role::ProjectRole;
+use herald_domain::user::UserState;
+use herald_domain::{KeyId, ProjectId, Scope, Scopes, SessionId, UserId};
+use herald_store::Actor;
+
+use crate::http::problem::ApiError;
+
+/// The authenticated identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Key(KeyId),
+    User { id: UserId, session: SessionId },
+}
+
+#[derive(Debug, Clone)]
+enum Grants {
+    Key {
+        project: Option<ProjectId>,
+        scopes: Scopes,
+    },
+    AdminUser,
+    Member(BTreeMap<ProjectId, ProjectRole>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    grants: Grants,
+    /// The scope the endpoint demanded (set by `AppState::authorize`), checked again per project.
+    demanded: Option<Scope>,
+}
+
+impl Caller {
+    pub fn for_key(id: KeyId, project: Option<ProjectId>, scopes: Scopes) -> Self {
+        Self {
+            principal: Principal::Key(id),
+            grants: Grants::Key { project, scopes },
+            demanded: None,
+        }
+    }
+
+    pub fn for_user(id: UserId, session: SessionId, user: &UserState) -> Self {
+        let grants = if user.is_admin() {
+            Grants::AdminUser
+        } else {
+            Grants::Member(user.projects.clone())
+        };
+        Self {
+            principal: Principal::User { id, session },
+            grants,
+            demanded: None,
+        }
+    }
+
+    /// 403 unless the scope is held (for a member: in at least one project). Remembers the
+    /// scope so `require_in` can check it against a resource's project.
+    pub fn require(&mut self, scope: Scope) -> Result<(), ApiError> {
+        self.demanded = Some(scope);
+        let held = match &self.grants {
+            Grants::Key { scopes, .. } => scopes.allows(scope),
+            Grants::AdminUser => true,
+            Grants::Member(roles) => roles.values().any(|role| role.scopes().allows(scope)),
+        };
+        if held {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(match self.grants {
+            Grants::Key { .. } => format!("this key lacks the `{scope}` scope"),
+            _ => format!("no role of yours allows `{scope}`"),
+        }))
+    }
+
+    /// Whether a resource of `project` exists for this caller (others answer 404).
+    pub fn can_see(&self, project: ProjectId) -> bool {
+        match &self.grants {
+            Grants::Key { project: own, .. } => own.is_none_or(|own| own == project),
+            Grants::AdminUser => true,
+            Grants::Member(roles) => roles.contains_key(&project),
+        }
+    }
+
+    /// 403 unless the demanded scope is held in `project` (which the caller can see).
+    pub fn require_in(&self, project: ProjectId) -> Result<(), ApiError> {
+        let (Grants::Member(roles), Some(scope)) = (&self.grants, self.demanded) else {
+            return Ok(());
+        };
+        match roles.get(&project) {
+            Some(role) if role.scopes().allows(scope) => Ok(()),
+            Some(role) => Err(ApiError::Forbidden(format!(
+                "your `{role}` role in this project does not allow `{scope}`"
+            ))),
+            None => Err(ApiError::Forbidden(format!(
+                "you are not a member of this project (`{scope}` needed)"
+            ))),
+        }
+    }
+
+    /// The scopes held in `project` (`None`: across the installation), or none at all.
+    pub fn scopes_in(&self, project: Option<ProjectId>) -> Option<Scopes> {
+        match (&self.grants, project) {
+            (Grants::Key { scopes, .. }, _) => Some(scopes.clone()),
+            (Grants::AdminUser, _) => Scopes::parse(["admin"]).ok(),
+            (Grants::Member(roles), Some(project)) => roles.get(&project).map(|r| r.scopes()),
+            (Grants::Member(_), None) => None,
+        }
+    }
+
+    /// The role held in `project`, for members.
+    pub fn role_in(&self, project: ProjectId) -> Option<ProjectRole> {
+        match &self.grants {
+            Grants::Member(roles) => roles.get(&project).copied(),
+            _ => None,
+        }
+    }
+
+    /// The one project a key is bound to; `None` for admin keys and for users.
+    pub fn project_id(&self) -> Option<ProjectId> {
+        match &self.grants {
+            Grants::Key { project, .. } => *project,
+            _ => None,
+        }
+    }
+
+    /// The projects whose resources lists may show; `None` means every project.
+    pub fn visible_projects(&self) -> Option<Vec<uuid::Uuid>> {
+        match &self.grants {
+            Grants::Key { project, .. } => project.map(|p| vec![p.as_uuid()]),
+            Grants::AdminUser => None,
+            Grants::Member(roles) => Some(roles.keys().map(|p| p.as_uuid()).collect()),
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        match &self.grants {
+            Grants::Key { scopes, .. } => scopes.allows(Scope::Admin),
+            Grants::AdminUser => true,
+            Grants::Member(_) => false,
+        }
+    }
+
+    /// Members are checked per project; keys and admins are not.
+    pub fn is_member(&self) -> bool {
+        matches!(self.grants, Grants::Member(_))
+    }
+
+    /// The key behind a worker call: leases belong to keys, not to people.
+    pub fn worker(&self) -> Result<KeyId, ApiError> {
+        match &self.principal {
+            Principal::Key(id) => Ok(id.clone()),
+            Principal::User { .. } => Err(ApiError::Forbidden(
+                "worker endpoints take an API key with the `jobs:work` scope".into(),
+            )),
+        }
+    }
+
+    pub fn key_id(&self) -> Option<&KeyId> {
+        match &self.principal {
+            Principal::Key(id) => Some(id),
+            Principal::User { .. } => None,
+        }
+    }
+
+    pub fn user(&self) -> Option<(UserId, SessionId)> {
+        match &self.principal {
+            Principal::User { id, session } => Some((*id, *session)),
+            Principal::Key(_) => None,
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        match &self.principal {
+            Principal::Key(id) => Actor::ApiKey(id.to_string()),
+            Principal::User { id, .. } => Actor::User(id.to_string()),
+        }
+    }
+}
