@@ -59,6 +59,8 @@ async fn run_auth_example(language: &str, program: &str, args: &[&str]) {
     let (_, key) = app
         .project_with_key(&["keys:read", "keys:write", "jobs:read"])
         .await;
+    app.create_user("docs@example.com", crate::support::PASSWORD, false)
+        .await;
     let code = block(
         "docs/AUTHENTICATION.md",
         &format!("### {language}"),
@@ -77,6 +79,8 @@ async fn run_auth_example(language: &str, program: &str, args: &[&str]) {
         .arg(&file)
         .env("BASE", &app.base_url)
         .env("KEY", &key)
+        .env("EMAIL", "docs@example.com")
+        .env("PASSWORD", crate::support::PASSWORD)
         .output()
         .await
         .unwrap_or_else(|e| panic!("{program} must be installed (scripts/test installs it): {e}"));

@@ -241,7 +241,7 @@ pub fn herald_binary() -> std::path::PathBuf {
 }
 
 /// Runs the real binary (asynchronously: the server under test shares this runtime).
-async fn herald(database_url: &str, args: &[&str]) -> std::process::Output {
+pub async fn herald(database_url: &str, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(herald_binary())
         .args(args)
         .env("DATABASE_URL", database_url)

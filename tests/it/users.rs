@@ -396,3 +396,49 @@ async fn keys_and_unknown_tokens_cannot_use_user_endpoints() {
         .unwrap();
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_cli_creates_users_with_a_one_time_or_a_given_password() {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn().await;
+    let generated = crate::projections::herald(
+        &app.database_url,
+        &["users", "create", "--email", "root@example.com", "--admin"],
+    )
+    .await;
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let stdout = String::from_utf8(generated.stdout).unwrap();
+    let password = stdout.trim_end();
+    assert_eq!(stdout.lines().count(), 1, "only the password on stdout: {stdout}");
+    assert!(password.len() >= 20);
+    let login = app.login("root@example.com", password).await;
+    assert_eq!(login["user"]["role"], "admin");
+
+    let mut child = tokio::process::Command::new(crate::projections::herald_binary())
+        .args(["users", "create", "--email", "bo@example.com", "--password-stdin"])
+        .env("DATABASE_URL", &app.database_url)
+        .env("HERALD_API_KEY_PEPPER", crate::support::PEPPER)
+        .env("HERALD_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{PASSWORD}\n").as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert!(output.status.success());
+    let id = String::from_utf8(output.stdout).unwrap();
+    let login = app.login("bo@example.com", PASSWORD).await;
+    assert_eq!(login["user"]["id"], id.trim());
+    assert_eq!(login["user"]["role"], "member");
+
+    let duplicate = crate::projections::herald(
+        &app.database_url,
+        &["users", "create", "--email", "bo@example.com"],
+    )
+    .await;
+    assert!(!duplicate.status.success());
+    assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already exists"));
+}
