@@ -89,6 +89,7 @@ impl Application {
             .context("the listener has no address")?;
         let base_url = format!("http://{addr}");
         let state = Arc::new(AppState::new(pool, config, pepper));
+        crate::auth::passwords::prepare().await;
         Ok(Self {
             acceptor,
             state,

@@ -150,7 +150,7 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_answer() {
     app.create_user("ada@example.com", PASSWORD, false).await;
     let mut bodies = Vec::new();
     let mut times = Vec::new();
-    for email in ["ada@example.com", "nobody@example.com"] {
+    for email in ["nobody@example.com", "ada@example.com"] {
         let started = Instant::now();
         let response = app
             .client
@@ -168,7 +168,7 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_answer() {
     assert_eq!(bodies[0], bodies[1]);
     // Both paths run one argon2id verification; recorded for the report, not asserted on time.
     eprintln!(
-        "wrong password: {:?}, unknown email: {:?}",
+        "unknown email: {:?}, wrong password: {:?}",
         times[0], times[1]
     );
 }
@@ -407,16 +407,30 @@ async fn the_cli_creates_users_with_a_one_time_or_a_given_password() {
         &["users", "create", "--email", "root@example.com", "--admin"],
     )
     .await;
-    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
     let stdout = String::from_utf8(generated.stdout).unwrap();
     let password = stdout.trim_end();
-    assert_eq!(stdout.lines().count(), 1, "only the password on stdout: {stdout}");
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "only the password on stdout: {stdout}"
+    );
     assert!(password.len() >= 20);
     let login = app.login("root@example.com", password).await;
     assert_eq!(login["user"]["role"], "admin");
 
     let mut child = tokio::process::Command::new(crate::projections::herald_binary())
-        .args(["users", "create", "--email", "bo@example.com", "--password-stdin"])
+        .args([
+            "users",
+            "create",
+            "--email",
+            "bo@example.com",
+            "--password-stdin",
+        ])
         .env("DATABASE_URL", &app.database_url)
         .env("HERALD_API_KEY_PEPPER", crate::support::PEPPER)
         .env("HERALD_LOG", "warn")
@@ -425,7 +439,10 @@ async fn the_cli_creates_users_with_a_one_time_or_a_given_password() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(format!("{PASSWORD}\n").as_bytes()).await.unwrap();
+    stdin
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .await
+        .unwrap();
     drop(stdin);
     let output = child.wait_with_output().await.unwrap();
     assert!(output.status.success());
