@@ -16,7 +16,7 @@ use crate::state::AppState;
 
 pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &CancellationToken) {
     let poll = Duration::from_millis(state.config.projections.poll_interval_ms);
-    for projection in herald_projections::read_models() {
+    for projection in state.projections.clone() {
         let wake = state
             .wakeups
             .iter()
@@ -46,6 +46,7 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
             .clone()
             .flush_usage_periodically(state.pool.clone(), cancel.clone()),
     );
+    tracker.spawn(crate::webhooks::dispatcher(state).run(cancel.clone()));
     let interval = Duration::from_millis(state.config.jobs.reconcile_interval_ms);
     tracker.spawn(LeaseReconciler::new(state.clone()).run(interval, cancel.clone()));
 }

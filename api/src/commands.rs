@@ -189,7 +189,7 @@ async fn create_user(
 /// Resets the projection, then replays it here if no server holds it, or waits for the server
 /// that does to catch up.
 async fn rebuild(config: &Config, pool: &sqlx::PgPool, name: &str) -> anyhow::Result<()> {
-    let projection = herald_projections::read_models()
+    let projection = crate::all_projections(Default::default())
         .into_iter()
         .find(|p| p.name() == name)
         .with_context(|| format!("no projection named `{name}`"))?;

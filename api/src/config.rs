@@ -52,6 +52,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub projections: ProjectionsConfig,
     pub auth: AuthConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// A list given either as a TOML array or as one comma-separated string (handy in env vars).
@@ -112,6 +113,52 @@ pub struct AuthConfig {
     pub login_window_seconds: u32,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub retry_schedule: String,
+    pub request_timeout_seconds: u64,
+    pub per_endpoint_concurrency: usize,
+    pub disable_after_seconds: u64,
+    #[serde(deserialize_with = "comma_list")]
+    pub allow_cidrs: Vec<String>,
+    pub https_only: bool,
+    pub poll_interval_ms: u64,
+}
+
+impl WebhooksConfig {
+    /// The retry schedule as delays.
+    pub fn schedule(&self) -> Result<Vec<std::time::Duration>, ConfigError> {
+        let delays: Result<Vec<_>, _> = self
+            .retry_schedule
+            .split(',')
+            .map(|s| s.trim().parse::<u64>().map(std::time::Duration::from_secs))
+            .collect();
+        match delays {
+            Ok(delays) if !delays.is_empty() && delays.len() <= 20 => Ok(delays),
+            _ => Err(ConfigError::Invalid(
+                "webhooks.retry_schedule must be 1-20 comma-separated numbers of seconds".into(),
+            )),
+        }
+    }
+
+    pub fn allow_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.allow_cidrs
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "webhooks.allow_cidrs: `{entry}` is not a CIDR"
+                        ))
+                    })
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid configuration")]
@@ -138,11 +185,26 @@ impl Config {
             None => figment = figment.merge(Toml::file("herald.toml")),
         }
         figment = figment
-            .merge(Env::prefixed("HERALD_").split("__").ignore(&["config"]))
+            .merge(Env::prefixed("HERALD_").split("__").ignore(&[
+                "config",
+                "webhooks_retry_schedule",
+                "webhooks_allow_cidrs",
+            ]))
             .merge(Env::raw().only(&["database_url"]));
-        let config: Config = figment
+        let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        // The webhook settings are also documented under single-underscore names.
+        if let Ok(schedule) = std::env::var("HERALD_WEBHOOKS_RETRY_SCHEDULE") {
+            config.webhooks.retry_schedule = schedule;
+        }
+        if let Ok(cidrs) = std::env::var("HERALD_WEBHOOKS_ALLOW_CIDRS") {
+            config.webhooks.allow_cidrs = cidrs
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
         config.validate()?;
         Ok(config)
     }
@@ -190,6 +252,14 @@ impl Config {
         }
         if self.auth.login_attempts == 0 || self.auth.login_window_seconds == 0 {
             return fail("auth.login_attempts and auth.login_window_seconds must be positive");
+        }
+        self.webhooks.schedule()?;
+        self.webhooks.allow_nets()?;
+        if self.webhooks.request_timeout_seconds == 0
+            || self.webhooks.per_endpoint_concurrency == 0
+            || self.webhooks.poll_interval_ms == 0
+        {
+            return fail("webhooks.request_timeout_seconds, per_endpoint_concurrency and poll_interval_ms must be positive");
         }
         self.trusted_proxy_nets()?;
         let url = self.database_url.expose();

@@ -15,9 +15,24 @@ pub mod reconciler;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod webhooks;
 
 pub use config::Config;
 pub use startup::Application;
+
+use std::sync::Arc;
+
+/// Every projection: the read models, then the webhook projector (which wakes `dispatcher`
+/// after committing deliveries).
+pub fn all_projections(
+    dispatcher: Arc<tokio::sync::Notify>,
+) -> Vec<Arc<dyn herald_projections::Projection>> {
+    let mut all = herald_projections::read_models();
+    all.push(Arc::new(herald_webhooks::projector::WebhookProjector {
+        dispatcher,
+    }));
+    all
+}
 
 /// The OpenAPI document as served at `/openapi.json` and committed as `docs/openapi.json`.
 /// Needs no database: the endpoints are only described, never called.

@@ -7,8 +7,12 @@ use herald_domain::api_key::ApiKey;
 use herald_domain::job::Job;
 use herald_domain::project::Project;
 use herald_domain::user::User;
+use herald_domain::webhook_endpoint::WebhookEndpoint;
 use herald_domain::Scope;
+use herald_projections::Projection;
 use herald_store::{AggregateStore, Announcer, Coalescer, EventMetadata};
+use herald_webhooks::guard::AddressPolicy;
+use herald_webhooks::sender::Sender;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
@@ -29,6 +33,12 @@ pub struct AppState {
     pub projects: AggregateStore<Project>,
     pub keys: AggregateStore<ApiKey>,
     pub users: AggregateStore<User>,
+    pub webhook_endpoints: AggregateStore<WebhookEndpoint>,
+    /// Every projection this process runs: the read models and the webhook projector.
+    pub projections: Vec<Arc<dyn Projection>>,
+    /// Wakes this process's webhook dispatcher (after the projector commits deliveries).
+    pub dispatcher_wake: Arc<Notify>,
+    pub webhook_sender: Arc<Sender>,
     pub verifier: Arc<KeyVerifier>,
     pub users_directory: Arc<UserDirectory>,
     pub login_limiter: LoginLimiter,
@@ -36,7 +46,9 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(pool: PgPool, config: Config, pepper: Vec<u8>) -> Self {
-        let wakeups: Vec<(&'static str, Arc<Notify>)> = herald_projections::read_models()
+        let dispatcher_wake = Arc::new(Notify::new());
+        let projections = crate::all_projections(dispatcher_wake.clone());
+        let wakeups: Vec<(&'static str, Arc<Notify>)> = projections
             .iter()
             .map(|p| (p.name(), Arc::new(Notify::new())))
             .collect();
@@ -52,7 +64,11 @@ impl AppState {
             jobs: AggregateStore::with_announcer(pool.clone(), announcer.clone()),
             projects: AggregateStore::with_announcer(pool.clone(), announcer.clone()),
             keys: AggregateStore::with_announcer(pool.clone(), announcer.clone()),
-            users: AggregateStore::with_announcer(pool.clone(), announcer),
+            users: AggregateStore::with_announcer(pool.clone(), announcer.clone()),
+            webhook_endpoints: AggregateStore::with_announcer(pool.clone(), announcer),
+            projections,
+            dispatcher_wake,
+            webhook_sender: Arc::new(webhook_sender(&config)),
             wakeups,
             announcer: coalescer,
             users_directory: Arc::new(UserDirectory::new(pool.clone(), &pepper)),
@@ -110,6 +126,16 @@ impl AppState {
         caller.require(scope)?;
         Ok(caller)
     }
+}
+
+/// The HTTP client webhooks go out through, guarded by the configured address policy.
+fn webhook_sender(config: &Config) -> Sender {
+    let policy = AddressPolicy {
+        allow: config.webhooks.allow_nets().unwrap_or_default(),
+        https_only: config.webhooks.https_only,
+    };
+    let timeout = Duration::from_secs(config.webhooks.request_timeout_seconds);
+    Sender::new(policy, timeout).expect("the webhook HTTP client builds")
 }
 
 /// Event metadata for a command issued by `caller` during the request in `context`.

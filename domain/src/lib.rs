@@ -13,6 +13,7 @@ pub mod role;
 pub mod scope;
 pub mod user;
 pub mod validation;
+pub mod webhook_endpoint;
 
 pub use ids::{JobId, KeyId, ProjectId, SessionId, UserId};
 pub use scope::{Scope, Scopes};

@@ -128,3 +128,24 @@ pub async fn aggregate_version(
     .fetch_one(executor)
     .await
 }
+
+/// Up to `limit` events with `after < global_position <= until`, in position order (for
+/// replays, which only look at events that committed before they started).
+pub async fn read_range(
+    executor: impl PgExecutor<'_>,
+    after: i64,
+    until: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE global_position > $1 AND global_position <= $2 \
+         ORDER BY global_position LIMIT $3"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(after)
+        .bind(until)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
+}

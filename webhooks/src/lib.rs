@@ -1,5 +1,11 @@
-//! Webhooks (not built yet; see the webhooks issue): the webhook projector that turns events
-//! into delivery rows through the same gap-free catch-up reader as the read models, and the
-//! dispatcher that signs (Standard Webhooks), sends, retries and records attempts. This crate
-//! will not know the API's HTTP routes. It is a member of the workspace today so the layout of
-//! DESIGN §1 is in place.
+//! Webhooks: the webhook projector turns events into delivery rows through the same gap-free
+//! catch-up reader as the read models (in the same transaction as its checkpoint, so no event
+//! is ever missed or sent twice by construction), and the dispatcher signs (Standard Webhooks),
+//! sends, retries and records every attempt. `guard` keeps deliveries away from internal
+//! addresses; `signature` owns the signing scheme. This crate knows nothing of the API's routes.
+
+pub mod dispatcher;
+pub mod guard;
+pub mod projector;
+pub mod sender;
+pub mod signature;

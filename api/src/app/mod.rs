@@ -6,4 +6,6 @@
 pub mod jobs;
 pub mod keys;
 pub mod projects;
+pub mod replay;
 pub mod users;
+pub mod webhooks;

@@ -71,7 +71,10 @@ impl AdminApi {
     )]
     async fn rebuild(&self, auth: Credentials, name: Path<String>) -> ApiResult<RebuildAccepted> {
         self.state.authorize(&auth, Scope::Admin).await?;
-        let projection = herald_projections::read_models()
+        let projection = self
+            .state
+            .projections
+            .clone()
             .into_iter()
             .find(|p| p.name() == name.0)
             .ok_or_else(|| ApiError::NotFound {

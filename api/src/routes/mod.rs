@@ -5,6 +5,7 @@
 mod admin;
 mod api_keys;
 mod auth;
+mod deliveries;
 mod history;
 mod job_models;
 mod jobs;
@@ -13,6 +14,8 @@ mod members;
 mod projects;
 pub mod system;
 mod user_models;
+pub(crate) mod webhook_models;
+mod webhooks;
 mod worker;
 
 use std::sync::Arc;
@@ -35,6 +38,8 @@ pub enum ApiTags {
     Admin,
     /// Users: registration, login, sessions.
     Auth,
+    /// Webhook endpoints, their deliveries, resends and replays.
+    Webhooks,
 }
 
 pub type Apis = (
@@ -45,6 +50,8 @@ pub type Apis = (
     admin::AdminApi,
     auth::AuthApi,
     members::MembersApi,
+    webhooks::WebhooksApi,
+    deliveries::DeliveriesApi,
 );
 
 /// The OpenAPI service with every endpoint. The document names no server, so tools use the
@@ -69,7 +76,13 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         auth::AuthApi {
             state: state.clone(),
         },
-        members::MembersApi { state },
+        members::MembersApi {
+            state: state.clone(),
+        },
+        webhooks::WebhooksApi {
+            state: state.clone(),
+        },
+        deliveries::DeliveriesApi { state },
     );
     OpenApiService::new(apis, "Herald API", env!("CARGO_PKG_VERSION")).description(
         "Submit asynchronous jobs, follow them to their results, and operate Herald. \

@@ -40,6 +40,10 @@ pub trait Projection: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Called after a page that touched this projection has committed (the webhook projector
+    /// wakes the dispatcher here, when its deliveries are visible).
+    fn committed(&self) {}
+
     /// Empties the read model, before a rebuild from the start of the log.
     async fn reset(&self, conn: &mut PgConnection) -> anyhow::Result<()>;
 }

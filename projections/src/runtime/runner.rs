@@ -154,6 +154,9 @@ impl ProjectionRunner {
         }
         checkpoint::advance(&mut tx, self.name(), last, events.len() as i64).await?;
         tx.commit().await?;
+        if !relevant.is_empty() {
+            self.projection.committed();
+        }
         Ok(events.len())
     }
 }

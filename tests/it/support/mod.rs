@@ -3,6 +3,7 @@
 //! that speak HTTP to it like any client would.
 
 pub mod db;
+pub mod receiver;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,11 @@ pub fn test_config(database_url: &str) -> Config {
     config.projections.poll_interval_ms = 200;
     config.jobs.reconcile_interval_ms = 3_600_000; // tests step the reconciler themselves
     config.http.shutdown_grace_seconds = 5;
+    // Webhook tests deliver to a receiver on 127.0.0.1, with quick retries.
+    config.webhooks.allow_cidrs = vec!["127.0.0.1/32".into()];
+    config.webhooks.retry_schedule = "0,1,1,1,1".into();
+    config.webhooks.request_timeout_seconds = 2;
+    config.webhooks.poll_interval_ms = 100;
     config
 }
 

@@ -1,0 +1,141 @@
+//! Request and response bodies of the webhook endpoints. An endpoint's signing secret appears
+//! only in the answers to create and rotate-secret.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use herald_domain::webhook_endpoint::EndpointState;
+use poem_openapi::Object;
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// `POST /webhooks` body.
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookCreate {
+    /// Where deliveries are POSTed (http or https).
+    pub url: String,
+    pub description: Option<String>,
+    /// Event types from `GET /event-types`, or `["*"]` for every type.
+    pub event_types: Vec<String>,
+    /// Extra headers sent with every delivery.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Most deliveries per second to this endpoint (default: no limit).
+    pub rate_limit_per_second: Option<u32>,
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// Required unless the caller is a key bound to one project.
+    pub project_id: Option<Uuid>,
+}
+
+/// `PATCH /webhooks/{id}` body: only the given settings change.
+#[derive(Debug, Default, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookPatch {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub rate_limit_per_second: Option<u32>,
+    /// `true` re-enables a disabled endpoint.
+    pub enabled: Option<bool>,
+}
+
+/// A webhook endpoint.
+#[derive(Debug, Object)]
+pub struct WebhookDto {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub url: String,
+    pub description: Option<String>,
+    pub event_types: Vec<String>,
+    pub headers: BTreeMap<String, String>,
+    pub rate_limit_per_second: Option<u32>,
+    pub enabled: bool,
+    /// Why Herald disabled it, if it did.
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl WebhookDto {
+    pub fn render(id: Uuid, state: &EndpointState) -> Self {
+        let s = &state.settings;
+        Self {
+            id,
+            project_id: state.project_id.as_uuid(),
+            url: s.url.clone(),
+            description: s.description.clone(),
+            event_types: s.event_types.clone(),
+            headers: s.headers.clone(),
+            rate_limit_per_second: s.rate_limit_per_second,
+            enabled: s.enabled,
+            disabled_reason: state.disabled_reason.clone(),
+            created_at: state.created_at,
+            updated_at: state.updated_at,
+        }
+    }
+}
+
+/// An endpoint plus its signing secret, shown once.
+#[derive(Debug, Object)]
+pub struct WebhookWithSecret {
+    #[oai(flatten)]
+    pub endpoint: WebhookDto,
+    /// `whsec_…`: verify signatures with it. It is not shown again.
+    pub secret: String,
+}
+
+#[derive(Debug, Object)]
+pub struct WebhookList {
+    pub data: Vec<WebhookDto>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /webhooks/{id}/rotate-secret` body.
+#[derive(Debug, Default, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// How long the previous secret keeps signing: default 86400, at most 604800.
+    pub grace_period_seconds: Option<i64>,
+}
+
+#[derive(Debug, Object)]
+pub struct NewSecret {
+    pub secret: String,
+    /// Until when the previous secret also signs.
+    pub previous_valid_until: DateTime<Utc>,
+}
+
+/// The answer of a test send or a resend.
+#[derive(Debug, Object)]
+pub struct AttemptDto {
+    pub attempted_at: DateTime<Utc>,
+    pub succeeded: bool,
+    pub status_code: Option<i32>,
+    pub duration_ms: f64,
+    /// `http_status`, `timeout`, `connect`, `refused_address`, ... (absent on success).
+    pub error_class: Option<String>,
+    /// The start of the receiver's answer (at most 20 kB).
+    pub response_body: Option<String>,
+    /// True for resends and tests, false for the dispatcher's attempts.
+    pub manual: bool,
+}
+
+/// One entry of the event catalogue.
+#[derive(Debug, Object)]
+pub struct EventTypeDto {
+    #[oai(rename = "type")]
+    pub event_type: String,
+    /// A payload as a receiver gets it.
+    pub example: serde_json::Value,
+}
+
+#[derive(Debug, Object)]
+pub struct EventTypeList {
+    pub data: Vec<EventTypeDto>,
+}

@@ -1,0 +1,391 @@
+//! The WebhookEndpoint aggregate: where a project wants its events sent, and which ones. Its
+//! signing secrets are not here (secrets never enter an event): they live beside the log, and
+//! the `webhook_endpoint.secret_rotated` event only records that a rotation happened.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::{FieldError, ProjectId};
+
+/// The event catalogue: every type a webhook can subscribe to, as sent.
+pub const EVENT_TYPES: &[&str] = &[
+    "job.queued",
+    "job.started",
+    "job.progress",
+    "job.retrying",
+    "job.succeeded",
+    "job.failed",
+    "job.cancelled",
+    "job.metadata_updated",
+    "job.approved",
+    "job.rejected",
+    "job.expired",
+    "job.deleted",
+    "api_key.created",
+    "api_key.updated",
+    "api_key.rotated",
+    "api_key.revoked",
+    "api_key.expired",
+    "webhook_endpoint.created",
+    "webhook_endpoint.updated",
+    "webhook_endpoint.disabled",
+    "webhook_endpoint.deleted",
+    "project.created",
+    "user.created",
+    "webhook.ping",
+];
+
+/// An endpoint's settings, as created or replaced by an update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointSettings {
+    pub url: String,
+    pub description: Option<String>,
+    /// Event types, or `["*"]` for all.
+    pub event_types: Vec<String>,
+    pub headers: BTreeMap<String, String>,
+    pub rate_limit_per_second: Option<u32>,
+    pub enabled: bool,
+}
+
+impl EndpointSettings {
+    /// Checks the settings a caller gave; the URL's reachability is checked at send time.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let url = self.url.as_str();
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        if !scheme_ok || url.len() > 2000 || url.chars().any(char::is_whitespace) {
+            errors.push(FieldError::new(
+                "url",
+                "must be an http(s) URL of at most 2000 characters",
+            ));
+        }
+        if self.event_types.is_empty() {
+            errors.push(FieldError::new(
+                "event_types",
+                "list the event types, or [\"*\"] for all",
+            ));
+        }
+        for kind in &self.event_types {
+            if kind != "*" && !EVENT_TYPES.contains(&kind.as_str()) {
+                errors.push(FieldError::new(
+                    "event_types",
+                    format!("unknown event type `{kind}` (see GET /api/v1/event-types)"),
+                ));
+            }
+        }
+        if self.headers.len() > 20 {
+            errors.push(FieldError::new("headers", "at most 20 headers"));
+        }
+        for name in self.headers.keys() {
+            let reserved = name.to_ascii_lowercase().starts_with("webhook-")
+                || ["host", "content-length", "content-type"]
+                    .contains(&name.to_ascii_lowercase().as_str());
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if reserved || !token {
+                errors.push(FieldError::new(
+                    format!("headers.{name}"),
+                    "not a header Herald lets you set",
+                ));
+            }
+        }
+        if self.rate_limit_per_second == Some(0) {
+            errors.push(FieldError::new("rate_limit_per_second", "must be positive"));
+        }
+        errors
+    }
+
+    /// Whether an event of `kind` goes to this endpoint.
+    pub fn wants(&self, kind: &str) -> bool {
+        self.event_types.iter().any(|t| t == "*" || t == kind)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EndpointCommand {
+    Create {
+        project_id: ProjectId,
+        settings: EndpointSettings,
+        now: DateTime<Utc>,
+    },
+    Update {
+        settings: EndpointSettings,
+        now: DateTime<Utc>,
+    },
+    Disable {
+        reason: String,
+        now: DateTime<Utc>,
+    },
+    RecordSecretRotation {
+        previous_valid_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    Delete {
+        now: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum EndpointEvent {
+    #[serde(rename = "webhook_endpoint.created")]
+    Created {
+        project_id: ProjectId,
+        #[serde(flatten)]
+        settings: EndpointSettings,
+        at: DateTime<Utc>,
+    },
+    #[serde(rename = "webhook_endpoint.updated")]
+    Updated {
+        #[serde(flatten)]
+        settings: EndpointSettings,
+        at: DateTime<Utc>,
+    },
+    #[serde(rename = "webhook_endpoint.disabled")]
+    Disabled { reason: String, at: DateTime<Utc> },
+    #[serde(rename = "webhook_endpoint.secret_rotated")]
+    SecretRotated {
+        previous_valid_until: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    #[serde(rename = "webhook_endpoint.deleted")]
+    Deleted { at: DateTime<Utc> },
+}
+
+impl DomainEvent for EndpointEvent {
+    fn event_type(&self) -> String {
+        match self {
+            EndpointEvent::Created { .. } => "webhook_endpoint.created",
+            EndpointEvent::Updated { .. } => "webhook_endpoint.updated",
+            EndpointEvent::Disabled { .. } => "webhook_endpoint.disabled",
+            EndpointEvent::SecretRotated { .. } => "webhook_endpoint.secret_rotated",
+            EndpointEvent::Deleted { .. } => "webhook_endpoint.deleted",
+        }
+        .into()
+    }
+    fn event_version(&self) -> String {
+        "1".into()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("webhook endpoint already exists")]
+    AlreadyExists,
+    #[error("webhook endpoint not found")]
+    NotFound,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointState {
+    pub project_id: ProjectId,
+    pub settings: EndpointSettings,
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WebhookEndpoint {
+    state: Option<EndpointState>,
+    deleted: bool,
+}
+
+impl WebhookEndpoint {
+    /// The endpoint, unless it does not exist or was deleted.
+    pub fn state(&self) -> Option<&EndpointState> {
+        self.state.as_ref().filter(|_| !self.deleted)
+    }
+
+    pub fn decide(&self, command: EndpointCommand) -> Result<Vec<EndpointEvent>, EndpointError> {
+        if let EndpointCommand::Create {
+            project_id,
+            settings,
+            now,
+        } = command
+        {
+            if self.state.is_some() {
+                return Err(EndpointError::AlreadyExists);
+            }
+            return Ok(vec![EndpointEvent::Created {
+                project_id,
+                settings,
+                at: now,
+            }]);
+        }
+        let state = self.state().ok_or(EndpointError::NotFound)?;
+        Ok(match command {
+            EndpointCommand::Create { .. } => unreachable!("handled above"),
+            EndpointCommand::Update { settings, .. } if settings == state.settings => vec![],
+            EndpointCommand::Update { settings, now } => {
+                vec![EndpointEvent::Updated { settings, at: now }]
+            }
+            EndpointCommand::Disable { .. } if !state.settings.enabled => vec![],
+            EndpointCommand::Disable { reason, now } => {
+                vec![EndpointEvent::Disabled { reason, at: now }]
+            }
+            EndpointCommand::RecordSecretRotation {
+                previous_valid_until,
+                now,
+            } => {
+                vec![EndpointEvent::SecretRotated {
+                    previous_valid_until,
+                    at: now,
+                }]
+            }
+            EndpointCommand::Delete { now } => vec![EndpointEvent::Deleted { at: now }],
+        })
+    }
+}
+
+impl Aggregate for WebhookEndpoint {
+    const TYPE: &'static str = "webhook_endpoint";
+    type Command = EndpointCommand;
+    type Event = EndpointEvent;
+    type Error = EndpointError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            EndpointEvent::Created {
+                project_id,
+                settings,
+                at,
+            } => {
+                self.state = Some(EndpointState {
+                    project_id,
+                    settings,
+                    disabled_reason: None,
+                    created_at: at,
+                    updated_at: at,
+                })
+            }
+            EndpointEvent::Updated { settings, at } => {
+                if let Some(state) = &mut self.state {
+                    if settings.enabled {
+                        state.disabled_reason = None;
+                    }
+                    state.settings = settings;
+                    state.updated_at = at;
+                }
+            }
+            EndpointEvent::Disabled { reason, at } => {
+                if let Some(state) = &mut self.state {
+                    state.settings.enabled = false;
+                    state.disabled_reason = Some(reason);
+                    state.updated_at = at;
+                }
+            }
+            EndpointEvent::SecretRotated { at, .. } => {
+                if let Some(state) = &mut self.state {
+                    state.updated_at = at;
+                }
+            }
+            EndpointEvent::Deleted { .. } => self.deleted = true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use cqrs_es::test::TestFramework;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()
+    }
+
+    fn settings() -> EndpointSettings {
+        EndpointSettings {
+            url: "https://hooks.example.com/herald".into(),
+            description: None,
+            event_types: vec!["job.succeeded".into()],
+            headers: BTreeMap::new(),
+            rate_limit_per_second: None,
+            enabled: true,
+        }
+    }
+
+    fn created() -> EndpointEvent {
+        EndpointEvent::Created {
+            project_id: ProjectId::from_uuid(uuid::Uuid::from_u128(1)),
+            settings: settings(),
+            at: t(0),
+        }
+    }
+
+    #[test]
+    fn settings_are_validated_and_filters_match() {
+        assert!(settings().validate().is_empty());
+        let mut bad = settings();
+        bad.url = "ftp://x".into();
+        bad.event_types = vec!["job.exploded".into()];
+        bad.headers.insert("webhook-id".into(), "x".into());
+        assert_eq!(bad.validate().len(), 3);
+        assert!(settings().wants("job.succeeded") && !settings().wants("job.failed"));
+        let mut all = settings();
+        all.event_types = vec!["*".into()];
+        assert!(all.wants("webhook_endpoint.disabled"));
+    }
+
+    #[test]
+    fn disabling_twice_changes_nothing_and_a_deleted_endpoint_is_gone() {
+        let disabled = EndpointEvent::Disabled {
+            reason: "gone".into(),
+            at: t(1),
+        };
+        TestFramework::<WebhookEndpoint>::with(())
+            .given(vec![created(), disabled.clone()])
+            .when(EndpointCommand::Disable {
+                reason: "again".into(),
+                now: t(2),
+            })
+            .then_expect_events(vec![]);
+        TestFramework::<WebhookEndpoint>::with(())
+            .given(vec![created(), EndpointEvent::Deleted { at: t(1) }])
+            .when(EndpointCommand::Update {
+                settings: settings(),
+                now: t(2),
+            })
+            .then_expect_error(EndpointError::NotFound);
+    }
+
+    #[test]
+    fn re_enabling_clears_the_reason() {
+        let mut endpoint = WebhookEndpoint::default();
+        endpoint.apply(created());
+        endpoint.apply(EndpointEvent::Disabled {
+            reason: "410".into(),
+            at: t(1),
+        });
+        assert_eq!(
+            endpoint.state().unwrap().disabled_reason.as_deref(),
+            Some("410")
+        );
+        endpoint.apply(EndpointEvent::Updated {
+            settings: settings(),
+            at: t(2),
+        });
+        assert!(endpoint.state().unwrap().settings.enabled);
+        assert!(endpoint.state().unwrap().disabled_reason.is_none());
+    }
+}

@@ -1,0 +1,355 @@
+//! The dispatcher: claims due deliveries with `FOR UPDATE SKIP LOCKED` and a lease longer than
+//! the request timeout (so no two replicas send one delivery at once), sends each, records the
+//! attempt, and schedules the next one in PostgreSQL (`next_attempt_at`), never only in memory:
+//! a delivery whose sender died is claimed again when its lease runs out. Endpoints already at
+//! their concurrency cap are left out of a claim, so one slow receiver never fills the
+//! dispatcher; an endpoint's `rate_limit_per_second` defers its deliveries without using an
+//! attempt. A `410 Gone` disables the endpoint, as does failing for longer than the configured
+//! period with its retries exhausted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use herald_domain::webhook_endpoint::{EndpointCommand, EndpointSettings, WebhookEndpoint};
+use herald_store::{AggregateStore, EventMetadata};
+use rand::Rng;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::sender::{Message, Outcome, Sender};
+use crate::signature::SigningSecret;
+
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// Delay before each attempt: the first is usually 0 (at once).
+    pub schedule: Vec<Duration>,
+    pub request_timeout: Duration,
+    pub per_endpoint_concurrency: usize,
+    pub poll_interval: Duration,
+    /// An endpoint failing this long, with a delivery's retries exhausted, is disabled.
+    pub disable_after: Duration,
+}
+
+/// A claimed delivery.
+#[derive(sqlx::FromRow)]
+struct Due {
+    id: Uuid,
+    endpoint_id: Uuid,
+    webhook_id: String,
+    payload: Value,
+    attempts: i32,
+}
+
+pub struct Dispatcher {
+    pool: PgPool,
+    sender: Arc<Sender>,
+    config: DispatchConfig,
+    wake: Arc<Notify>,
+    endpoints: AggregateStore<WebhookEndpoint>,
+    in_flight: Mutex<HashMap<Uuid, usize>>,
+    /// Per endpoint: the second and the sends made in it (the `rate_limit_per_second` gate).
+    sent_this_second: Mutex<HashMap<Uuid, (i64, u32)>>,
+}
+
+/// Loads the secrets that sign now (the current one and any still in a rotation's grace).
+pub async fn active_secrets(pool: &PgPool, endpoint: Uuid) -> sqlx::Result<Vec<SigningSecret>> {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT secret FROM webhook_secrets WHERE endpoint_id = $1 AND (expires_at IS NULL OR expires_at > now()) ORDER BY id DESC",
+    )
+    .bind(endpoint)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|s| SigningSecret::parse(s))
+        .collect())
+}
+
+impl Dispatcher {
+    pub fn new(
+        pool: PgPool,
+        sender: Arc<Sender>,
+        config: DispatchConfig,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            endpoints: AggregateStore::new(pool.clone()),
+            pool,
+            sender,
+            config,
+            wake,
+            in_flight: Mutex::new(HashMap::new()),
+            sent_this_second: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lease(&self) -> Duration {
+        self.config.request_timeout * 2 + Duration::from_secs(5)
+    }
+
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let tasks = TaskTracker::new();
+        while !cancel.is_cancelled() {
+            let claimed = match self.claim(64).await {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::warn!(%error, "could not claim webhook deliveries");
+                    Vec::new()
+                }
+            };
+            let idle = claimed.is_empty();
+            for due in claimed {
+                let this = self.clone();
+                *self
+                    .in_flight
+                    .lock()
+                    .expect("lock")
+                    .entry(due.endpoint_id)
+                    .or_default() += 1;
+                tasks.spawn(async move {
+                    let endpoint = due.endpoint_id;
+                    if let Err(error) = this.deliver(due).await {
+                        tracing::warn!(%error, "a webhook delivery could not be recorded");
+                    }
+                    let mut in_flight = this.in_flight.lock().expect("lock");
+                    if let Some(n) = in_flight.get_mut(&endpoint) {
+                        *n -= 1;
+                        if *n == 0 {
+                            in_flight.remove(&endpoint);
+                        }
+                    }
+                    drop(in_flight);
+                    this.wake.notify_one();
+                });
+            }
+            if idle {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                }
+            }
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    /// Leases up to `limit` due deliveries of endpoints below their concurrency cap.
+    async fn claim(&self, limit: i64) -> sqlx::Result<Vec<Due>> {
+        let saturated: Vec<Uuid> = self
+            .in_flight
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, n)| **n >= self.config.per_endpoint_concurrency)
+            .map(|(id, _)| *id)
+            .collect();
+        sqlx::query_as(
+            "UPDATE webhook_deliveries d SET leased_until = now() + make_interval(secs => $2), updated_at = now() \
+               FROM (SELECT id FROM webhook_deliveries \
+                      WHERE status = 'pending' AND next_attempt_at <= now() \
+                        AND (leased_until IS NULL OR leased_until < now()) AND endpoint_id <> ALL($3) \
+                      ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due \
+              WHERE d.id = due.id \
+          RETURNING d.id, d.endpoint_id, d.webhook_id, d.payload, d.attempts",
+        )
+        .bind(limit)
+        .bind(self.lease().as_secs_f64())
+        .bind(saturated)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Whether the endpoint's per-second budget allows one more send now.
+    fn take_rate_slot(&self, endpoint: Uuid, limit: Option<u32>) -> bool {
+        let Some(limit) = limit else { return true };
+        let second = Utc::now().timestamp();
+        let mut sent = self.sent_this_second.lock().expect("lock");
+        let entry = sent.entry(endpoint).or_insert((second, 0));
+        if entry.0 != second {
+            *entry = (second, 0);
+        }
+        if entry.1 >= limit {
+            return false;
+        }
+        entry.1 += 1;
+        true
+    }
+
+    async fn deliver(&self, due: Due) -> anyhow::Result<()> {
+        let endpoint: Option<(sqlx::types::Json<EndpointSettings>, bool)> = sqlx::query_as(
+            "SELECT doc, enabled AND NOT deleted FROM webhook_endpoints WHERE id = $1",
+        )
+        .bind(due.endpoint_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((settings, true)) = endpoint else {
+            // Disabled or deleted since the delivery was recorded: it is not sent (a replay
+            // after re-enabling sends it).
+            return self
+                .finish(&due, "failed", None, Some("endpoint disabled"), None)
+                .await;
+        };
+        if !self.take_rate_slot(due.endpoint_id, settings.rate_limit_per_second) {
+            sqlx::query("UPDATE webhook_deliveries SET leased_until = NULL, next_attempt_at = now() + interval '1 second' WHERE id = $1")
+                .bind(due.id)
+                .execute(&self.pool)
+                .await?;
+            return Ok(());
+        }
+        let secrets = active_secrets(&self.pool, due.endpoint_id).await?;
+        let body = serde_json::to_vec(&due.payload)?;
+        let outcome = self
+            .sender
+            .send(Message {
+                url: &settings.url,
+                webhook_id: &due.webhook_id,
+                body: &body,
+                secrets: &secrets,
+                headers: &settings.headers,
+            })
+            .await;
+        record_attempt(&self.pool, due.id, &outcome, false).await?;
+        let attempts = due.attempts + 1;
+        if outcome.succeeded() {
+            return self
+                .finish(&due, "succeeded", outcome.status, None, Some(attempts))
+                .await;
+        }
+        let error = outcome.error_class.as_deref();
+        if outcome.status == Some(410) {
+            self.disable(due.endpoint_id, "the receiver answered 410 Gone")
+                .await;
+            return self
+                .finish(&due, "failed", outcome.status, error, Some(attempts))
+                .await;
+        }
+        match self.next_delay(attempts as usize, &outcome) {
+            Some(delay) => {
+                let at = Utc::now() + chrono::Duration::from_std(delay)?;
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET attempts = $2, next_attempt_at = $3, leased_until = NULL, \
+                       last_status = $4, last_error = $5, updated_at = now() WHERE id = $1",
+                )
+                .bind(due.id)
+                .bind(attempts)
+                .bind(at)
+                .bind(outcome.status.map(i32::from))
+                .bind(error)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+            None => {
+                self.finish(&due, "failed", outcome.status, error, Some(attempts))
+                    .await?;
+                self.disable_if_failing_too_long(due.endpoint_id).await
+            }
+        }
+    }
+
+    /// The wait before the next attempt, or `None` when the schedule is used up: the
+    /// schedule's delay with ±20 % jitter, at least 60 s after a timeout or a 429, and a
+    /// receiver's `Retry-After` honoured up to a day.
+    pub fn next_delay(&self, attempts_made: usize, outcome: &Outcome) -> Option<Duration> {
+        let base = *self.config.schedule.get(attempts_made)?;
+        let jitter = rand::thread_rng().gen_range(0.8..=1.2);
+        let mut delay = base.mul_f64(jitter);
+        if outcome.error_class.as_deref() == Some("timeout") || outcome.status == Some(429) {
+            delay = delay.max(Duration::from_secs(60));
+        }
+        if let Some(asked) = outcome.retry_after {
+            delay = delay.max(asked.min(Duration::from_secs(86_400)));
+        }
+        Some(delay)
+    }
+
+    async fn finish(
+        &self,
+        due: &Due,
+        status: &str,
+        code: Option<u16>,
+        error: Option<&str>,
+        attempts: Option<i32>,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = $2, leased_until = NULL, last_status = coalesce($3, last_status), \
+               last_error = $4, attempts = coalesce($5, attempts), updated_at = now() WHERE id = $1",
+        )
+        .bind(due.id)
+        .bind(status)
+        .bind(code.map(i32::from))
+        .bind(error)
+        .bind(attempts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn disable_if_failing_too_long(&self, endpoint: Uuid) -> anyhow::Result<()> {
+        let last_success: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT max(a.attempted_at) FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id \
+              WHERE d.endpoint_id = $1 AND a.error_class IS NULL",
+        )
+        .bind(endpoint)
+        .fetch_one(&self.pool)
+        .await?;
+        let created: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT created_at FROM webhook_endpoints WHERE id = $1")
+                .bind(endpoint)
+                .fetch_optional(&self.pool)
+                .await?;
+        let since = last_success.or(created).unwrap_or_else(Utc::now);
+        if Utc::now() - since > chrono::Duration::from_std(self.config.disable_after)? {
+            self.disable(
+                endpoint,
+                "deliveries kept failing and their retries are exhausted",
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn disable(&self, endpoint: Uuid, reason: &str) {
+        let command = EndpointCommand::Disable {
+            reason: reason.to_owned(),
+            now: Utc::now(),
+        };
+        let metadata = EventMetadata::system("webhook-dispatcher");
+        if let Err(error) = self
+            .endpoints
+            .execute(&endpoint.to_string(), command, &metadata, true)
+            .await
+        {
+            tracing::warn!(%endpoint, error = %error, "could not disable a webhook endpoint");
+        }
+    }
+}
+
+/// Stores one attempt (the response body is already cut to 20 kB).
+pub async fn record_attempt(
+    pool: &PgPool,
+    delivery: Uuid,
+    outcome: &Outcome,
+    manual: bool,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO webhook_attempts (delivery_id, attempted_at, duration_ms, status_code, error_class, response_body, manual) \
+         VALUES ($1, now(), $2, $3, $4, $5, $6)",
+    )
+    .bind(delivery)
+    .bind(outcome.duration.as_secs_f64() * 1000.0)
+    .bind(outcome.status.map(i32::from))
+    .bind(&outcome.error_class)
+    .bind(&outcome.body)
+    .bind(manual)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

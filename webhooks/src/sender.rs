@@ -1,0 +1,162 @@
+//! Sending one message: sign it with every active secret, POST it through the guarded client
+//! (no redirects, a timeout), and describe what came back. Used by the dispatcher and by
+//! `POST /webhooks/{id}/test`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+
+use crate::guard::AddressPolicy;
+use crate::signature::{signature_header, SigningSecret};
+
+/// Longest response body kept with an attempt.
+pub const RESPONSE_BODY_LIMIT: usize = 20 * 1024;
+
+pub struct Sender {
+    client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+}
+
+/// One message to send.
+pub struct Message<'a> {
+    pub url: &'a str,
+    pub webhook_id: &'a str,
+    pub body: &'a [u8],
+    pub secrets: &'a [SigningSecret],
+    pub headers: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// What happened to one attempt.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: Option<u16>,
+    pub duration: Duration,
+    /// `None` on a 2xx; otherwise `http_status`, `timeout`, `connect`, `refused_address`, ...
+    pub error_class: Option<String>,
+    pub body: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        self.error_class.is_none()
+    }
+}
+
+impl Sender {
+    pub fn new(policy: AddressPolicy, timeout: Duration) -> anyhow::Result<Self> {
+        let policy = Arc::new(policy);
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .dns_resolver(policy.resolver())
+            .no_proxy()
+            .pool_max_idle_per_host(16)
+            .build()?;
+        Ok(Self { client, policy })
+    }
+
+    pub async fn send(&self, message: Message<'_>) -> Outcome {
+        let started = Instant::now();
+        let refused = |class: &str, detail: String| Outcome {
+            status: None,
+            duration: started.elapsed(),
+            error_class: Some(class.to_owned()),
+            body: Some(detail),
+            retry_after: None,
+        };
+        let url = match reqwest::Url::parse(message.url) {
+            Ok(url) => url,
+            Err(e) => return refused("invalid_url", e.to_string()),
+        };
+        if let Err(refusal) = self.policy.check_url(&url) {
+            return refused("refused_address", refusal.to_string());
+        }
+        let timestamp = chrono::Utc::now().timestamp();
+        let mut headers = HeaderMap::new();
+        for (name, value) in message.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value.as_str()),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+        let signature =
+            signature_header(message.secrets, message.webhook_id, timestamp, message.body);
+        let request = self
+            .client
+            .post(url)
+            .headers(headers)
+            .header(CONTENT_TYPE, "application/json")
+            .header(
+                USER_AGENT,
+                concat!("Herald-Webhooks/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("webhook-id", message.webhook_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(message.body.to_vec());
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                let class = if error.is_timeout() {
+                    "timeout"
+                } else if error.is_connect() {
+                    if format!("{error:?}").contains("NoAllowedAddress") {
+                        "refused_address"
+                    } else {
+                        "connect"
+                    }
+                } else {
+                    "request"
+                };
+                return refused(class, error.to_string());
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let (body, timed_out) = read_limited(response).await;
+        Outcome {
+            status: Some(status.as_u16()),
+            duration: started.elapsed(),
+            error_class: if timed_out {
+                Some("timeout".into())
+            } else if status.is_success() {
+                None
+            } else {
+                Some("http_status".into())
+            },
+            body: Some(body),
+            retry_after,
+        }
+    }
+}
+
+/// Reads at most `RESPONSE_BODY_LIMIT` bytes of the body (the rest is dropped unread).
+async fn read_limited(response: reqwest::Response) -> (String, bool) {
+    let mut stream = response.bytes_stream();
+    let mut kept = Vec::new();
+    while kept.len() < RESPONSE_BODY_LIMIT {
+        match stream.next().await {
+            Some(Ok(chunk)) => kept.extend_from_slice(&chunk),
+            Some(Err(error)) => {
+                return (
+                    String::from_utf8_lossy(&kept).into_owned(),
+                    error.is_timeout(),
+                )
+            }
+            None => break,
+        }
+    }
+    kept.truncate(RESPONSE_BODY_LIMIT);
+    (String::from_utf8_lossy(&kept).into_owned(), false)
+}
