@@ -14,3 +14,4 @@ mod roles;
 mod security;
 mod security_edge;
 mod users;
+mod webhooks;

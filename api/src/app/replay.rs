@@ -97,7 +97,12 @@ pub async fn start(
     let replay = get(&state.pool, endpoint_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("replay"))?;
+    let (_, version) = state
+        .webhook_endpoints
+        .load(&endpoint_id.to_string())
+        .await?;
     tokio::spawn(async move {
+        caught_up(&state.pool, endpoint_id, version as i64).await;
         let outcome = run(
             &state,
             id,
@@ -125,6 +130,24 @@ pub async fn start(
         state.dispatcher_wake.notify_one();
     });
     Ok(replay)
+}
+
+/// Waits (up to ten seconds) until the projector's copy of the endpoint has seen `version`, so
+/// the dispatcher does not find the endpoint disabled when it was just re-enabled.
+async fn caught_up(pool: &PgPool, endpoint: Uuid, version: i64) {
+    for _ in 0..1000 {
+        let seen: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM webhook_endpoints WHERE id = $1")
+                .bind(endpoint)
+                .fetch_optional(pool)
+                .await
+                .ok()
+                .flatten();
+        if seen.is_some_and(|seen| seen >= version) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
