@@ -43,7 +43,15 @@ async fn slow_append(database_url: String, project: ProjectId, hold: Duration) -
 
 async fn read_models(app: &TestApp) -> Vec<String> {
     let mut out = Vec::new();
-    for table in ["jobs", "projects", "api_keys", "users", "project_members"] {
+    for table in [
+        "jobs",
+        "projects",
+        "api_keys",
+        "users",
+        "project_members",
+        "webhook_endpoints",
+        "webhook_event_projects",
+    ] {
         let rows: Vec<String> = sqlx::query_scalar(&format!(
             "SELECT row_to_json(t)::text FROM {table} t ORDER BY 1"
         ))
@@ -110,7 +118,10 @@ async fn every_projection_sees_every_event_exactly_once_under_concurrent_slow_wr
             .fetch_all(&app.pool)
             .await
             .unwrap();
-    assert_eq!(checkpoints.len(), herald_projections::read_models().len());
+    assert_eq!(
+        checkpoints.len(),
+        herald_api::all_projections(Default::default()).len()
+    );
     for (name, applied) in checkpoints {
         assert_eq!(applied, total, "projection {name} read each event once");
     }
@@ -146,8 +157,10 @@ async fn rebuilding_every_read_model_from_the_log_gives_identical_rows() {
                 .await;
         }
     }
-    // A user with a role, so the users read model and its membership table have rows.
+    // A user with a role, so the users read model and its membership table have rows, and a
+    // webhook endpoint (on a closed local port) so the projector's tables do.
     app.member_token(project, "editor").await;
+    crate::webhooks::endpoint(&app, project, "http://127.0.0.1:9/hook", &["*"]).await;
     let leased = app.lease(&worker, json!({})).await.unwrap();
     let id = leased["id"].as_str().unwrap();
     app.post(
@@ -158,8 +171,13 @@ async fn rebuilding_every_read_model_from_the_log_gives_identical_rows() {
     .await;
     app.wait_for_projections().await;
     let before = read_models(&app).await;
+    let delivered_before: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(delivered_before > 0);
 
-    for name in ["jobs", "projects", "api_keys", "users"] {
+    for name in ["jobs", "projects", "api_keys", "users", "webhooks"] {
         let response = app
             .post(
                 &format!("/api/v1/admin/projections/{name}/rebuild"),
@@ -171,6 +189,14 @@ async fn rebuilding_every_read_model_from_the_log_gives_identical_rows() {
     }
     app.wait_for_projections().await;
     assert_eq!(read_models(&app).await, before);
+    let deliveries: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        deliveries, delivered_before,
+        "a rebuild recorded deliveries again"
+    );
 
     let listing: Value = app
         .get("/api/v1/admin/projections", &app.admin_key)
@@ -184,7 +210,7 @@ async fn rebuilding_every_read_model_from_the_log_gives_identical_rows() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["api_keys", "jobs", "projects", "users"]);
+    assert_eq!(names, ["api_keys", "jobs", "projects", "users", "webhooks"]);
     assert!(listing["data"]
         .as_array()
         .unwrap()

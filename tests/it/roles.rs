@@ -82,6 +82,12 @@ async fn path_for(app: &TestApp, project: Uuid, row: &Row) -> String {
         let id = key.split('_').nth(2).unwrap().to_owned();
         path = path.replace("{key}", &id);
     }
+    if path.contains("{webhook}") {
+        let (id, _) =
+            crate::webhooks::endpoint(app, project, "http://127.0.0.1:9/hook", &["webhook.ping"])
+                .await;
+        path = path.replace("{webhook}", &id.to_string());
+    }
     if path.contains("{user}") {
         let user = app
             .create_user(
@@ -125,6 +131,11 @@ fn body_for(row: &Row, project: Uuid) -> Option<Value> {
         ("POST", "rotate") => json!({"grace_period_seconds": 60}),
         ("PUT", "{user}") => json!({"role": "editor"}),
         ("POST", "projects") => json!({"name": "made by a role"}),
+        ("POST", "webhooks") => {
+            json!({"url": "http://127.0.0.1:9/hook", "event_types": ["webhook.ping"], "project_id": project})
+        }
+        ("PATCH", "{webhook}") => json!({"description": "changed by a role"}),
+        ("POST", "replay") => json!({"from_position": 0}),
         ("POST", _) => json!({}),
         _ => return None,
     };

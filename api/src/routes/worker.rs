@@ -67,6 +67,7 @@ impl WorkerApi {
         body: JsonBody<LeaseRequest>,
     ) -> ApiResult<LeaseResponse> {
         let caller = self.state.authorize(&auth, Scope::JobsWork).await?;
+        let worker = caller.worker()?;
         let lease = self.lease_length(body.0.lease_seconds)?;
         let candidates = herald_projections::jobs::lease_candidates(
             &self.state.pool,
@@ -78,7 +79,7 @@ impl WorkerApi {
         let metadata = metadata(&caller, context);
         for id in candidates {
             let command = JobCommand::Lease {
-                worker: caller.worker()?,
+                worker: worker.clone(),
                 lease,
                 now: Utc::now(),
             };

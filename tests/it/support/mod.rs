@@ -242,7 +242,8 @@ impl TestApp {
             let statuses = herald_projections::runtime::status(&self.pool)
                 .await
                 .unwrap();
-            if statuses.len() >= 3 && statuses.iter().all(|s| s.lag == 0) {
+            if statuses.len() >= self.state.projections.len() && statuses.iter().all(|s| s.lag == 0)
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
