@@ -222,7 +222,7 @@ async fn a_rotated_key_keeps_working_until_its_grace_period_ends() {
 }
 
 /// A free local port (bound and released).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -468,3 +468,62 @@ async fn bad_endpoints_are_refused_and_other_projects_endpoints_are_invisible() 
         .iter()
         .any(|t| t["type"] == "job.succeeded" && t["example"]["type"] == "job.succeeded"));
 }
+
+/// Starts `herald serve` as its own process on `database_url`; returns it and its base URL.
+async fn serve(database_url: &str) -> (tokio::process::Child, String) {
+    let port = crate::api_keys::free_port();
+    let child = tokio::process::Command::new(crate::projections::herald_binary())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", database_url)
+        .env("HERALD_API_KEY_PEPPER", crate::support::PEPPER)
+        .env("HERALD_LOG", "warn")
+        .env("HERALD_WEBHOOKS_ALLOW_CIDRS", "127.0.0.1/32")
+        .env("HERALD_WEBHOOKS_RETRY_SCHEDULE", "0,1,1,1,1,1")
+        .env("HERALD_WEBHOOKS__REQUEST_TIMEOUT_SECONDS", "2")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/ready")).await.is_ok_and(|r| r.status().is_success()) {
+            return (child, base);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("herald serve did not come up");
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_delivery_delivers_after_a_restart() {
+    let url = crate::support::db::fresh_database().await;
+    let admin = crate::projections::herald(&url, &["keys", "create", "--name", "admin", "--scopes", "admin"]).await;
+    let admin = String::from_utf8(admin.stdout).unwrap().trim().to_owned();
+    let receiver = Receiver::start().await;
+    receiver.behaviour.delay_ms.store(30_000, Ordering::SeqCst);
+    let (mut first, base) = serve(&url).await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| client.post(format!("{base}{path}")).header("X-API-Key", &admin).json(&body).send();
+    let project: Value = post("/api/v1/projects", json!({"name": "p"})).await.unwrap().json().await.unwrap();
+    let project = project["id"].as_str().unwrap().to_owned();
+    let created = post("/api/v1/webhooks", json!({"url": receiver.url, "event_types": ["job.queued"], "project_id": project})).await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let job: Value = post("/api/v1/jobs", json!({"kind": "k", "project_id": project})).await.unwrap().json().await.unwrap();
+
+    // The first server has sent the delivery and waits for the (slow) receiver: kill it.
+    for _ in 0..100 {
+        if receiver.behaviour.calls.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(receiver.behaviour.calls.load(Ordering::SeqCst), 1, "the delivery was not attempted");
+    first.kill().await.unwrap();
+    receiver.behaviour.delay_ms.store(0, Ordering::SeqCst);
+
+    // A new server picks the delivery up once its lease (twice the timeout plus 5 s) ends.
+    let (mut second, _) = serve(&url).await;
+    let got = receiver.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1, "the delivery was lost with the killed server");
+    assert_eq!(got[0].json()["data"]["job_id"], job["id"]);
+    second.kill().await.unwrap();
+}

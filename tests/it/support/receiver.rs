@@ -29,7 +29,9 @@ pub struct Behaviour {
     pub status: AtomicU16,
     /// When set, every other request fails with 500 (starting with the first).
     pub flaky: std::sync::atomic::AtomicBool,
-    calls: AtomicU64,
+    /// Milliseconds to wait before answering.
+    pub delay_ms: AtomicU64,
+    pub calls: AtomicU64,
 }
 
 pub struct Receiver {
@@ -53,6 +55,10 @@ async fn receive(
     };
     let (received, behaviour) = state;
     let call = behaviour.calls.fetch_add(1, Ordering::SeqCst);
+    let delay = behaviour.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let fixed = behaviour.status.load(Ordering::SeqCst);
     let status = if fixed != 0 {
         fixed
