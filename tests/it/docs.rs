@@ -9,7 +9,7 @@ fn bash_block(file: &str, heading: &str) -> String {
 }
 
 /// The first ```<language> block after `heading` in a markdown file of the repository.
-fn block(file: &str, heading: &str, language: &str) -> String {
+pub fn block(file: &str, heading: &str, language: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(file);

@@ -14,4 +14,6 @@ mod roles;
 mod security;
 mod security_edge;
 mod users;
+mod verify_example;
+mod webhook_docs;
 mod webhooks;

@@ -485,7 +485,10 @@ async fn serve(database_url: &str) -> (tokio::process::Child, String) {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
-        if reqwest::get(format!("{base}/ready")).await.is_ok_and(|r| r.status().is_success()) {
+        if reqwest::get(format!("{base}/ready"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return (child, base);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -496,18 +499,43 @@ async fn serve(database_url: &str) -> (tokio::process::Child, String) {
 #[tokio::test]
 async fn a_server_killed_mid_delivery_delivers_after_a_restart() {
     let url = crate::support::db::fresh_database().await;
-    let admin = crate::projections::herald(&url, &["keys", "create", "--name", "admin", "--scopes", "admin"]).await;
+    let admin = crate::projections::herald(
+        &url,
+        &["keys", "create", "--name", "admin", "--scopes", "admin"],
+    )
+    .await;
     let admin = String::from_utf8(admin.stdout).unwrap().trim().to_owned();
     let receiver = Receiver::start().await;
     receiver.behaviour.delay_ms.store(30_000, Ordering::SeqCst);
     let (mut first, base) = serve(&url).await;
     let client = reqwest::Client::new();
-    let post = |path: &str, body: Value| client.post(format!("{base}{path}")).header("X-API-Key", &admin).json(&body).send();
-    let project: Value = post("/api/v1/projects", json!({"name": "p"})).await.unwrap().json().await.unwrap();
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .header("X-API-Key", &admin)
+            .json(&body)
+            .send()
+    };
+    let project: Value = post("/api/v1/projects", json!({"name": "p"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let project = project["id"].as_str().unwrap().to_owned();
-    let created = post("/api/v1/webhooks", json!({"url": receiver.url, "event_types": ["job.queued"], "project_id": project})).await.unwrap();
+    let created = post(
+        "/api/v1/webhooks",
+        json!({"url": receiver.url, "event_types": ["job.queued"], "project_id": project}),
+    )
+    .await
+    .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
-    let job: Value = post("/api/v1/jobs", json!({"kind": "k", "project_id": project})).await.unwrap().json().await.unwrap();
+    let job: Value = post("/api/v1/jobs", json!({"kind": "k", "project_id": project}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
 
     // The first server has sent the delivery and waits for the (slow) receiver: kill it.
     for _ in 0..100 {
@@ -516,7 +544,11 @@ async fn a_server_killed_mid_delivery_delivers_after_a_restart() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(receiver.behaviour.calls.load(Ordering::SeqCst), 1, "the delivery was not attempted");
+    assert_eq!(
+        receiver.behaviour.calls.load(Ordering::SeqCst),
+        1,
+        "the delivery was not attempted"
+    );
     first.kill().await.unwrap();
     receiver.behaviour.delay_ms.store(0, Ordering::SeqCst);
 
