@@ -1,3 +1,5 @@
+//! Verifying a Herald webhook's signature in Rust.
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};

@@ -207,12 +207,14 @@ impl Projection for WebhookProjector {
             let Some(project) = project_of(conn, &mut page.projects, event).await? else {
                 continue; // users are not part of a project: no endpoint sees them
             };
-            if !page.endpoints.contains_key(&project) {
-                let endpoints = endpoints_of(conn, project).await?;
-                page.endpoints.insert(project, endpoints);
-            }
+            let endpoints = match page.endpoints.entry(project) {
+                std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(endpoints_of(conn, project).await?)
+                }
+            };
             let body = payload(event, Some(project));
-            for (endpoint, settings) in &page.endpoints[&project] {
+            for (endpoint, settings) in endpoints.iter() {
                 if settings.wants(&event.event_type) {
                     page.deliveries.push((
                         Uuid::now_v7(),

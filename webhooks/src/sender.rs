@@ -47,6 +47,9 @@ impl Outcome {
 
 impl Sender {
     pub fn new(policy: AddressPolicy, timeout: Duration) -> anyhow::Result<Self> {
+        // TLS for https endpoints: rustls with the ring provider, certificates checked against
+        // the platform's trust store. Installing the provider twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let policy = Arc::new(policy);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

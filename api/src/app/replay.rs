@@ -250,29 +250,35 @@ pub async fn resend(
     })
 }
 
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    attempted_at: DateTime<Utc>,
+    duration_ms: f64,
+    status_code: Option<i32>,
+    error_class: Option<String>,
+    response_body: Option<String>,
+    manual: bool,
+}
+
 /// Every attempt of a delivery, oldest first.
 pub async fn attempts(pool: &PgPool, delivery: Uuid) -> sqlx::Result<Vec<AttemptDto>> {
-    let rows: Vec<(DateTime<Utc>, f64, Option<i32>, Option<String>, Option<String>, bool)> = sqlx::query_as(
-        "SELECT attempted_at, duration_ms, status_code, error_class, response_body, manual FROM webhook_attempts \
-          WHERE delivery_id = $1 ORDER BY id",
+    let rows: Vec<AttemptRow> = sqlx::query_as(
+        "SELECT attempted_at, duration_ms, status_code, error_class, response_body, manual \
+           FROM webhook_attempts WHERE delivery_id = $1 ORDER BY id",
     )
     .bind(delivery)
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(attempted_at, duration_ms, status_code, error_class, response_body, manual)| {
-                AttemptDto {
-                    attempted_at,
-                    succeeded: error_class.is_none(),
-                    status_code,
-                    duration_ms,
-                    error_class,
-                    response_body,
-                    manual,
-                }
-            },
-        )
+        .map(|row| AttemptDto {
+            attempted_at: row.attempted_at,
+            succeeded: row.error_class.is_none(),
+            status_code: row.status_code,
+            duration_ms: row.duration_ms,
+            error_class: row.error_class,
+            response_body: row.response_body,
+            manual: row.manual,
+        })
         .collect())
 }

@@ -34,6 +34,9 @@ pub struct Behaviour {
     pub calls: AtomicU64,
 }
 
+/// What the handler shares with the test: the log of requests and how to answer.
+type Shared = (Arc<Mutex<Vec<Received>>>, Arc<Behaviour>);
+
 pub struct Receiver {
     pub url: String,
     pub received: Arc<Mutex<Vec<Received>>>,
@@ -41,11 +44,7 @@ pub struct Receiver {
 }
 
 #[handler]
-async fn receive(
-    req: &Request,
-    body: Vec<u8>,
-    Data(state): Data<&(Arc<Mutex<Vec<Received>>>, Arc<Behaviour>)>,
-) -> Response {
+async fn receive(req: &Request, body: Vec<u8>, Data(state): Data<&Shared>) -> Response {
     let header = |name: &str| {
         req.headers()
             .get(name)
