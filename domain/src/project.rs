@@ -14,6 +14,10 @@ pub enum ProjectCommand {
         name: ProjectName,
         now: DateTime<Utc>,
     },
+    Rename {
+        name: ProjectName,
+        now: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,12 +28,18 @@ pub enum ProjectEvent {
         name: ProjectName,
         at: DateTime<Utc>,
     },
+    #[serde(rename = "project.renamed")]
+    Renamed {
+        name: ProjectName,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for ProjectEvent {
     fn event_type(&self) -> String {
         match self {
             ProjectEvent::Created { .. } => "project.created".into(),
+            ProjectEvent::Renamed { .. } => "project.renamed".into(),
         }
     }
     fn event_version(&self) -> String {
@@ -41,6 +51,8 @@ impl DomainEvent for ProjectEvent {
 pub enum ProjectError {
     #[error("project already exists")]
     AlreadyExists,
+    #[error("project not found")]
+    NotFound,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +78,15 @@ impl Project {
             }
             ProjectCommand::Create { name, now } => {
                 Ok(vec![ProjectEvent::Created { name, at: now }])
+            }
+            ProjectCommand::Rename { .. } if self.state.is_none() => Err(ProjectError::NotFound),
+            ProjectCommand::Rename { name, .. }
+                if self.state.as_ref().is_some_and(|s| s.name == name) =>
+            {
+                Ok(vec![])
+            }
+            ProjectCommand::Rename { name, now } => {
+                Ok(vec![ProjectEvent::Renamed { name, at: now }])
             }
         }
     }
@@ -97,6 +118,11 @@ impl Aggregate for Project {
                     name,
                     created_at: at,
                 })
+            }
+            ProjectEvent::Renamed { name, .. } => {
+                if let Some(state) = &mut self.state {
+                    state.name = name;
+                }
             }
         }
     }

@@ -40,6 +40,14 @@ impl Projection for ProjectsProjection {
                 .execute(&mut *conn)
                 .await?;
             }
+            ProjectEvent::Renamed { name, .. } => {
+                sqlx::query("UPDATE projects SET name = $2, version = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(name.as_str())
+                    .bind(event.sequence)
+                    .execute(&mut *conn)
+                    .await?;
+            }
         }
         Ok(())
     }

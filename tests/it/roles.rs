@@ -130,6 +130,7 @@ fn body_for(row: &Row, project: Uuid) -> Option<Value> {
         ("PATCH", "{key}") => json!({"name": "renamed"}),
         ("POST", "rotate") => json!({"grace_period_seconds": 60}),
         ("PUT", "{user}") => json!({"role": "editor"}),
+        ("PATCH", "{project}") => json!({"name": "renamed by a role"}),
         ("POST", "projects") => json!({"name": "made by a role"}),
         ("POST", "webhooks") => {
             json!({"url": "http://127.0.0.1:9/hook", "event_types": ["webhook.ping"], "project_id": project})

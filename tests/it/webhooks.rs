@@ -559,3 +559,219 @@ async fn a_server_killed_mid_delivery_delivers_after_a_restart() {
     assert_eq!(got[0].json()["data"]["job_id"], job["id"]);
     second.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_slow_endpoint_does_not_hold_up_the_others_and_rate_limits_spread_deliveries() {
+    let app = TestApp::spawn_with(|c| c.webhooks.per_endpoint_concurrency = 2).await;
+    let (project, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let (slow, fast, limited) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
+    slow.behaviour.delay_ms.store(1500, Ordering::SeqCst);
+    endpoint(&app, project, &slow.url, &["job.queued"]).await;
+    endpoint(&app, project, &fast.url, &["job.queued"]).await;
+    let created = app
+        .post("/api/v1/webhooks", &app.admin_key, json!({"url": limited.url, "event_types": ["job.queued"], "project_id": project, "rate_limit_per_second": 2}))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let started = tokio::time::Instant::now();
+    for _ in 0..12 {
+        app.submit_job(&key, json!({"kind": "a"})).await;
+    }
+    let got = fast.wait_for(12, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 12);
+    let fast_done = started.elapsed();
+    // The slow receiver takes 1.5 s per message, two at a time: it needs about 9 s for all.
+    assert!(slow.all().len() < 12, "the slow endpoint was not slower");
+    assert!(
+        slow.behaviour.calls.load(Ordering::SeqCst)
+            <= 2 + 2 * (fast_done.as_millis() as u64 / 1500 + 1),
+        "more than two at a time reached the slow endpoint"
+    );
+    let limited_all = limited.wait_for(12, Duration::from_secs(15)).await;
+    assert_eq!(limited_all.len(), 12);
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "12 messages at 2/s arrived in {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn every_event_type_reaches_its_subscribers_and_no_one_else() {
+    let app = TestApp::spawn().await;
+    let (project, key) = app
+        .project_with_key(&[
+            "jobs:read",
+            "jobs:write",
+            "keys:read",
+            "keys:write",
+            "webhooks:write",
+        ])
+        .await;
+    let worker = app.create_key(Some(project), &["jobs:work"]).await;
+    let types = [
+        "job.queued",
+        "job.started",
+        "job.progress",
+        "job.succeeded",
+        "job.approved",
+        "job.metadata_updated",
+        "job.deleted",
+        "job.cancelled",
+        "job.retrying",
+        "job.failed",
+        "api_key.created",
+        "api_key.updated",
+        "api_key.rotated",
+        "api_key.revoked",
+        "webhook_endpoint.created",
+        "webhook_endpoint.updated",
+        "webhook_endpoint.deleted",
+    ];
+    let mut receivers = Vec::new();
+    for kind in types {
+        let receiver = Receiver::start().await;
+        endpoint(&app, project, &receiver.url, &[kind]).await;
+        receivers.push((kind, receiver));
+    }
+    let call = |method: reqwest::Method, path: String, caller: &str, body: Value| {
+        let request = app.request(method, &path, caller).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(
+                response.status().is_success(),
+                "{path}: {}",
+                response.status()
+            );
+        }
+    };
+    use reqwest::Method;
+    // A job through review and deletion.
+    let job = app.submit_job(&key, json!({"kind": "render"})).await;
+    app.lease(&worker, json!({})).await.unwrap();
+    call(
+        Method::POST,
+        format!("/api/v1/jobs/{job}/heartbeat"),
+        &worker,
+        json!({"progress": 50}),
+    )
+    .await;
+    call(
+        Method::POST,
+        format!("/api/v1/jobs/{job}/complete"),
+        &worker,
+        json!({"result": {}}),
+    )
+    .await;
+    call(
+        Method::POST,
+        format!("/api/v1/jobs/{job}/approve"),
+        &key,
+        json!({"comment": "fine"}),
+    )
+    .await;
+    call(
+        Method::PATCH,
+        format!("/api/v1/jobs/{job}/metadata"),
+        &key,
+        json!({"metadata": {"a": "b"}}),
+    )
+    .await;
+    call(
+        Method::DELETE,
+        format!("/api/v1/jobs/{job}"),
+        &key,
+        json!({}),
+    )
+    .await;
+    // A cancelled job, and one that is retried and then fails.
+    let cancelled = app.submit_job(&key, json!({"kind": "other"})).await;
+    call(
+        Method::POST,
+        format!("/api/v1/jobs/{cancelled}/cancel"),
+        &key,
+        json!({}),
+    )
+    .await;
+    let failing = app
+        .submit_job(&key, json!({"kind": "flaky", "max_attempts": 2}))
+        .await;
+    for _ in 0..2 {
+        app.wait_for_projections().await;
+        let leased = app
+            .lease(&worker, json!({"kinds": ["flaky"]}))
+            .await
+            .unwrap();
+        assert_eq!(leased["id"], failing.to_string());
+        call(
+            Method::POST,
+            format!("/api/v1/jobs/{failing}/fail"),
+            &worker,
+            json!({"error": "boom", "retryable": true}),
+        )
+        .await;
+    }
+    // A key's life.
+    let made: Value = app
+        .post(
+            "/api/v1/api-keys",
+            &key,
+            json!({"name": "k", "scopes": ["jobs:read"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = made["id"].as_str().unwrap().to_owned();
+    call(
+        Method::PATCH,
+        format!("/api/v1/api-keys/{id}"),
+        &key,
+        json!({"name": "renamed"}),
+    )
+    .await;
+    call(
+        Method::POST,
+        format!("/api/v1/api-keys/{id}/rotate"),
+        &key,
+        json!({"grace_period_seconds": 60}),
+    )
+    .await;
+    call(
+        Method::POST,
+        format!("/api/v1/api-keys/{id}/revoke"),
+        &key,
+        json!({}),
+    )
+    .await;
+    // An endpoint's life.
+    let (extra, _) = endpoint(&app, project, "http://127.0.0.1:9/hook", &["webhook.ping"]).await;
+    call(
+        Method::PATCH,
+        format!("/api/v1/webhooks/{extra}"),
+        &key,
+        json!({"description": "x"}),
+    )
+    .await;
+    call(
+        Method::DELETE,
+        format!("/api/v1/webhooks/{extra}"),
+        &key,
+        json!({}),
+    )
+    .await;
+
+    app.wait_for_projections().await;
+    for (kind, receiver) in &receivers {
+        let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+        let seen: BTreeSet<String> = types_of(&got).into_iter().collect();
+        assert_eq!(
+            seen,
+            BTreeSet::from([kind.to_string()]),
+            "the {kind} subscriber"
+        );
+    }
+}

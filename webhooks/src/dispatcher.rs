@@ -104,14 +104,18 @@ impl Dispatcher {
                 }
             };
             let idle = claimed.is_empty();
+            let mut over_cap = Vec::new();
             for due in claimed {
+                {
+                    let mut in_flight = self.in_flight.lock().expect("lock");
+                    let count = in_flight.entry(due.endpoint_id).or_default();
+                    if *count >= self.config.per_endpoint_concurrency {
+                        over_cap.push(due.id);
+                        continue;
+                    }
+                    *count += 1;
+                }
                 let this = self.clone();
-                *self
-                    .in_flight
-                    .lock()
-                    .expect("lock")
-                    .entry(due.endpoint_id)
-                    .or_default() += 1;
                 tasks.spawn(async move {
                     let endpoint = due.endpoint_id;
                     if let Err(error) = this.deliver(due).await {
@@ -128,7 +132,13 @@ impl Dispatcher {
                     this.wake.notify_one();
                 });
             }
-            if idle {
+            if !over_cap.is_empty() {
+                // Claimed in the same batch as the endpoint's last free slots: back to the queue.
+                if let Err(error) = self.release(&over_cap).await {
+                    tracing::warn!(%error, "could not release webhook deliveries");
+                }
+            }
+            if idle || !over_cap.is_empty() {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = self.wake.notified() => {}
@@ -164,6 +174,14 @@ impl Dispatcher {
         .bind(saturated)
         .fetch_all(&self.pool)
         .await
+    }
+
+    async fn release(&self, ids: &[Uuid]) -> sqlx::Result<()> {
+        sqlx::query("UPDATE webhook_deliveries SET leased_until = NULL WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Whether the endpoint's per-second budget allows one more send now.

@@ -138,6 +138,62 @@ impl ProjectsApi {
         }))
     }
 
+    /// Rename a project
+    ///
+    /// Admins and the project's owners.
+    #[oai(
+        path = "/projects/:id",
+        method = "patch",
+        operation_id = "updateProject"
+    )]
+    async fn update(
+        &self,
+        auth: Credentials,
+        Data(context): Data<&RequestContext>,
+        id: Path<Uuid>,
+        body: JsonBody<ProjectCreate>,
+    ) -> ApiResult<Json<ProjectDto>> {
+        let caller = self.state.authenticate(&auth).await?;
+        let project = ProjectId::from_uuid(id.0);
+        if !caller.can_see(project) {
+            return Err(not_found().into());
+        }
+        let owner = caller
+            .role_in(project)
+            .is_some_and(herald_domain::role::ProjectRole::manages_members);
+        if !(caller.is_admin() || owner) {
+            return Err(ApiError::Forbidden(
+                "only admins and the project's owners rename it".into(),
+            )
+            .into());
+        }
+        let name = ProjectName::parse(&body.0.name)?;
+        let command = herald_domain::project::ProjectCommand::Rename {
+            name,
+            now: chrono::Utc::now(),
+        };
+        let committed = self
+            .state
+            .projects
+            .execute(
+                &id.0.to_string(),
+                command,
+                &metadata(&caller, context),
+                true,
+            )
+            .await
+            .map_err(|e| match e {
+                CommandError::Rejected(_) => not_found(),
+                other => ApiError::internal(anyhow::anyhow!("{other}")),
+            })?;
+        let state = committed.aggregate.state().ok_or_else(not_found)?;
+        Ok(Json(ProjectDto {
+            id: id.0,
+            name: state.name.as_str().to_owned(),
+            created_at: state.created_at,
+        }))
+    }
+
     /// Get a project
     ///
     /// Admins see every project; other keys only their own, users the ones they belong to.
