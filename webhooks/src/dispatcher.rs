@@ -44,6 +44,11 @@ struct Due {
     webhook_id: String,
     payload: Value,
     attempts: i32,
+    /// The endpoint's settings and whether it is enabled (and not deleted), read in the claim.
+    settings: sqlx::types::Json<EndpointSettings>,
+    active: bool,
+    /// The secrets that sign now, newest first.
+    secrets: Vec<String>,
 }
 
 pub struct Dispatcher {
@@ -165,9 +170,13 @@ impl Dispatcher {
                FROM (SELECT id FROM webhook_deliveries \
                       WHERE status = 'pending' AND next_attempt_at <= now() \
                         AND (leased_until IS NULL OR leased_until < now()) AND endpoint_id <> ALL($3) \
-                      ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due \
-              WHERE d.id = due.id \
-          RETURNING d.id, d.endpoint_id, d.webhook_id, d.payload, d.attempts",
+                      ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due, \
+                    webhook_endpoints e \
+              WHERE d.id = due.id AND e.id = d.endpoint_id \
+          RETURNING d.id, d.endpoint_id, d.webhook_id, d.payload, d.attempts, e.doc AS settings, \
+                    (e.enabled AND NOT e.deleted) AS active, \
+                    ARRAY(SELECT s.secret FROM webhook_secrets s WHERE s.endpoint_id = d.endpoint_id \
+                            AND (s.expires_at IS NULL OR s.expires_at > now()) ORDER BY s.id DESC) AS secrets",
         )
         .bind(limit)
         .bind(self.lease().as_secs_f64())
@@ -201,27 +210,26 @@ impl Dispatcher {
     }
 
     async fn deliver(&self, due: Due) -> anyhow::Result<()> {
-        let endpoint: Option<(sqlx::types::Json<EndpointSettings>, bool)> = sqlx::query_as(
-            "SELECT doc, enabled AND NOT deleted FROM webhook_endpoints WHERE id = $1",
-        )
-        .bind(due.endpoint_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((settings, true)) = endpoint else {
+        if !due.active {
             // Disabled or deleted since the delivery was recorded: it is not sent (a replay
             // after re-enabling sends it).
             return self
                 .finish(&due, "failed", None, Some("endpoint disabled"), None)
                 .await;
         };
-        if !self.take_rate_slot(due.endpoint_id, settings.rate_limit_per_second) {
+        if !self.take_rate_slot(due.endpoint_id, due.settings.rate_limit_per_second) {
             sqlx::query("UPDATE webhook_deliveries SET leased_until = NULL, next_attempt_at = now() + interval '1 second' WHERE id = $1")
                 .bind(due.id)
                 .execute(&self.pool)
                 .await?;
             return Ok(());
         }
-        let secrets = active_secrets(&self.pool, due.endpoint_id).await?;
+        let settings = &due.settings;
+        let secrets: Vec<SigningSecret> = due
+            .secrets
+            .iter()
+            .filter_map(|s| SigningSecret::parse(s))
+            .collect();
         let body = serde_json::to_vec(&due.payload)?;
         let outcome = self
             .sender
