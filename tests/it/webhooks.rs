@@ -775,3 +775,88 @@ async fn every_event_type_reaches_its_subscribers_and_no_one_else() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_endpoint_failing_past_the_limit_is_disabled_when_its_retries_run_out() {
+    // No retries and a zero-length failing period: the first exhausted delivery disables it.
+    let app = TestApp::spawn_with(|c| {
+        c.webhooks.retry_schedule = "0".into();
+        c.webhooks.disable_after_seconds = 0;
+    })
+    .await;
+    let (project, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let failing = Receiver::start().await;
+    failing.behaviour.status.store(500, Ordering::SeqCst);
+    let (id, _) = endpoint(&app, project, &failing.url, &["job.queued"]).await;
+    app.submit_job(&key, json!({"kind": "a"})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let endpoint: Value = app
+            .get(&format!("/api/v1/webhooks/{id}"), &app.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if endpoint["enabled"] == false {
+            assert!(endpoint["disabled_reason"]
+                .as_str()
+                .unwrap()
+                .contains("exhausted"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the endpoint was not disabled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deliveries: Value = app
+        .get(&format!("/api/v1/webhooks/{id}/deliveries"), &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deliveries["data"][0]["status"], "failed");
+    assert_eq!(deliveries["data"][0]["last_status"], 500);
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_for_less_than_the_limit_stays_enabled() {
+    let app = TestApp::spawn_with(|c| c.webhooks.retry_schedule = "0".into()).await;
+    let (project, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let failing = Receiver::start().await;
+    failing.behaviour.status.store(500, Ordering::SeqCst);
+    let (id, _) = endpoint(&app, project, &failing.url, &["job.queued"]).await;
+    app.submit_job(&key, json!({"kind": "a"})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let deliveries: Value = app
+            .get(
+                &format!("/api/v1/webhooks/{id}/deliveries?status=failed"),
+                &app.admin_key,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        if !deliveries["data"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delivery did not fail"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let endpoint: Value = app
+        .get(&format!("/api/v1/webhooks/{id}"), &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        endpoint["enabled"], true,
+        "disabled before failing for the configured period"
+    );
+}
