@@ -47,6 +47,12 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
             .flush_usage_periodically(state.pool.clone(), cancel.clone()),
     );
     tracker.spawn(crate::webhooks::dispatcher(state).run(cancel.clone()));
+    tracker.spawn(
+        state
+            .rate_limiter
+            .clone()
+            .flush_periodically(state.pool.clone(), cancel.clone()),
+    );
     let interval = Duration::from_millis(state.config.jobs.reconcile_interval_ms);
     tracker.spawn(LeaseReconciler::new(state.clone()).run(interval, cancel.clone()));
 }

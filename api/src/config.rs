@@ -53,6 +53,17 @@ pub struct Config {
     pub projections: ProjectionsConfig,
     pub auth: AuthConfig,
     pub webhooks: WebhooksConfig,
+    pub rate_limits: RateLimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    pub enabled: bool,
+    pub read_per_minute: u32,
+    pub write_per_minute: u32,
+    pub daily_quota: u32,
+    pub unauthenticated_per_minute: u32,
 }
 
 /// A list given either as a TOML array or as one comma-separated string (handy in env vars).
@@ -252,6 +263,14 @@ impl Config {
         }
         if self.auth.login_attempts == 0 || self.auth.login_window_seconds == 0 {
             return fail("auth.login_attempts and auth.login_window_seconds must be positive");
+        }
+        let limits = &self.rate_limits;
+        if limits.read_per_minute == 0
+            || limits.write_per_minute == 0
+            || limits.daily_quota == 0
+            || limits.unauthenticated_per_minute == 0
+        {
+            return fail("rate_limits: every limit must be positive (set rate_limits.enabled = false to turn them off)");
         }
         self.webhooks.schedule()?;
         self.webhooks.allow_nets()?;

@@ -11,6 +11,7 @@ pub mod config;
 pub mod database;
 pub mod embedded_pg;
 pub mod http;
+pub mod limits;
 pub mod reconciler;
 pub mod routes;
 pub mod startup;

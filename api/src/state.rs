@@ -21,6 +21,7 @@ use crate::auth::{Caller, Credentials, KeyVerifier, Presented, Refusal, UserDire
 use crate::config::Config;
 use crate::http::context::{current_client_ip, current_csrf, RequestContext};
 use crate::http::problem::ApiError;
+use crate::limits::{RateHeaders, RateLimiter};
 
 pub struct AppState {
     pub pool: PgPool,
@@ -42,6 +43,7 @@ pub struct AppState {
     pub verifier: Arc<KeyVerifier>,
     pub users_directory: Arc<UserDirectory>,
     pub login_limiter: LoginLimiter,
+    pub rate_limiter: Arc<RateLimiter>,
 }
 
 impl AppState {
@@ -74,6 +76,7 @@ impl AppState {
             users_directory: Arc::new(UserDirectory::new(pool.clone(), &pepper)),
             verifier: Arc::new(KeyVerifier::new(pool.clone(), pepper)),
             login_limiter,
+            rate_limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
             pool,
             config,
         }
@@ -83,6 +86,53 @@ impl AppState {
     /// every reason), 403 if a key is used outside its IP allowlist or a cookie session sends a
     /// state-changing request without its CSRF token.
     pub async fn authenticate(&self, credentials: &Credentials) -> Result<Caller, ApiError> {
+        match self.identify(credentials).await {
+            Ok(caller) => {
+                self.spend(&caller).await?;
+                Ok(caller)
+            }
+            Err(ApiError::Unauthenticated) => Err(self.refuse_unauthenticated()),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Counts an authenticated request against its caller's limits (429 when over).
+    async fn spend(&self, caller: &Caller) -> Result<(), ApiError> {
+        if !self.rate_limiter.enabled() {
+            return Ok(());
+        }
+        let (write, _) = current_csrf();
+        let subject = caller.rate_subject();
+        let applied = self
+            .rate_limiter
+            .check(&self.pool, &subject, write, caller.limits)
+            .await;
+        let headers = RateHeaders { applied };
+        let refusal = too_many(&headers);
+        crate::http::context::set_rate_headers(headers);
+        refusal.map_or(Ok(()), Err)
+    }
+
+    /// A 401, or a 429 once the client IP has sent too many requests with bad credentials.
+    /// Refused credentials never spend the budget of the key they name.
+    fn refuse_unauthenticated(&self) -> ApiError {
+        if !self.rate_limiter.enabled() {
+            return ApiError::Unauthenticated;
+        }
+        let ip = current_client_ip().map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let applied = self.rate_limiter.check_unauthenticated(&ip);
+        if applied.allowed {
+            return ApiError::Unauthenticated;
+        }
+        let headers = RateHeaders {
+            applied: vec![applied],
+        };
+        let refusal = too_many(&headers).unwrap_or(ApiError::Unauthenticated);
+        crate::http::context::set_rate_headers(headers);
+        refusal
+    }
+
+    async fn identify(&self, credentials: &Credentials) -> Result<Caller, ApiError> {
         match credentials.presented() {
             Presented::Key(key) => self
                 .verifier
@@ -126,6 +176,20 @@ impl AppState {
         caller.require(scope)?;
         Ok(caller)
     }
+}
+
+/// The 429 for a request some policy refused, if any did.
+fn too_many(headers: &RateHeaders) -> Option<ApiError> {
+    let violated = headers.violated();
+    if violated.is_empty() {
+        return None;
+    }
+    let retry = headers.binding().map_or(1, |b| b.reset_seconds.max(1));
+    Some(ApiError::TooManyRequests {
+        detail: format!("rate limit exceeded: {}", violated.join(", ")),
+        retry_after_seconds: retry,
+        violated,
+    })
 }
 
 /// The HTTP client webhooks go out through, guarded by the configured address policy.

@@ -10,6 +10,7 @@ mod job_lifecycle;
 mod jobs_api;
 mod openapi;
 mod projections;
+mod rate_limits;
 mod roles;
 mod security;
 mod security_edge;

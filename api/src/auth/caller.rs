@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use herald_domain::api_key::RateLimit;
 use herald_domain::role::ProjectRole;
 use herald_domain::user::UserState;
 use herald_domain::{KeyId, ProjectId, Scope, Scopes, SessionId, UserId};
@@ -34,15 +35,23 @@ enum Grants {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Principal,
+    /// The key's own rate limits (unset fields, and users, use the configured defaults).
+    pub limits: RateLimit,
     grants: Grants,
     /// The scope the endpoint demanded (set by `AppState::authorize`), checked again per project.
     demanded: Option<Scope>,
 }
 
 impl Caller {
-    pub fn for_key(id: KeyId, project: Option<ProjectId>, scopes: Scopes) -> Self {
+    pub fn for_key(
+        id: KeyId,
+        project: Option<ProjectId>,
+        scopes: Scopes,
+        limits: RateLimit,
+    ) -> Self {
         Self {
             principal: Principal::Key(id),
+            limits,
             grants: Grants::Key { project, scopes },
             demanded: None,
         }
@@ -56,6 +65,7 @@ impl Caller {
         };
         Self {
             principal: Principal::User { id, session },
+            limits: RateLimit::default(),
             grants,
             demanded: None,
         }
@@ -173,6 +183,14 @@ impl Caller {
         match &self.principal {
             Principal::User { id, session } => Some((*id, *session)),
             Principal::Key(_) => None,
+        }
+    }
+
+    /// Whose budget a request spends.
+    pub fn rate_subject(&self) -> String {
+        match &self.principal {
+            Principal::Key(id) => format!("key:{id}"),
+            Principal::User { id, .. } => format!("user:{id}"),
         }
     }
 

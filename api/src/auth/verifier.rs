@@ -213,6 +213,7 @@ fn check(
         token.id().clone(),
         key.state.project_id,
         key.state.scopes.clone(),
+        key.state.rate_limit,
     ))
 }
 

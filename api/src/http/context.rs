@@ -50,6 +50,11 @@ pub fn current_csrf() -> (bool, Option<String>) {
         .unwrap_or((true, None))
 }
 
+/// Records the rate-limit headers for the response of the request being handled.
+pub fn set_rate_headers(headers: crate::limits::RateHeaders) {
+    let _ = REQUEST.try_with(|r| *r.rate.lock().expect("rate headers lock") = Some(headers));
+}
+
 /// What event metadata and authentication need to know about the request.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -58,6 +63,8 @@ pub struct RequestContext {
     pub user_agent: Option<String>,
     pub state_changing: bool,
     pub csrf_token: Option<String>,
+    /// Set by authentication when rate limits were applied; stamped on the response.
+    pub rate: std::sync::Arc<std::sync::Mutex<Option<crate::limits::RateHeaders>>>,
 }
 
 pub struct Edge {
@@ -122,7 +129,9 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 .get("x-csrf-token")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+            rate: Default::default(),
         };
+        let rate = context.rate.clone();
         req.set_data(context.clone());
         let response = REQUEST
             .scope(context, async {
@@ -156,6 +165,9 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             response.headers_mut().insert("x-request-id", value);
         }
         security_headers(&path, &mut response);
+        if let Some(headers) = rate.lock().expect("rate headers lock").take() {
+            headers.apply(&mut response);
+        }
         tracing::info!(
             http.method = %method,
             http.path = %path,

@@ -33,6 +33,10 @@ pub struct Problem {
     #[oai(skip_serializing_if_is_empty)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ProblemField>,
+    /// For 429: the rate-limit policies the request exceeded.
+    #[oai(rename = "violated-policies", skip_serializing_if_is_empty)]
+    #[serde(rename = "violated-policies", skip_serializing_if = "Vec::is_empty")]
+    pub violated_policies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Object, serde::Serialize)]
@@ -55,6 +59,7 @@ impl Problem {
             code: code.to_owned(),
             request_id: current_request_id(),
             errors: Vec::new(),
+            violated_policies: Vec::new(),
         }
     }
 
@@ -85,6 +90,7 @@ pub enum ApiError {
     TooManyRequests {
         detail: String,
         retry_after_seconds: u64,
+        violated: Vec<String>,
     },
     #[error("{detail}")]
     NotFound { code: &'static str, detail: String },
@@ -182,12 +188,12 @@ impl From<ApiError> for ErrorResponse {
             ApiError::TooManyRequests {
                 detail,
                 retry_after_seconds,
+                violated,
             } => ErrorResponse::TooManyRequests(
-                Json(Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "RATE_LIMIT_EXCEEDED",
-                    detail,
-                )),
+                Json(Problem {
+                    violated_policies: violated,
+                    ..Problem::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED", detail)
+                }),
                 retry_after_seconds.max(1),
             ),
             ApiError::NotFound { code, detail } => {

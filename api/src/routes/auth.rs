@@ -149,6 +149,7 @@ impl AuthApi {
             return Err(ApiError::TooManyRequests {
                 detail: "too many login attempts; try again later".into(),
                 retry_after_seconds: wait.as_secs_f64().ceil() as u64,
+                violated: vec!["login".into()],
             }
             .into());
         }

@@ -51,6 +51,11 @@ pub fn test_config(database_url: &str) -> Config {
     config.webhooks.retry_schedule = "0,1,1,1,1".into();
     config.webhooks.request_timeout_seconds = 2;
     config.webhooks.poll_interval_ms = 100;
+    // Limits high enough that only the rate-limit tests (which lower them) ever meet them.
+    config.rate_limits.read_per_minute = 1_000_000;
+    config.rate_limits.write_per_minute = 1_000_000;
+    config.rate_limits.daily_quota = 100_000_000;
+    config.rate_limits.unauthenticated_per_minute = 1_000_000;
     config
 }
 

@@ -1,0 +1,103 @@
+//! The generic cell rate algorithm: a limit of `quota` requests per `window` is enforced exactly
+//! by remembering, per subject, one instant: the theoretical arrival time (TAT) of the next
+//! request if requests came at the steady rate. A request is allowed when the TAT it would push
+//! forward stays within one window of now; a burst can use the whole quota at once, and then
+//! capacity comes back at one request per `window / quota`, never faster. Times are in
+//! nanoseconds since an arbitrary origin, so the algorithm is pure and testable.
+
+/// The state of one subject: its TAT (0 = never seen).
+pub type Tat = u128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// Requests still allowed right now after this one.
+    pub remaining: u64,
+    /// Nanoseconds until the subject is back to a full quota.
+    pub reset_in: u128,
+    /// Nanoseconds until one more request would be allowed (0 when allowed).
+    pub retry_in: u128,
+}
+
+/// Decides one request at `now` for a subject whose TAT is `tat`; returns the verdict and the
+/// new TAT (unchanged when refused).
+pub fn check(tat: Tat, now: u128, quota: u64, window: u128) -> (Verdict, Tat) {
+    let quota = quota.max(1);
+    let interval = window / u128::from(quota);
+    let start = tat.max(now);
+    let new_tat = start + interval;
+    if new_tat - now > window {
+        let retry_in = new_tat - now - window;
+        let verdict = Verdict {
+            allowed: false,
+            remaining: 0,
+            reset_in: start - now,
+            retry_in,
+        };
+        return (verdict, tat);
+    }
+    let used = new_tat - now;
+    let remaining = ((window - used) / interval) as u64;
+    (
+        Verdict {
+            allowed: true,
+            remaining,
+            reset_in: used,
+            retry_in: 0,
+        },
+        new_tat,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u128 = 1_000_000_000;
+    const MINUTE: u128 = 60 * SECOND;
+
+    #[test]
+    fn a_full_quota_is_usable_at_once_and_not_one_more() {
+        let (mut tat, now) = (0, 1_000 * SECOND);
+        for i in 0..20 {
+            let (verdict, next) = check(tat, now, 20, MINUTE);
+            assert!(verdict.allowed, "request {i}");
+            assert_eq!(verdict.remaining, 19 - i);
+            tat = next;
+        }
+        let (refused, unchanged) = check(tat, now, 20, MINUTE);
+        assert!(!refused.allowed);
+        assert_eq!(unchanged, tat);
+        assert_eq!(refused.retry_in, 3 * SECOND, "one slot frees every 60/20 s");
+        assert_eq!(refused.reset_in, MINUTE);
+    }
+
+    #[test]
+    fn capacity_returns_at_the_steady_rate_and_never_overshoots() {
+        let (mut tat, start) = (0, 1_000 * SECOND);
+        let mut allowed = 0;
+        // Hammer it every 100 ms for five minutes: at most the quota plus one per interval.
+        for step in 0..3000 {
+            let (verdict, next) = check(tat, start + step * SECOND / 10, 20, MINUTE);
+            if verdict.allowed {
+                allowed += 1;
+                tat = next;
+            }
+        }
+        assert_eq!(
+            allowed,
+            20 + 100 - 1,
+            "burst of 20, then one per 3 s over 300 s"
+        );
+    }
+
+    #[test]
+    fn an_idle_subject_is_full_again_after_one_window() {
+        let mut tat = 0;
+        for _ in 0..5 {
+            tat = check(tat, 0, 5, MINUTE).1;
+        }
+        assert!(!check(tat, 0, 5, MINUTE).0.allowed);
+        assert_eq!(check(tat, MINUTE, 5, MINUTE).0.remaining, 4);
+    }
+}

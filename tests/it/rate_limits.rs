@@ -1,0 +1,168 @@
+//! Rate limits over HTTP: the headers on every authenticated response, 429 with the violated
+//! policies and a consistent `Retry-After`, independent read and write budgets, the daily quota
+//! (and that it survives a restart), per-key overrides, the per-IP budget for refused
+//! credentials, and that refused credentials never spend the budget of the key they name.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::support::{problem, test_config, TestApp};
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no {name} header"))
+}
+
+fn number(response: &reqwest::Response, name: &str) -> i64 {
+    header(response, name).parse().unwrap()
+}
+
+async fn limited(read: u32, write: u32, daily: u32) -> TestApp {
+    TestApp::spawn_with(|c| {
+        c.rate_limits.read_per_minute = read;
+        c.rate_limits.write_per_minute = write;
+        c.rate_limits.daily_quota = daily;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn writes_are_limited_per_minute_with_headers_and_a_consistent_retry_after() {
+    let app = limited(100, 3, 10_000).await;
+    let (_, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    for remaining in [2, 1, 0] {
+        let response = app.post("/api/v1/jobs", &key, json!({"kind": "k"})).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        assert_eq!(number(&response, "x-ratelimit-limit"), 3);
+        assert_eq!(number(&response, "x-ratelimit-remaining"), remaining);
+        assert_eq!(
+            header(&response, "ratelimit-policy"),
+            r#""write";q=3;w=60, "daily";q=10000;w=86400"#
+        );
+        assert!(header(&response, "ratelimit").starts_with(&format!(r#""write";r={remaining};t="#)));
+    }
+    let before = crate::support::event_count(&app.pool).await;
+    let refused = app.post("/api/v1/jobs", &key, json!({"kind": "k"})).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after = number(&refused, "retry-after");
+    let reset = number(&refused, "x-ratelimit-reset");
+    let now = chrono::Utc::now().timestamp();
+    assert!(
+        (19..=20).contains(&retry_after),
+        "one write frees every 20 s: {retry_after}"
+    );
+    assert!(
+        (reset - now - retry_after).abs() <= 1,
+        "reset {reset} vs retry-after {retry_after}"
+    );
+    assert_eq!(number(&refused, "x-ratelimit-remaining"), 0);
+    let body = problem(refused).await;
+    assert_eq!(body["code"], "RATE_LIMIT_EXCEEDED");
+    assert_eq!(body["violated-policies"], json!(["write"]));
+    assert_eq!(
+        crate::support::event_count(&app.pool).await,
+        before,
+        "a refused request appended"
+    );
+    // Reads have their own budget.
+    let read = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(number(&read, "x-ratelimit-limit"), 100);
+    assert_eq!(number(&read, "x-ratelimit-remaining"), 99);
+}
+
+#[tokio::test]
+async fn the_daily_quota_counts_every_request_and_survives_a_restart() {
+    let app = limited(100, 100, 5).await;
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    }
+    let config = {
+        let mut config = test_config(&app.database_url);
+        config.rate_limits = app.state.config.rate_limits.clone();
+        config
+    };
+    app.stop().await; // flushes the day's counts
+    let again = TestApp::start(config).await;
+    let fourth = again.get("/api/v1/jobs", &key).await;
+    assert_eq!(fourth.status(), StatusCode::OK);
+    assert_eq!(
+        number(&fourth, "x-ratelimit-remaining"),
+        1,
+        "the daily quota forgot the first server's requests"
+    );
+    assert_eq!(
+        again.get("/api/v1/jobs", &key).await.status(),
+        StatusCode::OK
+    );
+    let refused = again.get("/api/v1/jobs", &key).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let until_midnight = number(&refused, "retry-after");
+    assert!((1..=86_400).contains(&until_midnight));
+    assert_eq!(
+        problem(refused).await["violated-policies"],
+        json!(["daily"])
+    );
+}
+
+#[tokio::test]
+async fn a_keys_own_limits_replace_the_defaults() {
+    let app = limited(100, 100, 10_000).await;
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    let id = key.split('_').nth(2).unwrap();
+    let patched = app
+        .request(
+            Method::PATCH,
+            &format!("/api/v1/api-keys/{id}"),
+            &app.admin_key,
+        )
+        .json(&json!({"rate_limit": {"read_per_minute": 2}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+    let first = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(number(&first, "x-ratelimit-limit"), 2);
+    app.get("/api/v1/jobs", &key).await;
+    assert_eq!(
+        app.get("/api/v1/jobs", &key).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn refused_credentials_spend_the_ip_budget_and_never_the_named_keys() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits.read_per_minute = 5;
+        c.rate_limits.unauthenticated_per_minute = 3;
+    })
+    .await;
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    // The right key id with a wrong secret (and a valid checksum shape is not needed: refused).
+    let forged = format!("{}x", &key[..key.len() - 1]);
+    for _ in 0..3 {
+        assert_eq!(
+            app.get("/api/v1/jobs", &forged).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let blocked = app.get("/api/v1/jobs", &forged).await;
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        problem(blocked).await["violated-policies"],
+        json!(["unauthenticated"])
+    );
+    let genuine = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(genuine.status(), StatusCode::OK);
+    assert_eq!(
+        number(&genuine, "x-ratelimit-remaining"),
+        4,
+        "refused requests spent the key's budget"
+    );
+    let body: Value = genuine.json().await.unwrap();
+    assert!(body["data"].is_array());
+}
