@@ -11,7 +11,8 @@ use herald_store::EventMetadata;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    Cli, Command, KeyCreateArgs, KeysCommand, ProjectionsCommand, ProjectsCommand, UsersCommand,
+    AuditCommand, Cli, Command, KeyCreateArgs, KeysCommand, ProjectionsCommand, ProjectsCommand,
+    UsersCommand,
 };
 use crate::config::Config;
 use crate::database::Database;
@@ -100,6 +101,19 @@ async fn run_with_database(
             Ok(())
         }
         Command::Keys(KeysCommand::Create(args)) => create_key(config, pool, &metadata, args).await,
+        Command::Audit(AuditCommand::Verify { from, to }) => {
+            let (checked, broken) = crate::audit::verify(pool, from, to).await?;
+            match broken {
+                None => {
+                    println!("ok: {checked} records, the chain is intact");
+                    Ok(())
+                }
+                Some((seq, reason)) => {
+                    println!("broken at record {seq}: {reason} ({checked} records checked)");
+                    anyhow::bail!("the request log's hash chain is broken at record {seq}")
+                }
+            }
+        }
         Command::Users(UsersCommand::Create {
             email,
             admin,

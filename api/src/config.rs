@@ -54,6 +54,13 @@ pub struct Config {
     pub auth: AuthConfig,
     pub webhooks: WebhooksConfig,
     pub rate_limits: RateLimitsConfig,
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

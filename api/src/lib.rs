@@ -3,6 +3,7 @@
 //! `herald-domain`, read-model SQL in `herald-projections`; this crate wires them to HTTP.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod background;
 pub mod cli;

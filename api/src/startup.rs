@@ -134,6 +134,7 @@ pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
         max_body_bytes: http.max_body_bytes,
         timeout: Duration::from_secs(http.request_timeout_seconds),
         trusted_proxies: state.config.trusted_proxy_nets().unwrap_or_default(),
+        audit: state.audit.clone(),
     };
     // Explicit origins only: poem's `Cors::new()` alone would allow every origin.
     let origins = &state.config.cors_allowed_origins;

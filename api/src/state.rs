@@ -44,6 +44,8 @@ pub struct AppState {
     pub users_directory: Arc<UserDirectory>,
     pub login_limiter: LoginLimiter,
     pub rate_limiter: Arc<RateLimiter>,
+    /// The request log writer (`None` when the audit trail is turned off).
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl AppState {
@@ -77,6 +79,10 @@ impl AppState {
             verifier: Arc::new(KeyVerifier::new(pool.clone(), pepper)),
             login_limiter,
             rate_limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
+            audit: config
+                .audit
+                .enabled
+                .then(|| crate::audit::AuditLog::start(pool.clone())),
             pool,
             config,
         }
@@ -88,6 +94,12 @@ impl AppState {
     pub async fn authenticate(&self, credentials: &Credentials) -> Result<Caller, ApiError> {
         match self.identify(credentials).await {
             Ok(caller) => {
+                let (kind, id) = match &caller.principal {
+                    crate::auth::Principal::Key(id) => ("api_key", id.to_string()),
+                    crate::auth::Principal::User { id, .. } => ("user", id.to_string()),
+                };
+                let project = caller.project_id().map(|p| p.as_uuid());
+                crate::http::context::set_actor(kind, id, project);
                 self.spend(&caller).await?;
                 Ok(caller)
             }

@@ -4,6 +4,7 @@
 mod support;
 
 mod api_keys;
+mod audit;
 mod bad_input;
 mod docs;
 mod job_lifecycle;

@@ -50,9 +50,31 @@ pub fn current_csrf() -> (bool, Option<String>) {
         .unwrap_or((true, None))
 }
 
+/// What handling a request learned that the edge needs afterwards: who the caller was (for
+/// the request log) and the rate-limit headers to stamp on the response.
+#[derive(Debug, Default)]
+pub struct Notes {
+    pub rate: Option<crate::limits::RateHeaders>,
+    /// Actor type and id.
+    pub actor: Option<(&'static str, String)>,
+    pub project: Option<uuid::Uuid>,
+}
+
+fn note(change: impl FnOnce(&mut Notes)) {
+    let _ = REQUEST.try_with(|r| change(&mut r.notes.lock().expect("request notes lock")));
+}
+
 /// Records the rate-limit headers for the response of the request being handled.
 pub fn set_rate_headers(headers: crate::limits::RateHeaders) {
-    let _ = REQUEST.try_with(|r| *r.rate.lock().expect("rate headers lock") = Some(headers));
+    note(|n| n.rate = Some(headers));
+}
+
+/// Records who is calling, for the request log.
+pub fn set_actor(kind: &'static str, id: String, project: Option<uuid::Uuid>) {
+    note(|n| {
+        n.actor = Some((kind, id));
+        n.project = project;
+    });
 }
 
 /// What event metadata and authentication need to know about the request.
@@ -63,14 +85,16 @@ pub struct RequestContext {
     pub user_agent: Option<String>,
     pub state_changing: bool,
     pub csrf_token: Option<String>,
-    /// Set by authentication when rate limits were applied; stamped on the response.
-    pub rate: std::sync::Arc<std::sync::Mutex<Option<crate::limits::RateHeaders>>>,
+    /// Filled in while the request is handled; read by the edge afterwards.
+    pub notes: std::sync::Arc<std::sync::Mutex<Notes>>,
 }
 
 pub struct Edge {
     pub max_body_bytes: usize,
     pub timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
+    /// Where every API call is recorded before its response leaves (`None`: not recorded).
+    pub audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
 }
 
 impl<E: Endpoint> Middleware<E> for Edge {
@@ -82,6 +106,7 @@ impl<E: Endpoint> Middleware<E> for Edge {
             max_body_bytes: self.max_body_bytes,
             timeout: self.timeout,
             trusted_proxies: self.trusted_proxies.clone(),
+            audit: self.audit.clone(),
         }
     }
 }
@@ -91,6 +116,7 @@ pub struct EdgeEndpoint<E> {
     max_body_bytes: usize,
     timeout: Duration,
     trusted_proxies: Vec<IpNet>,
+    audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
 }
 
 fn incoming_request_id(req: &Request) -> Option<String> {
@@ -129,9 +155,16 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 .get("x-csrf-token")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
-            rate: Default::default(),
+            notes: Default::default(),
         };
-        let rate = context.rate.clone();
+        let notes = context.notes.clone();
+        let (context_ip, user_agent) = (context.ip.clone(), context.user_agent.clone());
+        let request_bytes = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0);
         req.set_data(context.clone());
         let response = REQUEST
             .scope(context, async {
@@ -165,8 +198,23 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             response.headers_mut().insert("x-request-id", value);
         }
         security_headers(&path, &mut response);
-        if let Some(headers) = rate.lock().expect("rate headers lock").take() {
+        let notes = std::mem::take(&mut *notes.lock().expect("request notes lock"));
+        if let Some(headers) = &notes.rate {
             headers.apply(&mut response);
+        }
+        if let Some(audit) = &self.audit {
+            if path.starts_with("/api/") {
+                let seen = super::request_log::Seen {
+                    request_id: &request_id,
+                    method: method.as_str(),
+                    path: &path,
+                    started,
+                    client_ip: context_ip,
+                    user_agent,
+                    request_bytes,
+                };
+                response = super::request_log::record(audit, seen, notes, response).await;
+            }
         }
         tracing::info!(
             http.method = %method,

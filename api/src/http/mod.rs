@@ -7,3 +7,4 @@ pub mod cursor;
 pub mod headers;
 pub mod json_body;
 pub mod problem;
+pub mod request_log;

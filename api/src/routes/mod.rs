@@ -4,6 +4,7 @@
 
 mod admin;
 mod api_keys;
+mod audit;
 mod auth;
 mod deliveries;
 mod history;
@@ -40,6 +41,8 @@ pub enum ApiTags {
     Auth,
     /// Webhook endpoints, their deliveries, resends and replays.
     Webhooks,
+    /// The request log: every API call, and the check of its hash chain.
+    Audit,
 }
 
 pub type Apis = (
@@ -52,6 +55,7 @@ pub type Apis = (
     members::MembersApi,
     webhooks::WebhooksApi,
     deliveries::DeliveriesApi,
+    audit::AuditApi,
 );
 
 /// The OpenAPI service with every endpoint. The document names no server, so tools use the
@@ -82,7 +86,10 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         webhooks::WebhooksApi {
             state: state.clone(),
         },
-        deliveries::DeliveriesApi { state },
+        deliveries::DeliveriesApi {
+            state: state.clone(),
+        },
+        audit::AuditApi { state },
     );
     OpenApiService::new(apis, "Herald API", env!("CARGO_PKG_VERSION")).description(
         "Submit asynchronous jobs, follow them to their results, and operate Herald. \

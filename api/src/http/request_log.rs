@@ -1,0 +1,124 @@
+//! Turns a finished API call into its request-log record and holds the response until the
+//! record is committed. Bodies are never recorded, only their sizes; the path is kept without
+//! its query string (which could carry data), and ids in it are folded into the route template.
+
+use std::time::Instant;
+
+use chrono::Utc;
+use poem::http::StatusCode;
+use poem::Response;
+
+use super::context::{problem_response, Notes};
+use super::problem::Problem;
+use crate::audit::{AuditLog, Record};
+
+/// What the edge saw of a request.
+pub struct Seen<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub started: Instant,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_bytes: i64,
+}
+
+/// The route template of a path: ids (UUIDs, key ids, numbers) become `{id}`.
+pub fn route_of(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            let uuid = segment.len() == 36 && segment.parse::<uuid::Uuid>().is_ok();
+            let key_id = segment.len() == 16
+                && segment.bytes().all(|b| b.is_ascii_alphanumeric())
+                && segment.bytes().any(|b| b.is_ascii_digit());
+            let number = !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit());
+            if uuid || key_id || number {
+                "{id}"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn outcome(status: u16) -> &'static str {
+    match status {
+        401 | 403 => "denied",
+        429 => "rate_limited",
+        400..=499 => "client_error",
+        500.. => "server_error",
+        _ => "success",
+    }
+}
+
+/// Records the call, then answers `response`, or a 503 when the record could not be committed
+/// (a response must never leave without its record).
+pub async fn record(
+    audit: &AuditLog,
+    seen: Seen<'_>,
+    notes: Notes,
+    mut response: Response,
+) -> Response {
+    let body = response.take_body().into_bytes().await.unwrap_or_default();
+    let status = response.status().as_u16();
+    let error_code = (status >= 400)
+        .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+        .flatten()
+        .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned));
+    let (actor_type, actor_id) = notes
+        .actor
+        .map_or((None, None), |(kind, id)| (Some(kind.to_owned()), Some(id)));
+    let record = Record {
+        seq: 0,
+        occurred_at: Utc::now(),
+        request_id: seen.request_id.to_owned(),
+        actor_type,
+        actor_id,
+        project_id: notes.project,
+        route: route_of(seen.path),
+        method: seen.method.to_owned(),
+        path: seen.path.to_owned(),
+        status: i32::from(status),
+        latency_us: seen.started.elapsed().as_micros() as i64,
+        request_bytes: seen.request_bytes,
+        response_bytes: body.len() as i64,
+        client_ip: seen.client_ip,
+        user_agent: seen.user_agent,
+        outcome: outcome(status).to_owned(),
+        error_code,
+        prev_hash: String::new(),
+        hash: String::new(),
+    };
+    if !audit.record(record).await {
+        let mut refused = problem_response(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "AUDIT_UNAVAILABLE",
+            "the request could not be recorded in the audit trail, so its answer is withheld",
+        ));
+        if let Some(id) = response.headers().get("x-request-id") {
+            refused.headers_mut().insert("x-request-id", id.clone());
+        }
+        return refused;
+    }
+    response.set_body(body);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_fold_into_the_route_template() {
+        assert_eq!(
+            route_of("/api/v1/jobs/01935a3e-0000-7000-8000-0000000000a1/cancel"),
+            "/api/v1/jobs/{id}/cancel"
+        );
+        assert_eq!(
+            route_of("/api/v1/api-keys/Zp3kQ8rT2mN5vB7x/rotate"),
+            "/api/v1/api-keys/{id}/rotate"
+        );
+        assert_eq!(route_of("/api/v1/event-types"), "/api/v1/event-types");
+    }
+}

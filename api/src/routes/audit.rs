@@ -1,0 +1,189 @@
+//! `/api/v1/audit/*`: the request log (every API call, newest first, filtered) and the check of
+//! its hash chain. Scope `audit:read`; a project key sees its project's records, admins all.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use herald_domain::Scope;
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+use uuid::Uuid;
+
+use super::ApiTags;
+use crate::audit::Record;
+use crate::auth::Credentials;
+use crate::http::cursor;
+use crate::http::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub struct AuditApi {
+    pub state: Arc<AppState>,
+}
+
+/// One recorded API call. Never a body or a secret.
+#[derive(Debug, Object)]
+pub struct RequestRecord {
+    /// Position in the log (and in the hash chain).
+    pub seq: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub request_id: String,
+    /// `api_key` or `user`; absent when the credentials were refused.
+    pub actor_type: Option<String>,
+    pub actor_id: Option<String>,
+    pub project_id: Option<Uuid>,
+    /// The path with ids folded to `{id}`.
+    pub route: String,
+    pub method: String,
+    /// The path, without its query string.
+    pub path: String,
+    pub status: i32,
+    pub latency_us: i64,
+    pub request_bytes: i64,
+    pub response_bytes: i64,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// `success`, `client_error`, `denied`, `rate_limited` or `server_error`.
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub hash: String,
+}
+
+impl From<Record> for RequestRecord {
+    fn from(r: Record) -> Self {
+        Self {
+            seq: r.seq,
+            occurred_at: r.occurred_at,
+            request_id: r.request_id,
+            actor_type: r.actor_type,
+            actor_id: r.actor_id,
+            project_id: r.project_id,
+            route: r.route,
+            method: r.method,
+            path: r.path,
+            status: r.status,
+            latency_us: r.latency_us,
+            request_bytes: r.request_bytes,
+            response_bytes: r.response_bytes,
+            client_ip: r.client_ip,
+            user_agent: r.user_agent,
+            outcome: r.outcome,
+            error_code: r.error_code,
+            hash: r.hash,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct RequestRecordList {
+    pub data: Vec<RequestRecord>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct ChainCheck {
+    /// True when every record in the range links to the one before and matches its hash.
+    pub ok: bool,
+    pub checked: i64,
+    /// The first record whose link is broken.
+    pub first_broken_seq: Option<i64>,
+    pub reason: Option<String>,
+}
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Audit")]
+impl AuditApi {
+    /// List recorded API calls
+    ///
+    /// Newest first. Filters: `key_id`, `user_id`, `project`, `route`, `method`, `status`,
+    /// `outcome`, `from`, `to`. Scope `audit:read`.
+    #[oai(
+        path = "/audit/requests",
+        method = "get",
+        operation_id = "listRequestRecords"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        auth: Credentials,
+        key_id: Query<Option<String>>,
+        user_id: Query<Option<String>>,
+        project: Query<Option<Uuid>>,
+        route: Query<Option<String>>,
+        method: Query<Option<String>>,
+        status: Query<Option<i32>>,
+        outcome: Query<Option<String>>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+        limit: Query<Option<i64>>,
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<RequestRecordList>> {
+        let caller = self.state.authorize(&auth, Scope::AuditRead).await?;
+        let limit = limit.0.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::field("limit", "must be between 1 and 100").into());
+        }
+        let before: Option<i64> = cursor.0.as_deref().map(cursor::decode).transpose()?;
+        let actor = key_id.0.or(user_id.0);
+        let mut rows: Vec<Record> = sqlx::query_as(
+            "SELECT * FROM request_log WHERE ($1::text IS NULL OR actor_id = $1) \
+               AND ($2::uuid IS NULL OR project_id = $2) AND ($3::text IS NULL OR route = $3) \
+               AND ($4::text IS NULL OR method = upper($4)) AND ($5::int IS NULL OR status = $5) \
+               AND ($6::text IS NULL OR outcome = $6) AND ($7::timestamptz IS NULL OR occurred_at >= $7) \
+               AND ($8::timestamptz IS NULL OR occurred_at < $8) AND ($9::bigint IS NULL OR seq < $9) \
+               AND ($10::uuid[] IS NULL OR project_id = ANY($10)) ORDER BY seq DESC LIMIT $11",
+        )
+        .bind(actor)
+        .bind(project.0)
+        .bind(route.0)
+        .bind(method.0)
+        .bind(status.0)
+        .bind(outcome.0)
+        .bind(from.0)
+        .bind(to.0)
+        .bind(before)
+        .bind(caller.visible_projects())
+        .bind(limit + 1)
+        .fetch_all(&self.state.pool)
+        .await?;
+        let has_more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = has_more
+            .then(|| rows.last().map(|r| cursor::encode(&r.seq)))
+            .flatten();
+        Ok(Json(RequestRecordList {
+            data: rows.into_iter().map(Into::into).collect(),
+            has_more,
+            next_cursor,
+        }))
+    }
+
+    /// Verify the request log's hash chain
+    ///
+    /// Recomputes the chain over `from <= occurred_at < to` (everything by default) and reports
+    /// the first broken link: an edited, removed or reordered record. Scope `audit:read` on an
+    /// admin key or admin user.
+    #[oai(
+        path = "/audit/verify",
+        method = "get",
+        operation_id = "verifyRequestLog"
+    )]
+    async fn verify(
+        &self,
+        auth: Credentials,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+    ) -> ApiResult<Json<ChainCheck>> {
+        let caller = self.state.authorize(&auth, Scope::AuditRead).await?;
+        if caller.visible_projects().is_some() {
+            return Err(ApiError::Forbidden("the whole chain is checked by admins".into()).into());
+        }
+        let (checked, broken) = crate::audit::verify(&self.state.pool, from.0, to.0).await?;
+        Ok(Json(ChainCheck {
+            ok: broken.is_none(),
+            checked: checked as i64,
+            first_broken_seq: broken.as_ref().map(|b| b.0),
+            reason: broken.map(|b| b.1),
+        }))
+    }
+}

@@ -1,0 +1,236 @@
+//! The request log over HTTP: every call is recorded (401, 403, 404 and 429 included) without
+//! secrets or query strings, the list filters, the hash chain catches an edited and a deleted
+//! record (through the API and `herald audit verify`), and a server killed under load leaves a
+//! record for every response its clients received.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::TestApp;
+
+async fn records(app: &TestApp, query: &str) -> Vec<Value> {
+    let response = app
+        .get(
+            &format!("/api/v1/audit/requests?limit=100{query}"),
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json::<Value>().await.unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn every_call_is_recorded_with_its_outcome_and_never_a_secret() {
+    let app = TestApp::spawn_with(|c| c.rate_limits.write_per_minute = 1).await;
+    let (_, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let key_id = key.split('_').nth(2).unwrap().to_owned();
+    let ok = app.post("/api/v1/jobs", &key, json!({"kind": "k"})).await;
+    let request_id = ok.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(
+        app.post("/api/v1/jobs", &key, json!({"kind": "k"}))
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        app.get("/api/v1/jobs?secret=hunter2", "hrld_live_nope")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get("/api/v1/api-keys", &key).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let missing = format!("/api/v1/jobs/{}", uuid::Uuid::now_v7());
+    assert_eq!(
+        app.get(&missing, &key).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let mine = records(&app, &format!("&key_id={key_id}")).await;
+    let outcomes: Vec<(&str, i64)> = mine
+        .iter()
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap(),
+                r["status"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("client_error", 404),
+            ("denied", 403),
+            ("rate_limited", 429),
+            ("success", 202)
+        ]
+    );
+    let submitted = &mine[3];
+    assert_eq!(submitted["request_id"], request_id);
+    assert_eq!(submitted["route"], "/api/v1/jobs");
+    assert_eq!(submitted["method"], "POST");
+    assert_eq!(submitted["actor_type"], "api_key");
+    assert!(
+        submitted["request_bytes"].as_i64() > Some(0)
+            && submitted["response_bytes"].as_i64() > Some(0)
+    );
+    assert_eq!(mine[0]["route"], "/api/v1/jobs/{id}");
+    assert_eq!(mine[0]["error_code"], "JOB_NOT_FOUND");
+    assert_eq!(mine[2]["error_code"], "RATE_LIMIT_EXCEEDED");
+    let refused = records(&app, "&status=401").await;
+    assert_eq!(refused.len(), 1);
+    assert_eq!(
+        refused[0]["path"], "/api/v1/jobs",
+        "the query string was recorded"
+    );
+    assert!(refused[0]["actor_id"].is_null());
+    let everything = serde_json::to_string(&records(&app, "").await).unwrap();
+    assert!(!everything.contains(&key) && !everything.contains("hunter2"));
+}
+
+#[tokio::test]
+async fn an_edited_and_a_deleted_record_break_the_chain() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    for _ in 0..6 {
+        app.get("/api/v1/jobs", &key).await;
+    }
+    let intact: Value = app
+        .get("/api/v1/audit/verify", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(intact["ok"], true, "{intact}");
+    assert!(intact["checked"].as_i64() >= Some(6));
+    let cli = crate::projections::herald(&app.database_url, &["audit", "verify"]).await;
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stdout)
+    );
+
+    sqlx::query("UPDATE request_log SET status = 500 WHERE seq = 3")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let edited: Value = app
+        .get("/api/v1/audit/verify", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (edited["ok"].clone(), edited["first_broken_seq"].clone()),
+        (json!(false), json!(3))
+    );
+    let cli = crate::projections::herald(&app.database_url, &["audit", "verify"]).await;
+    assert!(!cli.status.success());
+    assert!(String::from_utf8_lossy(&cli.stdout).contains("broken at record 3"));
+
+    sqlx::query("UPDATE request_log SET status = 200 WHERE seq = 3")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM request_log WHERE seq = 5")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let deleted: Value = app
+        .get("/api/v1/audit/verify", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (deleted["ok"].clone(), deleted["first_broken_seq"].clone()),
+        (json!(false), json!(5)),
+        "{deleted}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_killed_under_load_has_a_record_of_every_answer_it_gave() {
+    let url = crate::support::db::fresh_database().await;
+    let admin = crate::projections::herald(
+        &url,
+        &["keys", "create", "--name", "admin", "--scopes", "admin"],
+    )
+    .await;
+    let admin = String::from_utf8(admin.stdout).unwrap().trim().to_owned();
+    let port = crate::api_keys::free_port();
+    let mut server = tokio::process::Command::new(crate::projections::herald_binary())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &url)
+        .env("HERALD_API_KEY_PEPPER", crate::support::PEPPER)
+        .env("HERALD_LOG", "warn")
+        .env("HERALD_RATE_LIMITS__READ_PER_MINUTE", "1000000")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/ready"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Eight clients read as fast as they can; the server is killed while they do.
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (base, admin) = (base.clone(), admin.clone());
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut answered = Vec::new();
+            while let Ok(response) = client
+                .get(format!("{base}/api/v1/projects"))
+                .header("X-API-Key", &admin)
+                .send()
+                .await
+            {
+                answered.push(
+                    response.headers()["x-request-id"]
+                        .to_str()
+                        .unwrap()
+                        .to_owned(),
+                );
+            }
+            answered
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill().await.unwrap();
+    let mut answered = BTreeSet::new();
+    for client in clients {
+        answered.extend(client.await.unwrap());
+    }
+    assert!(
+        answered.len() > 50,
+        "the load was too light to mean anything: {}",
+        answered.len()
+    );
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let recorded: Vec<String> = sqlx::query_scalar("SELECT request_id FROM request_log")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let recorded: BTreeSet<String> = recorded.into_iter().collect();
+    let missing: Vec<&String> = answered.difference(&recorded).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answers have no record",
+        missing.len(),
+        answered.len()
+    );
+}
