@@ -38,10 +38,13 @@ project=$($herald projects create bench)
 KEY=$($herald keys create --name bench --scopes jobs:read,jobs:write --project "$project")
 export KEY
 
-$herald serve --listen "127.0.0.1:$port" 2>/tmp/herald-bench.log &
-server=$!
+start_server() {
+  $herald serve --listen "127.0.0.1:$port" 2>/tmp/herald-bench.log &
+  server=$!
+  for _ in $(seq 1 100); do curl -sf "$base/ready" >/dev/null && break; sleep 0.1; done
+}
+start_server
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -sf "$base/ready" >/dev/null && break; sleep 0.1; done
 
 job=$(curl -sf -X POST "$base/api/v1/jobs" -H "X-API-Key: $KEY" -H 'Content-Type: application/json' -d '{"kind": "bench"}')
 job_id=$(echo "$job" | sed -E 's/.*"id":"([^"]+)".*/\1/')
@@ -74,6 +77,14 @@ echo "== GET /api/v1/jobs/{id}" >&2
 read -r get_rps get_p99 < <(run_wrk -H "X-API-Key: $KEY" "$base/api/v1/jobs/$job_id")
 kill $server 2>/dev/null || true; wait $server 2>/dev/null || true
 
+# The same two phases with the audit trail and rate limiting turned off, to price them.
+HERALD_AUDIT__ENABLED=false HERALD_RATE_LIMITS__ENABLED=false start_server
+echo "== POST /api/v1/jobs (audit trail and rate limits off)" >&2
+read -r post_off_rps post_off_p99 < <(run_wrk -s bench/post_job.lua "$base/api/v1/jobs")
+echo "== GET /api/v1/jobs/{id} (audit trail and rate limits off)" >&2
+read -r get_off_rps get_off_p99 < <(run_wrk -H "X-API-Key: $KEY" "$base/api/v1/jobs/$job_id")
+kill $server 2>/dev/null || true; wait $server 2>/dev/null || true
+
 psql -q "$db_url" <<'SQL'
 CREATE TABLE bench_events (
     aggregate_type text NOT NULL, aggregate_id text NOT NULL,
@@ -104,4 +115,9 @@ pgbench select (primary key)  $sel_tps   avg ${sel_lat}
 
 submission / insert = $(ratio "$post_rps" "$ins_tps")   (target >= 0.35)
 read / select       = $(ratio "$get_rps" "$sel_tps")   (target >= 0.20)
+
+audit trail and rate limits off:
+POST /api/v1/jobs             $post_off_rps   p99 $post_off_p99
+GET /api/v1/jobs/{id}         $get_off_rps   p99 $get_off_p99
+on / off: submission $(ratio "$post_rps" "$post_off_rps"), reads $(ratio "$get_rps" "$get_off_rps")   (target >= 0.85)
 REPORT

@@ -1,14 +1,14 @@
 //! The request log, the audit trail of every API call. The edge middleware hands each finished
 //! request to `AuditLog::record` and sends the response only once that returns: a single writer
-//! task gathers the records that arrive meanwhile and commits them in one transaction (group
-//! commit), extending the hash chain (`chain`) under a lock on its head row, so many requests
-//! share one commit and replicas append to one chain in turn.
+//! task gathers the records that arrive meanwhile and commits them in one statement (group
+//! commit) that also moves the hash chain's head (`chain`) if, and only if, it is still where
+//! the writer left it: one round trip per batch, and replicas still append to one chain.
 
 pub mod chain;
 
 use std::sync::Arc;
 
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 pub use chain::Record;
@@ -40,6 +40,8 @@ impl AuditLog {
 }
 
 async fn write_batches(pool: PgPool, mut incoming: mpsc::Receiver<Pending>) {
+    // The end of the chain as this writer last saw it; re-read when another replica moved it.
+    let mut head: Option<(i64, String)> = None;
     while let Some(first) = incoming.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -49,9 +51,10 @@ async fn write_batches(pool: PgPool, mut incoming: mpsc::Receiver<Pending>) {
             }
         }
         let (mut records, acks): (Vec<Record>, Vec<_>) = batch.into_iter().unzip();
-        let committed = match append(&pool, &mut records).await {
+        let committed = match append(&pool, &mut head, &mut records).await {
             Ok(()) => true,
             Err(error) => {
+                head = None;
                 tracing::error!(%error, count = records.len(), "could not write the request log");
                 false
             }
@@ -62,53 +65,78 @@ async fn write_batches(pool: PgPool, mut incoming: mpsc::Receiver<Pending>) {
     }
 }
 
-/// Numbers, chains and inserts `records` in one transaction.
-async fn append(pool: &PgPool, records: &mut [Record]) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
-    let (mut seq, mut prev): (i64, String) =
-        sqlx::query_as("SELECT last_seq, last_hash FROM request_log_head WHERE id = 1 FOR UPDATE")
-            .fetch_one(&mut *tx)
-            .await?;
-    for record in records.iter_mut() {
-        seq += 1;
-        record.seq = seq;
-        record.prev_hash = prev.clone();
-        record.hash = chain::hash(&prev, record);
-        prev = record.hash.clone();
-    }
-    let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
-        "INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, route, \
-         method, path, status, latency_us, request_bytes, response_bytes, client_ip, user_agent, outcome, \
-         error_code, prev_hash, hash) ",
-    );
-    insert.push_values(records.iter(), |mut row, r| {
-        row.push_bind(r.seq)
-            .push_bind(r.occurred_at)
-            .push_bind(&r.request_id)
-            .push_bind(&r.actor_type)
-            .push_bind(&r.actor_id)
-            .push_bind(r.project_id)
-            .push_bind(&r.route)
-            .push_bind(&r.method)
-            .push_bind(&r.path)
-            .push_bind(r.status)
-            .push_bind(r.latency_us)
-            .push_bind(r.request_bytes)
-            .push_bind(r.response_bytes)
-            .push_bind(&r.client_ip)
-            .push_bind(&r.user_agent)
-            .push_bind(&r.outcome)
-            .push_bind(&r.error_code)
-            .push_bind(&r.prev_hash)
-            .push_bind(&r.hash);
-    });
-    insert.build().execute(&mut *tx).await?;
-    sqlx::query("UPDATE request_log_head SET last_seq = $1, last_hash = $2 WHERE id = 1")
+/// Numbers, chains and inserts `records` in one statement: the insert happens only if the
+/// chain's head is still where this writer believes it is (it moves the head in the same
+/// statement), otherwise the head is read again and the batch re-chained.
+async fn append(
+    pool: &PgPool,
+    head: &mut Option<(i64, String)>,
+    records: &mut [Record],
+) -> sqlx::Result<()> {
+    for _ in 0..100 {
+        let (start_seq, start_hash) = match head.take() {
+            Some(known) => known,
+            None => {
+                sqlx::query_as("SELECT last_seq, last_hash FROM request_log_head WHERE id = 1")
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        let (mut seq, mut prev) = (start_seq, start_hash.clone());
+        for record in records.iter_mut() {
+            seq += 1;
+            record.seq = seq;
+            record.prev_hash = prev.clone();
+            record.hash = chain::hash(&prev, record);
+            prev = record.hash.clone();
+        }
+        // One fixed statement (prepared once, whatever the batch size), one array per column.
+        let col = |f: fn(&Record) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
+        let inserted = sqlx::query(
+            "WITH head AS (UPDATE request_log_head SET last_seq = $1, last_hash = $2 \
+                            WHERE id = 1 AND last_seq = $3 AND last_hash = $4 RETURNING 1) \
+             INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, route, \
+               method, path, status, latency_us, request_bytes, response_bytes, client_ip, user_agent, outcome, \
+               error_code, prev_hash, hash) \
+             SELECT r.* FROM head, UNNEST($5::bigint[], $6::timestamptz[], $7::text[], $8::text[], $9::text[], \
+               $10::uuid[], $11::text[], $12::text[], $13::text[], $14::int[], $15::bigint[], $16::bigint[], \
+               $17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[]) AS r",
+        )
         .bind(seq)
         .bind(&prev)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
+        .bind(start_seq)
+        .bind(&start_hash)
+        .bind(records.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+        .bind(col(|r| Some(r.request_id.clone())))
+        .bind(col(|r| r.actor_type.clone()))
+        .bind(col(|r| r.actor_id.clone()))
+        .bind(records.iter().map(|r| r.project_id).collect::<Vec<_>>())
+        .bind(col(|r| Some(r.route.clone())))
+        .bind(col(|r| Some(r.method.clone())))
+        .bind(col(|r| Some(r.path.clone())))
+        .bind(records.iter().map(|r| r.status).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.latency_us).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.request_bytes).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.response_bytes).collect::<Vec<_>>())
+        .bind(col(|r| r.client_ip.clone()))
+        .bind(col(|r| r.user_agent.clone()))
+        .bind(col(|r| Some(r.outcome.clone())))
+        .bind(col(|r| r.error_code.clone()))
+        .bind(col(|r| Some(r.prev_hash.clone())))
+        .bind(col(|r| Some(r.hash.clone())))
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if inserted == records.len() as u64 {
+            *head = Some((seq, prev));
+            return Ok(());
+        }
+        // Another replica appended since: chain again from the new head.
+    }
+    Err(sqlx::Error::Protocol(
+        "the request log's head kept moving".into(),
+    ))
 }
 
 /// Verifies the chain over the records with `from <= occurred_at < to` (all when absent):
