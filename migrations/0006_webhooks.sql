@@ -1,9 +1,9 @@
 -- Webhooks. Endpoints are an aggregate (`webhook_endpoint`) in the log; the rest is beside it:
 --
--- * `webhook_endpoints`, `webhook_event_projects` and `webhook_deliveries` are written by the
---   webhook projector, in the same transaction as its checkpoint: it keeps its own copy of the
---   endpoints and of which project each aggregate belongs to, so matching an event against the
---   endpoints never depends on another projection's progress.
+-- * `webhook_endpoints` and `webhook_deliveries` are written by the webhook projector, in the
+--   same transaction as its checkpoint: it keeps its own copy of the endpoints, so matching an
+--   event against the endpoints never depends on another projection's progress (an event's
+--   project comes from its aggregate's first event).
 -- * `webhook_secrets`: signing secrets (never in an event). A rotation adds a row and gives the
 --   previous one an expiry; every unexpired secret signs.
 -- * `webhook_attempts`: one row per HTTP attempt, written by the dispatcher.
@@ -18,13 +18,6 @@ CREATE TABLE webhook_endpoints (
     version        bigint NOT NULL
 );
 CREATE INDEX webhook_endpoints_by_project ON webhook_endpoints (project_id) WHERE NOT deleted;
-
-CREATE TABLE webhook_event_projects (
-    aggregate_type text NOT NULL,
-    aggregate_id   text NOT NULL,
-    project_id     uuid NOT NULL,
-    PRIMARY KEY (aggregate_type, aggregate_id)
-);
 
 CREATE TABLE webhook_secrets (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -50,7 +50,6 @@ async fn read_models(app: &TestApp) -> Vec<String> {
         "users",
         "project_members",
         "webhook_endpoints",
-        "webhook_event_projects",
     ] {
         let rows: Vec<String> = sqlx::query_scalar(&format!(
             "SELECT row_to_json(t)::text FROM {table} t ORDER BY 1"

@@ -65,13 +65,29 @@ pub async fn project_of(
     if let Some(project) = cache.get(&key) {
         return Ok(*project);
     }
-    let project: Option<Uuid> = sqlx::query_scalar("SELECT project_id FROM webhook_event_projects WHERE aggregate_type = $1 AND aggregate_id = $2")
-        .bind(&key.0)
-        .bind(&key.1)
-        .fetch_optional(&mut *conn)
-        .await?;
+    if event.sequence == 1 {
+        let project = project_in(&event.payload);
+        cache.insert(key, project);
+        return Ok(project);
+    }
+    // Jobs, keys and endpoints name their project in their first event (a primary-key read).
+    let first: Option<Value> = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = 1",
+    )
+    .bind(&key.0)
+    .bind(&key.1)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let project = first.as_ref().and_then(project_in);
     cache.insert(key, project);
     Ok(project)
+}
+
+fn project_in(payload: &Value) -> Option<Uuid> {
+    payload
+        .get("project_id")
+        .and_then(Value::as_str)
+        .and_then(|p| p.parse().ok())
 }
 
 /// The enabled endpoints of a project and their settings.
@@ -96,35 +112,13 @@ struct Page {
 }
 
 impl WebhookProjector {
-    /// Records which project a newly created aggregate belongs to, and keeps the endpoint copy.
+    /// Keeps the projector's copy of the endpoints.
     async fn track(
         &self,
         conn: &mut PgConnection,
         page: &mut Page,
         event: &StoredEvent,
     ) -> anyhow::Result<()> {
-        let owner = match (event.aggregate_type.as_str(), event.event_type.as_str()) {
-            ("job", "job.queued")
-            | ("api_key", "api_key.created")
-            | ("webhook_endpoint", "webhook_endpoint.created") => event
-                .payload
-                .get("project_id")
-                .and_then(Value::as_str)
-                .and_then(|p| p.parse::<Uuid>().ok()),
-            _ => None,
-        };
-        if let Some(project) = owner {
-            sqlx::query("INSERT INTO webhook_event_projects (aggregate_type, aggregate_id, project_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(&event.aggregate_type)
-                .bind(&event.aggregate_id)
-                .bind(project)
-                .execute(&mut *conn)
-                .await?;
-            page.projects.insert(
-                (event.aggregate_type.clone(), event.aggregate_id.clone()),
-                Some(project),
-            );
-        }
         if event.aggregate_type != "webhook_endpoint" {
             return Ok(());
         }
@@ -271,9 +265,6 @@ impl Projection for WebhookProjector {
         // endpoint copy and the project map, and the unique (endpoint, event) key keeps the
         // deliveries that exist from being recorded twice.
         sqlx::query("DELETE FROM webhook_endpoints")
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("DELETE FROM webhook_event_projects")
             .execute(&mut *conn)
             .await?;
         Ok(())
