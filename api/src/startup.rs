@@ -168,5 +168,8 @@ pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
         .at("/ready", routes::system::ready.data(state.clone()))
         .nest("/", api)
         .with_if(cors.is_some(), cors.unwrap_or_default())
+        .with(crate::http::idempotency::Idempotency {
+            pool: state.pool.clone(),
+        })
         .with(edge)
 }

@@ -7,6 +7,7 @@ mod api_keys;
 mod audit;
 mod bad_input;
 mod docs;
+mod idempotency;
 mod job_lifecycle;
 mod jobs_api;
 mod openapi;

@@ -5,6 +5,7 @@ pub mod client_ip;
 pub mod context;
 pub mod cursor;
 pub mod headers;
+pub mod idempotency;
 pub mod json_body;
 pub mod problem;
 pub mod request_log;

@@ -1,0 +1,188 @@
+//! `Idempotency-Key` on POST requests: the first request with a key runs and its answer
+//! (status, content type, `Location`, body) is stored; the same key with the same request
+//! answers that again without running anything (`Idempotent-Replayed: true`); with a different
+//! request it answers 422, and while the first is still running, 409. Keys are scoped to the
+//! credentials presented (a hash of them, never the credentials), up to 255 characters, and
+//! kept at least 24 hours (nothing prunes them yet). A 5xx, 409 or 429 answer is not kept, so
+//! the request can be retried.
+
+use poem::http::{header, HeaderValue, Method, StatusCode};
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use super::context::problem_response;
+use super::problem::Problem;
+
+pub struct Idempotency {
+    pub pool: PgPool,
+}
+
+impl<E: Endpoint> Middleware<E> for Idempotency {
+    type Output = IdempotencyEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        IdempotencyEndpoint {
+            inner,
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+pub struct IdempotencyEndpoint<E> {
+    inner: E,
+    pool: PgPool,
+}
+
+fn hex_sha256(parts: &[&[u8]]) -> String {
+    let mut digest = Sha256::new();
+    for part in parts {
+        digest.update((part.len() as u64).to_be_bytes());
+        digest.update(part);
+    }
+    digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
+    problem_response(Problem::new(status, code, detail))
+}
+
+#[derive(sqlx::FromRow)]
+struct Stored {
+    request_hash: String,
+    status: Option<i32>,
+    content_type: Option<String>,
+    location: Option<String>,
+    body: Option<Vec<u8>>,
+}
+
+impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let keyed = req.method() == Method::POST
+            && req.uri().path().starts_with("/api/v1/")
+            && !req.uri().path().starts_with("/api/v1/auth/");
+        let Some(key) = keyed
+            .then(|| req.headers().get("idempotency-key").cloned())
+            .flatten()
+        else {
+            return self.inner.call(req).await.map(IntoResponse::into_response);
+        };
+        let key = match key.to_str() {
+            Ok(key) if !key.is_empty() && key.len() <= 255 => key.to_owned(),
+            _ => {
+                return Ok(problem(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_IDEMPOTENCY_KEY",
+                    "Idempotency-Key must be 1-255 visible ASCII characters",
+                ))
+            }
+        };
+        let credentials: Vec<&[u8]> = ["x-api-key", "authorization", "cookie"]
+            .iter()
+            .map(|h| req.headers().get(*h).map_or(&b""[..], |v| v.as_bytes()))
+            .collect();
+        let scope = hex_sha256(&credentials);
+        let body = req.take_body().into_bytes().await.unwrap_or_default();
+        let request_hash = hex_sha256(&[req.uri().path().as_bytes(), &body]);
+        req.set_body(body);
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(&scope)
+        .bind(&key)
+        .bind(&request_hash)
+        .execute(&self.pool)
+        .await
+        .map_err(poem::error::InternalServerError)?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            let stored: Option<Stored> = sqlx::query_as(
+                "SELECT request_hash, status, content_type, location, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+            )
+            .bind(&scope)
+            .bind(&key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(poem::error::InternalServerError)?;
+            return Ok(match stored {
+                Some(stored) if stored.request_hash != request_hash => problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "IDEMPOTENCY_KEY_REUSED",
+                    "this Idempotency-Key was used with a different request",
+                ),
+                Some(Stored {
+                    status: Some(status),
+                    content_type,
+                    location,
+                    body,
+                    ..
+                }) => {
+                    let mut response = Response::builder()
+                        .status(StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK))
+                        .header("idempotent-replayed", "true")
+                        .body(body.unwrap_or_default());
+                    for (name, value) in [
+                        (header::CONTENT_TYPE, content_type),
+                        (header::LOCATION, location),
+                    ] {
+                        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                            response.headers_mut().insert(name, value);
+                        }
+                    }
+                    response
+                }
+                _ => problem(
+                    StatusCode::CONFLICT,
+                    "IDEMPOTENCY_KEY_IN_USE",
+                    "a request with this Idempotency-Key is still running; retry later",
+                ),
+            });
+        }
+        let mut response = match self.inner.call(req).await {
+            Ok(output) => output.into_response(),
+            Err(error) => error.into_response(),
+        };
+        let status = response.status();
+        // Failures that a retry may get past are not kept: server errors, rate limits, conflicts.
+        if status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::CONFLICT
+        {
+            let _ = sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2")
+                .bind(&scope)
+                .bind(&key)
+                .execute(&self.pool)
+                .await;
+            return Ok(response);
+        }
+        let body = response.take_body().into_bytes().await.unwrap_or_default();
+        let header_text = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $3, content_type = $4, location = $5, body = $6 WHERE scope = $1 AND key = $2",
+        )
+        .bind(&scope)
+        .bind(&key)
+        .bind(i32::from(status.as_u16()))
+        .bind(header_text(header::CONTENT_TYPE))
+        .bind(header_text(header::LOCATION))
+        .bind(body.to_vec())
+        .execute(&self.pool)
+        .await
+        .map_err(poem::error::InternalServerError)?;
+        response.set_body(body);
+        Ok(response)
+    }
+}

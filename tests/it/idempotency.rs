@@ -1,0 +1,92 @@
+//! `Idempotency-Key`: twenty concurrent identical requests make one job; a later retry gets the
+//! first answer again; the same key with another body is refused; bad keys are refused.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{problem, TestApp};
+
+#[tokio::test]
+async fn the_same_keyed_request_twenty_times_at_once_makes_one_job() {
+    let app = TestApp::spawn().await;
+    let (project, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let body = json!({"kind": "render", "input": {"frame": 1}});
+    let mut requests = Vec::new();
+    for _ in 0..20 {
+        let request = app
+            .request(reqwest::Method::POST, "/api/v1/jobs", &key)
+            .header("Idempotency-Key", "submit-frame-1")
+            .json(&body);
+        requests.push(tokio::spawn(async move { request.send().await.unwrap() }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut statuses = Vec::new();
+    for request in requests {
+        let response = request.await.unwrap();
+        statuses.push(response.status());
+        if response.status() == StatusCode::ACCEPTED {
+            let job: Value = response.json().await.unwrap();
+            ids.insert(job["id"].as_str().unwrap().to_owned());
+        } else {
+            assert_eq!(response.status(), StatusCode::CONFLICT);
+            assert_eq!(problem(response).await["code"], "IDEMPOTENCY_KEY_IN_USE");
+        }
+    }
+    assert_eq!(ids.len(), 1, "statuses {statuses:?}");
+    let jobs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'job.queued'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(jobs, 1);
+
+    // A retry later answers the first response again, with its headers.
+    let replay = app
+        .request(reqwest::Method::POST, "/api/v1/jobs", &key)
+        .header("Idempotency-Key", "submit-frame-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), StatusCode::ACCEPTED);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let id = ids.into_iter().next().unwrap();
+    assert_eq!(
+        replay.headers()["location"],
+        format!("/api/v1/jobs/{id}").as_str()
+    );
+    let job: Value = replay.json().await.unwrap();
+    assert_eq!(job["id"], id.as_str());
+    assert_eq!(job["project_id"], project.to_string());
+
+    let other_body = app
+        .request(reqwest::Method::POST, "/api/v1/jobs", &key)
+        .header("Idempotency-Key", "submit-frame-1")
+        .json(&json!({"kind": "render", "input": {"frame": 2}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_body.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem(other_body).await["code"], "IDEMPOTENCY_KEY_REUSED");
+
+    // Keys are per caller: another key may use the same one for its own request.
+    let other_key = app.create_key(Some(project), &["jobs:write"]).await;
+    let theirs = app
+        .request(reqwest::Method::POST, "/api/v1/jobs", &other_key)
+        .header("Idempotency-Key", "submit-frame-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), StatusCode::ACCEPTED);
+    assert!(theirs.headers().get("idempotent-replayed").is_none());
+
+    let too_long = app
+        .request(reqwest::Method::POST, "/api/v1/jobs", &key)
+        .header("Idempotency-Key", "k".repeat(256))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_long.status(), StatusCode::BAD_REQUEST);
+}
