@@ -860,3 +860,103 @@ async fn an_endpoint_failing_for_less_than_the_limit_stays_enabled() {
         "disabled before failing for the configured period"
     );
 }
+
+/// Starts a replay and waits for it to finish; returns how many deliveries it queued.
+async fn replay(app: &TestApp, id: Uuid, body: Value) -> i64 {
+    let started = app
+        .post(
+            &format!("/api/v1/webhooks/{id}/replay"),
+            &app.admin_key,
+            body,
+        )
+        .await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    for _ in 0..200 {
+        let progress: Value = app
+            .get(&location, &app.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if progress["status"] == "completed" {
+            return progress["queued"].as_i64().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the replay did not finish");
+}
+
+#[tokio::test]
+async fn replays_honour_since_event_types_and_only_failed() {
+    let app = TestApp::spawn_with(|c| c.webhooks.retry_schedule = "0".into()).await;
+    let (project, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let receiver = Receiver::start().await;
+    let (id, _) = endpoint(
+        &app,
+        project,
+        &receiver.url,
+        &["job.queued", "job.cancelled"],
+    )
+    .await;
+    app.submit_job(&key, json!({"kind": "early"})).await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let since = chrono::Utc::now();
+    // From here the receiver fails, and with no retries those deliveries fail for good.
+    receiver.behaviour.status.store(500, Ordering::SeqCst);
+    let late = app.submit_job(&key, json!({"kind": "late"})).await;
+    app.post(&format!("/api/v1/jobs/{late}/cancel"), &key, json!({}))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let failed: Value = app
+            .get(
+                &format!("/api/v1/webhooks/{id}/deliveries?status=failed"),
+                &app.admin_key,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        if failed["data"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the late deliveries did not fail"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    receiver.behaviour.status.store(0, Ordering::SeqCst);
+
+    // Each replay is awaited until its messages arrived, so none merges into the next.
+    let only_failed = replay(&app, id, json!({"from_position": 0, "only_failed": true})).await;
+    assert_eq!(only_failed, 2, "only the two failed deliveries");
+    assert_eq!(receiver.wait_for(3, Duration::from_secs(10)).await.len(), 3);
+    let cancelled_only = replay(
+        &app,
+        id,
+        json!({"since": since, "event_types": ["job.cancelled"]}),
+    )
+    .await;
+    assert_eq!(cancelled_only, 1);
+    assert_eq!(receiver.wait_for(4, Duration::from_secs(10)).await.len(), 4);
+    let since_only = replay(&app, id, json!({"since": since})).await;
+    assert_eq!(since_only, 2, "the early job is before `since`");
+    let got = receiver.wait_for(6, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 6);
+    let late_ones = got
+        .iter()
+        .filter(|r| r.json()["data"]["job_id"] == late.to_string())
+        .count();
+    assert_eq!(late_ones, 5, "2 + 1 + 2 replayed messages of the late job");
+    let bad = app
+        .post(
+            &format!("/api/v1/webhooks/{id}/replay"),
+            &app.admin_key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
