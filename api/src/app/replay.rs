@@ -239,15 +239,7 @@ pub async fn resend(
             .execute(&state.pool)
             .await?;
     }
-    Ok(AttemptDto {
-        attempted_at,
-        succeeded: outcome.succeeded(),
-        status_code: outcome.status.map(i32::from),
-        duration_ms: outcome.duration.as_secs_f64() * 1000.0,
-        error_class: outcome.error_class,
-        response_body: outcome.body,
-        manual: true,
-    })
+    Ok(AttemptDto::manual(attempted_at, outcome))
 }
 
 #[derive(sqlx::FromRow)]

@@ -19,3 +19,19 @@ pub fn decode<T: DeserializeOwned>(cursor: &str) -> Result<T, ApiError> {
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .ok_or_else(|| ApiError::field("cursor", "not a cursor returned by this API"))
 }
+
+/// A list's `limit` parameter: 1–100, 20 when absent.
+pub fn limit(asked: Option<i64>) -> Result<i64, ApiError> {
+    let limit = asked.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 100"));
+    }
+    Ok(limit)
+}
+
+/// Cuts `rows` (fetched with `limit + 1`) to one page; true when there are more after it.
+pub fn page<T>(rows: &mut Vec<T>, limit: i64) -> bool {
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    has_more
+}

@@ -199,16 +199,12 @@ impl ApiKeysApi {
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<KeyList>> {
         let caller = self.state.authorize(&auth, Scope::KeysRead).await?;
-        let limit = limit.0.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::field("limit", "must be between 1 and 100").into());
-        }
+        let limit = cursor::limit(limit.0)?;
         let after = cursor.0.as_deref().map(cursor::decode).transpose()?;
         let project = caller.visible_projects();
         let mut rows =
             herald_projections::api_keys::list(&self.state.pool, project, after, limit + 1).await?;
-        let has_more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
+        let has_more = cursor::page(&mut rows, limit);
         let next_cursor = has_more
             .then(|| rows.last())
             .flatten()

@@ -119,10 +119,7 @@ impl AuditApi {
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<RequestRecordList>> {
         let caller = self.state.authorize(&auth, Scope::AuditRead).await?;
-        let limit = limit.0.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::field("limit", "must be between 1 and 100").into());
-        }
+        let limit = cursor::limit(limit.0)?;
         let before: Option<i64> = cursor.0.as_deref().map(cursor::decode).transpose()?;
         let actor = key_id.0.or(user_id.0);
         let mut rows: Vec<Record> = sqlx::query_as(
@@ -146,8 +143,7 @@ impl AuditApi {
         .bind(limit + 1)
         .fetch_all(&self.state.pool)
         .await?;
-        let has_more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
+        let has_more = cursor::page(&mut rows, limit);
         let next_cursor = has_more
             .then(|| rows.last().map(|r| cursor::encode(&r.seq)))
             .flatten();

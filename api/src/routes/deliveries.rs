@@ -109,10 +109,7 @@ impl DeliveriesApi {
     ) -> ApiResult<Json<DeliveryList>> {
         let caller = self.state.authorize(&auth, Scope::WebhooksRead).await?;
         app::load(&self.state, &caller, id.0).await?;
-        let limit = limit.0.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::field("limit", "must be between 1 and 100").into());
-        }
+        let limit = cursor::limit(limit.0)?;
         let after: Option<Uuid> = cursor.0.as_deref().map(cursor::decode).transpose()?;
         let mut rows: Vec<DeliveryDto> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM webhook_deliveries WHERE endpoint_id = $1 \
@@ -129,8 +126,7 @@ impl DeliveriesApi {
         .bind(limit + 1)
         .fetch_all(&self.state.pool)
         .await?;
-        let has_more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
+        let has_more = cursor::page(&mut rows, limit);
         let next_cursor = has_more
             .then(|| rows.last().map(|d| cursor::encode(&d.id)))
             .flatten();

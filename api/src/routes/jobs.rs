@@ -156,10 +156,7 @@ impl JobsApi {
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<JobList>> {
         let caller = self.state.authorize(&auth, Scope::JobsRead).await?;
-        let limit = limit.0.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::field("limit", "must be between 1 and 100").into());
-        }
+        let limit = cursor::limit(limit.0)?;
         let after: Option<JobCursor> = cursor.0.as_deref().map(cursor::decode).transpose()?;
         let filter = JobFilter {
             projects: caller.visible_projects(),
@@ -175,8 +172,7 @@ impl JobsApi {
             limit: limit + 1,
         };
         let mut rows = herald_projections::jobs::list(&self.state.pool, &filter).await?;
-        let has_more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
+        let has_more = cursor::page(&mut rows, limit);
         let next_cursor = has_more.then(|| rows.last()).flatten().map(|last| {
             cursor::encode(&JobCursor {
                 created_at: last.state.created_at,

@@ -105,10 +105,7 @@ impl ProjectsApi {
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<ProjectList>> {
         let caller = self.state.authenticate(&auth).await?;
-        let limit = limit.0.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::field("limit", "must be between 1 and 100").into());
-        }
+        let limit = cursor::limit(limit.0)?;
         let after: Option<Uuid> = cursor.0.as_deref().map(cursor::decode).transpose()?;
         let mut rows = herald_projections::projects::list(
             &self.state.pool,
@@ -117,8 +114,7 @@ impl ProjectsApi {
             limit + 1,
         )
         .await?;
-        let has_more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
+        let has_more = cursor::page(&mut rows, limit);
         let next_cursor = has_more
             .then(|| rows.last())
             .flatten()

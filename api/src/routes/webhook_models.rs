@@ -126,6 +126,21 @@ pub struct AttemptDto {
     pub manual: bool,
 }
 
+impl AttemptDto {
+    /// A manual attempt (a resend or a test send) made at `attempted_at`.
+    pub fn manual(attempted_at: DateTime<Utc>, outcome: herald_webhooks::sender::Outcome) -> Self {
+        Self {
+            attempted_at,
+            succeeded: outcome.succeeded(),
+            status_code: outcome.status.map(i32::from),
+            duration_ms: outcome.duration.as_secs_f64() * 1000.0,
+            error_class: outcome.error_class,
+            response_body: outcome.body,
+            manual: true,
+        }
+    }
+}
+
 /// One entry of the event catalogue.
 #[derive(Debug, Object)]
 pub struct EventTypeDto {

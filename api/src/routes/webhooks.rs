@@ -90,10 +90,7 @@ impl WebhooksApi {
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<WebhookList>> {
         let caller = self.state.authorize(&auth, Scope::WebhooksRead).await?;
-        let limit = limit.0.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::field("limit", "must be between 1 and 100").into());
-        }
+        let limit = cursor::limit(limit.0)?;
         let after: Option<Uuid> = cursor.0.as_deref().map(cursor::decode).transpose()?;
         let rows: Vec<(Uuid,)> = sqlx::query_as(
             "SELECT id FROM webhook_endpoints WHERE NOT deleted AND ($1::uuid[] IS NULL OR project_id = ANY($1)) \
@@ -269,15 +266,11 @@ impl WebhooksApi {
                 headers: &state.settings.headers,
             })
             .await;
-        Ok(Json(AttemptDto {
-            attempted_at,
-            succeeded: outcome.succeeded(),
-            status_code: outcome.status.map(i32::from),
-            duration_ms: outcome.duration.as_secs_f64() * 1000.0,
-            error_class: outcome.error_class,
-            response_body: outcome.body.map(|b| b.chars().take(1024).collect()),
-            manual: true,
-        }))
+        let mut attempt = AttemptDto::manual(attempted_at, outcome);
+        attempt.response_body = attempt
+            .response_body
+            .map(|b| b.chars().take(1024).collect());
+        Ok(Json(attempt))
     }
 
     /// The event catalogue
