@@ -26,6 +26,7 @@ fn verifier_with(token: &ApiKeyToken, allowlist: IpAllowlist) -> KeyVerifier {
         key_hash: hash_key(PEPPER, token),
         start: token.start(),
         expires_at: None,
+        expired_at: None,
         ip_allowlist: allowlist,
         rate_limit: RateLimit::default(),
         rotated_from: None,

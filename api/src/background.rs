@@ -1,7 +1,7 @@
 //! The server's background tasks, all stopped by one `CancellationToken` and awaited through
 //! one `TaskTracker`: a runner per projection, the LISTEN connection that wakes them, the
 //! coalescing announcer of appended events, the credential
-//! cache invalidator (keys and users), the key-usage flusher, and the lease reconciler.
+//! cache invalidator (keys and users), the key-usage flusher, the lease reconciler and the expiry sweeper.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use herald_projections::ProjectionRunner;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::expiry::ExpirySweeper;
 use crate::reconciler::LeaseReconciler;
 use crate::state::AppState;
 
@@ -55,4 +56,6 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
     );
     let interval = Duration::from_millis(state.config.jobs.reconcile_interval_ms);
     tracker.spawn(LeaseReconciler::new(state.clone()).run(interval, cancel.clone()));
+    let interval = Duration::from_millis(state.config.jobs.expiry_interval_ms);
+    tracker.spawn(ExpirySweeper::new(state.clone()).run(interval, cancel.clone()));
 }

@@ -113,6 +113,7 @@ pub struct JobsConfig {
     pub max_lease_seconds: u32,
     pub retention_hours: u32,
     pub reconcile_interval_ms: u64,
+    pub expiry_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -250,7 +251,10 @@ impl Config {
         {
             return fail("jobs.default_lease_seconds must be between 1 and jobs.max_lease_seconds");
         }
-        if self.jobs.reconcile_interval_ms == 0 || self.projections.poll_interval_ms == 0 {
+        if self.jobs.reconcile_interval_ms == 0
+            || self.jobs.expiry_interval_ms == 0
+            || self.projections.poll_interval_ms == 0
+        {
             return fail("intervals must be positive");
         }
         if !self.api_key_pepper.is_empty() && self.api_key_pepper.expose().len() < 16 {

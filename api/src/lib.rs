@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod database;
 pub mod embedded_pg;
+pub mod expiry;
 pub mod http;
 pub mod limits;
 pub mod reconciler;

@@ -1,4 +1,5 @@
-//! The WebhookEndpoint aggregate: where a project wants its events sent, and which ones. Its
+//! The WebhookEndpoint aggregate: where a project (or, for an account-wide endpoint, the whole
+//! installation) wants its events sent, and which ones. Its
 //! signing secrets are not here (secrets never enter an event): they live beside the log, and
 //! the `webhook_endpoint.secret_rotated` event only records that a rotation happened.
 
@@ -110,7 +111,9 @@ impl EndpointSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EndpointCommand {
     Create {
-        project_id: ProjectId,
+        /// `None`: an account-wide endpoint, which hears every project and the account's own
+        /// events (users, projects).
+        project_id: Option<ProjectId>,
         settings: EndpointSettings,
         now: DateTime<Utc>,
     },
@@ -136,7 +139,7 @@ pub enum EndpointCommand {
 pub enum EndpointEvent {
     #[serde(rename = "webhook_endpoint.created")]
     Created {
-        project_id: ProjectId,
+        project_id: Option<ProjectId>,
         #[serde(flatten)]
         settings: EndpointSettings,
         at: DateTime<Utc>,
@@ -184,7 +187,8 @@ pub enum EndpointError {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointState {
-    pub project_id: ProjectId,
+    /// `None` for an account-wide endpoint.
+    pub project_id: Option<ProjectId>,
     pub settings: EndpointSettings,
     pub disabled_reason: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -327,7 +331,7 @@ mod tests {
 
     fn created() -> EndpointEvent {
         EndpointEvent::Created {
-            project_id: ProjectId::from_uuid(uuid::Uuid::from_u128(1)),
+            project_id: Some(ProjectId::from_uuid(uuid::Uuid::from_u128(1))),
             settings: settings(),
             at: t(0),
         }

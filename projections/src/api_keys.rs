@@ -129,3 +129,19 @@ pub async fn usage(
     .fetch_all(executor)
     .await
 }
+
+/// Keys whose expiry has passed at `now` and is not recorded yet, for the expiry sweeper.
+pub async fn due_for_expiry(
+    executor: impl PgExecutor<'_>,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT id FROM api_keys WHERE expires_at IS NOT NULL AND revoked_at IS NULL \
+           AND (doc->>'expired_at') IS NULL AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}

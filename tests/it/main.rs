@@ -3,6 +3,7 @@
 
 mod support;
 
+mod account_webhooks;
 mod api_keys;
 mod audit;
 mod bad_input;

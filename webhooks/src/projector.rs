@@ -1,6 +1,6 @@
 //! The webhook projector: a projection over the whole log whose "read model" is the delivery
-//! queue. For each event it finds the enabled endpoints of the event's project whose filter
-//! matches and records one delivery per endpoint, in the page's transaction, with the
+//! queue. For each event it finds the enabled endpoints of the event's project, and the
+//! account-wide ones, whose filter matches and records one delivery per endpoint, in the page's transaction, with the
 //! checkpoint. It keeps its own copy of the endpoints and of each aggregate's project (from
 //! the creating events), so matching follows the log's order exactly and never waits on another
 //! projection. The payload and `webhook-id` depend only on the event and the endpoint, so a
@@ -90,13 +90,15 @@ fn project_in(payload: &Value) -> Option<Uuid> {
         .and_then(|p| p.parse().ok())
 }
 
-/// The enabled endpoints of a project and their settings.
+/// The enabled endpoints that hear a project's events (its own and the account-wide ones; for
+/// events of no project, such as users', only the account-wide ones) and their settings.
 async fn endpoints_of(
     conn: &mut PgConnection,
-    project: Uuid,
+    project: Option<Uuid>,
 ) -> anyhow::Result<Vec<(Uuid, EndpointSettings)>> {
     let rows: Vec<(Uuid, sqlx::types::Json<EndpointSettings>)> = sqlx::query_as(
-        "SELECT id, doc FROM webhook_endpoints WHERE project_id = $1 AND enabled AND NOT deleted",
+        "SELECT id, doc FROM webhook_endpoints \
+         WHERE (project_id = $1 OR project_id IS NULL) AND enabled AND NOT deleted",
     )
     .bind(project)
     .fetch_all(&mut *conn)
@@ -107,7 +109,7 @@ async fn endpoints_of(
 #[derive(Default)]
 struct Page {
     projects: HashMap<(String, String), Option<Uuid>>,
-    endpoints: HashMap<Uuid, Vec<(Uuid, EndpointSettings)>>,
+    endpoints: HashMap<Option<Uuid>, Vec<(Uuid, EndpointSettings)>>,
     deliveries: Vec<(Uuid, Uuid, i64, String, String, Value)>,
 }
 
@@ -134,7 +136,7 @@ impl WebhookProjector {
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(id)
-                .bind(project_id.as_uuid())
+                .bind(project_id.map(|p| p.as_uuid()))
                 .bind(sqlx::types::Json(&settings))
                 .bind(settings.enabled)
                 .bind(at)
@@ -198,16 +200,14 @@ impl Projection for WebhookProjector {
         let mut page = Page::default();
         for event in events {
             self.track(conn, &mut page, event).await?;
-            let Some(project) = project_of(conn, &mut page.projects, event).await? else {
-                continue; // users are not part of a project: no endpoint sees them
-            };
+            let project = project_of(conn, &mut page.projects, event).await?;
             let endpoints = match page.endpoints.entry(project) {
                 std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     slot.insert(endpoints_of(conn, project).await?)
                 }
             };
-            let body = payload(event, Some(project));
+            let body = payload(event, project);
             for (endpoint, settings) in endpoints.iter() {
                 if settings.wants(&event.event_type) {
                     page.deliveries.push((

@@ -161,7 +161,8 @@ async fn run(
     event_types: Option<Vec<String>>,
     only_failed: bool,
 ) -> anyhow::Result<()> {
-    let project = endpoint.project_id.as_uuid();
+    // An account-wide endpoint hears every project; a project's endpoint only its own.
+    let scope = endpoint.project_id.map(|p| p.as_uuid());
     let mut projects = HashMap::new();
     let mut conn = state.pool.acquire().await?;
     while after < to {
@@ -175,7 +176,11 @@ async fn run(
                 && event_types
                     .as_ref()
                     .is_none_or(|types| types.contains(&event.event_type));
-            if !wanted || project_of(&mut conn, &mut projects, event).await? != Some(project) {
+            if !wanted {
+                continue;
+            }
+            let project = project_of(&mut conn, &mut projects, event).await?;
+            if scope.is_some_and(|own| project != Some(own)) {
                 continue;
             }
             let result = sqlx::query(
@@ -190,7 +195,7 @@ async fn run(
             .bind(event.global_position)
             .bind(&event.event_type)
             .bind(webhook_id(endpoint_id, event.global_position))
-            .bind(payload(event, Some(project)))
+            .bind(payload(event, project))
             .bind(only_failed)
             .execute(&mut *conn)
             .await?;

@@ -9,6 +9,7 @@ use herald_domain::webhook_endpoint::{
 use herald_domain::ProjectId;
 use herald_store::{CommandError, EventMetadata};
 use herald_webhooks::signature::SigningSecret;
+use poem_openapi::types::MaybeUndefined;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -38,28 +39,38 @@ impl From<CommandError<EndpointError>> for ApiError {
     }
 }
 
-/// The project a new endpoint goes to: the key's own, or the one named (which must be visible).
+/// The project a new endpoint goes to: the key's own, or the one named (which must be visible);
+/// `None` when an admin asked for an account-wide endpoint with `"project_id": null`.
 pub async fn target_project(
     state: &AppState,
     caller: &Caller,
-    asked: Option<Uuid>,
-) -> Result<ProjectId, ApiError> {
+    asked: MaybeUndefined<Uuid>,
+) -> Result<Option<ProjectId>, ApiError> {
     let project = match (caller.project_id(), asked) {
-        (Some(own), None) => return Ok(own),
-        (Some(own), Some(asked)) if own.as_uuid() == asked => return Ok(own),
-        (Some(_), Some(_)) => {
+        (Some(own), MaybeUndefined::Undefined) => return Ok(Some(own)),
+        (Some(own), MaybeUndefined::Value(asked)) if own.as_uuid() == asked => {
+            return Ok(Some(own))
+        }
+        (Some(_), _) => {
             return Err(ApiError::field(
                 "project_id",
                 "must be the key's own project",
             ))
         }
-        (None, None) => {
-            return Err(ApiError::field(
-                "project_id",
-                "required unless the caller is a key bound to one project",
+        (None, MaybeUndefined::Null) if caller.is_admin() => return Ok(None),
+        (None, MaybeUndefined::Null) => {
+            return Err(ApiError::Forbidden(
+                "only admins create account-wide endpoints (`\"project_id\": null`)".into(),
             ))
         }
-        (None, Some(asked)) => ProjectId::from_uuid(asked),
+        (None, MaybeUndefined::Undefined) => {
+            return Err(ApiError::field(
+                "project_id",
+                "required unless the caller is a key bound to one project \
+                 (admins may send null for an account-wide endpoint)",
+            ))
+        }
+        (None, MaybeUndefined::Value(asked)) => ProjectId::from_uuid(asked),
     };
     let (loaded, _) = state
         .projects
@@ -70,24 +81,25 @@ pub async fn target_project(
         return Err(ApiError::field("project_id", "no such project"));
     }
     caller.require_in(project)?;
-    Ok(project)
+    Ok(Some(project))
 }
 
 /// The endpoint as of its latest event, if the caller may see it.
 pub async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<EndpointState, ApiError> {
     let (endpoint, _) = state.webhook_endpoints.load(&id.to_string()).await?;
     let endpoint = endpoint.state().cloned().ok_or_else(not_found)?;
-    if !caller.can_see(endpoint.project_id) {
-        return Err(not_found());
+    match endpoint.project_id {
+        Some(project) if caller.can_see(project) => caller.require_in(project)?,
+        None if caller.is_admin() => {}
+        _ => return Err(not_found()),
     }
-    caller.require_in(endpoint.project_id)?;
     Ok(endpoint)
 }
 
 pub async fn create(
     state: &AppState,
     metadata: &EventMetadata,
-    project: ProjectId,
+    project: Option<ProjectId>,
     settings: EndpointSettings,
 ) -> Result<(Uuid, EndpointState, String), ApiError> {
     let id = Uuid::now_v7();

@@ -104,6 +104,8 @@ pub struct JobDto {
     pub finished_at: Option<DateTime<Utc>>,
     /// When a finished job's files and results expire.
     pub expires_at: Option<DateTime<Utc>>,
+    /// When the job expired (`job.expired`); its status stays the outcome.
+    pub expired_at: Option<DateTime<Utc>>,
 }
 
 impl JobDto {
@@ -141,6 +143,7 @@ impl JobDto {
             started_at: job.started_at,
             finished_at: job.finished_at,
             expires_at: job.finished_at.map(|at| at + retention),
+            expired_at: job.expired_at,
         }
     }
 }

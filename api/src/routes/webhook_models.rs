@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use herald_domain::webhook_endpoint::EndpointState;
+use poem_openapi::types::MaybeUndefined;
 use poem_openapi::Object;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -25,8 +26,11 @@ pub struct WebhookCreate {
     pub rate_limit_per_second: Option<u32>,
     /// Default true.
     pub enabled: Option<bool>,
-    /// Required unless the caller is a key bound to one project.
-    pub project_id: Option<Uuid>,
+    /// Required unless the caller is a key bound to one project. `null` (admins only) makes an
+    /// account-wide endpoint: it hears every project's events and the account's own
+    /// (`user.created`, `project.created`).
+    #[serde(default)]
+    pub project_id: MaybeUndefined<Uuid>,
 }
 
 /// `PATCH /webhooks/{id}` body: only the given settings change.
@@ -47,7 +51,8 @@ pub struct WebhookPatch {
 #[derive(Debug, Object)]
 pub struct WebhookDto {
     pub id: Uuid,
-    pub project_id: Uuid,
+    /// `null` for an account-wide endpoint.
+    pub project_id: Option<Uuid>,
     pub url: String,
     pub description: Option<String>,
     pub event_types: Vec<String>,
@@ -65,7 +70,7 @@ impl WebhookDto {
         let s = &state.settings;
         Self {
             id,
-            project_id: state.project_id.as_uuid(),
+            project_id: state.project_id.map(|p| p.as_uuid()),
             url: s.url.clone(),
             description: s.description.clone(),
             event_types: s.event_types.clone(),

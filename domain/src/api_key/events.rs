@@ -54,6 +54,13 @@ pub enum ApiKeyEvent {
     },
     #[serde(rename = "api_key.revoked")]
     Revoked { at: DateTime<Utc> },
+    /// The key's expiry (its own, or a rotation's grace end) has passed. It stopped
+    /// authenticating at `expires_at`; this event records that for the log and for webhooks.
+    #[serde(rename = "api_key.expired")]
+    Expired {
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
 }
 
 impl ApiKeyEvent {
@@ -63,6 +70,7 @@ impl ApiKeyEvent {
             ApiKeyEvent::Updated { .. } => "api_key.updated",
             ApiKeyEvent::Rotated { .. } => "api_key.rotated",
             ApiKeyEvent::Revoked { .. } => "api_key.revoked",
+            ApiKeyEvent::Expired { .. } => "api_key.expired",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The ApiKey aggregate: a credential for programs, bound to one project (or to none, for admin
 //! keys) with a set of scopes, optional IP allowlist, rate-limit settings and expiry. Its life:
 //! created, updated (scopes only narrowed unless an admin asks), rotated (a successor is issued
-//! and this key keeps working for a grace period), revoked. `token` owns the key's textual
+//! and this key keeps working for a grace period), revoked, and expired (recorded once its
+//! expiry has passed). `token` owns the key's textual
 //! format, `settings` its parsed settings, `events` what is stored.
 
 mod events;
@@ -68,6 +69,10 @@ pub enum ApiKeyCommand {
     Revoke {
         now: DateTime<Utc>,
     },
+    /// Issued by the expiry sweeper: records a passed expiry, once (otherwise a no-op).
+    Expire {
+        now: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +115,9 @@ pub struct ApiKeyState {
     pub rotated_from: Option<KeyId>,
     pub successor_id: Option<KeyId>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When `api_key.expired` was recorded.
+    #[serde(default)]
+    pub expired_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -158,6 +166,7 @@ impl ApiKeyState {
                 rotated_from: rotated_from.clone(),
                 successor_id: None,
                 revoked_at: None,
+                expired_at: None,
                 created_at: *at,
                 updated_at: *at,
             });
@@ -201,6 +210,10 @@ impl ApiKeyState {
             }
             ApiKeyEvent::Revoked { at } => {
                 key.revoked_at = Some(*at);
+                key.updated_at = *at;
+            }
+            ApiKeyEvent::Expired { at, .. } => {
+                key.expired_at = Some(*at);
                 key.updated_at = *at;
             }
         }
@@ -274,6 +287,15 @@ impl ApiKey {
                 }])
             }
             (_, ApiKeyCommand::Revoke { now }) => Ok(vec![ApiKeyEvent::Revoked { at: now }]),
+            (key, ApiKeyCommand::Expire { now }) => match key.expires_at {
+                Some(expires_at) if expires_at <= now && key.expired_at.is_none() => {
+                    Ok(vec![ApiKeyEvent::Expired {
+                        expires_at,
+                        at: now,
+                    }])
+                }
+                _ => Ok(vec![]),
+            },
             (_, ApiKeyCommand::Create(..)) => Err(ApiKeyError::AlreadyExists),
         }
     }

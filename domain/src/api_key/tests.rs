@@ -139,3 +139,27 @@ fn a_key_stops_being_active_at_its_expiry_instant() {
     assert!(!key.is_active(t(500)));
     assert_eq!(key.status(t(500)), "expired");
 }
+
+#[test]
+fn a_passed_expiry_is_recorded_once_and_a_future_one_not_at_all() {
+    let expired = ApiKeyEvent::Expired {
+        expires_at: t(100),
+        at: t(130),
+    };
+    Spec::with(())
+        .given(vec![created(Some(t(100)))])
+        .when(ApiKeyCommand::Expire { now: t(130) })
+        .then_expect_events(vec![expired.clone()]);
+    Spec::with(())
+        .given(vec![created(Some(t(100))), expired])
+        .when(ApiKeyCommand::Expire { now: t(200) })
+        .then_expect_events(vec![]);
+    Spec::with(())
+        .given(vec![created(Some(t(100)))])
+        .when(ApiKeyCommand::Expire { now: t(99) })
+        .then_expect_events(vec![]);
+    Spec::with(())
+        .given(vec![created(None)])
+        .when(ApiKeyCommand::Expire { now: t(1_000) })
+        .then_expect_events(vec![]);
+}

@@ -1,6 +1,6 @@
 //! The rules of the job lifecycle: `queued → running → succeeded | failed | cancelled`, lease
 //! expiry and worker failures back to `queued` until `max_attempts`, review of succeeded jobs,
-//! metadata updates and deletion. `decide` is a pure function of state and command; the
+//! metadata updates, deletion, and expiry once the retention period has passed. `decide` is a pure function of state and command; the
 //! cqrs-es `Aggregate` impl only forwards to it.
 
 use chrono::{DateTime, Utc};
@@ -148,6 +148,14 @@ impl Job {
                     return Err(refuse("delete"));
                 }
                 Ok(vec![JobEvent::Deleted { at: now }])
+            }
+            JobCommand::Expire { retention, now } => {
+                let due = job.status.is_finished()
+                    && job.finished_at.is_some_and(|at| at + retention <= now);
+                if !due || job.expired_at.is_some() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![JobEvent::Expired { at: now }])
             }
         }
     }

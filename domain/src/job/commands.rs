@@ -68,6 +68,12 @@ pub enum JobCommand {
     Delete {
         now: DateTime<Utc>,
     },
+    /// Issued by the retention sweeper: a job finished longer than `retention` ago expires
+    /// (once; anything else is a no-op, so two sweepers cannot expire a job twice).
+    Expire {
+        retention: chrono::Duration,
+        now: DateTime<Utc>,
+    },
 }
 
 impl JobCommand {

@@ -87,6 +87,10 @@ pub enum JobEvent {
     },
     #[serde(rename = "job.deleted")]
     Deleted { at: DateTime<Utc> },
+    /// The retention period after the job finished has passed: its files are gone, its history
+    /// stays.
+    #[serde(rename = "job.expired")]
+    Expired { at: DateTime<Utc> },
 }
 
 impl JobEvent {
@@ -104,6 +108,7 @@ impl JobEvent {
             JobEvent::Approved { .. } => "job.approved",
             JobEvent::Rejected { .. } => "job.rejected",
             JobEvent::Deleted { .. } => "job.deleted",
+            JobEvent::Expired { .. } => "job.expired",
         }
     }
 }

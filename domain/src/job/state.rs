@@ -87,6 +87,9 @@ pub struct JobState {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// When the retention sweeper expired the job (its files are gone; its status stays).
+    #[serde(default)]
+    pub expired_at: Option<DateTime<Utc>>,
 }
 
 impl JobState {
@@ -123,6 +126,7 @@ impl JobState {
                 updated_at: *at,
                 started_at: None,
                 finished_at: None,
+                expired_at: None,
             });
         }
         let mut job = state?;
@@ -208,6 +212,7 @@ impl JobState {
                 });
             }
             JobEvent::Deleted { .. } => self.deleted = true,
+            JobEvent::Expired { at } => self.expired_at = Some(*at),
         }
         self.updated_at = event_time(event);
     }
@@ -225,6 +230,7 @@ fn event_time(event: &JobEvent) -> DateTime<Utc> {
         | JobEvent::MetadataUpdated { at, .. }
         | JobEvent::Approved { at, .. }
         | JobEvent::Rejected { at, .. }
-        | JobEvent::Deleted { at } => *at,
+        | JobEvent::Deleted { at }
+        | JobEvent::Expired { at } => *at,
     }
 }

@@ -348,3 +348,32 @@ fn events_serialize_with_their_catalogue_name_as_type() {
     let back: JobEvent = serde_json::from_value(value).unwrap();
     assert_eq!(back, queued(3));
 }
+
+#[test]
+fn a_finished_job_expires_once_its_retention_has_passed() {
+    let expire = |at| JobCommand::Expire {
+        retention: Duration::seconds(60),
+        now: t(at),
+    };
+    // Succeeded at t(20): due at t(80), not before, and only once.
+    let finished = vec![queued(3), started(1, 1), succeeded()];
+    Spec::with(())
+        .given(finished.clone())
+        .when(expire(79))
+        .then_expect_events(vec![]);
+    Spec::with(())
+        .given(finished.clone())
+        .when(expire(80))
+        .then_expect_events(vec![JobEvent::Expired { at: t(80) }]);
+    let mut expired = finished;
+    expired.push(JobEvent::Expired { at: t(80) });
+    Spec::with(())
+        .given(expired)
+        .when(expire(500))
+        .then_expect_events(vec![]);
+    // A job still queued or running never expires.
+    Spec::with(())
+        .given(vec![queued(3), started(1, 1)])
+        .when(expire(10_000))
+        .then_expect_events(vec![]);
+}

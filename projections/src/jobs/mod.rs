@@ -5,7 +5,8 @@
 mod queries;
 
 pub use queries::{
-    expired_leases, get, lease_candidates, list, JobCursor, JobFilter, JobRow, SortOrder,
+    due_for_expiry, expired_leases, get, lease_candidates, list, JobCursor, JobFilter, JobRow,
+    SortOrder,
 };
 
 use std::collections::HashMap;
@@ -95,13 +96,15 @@ async fn upsert(
         .collect::<Result<_, _>>()?;
     sqlx::query(
         "INSERT INTO jobs (id, project_id, kind, status, priority, created_at, updated_at, \
-                           lease_expires_at, deleted, version, doc) \
+                           lease_expires_at, deleted, version, doc, finished_at, expired_at) \
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int2[], \
                               $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], \
-                              $9::bool[], $10::int8[], $11::jsonb[]) \
+                              $9::bool[], $10::int8[], $11::jsonb[], $12::timestamptz[], \
+                              $13::timestamptz[]) \
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, priority = excluded.priority, \
              updated_at = excluded.updated_at, lease_expires_at = excluded.lease_expires_at, \
-             deleted = excluded.deleted, version = excluded.version, doc = excluded.doc",
+             deleted = excluded.deleted, version = excluded.version, doc = excluded.doc, \
+             finished_at = excluded.finished_at, expired_at = excluded.expired_at",
     )
     .bind(rows.iter().map(|(id, _)| **id).collect::<Vec<Uuid>>())
     .bind(
@@ -138,6 +141,16 @@ async fn upsert(
     )
     .bind(rows.iter().map(|(_, (v, _))| *v).collect::<Vec<i64>>())
     .bind(docs)
+    .bind(
+        rows.iter()
+            .map(|(_, (_, j))| j.finished_at)
+            .collect::<Vec<Option<DateTime<Utc>>>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, (_, j))| j.expired_at)
+            .collect::<Vec<Option<DateTime<Utc>>>>(),
+    )
     .execute(conn)
     .await?;
     Ok(())

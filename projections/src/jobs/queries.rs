@@ -150,3 +150,20 @@ pub async fn expired_leases(
     .fetch_all(executor)
     .await
 }
+
+/// Finished jobs whose retention ended by `finished_before` and that have not expired yet, for
+/// the retention sweeper (oldest first).
+pub async fn due_for_expiry(
+    executor: impl PgExecutor<'_>,
+    finished_before: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND expired_at IS NULL AND NOT deleted \
+           AND finished_at <= $1 ORDER BY finished_at LIMIT $2",
+    )
+    .bind(finished_before)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}
