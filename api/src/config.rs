@@ -142,6 +142,7 @@ pub struct WebhooksConfig {
     #[serde(deserialize_with = "comma_list")]
     pub allow_cidrs: Vec<String>,
     pub https_only: bool,
+    pub ca_file: String,
     pub poll_interval_ms: u64,
 }
 
@@ -159,6 +160,23 @@ impl WebhooksConfig {
                 "webhooks.retry_schedule must be 1-20 comma-separated numbers of seconds".into(),
             )),
         }
+    }
+
+    /// The extra certificate authorities from `ca_file`, as PEM, if one is configured.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        if self.ca_file.is_empty() {
+            return Ok(None);
+        }
+        let pem = std::fs::read(&self.ca_file).map_err(|e| {
+            ConfigError::Invalid(format!("webhooks.ca_file `{}`: {e}", self.ca_file))
+        })?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ConfigError::Invalid(format!(
+                "webhooks.ca_file `{}` holds no PEM certificate",
+                self.ca_file
+            )));
+        }
+        Ok(Some(pem))
     }
 
     pub fn allow_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
@@ -285,6 +303,7 @@ impl Config {
         }
         self.webhooks.schedule()?;
         self.webhooks.allow_nets()?;
+        self.webhooks.ca_pem()?;
         if self.webhooks.request_timeout_seconds == 0
             || self.webhooks.per_endpoint_concurrency == 0
             || self.webhooks.poll_interval_ms == 0

@@ -211,7 +211,9 @@ fn webhook_sender(config: &Config) -> Sender {
         https_only: config.webhooks.https_only,
     };
     let timeout = Duration::from_secs(config.webhooks.request_timeout_seconds);
-    Sender::new(policy, timeout).expect("the webhook HTTP client builds")
+    let ca_pem = (config.webhooks.ca_pem())
+        .expect("webhooks.ca_file is checked when the configuration loads");
+    Sender::new(policy, timeout, ca_pem.as_deref()).expect("the webhook HTTP client builds")
 }
 
 /// Event metadata for a command issued by `caller` during the request in `context`.

@@ -20,4 +20,5 @@ mod security_edge;
 mod users;
 mod verify_example;
 mod webhook_docs;
+mod webhook_tls;
 mod webhooks;

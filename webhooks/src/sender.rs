@@ -46,12 +46,21 @@ impl Outcome {
 }
 
 impl Sender {
-    pub fn new(policy: AddressPolicy, timeout: Duration) -> anyhow::Result<Self> {
+    /// `extra_ca_pem`: certificate authorities trusted on top of the platform's store.
+    pub fn new(
+        policy: AddressPolicy,
+        timeout: Duration,
+        extra_ca_pem: Option<&[u8]>,
+    ) -> anyhow::Result<Self> {
         // TLS for https endpoints: rustls with the ring provider, certificates checked against
         // the platform's trust store. Installing the provider twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let policy = Arc::new(policy);
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = extra_ca_pem {
+            builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
+        }
+        let client = builder
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -106,11 +115,14 @@ impl Sender {
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
+                let chain = format!("{error:?}");
                 let class = if error.is_timeout() {
                     "timeout"
                 } else if error.is_connect() {
-                    if format!("{error:?}").contains("NoAllowedAddress") {
+                    if chain.contains("NoAllowedAddress") {
                         "refused_address"
+                    } else if chain.contains("InvalidCertificate") {
+                        "tls_certificate"
                     } else {
                         "connect"
                     }

@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod receiver;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -90,6 +90,20 @@ impl Receiver {
             .into_acceptor()
             .await
             .unwrap();
+        Self::serve(acceptor, "http")
+    }
+
+    /// A receiver on https, with a certificate for 127.0.0.1 signed by `authority`.
+    pub async fn start_tls(authority: &super::tls::TestAuthority) -> Self {
+        let inner = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
+        let tls = tokio_rustls::TlsAcceptor::from(authority.server.clone());
+        Self::serve(super::tls::TlsAcceptor { inner, tls }, "https")
+    }
+
+    fn serve(acceptor: impl Acceptor + 'static, scheme: &str) -> Self {
         let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Behaviour::default());
@@ -98,7 +112,7 @@ impl Receiver {
             .data((received.clone(), behaviour.clone()));
         tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
         Self {
-            url: format!("http://127.0.0.1:{port}/hook"),
+            url: format!("{scheme}://127.0.0.1:{port}/hook"),
             received,
             behaviour,
         }
