@@ -25,14 +25,14 @@ pub use startup::Application;
 
 use std::sync::Arc;
 
-/// Every projection: the read models, then the webhook projector (which wakes `dispatcher`
-/// after committing deliveries).
+/// Every projection: the read models, then the webhook projector (which hands the deliveries
+/// it records to the dispatcher through `inbox`).
 pub fn all_projections(
-    dispatcher: Arc<tokio::sync::Notify>,
+    inbox: Arc<herald_webhooks::inbox::Inbox>,
 ) -> Vec<Arc<dyn herald_projections::Projection>> {
     let mut all = herald_projections::read_models();
     all.push(Arc::new(herald_webhooks::projector::WebhookProjector {
-        dispatcher,
+        inbox,
     }));
     all
 }

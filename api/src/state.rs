@@ -11,7 +11,9 @@ use herald_domain::webhook_endpoint::WebhookEndpoint;
 use herald_domain::Scope;
 use herald_projections::Projection;
 use herald_store::{AggregateStore, Announcer, Coalescer, EventMetadata};
+use herald_webhooks::dispatcher::lease_for;
 use herald_webhooks::guard::AddressPolicy;
+use herald_webhooks::inbox::Inbox;
 use herald_webhooks::sender::Sender;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -37,8 +39,9 @@ pub struct AppState {
     pub webhook_endpoints: AggregateStore<WebhookEndpoint>,
     /// Every projection this process runs: the read models and the webhook projector.
     pub projections: Vec<Arc<dyn Projection>>,
-    /// Wakes this process's webhook dispatcher (after the projector commits deliveries).
-    pub dispatcher_wake: Arc<Notify>,
+    /// This process's webhook dispatcher's inbox: deliveries handed over by the projector, and
+    /// its wake-up.
+    pub dispatcher_inbox: Arc<Inbox>,
     pub webhook_sender: Arc<Sender>,
     pub verifier: Arc<KeyVerifier>,
     pub users_directory: Arc<UserDirectory>,
@@ -50,8 +53,9 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(pool: PgPool, config: Config, pepper: Vec<u8>) -> Self {
-        let dispatcher_wake = Arc::new(Notify::new());
-        let projections = crate::all_projections(dispatcher_wake.clone());
+        let timeout = Duration::from_secs(config.webhooks.request_timeout_seconds);
+        let dispatcher_inbox = Arc::new(Inbox::new(lease_for(timeout)));
+        let projections = crate::all_projections(dispatcher_inbox.clone());
         let wakeups: Vec<(&'static str, Arc<Notify>)> = projections
             .iter()
             .map(|p| (p.name(), Arc::new(Notify::new())))
@@ -71,7 +75,7 @@ impl AppState {
             users: AggregateStore::with_announcer(pool.clone(), announcer.clone()),
             webhook_endpoints: AggregateStore::with_announcer(pool.clone(), announcer),
             projections,
-            dispatcher_wake,
+            dispatcher_inbox,
             webhook_sender: Arc::new(webhook_sender(&config)),
             wakeups,
             announcer: coalescer,

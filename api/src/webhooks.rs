@@ -22,6 +22,6 @@ pub fn dispatcher(state: &Arc<AppState>) -> Arc<Dispatcher> {
         state.pool.clone(),
         state.webhook_sender.clone(),
         config,
-        state.dispatcher_wake.clone(),
+        state.dispatcher_inbox.clone(),
     ))
 }

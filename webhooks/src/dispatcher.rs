@@ -17,11 +17,11 @@ use herald_store::{AggregateStore, EventMetadata};
 use rand::Rng;
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::inbox::Inbox;
 use crate::sender::{Message, Outcome, Sender};
 use crate::signature::SigningSecret;
 
@@ -36,26 +36,32 @@ pub struct DispatchConfig {
     pub disable_after: Duration,
 }
 
-/// A claimed delivery.
+/// A claimed (or handed-over) delivery.
 #[derive(sqlx::FromRow)]
-struct Due {
-    id: Uuid,
-    endpoint_id: Uuid,
-    webhook_id: String,
-    payload: Value,
-    attempts: i32,
+pub(crate) struct Due {
+    pub id: Uuid,
+    pub endpoint_id: Uuid,
+    pub webhook_id: String,
+    pub payload: Value,
+    pub attempts: i32,
     /// The endpoint's settings and whether it is enabled (and not deleted), read in the claim.
-    settings: sqlx::types::Json<EndpointSettings>,
-    active: bool,
+    pub settings: sqlx::types::Json<EndpointSettings>,
+    pub active: bool,
     /// The secrets that sign now, newest first.
-    secrets: Vec<String>,
+    pub secrets: Vec<String>,
+}
+
+/// How long a dispatcher holds a delivery it sends: longer than the request timeout, so no
+/// other replica claims it while an attempt may still be under way.
+pub fn lease_for(request_timeout: Duration) -> Duration {
+    request_timeout * 2 + Duration::from_secs(5)
 }
 
 pub struct Dispatcher {
     pool: PgPool,
     sender: Arc<Sender>,
     config: DispatchConfig,
-    wake: Arc<Notify>,
+    inbox: Arc<Inbox>,
     endpoints: AggregateStore<WebhookEndpoint>,
     in_flight: Mutex<HashMap<Uuid, usize>>,
     /// Per endpoint: the second and the sends made in it (the `rate_limit_per_second` gate).
@@ -81,31 +87,38 @@ impl Dispatcher {
         pool: PgPool,
         sender: Arc<Sender>,
         config: DispatchConfig,
-        wake: Arc<Notify>,
+        inbox: Arc<Inbox>,
     ) -> Self {
         Self {
             endpoints: AggregateStore::new(pool.clone()),
             pool,
             sender,
             config,
-            wake,
+            inbox,
             in_flight: Mutex::new(HashMap::new()),
             sent_this_second: Mutex::new(HashMap::new()),
         }
     }
 
     fn lease(&self) -> Duration {
-        self.config.request_timeout * 2 + Duration::from_secs(5)
+        lease_for(self.config.request_timeout)
     }
 
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let tasks = TaskTracker::new();
         while !cancel.is_cancelled() {
-            let claimed = match self.claim(64).await {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    tracing::warn!(%error, "could not claim webhook deliveries");
-                    Vec::new()
+            // Deliveries the projector just recorded (already leased to us) go first; the
+            // next turn claims whatever else is due.
+            let handed = self.inbox.take();
+            let claimed = if !handed.is_empty() {
+                handed
+            } else {
+                match self.claim(64).await {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not claim webhook deliveries");
+                        Vec::new()
+                    }
                 }
             };
             let idle = claimed.is_empty();
@@ -134,7 +147,7 @@ impl Dispatcher {
                         }
                     }
                     drop(in_flight);
-                    this.wake.notify_one();
+                    this.inbox.wake();
                 });
             }
             if !over_cap.is_empty() {
@@ -146,7 +159,7 @@ impl Dispatcher {
             if idle || !over_cap.is_empty() {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
-                    _ = self.wake.notified() => {}
+                    _ = self.inbox.notified() => {}
                     _ = tokio::time::sleep(self.config.poll_interval) => {}
                 }
             }
@@ -241,13 +254,11 @@ impl Dispatcher {
                 headers: &settings.headers,
             })
             .await;
-        record_attempt(&self.pool, due.id, &outcome, false).await?;
         let attempts = due.attempts + 1;
         if outcome.succeeded() {
-            return self
-                .finish(&due, "succeeded", outcome.status, None, Some(attempts))
-                .await;
+            return self.record_success(&due, &outcome, attempts).await;
         }
+        record_attempt(&self.pool, due.id, &outcome, false).await?;
         let error = outcome.error_class.as_deref();
         if outcome.status == Some(410) {
             self.disable(due.endpoint_id, "the receiver answered 410 Gone")
@@ -294,6 +305,30 @@ impl Dispatcher {
             delay = delay.max(asked.min(Duration::from_secs(86_400)));
         }
         Some(delay)
+    }
+
+    /// The attempt and the delivery's new state in one statement (the common case).
+    async fn record_success(
+        &self,
+        due: &Due,
+        outcome: &Outcome,
+        attempts: i32,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "WITH attempt AS ( \
+               INSERT INTO webhook_attempts (delivery_id, attempted_at, duration_ms, status_code, response_body, manual) \
+               VALUES ($1, now(), $2, $3, $4, false)) \
+             UPDATE webhook_deliveries SET status = 'succeeded', leased_until = NULL, last_status = $3, \
+               last_error = NULL, attempts = $5, updated_at = now() WHERE id = $1",
+        )
+        .bind(due.id)
+        .bind(outcome.duration.as_secs_f64() * 1000.0)
+        .bind(outcome.status.map(i32::from))
+        .bind(&outcome.body)
+        .bind(attempts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn finish(

@@ -6,7 +6,7 @@
 //! projection. The payload and `webhook-id` depend only on the event and the endpoint, so a
 //! retry, a resend or a replay sends the same message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,15 +14,20 @@ use herald_domain::webhook_endpoint::{EndpointEvent, EndpointSettings};
 use herald_store::StoredEvent;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use herald_projections::Projection;
 
+use crate::dispatcher::Due;
+use crate::inbox::Inbox;
+
 pub struct WebhookProjector {
-    /// Woken after a page with deliveries commits.
-    pub dispatcher: Arc<Notify>,
+    /// Where a page's new deliveries go once it commits (and the dispatcher's wake-up).
+    pub inbox: Arc<Inbox>,
 }
+
+/// An endpoint as the projector matches and hands over: id, settings, signing secrets.
+type Endpoint = (Uuid, sqlx::types::Json<EndpointSettings>, Vec<String>);
 
 /// The `webhook-id` of an event for an endpoint: the same for every attempt, resend and replay.
 pub fn webhook_id(endpoint: Uuid, global_position: i64) -> String {
@@ -95,25 +100,65 @@ fn project_in(payload: &Value) -> Option<Uuid> {
 async fn endpoints_of(
     conn: &mut PgConnection,
     project: Option<Uuid>,
-) -> anyhow::Result<Vec<(Uuid, EndpointSettings)>> {
-    let rows: Vec<(Uuid, sqlx::types::Json<EndpointSettings>)> = sqlx::query_as(
-        "SELECT id, doc FROM webhook_endpoints \
-         WHERE (project_id = $1 OR project_id IS NULL) AND enabled AND NOT deleted",
+) -> anyhow::Result<Vec<Endpoint>> {
+    Ok(sqlx::query_as(
+        "SELECT e.id, e.doc, ARRAY(SELECT s.secret FROM webhook_secrets s WHERE s.endpoint_id = e.id \
+                  AND (s.expires_at IS NULL OR s.expires_at > now()) ORDER BY s.id DESC) \
+           FROM webhook_endpoints e \
+          WHERE (e.project_id = $1 OR e.project_id IS NULL) AND e.enabled AND NOT e.deleted",
     )
     .bind(project)
     .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows.into_iter().map(|(id, doc)| (id, doc.0)).collect())
+    .await?)
 }
 
 #[derive(Default)]
 struct Page {
     projects: HashMap<(String, String), Option<Uuid>>,
-    endpoints: HashMap<Option<Uuid>, Vec<(Uuid, EndpointSettings)>>,
-    deliveries: Vec<(Uuid, Uuid, i64, String, String, Value)>,
+    endpoints: HashMap<Option<Uuid>, Vec<Endpoint>>,
+    deliveries: Vec<Delivery>,
+}
+
+/// A delivery the page records.
+struct Delivery {
+    id: Uuid,
+    endpoint: Uuid,
+    position: i64,
+    kind: String,
+    webhook_id: String,
+    payload: Value,
 }
 
 impl WebhookProjector {
+    /// Stages the deliveries this page recorded (not those already there) for the dispatcher.
+    fn stage(&self, page: &Page, recorded: HashSet<Uuid>) {
+        let endpoints: HashMap<Uuid, &Endpoint> = page
+            .endpoints
+            .values()
+            .flatten()
+            .map(|endpoint| (endpoint.0, endpoint))
+            .collect();
+        let handed = page
+            .deliveries
+            .iter()
+            .filter(|d| recorded.contains(&d.id))
+            .filter_map(|d| {
+                let (_, settings, secrets) = endpoints.get(&d.endpoint)?;
+                Some(Due {
+                    id: d.id,
+                    endpoint_id: d.endpoint,
+                    webhook_id: d.webhook_id.clone(),
+                    payload: d.payload.clone(),
+                    attempts: 0,
+                    settings: settings.clone(),
+                    active: true,
+                    secrets: secrets.clone(),
+                })
+            })
+            .collect();
+        self.inbox.stage(handed);
+    }
+
     /// Keeps the projector's copy of the endpoints.
     async fn track(
         &self,
@@ -208,56 +253,50 @@ impl Projection for WebhookProjector {
                 }
             };
             let body = payload(event, project);
-            for (endpoint, settings) in endpoints.iter() {
+            for (endpoint, settings, _) in endpoints.iter() {
                 if settings.wants(&event.event_type) {
-                    page.deliveries.push((
-                        Uuid::now_v7(),
-                        *endpoint,
-                        event.global_position,
-                        event.event_type.clone(),
-                        webhook_id(*endpoint, event.global_position),
-                        body.clone(),
-                    ));
+                    page.deliveries.push(Delivery {
+                        id: Uuid::now_v7(),
+                        endpoint: *endpoint,
+                        position: event.global_position,
+                        kind: event.event_type.clone(),
+                        webhook_id: webhook_id(*endpoint, event.global_position),
+                        payload: body.clone(),
+                    });
                 }
             }
         }
+        self.inbox.stage(Vec::new());
         if page.deliveries.is_empty() {
             return Ok(());
         }
-        let mut columns: (
-            Vec<Uuid>,
-            Vec<Uuid>,
-            Vec<i64>,
-            Vec<String>,
-            Vec<String>,
-            Vec<Value>,
-        ) = Default::default();
-        for (id, endpoint, position, kind, webhook_id, body) in page.deliveries {
-            columns.0.push(id);
-            columns.1.push(endpoint);
-            columns.2.push(position);
-            columns.3.push(kind);
-            columns.4.push(webhook_id);
-            columns.5.push(body);
-        }
-        sqlx::query(
-            "INSERT INTO webhook_deliveries (id, endpoint_id, global_position, event_type, webhook_id, payload, status, next_attempt_at) \
-             SELECT *, 'pending', now() FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
-             ON CONFLICT (endpoint_id, global_position) DO NOTHING",
+        let column = |f: fn(&Delivery) -> Value| page.deliveries.iter().map(f).collect::<Vec<_>>();
+        // Recorded leased to this process's dispatcher, which gets them once the page commits.
+        let lease = self.inbox.lease().map(|l| l.as_secs_f64());
+        let recorded: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO webhook_deliveries (id, endpoint_id, global_position, event_type, webhook_id, payload, \
+                                             status, next_attempt_at, leased_until) \
+             SELECT *, 'pending', now(), now() + make_interval(secs => $7) \
+               FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
+             ON CONFLICT (endpoint_id, global_position) DO NOTHING RETURNING id",
         )
-        .bind(columns.0)
-        .bind(columns.1)
-        .bind(columns.2)
-        .bind(columns.3)
-        .bind(columns.4)
-        .bind(columns.5)
-        .execute(&mut *conn)
+        .bind(page.deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
+        .bind(page.deliveries.iter().map(|d| d.endpoint).collect::<Vec<_>>())
+        .bind(page.deliveries.iter().map(|d| d.position).collect::<Vec<_>>())
+        .bind(page.deliveries.iter().map(|d| d.kind.as_str()).collect::<Vec<_>>())
+        .bind(page.deliveries.iter().map(|d| d.webhook_id.as_str()).collect::<Vec<_>>())
+        .bind(column(|d| d.payload.clone()))
+        .bind(lease)
+        .fetch_all(&mut *conn)
         .await?;
+        if lease.is_some() {
+            self.stage(&page, recorded.into_iter().collect());
+        }
         Ok(())
     }
 
     fn committed(&self) {
-        self.dispatcher.notify_one();
+        self.inbox.publish();
     }
 
     async fn reset(&self, conn: &mut PgConnection) -> anyhow::Result<()> {

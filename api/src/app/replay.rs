@@ -127,7 +127,7 @@ pub async fn start(
         .bind(status)
         .execute(&state.pool)
         .await;
-        state.dispatcher_wake.notify_one();
+        state.dispatcher_inbox.wake();
     });
     Ok(replay)
 }
@@ -210,7 +210,7 @@ async fn run(
         .bind(queued)
         .execute(&mut *conn)
         .await?;
-        state.dispatcher_wake.notify_one();
+        state.dispatcher_inbox.wake();
     }
     Ok(())
 }
