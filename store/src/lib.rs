@@ -10,6 +10,7 @@ pub mod aggregates;
 pub mod announce;
 pub mod log;
 pub mod metadata;
+pub mod search;
 
 pub use aggregates::{AggregateStore, CommandError, Committed};
 pub use announce::{Announcer, Coalescer};

@@ -43,7 +43,7 @@ impl StoredEvent {
 }
 
 #[derive(sqlx::FromRow)]
-struct Row {
+pub(crate) struct Row {
     global_position: i64,
     tx_id: i64,
     aggregate_type: String,
@@ -71,7 +71,7 @@ impl From<Row> for StoredEvent {
     }
 }
 
-const COLUMNS: &str = "global_position, tx_id::text::bigint AS tx_id, aggregate_type, \
+pub(crate) const COLUMNS: &str = "global_position, tx_id::text::bigint AS tx_id, aggregate_type, \
      aggregate_id, sequence, event_type, payload, metadata, recorded_at";
 
 /// Up to `limit` committed events after `after`, in global order, never past the horizon.

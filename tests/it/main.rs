@@ -8,6 +8,7 @@ mod api_keys;
 mod audit;
 mod bad_input;
 mod docs;
+mod events;
 mod idempotency;
 mod job_lifecycle;
 mod jobs_api;

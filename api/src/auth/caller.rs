@@ -149,6 +149,44 @@ impl Caller {
         }
     }
 
+    /// Which events of the log this caller may read: `None` for everything (admins, and keys
+    /// with `audit:read` bound to no project); otherwise `(project, aggregate type)` pairs from
+    /// the scopes held in each project (403 when there are none).
+    pub fn event_visibility(&self) -> Result<Option<Vec<(uuid::Uuid, String)>>, ApiError> {
+        let pairs = |project: ProjectId, scopes: &Scopes| -> Vec<(uuid::Uuid, String)> {
+            readable_aggregates(scopes)
+                .into_iter()
+                .map(|kind| (project.as_uuid(), kind.to_owned()))
+                .collect()
+        };
+        let visible: Vec<_> = match &self.grants {
+            Grants::AdminUser => return Ok(None),
+            Grants::Key {
+                project: None,
+                scopes,
+            } => {
+                if scopes.allows(Scope::AuditRead) {
+                    return Ok(None);
+                }
+                vec![]
+            }
+            Grants::Key {
+                project: Some(project),
+                scopes,
+            } => pairs(*project, scopes),
+            Grants::Member(roles) => roles
+                .iter()
+                .flat_map(|(project, role)| pairs(*project, &role.scopes()))
+                .collect(),
+        };
+        if visible.is_empty() {
+            return Err(ApiError::Forbidden(
+                "reading events needs `audit:read` or the read scope of a resource".into(),
+            ));
+        }
+        Ok(Some(visible))
+    }
+
     pub fn is_admin(&self) -> bool {
         match &self.grants {
             Grants::Key { scopes, .. } => scopes.allows(Scope::Admin),
@@ -200,4 +238,25 @@ impl Caller {
             Principal::User { id, .. } => Actor::User(id.to_string()),
         }
     }
+}
+
+/// The aggregates whose events a set of scopes reads within a project: `audit:read` reads them
+/// all; otherwise each resource's read scope reads its own, and any of them the project's.
+fn readable_aggregates(scopes: &Scopes) -> Vec<&'static str> {
+    if scopes.allows(Scope::AuditRead) {
+        return vec!["job", "api_key", "webhook_endpoint", "project"];
+    }
+    let mut kinds: Vec<&'static str> = [
+        (Scope::JobsRead, "job"),
+        (Scope::KeysRead, "api_key"),
+        (Scope::WebhooksRead, "webhook_endpoint"),
+    ]
+    .into_iter()
+    .filter(|(scope, _)| scopes.allows(*scope))
+    .map(|(_, kind)| kind)
+    .collect();
+    if !kinds.is_empty() {
+        kinds.push("project");
+    }
+    kinds
 }

@@ -7,6 +7,7 @@ mod api_keys;
 mod audit;
 mod auth;
 mod deliveries;
+mod events;
 mod history;
 mod job_models;
 mod jobs;
@@ -43,6 +44,8 @@ pub enum ApiTags {
     Webhooks,
     /// The request log: every API call, and the check of its hash chain.
     Audit,
+    /// The domain event log: every change to a job, key, endpoint, project or user.
+    Events,
 }
 
 pub type Apis = (
@@ -56,6 +59,7 @@ pub type Apis = (
     webhooks::WebhooksApi,
     deliveries::DeliveriesApi,
     audit::AuditApi,
+    events::EventsApi,
 );
 
 /// The OpenAPI service with every endpoint. The document names no server, so tools use the
@@ -89,7 +93,10 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         deliveries::DeliveriesApi {
             state: state.clone(),
         },
-        audit::AuditApi { state },
+        audit::AuditApi {
+            state: state.clone(),
+        },
+        events::EventsApi { state },
     );
     OpenApiService::new(apis, "Herald API", env!("CARGO_PKG_VERSION")).description(
         "Submit asynchronous jobs, follow them to their results, and operate Herald. \
