@@ -9,6 +9,7 @@ pub mod api_keys;
 pub mod jobs;
 pub mod projects;
 pub mod runtime;
+pub mod usage;
 pub mod users;
 
 use std::sync::Arc;

@@ -18,6 +18,7 @@ mod rate_limits;
 mod roles;
 mod security;
 mod security_edge;
+mod usage;
 mod users;
 mod verify_example;
 mod webhook_docs;

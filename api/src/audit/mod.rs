@@ -2,7 +2,9 @@
 //! request to `AuditLog::record` and sends the response only once that returns: a single writer
 //! task gathers the records that arrive meanwhile and commits them in one statement (group
 //! commit) that also moves the hash chain's head (`chain`) if, and only if, it is still where
-//! the writer left it: one round trip per batch, and replicas still append to one chain.
+//! the writer left it: one round trip per batch, and replicas still append to one chain. The
+//! same statement adds the batch to the hourly usage counts (`usage_hourly`), so usage is
+//! exactly the log's counts.
 
 pub mod chain;
 
@@ -92,15 +94,22 @@ async fn append(
         }
         // One fixed statement (prepared once, whatever the batch size), one array per column.
         let col = |f: fn(&Record) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
-        let inserted = sqlx::query(
+        let inserted: i64 = sqlx::query_scalar(
             "WITH head AS (UPDATE request_log_head SET last_seq = $1, last_hash = $2 \
-                            WHERE id = 1 AND last_seq = $3 AND last_hash = $4 RETURNING 1) \
-             INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, route, \
-               method, path, status, latency_us, request_bytes, response_bytes, client_ip, user_agent, outcome, \
-               error_code, prev_hash, hash) \
+                            WHERE id = 1 AND last_seq = $3 AND last_hash = $4 RETURNING 1), \
+             logged AS (INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, \
+               route, method, path, status, latency_us, request_bytes, response_bytes, client_ip, user_agent, \
+               outcome, error_code, prev_hash, hash) \
              SELECT r.* FROM head, UNNEST($5::bigint[], $6::timestamptz[], $7::text[], $8::text[], $9::text[], \
                $10::uuid[], $11::text[], $12::text[], $13::text[], $14::int[], $15::bigint[], $16::bigint[], \
-               $17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[]) AS r",
+               $17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[]) AS r \
+             RETURNING occurred_at, actor_type, actor_id, project_id, route, method, status), \
+             usage AS (INSERT INTO usage_hourly \
+               SELECT date_trunc('hour', occurred_at, 'UTC'), actor_type, actor_id, project_id, route, method, \
+                      (status / 100)::text || 'xx', count(*) FROM logged GROUP BY 1, 2, 3, 4, 5, 6, 7 \
+               ON CONFLICT (hour, actor_type, actor_id, project_id, route, method, status_class) \
+               DO UPDATE SET requests = usage_hourly.requests + excluded.requests) \
+             SELECT count(*) FROM logged",
         )
         .bind(seq)
         .bind(&prev)
@@ -125,10 +134,9 @@ async fn append(
         .bind(col(|r| r.error_code.clone()))
         .bind(col(|r| Some(r.prev_hash.clone())))
         .bind(col(|r| Some(r.hash.clone())))
-        .execute(pool)
-        .await?
-        .rows_affected();
-        if inserted == records.len() as u64 {
+        .fetch_one(pool)
+        .await?;
+        if inserted == records.len() as i64 {
             *head = Some((seq, prev));
             return Ok(());
         }

@@ -130,6 +130,26 @@ impl RateLimiter {
 
     async fn daily_policy(&self, pool: &PgPool, subject: &str, quota: u64) -> Applied {
         let today = Utc::now().date_naive();
+        let used = self.daily_used(pool, subject).await;
+        let midnight = (today + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc();
+        let reset = (midnight - Utc::now()).num_seconds().max(1) as u64;
+        Applied {
+            name: "daily",
+            quota,
+            window_seconds: 86_400,
+            allowed: used < quota,
+            remaining: quota.saturating_sub(used + 1),
+            reset_seconds: reset,
+        }
+    }
+
+    /// Requests counted against `subject`'s daily quota today: this replica's count, which
+    /// starts from the stored one the first time it sees the subject in a day.
+    pub async fn daily_used(&self, pool: &PgPool, subject: &str) -> u64 {
+        let today = Utc::now().date_naive();
         let known = self
             .daily
             .lock()
@@ -137,7 +157,7 @@ impl RateLimiter {
             .get(subject)
             .filter(|(day, _, _)| *day == today)
             .map(|(_, used, _)| *used);
-        let used = match known {
+        match known {
             Some(used) => used,
             None => {
                 let stored: i64 = sqlx::query_scalar("SELECT coalesce(max(used), 0) FROM rate_limit_daily WHERE subject = $1 AND day = $2")
@@ -154,19 +174,6 @@ impl RateLimiter {
                 entry.1 = entry.1.max(stored as u64);
                 entry.1
             }
-        };
-        let midnight = (today + chrono::Days::new(1))
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight")
-            .and_utc();
-        let reset = (midnight - Utc::now()).num_seconds().max(1) as u64;
-        Applied {
-            name: "daily",
-            quota,
-            window_seconds: 86_400,
-            allowed: used < quota,
-            remaining: quota.saturating_sub(used + 1),
-            reset_seconds: reset,
         }
     }
 

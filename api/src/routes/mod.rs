@@ -15,6 +15,8 @@ mod key_models;
 mod members;
 mod projects;
 pub mod system;
+mod usage;
+mod usage_models;
 mod user_models;
 pub(crate) mod webhook_models;
 mod webhooks;
@@ -60,6 +62,7 @@ pub type Apis = (
     deliveries::DeliveriesApi,
     audit::AuditApi,
     events::EventsApi,
+    usage::UsageApi,
 );
 
 /// The OpenAPI service with every endpoint. The document names no server, so tools use the
@@ -96,7 +99,10 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         audit::AuditApi {
             state: state.clone(),
         },
-        events::EventsApi { state },
+        events::EventsApi {
+            state: state.clone(),
+        },
+        usage::UsageApi { state },
     );
     OpenApiService::new(apis, "Herald API", env!("CARGO_PKG_VERSION")).description(
         "Submit asynchronous jobs, follow them to their results, and operate Herald. \

@@ -1,0 +1,209 @@
+//! `GET /api/v1/usage` (scope `usage:read`): requests per caller and bucket, by route group and
+//! status class, jobs submitted, and each key's daily quota today; and the admin summaries
+//! `GET /admin/stats` and `GET /admin/security`. All read projections of the request log and
+//! the read models (`herald_projections::usage`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use herald_domain::Scope;
+use herald_projections::usage::{self, UsageRow};
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::OpenApi;
+
+use super::usage_models::*;
+use super::ApiTags;
+use crate::auth::Credentials;
+use crate::http::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub struct UsageApi {
+    pub state: Arc<AppState>,
+}
+
+/// `/api/v1/jobs/{id}` → `jobs`: the resource a route belongs to.
+fn route_group(route: &str) -> String {
+    route
+        .strip_prefix("/api/v1/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("other")
+        .to_owned()
+}
+
+/// Folds the rows of one bucket and caller into one entry.
+fn buckets(rows: Vec<UsageRow>) -> Vec<UsageBucket> {
+    let mut out: Vec<UsageBucket> = Vec::new();
+    for row in rows {
+        let same = out.last().is_some_and(|b| {
+            b.start == row.bucket && b.actor_id == row.actor_id && b.project_id == row.project_id
+        });
+        if !same {
+            out.push(UsageBucket {
+                start: row.bucket,
+                actor_type: row.actor_type.clone(),
+                actor_id: row.actor_id.clone(),
+                project_id: row.project_id,
+                requests: 0,
+                by_route_group: BTreeMap::new(),
+                by_status_class: BTreeMap::new(),
+                jobs_submitted: 0,
+            });
+        }
+        let bucket = out.last_mut().expect("pushed above");
+        bucket.requests += row.requests;
+        *bucket
+            .by_route_group
+            .entry(route_group(&row.route))
+            .or_default() += row.requests;
+        *bucket
+            .by_status_class
+            .entry(row.status_class.clone())
+            .or_default() += row.requests;
+        if row.route == "/api/v1/jobs" && row.method == "POST" && row.status_class == "2xx" {
+            bucket.jobs_submitted += row.requests;
+        }
+    }
+    out
+}
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Audit")]
+impl UsageApi {
+    /// Usage per caller
+    ///
+    /// Requests in `[from, to)` (default: the last 24 hours) per caller and `hour` or `day`
+    /// bucket (UTC; the bucket holding `from` counts whole), by route group and status class,
+    /// with jobs submitted; plus each key's daily quota used and remaining today. Counted from
+    /// the request log, so the totals equal `GET /audit/requests` for the same range. Filter
+    /// `key_id` (or a user id). Scope `usage:read`; a project key sees its project's usage.
+    #[oai(path = "/usage", method = "get", operation_id = "getUsage")]
+    async fn usage(
+        &self,
+        auth: Credentials,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+        granularity: Query<Option<String>>,
+        key_id: Query<Option<String>>,
+    ) -> ApiResult<Json<UsageReport>> {
+        let caller = self.state.authorize(&auth, Scope::UsageRead).await?;
+        let to = to.0.unwrap_or_else(Utc::now);
+        let from = from.0.unwrap_or(to - Duration::hours(24));
+        let granularity = granularity.0.unwrap_or_else(|| "hour".into());
+        let longest = match granularity.as_str() {
+            "hour" => Duration::days(31),
+            "day" => Duration::days(366),
+            _ => return Err(ApiError::field("granularity", "must be `hour` or `day`").into()),
+        };
+        if from >= to || to - from > longest {
+            return Err(ApiError::field(
+                "from",
+                "must be before `to`, at most 31 days before it by hour or 366 by day",
+            )
+            .into());
+        }
+        let rows = usage::usage(
+            &self.state.pool,
+            from,
+            to,
+            &granularity,
+            key_id.0.as_deref(),
+            caller.visible_projects(),
+        )
+        .await?;
+        let data = buckets(rows);
+        let mut keys: Vec<String> = data
+            .iter()
+            .filter(|b| b.actor_type.as_deref() == Some("api_key"))
+            .filter_map(|b| b.actor_id.clone())
+            .collect();
+        keys.extend(key_id.0.clone());
+        keys.sort();
+        keys.dedup();
+        let mut quotas = Vec::new();
+        for id in keys {
+            if let Some(quota) = self.quota(&caller, &id).await? {
+                quotas.push(quota);
+            }
+        }
+        Ok(Json(UsageReport {
+            from,
+            to,
+            granularity,
+            data,
+            quotas,
+        }))
+    }
+
+    /// Job and key figures
+    ///
+    /// Jobs by status, active keys, jobs created per hour over the last 24 hours, and the
+    /// average processing time and success rate of jobs finished in that time. Scope `admin`.
+    #[oai(path = "/admin/stats", method = "get", operation_id = "getAdminStats")]
+    async fn stats(&self, auth: Credentials) -> ApiResult<Json<AdminStats>> {
+        self.state.authorize(&auth, Scope::Admin).await?;
+        let stats = usage::job_stats(&self.state.pool).await?;
+        Ok(Json(AdminStats::from(stats)))
+    }
+
+    /// Security figures
+    ///
+    /// Over the last 24 hours of the request log: failed authentications (401), refusals (403),
+    /// rate-limit refusals (429), all recorded requests and the client IPs refused most; plus
+    /// the active keys. Scope `admin`.
+    #[oai(
+        path = "/admin/security",
+        method = "get",
+        operation_id = "getAdminSecurity"
+    )]
+    async fn security(&self, auth: Credentials) -> ApiResult<Json<AdminSecurity>> {
+        self.state.authorize(&auth, Scope::Admin).await?;
+        let stats = usage::security_stats(&self.state.pool).await?;
+        let jobs = usage::job_stats(&self.state.pool).await?;
+        Ok(Json(AdminSecurity::new(stats, jobs.active_keys)))
+    }
+}
+
+impl UsageApi {
+    /// A key's daily quota today, if the caller may see the key.
+    async fn quota(
+        &self,
+        caller: &crate::auth::Caller,
+        id: &str,
+    ) -> Result<Option<KeyQuota>, ApiError> {
+        let Some(key_id) = herald_domain::KeyId::parse(id) else {
+            return Ok(None);
+        };
+        let (key, _) = self
+            .state
+            .keys
+            .load(&key_id.to_string())
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
+        let Some(key) = key.state() else {
+            return Ok(None);
+        };
+        let visible = match key.project_id {
+            Some(project) => caller.can_see(project),
+            None => caller.visible_projects().is_none(),
+        };
+        if !visible {
+            return Ok(None);
+        }
+        let limit = key
+            .rate_limit
+            .daily_quota
+            .unwrap_or(self.state.config.rate_limits.daily_quota);
+        let used = self
+            .state
+            .rate_limiter
+            .daily_used(&self.state.pool, &format!("key:{key_id}"))
+            .await;
+        Ok(Some(KeyQuota {
+            key_id: id.to_owned(),
+            daily_quota: u64::from(limit),
+            used_today: used,
+            remaining_today: u64::from(limit).saturating_sub(used),
+        }))
+    }
+}

@@ -1,0 +1,123 @@
+//! Bodies of the usage and admin-summary endpoints.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use herald_projections::usage::{JobStats, SecurityStats};
+use poem_openapi::Object;
+use uuid::Uuid;
+
+/// One caller's requests in one bucket.
+#[derive(Debug, Object)]
+pub struct UsageBucket {
+    /// Start of the hour or day (UTC).
+    pub start: DateTime<Utc>,
+    /// `api_key` or `user`; absent for requests whose credentials were refused.
+    pub actor_type: Option<String>,
+    pub actor_id: Option<String>,
+    pub project_id: Option<Uuid>,
+    pub requests: i64,
+    /// Requests per resource (`jobs`, `api-keys`, `webhooks`, ...).
+    pub by_route_group: BTreeMap<String, i64>,
+    /// Requests per status class (`2xx`, `4xx`, ...).
+    pub by_status_class: BTreeMap<String, i64>,
+    /// Accepted `POST /jobs`.
+    pub jobs_submitted: i64,
+}
+
+/// A key's daily quota today (UTC).
+#[derive(Debug, Object)]
+pub struct KeyQuota {
+    pub key_id: String,
+    pub daily_quota: u64,
+    pub used_today: u64,
+    pub remaining_today: u64,
+}
+
+#[derive(Debug, Object)]
+pub struct UsageReport {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// `hour` or `day`.
+    pub granularity: String,
+    pub data: Vec<UsageBucket>,
+    /// The daily quota of every key in `data` (and of `key_id`, when asked).
+    pub quotas: Vec<KeyQuota>,
+}
+
+#[derive(Debug, Object)]
+pub struct HourCount {
+    pub hour: DateTime<Utc>,
+    pub jobs: i64,
+}
+
+#[derive(Debug, Object)]
+pub struct AdminStats {
+    /// Jobs (not deleted) per status.
+    pub jobs_by_status: BTreeMap<String, i64>,
+    /// Keys neither revoked nor expired.
+    pub active_keys: i64,
+    /// Jobs created per hour over the last 24 hours.
+    pub jobs_per_hour: Vec<HourCount>,
+    /// Mean time from start to finish of jobs finished in the last 24 hours.
+    pub average_processing_seconds: Option<f64>,
+    /// Share of the jobs finished in the last 24 hours that succeeded.
+    pub success_rate: Option<f64>,
+    pub finished_last_24h: i64,
+}
+
+impl From<JobStats> for AdminStats {
+    fn from(stats: JobStats) -> Self {
+        Self {
+            jobs_by_status: stats.by_status.into_iter().collect(),
+            active_keys: stats.active_keys,
+            jobs_per_hour: stats
+                .created_per_hour
+                .into_iter()
+                .map(|(hour, jobs)| HourCount { hour, jobs })
+                .collect(),
+            average_processing_seconds: stats.average_processing_seconds,
+            success_rate: (stats.finished_last_24h > 0)
+                .then(|| stats.succeeded_last_24h as f64 / stats.finished_last_24h as f64),
+            finished_last_24h: stats.finished_last_24h,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct RefusedIp {
+    pub ip: String,
+    pub refusals: i64,
+}
+
+#[derive(Debug, Object)]
+pub struct AdminSecurity {
+    /// 401 answers in the last 24 hours.
+    pub failed_authentications_24h: i64,
+    /// 403 answers in the last 24 hours.
+    pub forbidden_24h: i64,
+    /// 429 answers in the last 24 hours.
+    pub rate_limited_24h: i64,
+    /// Request-log records in the last 24 hours.
+    pub audit_records_24h: i64,
+    pub active_keys: i64,
+    /// The client IPs with the most 401, 403 and 429 answers in the last 24 hours.
+    pub top_refused_ips: Vec<RefusedIp>,
+}
+
+impl AdminSecurity {
+    pub fn new(stats: SecurityStats, active_keys: i64) -> Self {
+        Self {
+            failed_authentications_24h: stats.failed_authentications,
+            forbidden_24h: stats.forbidden,
+            rate_limited_24h: stats.rate_limited,
+            audit_records_24h: stats.requests,
+            active_keys,
+            top_refused_ips: stats
+                .top_refused_ips
+                .into_iter()
+                .map(|(ip, refusals)| RefusedIp { ip, refusals })
+                .collect(),
+        }
+    }
+}

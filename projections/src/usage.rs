@@ -1,0 +1,130 @@
+//! Usage and operations figures read from the request log's projections: the hourly usage
+//! counts (`usage_hourly`, kept by the request-log writer), and the summaries behind
+//! `GET /admin/stats` and `GET /admin/security`.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+/// Requests of one caller, project, route, method and status class in one bucket.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UsageRow {
+    pub bucket: DateTime<Utc>,
+    pub actor_type: Option<String>,
+    pub actor_id: Option<String>,
+    pub project_id: Option<Uuid>,
+    pub route: String,
+    pub method: String,
+    pub status_class: String,
+    pub requests: i64,
+}
+
+/// Usage in `[from, to)` by `hour` or `day` buckets (UTC; the bucket holding `from` counts
+/// whole), for one caller or all, within the given projects (`None`: all).
+pub async fn usage(
+    executor: impl PgExecutor<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    granularity: &str,
+    actor_id: Option<&str>,
+    projects: Option<Vec<Uuid>>,
+) -> sqlx::Result<Vec<UsageRow>> {
+    sqlx::query_as(
+        "SELECT date_trunc($3, hour, 'UTC') AS bucket, actor_type, actor_id, project_id, route, method, \
+                status_class, sum(requests)::bigint AS requests \
+           FROM usage_hourly \
+          WHERE hour >= date_trunc($3, $1, 'UTC') AND hour < $2 \
+            AND ($4::text IS NULL OR actor_id = $4) AND ($5::uuid[] IS NULL OR project_id = ANY($5)) \
+          GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 3, 5, 6, 7",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(granularity)
+    .bind(actor_id)
+    .bind(projects)
+    .fetch_all(executor)
+    .await
+}
+
+/// Jobs by status, active keys, jobs created per hour (last 24 h), average processing time
+/// and success rate of jobs finished in the last 24 h.
+#[derive(Debug, Clone, Default)]
+pub struct JobStats {
+    pub by_status: Vec<(String, i64)>,
+    pub active_keys: i64,
+    pub created_per_hour: Vec<(DateTime<Utc>, i64)>,
+    pub average_processing_seconds: Option<f64>,
+    pub finished_last_24h: i64,
+    pub succeeded_last_24h: i64,
+}
+
+pub async fn job_stats(pool: &sqlx::PgPool) -> sqlx::Result<JobStats> {
+    let by_status = sqlx::query_as(
+        "SELECT status, count(*) FROM jobs WHERE NOT deleted GROUP BY status ORDER BY status",
+    )
+    .fetch_all(pool)
+    .await?;
+    let active_keys = sqlx::query_scalar(
+        "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL \
+            AND (expires_at IS NULL OR expires_at > now())",
+    )
+    .fetch_one(pool)
+    .await?;
+    let created_per_hour = sqlx::query_as(
+        "SELECT date_trunc('hour', created_at, 'UTC'), count(*) FROM jobs \
+          WHERE created_at >= now() - interval '24 hours' GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    let (average, finished, succeeded): (Option<f64>, i64, i64) = sqlx::query_as(
+        "SELECT avg(extract(epoch FROM finished_at - (doc->>'started_at')::timestamptz))::float8, \
+                count(*), count(*) FILTER (WHERE status = 'succeeded') \
+           FROM jobs WHERE finished_at >= now() - interval '24 hours' AND NOT deleted",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(JobStats {
+        by_status,
+        active_keys,
+        created_per_hour,
+        average_processing_seconds: average,
+        finished_last_24h: finished,
+        succeeded_last_24h: succeeded,
+    })
+}
+
+/// The last 24 hours of the request log as security sees it.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityStats {
+    pub failed_authentications: i64,
+    pub forbidden: i64,
+    pub rate_limited: i64,
+    pub requests: i64,
+    /// Client IPs with the most refused requests (401, 403, 429): `(ip, refusals)`.
+    pub top_refused_ips: Vec<(String, i64)>,
+}
+
+pub async fn security_stats(pool: &sqlx::PgPool) -> sqlx::Result<SecurityStats> {
+    let (requests, failed, forbidden, limited): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE status = 401), count(*) FILTER (WHERE status = 403), \
+                count(*) FILTER (WHERE status = 429) \
+           FROM request_log WHERE occurred_at >= now() - interval '24 hours'",
+    )
+    .fetch_one(pool)
+    .await?;
+    let top_refused_ips = sqlx::query_as(
+        "SELECT client_ip, count(*) FROM request_log \
+          WHERE occurred_at >= now() - interval '24 hours' AND status IN (401, 403, 429) \
+            AND client_ip IS NOT NULL \
+          GROUP BY client_ip ORDER BY count(*) DESC, client_ip LIMIT 10",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(SecurityStats {
+        failed_authentications: failed,
+        forbidden,
+        rate_limited: limited,
+        requests,
+        top_refused_ips,
+    })
+}

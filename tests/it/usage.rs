@@ -1,0 +1,153 @@
+//! `GET /usage`, `GET /admin/stats` and `GET /admin/security` over real traffic: usage totals
+//! equal the request log's counts for the same caller and range, broken down by route group and
+//! status class, with jobs submitted and the daily quota; the admin summaries count jobs, keys
+//! and refusals.
+
+use chrono::{DurationRound, Utc};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::TestApp;
+
+fn key_id(key: &str) -> &str {
+    key.split('_').nth(2).unwrap()
+}
+
+async fn json_of(app: &TestApp, path: &str, key: &str) -> Value {
+    let response = app.get(path, key).await;
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response.json().await.unwrap()
+}
+
+/// Every request-log record of `key` in the range, through the audit API.
+async fn audit_statuses(app: &TestApp, key: &str, from: &str, to: &str) -> Vec<i64> {
+    let mut statuses = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let path = format!(
+            "/api/v1/audit/requests?key_id={}&from={from}&to={to}&limit=100{cursor}",
+            key_id(key)
+        );
+        let page = json_of(app, &path, &app.admin_key).await;
+        for record in page["data"].as_array().unwrap() {
+            statuses.push(record["status"].as_i64().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return statuses,
+        }
+    }
+}
+
+#[tokio::test]
+async fn usage_matches_the_request_log_and_admin_summaries_count_what_happened() {
+    let app = TestApp::spawn().await;
+    let from = Utc::now()
+        .duration_trunc(chrono::Duration::hours(1))
+        .unwrap();
+    let (project, key) = app
+        .project_with_key(&["jobs:read", "jobs:write", "usage:read"])
+        .await;
+    let (_, other_key) = app.project_with_key(&["jobs:write"]).await;
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.push(app.submit_job(&key, json!({"kind": "render"})).await);
+    }
+    for job in &jobs[..2] {
+        app.get(&format!("/api/v1/jobs/{job}"), &key).await;
+    }
+    let missing = app
+        .get(&format!("/api/v1/jobs/{}", uuid::Uuid::now_v7()), &key)
+        .await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let forbidden = app.get("/api/v1/admin/stats", &key).await;
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    app.submit_job(&other_key, json!({"kind": "render"})).await;
+    for _ in 0..2 {
+        let refused = app
+            .get("/api/v1/jobs", "hrld_live_AAAAAAAAAAAAAAAA_nope")
+            .await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    }
+    let to = Utc::now() + chrono::Duration::hours(1);
+    let (from_q, to_q) = (
+        from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+
+    // The key's usage: seven requests, all `jobs` but the refused admin call.
+    let report = json_of(
+        &app,
+        &format!(
+            "/api/v1/usage?key_id={}&from={from_q}&to={to_q}&granularity=day",
+            key_id(&key)
+        ),
+        &app.admin_key,
+    )
+    .await;
+    let buckets = report["data"].as_array().unwrap();
+    let total: i64 = buckets
+        .iter()
+        .map(|b| b["requests"].as_i64().unwrap())
+        .sum();
+    let submitted: i64 = buckets
+        .iter()
+        .map(|b| b["jobs_submitted"].as_i64().unwrap())
+        .sum();
+    let class = |name: &str| -> i64 {
+        buckets
+            .iter()
+            .map(|b| b["by_status_class"][name].as_i64().unwrap_or(0))
+            .sum()
+    };
+    let statuses = audit_statuses(&app, &key, &from_q, &to_q).await;
+    assert_eq!(total, 7);
+    assert_eq!(total, statuses.len() as i64, "usage equals the audit count");
+    assert_eq!(
+        class("2xx"),
+        statuses.iter().filter(|s| **s < 300).count() as i64
+    );
+    assert_eq!(class("4xx"), 2);
+    assert_eq!(submitted, 3);
+    assert_eq!(buckets[0]["by_route_group"]["jobs"], 6);
+    assert_eq!(buckets[0]["by_route_group"]["admin"], 1);
+    assert_eq!(buckets[0]["project_id"], project.to_string().as_str());
+    let quota = &report["quotas"][0];
+    assert_eq!(quota["key_id"], key_id(&key));
+    assert_eq!(quota["used_today"], 7);
+    assert_eq!(
+        quota["remaining_today"].as_u64().unwrap(),
+        quota["daily_quota"].as_u64().unwrap() - 7
+    );
+
+    // A project key sees only its own project's usage.
+    let own = json_of(&app, "/api/v1/usage", &key).await;
+    for bucket in own["data"].as_array().unwrap() {
+        assert_eq!(
+            bucket["project_id"],
+            project.to_string().as_str(),
+            "{bucket}"
+        );
+    }
+    let bad = app.get("/api/v1/usage?granularity=minute", &key).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+
+    // Admin summaries.
+    app.wait_for_projections().await;
+    let stats = json_of(&app, "/api/v1/admin/stats", &app.admin_key).await;
+    assert_eq!(stats["jobs_by_status"]["queued"], 4, "{stats}");
+    assert_eq!(stats["active_keys"], 3, "{stats}");
+    let created: i64 = stats["jobs_per_hour"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["jobs"].as_i64().unwrap())
+        .sum();
+    assert_eq!(created, 4);
+    let security = json_of(&app, "/api/v1/admin/security", &app.admin_key).await;
+    assert_eq!(security["failed_authentications_24h"], 2, "{security}");
+    assert_eq!(security["forbidden_24h"], 1, "{security}");
+    assert_eq!(security["top_refused_ips"][0]["ip"], "127.0.0.1");
+    assert_eq!(security["top_refused_ips"][0]["refusals"], 3);
+    assert!(security["audit_records_24h"].as_i64().unwrap() >= 14);
+}
