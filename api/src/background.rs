@@ -56,6 +56,15 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
     );
     let interval = Duration::from_millis(state.config.jobs.reconcile_interval_ms);
     tracker.spawn(LeaseReconciler::new(state.clone()).run(interval, cancel.clone()));
+    let retention_days = state.config.audit.retention_days;
+    if state.audit.is_some() && retention_days > 0 {
+        let retention = chrono::Duration::days(i64::from(retention_days));
+        tracker.spawn(crate::audit::prune_periodically(
+            state.pool.clone(),
+            retention,
+            cancel.clone(),
+        ));
+    }
     let interval = Duration::from_millis(state.config.jobs.expiry_interval_ms);
     tracker.spawn(ExpirySweeper::new(state.clone()).run(interval, cancel.clone()));
 }

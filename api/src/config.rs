@@ -61,6 +61,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     pub enabled: bool,
+    pub retention_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

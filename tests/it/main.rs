@@ -6,6 +6,7 @@ mod support;
 mod account_webhooks;
 mod api_keys;
 mod audit;
+mod audit_export;
 mod bad_input;
 mod docs;
 mod events;

@@ -7,6 +7,7 @@
 //! exactly the log's counts.
 
 pub mod chain;
+pub mod export;
 
 use std::sync::Arc;
 
@@ -165,9 +166,12 @@ pub async fn verify(
     let Some(first) = records.first() else {
         return Ok((0, None));
     };
-    // The link into the range: the record before it, if it still exists.
+    // The link into the range: the record before it, if it still exists, or the anchor that
+    // retention left when it pruned that record.
     let before: Option<(i64, String)> = sqlx::query_as(
-        "SELECT seq, hash FROM request_log WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
+        "SELECT seq, hash FROM (SELECT seq, hash FROM request_log WHERE seq < $1 \
+                                UNION ALL SELECT seq, hash FROM request_log_anchor WHERE seq < $1) b \
+          ORDER BY seq DESC LIMIT 1",
     )
     .bind(first.seq)
     .fetch_optional(pool)
@@ -187,4 +191,50 @@ pub async fn verify(
         records.len(),
         chain::first_break(prev_hash, prev_seq, &records),
     ))
+}
+
+/// Retention: removes the records up to the last one that occurred before `cutoff` (a prefix of
+/// the chain, in chunks), leaving that record's sequence number and hash as the anchor the
+/// chain is verified from. Returns how many records were removed.
+pub async fn prune(pool: &PgPool, cutoff: chrono::DateTime<chrono::Utc>) -> sqlx::Result<u64> {
+    let mut removed = 0;
+    loop {
+        let deleted = sqlx::query(
+            "WITH last AS (SELECT max(seq) AS seq FROM request_log WHERE occurred_at < $1), \
+                  doomed AS (SELECT r.seq, r.hash FROM request_log r, last WHERE r.seq <= last.seq \
+                              ORDER BY r.seq LIMIT 10000), \
+                  newest AS (SELECT seq, hash FROM doomed ORDER BY seq DESC LIMIT 1), \
+                  anchor AS (INSERT INTO request_log_anchor (id, seq, hash) SELECT 1, seq, hash FROM newest \
+                             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash \
+                             WHERE request_log_anchor.seq < excluded.seq) \
+             DELETE FROM request_log WHERE seq IN (SELECT seq FROM doomed)",
+        )
+        .bind(cutoff)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        removed += deleted;
+        if deleted < 10_000 {
+            return Ok(removed);
+        }
+    }
+}
+
+/// Prunes records older than `retention` now and then every hour, until cancelled.
+pub async fn prune_periodically(
+    pool: PgPool,
+    retention: chrono::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        match prune(&pool, chrono::Utc::now() - retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "pruned the request log"),
+            Err(error) => tracing::warn!(%error, "could not prune the request log"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
 }

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use chrono::Utc;
+use poem::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use poem::http::StatusCode;
 use poem::Response;
 
@@ -60,10 +61,24 @@ pub async fn record(
     notes: Notes,
     mut response: Response,
 ) -> Response {
-    let body = response.take_body().into_bytes().await.unwrap_or_default();
+    // Streams (exports, event streams, downloads) are not read here: they are recorded with
+    // their declared length, or -1, before their first byte leaves.
+    let body = if is_streamed(&response) {
+        None
+    } else {
+        Some(response.take_body().into_bytes().await.unwrap_or_default())
+    };
+    let response_bytes = match &body {
+        Some(body) => body.len() as i64,
+        None => response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(-1),
+    };
     let status = response.status().as_u16();
     let error_code = (status >= 400)
-        .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+        .then(|| serde_json::from_slice::<serde_json::Value>(body.as_deref()?).ok())
         .flatten()
         .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned));
     let (actor_type, actor_id) = notes
@@ -82,7 +97,7 @@ pub async fn record(
         status: i32::from(status),
         latency_us: seen.started.elapsed().as_micros() as i64,
         request_bytes: seen.request_bytes,
-        response_bytes: body.len() as i64,
+        response_bytes,
         client_ip: seen.client_ip,
         user_agent: seen.user_agent,
         outcome: outcome(status).to_owned(),
@@ -101,8 +116,27 @@ pub async fn record(
         }
         return refused;
     }
-    response.set_body(body);
+    if let Some(body) = body {
+        response.set_body(body);
+    }
     response
+}
+
+/// Whether the answer is a stream, by its content type.
+fn is_streamed(response: &Response) -> bool {
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    [
+        "text/event-stream",
+        "application/x-ndjson",
+        "text/csv",
+        "application/octet-stream",
+    ]
+    .iter()
+    .any(|streamed| content_type.starts_with(streamed))
 }
 
 #[cfg(test)]

@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use herald_domain::Scope;
+use poem::Body;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::payload::{Binary, Response};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::ApiTags;
-use crate::audit::Record;
+use crate::audit::{export, Record};
 use crate::auth::Credentials;
 use crate::http::cursor;
 use crate::http::problem::{ApiError, ApiResult};
@@ -91,6 +93,14 @@ pub struct ChainCheck {
     pub reason: Option<String>,
 }
 
+#[derive(ApiResponse)]
+pub enum Export {
+    /// The records, oldest first: one JSON object per line (`format=ndjson`), or CSV with a
+    /// header line (`format=csv`, answered as `text/csv`).
+    #[oai(status = 200, content_type = "application/x-ndjson")]
+    Records(Binary<Body>, #[oai(header = "Content-Disposition")] String),
+}
+
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Audit")]
 impl AuditApi {
     /// List recorded API calls
@@ -152,6 +162,40 @@ impl AuditApi {
             has_more,
             next_cursor,
         }))
+    }
+
+    /// Export recorded API calls
+    ///
+    /// Streams every record with `from <= occurred_at < to` (everything by default), oldest
+    /// first, as NDJSON (default) or CSV (`format=csv`). Scope `audit:read`; a project key
+    /// exports its project's records.
+    #[oai(
+        path = "/audit/requests/export",
+        method = "get",
+        operation_id = "exportRequestRecords"
+    )]
+    async fn export(
+        &self,
+        auth: Credentials,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+        format: Query<Option<String>>,
+    ) -> ApiResult<Response<Export>> {
+        let caller = self.state.authorize(&auth, Scope::AuditRead).await?;
+        let (format, content_type, extension) = match format.0.as_deref() {
+            None | Some("ndjson") => (export::Format::Ndjson, "application/x-ndjson", "ndjson"),
+            Some("csv") => (export::Format::Csv, "text/csv; charset=utf-8", "csv"),
+            Some(_) => return Err(ApiError::field("format", "must be `ndjson` or `csv`").into()),
+        };
+        let range = export::Range {
+            from: from.0,
+            to: to.0,
+            projects: caller.visible_projects(),
+        };
+        let body = Body::from_bytes_stream(export::stream(self.state.pool.clone(), range, format));
+        let disposition = format!("attachment; filename=\"herald-requests.{extension}\"");
+        Ok(Response::new(Export::Records(Binary(body), disposition))
+            .header("Content-Type", content_type))
     }
 
     /// Verify the request log's hash chain

@@ -1,0 +1,177 @@
+//! Exporting the request log (NDJSON and CSV, streamed, limited to the caller's projects) and
+//! retention: pruning the oldest records leaves a chain that still verifies from its anchor
+//! and still catches a record removed afterwards.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::support::TestApp;
+
+const AGENT: &str = "agent, \"quoted\"";
+
+async fn export(app: &TestApp, key: &str, query: &str) -> (String, String, String) {
+    let response = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/v1/audit/requests/export{query}"),
+            key,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{query}");
+    let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+    let (content_type, disposition) = (header("content-type"), header("content-disposition"));
+    (content_type, disposition, response.text().await.unwrap())
+}
+
+async fn record_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM request_log")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_request_log_exports_as_ndjson_and_csv_within_the_callers_projects() {
+    let app = TestApp::spawn().await;
+    let (project, key) = app.project_with_key(&["jobs:read", "audit:read"]).await;
+    for _ in 0..3 {
+        let response = app
+            .request(reqwest::Method::GET, "/api/v1/jobs", &key)
+            .header("user-agent", AGENT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    app.get("/api/v1/jobs", "hrld_live_nope").await;
+
+    let before = record_count(&app).await;
+    let (content_type, disposition, body) = export(&app, &app.admin_key, "").await;
+    assert_eq!(content_type, "application/x-ndjson");
+    assert!(
+        disposition.contains("herald-requests.ndjson"),
+        "{disposition}"
+    );
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    // Every record, ending with the export's own: it was committed before the body streamed.
+    assert_eq!(lines.len() as i64, before + 1);
+    assert_eq!(
+        lines.last().unwrap()["route"],
+        "/api/v1/audit/requests/export"
+    );
+    let seqs: Vec<i64> = lines.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] + 1 == w[1]),
+        "oldest first, no gap"
+    );
+    assert!(lines
+        .iter()
+        .all(|l| l["hash"].as_str().unwrap().len() == 64));
+
+    // The export itself was recorded before it streamed, its size unknown then.
+    let streamed: i64 = sqlx::query_scalar(
+        "SELECT response_bytes FROM request_log WHERE route = '/api/v1/audit/requests/export' \
+          ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(streamed, -1);
+
+    let (content_type, disposition, csv) = export(&app, &app.admin_key, "?format=csv").await;
+    assert!(content_type.starts_with("text/csv"), "{content_type}");
+    assert!(disposition.contains("herald-requests.csv"));
+    let mut rows = csv.lines();
+    assert!(rows
+        .next()
+        .unwrap()
+        .starts_with("seq,occurred_at,request_id,"));
+    assert_eq!(
+        rows.count() as i64,
+        before + 2,
+        "one line per record, both exports included"
+    );
+    assert!(
+        csv.contains("\"agent, \"\"quoted\"\"\""),
+        "the user agent is quoted"
+    );
+
+    // The project's key exports its own project's records only.
+    let (_, _, own) = export(&app, &key, "?format=ndjson").await;
+    let own: Vec<Value> = own
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(own.len() >= 3);
+    assert!(own
+        .iter()
+        .all(|r| r["project_id"] == project.to_string().as_str()));
+    let bad = app
+        .get("/api/v1/audit/requests/export?format=xml", &key)
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn pruning_keeps_the_chain_verifiable_from_its_anchor() {
+    let app = TestApp::spawn().await;
+    for _ in 0..12 {
+        app.get("/api/v1/jobs", &app.admin_key).await;
+    }
+    let (fifth_at, fifth_hash): (chrono::DateTime<chrono::Utc>, String) =
+        sqlx::query_as("SELECT occurred_at, hash FROM request_log WHERE seq = 5")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let removed = herald_api::audit::prune(&app.pool, fifth_at + chrono::Duration::microseconds(1))
+        .await
+        .unwrap();
+    assert!(removed >= 5, "at least the first five: {removed}");
+    let first_kept: i64 = sqlx::query_scalar("SELECT min(seq) FROM request_log")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(first_kept, removed as i64 + 1, "a prefix of the chain went");
+    if removed == 5 {
+        let anchor: String = sqlx::query_scalar("SELECT hash FROM request_log_anchor")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(anchor, fifth_hash);
+    }
+
+    let check: Value = app
+        .get("/api/v1/audit/verify", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(check["ok"], true, "{check}");
+    // Pruning again changes nothing; a record removed by hand is still caught.
+    let again = herald_api::audit::prune(&app.pool, fifth_at + chrono::Duration::microseconds(1))
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+    sqlx::query("DELETE FROM request_log WHERE seq = $1")
+        .bind(first_kept + 2)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let check: Value = app
+        .get("/api/v1/audit/verify", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(check["ok"], false, "{check}");
+    assert_eq!(
+        check["first_broken_seq"],
+        first_kept + 2,
+        "the missing record"
+    );
+}
