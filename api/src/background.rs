@@ -48,6 +48,8 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
             .flush_usage_periodically(state.pool.clone(), cancel.clone()),
     );
     tracker.spawn(crate::webhooks::dispatcher(state).run(cancel.clone()));
+    let limiter = state.rate_limiter.clone();
+    tracker.spawn(async move { limiter.connect_shared().await });
     tracker.spawn(
         state
             .rate_limiter

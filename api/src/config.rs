@@ -41,6 +41,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: Secret,
+    pub redis_url: Secret,
     pub api_key_pepper: Secret,
     pub log: String,
     #[serde(deserialize_with = "comma_list")]
@@ -228,7 +229,7 @@ impl Config {
                 "webhooks_retry_schedule",
                 "webhooks_allow_cidrs",
             ]))
-            .merge(Env::raw().only(&["database_url"]));
+            .merge(Env::raw().only(&["database_url", "redis_url"]));
         let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
@@ -315,6 +316,10 @@ impl Config {
         let url = self.database_url.expose();
         if !url.is_empty() && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             return fail("database_url must start with postgres:// or postgresql://");
+        }
+        let redis = self.redis_url.expose();
+        if !redis.is_empty() && redis::Client::open(redis).is_err() {
+            return fail("redis_url must be a redis:// URL");
         }
         Ok(())
     }

@@ -166,6 +166,10 @@ pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
         .at("/health", routes::system::live)
         .at("/live", routes::system::live)
         .at("/ready", routes::system::ready.data(state.clone()))
+        .at(
+            "/health/detailed",
+            routes::system::detailed.data(state.clone()),
+        )
         .nest("/", api)
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .with(crate::http::idempotency::Idempotency {

@@ -82,7 +82,10 @@ impl AppState {
             users_directory: Arc::new(UserDirectory::new(pool.clone(), &pepper)),
             verifier: Arc::new(KeyVerifier::new(pool.clone(), pepper)),
             login_limiter,
-            rate_limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
+            rate_limiter: Arc::new(RateLimiter::new(
+                config.rate_limits.clone(),
+                config.redis_url.expose(),
+            )),
             audit: config
                 .audit
                 .enabled

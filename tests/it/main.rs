@@ -19,6 +19,7 @@ mod rate_limits;
 mod roles;
 mod security;
 mod security_edge;
+mod shared_limits;
 mod usage;
 mod users;
 mod verify_example;

@@ -7,11 +7,12 @@
 
 pub mod gcra;
 mod headers;
+pub mod shared;
 
 pub use headers::RateHeaders;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{NaiveDate, Utc};
@@ -19,6 +20,7 @@ use herald_domain::api_key::RateLimit;
 use sqlx::PgPool;
 
 use crate::config::RateLimitsConfig;
+use shared::SharedLimits;
 
 const MINUTE: u128 = 60_000_000_000;
 
@@ -40,16 +42,35 @@ pub struct RateLimiter {
     tats: Mutex<HashMap<(String, &'static str), gcra::Tat>>,
     /// Per subject: the day, requests counted that day, and how many are not yet flushed.
     daily: Mutex<HashMap<String, (NaiveDate, u64, u64)>>,
+    /// Limits shared through Redis, when configured.
+    shared: Option<Arc<SharedLimits>>,
 }
 
 impl RateLimiter {
-    pub fn new(defaults: RateLimitsConfig) -> Self {
+    /// `redis_url` (may be empty): share the limits of every replica through Redis.
+    pub fn new(defaults: RateLimitsConfig, redis_url: &str) -> Self {
+        let shared = (!redis_url.is_empty())
+            .then(|| SharedLimits::new(redis_url).expect("redis_url is checked at start"))
+            .map(Arc::new);
         Self {
             defaults,
             origin: Instant::now(),
             tats: Mutex::new(HashMap::new()),
             daily: Mutex::new(HashMap::new()),
+            shared,
         }
+    }
+
+    /// Connects to Redis, when limits are shared (requests until then use local limits).
+    pub async fn connect_shared(&self) {
+        if let Some(shared) = &self.shared {
+            shared.connect().await;
+        }
+    }
+
+    /// Whether limits are shared through Redis, and whether Redis answers now.
+    pub fn shared_status(&self) -> Option<bool> {
+        self.shared.as_ref().map(|s| s.healthy())
     }
 
     pub fn enabled(&self) -> bool {
@@ -109,6 +130,12 @@ impl RateLimiter {
             )
         };
         let daily_quota = u64::from(own.daily_quota.unwrap_or(self.defaults.daily_quota));
+        if let Some(applied) = self
+            .check_shared(pool, subject, name, u64::from(quota), daily_quota)
+            .await
+        {
+            return applied;
+        }
         let mut daily = self.daily_policy(pool, subject, daily_quota).await;
         // A request refused by the daily quota does not spend the minute budget, and one
         // refused by the minute policy does not count against the day.
@@ -121,6 +148,42 @@ impl RateLimiter {
         vec![minute, daily]
     }
 
+    /// The policies as Redis decides them, or `None` without Redis (or when it fails).
+    async fn check_shared(
+        &self,
+        pool: &PgPool,
+        subject: &str,
+        name: &'static str,
+        quota: u64,
+        daily_quota: u64,
+    ) -> Option<Vec<Applied>> {
+        let shared = self.shared.as_ref()?;
+        if !shared.connected() {
+            let shared = shared.clone();
+            tokio::spawn(async move { shared.connect().await });
+            return None;
+        }
+        let known = self.daily_used(pool, subject).await;
+        let today = Utc::now().date_naive();
+        let reset = seconds_to_midnight();
+        let verdict = shared
+            .check(subject, name, quota, daily_quota, known, today, reset)
+            .await?;
+        if verdict.minute.allowed && verdict.daily_allowed {
+            // This replica's share, added to the stored count so the quota survives restarts.
+            self.count_daily(subject);
+        }
+        let daily = Applied {
+            name: "daily",
+            quota: daily_quota,
+            window_seconds: 86_400,
+            allowed: verdict.daily_allowed,
+            remaining: daily_quota.saturating_sub(verdict.used_today),
+            reset_seconds: reset,
+        };
+        Some(vec![verdict.minute, daily])
+    }
+
     /// Checks the per-IP budget of a request whose credentials were refused.
     pub fn check_unauthenticated(&self, ip: &str) -> Applied {
         let now = self.origin.elapsed().as_nanos() + MINUTE;
@@ -129,13 +192,8 @@ impl RateLimiter {
     }
 
     async fn daily_policy(&self, pool: &PgPool, subject: &str, quota: u64) -> Applied {
-        let today = Utc::now().date_naive();
         let used = self.daily_used(pool, subject).await;
-        let midnight = (today + chrono::Days::new(1))
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight")
-            .and_utc();
-        let reset = (midnight - Utc::now()).num_seconds().max(1) as u64;
+        let reset = seconds_to_midnight();
         Applied {
             name: "daily",
             quota,
@@ -234,4 +292,11 @@ impl RateLimiter {
             }
         }
     }
+}
+
+/// Seconds until the next UTC midnight (at least 1).
+fn seconds_to_midnight() -> u64 {
+    let tomorrow = Utc::now().date_naive() + chrono::Days::new(1);
+    let midnight = tomorrow.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    (midnight - Utc::now()).num_seconds().max(1) as u64
 }

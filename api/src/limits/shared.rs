@@ -1,0 +1,188 @@
+//! Rate limits shared by every replica through Redis (when `REDIS_URL` is set). One Lua script
+//! per request decides the minute policy (GCRA, on Redis's own clock, so replicas need not
+//! agree on time) and the daily quota together, and counts the request only when both allow
+//! it: atomic, so two replicas together never allow more than the limit.
+//!
+//! When Redis cannot answer (down, or slower than the timeout), each replica falls back to its
+//! own in-memory limits, so the service stays up and every replica still enforces the limits
+//! on its own (together they may then allow up to one limit per replica); it retries Redis
+//! after a second. This is logged and shown by `/health/detailed`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::Applied;
+
+/// KEYS: the subject's TAT for the policy, its daily counter. ARGV: quota per minute, daily
+/// quota, the daily count known in PostgreSQL (the start when Redis has none), the counter's
+/// time to live. Returns: minute allowed, remaining, microseconds until reset (or retry),
+/// daily allowed, used today.
+const SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local window = 60000000
+local interval = window / math.max(tonumber(ARGV[1]), 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local used = tonumber(redis.call('GET', KEYS[2]) or ARGV[3])
+local daily_ok = used < tonumber(ARGV[2])
+local new_tat = math.max(tat, now) + interval
+local minute_ok = new_tat - now <= window
+local remaining = 0
+local pending = new_tat - now - window
+if minute_ok then
+  remaining = math.floor((window - (new_tat - now)) / interval)
+  pending = new_tat - now
+end
+if minute_ok and daily_ok then
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', 120000)
+  used = used + 1
+  redis.call('SET', KEYS[2], used, 'EX', tonumber(ARGV[4]))
+end
+return {minute_ok and 1 or 0, remaining, math.floor(pending), daily_ok and 1 or 0, used}
+"#;
+
+const TIMEOUT: Duration = Duration::from_millis(250);
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+pub struct SharedLimits {
+    client: redis::Client,
+    script: redis::Script,
+    connection: Mutex<Option<ConnectionManager>>,
+    /// While set and in the future, Redis is not asked (it failed recently).
+    paused_until: Mutex<Option<Instant>>,
+    connecting: AtomicBool,
+    healthy: AtomicBool,
+}
+
+/// The two policies as Redis decided them, and the day's count after this request.
+pub struct SharedVerdict {
+    pub minute: Applied,
+    pub daily_allowed: bool,
+    pub used_today: u64,
+}
+
+impl SharedLimits {
+    pub fn new(url: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            script: redis::Script::new(SCRIPT),
+            connection: Mutex::new(None),
+            paused_until: Mutex::new(None),
+            connecting: AtomicBool::new(false),
+            healthy: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the last call to Redis succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Decides one request; `None` when Redis could not (the caller uses its local limits).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn check(
+        &self,
+        subject: &str,
+        name: &'static str,
+        quota: u64,
+        daily_quota: u64,
+        stored_today: u64,
+        day: chrono::NaiveDate,
+        seconds_to_midnight: u64,
+    ) -> Option<SharedVerdict> {
+        let mut connection = self.connection()?;
+        let mut invocation = self.script.key(format!("herald:rl:{subject}:{name}"));
+        invocation
+            .key(format!("herald:rl:{subject}:daily:{day}"))
+            .arg(quota)
+            .arg(daily_quota)
+            .arg(stored_today)
+            .arg(seconds_to_midnight + 3600);
+        let call = invocation.invoke_async::<Vec<i64>>(&mut connection);
+        match tokio::time::timeout(TIMEOUT, call).await {
+            Ok(Ok(reply)) if reply.len() == 5 => {
+                self.healthy.store(true, Ordering::Relaxed);
+                let pending_us = reply[2].max(0) as u64;
+                Some(SharedVerdict {
+                    minute: Applied {
+                        name,
+                        quota,
+                        window_seconds: 60,
+                        allowed: reply[0] == 1,
+                        remaining: reply[1].max(0) as u64,
+                        reset_seconds: pending_us.div_ceil(1_000_000),
+                    },
+                    daily_allowed: reply[3] == 1,
+                    used_today: reply[4].max(0) as u64,
+                })
+            }
+            Ok(Ok(_)) => self.failed("unexpected reply from the rate-limit script"),
+            Ok(Err(error)) => self.failed(&error.to_string()),
+            Err(_) => self.failed("Redis did not answer in time"),
+        }
+    }
+
+    fn failed(&self, why: &str) -> Option<SharedVerdict> {
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                why,
+                "shared rate limits unavailable; using this replica's own"
+            );
+        }
+        *self.paused_until.lock().expect("lock") = Some(Instant::now() + RETRY_AFTER);
+        None
+    }
+
+    /// The connection, unless Redis is paused; connects in the background when there is none.
+    fn connection(&self) -> Option<ConnectionManager> {
+        let paused = self
+            .paused_until
+            .lock()
+            .expect("lock")
+            .is_some_and(|until| Instant::now() < until);
+        if paused {
+            return None;
+        }
+        if let Some(connection) = self.connection.lock().expect("lock").clone() {
+            return Some(connection);
+        }
+        None
+    }
+
+    /// Connects (once at a time); on failure pauses Redis for a second.
+    pub async fn connect(&self) {
+        if self.connecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(TIMEOUT)
+            .set_response_timeout(TIMEOUT)
+            .set_number_of_retries(1);
+        let made = tokio::time::timeout(
+            TIMEOUT * 4,
+            self.client.get_connection_manager_with_config(config),
+        )
+        .await;
+        match made {
+            Ok(Ok(connection)) => {
+                *self.connection.lock().expect("lock") = Some(connection);
+                self.healthy.store(true, Ordering::Relaxed);
+            }
+            Ok(Err(error)) => {
+                self.failed(&error.to_string());
+            }
+            Err(_) => {
+                self.failed("connecting to Redis timed out");
+            }
+        }
+        self.connecting.store(false, Ordering::Release);
+    }
+
+    /// Whether a connection exists (the manager reconnects by itself once made).
+    pub fn connected(&self) -> bool {
+        self.connection.lock().expect("lock").is_some()
+    }
+}
