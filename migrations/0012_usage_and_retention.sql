@@ -28,4 +28,3 @@ CREATE TABLE request_log_anchor (
     seq  bigint NOT NULL,
     hash text NOT NULL
 );
-CREATE INDEX request_log_by_status ON request_log (occurred_at, status);

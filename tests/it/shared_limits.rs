@@ -1,5 +1,6 @@
-//! Rate limits shared through a real Redis (started by `scripts/test-redis.sh`): two replicas on
-//! one database and one Redis together allow exactly one key's limit, per minute and per day;
+//! Rate limits shared through a real Redis (started by `scripts/test-redis.sh`): two `herald
+//! serve` processes on one database and one Redis together allow exactly one key's limit, per
+//! minute and per day;
 //! with Redis unreachable a replica keeps serving and limits on its own, and says so.
 
 use std::time::Duration;
@@ -10,7 +11,7 @@ use herald_api::Config;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::support::{test_config, TestApp};
+use crate::support::{herald_serve, TestApp};
 
 fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").expect(
@@ -25,36 +26,54 @@ fn shared(config: &mut Config, redis: &str) {
     config.rate_limits.daily_quota = 25;
 }
 
-async fn until_shared(app: &TestApp) {
+/// Waits until the process at `base` reports its limits shared through Redis.
+async fn until_shared(base: &str) {
     for _ in 0..100 {
-        if app.state.rate_limiter.shared_status() == Some(true) {
+        let health: Value = reqwest::get(format!("{base}/health/detailed"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if health["rate_limits"] == "shared" {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the replica never connected to Redis");
+    panic!("{base} never shared its limits through Redis");
 }
 
 #[tokio::test]
-async fn two_replicas_together_allow_one_limit() {
+async fn two_herald_processes_together_allow_one_limit() {
     let redis = redis_url();
-    let first = TestApp::spawn_with(|c| shared(c, &redis)).await;
-    let mut config = test_config(&first.database_url);
-    shared(&mut config, &redis);
-    let second = TestApp::start(config).await;
+    // This in-process app only creates the database, the project and the key.
+    let setup = TestApp::spawn().await;
+    let (_, key) = setup.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let env = [
+        ("REDIS_URL", redis.as_str()),
+        ("HERALD_RATE_LIMITS__WRITE_PER_MINUTE", "10"),
+        ("HERALD_RATE_LIMITS__READ_PER_MINUTE", "1000000"),
+        ("HERALD_RATE_LIMITS__DAILY_QUOTA", "25"),
+    ];
+    let (_first, first) = herald_serve(&setup.database_url, &env).await;
+    let (_second, second) = herald_serve(&setup.database_url, &env).await;
     until_shared(&first).await;
     until_shared(&second).await;
-    let (_, key) = first.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let client = reqwest::Client::new();
+    let submit = |base: &str| {
+        client
+            .post(format!("{base}/api/v1/jobs"))
+            .header("X-API-Key", &key)
+            .json(&json!({"kind": "render"}))
+            .send()
+    };
 
-    // Thirty submissions at once, alternating replicas: ten pass, whichever replica took them.
-    let attempts = (0..30).map(|i| {
-        let app = if i % 2 == 0 { &first } else { &second };
-        app.post("/api/v1/jobs", &key, json!({"kind": "render"}))
-    });
+    // Thirty submissions at once, alternating processes: ten pass, whichever took them.
+    let attempts = (0..30).map(|i| submit(if i % 2 == 0 { &first } else { &second }));
     let statuses: Vec<StatusCode> = join_all(attempts)
         .await
         .into_iter()
-        .map(|r| r.status())
+        .map(|r| r.unwrap().status())
         .collect();
     let accepted = statuses
         .iter()
@@ -65,9 +84,7 @@ async fn two_replicas_together_allow_one_limit() {
         .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
         .count();
     assert_eq!((accepted, refused), (10, 20), "{statuses:?}");
-    let refusal = second
-        .post("/api/v1/jobs", &key, json!({"kind": "render"}))
-        .await;
+    let refusal = submit(&second).await.unwrap();
     assert_eq!(refusal.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = refusal.headers()["retry-after"]
         .to_str()
@@ -81,11 +98,16 @@ async fn two_replicas_together_allow_one_limit() {
     let body: Value = refusal.json().await.unwrap();
     assert_eq!(body["violated-policies"], json!(["write"]));
 
-    // The day is shared too: 25 in all, 11 spent above (the refusals count nothing).
+    // The day is shared too: 25 in all, 10 spent above (refusals count nothing).
     let mut passed = 0;
     for i in 0..20 {
-        let app = if i % 2 == 0 { &first } else { &second };
-        let response = app.get("/api/v1/jobs", &key).await;
+        let base = if i % 2 == 0 { &first } else { &second };
+        let response = client
+            .get(format!("{base}/api/v1/jobs"))
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap();
         match response.status() {
             StatusCode::OK => passed += 1,
             StatusCode::TOO_MANY_REQUESTS => {
@@ -96,16 +118,6 @@ async fn two_replicas_together_allow_one_limit() {
         }
     }
     assert_eq!(passed, 25 - 10, "reads until the shared day is used up");
-    let health: Value = first
-        .client
-        .get(first.url("/health/detailed"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(health["rate_limits"], "shared", "{health}");
 }
 
 #[tokio::test]

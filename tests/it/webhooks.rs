@@ -469,31 +469,17 @@ async fn bad_endpoints_are_refused_and_other_projects_endpoints_are_invisible() 
         .any(|t| t["type"] == "job.succeeded" && t["example"]["type"] == "job.succeeded"));
 }
 
-/// Starts `herald serve` as its own process on `database_url`; returns it and its base URL.
+/// `herald serve` as its own process, delivering webhooks to the local receivers quickly.
 async fn serve(database_url: &str) -> (tokio::process::Child, String) {
-    let port = crate::api_keys::free_port();
-    let child = tokio::process::Command::new(crate::projections::herald_binary())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DATABASE_URL", database_url)
-        .env("HERALD_API_KEY_PEPPER", crate::support::PEPPER)
-        .env("HERALD_LOG", "warn")
-        .env("HERALD_WEBHOOKS_ALLOW_CIDRS", "127.0.0.1/32")
-        .env("HERALD_WEBHOOKS_RETRY_SCHEDULE", "0,1,1,1,1,1")
-        .env("HERALD_WEBHOOKS__REQUEST_TIMEOUT_SECONDS", "2")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if reqwest::get(format!("{base}/ready"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return (child, base);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("herald serve did not come up");
+    crate::support::herald_serve(
+        database_url,
+        &[
+            ("HERALD_WEBHOOKS_ALLOW_CIDRS", "127.0.0.1/32"),
+            ("HERALD_WEBHOOKS_RETRY_SCHEDULE", "0,1,1,1,1,1"),
+            ("HERALD_WEBHOOKS__REQUEST_TIMEOUT_SECONDS", "2"),
+        ],
+    )
+    .await
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use herald_domain::webhook_endpoint::{EndpointCommand, EndpointSettings, WebhookEndpoint};
@@ -64,8 +64,9 @@ pub struct Dispatcher {
     inbox: Arc<Inbox>,
     endpoints: AggregateStore<WebhookEndpoint>,
     in_flight: Mutex<HashMap<Uuid, usize>>,
-    /// Per endpoint: the second and the sends made in it (the `rate_limit_per_second` gate).
-    sent_this_second: Mutex<HashMap<Uuid, (i64, u32)>>,
+    /// Per endpoint: when its next send is due at the steady rate (the `rate_limit_per_second`
+    /// gate, GCRA with a burst of one second's worth).
+    next_send: Mutex<HashMap<Uuid, Instant>>,
 }
 
 /// Loads the secrets that sign now (the current one and any still in a rotation's grace).
@@ -96,7 +97,7 @@ impl Dispatcher {
             config,
             inbox,
             in_flight: Mutex::new(HashMap::new()),
-            sent_this_second: Mutex::new(HashMap::new()),
+            next_send: Mutex::new(HashMap::new()),
         }
     }
 
@@ -206,20 +207,22 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Whether the endpoint's per-second budget allows one more send now.
-    fn take_rate_slot(&self, endpoint: Uuid, limit: Option<u32>) -> bool {
-        let Some(limit) = limit else { return true };
-        let second = Utc::now().timestamp();
-        let mut sent = self.sent_this_second.lock().expect("lock");
-        let entry = sent.entry(endpoint).or_insert((second, 0));
-        if entry.0 != second {
-            *entry = (second, 0);
+    /// Whether the endpoint's rate allows one more send now; otherwise how long until it does.
+    /// At `limit` per second a burst of `limit` may go at once, then one every `1/limit` s.
+    fn take_rate_slot(&self, endpoint: Uuid, limit: Option<u32>) -> Result<(), Duration> {
+        let Some(limit) = limit.filter(|l| *l > 0) else {
+            return Ok(());
+        };
+        let interval = Duration::from_secs(1) / limit;
+        let now = Instant::now();
+        let mut next_send = self.next_send.lock().expect("lock");
+        let tat = next_send.get(&endpoint).copied().unwrap_or(now).max(now);
+        let new_tat = tat + interval;
+        if new_tat - now > Duration::from_secs(1) {
+            return Err(new_tat - now - Duration::from_secs(1));
         }
-        if entry.1 >= limit {
-            return false;
-        }
-        entry.1 += 1;
-        true
+        next_send.insert(endpoint, new_tat);
+        Ok(())
     }
 
     async fn deliver(&self, due: Due) -> anyhow::Result<()> {
@@ -230,9 +233,12 @@ impl Dispatcher {
                 .finish(&due, "failed", None, Some("endpoint disabled"), None)
                 .await;
         };
-        if !self.take_rate_slot(due.endpoint_id, due.settings.rate_limit_per_second) {
-            sqlx::query("UPDATE webhook_deliveries SET leased_until = NULL, next_attempt_at = now() + interval '1 second' WHERE id = $1")
+        if let Err(wait) = self.take_rate_slot(due.endpoint_id, due.settings.rate_limit_per_second)
+        {
+            let wait = wait.max(Duration::from_millis(20)).as_secs_f64();
+            sqlx::query("UPDATE webhook_deliveries SET leased_until = NULL, next_attempt_at = now() + make_interval(secs => $2) WHERE id = $1")
                 .bind(due.id)
+                .bind(wait)
                 .execute(&self.pool)
                 .await?;
             return Ok(());

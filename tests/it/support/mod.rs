@@ -294,3 +294,34 @@ pub async fn event_count(pool: &PgPool) -> i64 {
         .await
         .unwrap()
 }
+
+/// Starts `herald serve` (the real binary) as its own process on `database_url` with extra
+/// environment; returns it (killed when dropped) and its base URL once `/ready` answers.
+pub async fn herald_serve(
+    database_url: &str,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
+    let port = crate::api_keys::free_port();
+    let mut command = tokio::process::Command::new(crate::projections::herald_binary());
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", database_url)
+        .env("HERALD_API_KEY_PEPPER", PEPPER)
+        .env("HERALD_LOG", "warn")
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let child = command.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/ready"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return (child, base);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("herald serve did not come up");
+}
