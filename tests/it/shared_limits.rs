@@ -118,6 +118,16 @@ async fn two_herald_processes_together_allow_one_limit() {
         }
     }
     assert_eq!(passed, 25 - 10, "reads until the shared day is used up");
+
+    // Three writers appended to one request log meanwhile; its chain is whole.
+    let check: Value = setup
+        .get("/api/v1/audit/verify", &setup.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(check["ok"], true, "{check}");
+    assert!(check["checked"].as_i64().unwrap() >= 51, "{check}");
 }
 
 #[tokio::test]

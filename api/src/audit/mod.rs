@@ -8,6 +8,7 @@
 
 pub mod chain;
 pub mod export;
+mod writer;
 
 use std::sync::Arc;
 
@@ -28,7 +29,7 @@ impl AuditLog {
     /// Starts the writer; it stops when the last `AuditLog` handle is dropped.
     pub fn start(pool: PgPool) -> Arc<Self> {
         let (queue, incoming) = mpsc::channel(16 * MAX_BATCH);
-        tokio::spawn(write_batches(pool, incoming));
+        tokio::spawn(writer::write_batches(pool, incoming));
         Arc::new(Self { queue })
     }
 
@@ -40,112 +41,6 @@ impl AuditLog {
         }
         committed.await.unwrap_or(false)
     }
-}
-
-async fn write_batches(pool: PgPool, mut incoming: mpsc::Receiver<Pending>) {
-    // The end of the chain as this writer last saw it; re-read when another replica moved it.
-    let mut head: Option<(i64, String)> = None;
-    while let Some(first) = incoming.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match incoming.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let (mut records, acks): (Vec<Record>, Vec<_>) = batch.into_iter().unzip();
-        let committed = match append(&pool, &mut head, &mut records).await {
-            Ok(()) => true,
-            Err(error) => {
-                head = None;
-                tracing::error!(%error, count = records.len(), "could not write the request log");
-                false
-            }
-        };
-        for ack in acks {
-            let _ = ack.send(committed);
-        }
-    }
-}
-
-/// Numbers, chains and inserts `records` in one statement: the insert happens only if the
-/// chain's head is still where this writer believes it is (it moves the head in the same
-/// statement), otherwise the head is read again and the batch re-chained.
-async fn append(
-    pool: &PgPool,
-    head: &mut Option<(i64, String)>,
-    records: &mut [Record],
-) -> sqlx::Result<()> {
-    for _ in 0..100 {
-        let (start_seq, start_hash) = match head.take() {
-            Some(known) => known,
-            None => {
-                sqlx::query_as("SELECT last_seq, last_hash FROM request_log_head WHERE id = 1")
-                    .fetch_one(pool)
-                    .await?
-            }
-        };
-        let (mut seq, mut prev) = (start_seq, start_hash.clone());
-        for record in records.iter_mut() {
-            seq += 1;
-            record.seq = seq;
-            record.prev_hash = prev.clone();
-            record.hash = chain::hash(&prev, record);
-            prev = record.hash.clone();
-        }
-        // One fixed statement (prepared once, whatever the batch size), one array per column.
-        let col = |f: fn(&Record) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
-        let inserted: i64 = sqlx::query_scalar(
-            "WITH head AS (UPDATE request_log_head SET last_seq = $1, last_hash = $2 \
-                            WHERE id = 1 AND last_seq = $3 AND last_hash = $4 RETURNING 1), \
-             logged AS (INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, \
-               route, method, path, status, latency_us, request_bytes, response_bytes, client_ip, user_agent, \
-               outcome, error_code, prev_hash, hash) \
-             SELECT r.* FROM head, UNNEST($5::bigint[], $6::timestamptz[], $7::text[], $8::text[], $9::text[], \
-               $10::uuid[], $11::text[], $12::text[], $13::text[], $14::int[], $15::bigint[], $16::bigint[], \
-               $17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[]) AS r \
-             RETURNING occurred_at, actor_type, actor_id, project_id, route, method, status), \
-             usage AS (INSERT INTO usage_hourly \
-               SELECT date_trunc('hour', occurred_at, 'UTC'), actor_type, actor_id, project_id, route, method, \
-                      (status / 100)::text || 'xx', count(*) FROM logged GROUP BY 1, 2, 3, 4, 5, 6, 7 \
-               ON CONFLICT (hour, actor_type, actor_id, project_id, route, method, status_class) \
-               DO UPDATE SET requests = usage_hourly.requests + excluded.requests) \
-             SELECT count(*) FROM logged",
-        )
-        .bind(seq)
-        .bind(&prev)
-        .bind(start_seq)
-        .bind(&start_hash)
-        .bind(records.iter().map(|r| r.seq).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
-        .bind(col(|r| Some(r.request_id.clone())))
-        .bind(col(|r| r.actor_type.clone()))
-        .bind(col(|r| r.actor_id.clone()))
-        .bind(records.iter().map(|r| r.project_id).collect::<Vec<_>>())
-        .bind(col(|r| Some(r.route.clone())))
-        .bind(col(|r| Some(r.method.clone())))
-        .bind(col(|r| Some(r.path.clone())))
-        .bind(records.iter().map(|r| r.status).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.latency_us).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.request_bytes).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.response_bytes).collect::<Vec<_>>())
-        .bind(col(|r| r.client_ip.clone()))
-        .bind(col(|r| r.user_agent.clone()))
-        .bind(col(|r| Some(r.outcome.clone())))
-        .bind(col(|r| r.error_code.clone()))
-        .bind(col(|r| Some(r.prev_hash.clone())))
-        .bind(col(|r| Some(r.hash.clone())))
-        .fetch_one(pool)
-        .await?;
-        if inserted == records.len() as i64 {
-            *head = Some((seq, prev));
-            return Ok(());
-        }
-        // Another replica appended since: chain again from the new head.
-    }
-    Err(sqlx::Error::Protocol(
-        "the request log's head kept moving".into(),
-    ))
 }
 
 /// Verifies the chain over the records with `from <= occurred_at < to` (all when absent):

@@ -1,0 +1,190 @@
+//! The request-log writer: one task that gathers the records of finished requests into batches
+//! and appends each batch in one statement, which also moves the chain's head, only if the
+//! head is still where the writer left it, and adds the batch to the hourly usage counts. Two
+//! batches may be in flight at once: the second is chained onto the first in memory and its
+//! statement waits on the head row until the first commits, so batches commit in chain order
+//! while the next one is already on its way. A batch whose head moved (another replica
+//! appended, or the batch before it failed) is chained again from the stored head.
+
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{chain, Pending, Record, MAX_BATCH};
+
+/// The end of the chain: sequence number and hash of its last record.
+type Head = (i64, String);
+
+/// Batches written at the same time.
+const IN_FLIGHT: usize = 2;
+
+struct Batch {
+    records: Vec<Record>,
+    acks: Vec<oneshot::Sender<bool>>,
+}
+
+pub(super) async fn write_batches(pool: PgPool, mut incoming: mpsc::Receiver<Pending>) {
+    // Where the chain ends once every batch in flight has committed; `None`: read it.
+    let mut head: Option<Head> = None;
+    let mut in_flight: FuturesOrdered<
+        std::pin::Pin<Box<dyn std::future::Future<Output = (Batch, sqlx::Result<bool>)> + Send>>,
+    > = FuturesOrdered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            Some((mut batch, written)) = in_flight.next(), if !in_flight.is_empty() => {
+                let committed = match written {
+                    Ok(true) => true,
+                    // The head moved under this batch: chain it again from the stored head,
+                    // now that every batch before it has finished.
+                    Ok(false) => {
+                        head = None;
+                        rechain_and_append(&pool, &mut batch.records).await
+                    }
+                    Err(error) => {
+                        head = None;
+                        tracing::error!(%error, count = batch.records.len(), "could not write the request log");
+                        false
+                    }
+                };
+                for ack in batch.acks {
+                    let _ = ack.send(committed);
+                }
+            }
+            first = incoming.recv(), if open && in_flight.len() < IN_FLIGHT => {
+                let Some(first) = first else {
+                    open = false;
+                    continue;
+                };
+                let mut pending = vec![first];
+                while pending.len() < MAX_BATCH {
+                    match incoming.try_recv() {
+                        Ok(next) => pending.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let (mut records, acks): (Vec<Record>, Vec<_>) = pending.into_iter().unzip();
+                let start = match head.take() {
+                    Some(known) => known,
+                    None => match stored_head(&pool).await {
+                        Ok(stored) => stored,
+                        Err(error) => {
+                            tracing::error!(%error, "could not read the request log's head");
+                            for ack in acks {
+                                let _ = ack.send(false);
+                            }
+                            continue;
+                        }
+                    },
+                };
+                let end = link(&mut records, &start);
+                head = Some(end.clone());
+                let pool = pool.clone();
+                in_flight.push_back(Box::pin(async move {
+                    let written = append_at(&pool, &start, &end, &records).await;
+                    (Batch { records, acks }, written)
+                }));
+            }
+        }
+    }
+}
+
+async fn stored_head(pool: &PgPool) -> sqlx::Result<Head> {
+    sqlx::query_as("SELECT last_seq, last_hash FROM request_log_head WHERE id = 1")
+        .fetch_one(pool)
+        .await
+}
+
+/// Numbers and chains `records` after `start`; returns the new end of the chain.
+fn link(records: &mut [Record], start: &Head) -> Head {
+    let (mut seq, mut prev) = start.clone();
+    for record in records.iter_mut() {
+        seq += 1;
+        record.seq = seq;
+        record.prev_hash = prev.clone();
+        record.hash = chain::hash(&prev, record);
+        prev = record.hash.clone();
+    }
+    (seq, prev)
+}
+
+/// Chains `records` from the stored head and appends them, again while other replicas keep
+/// moving the head (up to a hundred times).
+async fn rechain_and_append(pool: &PgPool, records: &mut [Record]) -> bool {
+    for _ in 0..100 {
+        let start = match stored_head(pool).await {
+            Ok(start) => start,
+            Err(error) => {
+                tracing::error!(%error, "could not read the request log's head");
+                return false;
+            }
+        };
+        let end = link(records, &start);
+        match append_at(pool, &start, &end, records).await {
+            Ok(true) => return true,
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::error!(%error, count = records.len(), "could not write the request log");
+                return false;
+            }
+        }
+    }
+    tracing::error!("the request log's head kept moving");
+    false
+}
+
+/// One statement: moves the head from `start` to `end` and inserts the records, or does
+/// nothing (false) when the head is no longer at `start`.
+async fn append_at(
+    pool: &PgPool,
+    start: &Head,
+    end: &Head,
+    records: &[Record],
+) -> sqlx::Result<bool> {
+    // One fixed statement (prepared once, whatever the batch size), one array per column.
+    let col = |f: fn(&Record) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
+    let inserted: i64 = sqlx::query_scalar(
+        "WITH head AS (UPDATE request_log_head SET last_seq = $1, last_hash = $2 \
+                        WHERE id = 1 AND last_seq = $3 AND last_hash = $4 RETURNING 1), \
+         logged AS (INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, \
+           route, method, path, status, latency_us, request_bytes, response_bytes, client_ip, user_agent, \
+           outcome, error_code, prev_hash, hash) \
+         SELECT r.* FROM head, UNNEST($5::bigint[], $6::timestamptz[], $7::text[], $8::text[], $9::text[], \
+           $10::uuid[], $11::text[], $12::text[], $13::text[], $14::int[], $15::bigint[], $16::bigint[], \
+           $17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[]) AS r \
+         RETURNING occurred_at, actor_type, actor_id, project_id, route, method, status), \
+         usage AS (INSERT INTO usage_hourly \
+           SELECT date_trunc('hour', occurred_at, 'UTC'), actor_type, actor_id, project_id, route, method, \
+                  (status / 100)::text || 'xx', count(*) FROM logged GROUP BY 1, 2, 3, 4, 5, 6, 7 \
+           ON CONFLICT (hour, actor_type, actor_id, project_id, route, method, status_class) \
+           DO UPDATE SET requests = usage_hourly.requests + excluded.requests) \
+         SELECT count(*) FROM logged",
+    )
+    .bind(end.0)
+    .bind(&end.1)
+    .bind(start.0)
+    .bind(&start.1)
+    .bind(records.iter().map(|r| r.seq).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+    .bind(col(|r| Some(r.request_id.clone())))
+    .bind(col(|r| r.actor_type.clone()))
+    .bind(col(|r| r.actor_id.clone()))
+    .bind(records.iter().map(|r| r.project_id).collect::<Vec<_>>())
+    .bind(col(|r| Some(r.route.clone())))
+    .bind(col(|r| Some(r.method.clone())))
+    .bind(col(|r| Some(r.path.clone())))
+    .bind(records.iter().map(|r| r.status).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.latency_us).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.request_bytes).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.response_bytes).collect::<Vec<_>>())
+    .bind(col(|r| r.client_ip.clone()))
+    .bind(col(|r| r.user_agent.clone()))
+    .bind(col(|r| Some(r.outcome.clone())))
+    .bind(col(|r| r.error_code.clone()))
+    .bind(col(|r| Some(r.prev_hash.clone())))
+    .bind(col(|r| Some(r.hash.clone())))
+    .fetch_one(pool)
+        .await?;
+    Ok(inserted == records.len() as i64)
+}
