@@ -19,6 +19,9 @@ type Head = (i64, String);
 /// Batches written at the same time.
 const IN_FLIGHT: usize = 2;
 
+/// A batch's statement under way, and the batch.
+type Writing = futures::future::BoxFuture<'static, (Batch, sqlx::Result<bool>)>;
+
 struct Batch {
     records: Vec<Record>,
     acks: Vec<oneshot::Sender<bool>>,
@@ -27,9 +30,7 @@ struct Batch {
 pub(super) async fn write_batches(pool: PgPool, mut incoming: mpsc::Receiver<Pending>) {
     // Where the chain ends once every batch in flight has committed; `None`: read it.
     let mut head: Option<Head> = None;
-    let mut in_flight: FuturesOrdered<
-        std::pin::Pin<Box<dyn std::future::Future<Output = (Batch, sqlx::Result<bool>)> + Send>>,
-    > = FuturesOrdered::new();
+    let mut in_flight: FuturesOrdered<Writing> = FuturesOrdered::new();
     let mut open = true;
     while open || !in_flight.is_empty() {
         tokio::select! {
