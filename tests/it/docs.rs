@@ -114,3 +114,40 @@ async fn the_authentication_guide_python_example_works() {
 async fn the_authentication_guide_javascript_example_works() {
     run_auth_example("JavaScript (Node.js 18+)", "node", &[]).await;
 }
+
+#[tokio::test]
+async fn the_api_guide_limits_audit_and_usage_example_works() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app
+        .project_with_key(&["jobs:read", "audit:read", "usage:read"])
+        .await;
+    let script = bash_block(
+        "docs/API.md",
+        "### Example: limits, the audit trail and usage",
+    );
+    let output = tokio::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env("BASE", &app.base_url)
+        .env("KEY", &key)
+        .env("ADMIN_KEY", &app.admin_key)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_lowercase();
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "x-ratelimit-limit: ",
+        "ratelimit-policy: \"read\";q=",
+        "\"route\":\"/api/v1/jobs\"",
+        "\"ok\":true",
+        "\"jobs_submitted\":0",
+        "\"remaining_today\":",
+        "seq,occurred_at,request_id",
+    ] {
+        assert!(stdout.contains(expected), "{expected} in:\n{stdout}");
+    }
+}

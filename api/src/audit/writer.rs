@@ -1,10 +1,10 @@
 //! The request-log writer: one task that gathers the records of finished requests into batches
 //! and appends each batch in one statement, which also moves the chain's head, only if the
-//! head is still where the writer left it, and adds the batch to the hourly usage counts. Two
-//! batches may be in flight at once: the second is chained onto the first in memory and its
-//! statement waits on the head row until the first commits, so batches commit in chain order
-//! while the next one is already on its way. A batch whose head moved (another replica
-//! appended, or the batch before it failed) is chained again from the stored head.
+//! head is still where the writer left it, and adds the batch to the hourly usage counts. Up to
+//! `IN_FLIGHT` batches may be under way at once: each is chained onto the one before in memory
+//! and its statement waits on the head row until that one commits, so batches commit in chain
+//! order. A batch whose head moved (another replica appended, or the batch before it failed)
+//! is chained again from the stored head.
 
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
@@ -16,8 +16,11 @@ use super::{chain, Pending, Record, MAX_BATCH};
 /// The end of the chain: sequence number and hash of its last record.
 type Head = (i64, String);
 
-/// Batches written at the same time.
-const IN_FLIGHT: usize = 2;
+/// Batches written at the same time. Two were measured (bench/run.sh, 2026-11-23): on this
+/// CPU-bound 2-core machine they halve the batch size, and reads with the audit trail fell from
+/// 0.60 to 0.54 of their rate without it, so the writer keeps one in flight; the pipelining is
+/// kept for machines where the commit wait, not the CPU, is the limit.
+const IN_FLIGHT: usize = 1;
 
 /// A batch's statement under way, and the batch.
 type Writing = futures::future::BoxFuture<'static, (Batch, sqlx::Result<bool>)>;
