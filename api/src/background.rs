@@ -27,6 +27,22 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
         let runner = ProjectionRunner::new(state.pool.clone(), projection, wake, poll);
         tracker.spawn(runner.run(cancel.clone()));
     }
+    let streams = state
+        .wakeups
+        .iter()
+        .find(|(name, _)| *name == crate::state::STREAMS)
+        .map(|(_, wake)| wake.clone())
+        .expect("a wake-up for event streams");
+    let stream_wake = state.stream_wake.clone();
+    let stop = cancel.clone();
+    tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = streams.notified() => stream_wake.send_modify(|n| *n = n.wrapping_add(1)),
+            }
+        }
+    });
     let local: Vec<_> = state.wakeups.iter().map(|(_, w)| w.clone()).collect();
     tracker.spawn(LogWakeups::new(local).run(state.pool.clone(), cancel.clone()));
     tracker.spawn(

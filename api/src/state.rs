@@ -31,6 +31,8 @@ pub struct AppState {
     /// Wakes this process's projection runners (by projection name) and announces appends to
     /// the other replicas, coalesced.
     pub wakeups: Vec<(&'static str, Arc<Notify>)>,
+    /// Bumped whenever the log may have grown; event streams wait on it.
+    pub stream_wake: tokio::sync::watch::Sender<u64>,
     pub announcer: Arc<Coalescer>,
     pub jobs: AggregateStore<Job>,
     pub projects: AggregateStore<Project>,
@@ -51,15 +53,20 @@ pub struct AppState {
     pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
+/// The name of the wake-up that event streams follow.
+pub const STREAMS: &str = "event streams";
+
 impl AppState {
     pub fn new(pool: PgPool, config: Config, pepper: Vec<u8>) -> Self {
         let timeout = Duration::from_secs(config.webhooks.request_timeout_seconds);
         let dispatcher_inbox = Arc::new(Inbox::new(lease_for(timeout)));
         let projections = crate::all_projections(dispatcher_inbox.clone());
-        let wakeups: Vec<(&'static str, Arc<Notify>)> = projections
+        let mut wakeups: Vec<(&'static str, Arc<Notify>)> = projections
             .iter()
             .map(|p| (p.name(), Arc::new(Notify::new())))
             .collect();
+        // Event streams are woken like the projections, through the `STREAMS` wake-up.
+        wakeups.push((STREAMS, Arc::new(Notify::new())));
         let coalescer = Arc::new(Coalescer::new(
             wakeups.iter().map(|(_, w)| w.clone()).collect(),
         ));
@@ -78,6 +85,7 @@ impl AppState {
             dispatcher_inbox,
             webhook_sender: Arc::new(webhook_sender(&config)),
             wakeups,
+            stream_wake: tokio::sync::watch::Sender::new(0),
             announcer: coalescer,
             users_directory: Arc::new(UserDirectory::new(pool.clone(), &pepper)),
             verifier: Arc::new(KeyVerifier::new(pool.clone(), pepper)),

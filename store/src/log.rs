@@ -101,13 +101,25 @@ pub async fn aggregate_history(
     aggregate_type: &str,
     aggregate_id: &str,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    aggregate_history_after(executor, aggregate_type, aggregate_id, 0).await
+}
+
+/// The events of one aggregate after its `sequence`, oldest first. An aggregate only ever
+/// appends its next sequence number, so reading on from the last one seen misses nothing.
+pub async fn aggregate_history_after(
+    executor: impl PgExecutor<'_>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let sql = format!(
         "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
-         ORDER BY sequence"
+           AND sequence > $3 ORDER BY sequence"
     );
     let rows: Vec<Row> = sqlx::query_as(&sql)
         .bind(aggregate_type)
         .bind(aggregate_id)
+        .bind(sequence)
         .fetch_all(executor)
         .await?;
     Ok(rows.into_iter().map(StoredEvent::from).collect())

@@ -20,6 +20,7 @@ mod roles;
 mod security;
 mod security_edge;
 mod shared_limits;
+mod streams;
 mod usage;
 mod users;
 mod verify_example;

@@ -5,9 +5,12 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
 use herald_store::search::{search, EventSearch};
-use poem_openapi::param::Query;
-use poem_openapi::payload::Json;
+use poem::web::sse::Event;
+use poem_openapi::param::{Header, Query};
+use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::types::ToJSON;
 use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
@@ -19,6 +22,30 @@ use crate::state::AppState;
 
 pub struct EventsApi {
     pub state: Arc<AppState>,
+}
+
+/// A stream of events as server-sent events: each with its type as the SSE event name and its
+/// global position as the SSE id (what `Last-Event-ID` resumes from).
+pub type LogEventStream = EventStream<BoxStream<'static, LogEvent>>;
+
+pub(crate) fn sse(stream: BoxStream<'static, LogEvent>) -> LogEventStream {
+    EventStream::new(stream)
+        .to_event(|event| {
+            Event::message(event.to_json_string())
+                .event_type(event.event_type.clone())
+                .id(event.global_position.to_string())
+        })
+        .keep_alive(std::time::Duration::from_secs(15))
+}
+
+/// `types=a,b` as a list.
+fn type_list(types: Option<String>) -> Option<Vec<String>> {
+    types.map(|list| {
+        list.split(',')
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect()
+    })
 }
 
 /// Payload fields never shown (an API key's HMAC).
@@ -88,12 +115,7 @@ impl EventsApi {
             Some(_) => return Err(ApiError::field("order", "must be `asc` or `desc`").into()),
         };
         let query = EventSearch {
-            event_types: event_type.0.map(|list| {
-                list.split(',')
-                    .map(|t| t.trim().to_owned())
-                    .filter(|t| !t.is_empty())
-                    .collect()
-            }),
+            event_types: type_list(event_type.0),
             aggregate_type: aggregate_type.0,
             aggregate_id: aggregate_id.0,
             actor_id: actor.0,
@@ -116,35 +138,73 @@ impl EventsApi {
             .flatten();
         let data = found
             .into_iter()
-            .map(|(event, project_id)| {
-                let mut data = event.payload;
-                if let Some(fields) = data.as_object_mut() {
-                    fields.remove("type");
-                    for hidden in HIDDEN {
-                        fields.remove(*hidden);
-                    }
-                }
-                let meta = |key: &str| event.metadata.get(key).cloned();
-                LogEvent {
-                    id: format!("evt_{}", event.global_position),
-                    global_position: event.global_position,
-                    event_type: event.event_type,
-                    aggregate_type: event.aggregate_type,
-                    aggregate_id: event.aggregate_id,
-                    sequence: event.sequence,
-                    project_id,
-                    actor_type: meta("actor_type"),
-                    actor_id: meta("actor_id"),
-                    request_id: meta("request_id"),
-                    data,
-                    recorded_at: event.recorded_at,
-                }
-            })
+            .map(|(event, project_id)| render(event, project_id))
             .collect();
         Ok(Json(LogEventList {
             data,
             has_more,
             next_cursor,
         }))
+    }
+
+    /// Stream events as they happen
+    ///
+    /// Server-sent events: every event the caller may see (as `GET /events` decides), filtered
+    /// by `types`, from now on, or, with `Last-Event-ID` (the id of the last event received),
+    /// from right after that event: a reconnecting client misses nothing and gets nothing
+    /// twice. Each message's `event` is the event type, its `id` the global position, its
+    /// `data` the event as `GET /events` shows it. A comment every 15 s keeps the connection.
+    #[oai(path = "/events/stream", method = "get", operation_id = "streamEvents")]
+    async fn stream(
+        &self,
+        auth: Credentials,
+        types: Query<Option<String>>,
+        #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
+    ) -> ApiResult<LogEventStream> {
+        let caller = self.state.authenticate(&auth).await?;
+        let visible = caller.event_visibility()?;
+        let resume = match last_event_id.0.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(id) => Some(id.parse::<i64>().map_err(|_| {
+                ApiError::field(
+                    "Last-Event-ID",
+                    "must be the id of an event received before",
+                )
+            })?),
+        };
+        let Some(after) = super::streams::start(&self.state, resume).await? else {
+            return Err(ApiError::field("Last-Event-ID", "no event has this id").into());
+        };
+        let filter = super::streams::LogFilter {
+            visible,
+            event_types: type_list(types.0),
+        };
+        Ok(sse(super::streams::log(self.state.clone(), after, filter)))
+    }
+}
+
+/// An event as callers see it (the `type` tag and hidden fields left out of `data`).
+pub(crate) fn render(event: herald_store::StoredEvent, project_id: Option<Uuid>) -> LogEvent {
+    let mut data = event.payload;
+    if let Some(fields) = data.as_object_mut() {
+        fields.remove("type");
+        for hidden in HIDDEN {
+            fields.remove(*hidden);
+        }
+    }
+    let meta = |key: &str| event.metadata.get(key).cloned();
+    LogEvent {
+        id: format!("evt_{}", event.global_position),
+        global_position: event.global_position,
+        event_type: event.event_type,
+        aggregate_type: event.aggregate_type,
+        aggregate_id: event.aggregate_id,
+        sequence: event.sequence,
+        project_id,
+        actor_type: meta("actor_type"),
+        actor_id: meta("actor_id"),
+        request_id: meta("request_id"),
+        data,
+        recorded_at: event.recorded_at,
     }
 }

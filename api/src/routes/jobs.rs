@@ -245,13 +245,21 @@ impl JobsApi {
 
     /// Get a job's history
     ///
-    /// Every event of the job, oldest first, with who caused it.
+    /// Every event of the job, oldest first, with who caused it. With
+    /// `Accept: text/event-stream` the events are streamed instead (server-sent events: the
+    /// history, then each new event as it happens, the global position as the SSE id; with
+    /// `Last-Event-ID`, only the events after that one).
     #[oai(
         path = "/jobs/:id/events",
         method = "get",
         operation_id = "listJobEvents"
     )]
-    async fn events(&self, auth: Credentials, id: Path<Uuid>) -> ApiResult<Json<HistoryList>> {
+    async fn events(
+        &self,
+        auth: Credentials,
+        id: Path<Uuid>,
+        request: &poem::Request,
+    ) -> ApiResult<JobHistory> {
         let caller = self.state.authorize(&auth, Scope::JobsRead).await?;
         let history =
             herald_store::log::aggregate_history(&self.state.pool, "job", &id.0.to_string())
@@ -265,7 +273,34 @@ impl JobsApi {
             Some(project) if caller.can_see(project) => caller.require_in(project)?,
             _ => return Err(app::not_found().into()),
         }
-        Ok(Json(HistoryList::render(history, &[])))
+        let streamed = request
+            .header("accept")
+            .is_some_and(|accept| accept.contains("text/event-stream"));
+        if !streamed {
+            return Ok(JobHistory::Ok(HistoryBody::Json(Json(
+                HistoryList::render(history, &[]),
+            ))));
+        }
+        // Resume after the event the client saw last, which must be one of this job's.
+        let after = match request.header("last-event-id").map(str::trim) {
+            None | Some("") => 0,
+            Some(last) => history
+                .iter()
+                .find(|e| last.parse() == Ok(e.global_position))
+                .map(|e| e.sequence)
+                .ok_or_else(|| {
+                    ApiError::field("Last-Event-ID", "not the id of one of this job's events")
+                })?,
+        };
+        let stream = super::streams::job(
+            self.state.clone(),
+            id.0,
+            project.map(|p| p.as_uuid()),
+            after,
+        );
+        Ok(JobHistory::Ok(HistoryBody::Stream(super::events::sse(
+            stream,
+        ))))
     }
 
     /// Cancel a job
@@ -378,4 +413,18 @@ impl JobsApi {
         .await?;
         Ok(Json(JobDto::render(id, &job, app::retention(&self.state))))
     }
+}
+
+/// A job's history: JSON, or a stream of server-sent events.
+#[derive(poem_openapi::ResponseContent)]
+pub enum HistoryBody {
+    Json(Json<HistoryList>),
+    Stream(super::events::LogEventStream),
+}
+
+#[derive(ApiResponse)]
+pub enum JobHistory {
+    /// The job's events.
+    #[oai(status = 200)]
+    Ok(HistoryBody),
 }

@@ -14,6 +14,7 @@ mod jobs;
 mod key_models;
 mod members;
 mod projects;
+mod streams;
 pub mod system;
 mod usage;
 mod usage_models;
