@@ -11,6 +11,7 @@ pub mod name;
 pub mod project;
 pub mod role;
 pub mod scope;
+pub mod transcript;
 pub mod user;
 pub mod validation;
 pub mod webhook_endpoint;

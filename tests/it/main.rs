@@ -9,6 +9,7 @@ mod audit;
 mod audit_export;
 mod bad_input;
 mod docs;
+mod downloads;
 mod events;
 mod idempotency;
 mod job_lifecycle;

@@ -100,6 +100,12 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{detail}")]
     BadRequest { code: &'static str, detail: String },
+    /// The resource existed and is gone for good (an expired job's files).
+    #[error("{detail}")]
+    Gone { code: &'static str, detail: String },
+    /// Well-formed, but the resource cannot be processed as asked.
+    #[error("{detail}")]
+    Unprocessable { code: &'static str, detail: String },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -160,6 +166,12 @@ pub enum ErrorResponse {
     /// The resource's state does not allow the operation.
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
+    /// The resource is gone for good.
+    #[oai(status = 410, content_type = "application/problem+json")]
+    Gone(Json<Problem>),
+    /// The request cannot be processed as asked.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Json<Problem>),
     /// Too many attempts; retry after `Retry-After` seconds.
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
@@ -213,6 +225,12 @@ impl From<ApiError> for ErrorResponse {
             ApiError::BadRequest { code, detail } => {
                 ErrorResponse::BadRequest(Json(Problem::new(StatusCode::BAD_REQUEST, code, detail)))
             }
+            ApiError::Gone { code, detail } => {
+                ErrorResponse::Gone(Json(Problem::new(StatusCode::GONE, code, detail)))
+            }
+            ApiError::Unprocessable { code, detail } => ErrorResponse::Unprocessable(Json(
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail),
+            )),
             ApiError::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "request failed");
                 ErrorResponse::Internal(Json(Problem::new(

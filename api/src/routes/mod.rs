@@ -7,6 +7,7 @@ mod api_keys;
 mod audit;
 mod auth;
 mod deliveries;
+mod downloads;
 mod events;
 mod history;
 mod job_models;
@@ -64,6 +65,7 @@ pub type Apis = (
     audit::AuditApi,
     events::EventsApi,
     usage::UsageApi,
+    downloads::DownloadsApi,
 );
 
 /// The OpenAPI service with every endpoint. The document names no server, so tools use the
@@ -103,7 +105,10 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         events::EventsApi {
             state: state.clone(),
         },
-        usage::UsageApi { state },
+        usage::UsageApi {
+            state: state.clone(),
+        },
+        downloads::DownloadsApi { state },
     );
     OpenApiService::new(apis, "Herald API", env!("CARGO_PKG_VERSION")).description(
         "Submit asynchronous jobs, follow them to their results, and operate Herald. \
