@@ -51,6 +51,17 @@ pub(crate) async fn advance(
     Ok(())
 }
 
+/// Whether committed events lie past the checkpoint (visible now or held back by the horizon).
+pub(crate) async fn behind(conn: &mut PgConnection, name: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM projection_checkpoints c, events e WHERE c.name = $1 \
+           AND (e.tx_id, e.global_position) > (c.tx_id, c.global_position))",
+    )
+    .bind(name)
+    .fetch_one(conn)
+    .await
+}
+
 /// Where a projection stands, for `GET /admin/projections`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProjectionStatus {

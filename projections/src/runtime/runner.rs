@@ -23,6 +23,11 @@ const PAGE_SIZE: i64 = 500;
 /// wake-up is handled at once.
 const MIN_GAP: Duration = Duration::from_millis(5);
 
+/// How often, and how long apart, a runner looks again for events held back by the horizon
+/// before it waits for a wake-up or the poll.
+const HELD_BACK_RETRIES: u32 = 25;
+const HELD_BACK_PAUSE: Duration = Duration::from_millis(2);
+
 pub struct ProjectionRunner {
     pool: PgPool,
     projection: Arc<dyn Projection>,
@@ -124,13 +129,22 @@ impl ProjectionRunner {
         conn: &mut PgConnection,
         cancel: &CancellationToken,
     ) -> anyhow::Result<u64> {
-        let mut total = 0;
+        let (mut total, mut held_back) = (0, 0);
         while !cancel.is_cancelled() {
             let read = self.step(conn).await?;
             total += read as u64;
-            if read == 0 {
-                break;
+            if read == PAGE_SIZE as usize {
+                continue;
             }
+            // A short page ended at the horizon. Events committed past it, held back by an
+            // older transaction still open (which may append nothing, so announce nothing),
+            // are read as soon as it ends; later appends come with their own wake-up.
+            if held_back < HELD_BACK_RETRIES && checkpoint::behind(conn, self.name()).await? {
+                held_back += 1;
+                tokio::time::sleep(HELD_BACK_PAUSE).await;
+                continue;
+            }
+            break;
         }
         Ok(total)
     }
