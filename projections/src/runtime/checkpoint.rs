@@ -51,13 +51,16 @@ pub(crate) async fn advance(
     Ok(())
 }
 
-/// Whether committed events lie past the checkpoint (visible now or held back by the horizon).
-pub(crate) async fn behind(conn: &mut PgConnection, name: &str) -> sqlx::Result<bool> {
+/// Whether committed events lie past `position` (visible now or held back by the horizon).
+/// Ordered and limited so the planner walks the `(tx_id, global_position)` index.
+pub(crate) async fn behind(conn: &mut PgConnection, position: Position) -> sqlx::Result<bool> {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM projection_checkpoints c, events e WHERE c.name = $1 \
-           AND (e.tx_id, e.global_position) > (c.tx_id, c.global_position))",
+        "SELECT EXISTS (SELECT 1 FROM events \
+          WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
+          ORDER BY tx_id, global_position LIMIT 1)",
     )
-    .bind(name)
+    .bind(position.tx_id)
+    .bind(position.global_position)
     .fetch_one(conn)
     .await
 }
@@ -70,7 +73,7 @@ pub struct ProjectionStatus {
     pub global_position: i64,
     /// Events the projection has read since its last rebuild (including skipped types).
     pub events_applied: i64,
-    /// Events in the log that the projection has not read yet.
+    /// Events in the log that the projection has not read yet (counted up to a million).
     pub lag: i64,
     pub updated_at: DateTime<Utc>,
 }
@@ -78,8 +81,9 @@ pub struct ProjectionStatus {
 pub async fn status(pool: &PgPool) -> sqlx::Result<Vec<ProjectionStatus>> {
     let rows: Vec<(String, i64, i64, i64, i64, DateTime<Utc>)> = sqlx::query_as(
         "SELECT c.name, c.tx_id::text::bigint, c.global_position, c.events_applied, \
-                (SELECT count(*) FROM events e \
-                  WHERE (e.tx_id, e.global_position) > (c.tx_id, c.global_position)), \
+                (SELECT count(*) FROM (SELECT 1 FROM events e \
+                  WHERE (e.tx_id, e.global_position) > (c.tx_id, c.global_position) \
+                  ORDER BY e.tx_id, e.global_position LIMIT 1000000) behind), \
                 c.updated_at \
            FROM projection_checkpoints c ORDER BY c.name",
     )

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_store::log::read_after;
-use herald_store::StoredEvent;
+use herald_store::{Position, StoredEvent};
 use sqlx::{Acquire, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -131,7 +131,7 @@ impl ProjectionRunner {
     ) -> anyhow::Result<u64> {
         let (mut total, mut held_back) = (0, 0);
         while !cancel.is_cancelled() {
-            let read = self.step(conn).await?;
+            let (read, position) = self.step(conn).await?;
             total += read as u64;
             if read == PAGE_SIZE as usize {
                 continue;
@@ -139,7 +139,7 @@ impl ProjectionRunner {
             // A short page ended at the horizon. Events committed past it, held back by an
             // older transaction still open (which may append nothing, so announce nothing),
             // are read as soon as it ends; later appends come with their own wake-up.
-            if held_back < HELD_BACK_RETRIES && checkpoint::behind(conn, self.name()).await? {
+            if held_back < HELD_BACK_RETRIES && checkpoint::behind(conn, position).await? {
                 held_back += 1;
                 tokio::time::sleep(HELD_BACK_PAUSE).await;
                 continue;
@@ -150,12 +150,13 @@ impl ProjectionRunner {
     }
 
     /// One page in one transaction: lock the checkpoint, read after it, apply, advance.
-    async fn step(&self, conn: &mut PgConnection) -> anyhow::Result<usize> {
+    /// Returns the events read and where the checkpoint now stands.
+    async fn step(&self, conn: &mut PgConnection) -> anyhow::Result<(usize, Position)> {
         let mut tx = conn.begin().await?;
         let from = checkpoint::lock(&mut tx, self.name()).await?;
         let events = read_after(&mut *tx, from, PAGE_SIZE).await?;
         let Some(last) = events.last() else {
-            return Ok(0);
+            return Ok((0, from));
         };
         let last = last.position();
         let wanted = self.projection.aggregate_types();
@@ -171,6 +172,6 @@ impl ProjectionRunner {
         if !relevant.is_empty() {
             self.projection.committed();
         }
-        Ok(events.len())
+        Ok((events.len(), last))
     }
 }
