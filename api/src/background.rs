@@ -44,8 +44,7 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
         }
     });
     let local: Vec<_> = state.wakeups.iter().map(|(_, w)| w.clone()).collect();
-    let own = Some(state.announcer.origin().to_owned());
-    tracker.spawn(LogWakeups::new(local, own).run(state.pool.clone(), cancel.clone()));
+    tracker.spawn(LogWakeups::new(local).run(state.pool.clone(), cancel.clone()));
     tracker.spawn(
         state
             .announcer

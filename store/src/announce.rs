@@ -29,7 +29,7 @@ impl Announcer {
     pub async fn appended(&self) {
         match self {
             Announcer::Direct(pool) => {
-                if let Err(error) = notify(pool, "").await {
+                if let Err(error) = notify(pool).await {
                     tracing::warn!(%error, "could not announce appended events");
                 }
             }
@@ -38,11 +38,9 @@ impl Announcer {
     }
 }
 
-/// `NOTIFY herald_events` with the announcing process's `origin` (empty for one-off processes).
-async fn notify(pool: &PgPool, origin: &str) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
+async fn notify(pool: &PgPool) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
         .bind(CHANNEL)
-        .bind(origin)
         .execute(pool)
         .await
         .map(|_| ())
@@ -54,8 +52,6 @@ pub struct Coalescer {
     pending: AtomicBool,
     signal: Notify,
     local: Vec<Arc<Notify>>,
-    /// Sent as the payload, so this process's own listener can ignore what it already knows.
-    origin: String,
 }
 
 impl Coalescer {
@@ -64,13 +60,7 @@ impl Coalescer {
             pending: AtomicBool::new(false),
             signal: Notify::new(),
             local,
-            origin: uuid::Uuid::new_v4().to_string(),
         }
-    }
-
-    /// This process's announcement payload.
-    pub fn origin(&self) -> &str {
-        &self.origin
     }
 
     pub fn appended(&self) {
@@ -91,7 +81,7 @@ impl Coalescer {
             }
             tokio::time::sleep(COALESCE).await;
             if self.pending.swap(false, Ordering::AcqRel) {
-                if let Err(error) = notify(&pool, &self.origin).await {
+                if let Err(error) = notify(&pool).await {
                     tracing::warn!(%error, "could not announce appended events");
                 }
             }

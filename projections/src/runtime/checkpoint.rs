@@ -51,20 +51,6 @@ pub(crate) async fn advance(
     Ok(())
 }
 
-/// Whether committed events lie past `position` (visible now or held back by the horizon).
-/// Ordered and limited so the planner walks the `(tx_id, global_position)` index.
-pub(crate) async fn behind(conn: &mut PgConnection, position: Position) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events \
-          WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
-          ORDER BY tx_id, global_position LIMIT 1)",
-    )
-    .bind(position.tx_id)
-    .bind(position.global_position)
-    .fetch_one(conn)
-    .await
-}
-
 /// Where a projection stands, for `GET /admin/projections`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProjectionStatus {

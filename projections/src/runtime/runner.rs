@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_store::log::read_after;
-use herald_store::{Position, StoredEvent};
+use herald_store::StoredEvent;
 use sqlx::{Acquire, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -22,11 +22,6 @@ const PAGE_SIZE: i64 = 500;
 /// page per event into one page per few milliseconds of events; when the log is quiet the next
 /// wake-up is handled at once.
 const MIN_GAP: Duration = Duration::from_millis(5);
-
-/// How often, and how long apart, a runner looks again for events held back by the horizon
-/// before it waits for a wake-up or the poll.
-const HELD_BACK_RETRIES: u32 = 25;
-const HELD_BACK_PAUSE: Duration = Duration::from_millis(2);
 
 pub struct ProjectionRunner {
     pool: PgPool,
@@ -129,34 +124,24 @@ impl ProjectionRunner {
         conn: &mut PgConnection,
         cancel: &CancellationToken,
     ) -> anyhow::Result<u64> {
-        let (mut total, mut held_back) = (0, 0);
+        let mut total = 0;
         while !cancel.is_cancelled() {
-            let (read, position) = self.step(conn).await?;
+            let read = self.step(conn).await?;
             total += read as u64;
-            if read == PAGE_SIZE as usize {
-                continue;
+            if read == 0 {
+                break;
             }
-            // A short page ended at the horizon. Events committed past it, held back by an
-            // older transaction still open (which may append nothing, so announce nothing),
-            // are read as soon as it ends; later appends come with their own wake-up.
-            if held_back < HELD_BACK_RETRIES && checkpoint::behind(conn, position).await? {
-                held_back += 1;
-                tokio::time::sleep(HELD_BACK_PAUSE).await;
-                continue;
-            }
-            break;
         }
         Ok(total)
     }
 
     /// One page in one transaction: lock the checkpoint, read after it, apply, advance.
-    /// Returns the events read and where the checkpoint now stands.
-    async fn step(&self, conn: &mut PgConnection) -> anyhow::Result<(usize, Position)> {
+    async fn step(&self, conn: &mut PgConnection) -> anyhow::Result<usize> {
         let mut tx = conn.begin().await?;
         let from = checkpoint::lock(&mut tx, self.name()).await?;
         let events = read_after(&mut *tx, from, PAGE_SIZE).await?;
         let Some(last) = events.last() else {
-            return Ok((0, from));
+            return Ok(0);
         };
         let last = last.position();
         let wanted = self.projection.aggregate_types();
@@ -172,6 +157,6 @@ impl ProjectionRunner {
         if !relevant.is_empty() {
             self.projection.committed();
         }
-        Ok((events.len(), last))
+        Ok(events.len())
     }
 }

@@ -1,6 +1,5 @@
 //! Wake-ups: one `LISTEN herald_events` connection per process nudges every local runner when
-//! another process appended events (its own appends wake its runners directly, so its own
-//! announcements, recognised by their payload, are ignored). Runners
+//! an event is appended (the trigger in the first migration sends the notification). Runners
 //! also poll, so a lost notification (for example during a reconnect) only delays them.
 
 use std::sync::Arc;
@@ -12,14 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 pub struct LogWakeups {
     targets: Vec<Arc<Notify>>,
-    /// This process's own announcements (its runners were woken directly): ignored.
-    own: Option<String>,
 }
 
 impl LogWakeups {
-    /// `own`: the payload this process announces with, if it announces at all.
-    pub fn new(targets: Vec<Arc<Notify>>, own: Option<String>) -> Self {
-        Self { targets, own }
+    pub fn new(targets: Vec<Arc<Notify>>) -> Self {
+        Self { targets }
     }
 
     fn wake_all(&self) {
@@ -47,11 +43,7 @@ impl LogWakeups {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 received = listener.try_recv() => match received {
-                    Ok(Some(notification)) => {
-                        if self.own.as_deref() != Some(notification.payload()) {
-                            self.wake_all();
-                        }
-                    }
+                    Ok(Some(_)) => self.wake_all(),
                     // The connection dropped; the listener reconnects on the next call. Events
                     // may have been appended meanwhile, so wake everyone.
                     Ok(None) => self.wake_all(),
