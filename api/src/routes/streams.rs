@@ -19,6 +19,8 @@ use crate::state::AppState;
 
 const PAGE: i64 = 200;
 const POLL: Duration = Duration::from_secs(1);
+/// Aggregates whose project a stream remembers before it starts over.
+const PROJECT_CACHE: usize = 10_000;
 
 /// What a log stream sends: `None` for everything, else `(project, aggregate type)` pairs; and
 /// optionally only some event types.
@@ -122,6 +124,9 @@ async fn next_page(cursor: &mut LogCursor) -> anyhow::Result<bool> {
         return Ok(false);
     };
     cursor.after = last.position();
+    if cursor.projects.len() > PROJECT_CACHE {
+        cursor.projects.clear(); // a long-lived stream must not grow without bound
+    }
     for event in events {
         let project =
             herald_webhooks::projector::project_of(&mut conn, &mut cursor.projects, &event).await?;
