@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::support::{problem, TestApp, PASSWORD};
+use crate::support::{key_id, problem, TestApp, PASSWORD};
 
 async fn events(app: &TestApp, key: &str, query: &str) -> Value {
     let response = app.get(&format!("/api/v1/events?{query}"), key).await;
@@ -22,11 +22,6 @@ fn types(page: &Value) -> Vec<String> {
         .iter()
         .map(|e| e["type"].as_str().unwrap().to_owned())
         .collect()
-}
-
-/// The public id inside a key (`hrld_live_<id>_<secret…>`).
-fn key_id(key: &str) -> &str {
-    key.split('_').nth(2).unwrap()
 }
 
 #[tokio::test]

@@ -7,11 +7,7 @@ use chrono::{DurationRound, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::support::TestApp;
-
-fn key_id(key: &str) -> &str {
-    key.split('_').nth(2).unwrap()
-}
+use crate::support::{key_id, TestApp};
 
 async fn json_of(app: &TestApp, path: &str, key: &str) -> Value {
     let response = app.get(path, key).await;

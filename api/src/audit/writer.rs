@@ -1,13 +1,11 @@
 //! The request-log writer: one task that gathers the records of finished requests into batches
 //! and appends each batch in one statement, which also moves the chain's head, only if the
-//! head is still where the writer left it, and adds the batch to the hourly usage counts. Up to
-//! `IN_FLIGHT` batches may be under way at once: each is chained onto the one before in memory
-//! and its statement waits on the head row until that one commits, so batches commit in chain
-//! order. A batch whose head moved (another replica appended, or the batch before it failed)
-//! is chained again from the stored head.
+//! head is still where the writer left it, and adds the batch to the hourly usage counts. A
+//! batch whose head moved (another replica appended) is chained again from the stored head.
+//! One batch is written at a time: two in flight (the second chained onto the first) were
+//! measured slower on a CPU-bound 2-core machine, since they halve the batch size
+//! (docs/PERFORMANCE.md).
 
-use futures::stream::FuturesOrdered;
-use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,80 +14,39 @@ use super::{chain, Pending, Record, MAX_BATCH};
 /// The end of the chain: sequence number and hash of its last record.
 type Head = (i64, String);
 
-/// Batches written at the same time. Two were measured (bench/run.sh, 2026-11-23): on this
-/// CPU-bound 2-core machine they halve the batch size, and reads with the audit trail fell from
-/// 0.60 to 0.54 of their rate without it, so the writer keeps one in flight; the pipelining is
-/// kept for machines where the commit wait, not the CPU, is the limit.
-const IN_FLIGHT: usize = 1;
-
-/// A batch's statement under way, and the batch.
-type Writing = futures::future::BoxFuture<'static, (Batch, sqlx::Result<bool>)>;
-
-struct Batch {
-    records: Vec<Record>,
-    acks: Vec<oneshot::Sender<bool>>,
-}
-
 pub(super) async fn write_batches(pool: PgPool, mut incoming: mpsc::Receiver<Pending>) {
-    // Where the chain ends once every batch in flight has committed; `None`: read it.
+    // Where the chain ends, as this writer last left it; `None`: read it from the database.
     let mut head: Option<Head> = None;
-    let mut in_flight: FuturesOrdered<Writing> = FuturesOrdered::new();
-    let mut open = true;
-    while open || !in_flight.is_empty() {
-        tokio::select! {
-            Some((mut batch, written)) = in_flight.next(), if !in_flight.is_empty() => {
-                let committed = match written {
-                    Ok(true) => true,
-                    // The head moved under this batch: chain it again from the stored head,
-                    // now that every batch before it has finished.
-                    Ok(false) => {
-                        head = None;
-                        rechain_and_append(&pool, &mut batch.records).await
+    while let Some(first) = incoming.recv().await {
+        let mut pending = vec![first];
+        while pending.len() < MAX_BATCH {
+            match incoming.try_recv() {
+                Ok(next) => pending.push(next),
+                Err(_) => break,
+            }
+        }
+        let (mut records, acks): (Vec<Record>, Vec<oneshot::Sender<bool>>) =
+            pending.into_iter().unzip();
+        let committed = match head.take() {
+            Some(start) => {
+                let end = link(&mut records, &start);
+                match append_at(&pool, &start, &end, &records).await {
+                    Ok(true) => {
+                        head = Some(end);
+                        true
                     }
+                    // Another replica moved the head: chain again from the stored one.
+                    Ok(false) => rechain_and_append(&pool, &mut records, &mut head).await,
                     Err(error) => {
-                        head = None;
-                        tracing::error!(%error, count = batch.records.len(), "could not write the request log");
+                        tracing::error!(%error, count = records.len(), "could not write the request log");
                         false
                     }
-                };
-                for ack in batch.acks {
-                    let _ = ack.send(committed);
                 }
             }
-            first = incoming.recv(), if open && in_flight.len() < IN_FLIGHT => {
-                let Some(first) = first else {
-                    open = false;
-                    continue;
-                };
-                let mut pending = vec![first];
-                while pending.len() < MAX_BATCH {
-                    match incoming.try_recv() {
-                        Ok(next) => pending.push(next),
-                        Err(_) => break,
-                    }
-                }
-                let (mut records, acks): (Vec<Record>, Vec<_>) = pending.into_iter().unzip();
-                let start = match head.take() {
-                    Some(known) => known,
-                    None => match stored_head(&pool).await {
-                        Ok(stored) => stored,
-                        Err(error) => {
-                            tracing::error!(%error, "could not read the request log's head");
-                            for ack in acks {
-                                let _ = ack.send(false);
-                            }
-                            continue;
-                        }
-                    },
-                };
-                let end = link(&mut records, &start);
-                head = Some(end.clone());
-                let pool = pool.clone();
-                in_flight.push_back(Box::pin(async move {
-                    let written = append_at(&pool, &start, &end, &records).await;
-                    (Batch { records, acks }, written)
-                }));
-            }
+            None => rechain_and_append(&pool, &mut records, &mut head).await,
+        };
+        for ack in acks {
+            let _ = ack.send(committed);
         }
     }
 }
@@ -114,8 +71,12 @@ fn link(records: &mut [Record], start: &Head) -> Head {
 }
 
 /// Chains `records` from the stored head and appends them, again while other replicas keep
-/// moving the head (up to a hundred times).
-async fn rechain_and_append(pool: &PgPool, records: &mut [Record]) -> bool {
+/// moving the head (up to a hundred times); on success `head` is the new end.
+async fn rechain_and_append(
+    pool: &PgPool,
+    records: &mut [Record],
+    head: &mut Option<Head>,
+) -> bool {
     for _ in 0..100 {
         let start = match stored_head(pool).await {
             Ok(start) => start,
@@ -126,7 +87,10 @@ async fn rechain_and_append(pool: &PgPool, records: &mut [Record]) -> bool {
         };
         let end = link(records, &start);
         match append_at(pool, &start, &end, records).await {
-            Ok(true) => return true,
+            Ok(true) => {
+                *head = Some(end);
+                return true;
+            }
             Ok(false) => continue,
             Err(error) => {
                 tracing::error!(%error, count = records.len(), "could not write the request log");

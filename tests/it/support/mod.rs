@@ -325,3 +325,8 @@ pub async fn herald_serve(
     }
     panic!("herald serve did not come up");
 }
+
+/// The public id inside a key (`hrld_live_<id>_<secret…>`).
+pub fn key_id(key: &str) -> &str {
+    key.split('_').nth(2).unwrap()
+}
