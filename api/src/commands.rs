@@ -187,7 +187,8 @@ async fn create_user(
     } else {
         AccountRole::Member
     };
-    let state = crate::state::AppState::new(pool.clone(), config.clone(), pepper(config)?);
+    let storage = config.storage.open(&config.data_dir)?;
+    let state = crate::state::AppState::new(pool.clone(), config.clone(), pepper(config)?, storage);
     let (id, _) = crate::app::users::register(&state, metadata, email, password.clone(), role)
         .await
         .map_err(|e| anyhow::anyhow!("creating the user: {e}"))?;

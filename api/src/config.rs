@@ -56,6 +56,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub rate_limits: RateLimitsConfig,
     pub audit: AuditConfig,
+    pub storage: crate::storage::StorageConfig,
+    pub uploads: crate::storage::UploadsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -260,6 +262,8 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             return fail("http.max_body_bytes must be at least 1024");
         }
+        self.storage.validate().map_err(ConfigError::Invalid)?;
+        self.uploads.validate().map_err(ConfigError::Invalid)?;
         if self.http.request_timeout_seconds == 0 {
             return fail("http.request_timeout_seconds must be positive");
         }

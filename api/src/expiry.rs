@@ -2,8 +2,9 @@
 //! passed get `job.expired`; keys whose expiry (their own, or a rotation's grace end) has passed
 //! get `api_key.expired`. Candidates come from the read models; each aggregate re-checks the
 //! clock and records an expiry once, so a lagging read model or two replicas sweeping at once
-//! cannot expire anything early or twice. `run_once` is the step tests call; `run` calls it on
-//! a timer.
+//! cannot expire anything early or twice. An expired job's files are removed with it, and the
+//! file janitor removes uploads no job took in time. `run_once` is the step tests call; `run`
+//! calls it on a timer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,8 @@ const BATCH: i64 = 100;
 pub struct Swept {
     pub jobs: usize,
     pub keys: usize,
+    /// Files whose bytes were removed (of expired jobs, and uploads no job took in time).
+    pub files: usize,
 }
 
 pub struct ExpirySweeper {
@@ -50,7 +53,10 @@ impl ExpirySweeper {
                 .execute(&id.to_string(), command, &metadata, true)
                 .await
             {
-                Ok(committed) => swept.jobs += usize::from(committed.appended > 0),
+                Ok(committed) => {
+                    swept.jobs += usize::from(committed.appended > 0);
+                    swept.files += crate::files::janitor::remove_job_files(&self.state, id).await?;
+                }
                 Err(CommandError::Rejected(JobError::NotFound)) => {}
                 Err(error) => {
                     return Err(anyhow::Error::new(error).context(format!("expiring job {id}")))
@@ -69,6 +75,8 @@ impl ExpirySweeper {
                 }
             }
         }
+        let files = crate::files::janitor::sweep(&self.state, now).await?;
+        swept.files += files.uploads + files.job_files;
         Ok(swept)
     }
 
@@ -79,8 +87,17 @@ impl ExpirySweeper {
                 _ = tokio::time::sleep(interval) => {}
             }
             match self.run_once(Utc::now()).await {
-                Ok(Swept { jobs: 0, keys: 0 }) => {}
-                Ok(swept) => tracing::info!(jobs = swept.jobs, keys = swept.keys, "expired"),
+                Ok(Swept {
+                    jobs: 0,
+                    keys: 0,
+                    files: 0,
+                }) => {}
+                Ok(swept) => tracing::info!(
+                    jobs = swept.jobs,
+                    keys = swept.keys,
+                    files = swept.files,
+                    "expired"
+                ),
                 Err(error) => tracing::error!(error = format!("{error:#}"), "expiry sweep failed"),
             }
         }

@@ -12,12 +12,14 @@ pub mod config;
 pub mod database;
 pub mod embedded_pg;
 pub mod expiry;
+pub mod files;
 pub mod http;
 pub mod limits;
 pub mod reconciler;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod storage;
 pub mod webhooks;
 
 pub use config::Config;
@@ -50,6 +52,11 @@ pub fn openapi_document() -> String {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_lazy("postgres://unused@localhost/unused")
         .expect("a lazy pool never connects");
-    let state = std::sync::Arc::new(state::AppState::new(pool, Config::defaults(), Vec::new()));
+    let state = std::sync::Arc::new(state::AppState::new(
+        pool,
+        Config::defaults(),
+        Vec::new(),
+        storage::Storage::in_memory(),
+    ));
     routes::service(state).spec()
 }

@@ -88,7 +88,9 @@ impl Application {
             .and_then(|a| a.as_socket_addr().copied())
             .context("the listener has no address")?;
         let base_url = format!("http://{addr}");
-        let state = Arc::new(AppState::new(pool, config, pepper));
+        let storage = config.storage.open(&config.data_dir)?;
+        tracing::info!(storage = %storage.description, "file storage");
+        let state = Arc::new(AppState::new(pool, config, pepper, storage));
         crate::auth::passwords::prepare().await;
         Ok(Self {
             acceptor,
@@ -133,6 +135,11 @@ pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
     let edge = Edge {
         max_body_bytes: http.max_body_bytes,
         timeout: Duration::from_secs(http.request_timeout_seconds),
+        streamed: crate::http::streamed_body::StreamedLimits {
+            chunk_bytes: state.config.uploads.max_chunk_bytes,
+            multipart_bytes: state.config.uploads.max_multipart_bytes,
+            timeout: Duration::from_secs(state.config.uploads.request_timeout_seconds),
+        },
         trusted_proxies: state.config.trusted_proxy_nets().unwrap_or_default(),
         audit: state.audit.clone(),
     };

@@ -51,13 +51,20 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     /// The request log writer (`None` when the audit trail is turned off).
     pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// Where uploaded and result files are kept.
+    pub storage: crate::storage::Storage,
 }
 
 /// The name of the wake-up that event streams follow.
 pub const STREAMS: &str = "event streams";
 
 impl AppState {
-    pub fn new(pool: PgPool, config: Config, pepper: Vec<u8>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        config: Config,
+        pepper: Vec<u8>,
+        storage: crate::storage::Storage,
+    ) -> Self {
         let timeout = Duration::from_secs(config.webhooks.request_timeout_seconds);
         let dispatcher_inbox = Arc::new(Inbox::new(lease_for(timeout)));
         let projections = crate::all_projections(dispatcher_inbox.clone());
@@ -98,6 +105,7 @@ impl AppState {
                 .audit
                 .enabled
                 .then(|| crate::audit::AuditLog::start(pool.clone())),
+            storage,
             pool,
             config,
         }
@@ -202,6 +210,21 @@ impl AppState {
         let mut caller = self.authenticate(credentials).await?;
         caller.require(scope)?;
         Ok(caller)
+    }
+
+    /// Like `authorize`, for endpoints either of two scopes may use (the first one's refusal
+    /// is the answer when neither is held).
+    pub async fn authorize_either(
+        &self,
+        credentials: &Credentials,
+        first: Scope,
+        second: Scope,
+    ) -> Result<Caller, ApiError> {
+        let mut caller = self.authenticate(credentials).await?;
+        match caller.require(first) {
+            Ok(()) => Ok(caller),
+            Err(refusal) => caller.require(second).map(|()| caller).map_err(|_| refusal),
+        }
     }
 }
 

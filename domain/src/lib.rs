@@ -5,6 +5,7 @@
 //! `projections` crate folds them into read models.
 
 pub mod api_key;
+pub mod file;
 pub mod ids;
 pub mod job;
 pub mod name;
@@ -16,6 +17,7 @@ pub mod user;
 pub mod validation;
 pub mod webhook_endpoint;
 
+pub use file::FileRef;
 pub use ids::{JobId, KeyId, ProjectId, SessionId, UserId};
 pub use scope::{Scope, Scopes};
 pub use validation::FieldError;

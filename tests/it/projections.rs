@@ -24,6 +24,7 @@ async fn slow_append(database_url: String, project: ProjectId, hold: Duration) -
         priority: Priority::default(),
         metadata: Metadata::default(),
         max_attempts: MaxAttempts::default(),
+        input_files: vec![],
         at: chrono::Utc::now(),
     };
     let mut tx = conn.begin().await.unwrap();

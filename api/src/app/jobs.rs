@@ -62,10 +62,10 @@ pub async fn execute(
 /// Submits a new job (the id is generated here, so there is nothing to conflict with).
 pub async fn submit(
     state: &AppState,
+    id: JobId,
     metadata: &EventMetadata,
     command: JobCommand,
 ) -> Result<(JobId, JobState), ApiError> {
-    let id = JobId::generate();
     let committed = state
         .jobs
         .create(&id.to_string(), command, metadata)

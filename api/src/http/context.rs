@@ -10,6 +10,8 @@
 //! hold data).
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -22,6 +24,7 @@ use uuid::Uuid;
 use super::client_ip::client_ip;
 use super::headers::security_headers;
 use super::problem::{unauthenticated_problem, Problem};
+use super::streamed_body::{limited, StreamedLimits};
 
 tokio::task_local! {
     static REQUEST: RequestContext;
@@ -92,6 +95,8 @@ pub struct RequestContext {
 pub struct Edge {
     pub max_body_bytes: usize,
     pub timeout: Duration,
+    /// Limits for the bodies that are streamed to file storage (`streamed_body`).
+    pub streamed: StreamedLimits,
     pub trusted_proxies: Vec<IpNet>,
     /// Where every API call is recorded before its response leaves (`None`: not recorded).
     pub audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
@@ -105,6 +110,7 @@ impl<E: Endpoint> Middleware<E> for Edge {
             inner,
             max_body_bytes: self.max_body_bytes,
             timeout: self.timeout,
+            streamed: self.streamed.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
             audit: self.audit.clone(),
         }
@@ -115,6 +121,7 @@ pub struct EdgeEndpoint<E> {
     inner: E,
     max_body_bytes: usize,
     timeout: Duration,
+    streamed: StreamedLimits,
     trusted_proxies: Vec<IpNet>,
     audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
 }
@@ -166,10 +173,21 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(0);
         req.set_data(context.clone());
+        let streamed = self.streamed.for_request(&req);
+        let exceeded = Arc::new(AtomicBool::new(false));
         let response = REQUEST
             .scope(context, async {
-                let deadline = tokio::time::Instant::now() + self.timeout;
-                let body = tokio::time::timeout_at(deadline, self.limit_body(&mut req)).await;
+                let timeout = match streamed {
+                    Some(_) => self.streamed.timeout,
+                    None => self.timeout,
+                };
+                let deadline = tokio::time::Instant::now() + timeout;
+                let body = match streamed {
+                    Some(limit) => Ok(self
+                        .limit_streamed(&mut req, limit, exceeded.clone())
+                        .map_or(Ok(()), Err)),
+                    None => tokio::time::timeout_at(deadline, self.limit_body(&mut req)).await,
+                };
                 match body {
                     Err(_) => {
                         return timeout_problem(
@@ -177,10 +195,14 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                             "the request body arrived too slowly",
                         )
                     }
-                    Ok(Err(too_large)) => return too_large,
+                    Ok(Err(refused)) => return refused,
                     Ok(Ok(())) => {}
                 }
-                match tokio::time::timeout_at(deadline, self.inner.call(req)).await {
+                let answer = tokio::time::timeout_at(deadline, self.inner.call(req)).await;
+                if exceeded.load(Ordering::Relaxed) {
+                    return too_large(streamed.unwrap_or_default());
+                }
+                match answer {
                     Ok(Ok(output)) => as_problem(output.into_response(), None).await,
                     Ok(Err(error)) => {
                         let message = error.to_string();
@@ -228,26 +250,46 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
     }
 }
 
+fn too_large(limit: u64) -> Response {
+    problem_response(Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        format!("this request's body is limited to {limit} bytes"),
+    ))
+}
+
 impl<E> EdgeEndpoint<E> {
+    /// Leaves a streamed body unread but counted: more than `limit` bytes fails the read and
+    /// sets `exceeded`. A declared length over the limit is refused at once (the refusal).
+    fn limit_streamed(
+        &self,
+        req: &mut Request,
+        limit: u64,
+        exceeded: Arc<AtomicBool>,
+    ) -> Option<Response> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Some(too_large(limit));
+        }
+        let body = limited(req.take_body(), limit, exceeded);
+        req.set_body(body);
+        None
+    }
+
     /// Reads the body up to the limit, so handlers never see more than `max_body_bytes`.
     async fn limit_body(&self, req: &mut Request) -> Result<(), Response> {
-        let too_large = || {
-            problem_response(Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                format!(
-                    "request bodies are limited to {} bytes",
-                    self.max_body_bytes
-                ),
-            ))
-        };
+        let refuse = || too_large(self.max_body_bytes as u64);
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|len| len > self.max_body_bytes) {
-            return Err(too_large());
+            return Err(refuse());
         }
         if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
             return Ok(());
@@ -257,7 +299,7 @@ impl<E> EdgeEndpoint<E> {
                 req.set_body(bytes);
                 Ok(())
             }
-            Err(poem::error::ReadBodyError::PayloadTooLarge) => Err(too_large()),
+            Err(poem::error::ReadBodyError::PayloadTooLarge) => Err(refuse()),
             Err(_) => Err(problem_response(Problem::new(
                 StatusCode::BAD_REQUEST,
                 "BODY_UNREADABLE",

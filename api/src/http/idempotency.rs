@@ -47,6 +47,48 @@ fn hex_sha256(parts: &[&[u8]]) -> String {
         .collect()
 }
 
+fn is_multipart(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        })
+}
+
+/// A multipart body may be large (it carries a file), so it is not read into memory: it is
+/// copied to a temporary file while it is hashed, and the handler reads it from there.
+async fn spool(req: &mut Request) -> std::io::Result<String> {
+    use futures::StreamExt;
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+    let mut digest = Sha256::new();
+    let path = req.uri().path().as_bytes();
+    digest.update((path.len() as u64).to_be_bytes());
+    digest.update(path);
+    digest.update(b"multipart");
+    let mut file = tokio::fs::File::from_std(tempfile::tempfile()?);
+    let mut body = req.take_body().into_bytes_stream();
+    let mut len = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        digest.update(&chunk);
+        len += chunk.len() as u64;
+        file.write_all(&chunk).await?;
+    }
+    digest.update(len.to_be_bytes());
+    file.flush().await?;
+    file.seek(std::io::SeekFrom::Start(0)).await?;
+    req.set_body(poem::Body::from_async_read(file));
+    Ok(digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
     problem_response(Problem::new(status, code, detail))
 }
@@ -88,9 +130,23 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
             .map(|h| req.headers().get(*h).map_or(&b""[..], |v| v.as_bytes()))
             .collect();
         let scope = hex_sha256(&credentials);
-        let body = req.take_body().into_bytes().await.unwrap_or_default();
-        let request_hash = hex_sha256(&[req.uri().path().as_bytes(), &body]);
-        req.set_body(body);
+        let request_hash = if is_multipart(&req) {
+            match spool(&mut req).await {
+                Ok(hash) => hash,
+                Err(_) => {
+                    return Ok(problem(
+                        StatusCode::BAD_REQUEST,
+                        "BODY_UNREADABLE",
+                        "the request body could not be read",
+                    ))
+                }
+            }
+        } else {
+            let body = req.take_body().into_bytes().await.unwrap_or_default();
+            let hash = hex_sha256(&[req.uri().path().as_bytes(), &body]);
+            req.set_body(body);
+            hash
+        };
         let claimed = sqlx::query(
             "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )

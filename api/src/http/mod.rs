@@ -7,5 +7,7 @@ pub mod cursor;
 pub mod headers;
 pub mod idempotency;
 pub mod json_body;
+pub mod payloads;
 pub mod problem;
 pub mod request_log;
+pub mod streamed_body;

@@ -122,8 +122,15 @@ pub async fn record(
     response
 }
 
-/// Whether the answer is a stream, by its content type.
+/// Whether the answer is a stream: by its content type, or because it is a file (an
+/// attachment, which may be of any type and size).
 fn is_streamed(response: &Response) -> bool {
+    if response
+        .headers()
+        .contains_key(poem::http::header::CONTENT_DISPOSITION)
+    {
+        return true;
+    }
     let content_type = response
         .headers()
         .get(CONTENT_TYPE)

@@ -9,6 +9,8 @@ use poem_openapi::{Enum, Object};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::upload_models::FileDto;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum JobStatusDto {
@@ -106,6 +108,10 @@ pub struct JobDto {
     pub expires_at: Option<DateTime<Utc>>,
     /// When the job expired (`job.expired`); its status stays the outcome.
     pub expired_at: Option<DateTime<Utc>>,
+    /// Files submitted with the job (gone once it expires).
+    pub input_files: Vec<FileDto>,
+    /// Files the worker attached to the result (gone once the job expires).
+    pub result_files: Vec<FileDto>,
 }
 
 impl JobDto {
@@ -144,6 +150,16 @@ impl JobDto {
             finished_at: job.finished_at,
             expires_at: job.finished_at.map(|at| at + retention),
             expired_at: job.expired_at,
+            input_files: job
+                .input_files
+                .iter()
+                .map(|f| FileDto::render(id, f))
+                .collect(),
+            result_files: job
+                .result_files
+                .iter()
+                .map(|f| FileDto::render(id, f))
+                .collect(),
         }
     }
 }
@@ -230,6 +246,16 @@ pub struct HeartbeatResponse {
 pub struct CompleteRequest {
     #[oai(default)]
     pub result: Option<Value>,
+    /// Completed uploads to attach as result files.
+    pub files: Option<Vec<ResultFile>>,
+}
+
+/// A result file given by reference to a completed upload.
+#[derive(Debug, Object, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct ResultFile {
+    pub upload_id: Uuid,
 }
 
 /// `POST /jobs/{id}/fail` body.

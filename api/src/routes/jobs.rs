@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use herald_domain::job::{
     parse_text, JobCommand, JobKind, MaxAttempts, Metadata, MetadataPatch, Priority, SubmitJob,
 };
-use herald_domain::{FieldError, ProjectId, Scope};
+use herald_domain::{FieldError, JobId, ProjectId, Scope};
 use herald_projections::jobs::{JobCursor, JobFilter, SortOrder};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
@@ -15,6 +15,7 @@ use poem_openapi::{ApiResponse, Enum, OpenApi};
 use uuid::Uuid;
 
 use super::history::HistoryList;
+use super::job_forms::{self as forms, JobForm};
 use super::job_models::*;
 use super::ApiTags;
 use crate::app::jobs as app;
@@ -22,6 +23,7 @@ use crate::auth::{Caller, Credentials};
 use crate::http::context::RequestContext;
 use crate::http::cursor;
 use crate::http::json_body::JsonBody;
+use crate::http::payloads::JsonOrForm;
 use crate::http::problem::{ApiError, ApiResult};
 use crate::state::{metadata, AppState};
 
@@ -96,6 +98,7 @@ fn parse_submit(body: JobCreate, caller: &Caller) -> Result<SubmitJob, ApiError>
         priority: priority.expect("checked"),
         metadata: metadata.expect("checked"),
         max_attempts: max_attempts.expect("checked"),
+        input_files: Vec::new(),
     })
 }
 
@@ -103,16 +106,27 @@ fn parse_submit(body: JobCreate, caller: &Caller) -> Result<SubmitJob, ApiError>
 impl JobsApi {
     /// Submit a job
     ///
-    /// Queues a job and answers 202 with it; `Location` is the job's URL. Scope `jobs:write`.
+    /// Queues a job and answers 202 with it; `Location` is the job's URL. The input may name a
+    /// completed upload (`"input": {"upload_id": "..."}`), or the job may be sent as
+    /// `multipart/form-data` with its input file in a `file` part (up to
+    /// `uploads.max_multipart_bytes`, 25 MiB) and the other fields as text. Scope `jobs:write`.
     #[oai(path = "/jobs", method = "post", operation_id = "submitJob")]
     async fn submit(
         &self,
         auth: Credentials,
         Data(context): Data<&RequestContext>,
-        body: JsonBody<JobCreate>,
+        body: JsonOrForm<JobCreate, JobForm>,
     ) -> ApiResult<SubmitResponse> {
         let caller = self.state.authorize(&auth, Scope::JobsWrite).await?;
-        let submit = parse_submit(body.0, &caller)?;
+        let (create, part) = match body {
+            JsonOrForm::Json(create) => (create, None),
+            JsonOrForm::Form(form) => {
+                let (create, part) = form.split()?;
+                (create, Some(part))
+            }
+        };
+        let named = forms::named_upload(create.input.as_ref())?;
+        let mut submit = parse_submit(create, &caller)?;
         if caller.project_id().is_none() {
             // Loaded from the log, not the read model, so a project created a moment ago counts.
             // A project the caller cannot see is as unknown as one that does not exist.
@@ -127,8 +141,38 @@ impl JobsApi {
             }
             caller.require_in(submit.project_id)?;
         }
+        let upload = match part {
+            Some(part) => {
+                let stored =
+                    forms::store_parts(&self.state, &caller, submit.project_id, vec![part]).await?;
+                let id = stored[0];
+                if let Some(input) = submit.input.as_object_mut() {
+                    input.insert("upload_id".into(), serde_json::json!(id));
+                }
+                Some(id)
+            }
+            None => named,
+        };
+        let id = JobId::generate();
+        let claimed: Vec<Uuid> = upload.into_iter().collect();
+        submit.input_files = forms::claim(
+            &self.state,
+            &claimed,
+            submit.project_id,
+            id.as_uuid(),
+            "input",
+            "input.upload_id",
+        )
+        .await?;
         let command = JobCommand::Submit(submit, Utc::now());
-        let (id, job) = app::submit(&self.state, &metadata(&caller, context), command).await?;
+        let (id, job) =
+            match app::submit(&self.state, id, &metadata(&caller, context), command).await {
+                Ok(done) => done,
+                Err(error) => {
+                    forms::release(&self.state, &claimed).await;
+                    return Err(error.into());
+                }
+            };
         let dto = JobDto::render(id.as_uuid(), &job, app::retention(&self.state));
         Ok(SubmitResponse::Accepted(
             Json(dto),
@@ -379,8 +423,8 @@ impl JobsApi {
 
     /// Delete a job
     ///
-    /// Hides the job from every read; its history stays for auditors. A running job must be
-    /// cancelled first. Scope `jobs:write`.
+    /// Hides the job from every read and removes its files at once; its history stays for
+    /// auditors. A running job must be cancelled first. Scope `jobs:write`.
     #[oai(path = "/jobs/:id", method = "delete", operation_id = "deleteJob")]
     async fn delete(
         &self,
@@ -390,6 +434,9 @@ impl JobsApi {
     ) -> ApiResult<Deleted> {
         self.write(auth, context, id.0, JobCommand::Delete { now: Utc::now() })
             .await?;
+        crate::files::janitor::remove_job_files(&self.state, id.0)
+            .await
+            .map_err(ApiError::internal)?;
         Ok(Deleted::NoContent)
     }
 }

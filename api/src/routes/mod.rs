@@ -10,13 +10,17 @@ mod deliveries;
 mod downloads;
 mod events;
 mod history;
+mod job_forms;
 mod job_models;
 mod jobs;
 mod key_models;
 mod members;
 mod projects;
+mod ranges;
 mod streams;
 pub mod system;
+mod upload_models;
+mod uploads;
 mod usage;
 mod usage_models;
 mod user_models;
@@ -50,6 +54,8 @@ pub enum ApiTags {
     Audit,
     /// The domain event log: every change to a job, key, endpoint, project or user.
     Events,
+    /// Resumable uploads of large files, used as job inputs or results.
+    Uploads,
 }
 
 pub type Apis = (
@@ -66,6 +72,7 @@ pub type Apis = (
     events::EventsApi,
     usage::UsageApi,
     downloads::DownloadsApi,
+    uploads::UploadsApi,
 );
 
 /// The OpenAPI service with every endpoint. The document names no server, so tools use the
@@ -108,7 +115,10 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         usage::UsageApi {
             state: state.clone(),
         },
-        downloads::DownloadsApi { state },
+        downloads::DownloadsApi {
+            state: state.clone(),
+        },
+        uploads::UploadsApi { state },
     );
     OpenApiService::new(apis, "Herald API", env!("CARGO_PKG_VERSION")).description(
         "Submit asynchronous jobs, follow them to their results, and operate Herald. \

@@ -11,12 +11,14 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 use uuid::Uuid;
 
+use super::job_forms::{self as forms, CompleteForm};
 use super::job_models::*;
 use super::ApiTags;
 use crate::app::jobs as app;
 use crate::auth::Credentials;
 use crate::http::context::RequestContext;
 use crate::http::json_body::JsonBody;
+use crate::http::payloads::JsonOrForm;
 use crate::http::problem::{ApiError, ApiResult};
 use crate::state::{metadata, AppState};
 
@@ -143,7 +145,9 @@ impl WorkerApi {
 
     /// Complete a job
     ///
-    /// Records the result; the job succeeds. Only the lease holder may complete it.
+    /// Records the result; the job succeeds. Only the lease holder may complete it. Result
+    /// files come either as references to completed uploads (`"files": [{"upload_id": ...}]`)
+    /// or as `multipart/form-data` with `files` parts and the `result` as JSON text.
     #[oai(
         path = "/jobs/:id/complete",
         method = "post",
@@ -154,22 +158,56 @@ impl WorkerApi {
         auth: Credentials,
         Data(context): Data<&RequestContext>,
         id: Path<Uuid>,
-        body: JsonBody<CompleteRequest>,
+        body: JsonOrForm<CompleteRequest, CompleteForm>,
     ) -> ApiResult<Json<JobDto>> {
         let caller = self.state.authorize(&auth, Scope::JobsWork).await?;
+        let worker = caller.worker()?;
+        let (result, named, parts) = match body {
+            JsonOrForm::Json(body) => {
+                let named = forms::named_results(&body);
+                (body.result, named, Vec::new())
+            }
+            JsonOrForm::Form(form) => {
+                let (result, parts) = form.split()?;
+                (result, Vec::new(), parts)
+            }
+        };
+        let job = app::load(&self.state, &caller, id.0).await?;
+        // Refused before any file is stored (the command checks again when it runs).
+        job.check_completable(&worker, Utc::now())
+            .map_err(|e| ApiError::from(herald_store::CommandError::Rejected(e)))?;
+        let mut claimed = named;
+        claimed.extend(forms::store_parts(&self.state, &caller, job.project_id, parts).await?);
+        let files = forms::claim(
+            &self.state,
+            &claimed,
+            job.project_id,
+            id.0,
+            "result",
+            "files",
+        )
+        .await?;
         let command = JobCommand::Complete {
-            worker: caller.worker()?,
-            result: body.0.result.unwrap_or_else(|| serde_json::json!({})),
+            worker,
+            result: result.unwrap_or_else(|| serde_json::json!({})),
+            files,
             now: Utc::now(),
         };
-        let job = app::execute(
+        let done = app::execute(
             &self.state,
             &caller,
             &metadata(&caller, context),
             id.0,
             command,
         )
-        .await?;
+        .await;
+        let job = match done {
+            Ok(job) => job,
+            Err(error) => {
+                forms::release(&self.state, &claimed).await;
+                return Err(error.into());
+            }
+        };
         Ok(Json(JobDto::render(
             id.0,
             &job,

@@ -36,6 +36,7 @@ impl Job {
                     priority: submit.priority,
                     metadata: submit.metadata,
                     max_attempts: submit.max_attempts,
+                    input_files: submit.input_files,
                     at,
                 }]),
                 _ => Err(JobError::NotFound),
@@ -87,10 +88,15 @@ impl Job {
             JobCommand::Complete {
                 worker,
                 result,
+                files,
                 now,
             } => {
                 check_live_lease(job, &worker, now, refuse("complete"))?;
-                Ok(vec![JobEvent::Succeeded { result, at: now }])
+                Ok(vec![JobEvent::Succeeded {
+                    result,
+                    files,
+                    at: now,
+                }])
             }
             JobCommand::Fail {
                 worker,
@@ -165,6 +171,21 @@ fn check_holder(job: &JobState, worker: &KeyId) -> Result<(), JobError> {
     match &job.lease {
         Some(lease) if &lease.worker_key_id == worker => Ok(()),
         _ => Err(JobError::LeaseNotHeld),
+    }
+}
+
+impl JobState {
+    /// What `Complete` would check: that `worker` holds a live lease on the running job.
+    /// Callers use it to refuse before costly work (storing result files).
+    pub fn check_completable(&self, worker: &KeyId, now: DateTime<Utc>) -> Result<(), JobError> {
+        if self.deleted {
+            return Err(JobError::NotFound);
+        }
+        let refused = JobError::InvalidTransition {
+            action: "complete",
+            from: self.status,
+        };
+        check_live_lease(self, worker, now, refused)
     }
 }
 

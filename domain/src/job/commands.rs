@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 use super::values::{JobKind, MaxAttempts, Metadata, MetadataPatch, Percent, Priority};
-use crate::{KeyId, ProjectId};
+use crate::{FileRef, KeyId, ProjectId};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubmitJob {
@@ -15,6 +15,8 @@ pub struct SubmitJob {
     pub priority: Priority,
     pub metadata: Metadata,
     pub max_attempts: MaxAttempts,
+    /// Stored files the job works on (uploaded beforehand or with the submission).
+    pub input_files: Vec<FileRef>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +40,8 @@ pub enum JobCommand {
     Complete {
         worker: KeyId,
         result: Value,
+        /// Result files the worker stored with its answer.
+        files: Vec<FileRef>,
         now: DateTime<Utc>,
     },
     Fail {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::values::{JobKind, MaxAttempts, Metadata, MetadataPatch, Percent, Priority};
-use crate::{KeyId, ProjectId};
+use crate::{FileRef, KeyId, ProjectId};
 
 /// Why a job went back to the queue or failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +31,8 @@ pub enum JobEvent {
         priority: Priority,
         metadata: Metadata,
         max_attempts: MaxAttempts,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        input_files: Vec<FileRef>,
         at: DateTime<Utc>,
     },
     #[serde(rename = "job.started")]
@@ -56,7 +58,12 @@ pub enum JobEvent {
         at: DateTime<Utc>,
     },
     #[serde(rename = "job.succeeded")]
-    Succeeded { result: Value, at: DateTime<Utc> },
+    Succeeded {
+        result: Value,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<FileRef>,
+        at: DateTime<Utc>,
+    },
     #[serde(rename = "job.failed")]
     Failed {
         attempt: u32,

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::events::JobEvent;
 use super::values::{JobKind, MaxAttempts, Metadata, Percent, Priority};
-use crate::{KeyId, ProjectId};
+use crate::{FileRef, KeyId, ProjectId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -90,6 +90,12 @@ pub struct JobState {
     /// When the retention sweeper expired the job (its files are gone; its status stays).
     #[serde(default)]
     pub expired_at: Option<DateTime<Utc>>,
+    /// Files submitted with the job.
+    #[serde(default)]
+    pub input_files: Vec<FileRef>,
+    /// Files the worker attached to its result.
+    #[serde(default)]
+    pub result_files: Vec<FileRef>,
 }
 
 impl JobState {
@@ -103,6 +109,7 @@ impl JobState {
             priority,
             metadata,
             max_attempts,
+            input_files,
             at,
         } = event
         {
@@ -127,6 +134,8 @@ impl JobState {
                 started_at: None,
                 finished_at: None,
                 expired_at: None,
+                input_files: input_files.clone(),
+                result_files: Vec::new(),
             });
         }
         let mut job = state?;
@@ -179,9 +188,10 @@ impl JobState {
                 self.lease = None;
                 self.error = error.clone();
             }
-            JobEvent::Succeeded { result, at } => {
+            JobEvent::Succeeded { result, files, at } => {
                 self.progress.percent = Percent::parse(100).unwrap_or_default();
                 self.result = Some(result.clone());
+                self.result_files = files.clone();
                 self.error = None;
                 self.finish(JobStatus::Succeeded, *at);
             }

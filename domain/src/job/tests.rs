@@ -33,6 +33,7 @@ fn queued(max_attempts: i64) -> JobEvent {
         priority: Priority::default(),
         metadata: Metadata::default(),
         max_attempts: MaxAttempts::parse(max_attempts).unwrap(),
+        input_files: vec![],
         at: t(0),
     }
 }
@@ -68,7 +69,18 @@ fn heartbeat(by: KeyId, at: i64) -> JobCommand {
 fn succeeded() -> JobEvent {
     JobEvent::Succeeded {
         result: json!({"ok": true}),
+        files: vec![],
         at: t(20),
+    }
+}
+
+fn file(name: &str) -> crate::FileRef {
+    crate::FileRef {
+        id: uuid::Uuid::from_u128(name.len() as u128),
+        filename: name.into(),
+        content_type: "audio/wav".into(),
+        size: 44,
+        sha256: "ab".repeat(32),
     }
 }
 
@@ -81,6 +93,7 @@ fn submitting_a_new_job_queues_it() {
         priority: Priority::default(),
         metadata: Metadata::default(),
         max_attempts: MaxAttempts::parse(3).unwrap(),
+        input_files: vec![],
     };
     Spec::with(())
         .given_no_previous_events()
@@ -152,9 +165,52 @@ fn completing_a_running_job_records_its_result() {
         .when(JobCommand::Complete {
             worker: worker(),
             result: json!({"ok": true}),
+            files: vec![],
             now: t(20),
         })
         .then_expect_events(vec![succeeded()]);
+}
+
+#[test]
+fn input_and_result_files_are_recorded_with_the_job() {
+    let mut submit_event = queued(3);
+    if let JobEvent::Queued { input_files, .. } = &mut submit_event {
+        input_files.push(file("talk.wav"));
+    }
+    let events = Spec::with(())
+        .given(vec![submit_event.clone(), started(1, 10)])
+        .when(JobCommand::Complete {
+            worker: worker(),
+            result: json!({"ok": true}),
+            files: vec![file("talk.srt.txt")],
+            now: t(20),
+        })
+        .inspect_result()
+        .expect("completes");
+    assert_eq!(
+        events,
+        vec![JobEvent::Succeeded {
+            result: json!({"ok": true}),
+            files: vec![file("talk.srt.txt")],
+            at: t(20),
+        }]
+    );
+    let state = [submit_event, started(1, 10), events[0].clone()]
+        .iter()
+        .fold(None, JobState::fold)
+        .expect("a job");
+    assert_eq!(state.input_files, vec![file("talk.wav")]);
+    assert_eq!(state.result_files, vec![file("talk.srt.txt")]);
+}
+
+#[test]
+fn events_recorded_before_files_existed_still_read() {
+    let old = json!({"type": "job.succeeded", "result": {"ok": true}, "at": t(20)});
+    let event: JobEvent = serde_json::from_value(old).expect("an old event reads");
+    assert_eq!(event, succeeded());
+    // And an event without files is stored without the field, as before.
+    let stored = serde_json::to_value(succeeded()).unwrap();
+    assert!(stored.get("files").is_none());
 }
 
 #[test]

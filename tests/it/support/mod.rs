@@ -57,6 +57,9 @@ pub fn test_config(database_url: &str) -> Config {
     config.rate_limits.write_per_minute = 1_000_000;
     config.rate_limits.daily_quota = 100_000_000;
     config.rate_limits.unauthenticated_per_minute = 1_000_000;
+    // Each application keeps its files in a directory of its own.
+    let files = std::env::temp_dir().join(format!("herald-test-files-{}", Uuid::now_v7()));
+    config.storage.path = files.display().to_string();
     config
 }
 

@@ -1,0 +1,120 @@
+//! Request bodies that go to file storage are streamed, not read into memory: a resumable
+//! upload's chunk (`PUT /api/v1/uploads/{id}/chunks/{n}`) and the multipart forms that carry
+//! files (`POST /api/v1/jobs`, `POST /api/v1/jobs/{id}/complete`). The edge gives them their
+//! own size limit, counted as the bytes flow (a lying or absent `Content-Length` cannot get
+//! past it), and their own, longer, timeout. Every other body is read whole under
+//! `http.max_body_bytes`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use poem::http::{header, Method};
+use poem::{Body, Request};
+
+/// Limits for streamed bodies (from `[uploads]`).
+#[derive(Debug, Clone)]
+pub struct StreamedLimits {
+    pub chunk_bytes: u64,
+    pub multipart_bytes: u64,
+    pub timeout: Duration,
+}
+
+/// Room for the form fields and part headers around a multipart file.
+const FORM_OVERHEAD: u64 = 1024 * 1024;
+
+impl StreamedLimits {
+    /// The byte limit for this request's body when it is one that is streamed.
+    pub fn for_request(&self, req: &Request) -> Option<u64> {
+        let path = req.uri().path();
+        let segments: Vec<&str> = path.strip_prefix("/api/v1/")?.split('/').collect();
+        let multipart = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/form-data")
+            });
+        match (req.method(), segments.as_slice()) {
+            (&Method::PUT, ["uploads", _, "chunks", _]) => Some(self.chunk_bytes),
+            (&Method::POST, ["jobs"]) | (&Method::POST, ["jobs", _, "complete"]) if multipart => {
+                Some(self.multipart_bytes + FORM_OVERHEAD)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Wraps `body` so that reading past `limit` bytes fails, and sets `exceeded` when it does
+/// (the edge then answers 413 whatever the handler made of the failed read).
+pub fn limited(body: Body, limit: u64, exceeded: Arc<AtomicBool>) -> Body {
+    let mut seen = 0u64;
+    let stream = body.into_bytes_stream().map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            exceeded.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other(
+                "the request body is larger than allowed",
+            ));
+        }
+        Ok(chunk)
+    });
+    Body::from_bytes_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> StreamedLimits {
+        StreamedLimits {
+            chunk_bytes: 10,
+            multipart_bytes: 100,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn request(method: Method, path: &str, content_type: &str) -> Request {
+        Request::builder()
+            .method(method)
+            .uri(path.parse().unwrap())
+            .header(header::CONTENT_TYPE, content_type)
+            .finish()
+    }
+
+    #[test]
+    fn only_chunks_and_multipart_forms_that_carry_files_are_streamed() {
+        let l = limits();
+        let form = "multipart/form-data; boundary=x";
+        let chunk = request(
+            Method::PUT,
+            "/api/v1/uploads/u/chunks/3",
+            "application/octet-stream",
+        );
+        assert_eq!(l.for_request(&chunk), Some(10));
+        let submit = request(Method::POST, "/api/v1/jobs", form);
+        assert_eq!(l.for_request(&submit), Some(100 + FORM_OVERHEAD));
+        let complete = request(Method::POST, "/api/v1/jobs/j/complete", form);
+        assert_eq!(l.for_request(&complete), Some(100 + FORM_OVERHEAD));
+        let json = request(Method::POST, "/api/v1/jobs", "application/json");
+        assert_eq!(l.for_request(&json), None);
+        let other = request(Method::POST, "/api/v1/webhooks", form);
+        assert_eq!(l.for_request(&other), None);
+    }
+
+    #[tokio::test]
+    async fn reading_past_the_limit_fails_and_says_so() {
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let body = limited(Body::from_vec(vec![0; 11]), 10, exceeded.clone());
+        assert!(body.into_bytes().await.is_err());
+        assert!(exceeded.load(Ordering::Relaxed));
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let body = limited(Body::from_vec(vec![0; 10]), 10, exceeded.clone());
+        assert_eq!(body.into_bytes().await.unwrap().len(), 10);
+        assert!(!exceeded.load(Ordering::Relaxed));
+    }
+}
