@@ -1,6 +1,7 @@
 //! Integration tests: the real Herald application over real HTTP against a real PostgreSQL
 //! (started by `scripts/test`), one fresh database per test.
 
+mod files_support;
 mod support;
 
 mod account_webhooks;
@@ -12,6 +13,7 @@ mod docs;
 mod downloads;
 mod events;
 mod idempotency;
+mod job_files;
 mod job_lifecycle;
 mod jobs_api;
 mod openapi;
@@ -22,6 +24,7 @@ mod security;
 mod security_edge;
 mod shared_limits;
 mod streams;
+mod uploads;
 mod usage;
 mod users;
 mod verify_example;

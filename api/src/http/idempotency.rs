@@ -58,35 +58,87 @@ fn is_multipart(req: &Request) -> bool {
         })
 }
 
+/// Hashes a multipart body without its boundary, which clients pick at random for every
+/// request: a retried form built again is the same request.
+struct FormDigest {
+    digest: Sha256,
+    boundary: Vec<u8>,
+    pending: Vec<u8>,
+}
+
+impl FormDigest {
+    fn new(prefix: &[u8], boundary: &str) -> Self {
+        let mut digest = Sha256::new();
+        digest.update((prefix.len() as u64).to_be_bytes());
+        digest.update(prefix);
+        Self {
+            digest,
+            boundary: boundary.as_bytes().to_vec(),
+            pending: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, chunk: &[u8]) {
+        self.pending.extend_from_slice(chunk);
+        let width = self.boundary.len();
+        if width == 0 {
+            self.digest.update(&self.pending);
+            self.pending.clear();
+            return;
+        }
+        while let Some(at) = self.pending.windows(width).position(|w| w == self.boundary) {
+            self.digest.update(&self.pending[..at]);
+            self.digest.update(b"\0boundary\0");
+            self.pending.drain(..at + width);
+        }
+        // Keep what could be the start of a boundary split across chunks.
+        let settled = self.pending.len().saturating_sub(width - 1);
+        self.digest.update(&self.pending[..settled]);
+        self.pending.drain(..settled);
+    }
+
+    fn finish(mut self) -> String {
+        self.digest.update(&self.pending);
+        self.digest
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+fn boundary(req: &Request) -> String {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    content_type
+        .split(';')
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(name, _)| name.eq_ignore_ascii_case("boundary"))
+        .map(|(_, value)| value.trim_matches('"').to_owned())
+        .unwrap_or_default()
+}
+
 /// A multipart body may be large (it carries a file), so it is not read into memory: it is
 /// copied to a temporary file while it is hashed, and the handler reads it from there.
 async fn spool(req: &mut Request) -> std::io::Result<String> {
     use futures::StreamExt;
     use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-    let mut digest = Sha256::new();
-    let path = req.uri().path().as_bytes();
-    digest.update((path.len() as u64).to_be_bytes());
-    digest.update(path);
-    digest.update(b"multipart");
+    let mut digest = FormDigest::new(req.uri().path().as_bytes(), &boundary(req));
     let mut file = tokio::fs::File::from_std(tempfile::tempfile()?);
     let mut body = req.take_body().into_bytes_stream();
-    let mut len = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;
         digest.update(&chunk);
-        len += chunk.len() as u64;
         file.write_all(&chunk).await?;
     }
-    digest.update(len.to_be_bytes());
     file.flush().await?;
     file.seek(std::io::SeekFrom::Start(0)).await?;
     req.set_body(poem::Body::from_async_read(file));
-    Ok(digest
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(digest.finish())
 }
 
 fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
@@ -240,5 +292,29 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
         .map_err(poem::error::InternalServerError)?;
         response.set_body(body);
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FormDigest;
+
+    fn hash(boundary: &str, body: &str, split: usize) -> String {
+        let mut digest = FormDigest::new(b"/api/v1/jobs", boundary);
+        let (a, b) = body.as_bytes().split_at(split.min(body.len()));
+        digest.update(a);
+        digest.update(b);
+        digest.finish()
+    }
+
+    #[test]
+    fn a_form_hashes_the_same_whatever_its_boundary_and_however_it_is_split() {
+        let form = |b: &str, value: &str| {
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\n{value}\r\n--{b}--\r\n")
+        };
+        let first = hash("abc123", &form("abc123", "render"), 5);
+        assert_eq!(first, hash("zz9", &form("zz9", "render"), 40));
+        assert_eq!(first, hash("abc123", &form("abc123", "render"), 0));
+        assert_ne!(first, hash("abc123", &form("abc123", "encode"), 5));
     }
 }
