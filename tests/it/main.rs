@@ -20,6 +20,7 @@ mod openapi;
 mod projections;
 mod rate_limits;
 mod roles;
+mod s3_storage;
 mod security;
 mod security_edge;
 mod shared_limits;

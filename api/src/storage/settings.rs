@@ -76,6 +76,9 @@ impl StorageConfig {
                 ))
             }
             StorageKind::S3 => {
+                // The HTTP client speaks TLS through rustls with the ring provider, as the
+                // webhook sender does.
+                let _ = rustls::crypto::ring::default_provider().install_default();
                 // AWS_* variables fill in whatever is not configured here.
                 let mut builder = AmazonS3Builder::from_env().with_bucket_name(&self.s3_bucket);
                 if !self.s3_region.is_empty() {
