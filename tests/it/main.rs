@@ -12,6 +12,7 @@ mod bad_input;
 mod docs;
 mod downloads;
 mod events;
+mod file_docs;
 mod idempotency;
 mod job_files;
 mod job_lifecycle;

@@ -38,9 +38,15 @@ async fn uploads_jobs_and_results_work_against_s3_compatible_storage() {
     let data = bytes(11 * 1024 * 1024 + 123, 8);
     let upload_id = upload(&app, &key, "lecture.wav", &data, 5 * 1024 * 1024).await;
     let job = app
-        .submit_job(&key, json!({"kind": "transcribe", "input": {"upload_id": upload_id}}))
+        .submit_job(
+            &key,
+            json!({"kind": "transcribe", "input": {"upload_id": upload_id}}),
+        )
         .await;
-    let leased = app.lease(&worker, json!({"kinds": ["transcribe"]})).await.unwrap();
+    let leased = app
+        .lease(&worker, json!({"kinds": ["transcribe"]}))
+        .await
+        .unwrap();
     assert_eq!(leased["id"], job.to_string());
     let input_url = leased["input_files"][0]["url"].as_str().unwrap().to_owned();
     let (status, _, got) = fetch(&app, &worker, &input_url, None).await;
@@ -48,19 +54,32 @@ async fn uploads_jobs_and_results_work_against_s3_compatible_storage() {
     assert_eq!(sha256(&got), sha256(&data));
 
     let result = bytes(300_000, 2);
-    let form = Form::new()
-        .text("result", r#"{"ok": true}"#)
-        .part("files", Part::bytes(result.clone()).file_name("out.vtt").mime_str("text/vtt").unwrap());
+    let form = Form::new().text("result", r#"{"ok": true}"#).part(
+        "files",
+        Part::bytes(result.clone())
+            .file_name("out.vtt")
+            .mime_str("text/vtt")
+            .unwrap(),
+    );
     let done = app
-        .request(Method::POST, &format!("/api/v1/jobs/{job}/complete"), &worker)
+        .request(
+            Method::POST,
+            &format!("/api/v1/jobs/{job}/complete"),
+            &worker,
+        )
         .multipart(form)
         .send()
         .await
         .unwrap();
     assert_eq!(done.status(), StatusCode::OK);
     let done: Value = done.json().await.unwrap();
-    let (status, headers, got) =
-        fetch(&app, &key, &format!("/api/v1/jobs/{job}/download"), Some("bytes=1000-1999")).await;
+    let (status, headers, got) = fetch(
+        &app,
+        &key,
+        &format!("/api/v1/jobs/{job}/download"),
+        Some("bytes=1000-1999"),
+    )
+    .await;
     assert_eq!(status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(headers["content-type"], "text/vtt");
     assert_eq!(got, result[1000..2000]);
@@ -81,12 +100,18 @@ async fn uploads_jobs_and_results_work_against_s3_compatible_storage() {
     let mut settings = app.state.config.storage.clone();
     settings.s3_bucket = bucket.clone();
     let other = settings.open(std::path::Path::new("/nonexistent")).unwrap();
-    let ids: Vec<uuid::Uuid> = [&done["input_files"][0]["id"], &done["result_files"][0]["id"]]
-        .iter()
-        .map(|v| v.as_str().unwrap().parse().unwrap())
-        .collect();
+    let ids: Vec<uuid::Uuid> = [
+        &done["input_files"][0]["id"],
+        &done["result_files"][0]["id"],
+    ]
+    .iter()
+    .map(|v| v.as_str().unwrap().parse().unwrap())
+    .collect();
     for id in &ids {
-        assert!(other.exists(&herald_api::storage::file_key(*id)).await.unwrap());
+        assert!(other
+            .exists(&herald_api::storage::file_key(*id))
+            .await
+            .unwrap());
     }
     let response = app
         .request(Method::DELETE, &format!("/api/v1/jobs/{job}"), &key)
@@ -95,7 +120,10 @@ async fn uploads_jobs_and_results_work_against_s3_compatible_storage() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     for id in &ids {
-        assert!(!other.exists(&herald_api::storage::file_key(*id)).await.unwrap());
+        assert!(!other
+            .exists(&herald_api::storage::file_key(*id))
+            .await
+            .unwrap());
     }
     app.stop().await;
 }

@@ -63,18 +63,16 @@ fn range(header: Option<&str>, len: usize) -> Option<Result<(usize, usize), ()>>
     }
 }
 
+/// `attachment; filename="…"`, plus an RFC 5987 `filename*` when the name is not plain ASCII.
 fn disposition(filename: &str) -> String {
+    let plain = |c: char| (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\';
     let ascii: String = filename
         .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .filter(|c| *c != '"' && *c != '\\')
+        .map(|c| if plain(c) { c } else { '_' })
         .collect();
+    if filename.chars().all(plain) {
+        return format!("attachment; filename=\"{ascii}\"");
+    }
     let encoded: String = filename
         .bytes()
         .map(|b| match b {
@@ -167,6 +165,16 @@ pub async fn from_storage(
 #[cfg(test)]
 mod tests {
     use super::range;
+
+    #[test]
+    fn file_names_are_quoted_and_encoded_when_they_are_not_plain_ascii() {
+        use super::disposition;
+        assert_eq!(disposition("talk.srt"), "attachment; filename=\"talk.srt\"");
+        assert_eq!(
+            disposition("résumé \"v2\".pdf"),
+            "attachment; filename=\"r_sum_ _v2_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22v2%22.pdf"
+        );
+    }
 
     #[test]
     fn single_ranges_are_read_and_others_mean_the_whole_file() {
