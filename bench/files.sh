@@ -38,6 +38,7 @@ KEY=$($herald keys create --name bench --scopes jobs:read,jobs:write --project "
 
 mkdir -p "$work/nginx-root" "$work/nginx-tmp"
 cat > "$work/nginx.conf" <<CONF
+user $(id -un);
 worker_processes 1;
 daemon off;
 error_log $work/nginx-error.log;

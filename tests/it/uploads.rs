@@ -120,6 +120,25 @@ async fn chunks_arrive_in_any_order_and_the_finished_file_is_a_jobs_input() {
     );
     assert_eq!(got, data[65530..=65545]);
 
+    // Another project neither sees the upload nor can use it.
+    let (_, stranger) = app.project_with_key(&["jobs:write", "jobs:read"]).await;
+    let hidden = app.get(&format!("/api/v1/uploads/{id}"), &stranger).await;
+    assert_eq!(hidden.status(), StatusCode::NOT_FOUND);
+    let borrowed = app
+        .post(
+            "/api/v1/jobs",
+            &stranger,
+            json!({"kind": "transcribe", "input": {"upload_id": id}}),
+        )
+        .await;
+    assert_eq!(borrowed.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        problem(borrowed).await["errors"][0]["field"],
+        "input.upload_id"
+    );
+    let peek = fetch(&app, &stranger, &url, None).await;
+    assert_eq!(peek.0, StatusCode::NOT_FOUND);
+
     // A file serves one job.
     let second = app
         .post(
