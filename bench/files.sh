@@ -76,7 +76,7 @@ for ((n = 0; n < count; n++)); do
   sha256sum "$work/chunk.$n" | cut -d' ' -f1 > "$work/chunk.$n.sum"
 done
 now() { date +%s.%N; }
-rate() { awk -v b="$size" -v s="$1" -v e="$2" 'BEGIN { printf "%.0f", b / 1048576 / (e - s) }'; }
+rate() { awk -v b="$size" -v s="$1" -v e="$2" 'BEGIN { printf "%.0f\n", b / 1048576 / (e - s) }'; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
@@ -88,7 +88,7 @@ herald_upload() {
   for ((n = 0; n < count; n++)); do
     curl -sf -X PUT "$base/api/v1/uploads/$id/chunks/$n" -H "X-API-Key: $KEY" \
       -H "X-Chunk-Sha256: $(cat "$work/chunk.$n.sum")" -H 'Content-Type: application/octet-stream' \
-      --data-binary "@$work/chunk.$n" >/dev/null
+      -T "$work/chunk.$n" >/dev/null
   done
   curl -sf -X POST "$base/api/v1/uploads/$id/complete" -H "X-API-Key: $KEY" >/dev/null
   echo "$id"
@@ -111,7 +111,7 @@ for run in $(seq 1 "$runs"); do
   start=$(now); curl -sf "$base$url" -H "X-API-Key: $KEY" -o /dev/null; end=$(now)
   rate "$start" "$end" >> "$work/down.herald"
 
-  start=$(now); curl -sf -X PUT "http://127.0.0.1:$nginx_port/input-$run.bin" --data-binary "@$file" -o /dev/null; end=$(now)
+  start=$(now); curl -sf -T "$file" "http://127.0.0.1:$nginx_port/input-$run.bin" -o /dev/null; end=$(now)
   rate "$start" "$end" >> "$work/up.nginx"
   start=$(now); curl -sf "http://127.0.0.1:$nginx_port/input-$run.bin" -o /dev/null; end=$(now)
   rate "$start" "$end" >> "$work/down.nginx"

@@ -32,7 +32,17 @@ start() {
           -c full_page_writes=off -c max_connections=400 -c shared_buffers=256MB" start >&2 \
       || { tail -n 30 "$dir/server.log" >&2; exit 1; }
   fi
+  prune
   echo "export TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+# Every test creates a database of its own and leaves it for inspection; the ones left by
+# earlier runs are dropped here (any still in use is kept), so the cluster does not grow.
+prune() {
+  local psql=("$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qtA)
+  for db in $("${psql[@]}" -c "SELECT datname FROM pg_database WHERE datname LIKE 'herald\_test\_%'"); do
+    "${psql[@]}" -c "DROP DATABASE \"$db\"" >/dev/null 2>&1 || true
+  done
 }
 
 stop() {

@@ -3,10 +3,8 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use herald_domain::job::{
-    parse_text, JobCommand, JobKind, MaxAttempts, Metadata, MetadataPatch, Priority, SubmitJob,
-};
-use herald_domain::{FieldError, JobId, ProjectId, Scope};
+use herald_domain::job::{parse_text, JobCommand, MetadataPatch};
+use herald_domain::{ProjectId, Scope};
 use herald_projections::jobs::{JobCursor, JobFilter, SortOrder};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
@@ -15,11 +13,12 @@ use poem_openapi::{ApiResponse, Enum, OpenApi};
 use uuid::Uuid;
 
 use super::history::HistoryList;
-use super::job_forms::{self as forms, JobForm};
+use super::job_forms::JobForm;
 use super::job_models::*;
+use super::job_submit as submit;
 use super::ApiTags;
 use crate::app::jobs as app;
-use crate::auth::{Caller, Credentials};
+use crate::auth::Credentials;
 use crate::http::context::RequestContext;
 use crate::http::cursor;
 use crate::http::json_body::JsonBody;
@@ -55,53 +54,6 @@ pub enum JobSort {
     CreatedAtDesc,
 }
 
-fn parse_submit(body: JobCreate, caller: &Caller) -> Result<SubmitJob, ApiError> {
-    let mut errors = Vec::new();
-    let mut check = |r: Result<(), FieldError>| {
-        if let Err(e) = r {
-            errors.push(e)
-        }
-    };
-    let kind = JobKind::parse(&body.kind);
-    let priority = body
-        .priority
-        .map_or(Ok(Priority::default()), Priority::parse);
-    let max_attempts = body
-        .max_attempts
-        .map_or(Ok(MaxAttempts::default()), MaxAttempts::parse);
-    let metadata = Metadata::parse(body.metadata.unwrap_or_default());
-    let project = match (caller.project_id(), body.project_id) {
-        (Some(own), None) => Ok(own),
-        (Some(own), Some(asked)) if own.as_uuid() == asked => Ok(own),
-        (Some(_), Some(_)) => Err(FieldError::new(
-            "project_id",
-            "must be the key's own project",
-        )),
-        (None, Some(asked)) => Ok(ProjectId::from_uuid(asked)),
-        (None, None) => Err(FieldError::new(
-            "project_id",
-            "required unless the caller is a key bound to one project",
-        )),
-    };
-    check(kind.as_ref().map(|_| ()).map_err(Clone::clone));
-    check(priority.as_ref().map(|_| ()).map_err(Clone::clone));
-    check(max_attempts.as_ref().map(|_| ()).map_err(Clone::clone));
-    check(metadata.as_ref().map(|_| ()).map_err(Clone::clone));
-    check(project.as_ref().map(|_| ()).map_err(Clone::clone));
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    Ok(SubmitJob {
-        project_id: project.expect("checked"),
-        kind: kind.expect("checked"),
-        input: body.input.unwrap_or_else(|| serde_json::json!({})),
-        priority: priority.expect("checked"),
-        metadata: metadata.expect("checked"),
-        max_attempts: max_attempts.expect("checked"),
-        input_files: Vec::new(),
-    })
-}
-
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Jobs")]
 impl JobsApi {
     /// Submit a job
@@ -118,61 +70,7 @@ impl JobsApi {
         body: JsonOrForm<JobCreate, JobForm>,
     ) -> ApiResult<SubmitResponse> {
         let caller = self.state.authorize(&auth, Scope::JobsWrite).await?;
-        let (create, part) = match body {
-            JsonOrForm::Json(create) => (create, None),
-            JsonOrForm::Form(form) => {
-                let (create, part) = form.split()?;
-                (create, Some(part))
-            }
-        };
-        let named = forms::named_upload(create.input.as_ref())?;
-        let mut submit = parse_submit(create, &caller)?;
-        if caller.project_id().is_none() {
-            // Loaded from the log, not the read model, so a project created a moment ago counts.
-            // A project the caller cannot see is as unknown as one that does not exist.
-            let (project, _) = self
-                .state
-                .projects
-                .load(&submit.project_id.to_string())
-                .await
-                .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
-            if project.state().is_none() || !caller.can_see(submit.project_id) {
-                return Err(ApiError::field("project_id", "no such project").into());
-            }
-            caller.require_in(submit.project_id)?;
-        }
-        let upload = match part {
-            Some(part) => {
-                let stored =
-                    forms::store_parts(&self.state, &caller, submit.project_id, vec![part]).await?;
-                let id = stored[0];
-                if let Some(input) = submit.input.as_object_mut() {
-                    input.insert("upload_id".into(), serde_json::json!(id));
-                }
-                Some(id)
-            }
-            None => named,
-        };
-        let id = JobId::generate();
-        let claimed: Vec<Uuid> = upload.into_iter().collect();
-        submit.input_files = forms::claim(
-            &self.state,
-            &claimed,
-            submit.project_id,
-            id.as_uuid(),
-            "input",
-            "input.upload_id",
-        )
-        .await?;
-        let command = JobCommand::Submit(submit, Utc::now());
-        let (id, job) =
-            match app::submit(&self.state, id, &metadata(&caller, context), command).await {
-                Ok(done) => done,
-                Err(error) => {
-                    forms::release(&self.state, &claimed).await;
-                    return Err(error.into());
-                }
-            };
+        let (id, job) = submit::submit(&self.state, &caller, context, body).await?;
         let dto = JobDto::render(id.as_uuid(), &job, app::retention(&self.state));
         Ok(SubmitResponse::Accepted(
             Json(dto),

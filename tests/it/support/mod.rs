@@ -266,6 +266,11 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.unwrap().unwrap();
         }
+        // The application's own file directory (see `test_config`).
+        let storage = &self.state.config.storage;
+        if storage.kind == herald_api::storage::StorageKind::Local && !storage.path.is_empty() {
+            let _ = std::fs::remove_dir_all(&storage.path);
+        }
     }
 }
 
