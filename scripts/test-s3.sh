@@ -13,35 +13,70 @@ dir=${HERALD_TEST_S3_DIR:-/tmp/herald-test-s3}
 deps=target/pydeps-moto
 bucket=herald-test
 
-answers() { curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Whether something answers HTTP on the port (any status will do).
+answers() { curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/"; }
+
+# Whether moto (with its server extras) imports from $deps itself, not from a copy that happens
+# to be installed elsewhere on this machine.
+installed() {
+  PYTHONPATH=$deps python3 -c 'import os, sys, moto, moto.server
+sys.exit(not os.path.realpath(moto.__file__).startswith(os.path.realpath(sys.argv[1]) + os.sep))' \
+    "$deps" 2>/dev/null
+}
 
 start() {
-  if ! PYTHONPATH=$deps python3 -c 'import moto.server' 2>/dev/null; then
+  if ! installed; then
     echo "installing moto[server] from PyPI into $deps (the S3 storage tests use it)" >&2
+    python3 -m pip --version >/dev/null 2>&1 || {
+      as_root apt-get update -qq >&2
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2
+    }
     PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
       --target "$deps" 'moto[server]' >&2
   fi
   mkdir -p "$dir"
   if ! answers; then
     PYTHONPATH=$deps setsid nohup python3 -m moto.server -H 127.0.0.1 -p "$port" \
-      >"$dir/moto.log" 2>&1 < /dev/null &
-    echo $! > "$dir/moto.pid"
+      >"$dir/moto.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$dir/moto.pid"
     for _ in $(seq 1 150); do
       answers && break
+      kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
-    answers || { echo "moto did not start:" >&2; tail -n 20 "$dir/moto.log" >&2; exit 1; }
+    answers || {
+      echo "moto did not start on port $port:" >&2
+      tail -n 20 "$dir/moto.log" >&2
+      kill "$pid" 2>/dev/null || true
+      rm -f "$dir/moto.pid"
+      exit 1
+    }
   fi
-  # Creating a bucket that exists already is fine.
-  curl -s -o /dev/null -X PUT "http://127.0.0.1:$port/$bucket"
+  # Creating a bucket that exists already is fine (200 in us-east-1, 409 elsewhere).
+  code=$(curl -s -o "$dir/create-bucket.xml" -w '%{http_code}' --max-time 10 \
+    -X PUT "http://127.0.0.1:$port/$bucket")
+  case "$code" in
+    200 | 409) ;;
+    *) echo "creating the bucket $bucket answered HTTP $code:" >&2; cat "$dir/create-bucket.xml" >&2; exit 1 ;;
+  esac
   echo "export TEST_S3_ENDPOINT=http://127.0.0.1:$port TEST_S3_BUCKET=$bucket"
 }
 
 stop() {
-  if [ -f "$dir/moto.pid" ]; then
-    kill "$(cat "$dir/moto.pid")" 2>/dev/null || true
-    rm -f "$dir/moto.pid"
+  [ -f "$dir/moto.pid" ] || return 0
+  pid=$(cat "$dir/moto.pid")
+  # Only a moto server: the pid may be stale and reused by something else.
+  if [[ "$(ps -p "$pid" -o args= 2>/dev/null || true)" == *moto.server* ]]; then
+    kill "$pid"
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
   fi
+  rm -f "$dir/moto.pid"
 }
 
 case "${1:-start}" in

@@ -1,6 +1,8 @@
 //! The examples of `docs/FILES.md` (curl, Python, JavaScript) run against a live server: each
-//! uploads a file in chunks, submits jobs, plays the worker that reads the input and attaches a
-//! result file, and downloads the result; each ends by printing `verified` after its checks.
+//! uploads a file in chunks, submits jobs (one as a form), plays the worker that reads the
+//! input and attaches a result file and a transcript, downloads the result (whole, by range,
+//! as subtitles), follows the job's event stream and retries a keyed submission; each ends by
+//! printing `verified` after its checks.
 
 use crate::docs::block;
 use crate::files_support::bytes;

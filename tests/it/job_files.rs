@@ -191,6 +191,17 @@ async fn refused_forms_record_nothing_and_a_retried_keyed_form_is_answered_once(
         .part("file", Part::bytes(vec![1, 2, 3]).file_name("a"));
     let refused = submit_form(&app, &key, bad_input).await;
     assert_eq!(problem(refused).await["errors"][0]["field"], "input");
+    // A text field larger than a JSON body may be (1 MiB by default) is refused too.
+    let huge_input = Form::new()
+        .text("kind", "k")
+        .text(
+            "input",
+            format!(r#"{{"pad": "{}"}}"#, "x".repeat(1024 * 1024)),
+        )
+        .part("file", Part::bytes(vec![1, 2, 3]).file_name("a"));
+    let refused = submit_form(&app, &key, huge_input).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(refused).await["errors"][0]["field"], "input");
     assert_eq!(event_count(&app.pool).await, before);
     let files_after: i64 = sqlx::query_scalar("SELECT count(*) FROM files")
         .fetch_one(&app.pool)

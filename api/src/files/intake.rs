@@ -23,7 +23,7 @@ pub fn clean_filename(name: Option<&str>, fallback: &str) -> String {
         .unwrap_or_default();
     let mut clean: String = base
         .chars()
-        .filter(|c| !c.is_control() && *c != '"')
+        .filter(|c| !c.is_control() && !is_bidi_control(*c) && *c != '"')
         .collect();
     while clean.len() > 255 {
         clean.pop();
@@ -34,6 +34,12 @@ pub fn clean_filename(name: Option<&str>, fallback: &str) -> String {
     } else {
         clean
     }
+}
+
+/// Characters that reorder how a name is displayed (`invoice\u{202E}fdp.exe` shows as
+/// "invoiceexe.pdf").
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A declared content type if it looks like one (`type/subtype`), else `application/octet-stream`.
@@ -89,6 +95,10 @@ mod tests {
         assert_eq!(clean_filename(Some("C:\\Users\\a\\b.mp4"), "file"), "b.mp4");
         assert_eq!(clean_filename(Some("a\"b\n.txt"), "file"), "ab.txt");
         assert_eq!(clean_filename(Some(".."), "file"), "file");
+        assert_eq!(
+            clean_filename(Some("invoice\u{202E}fdp.exe"), "f"),
+            "invoicefdp.exe"
+        );
         assert_eq!(clean_filename(None, "file"), "file");
         assert_eq!(clean_filename(Some(&"x".repeat(300)), "f").len(), 255);
     }

@@ -43,7 +43,8 @@ pub async fn sweep(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<Swept
     let due: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE files SET state = 'expired', removed_at = now() WHERE id IN ( \
              SELECT id FROM files WHERE job_id IS NULL AND expires_at <= $1 \
-                AND state IN ('uploading', 'assembling', 'complete') \
+                AND (state IN ('uploading', 'complete') \
+                     OR (state = 'assembling' AND expires_at <= $1 - interval '1 day')) \
               ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
          RETURNING id",
     )

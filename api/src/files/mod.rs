@@ -137,8 +137,17 @@ pub async fn received_chunks(pool: &PgPool, upload: Uuid) -> sqlx::Result<Vec<i3
         .await
 }
 
-/// Keeps a received chunk (replacing an earlier copy of the same chunk). False when the upload
-/// is no longer taking chunks.
+/// What keeping a chunk did.
+pub enum Kept {
+    /// Recorded; the object of the copy it replaced, if any, is no longer wanted.
+    Replaced(Option<String>),
+    /// The upload no longer takes chunks.
+    Closed,
+}
+
+/// Keeps a received chunk, replacing an earlier copy of it. The upload's row is locked for the
+/// moment, so a chunk cannot slip in while `complete` starts or the janitor expires the upload,
+/// and two copies of one chunk arriving together each see the other's key.
 pub async fn record_chunk(
     pool: &PgPool,
     upload: Uuid,
@@ -146,10 +155,25 @@ pub async fn record_chunk(
     size: u64,
     sha256: &str,
     object_key: &str,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+) -> sqlx::Result<Kept> {
+    let mut tx = pool.begin().await?;
+    let open: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM files WHERE id = $1 AND state = 'uploading' FOR UPDATE")
+            .bind(upload)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if open.is_none() {
+        return Ok(Kept::Closed);
+    }
+    let previous: Option<String> =
+        sqlx::query_scalar("SELECT object_key FROM upload_chunks WHERE upload_id = $1 AND n = $2")
+            .bind(upload)
+            .bind(n as i32)
+            .fetch_optional(&mut *tx)
+            .await?;
+    sqlx::query(
         "INSERT INTO upload_chunks (upload_id, n, size, sha256, object_key) \
-         SELECT id, $2, $3, $4, $5 FROM files WHERE id = $1 AND state = 'uploading' \
+         VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (upload_id, n) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, \
              object_key = excluded.object_key, received_at = now()",
     )
@@ -158,9 +182,10 @@ pub async fn record_chunk(
     .bind(size as i64)
     .bind(sha256)
     .bind(object_key)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected() == 1)
+    tx.commit().await?;
+    Ok(Kept::Replaced(previous))
 }
 
 /// The object keys of an upload's chunks, in order.
@@ -182,21 +207,22 @@ pub async fn transition(pool: &PgPool, id: Uuid, from: &str, to: &str) -> sqlx::
     Ok(done.rows_affected() == 1)
 }
 
-/// Marks an assembled upload complete with the hash of its bytes.
+/// Marks an assembled upload complete with the hash of its bytes; `None` when it is no longer
+/// being assembled (the janitor expired it meanwhile).
 pub async fn complete_upload(
     pool: &PgPool,
     id: Uuid,
     sha256: &str,
     expires_at: DateTime<Utc>,
-) -> sqlx::Result<FileRow> {
+) -> sqlx::Result<Option<FileRow>> {
     sqlx::query_as(&format!(
         "UPDATE files SET state = 'complete', sha256 = $2, completed_at = now(), expires_at = $3 \
-         WHERE id = $1 RETURNING {COLUMNS}"
+         WHERE id = $1 AND state = 'assembling' RETURNING {COLUMNS}"
     ))
     .bind(id)
     .bind(sha256)
     .bind(expires_at)
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await
 }
 
@@ -209,6 +235,13 @@ pub async fn claim(
     job: Uuid,
     role: &str,
 ) -> sqlx::Result<Option<Vec<FileRow>>> {
+    let mut unique: Vec<Uuid> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !unique.contains(id) {
+            unique.push(*id);
+        }
+    }
+    let ids = &unique[..];
     let mut tx = pool.begin().await?;
     let rows: Vec<FileRow> = sqlx::query_as(&format!(
         "UPDATE files SET job_id = $3, role = $4, expires_at = NULL \

@@ -40,6 +40,8 @@ impl StreamedLimits {
             });
         match (req.method(), segments.as_slice()) {
             (&Method::PUT, ["uploads", _, "chunks", _]) => Some(self.chunk_bytes),
+            // No body, but assembling a large file takes the streamed requests' time.
+            (&Method::POST, ["uploads", _, "complete"]) => Some(self.chunk_bytes),
             (&Method::POST, ["jobs"]) | (&Method::POST, ["jobs", _, "complete"]) if multipart => {
                 Some(self.multipart_bytes + FORM_OVERHEAD)
             }
@@ -102,6 +104,8 @@ mod tests {
         assert_eq!(l.for_request(&complete), Some(100 + FORM_OVERHEAD));
         let json = request(Method::POST, "/api/v1/jobs", "application/json");
         assert_eq!(l.for_request(&json), None);
+        let assembly = request(Method::POST, "/api/v1/uploads/u/complete", "");
+        assert_eq!(l.for_request(&assembly), Some(10));
         let other = request(Method::POST, "/api/v1/webhooks", form);
         assert_eq!(l.for_request(&other), None);
     }

@@ -54,9 +54,31 @@ fn json_field<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::field(field, &format!("must be JSON: {e}")))
 }
 
+/// Text fields are held in memory, so they get the JSON bodies' limit (`http.max_body_bytes`).
+fn check_text(limit: usize, fields: &[(&str, &Option<String>)]) -> Result<(), ApiError> {
+    for (name, value) in fields {
+        if value.as_ref().is_some_and(|v| v.len() > limit) {
+            return Err(ApiError::field(
+                name,
+                &format!("must be at most {limit} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl JobForm {
     /// The JSON body this form stands for, and its file.
-    pub fn split(self) -> Result<(JobCreate, Upload), ApiError> {
+    pub fn split(self, limit: usize) -> Result<(JobCreate, Upload), ApiError> {
+        let kind = Some(self.kind.clone());
+        check_text(
+            limit,
+            &[
+                ("kind", &kind),
+                ("input", &self.input),
+                ("metadata", &self.metadata),
+            ],
+        )?;
         let input: Option<Value> = json_field("input", self.input)?;
         if input.as_ref().is_some_and(|i| !i.is_object()) {
             return Err(ApiError::field("input", "must be a JSON object"));
@@ -75,7 +97,8 @@ impl JobForm {
 }
 
 impl CompleteForm {
-    pub fn split(self) -> Result<(Option<Value>, Vec<Upload>), ApiError> {
+    pub fn split(self, limit: usize) -> Result<(Option<Value>, Vec<Upload>), ApiError> {
+        check_text(limit, &[("result", &self.result)])?;
         Ok((json_field("result", self.result)?, self.files))
     }
 }
@@ -154,8 +177,12 @@ pub async fn claim(
     })
 }
 
-/// Gives claimed files back after the job's command was refused.
-pub async fn release(state: &AppState, ids: &[Uuid]) {
+/// Gives claimed files back after the job's command was refused. When its outcome is unknown
+/// (a database error: the command may have been recorded), the claim stays.
+pub async fn release(state: &AppState, ids: &[Uuid], error: &ApiError) {
+    if matches!(error, ApiError::Internal(_)) || ids.is_empty() {
+        return;
+    }
     let expires_at = Utc::now() + Duration::hours(state.config.uploads.expiry_hours.into());
     if let Err(error) = files::release(&state.pool, ids, expires_at).await {
         tracing::warn!(%error, "releasing the files of a refused command");

@@ -3,6 +3,8 @@
 //! the input names) is claimed for the new job, and the command is run; a refused command
 //! releases the file.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use herald_domain::job::{
     JobCommand, JobKind, JobState, MaxAttempts, Metadata, Priority, SubmitJob,
@@ -20,7 +22,7 @@ use crate::http::problem::ApiError;
 use crate::state::{metadata, AppState};
 
 pub async fn submit(
-    state: &AppState,
+    state: &Arc<AppState>,
     caller: &Caller,
     context: &RequestContext,
     body: JsonOrForm<JobCreate, JobForm>,
@@ -28,7 +30,7 @@ pub async fn submit(
     let (create, part) = match body {
         JsonOrForm::Json(create) => (create, None),
         JsonOrForm::Form(form) => {
-            let (create, part) = form.split()?;
+            let (create, part) = form.split(state.config.http.max_body_bytes)?;
             (create, Some(part))
         }
     };
@@ -60,21 +62,21 @@ pub async fn submit(
     };
     let id = JobId::generate();
     let claimed: Vec<Uuid> = upload.into_iter().collect();
-    submit.input_files = forms::claim(
-        state,
-        &claimed,
-        submit.project_id,
-        id.as_uuid(),
-        "input",
-        "input.upload_id",
-    )
-    .await?;
-    let command = JobCommand::Submit(submit, Utc::now());
-    let submitted = app::submit(state, id, &metadata(caller, context), command).await;
-    if submitted.is_err() {
-        forms::release(state, &claimed).await;
-    }
-    submitted
+    let (state, metadata) = (state.clone(), metadata(caller, context));
+    // Claim and command run as a task of their own: a client that hangs up between the two
+    // must not leave a file claimed by a job that was never recorded.
+    let task = tokio::spawn(async move {
+        let (project, job) = (submit.project_id, id.as_uuid());
+        let field = "input.upload_id";
+        submit.input_files = forms::claim(&state, &claimed, project, job, "input", field).await?;
+        let command = JobCommand::Submit(submit, Utc::now());
+        let submitted = app::submit(&state, id, &metadata, command).await;
+        if let Err(error) = &submitted {
+            forms::release(&state, &claimed, error).await;
+        }
+        submitted
+    });
+    task.await.map_err(ApiError::internal)?
 }
 
 fn parse_submit(body: JobCreate, caller: &Caller) -> Result<SubmitJob, ApiError> {

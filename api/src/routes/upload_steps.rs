@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::upload_models::*;
 use super::uploads::UploadsApi;
 use crate::auth::{Caller, Credentials};
-use crate::files::{self, janitor, FileRow};
+use crate::files::{self, janitor, FileRow, Kept};
 use crate::http::problem::ApiError;
 use crate::storage::{file_key, StorageError};
 
@@ -144,23 +144,19 @@ impl UploadsApi {
             storage.delete(&object).await.map_err(ApiError::internal)?;
             return Err(refusal);
         }
-        let previous: Option<String> = sqlx::query_scalar(
-            "SELECT object_key FROM upload_chunks WHERE upload_id = $1 AND n = $2",
-        )
-        .bind(row.id)
-        .bind(n as i32)
-        .fetch_optional(&self.state.pool)
-        .await?;
         let pool = &self.state.pool;
         let kept =
             files::record_chunk(pool, row.id, n, written.size, &written.sha256, &key).await?;
-        // The copy that is no longer wanted: the one replaced, or this one if the upload closed.
-        let stale = if kept { previous } else { Some(key) };
+        // The copy no longer wanted: the one replaced, or this one if the upload closed.
+        let (stale, closed) = match kept {
+            Kept::Replaced(previous) => (previous, false),
+            Kept::Closed => (Some(key), true),
+        };
         if let Some(stale) = stale {
             let stale = ObjectPath::from(stale);
             storage.delete(&stale).await.map_err(ApiError::internal)?;
         }
-        if !kept {
+        if closed {
             return Err(not_open(row));
         }
         let received = files::received_chunks(pool, row.id).await?;
@@ -204,6 +200,11 @@ impl UploadsApi {
             Utc::now() + Duration::hours(self.state.config.uploads.expiry_hours.into());
         let done =
             files::complete_upload(&self.state.pool, row.id, &written.sha256, expires_at).await?;
+        let Some(done) = done else {
+            // Expired while it was being put together: its bytes go too.
+            storage.delete(&target).await.map_err(ApiError::internal)?;
+            return Err(not_open(row));
+        };
         janitor::remove_upload_bytes(&self.state, row.id)
             .await
             .map_err(ApiError::internal)?;

@@ -172,14 +172,21 @@ impl UploadsApi {
             }
             .into());
         }
-        match self.assemble(&row).await {
-            Ok(done) => Ok(Json(done)),
-            Err(error) => {
+        // Assembly runs as a task of its own: a client that hangs up, or a timeout, must not
+        // stop it halfway and leave the upload `assembling`.
+        let steps = UploadsApi {
+            state: self.state.clone(),
+        };
+        let assembly = tokio::spawn(async move {
+            let done = steps.assemble(&row).await;
+            if done.is_err() {
                 // Open again, so chunks can be re-sent or completion retried.
-                let _ =
-                    files::transition(&self.state.pool, row.id, "assembling", "uploading").await;
-                Err(error.into())
+                let pool = &steps.state.pool;
+                let _ = files::transition(pool, row.id, "assembling", "uploading").await;
             }
-        }
+            done
+        });
+        let done = assembly.await.map_err(ApiError::internal)??;
+        Ok(Json(done))
     }
 }

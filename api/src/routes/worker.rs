@@ -168,7 +168,7 @@ impl WorkerApi {
                 (body.result, named, Vec::new())
             }
             JsonOrForm::Form(form) => {
-                let (result, parts) = form.split()?;
+                let (result, parts) = form.split(self.state.config.http.max_body_bytes)?;
                 (result, Vec::new(), parts)
             }
         };
@@ -178,36 +178,24 @@ impl WorkerApi {
             .map_err(|e| ApiError::from(herald_store::CommandError::Rejected(e)))?;
         let mut claimed = named;
         claimed.extend(forms::store_parts(&self.state, &caller, job.project_id, parts).await?);
-        let files = forms::claim(
-            &self.state,
-            &claimed,
-            job.project_id,
-            id.0,
-            "result",
-            "files",
-        )
-        .await?;
-        let command = JobCommand::Complete {
-            worker,
-            result: result.unwrap_or_else(|| serde_json::json!({})),
-            files,
-            now: Utc::now(),
-        };
-        let done = app::execute(
-            &self.state,
-            &caller,
-            &metadata(&caller, context),
-            id.0,
-            command,
-        )
-        .await;
-        let job = match done {
-            Ok(job) => job,
-            Err(error) => {
-                forms::release(&self.state, &claimed).await;
-                return Err(error.into());
+        let (state, metadata) = (self.state.clone(), metadata(&caller, context));
+        let (caller, job_id, project) = (caller.clone(), id.0, job.project_id);
+        // Claim and command run as a task of their own (see `job_submit`).
+        let task = tokio::spawn(async move {
+            let files = forms::claim(&state, &claimed, project, job_id, "result", "files").await?;
+            let command = JobCommand::Complete {
+                worker,
+                result: result.unwrap_or_else(|| serde_json::json!({})),
+                files,
+                now: Utc::now(),
+            };
+            let done = app::execute(&state, &caller, &metadata, job_id, command).await;
+            if let Err(error) = &done {
+                forms::release(&state, &claimed, error).await;
             }
-        };
+            done
+        });
+        let job = task.await.map_err(ApiError::internal)??;
         Ok(Json(JobDto::render(
             id.0,
             &job,
