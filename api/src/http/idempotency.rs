@@ -47,17 +47,6 @@ fn hex_sha256(parts: &[&[u8]]) -> String {
         .collect()
 }
 
-fn is_multipart(req: &Request) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("multipart/")
-        })
-}
-
 /// Hashes a multipart body without its boundary, which clients pick at random for every
 /// request: a retried form built again is the same request.
 struct FormDigest {
@@ -99,11 +88,7 @@ impl FormDigest {
 
     fn finish(mut self) -> String {
         self.digest.update(&self.pending);
-        self.digest
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::storage::hex(&self.digest.finalize())
     }
 }
 
@@ -182,7 +167,7 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
             .map(|h| req.headers().get(*h).map_or(&b""[..], |v| v.as_bytes()))
             .collect();
         let scope = hex_sha256(&credentials);
-        let request_hash = if is_multipart(&req) {
+        let request_hash = if super::payloads::is_form(&req) {
             match spool(&mut req).await {
                 Ok(hash) => hash,
                 Err(_) => {

@@ -48,7 +48,9 @@ pub enum JsonOrForm<J, F> {
     Form(F),
 }
 
-fn is_form(request: &Request) -> bool {
+/// Whether the request's body is a `multipart/form-data` form (the one test for it: the edge,
+/// the idempotency middleware and `JsonOrForm` must agree on which bodies are forms).
+pub fn is_form(request: &Request) -> bool {
     request.content_type().is_some_and(|ct| {
         ct.trim_start()
             .to_ascii_lowercase()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use poem::http::{header, Method};
+use poem::http::Method;
 use poem::{Body, Request};
 
 /// Limits for streamed bodies (from `[uploads]`).
@@ -29,15 +29,7 @@ impl StreamedLimits {
     pub fn for_request(&self, req: &Request) -> Option<u64> {
         let path = req.uri().path();
         let segments: Vec<&str> = path.strip_prefix("/api/v1/")?.split('/').collect();
-        let multipart = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                ct.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("multipart/form-data")
-            });
+        let multipart = super::payloads::is_form(req);
         match (req.method(), segments.as_slice()) {
             (&Method::PUT, ["uploads", _, "chunks", _]) => Some(self.chunk_bytes),
             // No body, but assembling a large file takes the streamed requests' time.
@@ -71,6 +63,7 @@ pub fn limited(body: Body, limit: u64, exceeded: Arc<AtomicBool>) -> Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use poem::http::header;
 
     fn limits() -> StreamedLimits {
         StreamedLimits {

@@ -27,6 +27,13 @@ pub struct UploadsApi {
     pub state: Arc<AppState>,
 }
 
+fn busy() -> ApiError {
+    ApiError::Conflict {
+        code: "UPLOAD_BUSY",
+        detail: "the upload is being completed by another request".into(),
+    }
+}
+
 #[derive(ApiResponse)]
 pub enum Created {
     /// The upload is open; send its `chunk_count` chunks.
@@ -137,13 +144,7 @@ impl UploadsApi {
         match row.state.as_str() {
             "uploading" => {}
             "complete" => return Ok(Json(self.render(&row).await?)),
-            "assembling" => {
-                return Err(ApiError::Conflict {
-                    code: "UPLOAD_BUSY",
-                    detail: "the upload is being completed by another request".into(),
-                }
-                .into())
-            }
+            "assembling" => return Err(busy().into()),
             _ => return Err(not_open(&row).into()),
         }
         let received = files::received_chunks(&self.state.pool, row.id).await?;
@@ -166,11 +167,7 @@ impl UploadsApi {
             .into());
         }
         if !files::transition(&self.state.pool, row.id, "uploading", "assembling").await? {
-            return Err(ApiError::Conflict {
-                code: "UPLOAD_BUSY",
-                detail: "the upload is being completed by another request".into(),
-            }
-            .into());
+            return Err(busy().into());
         }
         // Assembly runs as a task of its own: a client that hangs up, or a timeout, must not
         // stop it halfway and leave the upload `assembling`.
