@@ -101,10 +101,10 @@ impl AppState {
                 config.rate_limits.clone(),
                 config.redis_url.expose(),
             )),
-            audit: config
-                .audit
-                .enabled
-                .then(|| crate::audit::AuditLog::start(pool.clone())),
+            audit: config.audit.enabled.then(|| {
+                let gather = Duration::from_micros(config.audit.gather_micros.into());
+                crate::audit::AuditLog::start(pool.clone(), gather)
+            }),
             storage,
             pool,
             config,

@@ -1,6 +1,6 @@
 //! The request log, the audit trail of every API call. The edge middleware hands each finished
 //! request to `AuditLog::record` and sends the response only once that returns: a single writer
-//! task gathers the records that arrive meanwhile and commits them in one statement (group
+//! (`writer`, a thread of its own) gathers the records that arrive meanwhile and commits them in one statement (group
 //! commit) that also moves the hash chain's head (`chain`) if, and only if, it is still where
 //! the writer left it: one round trip per batch, and replicas still append to one chain. The
 //! same statement adds the batch to the hourly usage counts (`usage_hourly`), so usage is
@@ -27,9 +27,10 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Starts the writer; it stops when the last `AuditLog` handle is dropped.
-    pub fn start(pool: PgPool) -> Arc<Self> {
+    /// `gather` is the group-commit wait under concurrent load (`audit.gather_micros`).
+    pub fn start(pool: PgPool, gather: std::time::Duration) -> Arc<Self> {
         let (queue, incoming) = mpsc::channel(16 * MAX_BATCH);
-        tokio::spawn(writer::write_batches(pool, incoming));
+        writer::spawn(pool, gather, incoming);
         Arc::new(Self { queue })
     }
 

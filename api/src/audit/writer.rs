@@ -2,11 +2,18 @@
 //! and appends each batch in one statement, which also moves the chain's head, only if the
 //! head is still where the writer left it, and adds the batch to the hourly usage counts. A
 //! batch whose head moved (another replica appended) is chained again from the stored head.
-//! One batch is written at a time: two in flight (the second chained onto the first) were
-//! measured slower on a CPU-bound 2-core machine, since they halve the batch size
-//! (docs/PERFORMANCE.md).
+//!
+//! The writer runs on a thread of its own with its own connection: woken on the server's
+//! runtime, each commit waited behind the request tasks, and the pool pinged every connection
+//! it handed out. Under concurrent load (the last batch held more than one record) it waits
+//! `audit.gather_micros` before taking a batch, so more records share a commit; a lone
+//! caller's record is written at once. One batch is written at a time: two in flight (the
+//! second chained onto the first) were measured slower on a CPU-bound 2-core machine, since
+//! they halve the batch size (docs/PERFORMANCE.md).
 
-use sqlx::PgPool;
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{chain, Pending, Record, MAX_BATCH};
@@ -14,10 +21,52 @@ use super::{chain, Pending, Record, MAX_BATCH};
 /// The end of the chain: sequence number and hash of its last record.
 type Head = (i64, String);
 
-pub(super) async fn write_batches(pool: PgPool, mut incoming: mpsc::Receiver<Pending>) {
+/// Starts the writer thread; it ends when every sender of `incoming` is gone.
+pub(super) fn spawn(pool: PgPool, gather: Duration, incoming: mpsc::Receiver<Pending>) {
+    std::thread::Builder::new()
+        .name("herald-audit".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the request-log writer");
+            runtime.block_on(write_batches(Db { pool, conn: None }, gather, incoming));
+        })
+        .expect("a thread for the request-log writer");
+}
+
+/// The writer's connection, opened with the pool's settings and opened again after an error.
+struct Db {
+    pool: PgPool,
+    conn: Option<PgConnection>,
+}
+
+impl Db {
+    async fn conn(&mut self) -> sqlx::Result<&mut PgConnection> {
+        if self.conn.is_none() {
+            let options = self.pool.connect_options();
+            self.conn = Some(PgConnection::connect_with(&options).await?);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// Forgets the connection after a failed statement (it may be broken).
+    fn failed(&mut self, error: &sqlx::Error, what: &str) {
+        tracing::error!(%error, "{what}");
+        self.conn = None;
+    }
+}
+
+async fn write_batches(mut db: Db, gather: Duration, mut incoming: mpsc::Receiver<Pending>) {
     // Where the chain ends, as this writer last left it; `None`: read it from the database.
     let mut head: Option<Head> = None;
+    let mut concurrent = false;
     while let Some(first) = incoming.recv().await {
+        if concurrent && !gather.is_zero() {
+            // A blocking sleep on purpose: this thread has nothing else to do meanwhile, and
+            // Tokio's timers cannot wait less than a millisecond.
+            std::thread::sleep(gather);
+        }
         let mut pending = vec![first];
         while pending.len() < MAX_BATCH {
             match incoming.try_recv() {
@@ -25,25 +74,26 @@ pub(super) async fn write_batches(pool: PgPool, mut incoming: mpsc::Receiver<Pen
                 Err(_) => break,
             }
         }
+        concurrent = pending.len() > 1;
         let (mut records, acks): (Vec<Record>, Vec<oneshot::Sender<bool>>) =
             pending.into_iter().unzip();
         let committed = match head.take() {
             Some(start) => {
                 let end = link(&mut records, &start);
-                match append_at(&pool, &start, &end, &records).await {
+                match append_at(&mut db, &start, &end, &records).await {
                     Ok(true) => {
                         head = Some(end);
                         true
                     }
                     // Another replica moved the head: chain again from the stored one.
-                    Ok(false) => rechain_and_append(&pool, &mut records, &mut head).await,
+                    Ok(false) => rechain_and_append(&mut db, &mut records, &mut head).await,
                     Err(error) => {
-                        tracing::error!(%error, count = records.len(), "could not write the request log");
+                        db.failed(&error, "could not write the request log");
                         false
                     }
                 }
             }
-            None => rechain_and_append(&pool, &mut records, &mut head).await,
+            None => rechain_and_append(&mut db, &mut records, &mut head).await,
         };
         for ack in acks {
             let _ = ack.send(committed);
@@ -51,9 +101,9 @@ pub(super) async fn write_batches(pool: PgPool, mut incoming: mpsc::Receiver<Pen
     }
 }
 
-async fn stored_head(pool: &PgPool) -> sqlx::Result<Head> {
+async fn stored_head(db: &mut Db) -> sqlx::Result<Head> {
     sqlx::query_as("SELECT last_seq, last_hash FROM request_log_head WHERE id = 1")
-        .fetch_one(pool)
+        .fetch_one(db.conn().await?)
         .await
 }
 
@@ -72,28 +122,24 @@ fn link(records: &mut [Record], start: &Head) -> Head {
 
 /// Chains `records` from the stored head and appends them, again while other replicas keep
 /// moving the head (up to a hundred times); on success `head` is the new end.
-async fn rechain_and_append(
-    pool: &PgPool,
-    records: &mut [Record],
-    head: &mut Option<Head>,
-) -> bool {
+async fn rechain_and_append(db: &mut Db, records: &mut [Record], head: &mut Option<Head>) -> bool {
     for _ in 0..100 {
-        let start = match stored_head(pool).await {
+        let start = match stored_head(db).await {
             Ok(start) => start,
             Err(error) => {
-                tracing::error!(%error, "could not read the request log's head");
+                db.failed(&error, "could not read the request log's head");
                 return false;
             }
         };
         let end = link(records, &start);
-        match append_at(pool, &start, &end, records).await {
+        match append_at(db, &start, &end, records).await {
             Ok(true) => {
                 *head = Some(end);
                 return true;
             }
             Ok(false) => continue,
             Err(error) => {
-                tracing::error!(%error, count = records.len(), "could not write the request log");
+                db.failed(&error, "could not write the request log");
                 return false;
             }
         }
@@ -105,7 +151,7 @@ async fn rechain_and_append(
 /// One statement: moves the head from `start` to `end` and inserts the records, or does
 /// nothing (false) when the head is no longer at `start`.
 async fn append_at(
-    pool: &PgPool,
+    db: &mut Db,
     start: &Head,
     end: &Head,
     records: &[Record],
@@ -152,7 +198,7 @@ async fn append_at(
     .bind(col(|r| r.error_code.clone()))
     .bind(col(|r| Some(r.prev_hash.clone())))
     .bind(col(|r| Some(r.hash.clone())))
-    .fetch_one(pool)
-        .await?;
+    .fetch_one(db.conn().await?)
+    .await?;
     Ok(inserted == records.len() as i64)
 }
