@@ -49,9 +49,13 @@ impl Projection for JobsProjection {
                 ids.push(id);
             }
         }
+        // Planned for each page (not prepared once): a plan cached while the table was small
+        // (a new database) would scan the whole table for every page until autovacuum
+        // analyzes it, which a write-heavy start can take minutes to do.
         let stored: Vec<(Uuid, i64, Json<JobState>)> =
             sqlx::query_as("SELECT id, version, doc FROM jobs WHERE id = ANY($1)")
                 .bind(&ids)
+                .persistent(false)
                 .fetch_all(&mut *conn)
                 .await?;
         let mut jobs: HashMap<Uuid, (i64, JobState)> = stored
