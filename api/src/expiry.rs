@@ -76,7 +76,7 @@ impl ExpirySweeper {
             }
         }
         let files = crate::files::janitor::sweep(&self.state, now).await?;
-        swept.files += files.uploads + files.job_files;
+        swept.files += files.uploads + files.job_files + files.retried;
         Ok(swept)
     }
 

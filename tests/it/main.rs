@@ -13,6 +13,7 @@ mod docs;
 mod downloads;
 mod events;
 mod file_docs;
+mod file_removal;
 mod idempotency;
 mod job_files;
 mod job_lifecycle;

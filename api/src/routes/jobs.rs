@@ -332,9 +332,11 @@ impl JobsApi {
     ) -> ApiResult<Deleted> {
         self.write(auth, context, id.0, JobCommand::Delete { now: Utc::now() })
             .await?;
-        crate::files::janitor::remove_job_files(&self.state, id.0)
-            .await
-            .map_err(ApiError::internal)?;
+        // The job is deleted: bytes the object store would not remove now are retried by the
+        // janitor, so they do not turn this answer into an error.
+        if let Err(error) = crate::files::janitor::remove_job_files(&self.state, id.0).await {
+            tracing::warn!(job = %id.0, error = format!("{error:#}"), "could not remove a deleted job's files");
+        }
         Ok(Deleted::NoContent)
     }
 }

@@ -205,9 +205,11 @@ impl UploadsApi {
             storage.delete(&target).await.map_err(ApiError::internal)?;
             return Err(not_open(row));
         };
-        janitor::remove_upload_bytes(&self.state, row.id)
-            .await
-            .map_err(ApiError::internal)?;
+        // The upload is complete: chunks the object store would not remove now are found
+        // again by the janitor.
+        if let Err(error) = janitor::remove_upload_bytes(&self.state, row.id).await {
+            tracing::warn!(upload = %row.id, error = format!("{error:#}"), "could not remove an upload's chunks");
+        }
         Ok(UploadDto::render(&done, &[]))
     }
 }
