@@ -37,6 +37,14 @@ async fn chunks_arrive_in_any_order_and_the_finished_file_is_a_jobs_input() {
     // So is one of the wrong size, and a chunk number past the end.
     let short = put_chunk(&app, &key, &id, 1, &parts[1][..100], None).await;
     assert_eq!(problem(short).await["code"], "CHUNK_SIZE_MISMATCH");
+    // A longer one is refused once it runs past its length, not after all of it was stored.
+    let long = [parts[1], parts[1]].concat();
+    let long = problem(put_chunk(&app, &key, &id, 1, &long, None).await).await;
+    assert_eq!(long["code"], "CHUNK_SIZE_MISMATCH");
+    assert!(
+        long["detail"].as_str().unwrap().contains("more arrived"),
+        "{long}"
+    );
     let past = put_chunk(&app, &key, &id, 3, parts[2], None).await;
     assert_eq!(past.status(), StatusCode::BAD_REQUEST);
     let unsigned = app

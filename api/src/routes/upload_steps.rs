@@ -3,6 +3,7 @@
 //! never replaces a good one) and assembling the chunks into the finished file.
 
 use chrono::{Duration, Utc};
+use futures::StreamExt;
 use herald_domain::{FieldError, ProjectId, Scope};
 use object_store::path::Path as ObjectPath;
 use uuid::Uuid;
@@ -119,8 +120,22 @@ impl UploadsApi {
         let storage = &self.state.storage;
         let key = format!("uploads/{}/{n}.{}", row.id, Uuid::now_v7().simple());
         let object = ObjectPath::from(key.clone());
-        let written = match storage.write(&object, body.into_bytes_stream()).await {
+        // Stop reading (and writing) as soon as the chunk is longer than it may be.
+        let mut arrived = 0u64;
+        let capped = body.into_bytes_stream().map(move |bytes| {
+            let bytes = bytes?;
+            arrived += bytes.len() as u64;
+            match arrived > expected_len {
+                true => Err(std::io::Error::other(ChunkTooLong)),
+                false => Ok(bytes),
+            }
+        });
+        let written = match storage.write(&object, capped).await {
             Ok(written) => written,
+            Err(StorageError::Incoming(error)) if is_too_long(&error) => {
+                let detail = format!("chunk {n} must have {expected_len} bytes, and more arrived");
+                return Err(unprocessable("CHUNK_SIZE_MISMATCH", detail));
+            }
             Err(StorageError::Incoming(error)) => {
                 return Err(ApiError::BadRequest {
                     code: "BODY_UNREADABLE",
@@ -168,6 +183,17 @@ impl UploadsApi {
             missing_chunks: row.chunk_count.unwrap_or(0) - received.len() as i32,
         })
     }
+}
+
+/// The marker a chunk's byte stream fails with when it runs past the chunk's length.
+#[derive(Debug, thiserror::Error)]
+#[error("the chunk is longer than declared")]
+struct ChunkTooLong;
+
+fn is_too_long(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<ChunkTooLong>())
 }
 
 impl UploadsApi {
