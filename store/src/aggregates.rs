@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventStore};
-use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
+use crate::repository::EventRepository;
 use crate::{Announcer, EventMetadata};
 
 /// Conflicts are retried this many times; with 20 writers on one aggregate, a writer can lose
@@ -47,7 +47,7 @@ pub struct Committed<A> {
 
 /// The event store for one aggregate type.
 pub struct AggregateStore<A: Aggregate> {
-    store: PersistedEventStore<PostgresEventRepository, A>,
+    store: PersistedEventStore<EventRepository, A>,
     announcer: Announcer,
 }
 
@@ -63,7 +63,7 @@ where
     }
 
     pub fn with_announcer(pool: PgPool, announcer: Announcer) -> Self {
-        let repo = PostgresEventRepository::new(pool);
+        let repo = EventRepository::new(pool);
         Self {
             store: PersistedEventStore::new_event_store(repo),
             announcer,

@@ -2,7 +2,8 @@
 //!
 //! Writes go through cqrs-es's `PersistedEventStore` in pure event-sourcing mode (no snapshot or
 //! aggregate store): `aggregates` loads an aggregate from its events, lets it decide, and commits
-//! the new events with optimistic concurrency. Reads of the global log (for projections, the
+//! the new events with optimistic concurrency through `repository` (postgres-es's, with a
+//! one-statement path for single events). Reads of the global log (for projections, the
 //! webhook projector and history endpoints) live in `log`. `MIGRATOR` embeds the SQL migrations
 //! once for the binary and the tests.
 
@@ -10,6 +11,7 @@ pub mod aggregates;
 pub mod announce;
 pub mod log;
 pub mod metadata;
+mod repository;
 pub mod search;
 
 pub use aggregates::{AggregateStore, CommandError, Committed};
