@@ -55,7 +55,8 @@ impl ExpirySweeper {
             {
                 Ok(committed) => {
                     swept.jobs += usize::from(committed.appended > 0);
-                    swept.files += crate::files::janitor::remove_job_files(&self.state, id).await?;
+                    // Marked here, removed by the file janitor's pass below.
+                    crate::files::janitor::mark_job_files(&self.state, id).await?;
                 }
                 Err(CommandError::Rejected(JobError::NotFound)) => {}
                 Err(error) => {
@@ -76,7 +77,7 @@ impl ExpirySweeper {
             }
         }
         let files = crate::files::janitor::sweep(&self.state, now).await?;
-        swept.files += files.uploads + files.job_files + files.retried;
+        swept.files += files.uploads + files.job_files;
         Ok(swept)
     }
 

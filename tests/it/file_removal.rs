@@ -1,10 +1,10 @@
 //! Removing file bytes when the object store fails: the job is still deleted (204), the file's
-//! row stays marked with its bytes not yet gone, and the janitor's next sweeps retry it until
-//! the store cooperates, then count it once. The store is the real local one; a delete is made
-//! to fail by putting a directory where the object's file was (unlink refuses directories,
-//! even for root).
+//! row stays marked with its bytes not yet gone, and the janitor's sweeps retry it (at most
+//! once a minute) until the store cooperates, then count it once. The store is the real local
+//! one; a delete is made to fail by putting a directory where the object's file was (unlink
+//! refuses directories, even for root).
 
-use chrono::Utc;
+use chrono::{Duration, Utc};
 use reqwest::{Method, StatusCode};
 use uuid::Uuid;
 
@@ -58,9 +58,20 @@ async fn a_removal_the_store_refuses_is_retried_by_the_janitor() {
     assert_eq!(swept.files, 0);
     assert_eq!(removal(&app, input).await, ("removed".into(), false));
 
+    // A refused removal is retried a minute later at the earliest, so a sweep two minutes on
+    // retries it; the store still refuses, and the refusal is noted again.
+    let later = || Utc::now() + Duration::minutes(2);
+    assert_eq!(sweeper.run_once(later()).await.unwrap().files, 0);
+    assert_eq!(removal(&app, input).await, ("removed".into(), false));
+
     std::fs::remove_dir_all(&object).unwrap();
     std::fs::write(&object, b"the bytes again").unwrap();
-    let swept = sweeper.run_once(Utc::now()).await.unwrap();
+    let soon = sweeper.run_once(Utc::now()).await.unwrap();
+    assert_eq!(
+        soon.files, 0,
+        "retried less than a minute after it was refused"
+    );
+    let swept = sweeper.run_once(later()).await.unwrap();
     assert_eq!(swept.files, 1);
     assert_eq!(removal(&app, input).await, ("removed".into(), true));
     let storage = &app.state.storage;
@@ -68,6 +79,6 @@ async fn a_removal_the_store_refuses_is_retried_by_the_janitor() {
         .exists(&herald_api::storage::file_key(input))
         .await
         .unwrap());
-    assert_eq!(sweeper.run_once(Utc::now()).await.unwrap().files, 0);
+    assert_eq!(sweeper.run_once(later()).await.unwrap().files, 0);
     app.stop().await;
 }

@@ -5,13 +5,14 @@
 //!
 //! The writer runs on a thread of its own with its own connection: woken on the server's
 //! runtime, each commit waited behind the request tasks, and the pool pinged every connection
-//! it handed out. Under concurrent load (the last batch held more than one record) it waits
-//! `audit.gather_micros` before taking a batch, so more records share a commit; a lone
-//! caller's record is written at once. One batch is written at a time: two in flight (the
-//! second chained onto the first) were measured slower on a CPU-bound 2-core machine, since
-//! they halve the batch size (docs/PERFORMANCE.md).
+//! it handed out. Under concurrent load (the last batch, a moment ago, held more than one
+//! record) it waits `audit.gather_micros` before taking a batch, so more records share a
+//! commit; a lone caller's record is written at once. Connecting and each statement are
+//! limited to 10 s, so a hung database answers calls with 503 instead of holding them. One
+//! batch is written at a time: two in flight (the second chained onto the first) were measured
+//! slower on a CPU-bound 2-core machine, since they halve the batch size (docs/PERFORMANCE.md).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
@@ -41,11 +42,26 @@ struct Db {
     conn: Option<PgConnection>,
 }
 
+/// The longest the writer waits to connect or for one statement: every API response waits
+/// for the writer, so a hung database must turn into 503s, not into requests that never end.
+const DB_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `work`, or a timeout error once `DB_TIMEOUT` has passed.
+async fn within<T>(work: impl std::future::Future<Output = sqlx::Result<T>>) -> sqlx::Result<T> {
+    match tokio::time::timeout(DB_TIMEOUT, work).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the database did not answer in time",
+        ))),
+    }
+}
+
 impl Db {
     async fn conn(&mut self) -> sqlx::Result<&mut PgConnection> {
         if self.conn.is_none() {
             let options = self.pool.connect_options();
-            self.conn = Some(PgConnection::connect_with(&options).await?);
+            self.conn = Some(within(PgConnection::connect_with(&options)).await?);
         }
         Ok(self.conn.as_mut().expect("connected above"))
     }
@@ -57,12 +73,18 @@ impl Db {
     }
 }
 
+/// A record arriving within this time of the last batch counts as concurrent load.
+const BUSY_WITHIN: Duration = Duration::from_millis(10);
+
 async fn write_batches(mut db: Db, gather: Duration, mut incoming: mpsc::Receiver<Pending>) {
     // Where the chain ends, as this writer last left it; `None`: read it from the database.
     let mut head: Option<Head> = None;
+    // Whether the last batch held more than one record, and when it was written: requests
+    // are arriving concurrently if so and that was a moment ago.
     let mut concurrent = false;
+    let mut written = Instant::now();
     while let Some(first) = incoming.recv().await {
-        if concurrent && !gather.is_zero() {
+        if concurrent && written.elapsed() < BUSY_WITHIN && !gather.is_zero() {
             // A blocking sleep on purpose: this thread has nothing else to do meanwhile, and
             // Tokio's timers cannot wait less than a millisecond.
             std::thread::sleep(gather);
@@ -95,6 +117,7 @@ async fn write_batches(mut db: Db, gather: Duration, mut incoming: mpsc::Receive
             }
             None => rechain_and_append(&mut db, &mut records, &mut head).await,
         };
+        written = Instant::now();
         for ack in acks {
             let _ = ack.send(committed);
         }
@@ -102,9 +125,12 @@ async fn write_batches(mut db: Db, gather: Duration, mut incoming: mpsc::Receive
 }
 
 async fn stored_head(db: &mut Db) -> sqlx::Result<Head> {
-    sqlx::query_as("SELECT last_seq, last_hash FROM request_log_head WHERE id = 1")
-        .fetch_one(db.conn().await?)
-        .await
+    let conn = db.conn().await?;
+    within(
+        sqlx::query_as("SELECT last_seq, last_hash FROM request_log_head WHERE id = 1")
+            .fetch_one(conn),
+    )
+    .await
 }
 
 /// Numbers and chains `records` after `start`; returns the new end of the chain.
@@ -158,7 +184,8 @@ async fn append_at(
 ) -> sqlx::Result<bool> {
     // One fixed statement (prepared once, whatever the batch size), one array per column.
     let col = |f: fn(&Record) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
-    let inserted: i64 = sqlx::query_scalar(
+    let conn = db.conn().await?;
+    let statement = sqlx::query_scalar(
         "WITH head AS (UPDATE request_log_head SET last_seq = $1, last_hash = $2 \
                         WHERE id = 1 AND last_seq = $3 AND last_hash = $4 RETURNING 1), \
          logged AS (INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, \
@@ -198,7 +225,7 @@ async fn append_at(
     .bind(col(|r| r.error_code.clone()))
     .bind(col(|r| Some(r.prev_hash.clone())))
     .bind(col(|r| Some(r.hash.clone())))
-    .fetch_one(db.conn().await?)
-    .await?;
+    .fetch_one(conn);
+    let inserted: i64 = within(statement).await?;
     Ok(inserted == records.len() as i64)
 }

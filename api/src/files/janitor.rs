@@ -15,44 +15,52 @@ use crate::storage::file_key;
 
 const BATCH: i64 = 100;
 
-/// What one sweep removed.
+/// What one sweep removed: files counted once, when their bytes are gone.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweptFiles {
     /// Uploads (finished or not) that no job took in time.
     pub uploads: usize,
     /// Files of expired or deleted jobs.
     pub job_files: usize,
-    /// Removals that had failed before (the object store did not answer) and were finished.
-    pub retried: usize,
 }
 
-/// Removes the bytes of every file `job` holds (input and result). Returns how many were
-/// removed; one the object store failed stays marked and the next sweep retries it.
-pub async fn remove_job_files(state: &AppState, job: Uuid) -> anyhow::Result<usize> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
+/// A refused removal is tried again after this long.
+const RETRY_AFTER: &str = "1 minute";
+
+/// Marks every file `job` holds (input and result) for removal; the janitor removes the bytes.
+pub async fn mark_job_files(state: &AppState, job: Uuid) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
         "UPDATE files SET state = 'removed' WHERE job_id = $1 AND state = 'complete' RETURNING id",
     )
     .bind(job)
     .fetch_all(&state.pool)
-    .await?;
+    .await
+}
+
+/// Marks and removes the files of `job` at once (a deleted job). Returns how many were
+/// removed; one the object store refused stays marked and a later sweep retries it.
+pub async fn remove_job_files(state: &AppState, job: Uuid) -> anyhow::Result<usize> {
     let mut removed = 0;
-    for id in ids {
-        if finished(state, id).await {
-            removed += 1;
-        }
+    for id in mark_job_files(state, job).await? {
+        removed += usize::from(finished(state, id).await);
     }
     Ok(removed)
 }
 
-/// `finish_removal`, logging a failure (the next sweep retries it); whether it is done.
+/// `finish_removal`; a failure is logged and noted for a later retry. Whether it is done.
 async fn finished(state: &AppState, id: Uuid) -> bool {
-    match finish_removal(state, id).await {
-        Ok(()) => true,
-        Err(error) => {
-            tracing::warn!(file = %id, error = format!("{error:#}"), "could not remove a file's bytes; the janitor will retry");
-            false
-        }
+    let Err(error) = finish_removal(state, id).await else {
+        return true;
+    };
+    tracing::warn!(file = %id, error = format!("{error:#}"), "could not remove a file's bytes; the janitor will retry");
+    let noted = sqlx::query("UPDATE files SET removal_attempted_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&state.pool)
+        .await;
+    if let Err(error) = noted {
+        tracing::warn!(file = %id, %error, "could not note a failed removal");
     }
+    false
 }
 
 /// Deletes a marked file's object (and chunks), then records that its bytes are gone.
@@ -66,44 +74,49 @@ async fn finish_removal(state: &AppState, id: Uuid) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One pass over what is due at `now`.
+/// One pass over what is due at `now`: marks expired uploads and files of expired or deleted
+/// jobs, then removes the bytes of what is marked (new marks first, then refused removals
+/// after `RETRY_AFTER`). The first refusal ends the pass: the store is likely unavailable, and
+/// the rest waits for the next sweep instead of each one waiting out the store's retries.
 pub async fn sweep(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<SweptFiles> {
-    let mut swept = SweptFiles::default();
-    // Removals that failed earlier (or are under way elsewhere: deleting twice is harmless).
-    let unfinished: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM files WHERE state IN ('expired', 'removed') AND removed_at IS NULL \
-          ORDER BY id LIMIT $1",
-    )
-    .bind(BATCH)
-    .fetch_all(&state.pool)
-    .await?;
-    for id in unfinished {
-        swept.retried += usize::from(finished(state, id).await);
-    }
-    let due: Vec<Uuid> = sqlx::query_scalar(
+    sqlx::query(
         "UPDATE files SET state = 'expired' WHERE id IN ( \
              SELECT id FROM files WHERE job_id IS NULL AND expires_at <= $1 \
                 AND (state IN ('uploading', 'complete') \
                      OR (state = 'assembling' AND expires_at <= $1 - interval '1 day')) \
-              ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         RETURNING id",
+              ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
     )
+    .bind(now)
+    .bind(BATCH)
+    .execute(&state.pool)
+    .await?;
+    sqlx::query(
+        "UPDATE files SET state = 'removed' WHERE id IN ( \
+             SELECT f.id FROM files f JOIN jobs j ON j.id = f.job_id \
+              WHERE f.state = 'complete' AND (j.expired_at IS NOT NULL OR j.deleted) \
+              LIMIT $1 FOR UPDATE OF f SKIP LOCKED)",
+    )
+    .bind(BATCH)
+    .execute(&state.pool)
+    .await?;
+    let marked: Vec<(Uuid, String)> = sqlx::query_as(&format!(
+        "SELECT id, state FROM files WHERE state IN ('expired', 'removed') AND removed_at IS NULL \
+            AND (removal_attempted_at IS NULL OR removal_attempted_at <= $1 - interval '{RETRY_AFTER}') \
+          ORDER BY removal_attempted_at NULLS FIRST, id LIMIT $2"
+    ))
     .bind(now)
     .bind(BATCH)
     .fetch_all(&state.pool)
     .await?;
-    for id in due {
-        swept.uploads += usize::from(finished(state, id).await);
-    }
-    let orphaned: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT f.job_id FROM files f JOIN jobs j ON j.id = f.job_id \
-          WHERE f.state = 'complete' AND (j.expired_at IS NOT NULL OR j.deleted) LIMIT $1",
-    )
-    .bind(BATCH)
-    .fetch_all(&state.pool)
-    .await?;
-    for job in orphaned {
-        swept.job_files += remove_job_files(state, job).await?;
+    let mut swept = SweptFiles::default();
+    for (id, file_state) in marked {
+        if !finished(state, id).await {
+            return Ok(swept);
+        }
+        match file_state.as_str() {
+            "expired" => swept.uploads += 1,
+            _ => swept.job_files += 1,
+        }
     }
     // Chunks an assembled upload could not remove at the time.
     let leftover: Vec<Uuid> = sqlx::query_scalar(
@@ -116,6 +129,7 @@ pub async fn sweep(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<Swept
     for upload in leftover {
         if let Err(error) = remove_upload_bytes(state, upload).await {
             tracing::warn!(upload = %upload, error = format!("{error:#}"), "could not remove an upload's chunks");
+            break;
         }
     }
     Ok(swept)
