@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use herald_domain::api_key::RateLimit;
 use herald_domain::role::ProjectRole;
 use herald_domain::user::UserState;
-use herald_domain::{KeyId, ProjectId, Scope, Scopes, SessionId, UserId};
+use herald_domain::{FieldError, KeyId, ProjectId, Scope, Scopes, SessionId, UserId};
 use herald_store::Actor;
 
 use crate::http::problem::ApiError;
@@ -140,6 +140,25 @@ impl Caller {
         }
     }
 
+    /// The project a new resource goes in: a bound key's own (naming another is refused), or
+    /// the one a caller bound to none names (required). Whether that caller may act there is
+    /// the caller's next check.
+    pub fn target_project(&self, asked: Option<uuid::Uuid>) -> Result<ProjectId, FieldError> {
+        match (self.project_id(), asked) {
+            (Some(own), None) => Ok(own),
+            (Some(own), Some(asked)) if own.as_uuid() == asked => Ok(own),
+            (Some(_), Some(_)) => Err(FieldError::new(
+                "project_id",
+                "must be the key's own project",
+            )),
+            (None, Some(asked)) => Ok(ProjectId::from_uuid(asked)),
+            (None, None) => Err(FieldError::new(
+                "project_id",
+                "required unless the caller is a key bound to one project",
+            )),
+        }
+    }
+
     /// The projects whose resources lists may show; `None` means every project.
     pub fn visible_projects(&self) -> Option<Vec<uuid::Uuid>> {
         match &self.grants {
@@ -259,4 +278,30 @@ fn readable_aggregates(scopes: &Scopes) -> Vec<&'static str> {
         kinds.push("project");
     }
     kinds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(project: Option<ProjectId>) -> Caller {
+        let id = KeyId::parse("Zp3kQ8rT2mN5vB7x").unwrap();
+        let scopes = Scopes::parse(["jobs:write"]).unwrap();
+        Caller::for_key(id, project, scopes, RateLimit::default())
+    }
+
+    #[test]
+    fn a_bound_key_targets_its_own_project_and_an_unbound_caller_names_one() {
+        let own = ProjectId::generate();
+        let other = ProjectId::generate();
+        let bound = key(Some(own));
+        assert_eq!(bound.target_project(None), Ok(own));
+        assert_eq!(bound.target_project(Some(own.as_uuid())), Ok(own));
+        let refused = bound.target_project(Some(other.as_uuid())).unwrap_err();
+        assert!(refused.message.contains("own project"), "{refused:?}");
+        let unbound = key(None);
+        assert_eq!(unbound.target_project(Some(other.as_uuid())), Ok(other));
+        let missing = unbound.target_project(None).unwrap_err();
+        assert!(missing.message.contains("required"), "{missing:?}");
+    }
 }

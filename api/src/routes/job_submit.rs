@@ -9,7 +9,7 @@ use chrono::Utc;
 use herald_domain::job::{
     JobCommand, JobKind, JobState, MaxAttempts, Metadata, Priority, SubmitJob,
 };
-use herald_domain::{FieldError, JobId, ProjectId};
+use herald_domain::{FieldError, JobId};
 use uuid::Uuid;
 
 use super::job_forms::{self as forms, JobForm};
@@ -94,19 +94,7 @@ fn parse_submit(body: JobCreate, caller: &Caller) -> Result<SubmitJob, ApiError>
         .max_attempts
         .map_or(Ok(MaxAttempts::default()), MaxAttempts::parse);
     let metadata = Metadata::parse(body.metadata.unwrap_or_default());
-    let project = match (caller.project_id(), body.project_id) {
-        (Some(own), None) => Ok(own),
-        (Some(own), Some(asked)) if own.as_uuid() == asked => Ok(own),
-        (Some(_), Some(_)) => Err(FieldError::new(
-            "project_id",
-            "must be the key's own project",
-        )),
-        (None, Some(asked)) => Ok(ProjectId::from_uuid(asked)),
-        (None, None) => Err(FieldError::new(
-            "project_id",
-            "required unless the caller is a key bound to one project",
-        )),
-    };
+    let project = caller.target_project(body.project_id);
     check(kind.as_ref().map(|_| ()).map_err(Clone::clone));
     check(priority.as_ref().map(|_| ()).map_err(Clone::clone));
     check(max_attempts.as_ref().map(|_| ()).map_err(Clone::clone));

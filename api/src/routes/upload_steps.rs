@@ -79,26 +79,14 @@ impl UploadsApi {
         if body.sha256.as_deref().is_some_and(|s| !is_sha256(s)) {
             errors.push(FieldError::new("sha256", "must be 64 hex digits"));
         }
-        let project = match (caller.project_id(), body.project_id) {
-            (Some(own), None) => Some(own.as_uuid()),
-            (Some(own), Some(asked)) if own.as_uuid() == asked => Some(asked),
-            (Some(_), Some(_)) => {
-                errors.push(FieldError::new(
-                    "project_id",
-                    "must be the key's own project",
-                ));
-                None
-            }
-            (None, Some(asked)) if caller.can_see(ProjectId::from_uuid(asked)) => Some(asked),
-            (None, Some(_)) => {
+        let project = match caller.target_project(body.project_id) {
+            Ok(project) if caller.can_see(project) => Some(project.as_uuid()),
+            Ok(_) => {
                 errors.push(FieldError::new("project_id", "no such project"));
                 None
             }
-            (None, None) => {
-                errors.push(FieldError::new(
-                    "project_id",
-                    "required unless the caller is a key bound to one project",
-                ));
+            Err(error) => {
+                errors.push(error);
                 None
             }
         };
