@@ -79,12 +79,12 @@ const BUSY_WITHIN: Duration = Duration::from_millis(10);
 async fn write_batches(mut db: Db, gather: Duration, mut incoming: mpsc::Receiver<Pending>) {
     // Where the chain ends, as this writer last left it; `None`: read it from the database.
     let mut head: Option<Head> = None;
-    // Whether the last batch held more than one record, and when it was written: requests
-    // are arriving concurrently if so and that was a moment ago.
-    let mut concurrent = false;
-    let mut written = Instant::now();
+    // When the last batch that held more than one record was written: requests are arriving
+    // concurrently if that was a moment ago.
+    let mut last_shared: Option<Instant> = None;
     while let Some(first) = incoming.recv().await {
-        if concurrent && written.elapsed() < BUSY_WITHIN && !gather.is_zero() {
+        let busy = last_shared.is_some_and(|at| at.elapsed() < BUSY_WITHIN);
+        if busy && !gather.is_zero() {
             // A blocking sleep on purpose: this thread has nothing else to do meanwhile, and
             // Tokio's timers cannot wait less than a millisecond.
             std::thread::sleep(gather);
@@ -96,7 +96,7 @@ async fn write_batches(mut db: Db, gather: Duration, mut incoming: mpsc::Receive
                 Err(_) => break,
             }
         }
-        concurrent = pending.len() > 1;
+        let shared = pending.len() > 1;
         let (mut records, acks): (Vec<Record>, Vec<oneshot::Sender<bool>>) =
             pending.into_iter().unzip();
         let committed = match head.take() {
@@ -117,7 +117,7 @@ async fn write_batches(mut db: Db, gather: Duration, mut incoming: mpsc::Receive
             }
             None => rechain_and_append(&mut db, &mut records, &mut head).await,
         };
-        written = Instant::now();
+        last_shared = shared.then(Instant::now);
         for ack in acks {
             let _ = ack.send(committed);
         }

@@ -24,9 +24,6 @@ pub struct SweptFiles {
     pub job_files: usize,
 }
 
-/// A refused removal is tried again after this long.
-const RETRY_AFTER: &str = "1 minute";
-
 /// Marks every file `job` holds (input and result) for removal; the janitor removes the bytes.
 pub async fn mark_job_files(state: &AppState, job: Uuid) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
@@ -76,7 +73,7 @@ async fn finish_removal(state: &AppState, id: Uuid) -> anyhow::Result<()> {
 
 /// One pass over what is due at `now`: marks expired uploads and files of expired or deleted
 /// jobs, then removes the bytes of what is marked (new marks first, then refused removals
-/// after `RETRY_AFTER`). The first refusal ends the pass: the store is likely unavailable, and
+/// a minute after their refusal). The first refusal ends the pass: the store is likely unavailable, and
 /// the rest waits for the next sweep instead of each one waiting out the store's retries.
 pub async fn sweep(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<SweptFiles> {
     sqlx::query(
@@ -99,11 +96,12 @@ pub async fn sweep(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<Swept
     .bind(BATCH)
     .execute(&state.pool)
     .await?;
-    let marked: Vec<(Uuid, String)> = sqlx::query_as(&format!(
+    // A refused removal is tried again a minute after it was refused.
+    let marked: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT id, state FROM files WHERE state IN ('expired', 'removed') AND removed_at IS NULL \
-            AND (removal_attempted_at IS NULL OR removal_attempted_at <= $1 - interval '{RETRY_AFTER}') \
-          ORDER BY removal_attempted_at NULLS FIRST, id LIMIT $2"
-    ))
+            AND (removal_attempted_at IS NULL OR removal_attempted_at <= $1 - interval '1 minute') \
+          ORDER BY removal_attempted_at NULLS FIRST, id LIMIT $2",
+    )
     .bind(now)
     .bind(BATCH)
     .fetch_all(&state.pool)
