@@ -10,7 +10,7 @@ use herald_domain::user::User;
 use herald_domain::webhook_endpoint::WebhookEndpoint;
 use herald_domain::Scope;
 use herald_projections::Projection;
-use herald_store::{AggregateStore, Announcer, Coalescer, EventMetadata};
+use herald_store::{AggregateStore, Announcer, Appender, Coalescer, EventMetadata};
 use herald_webhooks::dispatcher::lease_for;
 use herald_webhooks::guard::AddressPolicy;
 use herald_webhooks::inbox::Inbox;
@@ -82,12 +82,14 @@ impl AppState {
             config.auth.login_attempts,
             Duration::from_secs(config.auth.login_window_seconds.into()),
         );
+        let appender = Some(Appender::start(pool.clone()));
+        let parts = || (pool.clone(), announcer.clone(), appender.clone());
         Self {
-            jobs: AggregateStore::with_announcer(pool.clone(), announcer.clone()),
-            projects: AggregateStore::with_announcer(pool.clone(), announcer.clone()),
-            keys: AggregateStore::with_announcer(pool.clone(), announcer.clone()),
-            users: AggregateStore::with_announcer(pool.clone(), announcer.clone()),
-            webhook_endpoints: AggregateStore::with_announcer(pool.clone(), announcer),
+            jobs: AggregateStore::from_parts(parts()),
+            projects: AggregateStore::from_parts(parts()),
+            keys: AggregateStore::from_parts(parts()),
+            users: AggregateStore::from_parts(parts()),
+            webhook_endpoints: AggregateStore::from_parts(parts()),
             projections,
             dispatcher_inbox,
             webhook_sender: Arc::new(webhook_sender(&config)),

@@ -12,7 +12,7 @@ use cqrs_es::{Aggregate, AggregateError, EventStore};
 use sqlx::PgPool;
 
 use crate::repository::EventRepository;
-use crate::{Announcer, EventMetadata};
+use crate::{Announcer, Appender, EventMetadata};
 
 /// Conflicts are retried this many times; with 20 writers on one aggregate, a writer can lose
 /// many rounds in a row, so the budget is generous and the backoff jittered (so losers do not
@@ -59,11 +59,13 @@ where
 {
     /// A store that announces each commit with its own `NOTIFY` (for short-lived processes).
     pub fn new(pool: PgPool) -> Self {
-        Self::with_announcer(pool.clone(), Announcer::Direct(pool))
+        Self::from_parts((pool.clone(), Announcer::Direct(pool), None))
     }
 
-    pub fn with_announcer(pool: PgPool, announcer: Announcer) -> Self {
-        let repo = EventRepository::new(pool);
+    /// A store that announces through `announcer` and, given an `appender`, writes single-event
+    /// commits together with other stores' (the server).
+    pub fn from_parts((pool, announcer, appender): (PgPool, Announcer, Option<Appender>)) -> Self {
+        let repo = EventRepository::new(pool, appender);
         Self {
             store: PersistedEventStore::new_event_store(repo),
             announcer,

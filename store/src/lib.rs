@@ -3,12 +3,13 @@
 //! Writes go through cqrs-es's `PersistedEventStore` in pure event-sourcing mode (no snapshot or
 //! aggregate store): `aggregates` loads an aggregate from its events, lets it decide, and commits
 //! the new events with optimistic concurrency through `repository` (postgres-es's, with a
-//! one-statement path for single events). Reads of the global log (for projections, the
+//! one-statement path for single events, batched across concurrent commands by `appender`). Reads of the global log (for projections, the
 //! webhook projector and history endpoints) live in `log`. `MIGRATOR` embeds the SQL migrations
 //! once for the binary and the tests.
 
 pub mod aggregates;
 pub mod announce;
+mod appender;
 pub mod log;
 pub mod metadata;
 mod repository;
@@ -16,6 +17,7 @@ pub mod search;
 
 pub use aggregates::{AggregateStore, CommandError, Committed};
 pub use announce::{Announcer, Coalescer};
+pub use appender::Appender;
 pub use log::{Position, StoredEvent};
 pub use metadata::{Actor, EventMetadata};
 

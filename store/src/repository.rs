@@ -2,7 +2,8 @@
 //! except that a commit of exactly one event (most commands) is one autocommitted `INSERT`
 //! instead of `BEGIN`, `INSERT`, `COMMIT`. A single statement is atomic on its own, the row is
 //! the one postgres-es would write, and a duplicate sequence number is the same optimistic-
-//! concurrency conflict; two fewer round trips per command. Everything else (loads, commits of
+//! concurrency conflict; two fewer round trips per command. In the server that single event goes
+//! to the `Appender`, which writes concurrent ones together. Everything else (loads, commits of
 //! several events) is postgres-es's own code.
 
 use cqrs_es::persist::{
@@ -13,16 +14,20 @@ use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::PgPool;
 
+use crate::Appender;
+
 pub struct EventRepository {
     inner: PostgresEventRepository,
     pool: PgPool,
+    appender: Option<Appender>,
 }
 
 impl EventRepository {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, appender: Option<Appender>) -> Self {
         Self {
             inner: PostgresEventRepository::new(pool.clone()),
             pool,
+            appender,
         }
     }
 
@@ -90,7 +95,10 @@ impl PersistedEventRepository for EventRepository {
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
         match (events, &snapshot_update) {
-            ([event], None) => self.insert_one::<A>(event).await,
+            ([event], None) => match &self.appender {
+                Some(appender) => appender.append(A::TYPE, event).await,
+                None => self.insert_one::<A>(event).await,
+            },
             _ => self.inner.persist::<A>(events, snapshot_update).await,
         }
     }

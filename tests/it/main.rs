@@ -6,6 +6,7 @@ mod support;
 
 mod account_webhooks;
 mod api_keys;
+mod appends;
 mod audit;
 mod audit_export;
 mod bad_input;

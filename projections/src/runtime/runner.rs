@@ -22,6 +22,11 @@ const PAGE_SIZE: i64 = 500;
 /// page per event into one page per few milliseconds of events; when the log is quiet the next
 /// wake-up is handled at once.
 const MIN_GAP: Duration = Duration::from_millis(5);
+/// The pause after a catch-up that read at least `BUSY_READ` events (thousands of events a
+/// second): fewer, larger pages, each costing a handful of round trips and a transaction,
+/// leave more of the machine to the requests; lists and webhooks lag by at most this much more.
+const BUSY_GAP: Duration = Duration::from_millis(20);
+const BUSY_READ: u64 = 16;
 
 pub struct ProjectionRunner {
     pool: PgPool,
@@ -108,8 +113,9 @@ impl ProjectionRunner {
         cancel: &CancellationToken,
     ) -> anyhow::Result<()> {
         loop {
-            self.catch_up(conn, cancel).await?;
-            tokio::time::sleep(MIN_GAP).await;
+            let read = self.catch_up(conn, cancel).await?;
+            let gap = if read >= BUSY_READ { BUSY_GAP } else { MIN_GAP };
+            tokio::time::sleep(gap).await;
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = self.wake.notified() => {}

@@ -1,0 +1,166 @@
+//! Group commit for single-event appends. Under concurrent load most commands append exactly one
+//! event; sending each as its own `INSERT` costs a statement, a transaction and a commit apiece.
+//! The appender queues them and writes whatever is waiting as one multi-row
+//! `INSERT … ON CONFLICT DO NOTHING RETURNING`: one transaction for the whole batch, and a
+//! row the primary key refuses (another writer took that sequence number first) comes back
+//! missing, which is that command's optimistic-concurrency conflict, exactly as a lone insert
+//! would have reported it. Nobody waits for a batch to fill: a batch is whatever queued while
+//! the previous ones were being written, so a lone caller is written at once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use cqrs_es::persist::{PersistenceError, SerializedEvent};
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// At most this many rows go into one statement.
+const MAX_BATCH: usize = 256;
+/// Batches written at the same time (each on its own pooled connection).
+const IN_FLIGHT: usize = 1;
+
+/// One waiting append and where its outcome goes.
+struct Pending {
+    aggregate_type: &'static str,
+    event: SerializedEvent,
+    done: oneshot::Sender<Result<(), PersistenceError>>,
+}
+
+/// A handle to the batching task; cheap to clone. The task ends when the last handle is dropped,
+/// after writing what was queued.
+#[derive(Clone)]
+pub struct Appender {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl Appender {
+    /// Starts the batching task on the current Tokio runtime.
+    pub fn start(pool: PgPool) -> Self {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, receiver));
+        Self { queue }
+    }
+
+    /// Appends one event; `OptimisticLockError` when its sequence number is already taken.
+    pub async fn append(
+        &self,
+        aggregate_type: &'static str,
+        event: &SerializedEvent,
+    ) -> Result<(), PersistenceError> {
+        let (done, outcome) = oneshot::channel();
+        let pending = Pending {
+            aggregate_type,
+            event: event.clone(),
+            done,
+        };
+        self.queue
+            .send(pending)
+            .map_err(|_| stopped("the appender has stopped"))?;
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(stopped("the appender dropped an append")))
+    }
+}
+
+async fn run(pool: PgPool, mut receiver: mpsc::UnboundedReceiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
+        let Some(first) = receiver.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            write(&pool, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Writes one batch and tells every waiter how its row fared.
+async fn write(pool: &PgPool, batch: Vec<Pending>) {
+    let outcome = insert(pool, &batch).await;
+    match outcome {
+        Ok(mut inserted) => {
+            for pending in batch {
+                let key = key(pending.aggregate_type, &pending.event);
+                // Two appends of the same sequence in one batch: the first row is the one
+                // PostgreSQL inserted, so the first waiter claims it and the second conflicts.
+                let result = if inserted.remove(&key) {
+                    Ok(())
+                } else {
+                    Err(PersistenceError::OptimisticLockError)
+                };
+                let _ = pending.done.send(result);
+            }
+        }
+        Err(error) => {
+            let message = error.to_string();
+            for pending in batch {
+                let failure = match &error {
+                    sqlx::Error::Database(_) => {
+                        PersistenceError::UnknownError(message.clone().into())
+                    }
+                    _ => PersistenceError::ConnectionError(message.clone().into()),
+                };
+                let _ = pending.done.send(Err(failure));
+            }
+        }
+    }
+}
+
+type Key = (String, String, i64);
+
+fn key(aggregate_type: &str, event: &SerializedEvent) -> Key {
+    (
+        aggregate_type.to_owned(),
+        event.aggregate_id.clone(),
+        event.sequence as i64,
+    )
+}
+
+async fn insert(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<Key>, sqlx::Error> {
+    let types: Vec<&str> = batch.iter().map(|p| p.aggregate_type).collect();
+    let ids: Vec<&str> = batch
+        .iter()
+        .map(|p| p.event.aggregate_id.as_str())
+        .collect();
+    let sequences: Vec<i64> = batch.iter().map(|p| p.event.sequence as i64).collect();
+    let event_types: Vec<&str> = batch.iter().map(|p| p.event.event_type.as_str()).collect();
+    let versions: Vec<&str> = batch
+        .iter()
+        .map(|p| p.event.event_version.as_str())
+        .collect();
+    let payloads: Vec<&Value> = batch.iter().map(|p| &p.event.payload).collect();
+    let metadata: Vec<&Value> = batch.iter().map(|p| &p.event.metadata).collect();
+    let rows: Vec<Key> = sqlx::query_as(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                             payload, metadata) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
+                              $6::jsonb[], $7::jsonb[]) \
+         ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING \
+         RETURNING aggregate_type, aggregate_id, sequence",
+    )
+    .bind(types)
+    .bind(ids)
+    .bind(sequences)
+    .bind(event_types)
+    .bind(versions)
+    .bind(payloads)
+    .bind(metadata)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+fn stopped(message: &str) -> PersistenceError {
+    PersistenceError::ConnectionError(message.into())
+}
