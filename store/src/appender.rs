@@ -139,13 +139,16 @@ async fn insert(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<Key>, sqlx::
         .iter()
         .map(|p| p.event.event_version.as_str())
         .collect();
-    let payloads: Vec<&Value> = batch.iter().map(|p| &p.event.payload).collect();
-    let metadata: Vec<&Value> = batch.iter().map(|p| &p.event.metadata).collect();
+    // As text, which PostgreSQL only validates on its way into the `json` columns (sent as
+    // `jsonb`, each document was parsed into jsonb and printed back out).
+    let text = |value: &Value| value.to_string();
+    let payloads: Vec<String> = batch.iter().map(|p| text(&p.event.payload)).collect();
+    let metadata: Vec<String> = batch.iter().map(|p| text(&p.event.metadata)).collect();
     let rows: Vec<Key> = sqlx::query_as(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
                              payload, metadata) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
-                              $6::jsonb[], $7::jsonb[]) \
+                              $6::text[]::json[], $7::text[]::json[]) \
          ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING \
          RETURNING aggregate_type, aggregate_id, sequence",
     )

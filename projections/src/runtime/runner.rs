@@ -7,8 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_store::log::read_after;
-use herald_store::StoredEvent;
+use herald_store::log::read_page;
 use sqlx::{Acquire, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -145,24 +144,20 @@ impl ProjectionRunner {
     async fn step(&self, conn: &mut PgConnection) -> anyhow::Result<usize> {
         let mut tx = conn.begin().await?;
         let from = checkpoint::lock(&mut tx, self.name()).await?;
-        let events = read_after(&mut *tx, from, PAGE_SIZE).await?;
-        let Some(last) = events.last() else {
+        let wanted = self.projection.aggregate_types();
+        let page = read_page(&mut *tx, from, PAGE_SIZE, wanted).await?;
+        let Some(last) = page.last else {
             return Ok(0);
         };
-        let last = last.position();
-        let wanted = self.projection.aggregate_types();
-        let relevant: Vec<&StoredEvent> = events
-            .iter()
-            .filter(|e| wanted.contains(&e.aggregate_type.as_str()))
-            .collect();
+        let relevant: Vec<_> = page.wanted.iter().collect();
         if !relevant.is_empty() {
             self.projection.apply_page(&mut tx, &relevant).await?;
         }
-        checkpoint::advance(&mut tx, self.name(), last, events.len() as i64).await?;
+        checkpoint::advance(&mut tx, self.name(), last, page.read as i64).await?;
         tx.commit().await?;
         if !relevant.is_empty() {
             self.projection.committed();
         }
-        Ok(events.len())
+        Ok(page.read)
     }
 }
