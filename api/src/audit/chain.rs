@@ -30,42 +30,80 @@ pub struct Record {
     pub hash: String,
 }
 
-/// The hash of `record` chained to `prev_hash` (the record's own `hash` is not an input).
+/// The hash of `record` chained to `prev_hash` (the record's own `hash` is not an input): the
+/// fields in a fixed order, each as text prefixed by its length in bytes (so no two different
+/// field lists hash the same bytes), written straight into the digest.
 pub fn hash(prev_hash: &str, record: &Record) -> String {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-    let fields = [
-        prev_hash.to_owned(),
-        record.seq.to_string(),
-        record
-            .occurred_at
-            .to_rfc3339_opts(SecondsFormat::Micros, true),
-        record.request_id.clone(),
-        opt(&record.actor_type),
-        opt(&record.actor_id),
-        record.project_id.map(|p| p.to_string()).unwrap_or_default(),
-        record.route.clone(),
-        record.method.clone(),
-        record.path.clone(),
-        record.status.to_string(),
-        record.latency_us.to_string(),
-        record.request_bytes.to_string(),
-        record.response_bytes.to_string(),
-        opt(&record.client_ip),
-        opt(&record.user_agent),
-        record.outcome.clone(),
-        opt(&record.error_code),
-    ];
     let mut digest = Sha256::new();
-    for field in fields {
-        // Length-prefixed, so no two different field lists hash the same text.
-        digest.update((field.len() as u64).to_be_bytes());
-        digest.update(field.as_bytes());
+    let mut field = |text: &[u8]| {
+        digest.update((text.len() as u64).to_be_bytes());
+        digest.update(text);
+    };
+    let mut number = itoa_buffer();
+    let mut uuid = Uuid::encode_buffer();
+    field(prev_hash.as_bytes());
+    field(number.format(record.seq).as_bytes());
+    let occurred = record
+        .occurred_at
+        .to_rfc3339_opts(SecondsFormat::Micros, true);
+    field(occurred.as_bytes());
+    field(record.request_id.as_bytes());
+    field(opt(&record.actor_type));
+    field(opt(&record.actor_id));
+    field(match record.project_id {
+        Some(project) => project.hyphenated().encode_lower(&mut uuid).as_bytes(),
+        None => b"",
+    });
+    field(record.route.as_bytes());
+    field(record.method.as_bytes());
+    field(record.path.as_bytes());
+    field(number.format(i64::from(record.status)).as_bytes());
+    field(number.format(record.latency_us).as_bytes());
+    field(number.format(record.request_bytes).as_bytes());
+    field(number.format(record.response_bytes).as_bytes());
+    field(opt(&record.client_ip));
+    field(opt(&record.user_agent));
+    field(record.outcome.as_bytes());
+    field(opt(&record.error_code));
+    let mut hex = String::with_capacity(64);
+    for byte in digest.finalize() {
+        hex.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX_DIGITS[usize::from(byte & 0xf)]));
     }
-    digest
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex
+}
+
+fn opt(text: &Option<String>) -> &[u8] {
+    text.as_deref().unwrap_or_default().as_bytes()
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Formats integers as decimal text without allocating.
+struct Decimal([u8; 20]);
+
+fn itoa_buffer() -> Decimal {
+    Decimal([0; 20])
+}
+
+impl Decimal {
+    fn format(&mut self, n: i64) -> &str {
+        let mut at = self.0.len();
+        let mut rest = n.unsigned_abs();
+        loop {
+            at -= 1;
+            self.0[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        if n < 0 {
+            at -= 1;
+            self.0[at] = b'-';
+        }
+        std::str::from_utf8(&self.0[at..]).expect("ASCII digits")
+    }
 }
 
 /// The first broken link in `records` (ordered by `seq`), given the hash and seq before them.
@@ -127,6 +165,30 @@ mod tests {
                 record
             })
             .collect()
+    }
+
+    /// Records already stored were hashed by earlier versions: the hash of a record with every
+    /// field set is pinned, so a change to the hashing that would break those chains fails here.
+    #[test]
+    fn the_hash_of_a_known_record_never_changes() {
+        let mut record = chain(1).remove(0);
+        record.seq = 42;
+        record.occurred_at = DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap();
+        record.project_id = Some(Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef));
+        record.client_ip = Some("203.0.113.7".into());
+        record.user_agent = Some("curl/8.5".into());
+        record.error_code = Some("JOB_NOT_FOUND".into());
+        record.status = 404;
+        record.latency_us = 1234;
+        record.request_bytes = 56;
+        record.response_bytes = -1;
+        for n in [i64::MIN, -1, 0, 7, i64::MAX] {
+            assert_eq!(itoa_buffer().format(n), n.to_string());
+        }
+        assert_eq!(
+            hash(&"ab".repeat(32), &record),
+            "ac34fc85371f1162d9023bf68b009219c0d0523c7fbd59de98906426adf7563b"
+        );
     }
 
     #[test]

@@ -183,7 +183,7 @@ async fn append_at(
     records: &[Record],
 ) -> sqlx::Result<bool> {
     // One fixed statement (prepared once, whatever the batch size), one array per column.
-    let col = |f: fn(&Record) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
+    let col = |f: fn(&Record) -> Option<&str>| records.iter().map(f).collect::<Vec<_>>();
     let conn = db.conn().await?;
     let statement = sqlx::query_scalar(
         "WITH head AS (UPDATE request_log_head SET last_seq = $1, last_hash = $2 \
@@ -208,23 +208,23 @@ async fn append_at(
     .bind(&start.1)
     .bind(records.iter().map(|r| r.seq).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
-    .bind(col(|r| Some(r.request_id.clone())))
-    .bind(col(|r| r.actor_type.clone()))
-    .bind(col(|r| r.actor_id.clone()))
+    .bind(col(|r| Some(&r.request_id)))
+    .bind(col(|r| r.actor_type.as_deref()))
+    .bind(col(|r| r.actor_id.as_deref()))
     .bind(records.iter().map(|r| r.project_id).collect::<Vec<_>>())
-    .bind(col(|r| Some(r.route.clone())))
-    .bind(col(|r| Some(r.method.clone())))
-    .bind(col(|r| Some(r.path.clone())))
+    .bind(col(|r| Some(&r.route)))
+    .bind(col(|r| Some(&r.method)))
+    .bind(col(|r| Some(&r.path)))
     .bind(records.iter().map(|r| r.status).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.latency_us).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.request_bytes).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.response_bytes).collect::<Vec<_>>())
-    .bind(col(|r| r.client_ip.clone()))
-    .bind(col(|r| r.user_agent.clone()))
-    .bind(col(|r| Some(r.outcome.clone())))
-    .bind(col(|r| r.error_code.clone()))
-    .bind(col(|r| Some(r.prev_hash.clone())))
-    .bind(col(|r| Some(r.hash.clone())))
+    .bind(col(|r| r.client_ip.as_deref()))
+    .bind(col(|r| r.user_agent.as_deref()))
+    .bind(col(|r| Some(&r.outcome)))
+    .bind(col(|r| r.error_code.as_deref()))
+    .bind(col(|r| Some(&r.prev_hash)))
+    .bind(col(|r| Some(&r.hash)))
     .fetch_one(conn);
     let inserted: i64 = within(statement).await?;
     Ok(inserted == records.len() as i64)
