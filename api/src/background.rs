@@ -44,7 +44,8 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
         }
     });
     let local: Vec<_> = state.wakeups.iter().map(|(_, w)| w.clone()).collect();
-    tracker.spawn(LogWakeups::new(local).run(state.pool.clone(), cancel.clone()));
+    let origin = state.announcer.origin().to_owned();
+    tracker.spawn(LogWakeups::new(local, origin).run(state.pool.clone(), cancel.clone()));
     tracker.spawn(
         state
             .announcer

@@ -32,6 +32,7 @@ mod uploads;
 mod usage;
 mod users;
 mod verify_example;
+mod wakeups;
 mod webhook_docs;
 mod webhook_tls;
 mod webhooks;

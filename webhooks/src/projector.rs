@@ -252,9 +252,11 @@ impl Projection for WebhookProjector {
                     slot.insert(endpoints_of(conn, project).await?)
                 }
             };
-            let body = payload(event, project);
+            // Built once per event, and only if some endpoint wants it.
+            let mut body = None;
             for (endpoint, settings, _) in endpoints.iter() {
                 if settings.wants(&event.event_type) {
+                    let body = body.get_or_insert_with(|| payload(event, project));
                     page.deliveries.push(Delivery {
                         id: Uuid::now_v7(),
                         endpoint: *endpoint,

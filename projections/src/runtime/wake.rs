@@ -1,6 +1,8 @@
 //! Wake-ups: one `LISTEN herald_events` connection per process nudges every local runner when
 //! an event is appended (the trigger in the first migration sends the notification). Runners
-//! also poll, so a lost notification (for example during a reconnect) only delays them.
+//! also poll, so a lost notification (for example during a reconnect) only delays them. The
+//! process's own announcements (their payload is its origin) are skipped: its runners were
+//! woken in-process when it appended.
 
 use std::sync::Arc;
 
@@ -11,11 +13,16 @@ use tokio_util::sync::CancellationToken;
 
 pub struct LogWakeups {
     targets: Vec<Arc<Notify>>,
+    own_origin: String,
 }
 
 impl LogWakeups {
-    pub fn new(targets: Vec<Arc<Notify>>) -> Self {
-        Self { targets }
+    /// `own_origin`: the payload of this process's own announcements.
+    pub fn new(targets: Vec<Arc<Notify>>, own_origin: String) -> Self {
+        Self {
+            targets,
+            own_origin,
+        }
     }
 
     fn wake_all(&self) {
@@ -43,6 +50,7 @@ impl LogWakeups {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 received = listener.try_recv() => match received {
+                    Ok(Some(notice)) if notice.payload() == self.own_origin => {}
                     Ok(Some(_)) => self.wake_all(),
                     // The connection dropped; the listener reconnects on the next call. Events
                     // may have been appended meanwhile, so wake everyone.
