@@ -219,7 +219,8 @@ async fn rebuild(config: &Config, pool: &sqlx::PgPool, name: &str) -> anyhow::Re
     if let Some(mut conn) = runner.try_lock().await? {
         let replayed = runner
             .catch_up(&mut conn, &CancellationToken::new())
-            .await?;
+            .await?
+            .read;
         eprintln!("rebuilt {name} from {replayed} events");
         return Ok(());
     }

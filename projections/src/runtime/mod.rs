@@ -7,7 +7,7 @@ mod runner;
 mod wake;
 
 pub use checkpoint::{rebuild, status, ProjectionStatus};
-pub use runner::ProjectionRunner;
+pub use runner::{CatchUp, ProjectionRunner};
 pub use wake::LogWakeups;
 
 use async_trait::async_trait;

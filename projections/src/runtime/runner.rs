@@ -25,7 +25,31 @@ const MIN_GAP: Duration = Duration::from_millis(5);
 /// second): fewer, larger pages, each costing a handful of round trips and a transaction,
 /// leave more of the machine to the requests; lists and webhooks lag by at most this much more.
 const BUSY_GAP: Duration = Duration::from_millis(20);
-const BUSY_READ: u64 = 16;
+/// The pause after a busy catch-up in which none of the events were this projection's (the
+/// projects projection while jobs pour in): its pages only move its checkpoint, so it takes
+/// them less often. Its own next event waits at most this long.
+const QUIET_GAP: Duration = Duration::from_millis(100);
+const BUSY_READ: usize = 16;
+
+/// What one catch-up did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Events read.
+    pub read: usize,
+    /// Events of this projection's aggregate types among them (applied).
+    pub applied: usize,
+}
+
+impl CatchUp {
+    /// How long to pause before the next catch-up.
+    fn pause(self) -> Duration {
+        match self {
+            CatchUp { read, .. } if read < BUSY_READ => MIN_GAP,
+            CatchUp { applied: 0, .. } => QUIET_GAP,
+            _ => BUSY_GAP,
+        }
+    }
+}
 
 pub struct ProjectionRunner {
     pool: PgPool,
@@ -112,9 +136,11 @@ impl ProjectionRunner {
         cancel: &CancellationToken,
     ) -> anyhow::Result<()> {
         loop {
-            let read = self.catch_up(conn, cancel).await?;
-            let gap = if read >= BUSY_READ { BUSY_GAP } else { MIN_GAP };
-            tokio::time::sleep(gap).await;
+            let pause = self.catch_up(conn, cancel).await?.pause();
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(pause) => {}
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = self.wake.notified() => {}
@@ -123,17 +149,18 @@ impl ProjectionRunner {
         }
     }
 
-    /// Applies pages until the log is drained (up to the horizon); returns the events read.
+    /// Applies pages until the log is drained (up to the horizon).
     pub async fn catch_up(
         &self,
         conn: &mut PgConnection,
         cancel: &CancellationToken,
-    ) -> anyhow::Result<u64> {
-        let mut total = 0;
+    ) -> anyhow::Result<CatchUp> {
+        let mut total = CatchUp::default();
         while !cancel.is_cancelled() {
-            let read = self.step(conn).await?;
-            total += read as u64;
-            if read == 0 {
+            let page = self.step(conn).await?;
+            total.read += page.read;
+            total.applied += page.applied;
+            if page.read == 0 {
                 break;
             }
         }
@@ -141,13 +168,13 @@ impl ProjectionRunner {
     }
 
     /// One page in one transaction: lock the checkpoint, read after it, apply, advance.
-    async fn step(&self, conn: &mut PgConnection) -> anyhow::Result<usize> {
+    async fn step(&self, conn: &mut PgConnection) -> anyhow::Result<CatchUp> {
         let mut tx = conn.begin().await?;
         let from = checkpoint::lock(&mut tx, self.name()).await?;
         let wanted = self.projection.aggregate_types();
         let page = read_page(&mut *tx, from, PAGE_SIZE, wanted).await?;
         let Some(last) = page.last else {
-            return Ok(0);
+            return Ok(CatchUp::default());
         };
         let relevant: Vec<_> = page.wanted.iter().collect();
         if !relevant.is_empty() {
@@ -158,6 +185,23 @@ impl ProjectionRunner {
         if !relevant.is_empty() {
             self.projection.committed();
         }
-        Ok(page.read)
+        Ok(CatchUp {
+            read: page.read,
+            applied: relevant.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_grows_with_load_and_longest_for_pages_of_other_types() {
+        let after = |read, applied| CatchUp { read, applied }.pause();
+        assert_eq!(after(0, 0), MIN_GAP);
+        assert_eq!(after(BUSY_READ - 1, BUSY_READ - 1), MIN_GAP);
+        assert_eq!(after(BUSY_READ, 1), BUSY_GAP);
+        assert_eq!(after(500, 0), QUIET_GAP);
     }
 }
