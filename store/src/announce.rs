@@ -5,7 +5,8 @@
 //! commits happen within a couple of milliseconds, one `NOTIFY` goes out. One-off processes (the
 //! CLI) announce each commit directly. Runners also poll, so a lost announcement only delays.
 //! The server's announcements carry its origin, so its own listener can skip them: its runners
-//! were already woken in-process, and the echo would only send them round again for nothing.
+//! were already woken in-process (and a runner whose first look finds its events held back by
+//! an older open transaction keeps looking by itself; see `projections::runtime::runner`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
-use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -24,7 +23,22 @@ const IN_FLIGHT: usize = 1;
 struct Pending {
     aggregate_type: &'static str,
     event: SerializedEvent,
+    /// The payload and metadata as JSON text, which PostgreSQL only validates on its way into
+    /// the `json` columns (sent as `jsonb`, each document was parsed and printed back out).
+    payload: String,
+    metadata: String,
     done: oneshot::Sender<Result<(), PersistenceError>>,
+}
+
+/// Whether JSON text holds a `\u0000` escape (an odd run of backslashes before the `u`: in
+/// `\\u0000` the backslash is itself escaped; raw NUL bytes are not valid JSON at all).
+/// PostgreSQL's `json` type stores such text, but `jsonb` (the read models, webhook payloads)
+/// refuses it, so an event holding one would stop every projection at it, for good.
+pub fn has_nul_escape(json: &[u8]) -> bool {
+    json.windows(6).enumerate().any(|(at, window)| {
+        window == b"\\u0000"
+            && json[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+    })
 }
 
 /// A handle to the batching task; cheap to clone. The task ends when the last handle is dropped,
@@ -48,10 +62,19 @@ impl Appender {
         aggregate_type: &'static str,
         event: &SerializedEvent,
     ) -> Result<(), PersistenceError> {
+        let payload = event.payload.to_string();
+        let metadata = event.metadata.to_string();
+        if has_nul_escape(payload.as_bytes()) || has_nul_escape(metadata.as_bytes()) {
+            return Err(PersistenceError::UnknownError(
+                "an event must not contain the NUL character (\\u0000)".into(),
+            ));
+        }
         let (done, outcome) = oneshot::channel();
         let pending = Pending {
             aggregate_type,
             event: event.clone(),
+            payload,
+            metadata,
             done,
         };
         self.queue
@@ -86,7 +109,17 @@ async fn run(pool: PgPool, mut receiver: mpsc::UnboundedReceiver<Pending>) {
 }
 
 /// Writes one batch and tells every waiter how its row fared.
-async fn write(pool: &PgPool, batch: Vec<Pending>) {
+async fn write(pool: &PgPool, mut batch: Vec<Pending>) {
+    // In key order, so two replicas' batches that share keys take their locks in the same order
+    // instead of deadlocking; the sort is stable, so of two appends of one key the first still
+    // comes first.
+    batch.sort_by(|a, b| {
+        (a.aggregate_type, &a.event.aggregate_id, a.event.sequence).cmp(&(
+            b.aggregate_type,
+            &b.event.aggregate_id,
+            b.event.sequence,
+        ))
+    });
     let outcome = insert(pool, &batch).await;
     match outcome {
         Ok(mut inserted) => {
@@ -139,11 +172,8 @@ async fn insert(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<Key>, sqlx::
         .iter()
         .map(|p| p.event.event_version.as_str())
         .collect();
-    // As text, which PostgreSQL only validates on its way into the `json` columns (sent as
-    // `jsonb`, each document was parsed into jsonb and printed back out).
-    let text = |value: &Value| value.to_string();
-    let payloads: Vec<String> = batch.iter().map(|p| text(&p.event.payload)).collect();
-    let metadata: Vec<String> = batch.iter().map(|p| text(&p.event.metadata)).collect();
+    let payloads: Vec<&str> = batch.iter().map(|p| p.payload.as_str()).collect();
+    let metadata: Vec<&str> = batch.iter().map(|p| p.metadata.as_str()).collect();
     let rows: Vec<Key> = sqlx::query_as(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
                              payload, metadata) \
@@ -166,4 +196,17 @@ async fn insert(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<Key>, sqlx::
 
 fn stopped(message: &str) -> PersistenceError {
     PersistenceError::ConnectionError(message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul_escape;
+
+    #[test]
+    fn only_a_real_nul_escape_counts() {
+        assert!(has_nul_escape(br#"{"s": "a\u0000b"}"#));
+        assert!(has_nul_escape(br#"{"s": "\\\u0000"}"#));
+        assert!(!has_nul_escape(br#"{"s": "\\u0000"}"#));
+        assert!(!has_nul_escape(br#"{"s": "\u0001 and u0000"}"#));
+    }
 }

@@ -17,7 +17,7 @@ pub mod search;
 
 pub use aggregates::{AggregateStore, CommandError, Committed};
 pub use announce::{Announcer, Coalescer};
-pub use appender::Appender;
+pub use appender::{has_nul_escape, Appender};
 pub use log::{Position, StoredEvent};
 pub use metadata::{Actor, EventMetadata};
 

@@ -169,6 +169,17 @@ struct PageRow {
     metadata: Option<sqlx::types::Json<HashMap<String, String>>>,
 }
 
+/// Whether committed events wait behind the horizon: a transaction older than they are is
+/// still open, so no reader may pass them yet, and a reader that just drained the log should
+/// look again shortly rather than wait to be woken.
+pub async fn held_back(executor: impl PgExecutor<'_>) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+    )
+    .fetch_one(executor)
+    .await
+}
+
 /// All events of one aggregate, oldest first.
 pub async fn aggregate_history(
     executor: impl PgExecutor<'_>,

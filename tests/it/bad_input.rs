@@ -268,3 +268,35 @@ async fn oversized_free_text_fields_are_refused() {
         .json(&json!({"error": ""}));
     refused(&app, fail, StatusCode::BAD_REQUEST, "VALIDATION_FAILED").await;
 }
+
+#[tokio::test]
+async fn text_holding_a_nul_character_is_refused_before_it_reaches_the_log() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    // PostgreSQL's `json` would store it, but no `jsonb` read model could ever take it.
+    let body = refused(
+        &app,
+        app.request(reqwest::Method::POST, "/api/v1/jobs", &key)
+            .header("content-type", "application/json")
+            .body(r#"{"kind": "a", "input": {"s": "a\u0000b"}}"#),
+        StatusCode::BAD_REQUEST,
+        "INVALID_BODY",
+    )
+    .await;
+    assert!(body["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("NUL"));
+    // An escaped backslash followed by "u0000" is ordinary text.
+    let id = app
+        .submit_job(&key, json!({"kind": "a", "input": {"s": "\\u0000"}}))
+        .await;
+    app.wait_for_projections().await;
+    let job: Value = app
+        .get(&format!("/api/v1/jobs/{id}"), &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["input"]["s"], "\\u0000");
+}

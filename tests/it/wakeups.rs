@@ -1,6 +1,7 @@
-//! Wake-ups across replicas: a process's listener wakes its runners for another process's
-//! announcement (and for the trigger's and the CLI's, which carry no origin), but skips the
-//! echo of its own, whose runners it already woke in-process.
+//! Wake-ups: a process's listener wakes its runners for another process's announcement (and
+//! for the CLI's, which carries no origin) but skips the echo of its own; and a write that
+//! commits while an older transaction is still open still reaches the read model promptly
+//! (the coalescer's second in-process wake-up), not at the next poll.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +10,11 @@ use herald_projections::runtime::LogWakeups;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use sqlx::PgPool;
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::support::db::fresh_database;
+use crate::support::TestApp;
 
 async fn announce(pool: &PgPool, payload: &str) {
     sqlx::query("SELECT pg_notify('herald_events', $1)")
@@ -54,4 +57,40 @@ async fn a_listener_wakes_for_other_origins_and_skips_its_own_echo() {
 
     cancel.cancel();
     listening.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_event_held_back_by_an_older_open_transaction_reaches_the_list_once_it_ends() {
+    // Polling alone would take 30 s: anything sooner is the runner looking again by itself.
+    let app = TestApp::spawn_with(|c| c.projections.poll_interval_ms = 30_000).await;
+    let (_, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    app.wait_for_projections().await;
+    // An older transaction with an id: no reader may pass events committed after it began.
+    let mut older = PgConnection::connect(&app.database_url).await.unwrap();
+    let mut open = older.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *open)
+        .await
+        .unwrap();
+    let id = app.submit_job(&key, json!({"kind": "held"})).await;
+    // Every wake-up the append caused has come and gone while the event was held back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    open.commit().await.unwrap();
+    let listed = async {
+        loop {
+            let page: Value = app.get("/api/v1/jobs", &key).await.json().await.unwrap();
+            if page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|j| j["id"] == id.to_string())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), listed)
+        .await
+        .expect("the job is listed soon after the older transaction ends");
 }

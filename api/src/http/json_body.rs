@@ -73,6 +73,13 @@ impl<T: Type + DeserializeOwned> ParsePayload for JsonBody<T> {
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
         let data = <Vec<u8> as FromRequest>::from_request(request, body).await?;
         let data: &[u8] = if data.is_empty() { b"{}" } else { &data };
+        if herald_store::has_nul_escape(data) {
+            return Err(invalid_body(
+                "body".into(),
+                "text must not contain the NUL character (\\u0000), which PostgreSQL cannot store"
+                    .into(),
+            ));
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(data);
         serde_path_to_error::deserialize(&mut deserializer)
             .map(JsonBody)

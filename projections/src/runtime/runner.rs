@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_store::log::read_page;
+use herald_store::log::{held_back, read_page};
 use sqlx::{Acquire, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -38,12 +38,22 @@ pub struct CatchUp {
     pub read: usize,
     /// Events of this projection's aggregate types among them (applied).
     pub applied: usize,
+    /// Whether committed events were left behind the horizon (an older transaction was still
+    /// open): look again after the pause instead of waiting to be woken.
+    pub held_back: bool,
 }
 
 impl CatchUp {
     /// How long to pause before the next catch-up.
     fn pause(self) -> Duration {
         match self {
+            // Looking again for events an open transaction holds back: not too eagerly, since
+            // a long transaction (someone's psql session) can hold them for minutes.
+            CatchUp {
+                read: 0,
+                held_back: true,
+                ..
+            } => BUSY_GAP,
             CatchUp { read, .. } if read < BUSY_READ => MIN_GAP,
             CatchUp { applied: 0, .. } => QUIET_GAP,
             _ => BUSY_GAP,
@@ -136,10 +146,13 @@ impl ProjectionRunner {
         cancel: &CancellationToken,
     ) -> anyhow::Result<()> {
         loop {
-            let pause = self.catch_up(conn, cancel).await?.pause();
+            let caught = self.catch_up(conn, cancel).await?;
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep(caught.pause()) => {}
+            }
+            if caught.held_back {
+                continue;
             }
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
@@ -161,6 +174,7 @@ impl ProjectionRunner {
             total.read += page.read;
             total.applied += page.applied;
             if page.read == 0 {
+                total.held_back = held_back(&mut *conn).await?;
                 break;
             }
         }
@@ -188,6 +202,7 @@ impl ProjectionRunner {
         Ok(CatchUp {
             read: page.read,
             applied: relevant.len(),
+            held_back: false,
         })
     }
 }
@@ -198,10 +213,22 @@ mod tests {
 
     #[test]
     fn the_pause_grows_with_load_and_longest_for_pages_of_other_types() {
-        let after = |read, applied| CatchUp { read, applied }.pause();
+        let after = |read, applied| {
+            CatchUp {
+                read,
+                applied,
+                held_back: false,
+            }
+            .pause()
+        };
         assert_eq!(after(0, 0), MIN_GAP);
         assert_eq!(after(BUSY_READ - 1, BUSY_READ - 1), MIN_GAP);
         assert_eq!(after(BUSY_READ, 1), BUSY_GAP);
         assert_eq!(after(500, 0), QUIET_GAP);
+        let held = CatchUp {
+            held_back: true,
+            ..CatchUp::default()
+        };
+        assert_eq!(held.pause(), BUSY_GAP);
     }
 }

@@ -1,8 +1,8 @@
 //! Wake-ups: one `LISTEN herald_events` connection per process nudges every local runner when
-//! an event is appended (the trigger in the first migration sends the notification). Runners
+//! another process announces appended events (`store::announce`; rebuilds announce too). Runners
 //! also poll, so a lost notification (for example during a reconnect) only delays them. The
-//! process's own announcements (their payload is its origin) are skipped: its runners were
-//! woken in-process when it appended.
+//! process's own announcements (their payload is its origin) are skipped: its coalescer wakes
+//! its runners in-process, right after appending and again when it announces.
 
 use std::sync::Arc;
 
