@@ -169,13 +169,23 @@ struct PageRow {
     metadata: Option<sqlx::types::Json<HashMap<String, String>>>,
 }
 
-/// Whether committed events wait behind the horizon: a transaction older than they are is
-/// still open, so no reader may pass them yet, and a reader that just drained the log should
-/// look again shortly rather than wait to be woken.
-pub async fn held_back(executor: impl PgExecutor<'_>) -> Result<bool, sqlx::Error> {
+/// Whether committed events after `after` wait behind the horizon, for a reader whose
+/// `read_page` from `after` just came back empty: a transaction older than they are is still
+/// open, so no reader may pass them yet, and the reader should look again shortly rather than
+/// wait to be woken. (Same access path as the page read: the `(tx_id, global_position)` index.)
+pub async fn held_back(
+    executor: impl PgExecutor<'_>,
+    after: Position,
+) -> Result<bool, sqlx::Error> {
+    // Planned per call: a plan cached while the table was small would scan all of it.
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+        "SELECT count(*) > 0 FROM (SELECT 1 FROM events \
+                                    WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
+                                    ORDER BY tx_id, global_position LIMIT 1) AS next",
     )
+    .persistent(false)
+    .bind(after.tx_id)
+    .bind(after.global_position)
     .fetch_one(executor)
     .await
 }

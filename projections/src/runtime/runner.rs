@@ -174,7 +174,7 @@ impl ProjectionRunner {
             total.read += page.read;
             total.applied += page.applied;
             if page.read == 0 {
-                total.held_back = held_back(&mut *conn).await?;
+                total.held_back = page.held_back;
                 break;
             }
         }
@@ -188,7 +188,10 @@ impl ProjectionRunner {
         let wanted = self.projection.aggregate_types();
         let page = read_page(&mut *tx, from, PAGE_SIZE, wanted).await?;
         let Some(last) = page.last else {
-            return Ok(CatchUp::default());
+            return Ok(CatchUp {
+                held_back: held_back(&mut *tx, from).await?,
+                ..CatchUp::default()
+            });
         };
         let relevant: Vec<_> = page.wanted.iter().collect();
         if !relevant.is_empty() {
