@@ -83,13 +83,13 @@ impl AppState {
             Duration::from_secs(config.auth.login_window_seconds.into()),
         );
         let appender = Some(Appender::start(pool.clone()));
-        let parts = || (pool.clone(), announcer.clone(), appender.clone());
+        let (a, p) = (&announcer, &pool);
         Self {
-            jobs: AggregateStore::from_parts(parts()),
-            projects: AggregateStore::from_parts(parts()),
-            keys: AggregateStore::from_parts(parts()),
-            users: AggregateStore::from_parts(parts()),
-            webhook_endpoints: AggregateStore::from_parts(parts()),
+            jobs: AggregateStore::with_parts(p.clone(), a.clone(), appender.clone()),
+            projects: AggregateStore::with_parts(p.clone(), a.clone(), appender.clone()),
+            keys: AggregateStore::with_parts(p.clone(), a.clone(), appender.clone()),
+            users: AggregateStore::with_parts(p.clone(), a.clone(), appender.clone()),
+            webhook_endpoints: AggregateStore::with_parts(p.clone(), a.clone(), appender),
             projections,
             dispatcher_inbox,
             webhook_sender: Arc::new(webhook_sender(&config)),

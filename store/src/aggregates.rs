@@ -59,12 +59,12 @@ where
 {
     /// A store that announces each commit with its own `NOTIFY` (for short-lived processes).
     pub fn new(pool: PgPool) -> Self {
-        Self::from_parts((pool.clone(), Announcer::Direct(pool), None))
+        Self::with_parts(pool.clone(), Announcer::Direct(pool), None)
     }
 
     /// A store that announces through `announcer` and, given an `appender`, writes single-event
     /// commits together with other stores' (the server).
-    pub fn from_parts((pool, announcer, appender): (PgPool, Announcer, Option<Appender>)) -> Self {
+    pub fn with_parts(pool: PgPool, announcer: Announcer, appender: Option<Appender>) -> Self {
         let repo = EventRepository::new(pool, appender);
         Self {
             store: PersistedEventStore::new_event_store(repo),

@@ -39,7 +39,7 @@ pub fn hash(prev_hash: &str, record: &Record) -> String {
         digest.update((text.len() as u64).to_be_bytes());
         digest.update(text);
     };
-    let mut number = itoa_buffer();
+    let mut number = Decimal::new();
     let mut uuid = Uuid::encode_buffer();
     field(prev_hash.as_bytes());
     field(number.format(record.seq).as_bytes());
@@ -82,11 +82,11 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 /// Formats integers as decimal text without allocating.
 struct Decimal([u8; 20]);
 
-fn itoa_buffer() -> Decimal {
-    Decimal([0; 20])
-}
-
 impl Decimal {
+    fn new() -> Self {
+        Self([0; 20])
+    }
+
     fn format(&mut self, n: i64) -> &str {
         let mut at = self.0.len();
         let mut rest = n.unsigned_abs();
@@ -183,7 +183,7 @@ mod tests {
         record.request_bytes = 56;
         record.response_bytes = -1;
         for n in [i64::MIN, -1, 0, 7, i64::MAX] {
-            assert_eq!(itoa_buffer().format(n), n.to_string());
+            assert_eq!(Decimal::new().format(n), n.to_string());
         }
         assert_eq!(
             hash(&"ab".repeat(32), &record),
