@@ -114,11 +114,12 @@ pub async fn read_page(
     limit: i64,
     wanted: &[&str],
 ) -> Result<Page, sqlx::Error> {
-    let rows: Vec<PageRow> = sqlx::query_as(
+    // Other types' documents come back as `null` and `{}`: nothing to transfer or parse.
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT global_position, tx_id::text::bigint AS tx_id, aggregate_type, aggregate_id, \
                 sequence, event_type, recorded_at, \
-                CASE WHEN aggregate_type = ANY($4) THEN payload END AS payload, \
-                CASE WHEN aggregate_type = ANY($4) THEN metadata END AS metadata \
+                CASE WHEN aggregate_type = ANY($4) THEN payload ELSE 'null' END AS payload, \
+                CASE WHEN aggregate_type = ANY($4) THEN metadata ELSE '{}' END AS metadata \
            FROM events \
           WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
             AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -130,43 +131,16 @@ pub async fn read_page(
     .bind(wanted)
     .fetch_all(executor)
     .await?;
-    let mut page = Page {
-        read: rows.len(),
-        ..Page::default()
-    };
-    for row in rows {
-        page.last = Some(Position {
-            tx_id: row.tx_id,
-            global_position: row.global_position,
-        });
-        if let (Some(payload), Some(metadata)) = (row.payload, row.metadata) {
-            page.wanted.push(StoredEvent {
-                global_position: row.global_position,
-                tx_id: row.tx_id,
-                aggregate_type: row.aggregate_type,
-                aggregate_id: row.aggregate_id,
-                sequence: row.sequence,
-                event_type: row.event_type,
-                payload,
-                metadata: metadata.0,
-                recorded_at: row.recorded_at,
-            });
+    let events = rows.into_iter().map(StoredEvent::from);
+    let mut page = Page::default();
+    for event in events {
+        page.read += 1;
+        page.last = Some(event.position());
+        if wanted.contains(&event.aggregate_type.as_str()) {
+            page.wanted.push(event);
         }
     }
     Ok(page)
-}
-
-#[derive(sqlx::FromRow)]
-struct PageRow {
-    global_position: i64,
-    tx_id: i64,
-    aggregate_type: String,
-    aggregate_id: String,
-    sequence: i64,
-    event_type: String,
-    recorded_at: DateTime<Utc>,
-    payload: Option<Value>,
-    metadata: Option<sqlx::types::Json<HashMap<String, String>>>,
 }
 
 /// Whether committed events after `after` wait behind the horizon, for a reader whose
