@@ -75,6 +75,13 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
     );
     let interval = Duration::from_millis(state.config.jobs.reconcile_interval_ms);
     tracker.spawn(LeaseReconciler::new(state.clone()).run(interval, cancel.clone()));
+    if state.audit.is_some() {
+        tracker.spawn(crate::audit::usage::count_periodically(
+            state.pool.clone(),
+            Duration::from_secs(1),
+            cancel.clone(),
+        ));
+    }
     let retention_days = state.config.audit.retention_days;
     if state.audit.is_some() && retention_days > 0 {
         let retention = chrono::Duration::days(i64::from(retention_days));

@@ -1,5 +1,6 @@
 //! Usage and operations figures read from the request log's projections: the hourly usage
-//! counts (`usage_hourly`, kept by the request-log writer), and the summaries behind
+//! counts (`usage_hourly`, kept from the log by a background task, plus the records it has not
+//! counted yet, so a read is exactly the log's counts), and the summaries behind
 //! `GET /admin/stats` and `GET /admin/security`.
 
 use chrono::{DateTime, Utc};
@@ -30,9 +31,16 @@ pub async fn usage(
     projects: Option<Vec<Uuid>>,
 ) -> sqlx::Result<Vec<UsageRow>> {
     sqlx::query_as(
-        "SELECT date_trunc($3, hour, 'UTC') AS bucket, actor_type, actor_id, project_id, route, method, \
+        "WITH counts AS ( \
+           SELECT hour, actor_type, actor_id, project_id, route, method, status_class, requests \
+             FROM usage_hourly \
+           UNION ALL \
+           SELECT date_trunc('hour', occurred_at, 'UTC'), actor_type, actor_id, project_id, route, \
+                  method, (status / 100)::text || 'xx', 1 \
+             FROM request_log WHERE seq > (SELECT seq FROM usage_checkpoint)) \
+         SELECT date_trunc($3, hour, 'UTC') AS bucket, actor_type, actor_id, project_id, route, method, \
                 status_class, sum(requests)::bigint AS requests \
-           FROM usage_hourly \
+           FROM counts \
           WHERE hour >= date_trunc($3, $1, 'UTC') AND hour < $2 \
             AND ($4::text IS NULL OR actor_id = $4) AND ($5::uuid[] IS NULL OR project_id = ANY($5)) \
           GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 3, 5, 6, 7",

@@ -86,7 +86,11 @@ pub fn stream(
 
 async fn page(pool: &PgPool, range: &Range, after: i64) -> sqlx::Result<Vec<Record>> {
     sqlx::query_as(
-        "SELECT * FROM request_log WHERE seq > $1 \
+        "SELECT r.*, \
+                coalesce((SELECT p.hash FROM request_log p WHERE p.seq = r.seq - 1), \
+                         (SELECT a.hash FROM request_log_anchor a WHERE a.seq = r.seq - 1), \
+                         CASE WHEN r.seq = 1 THEN repeat('0', 64) END, '') AS prev_hash \
+           FROM request_log r WHERE seq > $1 \
            AND ($2::timestamptz IS NULL OR occurred_at >= $2) \
            AND ($3::timestamptz IS NULL OR occurred_at < $3) \
            AND ($4::uuid[] IS NULL OR project_id = ANY($4)) ORDER BY seq LIMIT $5",

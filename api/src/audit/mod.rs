@@ -1,13 +1,13 @@
 //! The request log, the audit trail of every API call. The edge middleware hands each finished
 //! request to `AuditLog::record` and sends the response only once that returns: a single writer
-//! (`writer`, a thread of its own) gathers the records that arrive meanwhile and commits them in one statement (group
-//! commit) that also moves the hash chain's head (`chain`) if, and only if, it is still where
-//! the writer left it: one round trip per batch, and replicas still append to one chain. The
-//! same statement adds the batch to the hourly usage counts (`usage_hourly`), so usage is
-//! exactly the log's counts.
+//! (`writer`, a thread of its own) gathers the records that arrive meanwhile and commits them in
+//! one statement (group commit), chained (`chain`) onto the log's last record and inserted only
+//! while the log still ends there: one round trip per batch, and replicas still append to one
+//! chain. Usage counts (`usage`) are kept from the log by a background task, off that path.
 
 pub mod chain;
 pub mod export;
+pub mod usage;
 mod writer;
 
 use std::sync::Arc;
@@ -91,12 +91,15 @@ pub async fn verify(
 
 /// Retention: removes the records up to the last one that occurred before `cutoff` (a prefix of
 /// the chain, in chunks), leaving that record's sequence number and hash as the anchor the
-/// chain is verified from. Returns how many records were removed.
+/// chain is verified from. Records are counted into usage first, and only counted ones go.
+/// Returns how many records were removed.
 pub async fn prune(pool: &PgPool, cutoff: chrono::DateTime<chrono::Utc>) -> sqlx::Result<u64> {
+    usage::count(pool).await?;
     let mut removed = 0;
     loop {
         let deleted = sqlx::query(
-            "WITH last AS (SELECT max(seq) AS seq FROM request_log WHERE occurred_at < $1), \
+            "WITH last AS (SELECT max(seq) AS seq FROM request_log \
+                           WHERE occurred_at < $1 AND seq <= (SELECT seq FROM usage_checkpoint)), \
                   doomed AS (SELECT r.seq, r.hash FROM request_log r, last WHERE r.seq <= last.seq \
                               ORDER BY r.seq LIMIT 10000), \
                   newest AS (SELECT seq, hash FROM doomed ORDER BY seq DESC LIMIT 1), \

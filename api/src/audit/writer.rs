@@ -1,7 +1,8 @@
 //! The request-log writer: one task that gathers the records of finished requests into batches
-//! and appends each batch in one statement, which also moves the chain's head, only if the
-//! head is still where the writer left it, and adds the batch to the hourly usage counts. A
-//! batch whose head moved (another replica appended) is chained again from the stored head.
+//! and appends each batch in one statement, chained onto the log's last record and inserted only
+//! if the log still ends there. When another replica appended meanwhile, the statement inserts
+//! nothing (or the primary key refuses it, when that replica's batch is still in flight), and
+//! the batch is chained again from the stored end.
 //!
 //! The writer runs on a thread of its own with its own connection: woken on the server's
 //! runtime, each commit waited behind the request tasks, and the pool pinged every connection
@@ -102,7 +103,7 @@ async fn write_batches(mut db: Db, gather: Duration, mut incoming: mpsc::Receive
         let committed = match head.take() {
             Some(start) => {
                 let end = link(&mut records, &start);
-                match append_at(&mut db, &start, &end, &records).await {
+                match append_at(&mut db, &start, &records).await {
                     Ok(true) => {
                         head = Some(end);
                         true
@@ -124,11 +125,17 @@ async fn write_batches(mut db: Db, gather: Duration, mut incoming: mpsc::Receive
     }
 }
 
+/// Where the log ends: its last record, or the anchor retention left, or the chain's start.
 async fn stored_head(db: &mut Db) -> sqlx::Result<Head> {
     let conn = db.conn().await?;
     within(
-        sqlx::query_as("SELECT last_seq, last_hash FROM request_log_head WHERE id = 1")
-            .fetch_one(conn),
+        sqlx::query_as(
+            "SELECT seq, hash FROM ((SELECT seq, hash FROM request_log ORDER BY seq DESC LIMIT 1) \
+                                    UNION ALL (SELECT seq, hash FROM request_log_anchor) \
+                                    UNION ALL (SELECT 0, repeat('0', 64))) h \
+              ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_one(conn),
     )
     .await
 }
@@ -158,7 +165,7 @@ async fn rechain_and_append(db: &mut Db, records: &mut [Record], head: &mut Opti
             }
         };
         let end = link(records, &start);
-        match append_at(db, &start, &end, records).await {
+        match append_at(db, &start, records).await {
             Ok(true) => {
                 *head = Some(end);
                 return true;
@@ -174,38 +181,23 @@ async fn rechain_and_append(db: &mut Db, records: &mut [Record], head: &mut Opti
     false
 }
 
-/// One statement: moves the head from `start` to `end` and inserts the records, or does
-/// nothing (false) when the head is no longer at `start`.
-async fn append_at(
-    db: &mut Db,
-    start: &Head,
-    end: &Head,
-    records: &[Record],
-) -> sqlx::Result<bool> {
+/// One statement: inserts the records (chained onto `start`) if the log still ends at `start`;
+/// false, with nothing inserted, when it does not, or when another replica's batch took the
+/// same positions first (the primary key refuses the second).
+async fn append_at(db: &mut Db, start: &Head, records: &[Record]) -> sqlx::Result<bool> {
     // One fixed statement (prepared once, whatever the batch size), one array per column.
     let col = |f: fn(&Record) -> Option<&str>| records.iter().map(f).collect::<Vec<_>>();
     let conn = db.conn().await?;
-    let statement = sqlx::query_scalar(
-        "WITH head AS (UPDATE request_log_head SET last_seq = $1, last_hash = $2 \
-                        WHERE id = 1 AND last_seq = $3 AND last_hash = $4 RETURNING 1), \
-         logged AS (INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, \
+    let statement = sqlx::query(
+        "INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, \
            route, method, path, status, latency_us, request_bytes, response_bytes, client_ip, user_agent, \
-           outcome, error_code, prev_hash, hash) \
-         SELECT r.* FROM head, UNNEST($5::bigint[], $6::timestamptz[], $7::text[], $8::text[], $9::text[], \
-           $10::uuid[], $11::text[], $12::text[], $13::text[], $14::int[], $15::bigint[], $16::bigint[], \
-           $17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[]) AS r \
-         RETURNING occurred_at, actor_type, actor_id, project_id, route, method, status), \
-         usage AS (INSERT INTO usage_hourly \
-           SELECT date_trunc('hour', occurred_at, 'UTC'), actor_type, actor_id, project_id, route, method, \
-                  (status / 100)::text || 'xx', count(*) FROM logged GROUP BY 1, 2, 3, 4, 5, 6, 7 \
-           ON CONFLICT (hour, actor_type, actor_id, project_id, route, method, status_class) \
-           DO UPDATE SET requests = usage_hourly.requests + excluded.requests) \
-         SELECT count(*) FROM logged",
+           outcome, error_code, hash) \
+         SELECT * FROM UNNEST($2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], \
+           $7::uuid[], $8::text[], $9::text[], $10::text[], $11::int[], $12::bigint[], $13::bigint[], \
+           $14::bigint[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[]) \
+          WHERE coalesce((SELECT max(seq) FROM request_log), (SELECT seq FROM request_log_anchor), 0) = $1",
     )
-    .bind(end.0)
-    .bind(&end.1)
     .bind(start.0)
-    .bind(&start.1)
     .bind(records.iter().map(|r| r.seq).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
     .bind(col(|r| Some(&r.request_id)))
@@ -223,9 +215,11 @@ async fn append_at(
     .bind(col(|r| r.user_agent.as_deref()))
     .bind(col(|r| Some(&r.outcome)))
     .bind(col(|r| r.error_code.as_deref()))
-    .bind(col(|r| Some(&r.prev_hash)))
     .bind(col(|r| Some(&r.hash)))
-    .fetch_one(conn);
-    let inserted: i64 = within(statement).await?;
-    Ok(inserted == records.len() as i64)
+    .execute(conn);
+    match within(statement).await {
+        Ok(done) => Ok(done.rows_affected() == records.len() as u64),
+        Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Ok(false),
+        Err(error) => Err(error),
+    }
 }

@@ -1,0 +1,147 @@
+//! The request log's writer and usage counting, below the HTTP layer: two writers (as two
+//! replicas would) appending at once keep one unbroken chain, and usage counts every record
+//! exactly once, including records that retention prunes before the periodic count reached them.
+
+use futures::future::join_all;
+use herald_api::audit::{self, AuditLog, Record};
+
+use crate::support::TestApp;
+
+fn record(n: usize) -> Record {
+    Record {
+        seq: 0,
+        occurred_at: chrono::Utc::now(),
+        request_id: format!("writer-test-{n}"),
+        actor_type: None,
+        actor_id: None,
+        project_id: None,
+        route: "/api/v1/jobs".into(),
+        method: "GET".into(),
+        path: "/api/v1/jobs".into(),
+        status: 200,
+        latency_us: 1,
+        request_bytes: 0,
+        response_bytes: 2,
+        client_ip: None,
+        user_agent: None,
+        outcome: "success".into(),
+        error_code: None,
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn two_writers_appending_at_once_keep_one_chain() {
+    let app = TestApp::spawn().await;
+    let gather = std::time::Duration::from_micros(200);
+    let writers = [
+        AuditLog::start(app.pool.clone(), gather),
+        AuditLog::start(app.pool.clone(), gather),
+    ];
+    // Hold the next position with an uncommitted record, so both writers' first batches wait
+    // on it for the same positions; once it is rolled back, one batch takes them and the
+    // primary key refuses the other, which is chained again after it.
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO request_log (seq, occurred_at, request_id, route, method, path, status, \
+           latency_us, request_bytes, response_bytes, outcome, hash) \
+         SELECT coalesce(max(seq), 0) + 1, now(), 'holder', '/', 'GET', '/', 200, 0, 0, 0, 'success', '' \
+           FROM request_log",
+    )
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let waiting: Vec<_> = (0..2)
+        .map(|w| {
+            let writer = writers[w].clone();
+            tokio::spawn(async move { writer.record(record(w)).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    holder.rollback().await.unwrap();
+    for call in waiting {
+        assert!(call.await.unwrap(), "a refused batch is chained again");
+    }
+    // Then many at once: each writer's batches are chained onto the end it last saw, and the
+    // other writer keeps moving that end.
+    let calls = (2..400).map(|n| writers[n % 2].record(record(n)));
+    let committed = join_all(calls).await;
+    assert!(committed.iter().all(|ok| *ok), "every record was committed");
+    let (checked, broken) = audit::verify(&app.pool, None, None).await.unwrap();
+    assert_eq!(broken, None);
+    let ours: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT request_id) FROM request_log WHERE request_id LIKE 'writer-test-%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(ours, 400);
+    assert!(checked >= 400, "{checked}");
+}
+
+/// Forgets every count, as if the periodic counter had never run.
+async fn forget_counts(app: &TestApp) {
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("UPDATE usage_checkpoint SET seq = 0")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM usage_hourly")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn counted(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(sum(requests), 0)::bigint FROM usage_hourly")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn usage_counts_each_record_once_even_when_retention_prunes_it() {
+    let app = TestApp::spawn().await;
+    for _ in 0..10 {
+        app.get("/api/v1/jobs", &app.admin_key).await;
+    }
+    forget_counts(&app).await;
+    let logged: i64 = sqlx::query_scalar("SELECT max(seq) FROM request_log")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+
+    // Two counts at once (two replicas) count each record once.
+    let (first, second) = tokio::join!(
+        audit::usage::count(&app.pool),
+        audit::usage::count(&app.pool)
+    );
+    let total = first.unwrap() + second.unwrap();
+    assert!(total >= logged as u64, "{total} of {logged}");
+    let checkpoint: i64 = sqlx::query_scalar("SELECT seq FROM usage_checkpoint")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(counted(&app).await, checkpoint);
+    audit::usage::count(&app.pool).await.unwrap();
+    let last: i64 = sqlx::query_scalar("SELECT max(seq) FROM request_log")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(counted(&app).await, last, "everything logged is counted");
+
+    // Forget the counts again; retention counts what it prunes before it prunes it.
+    forget_counts(&app).await;
+    let removed = audit::prune(&app.pool, chrono::Utc::now()).await.unwrap();
+    assert!(removed >= logged as u64, "{removed}");
+    let anchor: i64 = sqlx::query_scalar("SELECT seq FROM request_log_anchor")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        counted(&app).await >= anchor,
+        "every pruned record was counted"
+    );
+}
