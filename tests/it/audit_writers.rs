@@ -145,3 +145,35 @@ async fn usage_counts_each_record_once_even_when_retention_prunes_it() {
         "every pruned record was counted"
     );
 }
+
+#[tokio::test]
+async fn a_record_that_cannot_be_written_in_time_withholds_the_answer_and_is_not_kept() {
+    let app = TestApp::spawn().await;
+    // Every write to the request log waits behind this lock until it is released.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE request_log IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let refused = app.get("/api/v1/jobs", &app.admin_key).await;
+    assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let request_id = refused.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "AUDIT_UNAVAILABLE");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(9));
+    blocker.rollback().await.unwrap();
+
+    // The database ended the timed-out batch: its record was not committed afterwards.
+    let answered = app.get("/api/v1/jobs", &app.admin_key).await;
+    assert_eq!(answered.status(), reqwest::StatusCode::OK);
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM request_log WHERE request_id = $1")
+        .bind(&request_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 0, "the withheld answer has no record");
+}

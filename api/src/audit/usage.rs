@@ -26,30 +26,34 @@ pub async fn count(pool: &PgPool) -> sqlx::Result<u64> {
             sqlx::query_scalar("SELECT seq FROM usage_checkpoint WHERE id = 1 FOR UPDATE")
                 .fetch_one(&mut *tx)
                 .await?;
-        let (last, n): (Option<i64>, i64) = sqlx::query_as(
-            "WITH batch AS (SELECT * FROM request_log WHERE seq > $1 ORDER BY seq LIMIT $2), \
-                  counts AS (INSERT INTO usage_hourly \
-                     SELECT date_trunc('hour', occurred_at, 'UTC'), actor_type, actor_id, project_id, \
-                            route, method, (status / 100)::text || 'xx', count(*) \
-                       FROM batch GROUP BY 1, 2, 3, 4, 5, 6, 7 \
-                     ON CONFLICT (hour, actor_type, actor_id, project_id, route, method, status_class) \
-                     DO UPDATE SET requests = usage_hourly.requests + excluded.requests) \
-             SELECT max(seq), count(*) FROM batch",
+        // Records after the checkpoint have no gaps (retention prunes only counted ones), so
+        // the next batch is a range of sequence numbers.
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM request_log")
+            .fetch_one(&mut *tx)
+            .await?;
+        let last = match last {
+            Some(last) if last > after => last.min(after + MAX_COUNTED),
+            _ => return Ok(counted),
+        };
+        sqlx::query(
+            "INSERT INTO usage_hourly \
+             SELECT date_trunc('hour', occurred_at, 'UTC'), actor_type, actor_id, project_id, route, \
+                    method, (status / 100)::text || 'xx', count(*) \
+               FROM request_log WHERE seq > $1 AND seq <= $2 GROUP BY 1, 2, 3, 4, 5, 6, 7 \
+             ON CONFLICT (hour, actor_type, actor_id, project_id, route, method, status_class) \
+             DO UPDATE SET requests = usage_hourly.requests + excluded.requests",
         )
         .bind(after)
-        .bind(MAX_COUNTED)
-        .fetch_one(&mut *tx)
+        .bind(last)
+        .execute(&mut *tx)
         .await?;
-        let Some(last) = last else {
-            return Ok(counted);
-        };
         sqlx::query("UPDATE usage_checkpoint SET seq = $1 WHERE id = 1")
             .bind(last)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        counted += n as u64;
-        if n < MAX_COUNTED {
+        counted += (last - after) as u64;
+        if last - after < MAX_COUNTED {
             return Ok(counted);
         }
     }

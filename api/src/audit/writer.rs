@@ -47,9 +47,10 @@ struct Db {
 /// for the writer, so a hung database must turn into 503s, not into requests that never end.
 const DB_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `work`, or a timeout error once `DB_TIMEOUT` has passed.
+/// `work`, or a timeout error once the database has had `DB_TIMEOUT` and a second more to
+/// answer (it ends its own statements at `DB_TIMEOUT`; this covers one that does not answer).
 async fn within<T>(work: impl std::future::Future<Output = sqlx::Result<T>>) -> sqlx::Result<T> {
-    match tokio::time::timeout(DB_TIMEOUT, work).await {
+    match tokio::time::timeout(DB_TIMEOUT + Duration::from_secs(1), work).await {
         Ok(outcome) => outcome,
         Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -61,7 +62,12 @@ async fn within<T>(work: impl std::future::Future<Output = sqlx::Result<T>>) -> 
 impl Db {
     async fn conn(&mut self) -> sqlx::Result<&mut PgConnection> {
         if self.conn.is_none() {
-            let options = self.pool.connect_options();
+            // The database ends a statement it cannot finish in time, so a batch that timed out
+            // is rolled back rather than committed after its callers were told it failed.
+            let timeout = format!("{}ms", DB_TIMEOUT.as_millis());
+            let options = (*self.pool.connect_options())
+                .clone()
+                .options([("statement_timeout", timeout.as_str())]);
             self.conn = Some(within(PgConnection::connect_with(&options)).await?);
         }
         Ok(self.conn.as_mut().expect("connected above"))
