@@ -58,7 +58,8 @@ async fn two_writers_appending_at_once_keep_one_chain() {
             tokio::spawn(async move { writer.record(record(w)).await })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Briefly: an open transaction id holds back the projections of every test's database.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     holder.rollback().await.unwrap();
     for call in waiting {
         assert!(call.await.unwrap(), "a refused batch is chained again");
@@ -149,9 +150,14 @@ async fn usage_counts_each_record_once_even_when_retention_prunes_it() {
 #[tokio::test]
 async fn a_record_that_cannot_be_written_in_time_withholds_the_answer_and_is_not_kept() {
     let app = TestApp::spawn().await;
-    // Every write to the request log waits behind this lock until it is released.
+    // A first call, so the writer's statement is prepared and the one below waits in its
+    // execution (a statement that would still commit once the lock is released).
+    app.get("/api/v1/jobs", &app.admin_key).await;
+    // Every write to the request log waits behind this lock until it is released. (SHARE:
+    // ACCESS EXCLUSIVE would take a transaction id, which holds back the projections of every
+    // test's database while it is open.)
     let mut blocker = app.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE request_log IN ACCESS EXCLUSIVE MODE")
+    sqlx::query("LOCK TABLE request_log IN SHARE MODE")
         .execute(&mut *blocker)
         .await
         .unwrap();
@@ -176,4 +182,35 @@ async fn a_record_that_cannot_be_written_in_time_withholds_the_answer_and_is_not
         .await
         .unwrap();
     assert_eq!(kept, 0, "the withheld answer has no record");
+}
+
+/// Backends of this test's database that wait for a lock: (all, those holding a transaction id).
+async fn lock_waiters(app: &TestApp) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(DISTINCT a.pid), count(DISTINCT a.pid) FILTER (WHERE a.backend_xid IS NOT NULL) \
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+          WHERE NOT l.granted AND a.datname = current_database()",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn counting_usage_holds_back_no_projection_while_it_waits() {
+    let app = TestApp::spawn().await;
+    app.get("/api/v1/jobs", &app.admin_key).await;
+    // The periodic count (every second) must wait to write its counts.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE usage_hourly IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    app.get("/api/v1/jobs", &app.admin_key).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (waiting, holding_an_id) = lock_waiters(&app).await;
+    blocker.rollback().await.unwrap();
+    assert!(waiting >= 1, "the count waits for the lock");
+    // An open transaction id would hold back every projection's horizon, cluster-wide.
+    assert_eq!(holding_an_id, 0, "the waiting count holds a transaction id");
 }

@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 /// The most records one transaction counts.
 const MAX_COUNTED: i64 = 50_000;
 
+/// The advisory lock that serializes counting across replicas ("usage" in ASCII).
+const COUNTING_LOCK: i64 = 0x0075_7361_6765;
+
 /// Counts the records logged since the last count; returns how many it counted.
 ///
 /// Records become visible in `seq` order (each batch is chained onto a committed record), so
@@ -21,11 +24,17 @@ pub async fn count(pool: &PgPool) -> sqlx::Result<u64> {
     let mut counted = 0;
     loop {
         let mut tx = pool.begin().await?;
-        // Locked, so two replicas counting at once take turns instead of counting twice.
-        let after: i64 =
-            sqlx::query_scalar("SELECT seq FROM usage_checkpoint WHERE id = 1 FOR UPDATE")
-                .fetch_one(&mut *tx)
-                .await?;
+        // Replicas counting at once take turns. An advisory lock rather than a row lock: a row
+        // lock takes a transaction id at once, and an open transaction id holds back every
+        // projection's horizon (the whole cluster's) for as long as the count reads the log;
+        // this transaction takes one only when it writes the counts.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(COUNTING_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let after: i64 = sqlx::query_scalar("SELECT seq FROM usage_checkpoint WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
         // Records after the checkpoint have no gaps (retention prunes only counted ones), so
         // the next batch is a range of sequence numbers.
         let last: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM request_log")
