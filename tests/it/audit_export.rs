@@ -152,6 +152,22 @@ async fn pruning_keeps_the_chain_verifiable_from_its_anchor() {
         .await
         .unwrap();
     assert_eq!(check["ok"], true, "{check}");
+    // The export's prev_hash (derived, not stored) links each record to the one before it,
+    // the first remaining one to the anchor.
+    let (_, _, lines) = export(&app, &app.admin_key, "?format=ndjson").await;
+    let records: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let anchor: String = sqlx::query_scalar("SELECT hash FROM request_log_anchor")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(records[0]["seq"], first_kept);
+    assert_eq!(records[0]["prev_hash"], anchor.as_str());
+    for pair in records.windows(2) {
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
+    }
     // Pruning again changes nothing; a record removed by hand is still caught.
     let again = herald_api::audit::prune(&app.pool, fifth_at + chrono::Duration::microseconds(1))
         .await

@@ -84,6 +84,12 @@ async fn two_writers_appending_at_once_keep_one_chain() {
 /// Forgets every count, as if the periodic counter had never run.
 async fn forget_counts(app: &TestApp) {
     let mut tx = app.pool.begin().await.unwrap();
+    // Taking turns with the server's own counter, as another counter would.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(audit::usage::COUNTING_LOCK)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     sqlx::query("UPDATE usage_checkpoint SET seq = 0")
         .execute(&mut *tx)
         .await
@@ -109,42 +115,69 @@ async fn usage_counts_each_record_once_even_when_retention_prunes_it() {
         app.get("/api/v1/jobs", &app.admin_key).await;
     }
     forget_counts(&app).await;
-    let logged: i64 = sqlx::query_scalar("SELECT max(seq) FROM request_log")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
 
-    // Two counts at once (two replicas) count each record once.
+    // Two counts at once (two replicas; the server's own counter may run as well) count each
+    // record once.
     let (first, second) = tokio::join!(
         audit::usage::count(&app.pool),
         audit::usage::count(&app.pool)
     );
-    let total = first.unwrap() + second.unwrap();
-    assert!(total >= logged as u64, "{total} of {logged}");
+    first.unwrap();
+    second.unwrap();
+    let last = last_seq(&app).await;
+    assert_eq!(
+        counted(&app).await,
+        last,
+        "everything logged is counted, once"
+    );
     let checkpoint: i64 = sqlx::query_scalar("SELECT seq FROM usage_checkpoint")
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    assert_eq!(counted(&app).await, checkpoint);
-    audit::usage::count(&app.pool).await.unwrap();
-    let last: i64 = sqlx::query_scalar("SELECT max(seq) FROM request_log")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(counted(&app).await, last, "everything logged is counted");
+    assert_eq!(checkpoint, last);
 
     // Forget the counts again; retention counts what it prunes before it prunes it.
     forget_counts(&app).await;
     let removed = audit::prune(&app.pool, chrono::Utc::now()).await.unwrap();
-    assert!(removed >= logged as u64, "{removed}");
+    assert_eq!(removed as i64, last, "the whole log was pruned");
     let anchor: i64 = sqlx::query_scalar("SELECT seq FROM request_log_anchor")
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    assert!(
-        counted(&app).await >= anchor,
-        "every pruned record was counted"
+    assert_eq!(anchor, last);
+    assert_eq!(
+        counted(&app).await,
+        last,
+        "every pruned record was counted, once"
     );
+}
+
+async fn last_seq(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT max(seq) FROM request_log")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn deleting_the_newest_record_is_caught_even_by_a_restarted_writer() {
+    let app = TestApp::spawn().await;
+    for _ in 0..5 {
+        app.get("/api/v1/jobs", &app.admin_key).await;
+    }
+    audit::usage::count(&app.pool).await.unwrap();
+    let last = last_seq(&app).await;
+    sqlx::query("DELETE FROM request_log WHERE seq = $1")
+        .bind(last)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // A writer that has not seen the log before (a restarted server) appends after the gap
+    // instead of reusing the deleted record's position.
+    let writer = AuditLog::start(app.pool.clone(), std::time::Duration::ZERO);
+    assert!(writer.record(record(0)).await);
+    let (_, broken) = audit::verify(&app.pool, None, None).await.unwrap();
+    assert_eq!(broken.map(|(seq, _)| seq), Some(last), "reported missing");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 const MAX_COUNTED: i64 = 50_000;
 
 /// The advisory lock that serializes counting across replicas ("usage" in ASCII).
-const COUNTING_LOCK: i64 = 0x0075_7361_6765;
+pub const COUNTING_LOCK: i64 = 0x0075_7361_6765;
 
 /// Counts the records logged since the last count; returns how many it counted.
 ///

@@ -1,8 +1,8 @@
 //! The request-log writer: one task that gathers the records of finished requests into batches
 //! and appends each batch in one statement, chained onto the log's last record and inserted only
-//! if the log still ends there. When another replica appended meanwhile, the statement inserts
-//! nothing (or the primary key refuses it, when that replica's batch is still in flight), and
-//! the batch is chained again from the stored end.
+//! if the log does not go past it. When another replica appended meanwhile, the statement
+//! inserts nothing (or the primary key refuses it, when that replica's batch is still in
+//! flight), and the batch is chained again from the stored end.
 //!
 //! The writer runs on a thread of its own with its own connection: woken on the server's
 //! runtime, each commit waited behind the request tasks, and the pool pinged every connection
@@ -131,15 +131,19 @@ async fn write_batches(mut db: Db, gather: Duration, mut incoming: mpsc::Receive
     }
 }
 
-/// Where the log ends: its last record, or the anchor retention left, or the chain's start.
+/// Where the next batch goes: after the last record (or the anchor retention left, or the
+/// chain's start), chained onto its hash, but never at or below the usage checkpoint, which
+/// only moves forward: when the newest records were deleted by hand, the next batch leaves
+/// their positions empty, so verification reports them missing instead of their positions
+/// being reused.
 async fn stored_head(db: &mut Db) -> sqlx::Result<Head> {
     let conn = db.conn().await?;
     within(
         sqlx::query_as(
-            "SELECT seq, hash FROM ((SELECT seq, hash FROM request_log ORDER BY seq DESC LIMIT 1) \
-                                    UNION ALL (SELECT seq, hash FROM request_log_anchor) \
-                                    UNION ALL (SELECT 0, repeat('0', 64))) h \
-              ORDER BY seq DESC LIMIT 1",
+            "SELECT greatest(h.seq, (SELECT seq FROM usage_checkpoint)), h.hash \
+               FROM ((SELECT seq, hash FROM request_log ORDER BY seq DESC LIMIT 1) \
+                     UNION ALL (SELECT seq, hash FROM request_log_anchor) \
+                     UNION ALL (SELECT 0, repeat('0', 64)) ORDER BY seq DESC LIMIT 1) h",
         )
         .fetch_one(conn),
     )
@@ -187,9 +191,10 @@ async fn rechain_and_append(db: &mut Db, records: &mut [Record], head: &mut Opti
     false
 }
 
-/// One statement: inserts the records (chained onto `start`) if the log still ends at `start`;
-/// false, with nothing inserted, when it does not, or when another replica's batch took the
-/// same positions first (the primary key refuses the second).
+/// One statement: inserts the records (chained onto `start`) unless the log already goes past
+/// `start`; false, with nothing inserted, when it does, or when another replica's batch took
+/// the same positions first (the primary key refuses the second). ("Past", not "elsewhere":
+/// a log whose newest records were deleted by hand is appended after the gap.)
 async fn append_at(db: &mut Db, start: &Head, records: &[Record]) -> sqlx::Result<bool> {
     // One fixed statement (prepared once, whatever the batch size), one array per column.
     let col = |f: fn(&Record) -> Option<&str>| records.iter().map(f).collect::<Vec<_>>();
@@ -201,7 +206,8 @@ async fn append_at(db: &mut Db, start: &Head, records: &[Record]) -> sqlx::Resul
          SELECT * FROM UNNEST($2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], \
            $7::uuid[], $8::text[], $9::text[], $10::text[], $11::int[], $12::bigint[], $13::bigint[], \
            $14::bigint[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[]) \
-          WHERE coalesce((SELECT max(seq) FROM request_log), (SELECT seq FROM request_log_anchor), 0) = $1",
+          WHERE coalesce((SELECT max(seq) FROM request_log), (SELECT seq FROM request_log_anchor), 0) <= $1 \
+            AND (SELECT seq FROM usage_checkpoint) <= $1",
     )
     .bind(start.0)
     .bind(records.iter().map(|r| r.seq).collect::<Vec<_>>())
