@@ -26,8 +26,8 @@ pub struct Record {
     pub user_agent: Option<String>,
     pub outcome: String,
     pub error_code: Option<String>,
-    /// The previous record's hash. Not stored (the chain implies it): filled in by the writer
-    /// and by the export, empty where a query does not select it.
+    /// The previous record's hash. Not stored (the chain implies it): the export selects it,
+    /// other queries leave it empty.
     #[sqlx(default)]
     pub prev_hash: String,
     pub hash: String,

@@ -106,24 +106,7 @@ async fn write_batches(mut db: Db, gather: Duration, mut incoming: mpsc::Receive
         let shared = pending.len() > 1;
         let (mut records, acks): (Vec<Record>, Vec<oneshot::Sender<bool>>) =
             pending.into_iter().unzip();
-        let committed = match head.take() {
-            Some(start) => {
-                let end = link(&mut records, &start);
-                match append_at(&mut db, &start, &records).await {
-                    Ok(true) => {
-                        head = Some(end);
-                        true
-                    }
-                    // Another replica moved the head: chain again from the stored one.
-                    Ok(false) => rechain_and_append(&mut db, &mut records, &mut head).await,
-                    Err(error) => {
-                        db.failed(&error, "could not write the request log");
-                        false
-                    }
-                }
-            }
-            None => rechain_and_append(&mut db, &mut records, &mut head).await,
-        };
+        let committed = append(&mut db, &mut records, &mut head).await;
         last_shared = shared.then(Instant::now);
         for ack in acks {
             let _ = ack.send(committed);
@@ -156,23 +139,27 @@ fn link(records: &mut [Record], start: &Head) -> Head {
     for record in records.iter_mut() {
         seq += 1;
         record.seq = seq;
-        record.prev_hash = prev.clone();
         record.hash = chain::hash(&prev, record);
         prev = record.hash.clone();
     }
     (seq, prev)
 }
 
-/// Chains `records` from the stored head and appends them, again while other replicas keep
-/// moving the head (up to a hundred times); on success `head` is the new end.
-async fn rechain_and_append(db: &mut Db, records: &mut [Record], head: &mut Option<Head>) -> bool {
+/// Chains `records` onto the end this writer remembers (without one, the stored end) and
+/// appends them; while other replicas keep moving the end, chains them again from the stored
+/// one (up to a hundred times). On success `head` is the new end.
+async fn append(db: &mut Db, records: &mut [Record], head: &mut Option<Head>) -> bool {
+    let mut remembered = head.take();
     for _ in 0..100 {
-        let start = match stored_head(db).await {
-            Ok(start) => start,
-            Err(error) => {
-                db.failed(&error, "could not read the request log's head");
-                return false;
-            }
+        let start = match remembered.take() {
+            Some(start) => start,
+            None => match stored_head(db).await {
+                Ok(start) => start,
+                Err(error) => {
+                    db.failed(&error, "could not read the request log's head");
+                    return false;
+                }
+            },
         };
         let end = link(records, &start);
         match append_at(db, &start, records).await {
@@ -180,6 +167,7 @@ async fn rechain_and_append(db: &mut Db, records: &mut [Record], head: &mut Opti
                 *head = Some(end);
                 return true;
             }
+            // Another replica moved the end: chain again from the stored one.
             Ok(false) => continue,
             Err(error) => {
                 db.failed(&error, "could not write the request log");
