@@ -1,6 +1,7 @@
 //! The request log's writer and usage counting, below the HTTP layer: two writers (as two
 //! replicas would) appending at once keep one unbroken chain, and usage counts every record
-//! exactly once, including records that retention prunes before the periodic count reached them.
+//! exactly once, including records that retention prunes before the periodic count reached them;
+//! and the writer's connection commits durably whatever the cluster's `synchronous_commit`.
 
 use futures::future::join_all;
 use herald_api::audit::{self, AuditLog, Record};
@@ -246,4 +247,40 @@ async fn counting_usage_holds_back_no_projection_while_it_waits() {
     assert!(waiting >= 1, "the count waits for the lock");
     // An open transaction id would hold back every projection's horizon, cluster-wide.
     assert_eq!(holding_an_id, 0, "the waiting count holds a transaction id");
+}
+
+async fn show(conn: &mut sqlx::PgConnection, setting: &str) -> String {
+    sqlx::query_scalar(&format!("SHOW {setting}"))
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_writer_commits_durably_even_on_a_cluster_that_does_not() {
+    let app = TestApp::spawn().await;
+    // The test cluster runs with synchronous_commit=off: a commit is acknowledged before its
+    // WAL is flushed. The writer's own connection waits for the local flush all the same.
+    let mut pooled = app.pool.acquire().await.unwrap();
+    assert_eq!(show(&mut pooled, "synchronous_commit").await, "off");
+    let mut writer = audit::writer_connection(&app.pool).await.unwrap();
+    assert_eq!(show(&mut writer, "synchronous_commit").await, "local");
+    assert_eq!(show(&mut writer, "statement_timeout").await, "10s");
+
+    // A stricter setting (here the database's own) is kept, not weakened to `local`.
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut *pooled)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{database}\" SET synchronous_commit = 'remote_apply'"
+    ))
+    .execute(&mut *pooled)
+    .await
+    .unwrap();
+    let mut writer = audit::writer_connection(&app.pool).await.unwrap();
+    assert_eq!(
+        show(&mut writer, "synchronous_commit").await,
+        "remote_apply"
+    );
 }

@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 pub use chain::Record;
+pub use writer::connect as writer_connection;
 
 const MAX_BATCH: usize = 1000;
 

@@ -9,7 +9,8 @@
 //! it handed out. Under concurrent load (the last batch, a moment ago, held more than one
 //! record) it waits `audit.gather_micros` before taking a batch, so more records share a
 //! commit; a lone caller's record is written at once. Connecting and each statement are
-//! limited to 10 s, so a hung database answers calls with 503 instead of holding them. One
+//! limited to 10 s, so a hung database answers calls with 503 instead of holding them, and a
+//! commit waits for the local WAL flush even on a cluster that runs `synchronous_commit=off`. One
 //! batch is written at a time: two in flight (the second chained onto the first) were measured
 //! slower on a CPU-bound 2-core machine, since they halve the batch size (docs/PERFORMANCE.md).
 
@@ -59,16 +60,33 @@ async fn within<T>(work: impl std::future::Future<Output = sqlx::Result<T>>) -> 
     }
 }
 
+/// Opens a writer's connection with the pool's settings, two of them made stricter:
+/// - the database ends a statement it cannot finish in `DB_TIMEOUT`, so a batch that timed out
+///   is rolled back rather than committed after its callers were told it failed;
+/// - a commit waits at least for the local WAL flush even where `synchronous_commit` is `off`
+///   (which acknowledges commits a crash of PostgreSQL can still lose), since a response
+///   leaves only once its record is durable; stricter settings (`remote_apply`, …) are kept.
+pub async fn connect(pool: &PgPool) -> sqlx::Result<PgConnection> {
+    let timeout = format!("{}ms", DB_TIMEOUT.as_millis());
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("statement_timeout", timeout.as_str())]);
+    let mut conn = within(PgConnection::connect_with(&options)).await?;
+    within(
+        sqlx::query(
+            "SELECT set_config('synchronous_commit', 'local', false) \
+              WHERE current_setting('synchronous_commit') = 'off'",
+        )
+        .execute(&mut conn),
+    )
+    .await?;
+    Ok(conn)
+}
+
 impl Db {
     async fn conn(&mut self) -> sqlx::Result<&mut PgConnection> {
         if self.conn.is_none() {
-            // The database ends a statement it cannot finish in time, so a batch that timed out
-            // is rolled back rather than committed after its callers were told it failed.
-            let timeout = format!("{}ms", DB_TIMEOUT.as_millis());
-            let options = (*self.pool.connect_options())
-                .clone()
-                .options([("statement_timeout", timeout.as_str())]);
-            self.conn = Some(within(PgConnection::connect_with(&options)).await?);
+            self.conn = Some(connect(&self.pool).await?);
         }
         Ok(self.conn.as_mut().expect("connected above"))
     }
