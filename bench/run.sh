@@ -5,13 +5,14 @@
 #   3. pgbench single-row inserts into an events-shaped table (32 clients)
 #   4. pgbench primary-key selects on that table (32 clients)
 # and prints the ratios the targets are stated in. Phases run one after the other.
-#   usage: bench/run.sh            (BENCH_SECONDS=15 per phase by default)
+#   usage: bench/run.sh            (BENCH_SECONDS=15 per phase by default; BENCH_CONNECTIONS=32
+#          wrk connections and pgbench clients by default)
 # Uses the throwaway cluster of scripts/test-postgres.sh (fsync off, for Herald and pgbench alike).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration=${BENCH_SECONDS:-15}
-connections=32
+connections=${BENCH_CONNECTIONS:-32}
 port=${BENCH_PORT:-18080}
 base="http://127.0.0.1:$port"
 

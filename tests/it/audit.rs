@@ -1,7 +1,8 @@
 //! The request log over HTTP: every call is recorded (401, 403, 404 and 429 included) without
 //! secrets or query strings, the list filters, the hash chain catches an edited and a deleted
-//! record (through the API and `herald audit verify`), and a server killed under load leaves a
-//! record for every response its clients received.
+//! record (through the API and `herald audit verify`), a server killed under load leaves a
+//! record for every response its clients received, and the writer counts each call in flight
+//! until it is answered.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -233,4 +234,52 @@ async fn a_server_killed_under_load_has_a_record_of_every_answer_it_gave() {
         missing.len(),
         answered.len()
     );
+}
+
+/// Polls `audit.in_flight()` until it is `expected` (a second at most).
+async fn in_flight_becomes(app: &TestApp, expected: usize) -> usize {
+    let audit = app.state.audit.as_ref().expect("the audit trail is on");
+    for _ in 0..100 {
+        if audit.in_flight() == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    audit.in_flight()
+}
+
+#[tokio::test]
+async fn the_writer_sees_each_call_in_flight_until_it_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn().await;
+    // A call whose body has not fully arrived is in flight (the writer's wait grows with the
+    // number in flight, so a call that was never counted out would slow every later batch).
+    let address = app.base_url.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket
+        .write_all(b"POST /api/v1/jobs HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"kind\":")
+        .await
+        .unwrap();
+    assert_eq!(in_flight_becomes(&app, 1).await, 1);
+    socket.write_all(b"\"render\"}").await.unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(in_flight_becomes(&app, 0).await, 0);
+
+    // Answered, refused and unknown calls, all at once, are all counted out again.
+    let calls = (0..24).map(|n| {
+        let app = &app;
+        async move {
+            match n % 3 {
+                0 => app.get("/api/v1/jobs", &app.admin_key).await.status(),
+                1 => app.get("/api/v1/jobs", "hk_wrong").await.status(),
+                _ => app.get("/api/v1/nowhere", &app.admin_key).await.status(),
+            }
+        }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    assert!(statuses.contains(&StatusCode::UNAUTHORIZED), "{statuses:?}");
+    assert!(statuses.contains(&StatusCode::NOT_FOUND), "{statuses:?}");
+    assert_eq!(in_flight_becomes(&app, 0).await, 0);
 }

@@ -7,6 +7,7 @@
 
 pub mod chain;
 pub mod export;
+pub mod gather;
 pub mod usage;
 mod writer;
 
@@ -24,15 +25,29 @@ type Pending = (Record, oneshot::Sender<bool>);
 
 pub struct AuditLog {
     queue: mpsc::Sender<Pending>,
+    gather: Arc<gather::Gather>,
 }
 
 impl AuditLog {
     /// Starts the writer; it stops when the last `AuditLog` handle is dropped.
-    /// `gather` is the group-commit wait under concurrent load (`audit.gather_micros`).
+    /// `gather` is the group-commit wait under concurrent load (`audit.gather_micros`), for up
+    /// to 32 requests in flight (`gather`).
     pub fn start(pool: PgPool, gather: std::time::Duration) -> Arc<Self> {
         let (queue, incoming) = mpsc::channel(16 * MAX_BATCH);
-        writer::spawn(pool, gather, incoming);
-        Arc::new(Self { queue })
+        let gather = gather::Gather::new(gather);
+        writer::spawn(pool, gather.clone(), incoming);
+        Arc::new(Self { queue, gather })
+    }
+
+    /// Counts a request that will be recorded as in flight until the guard is dropped (the
+    /// writer's wait grows with the number in flight).
+    pub fn enter(&self) -> gather::InFlight {
+        self.gather.enter()
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.gather.in_flight()
     }
 
     /// Returns once `record` is committed (true), or when it could not be (false).

@@ -7,25 +7,26 @@
 //! The writer runs on a thread of its own with its own connection: woken on the server's
 //! runtime, each commit waited behind the request tasks, and the pool pinged every connection
 //! it handed out. Under concurrent load (the last batch, a moment ago, held more than one
-//! record) it waits `audit.gather_micros` before taking a batch, so more records share a
-//! commit; a lone caller's record is written at once. Connecting and each statement are
+//! record) it waits before taking a batch, so more records share a commit (`gather`: the wait
+//! grows with the requests in flight); a lone caller's record is written at once. Connecting and each statement are
 //! limited to 10 s, so a hung database answers calls with 503 instead of holding them, and a
 //! commit waits for the local WAL flush even on a cluster that runs `synchronous_commit=off`. One
 //! batch is written at a time: two in flight (the second chained onto the first) were measured
 //! slower on a CPU-bound 2-core machine, since they halve the batch size (docs/PERFORMANCE.md).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{chain, Pending, Record, MAX_BATCH};
+use super::{chain, gather::Gather, Pending, Record, MAX_BATCH};
 
 /// The end of the chain: sequence number and hash of its last record.
 type Head = (i64, String);
 
 /// Starts the writer thread; it ends when every sender of `incoming` is gone.
-pub(super) fn spawn(pool: PgPool, gather: Duration, incoming: mpsc::Receiver<Pending>) {
+pub(super) fn spawn(pool: PgPool, gather: Arc<Gather>, incoming: mpsc::Receiver<Pending>) {
     std::thread::Builder::new()
         .name("herald-audit".into())
         .spawn(move || {
@@ -101,7 +102,7 @@ impl Db {
 /// A record arriving within this time of the last batch counts as concurrent load.
 const BUSY_WITHIN: Duration = Duration::from_millis(10);
 
-async fn write_batches(mut db: Db, gather: Duration, mut incoming: mpsc::Receiver<Pending>) {
+async fn write_batches(mut db: Db, gather: Arc<Gather>, mut incoming: mpsc::Receiver<Pending>) {
     // Where the chain ends, as this writer last left it; `None`: read it from the database.
     let mut head: Option<Head> = None;
     // When the last batch that held more than one record was written: requests are arriving
@@ -109,10 +110,11 @@ async fn write_batches(mut db: Db, gather: Duration, mut incoming: mpsc::Receive
     let mut last_shared: Option<Instant> = None;
     while let Some(first) = incoming.recv().await {
         let busy = last_shared.is_some_and(|at| at.elapsed() < BUSY_WITHIN);
-        if busy && !gather.is_zero() {
+        let wait = gather.wait();
+        if busy && !wait.is_zero() {
             // A blocking sleep on purpose: this thread has nothing else to do meanwhile, and
             // Tokio's timers cannot wait less than a millisecond.
-            std::thread::sleep(gather);
+            std::thread::sleep(wait);
         }
         let mut pending = vec![first];
         while pending.len() < MAX_BATCH {

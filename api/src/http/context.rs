@@ -148,6 +148,12 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok());
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        // Counted until the call ends: the request-log writer waits longer with more in flight.
+        let _in_flight = self
+            .audit
+            .as_ref()
+            .filter(|_| path.starts_with("/api/"))
+            .map(|audit| audit.enter());
         let context = RequestContext {
             request_id: request_id.clone(),
             ip: client_ip(peer, forwarded, &self.trusted_proxies).map(|ip| ip.to_string()),
