@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Herald's HTTP throughput against PostgreSQL's own, measured in one run on one database:
-#   1. POST /api/v1/jobs         (wrk, 32 connections, authenticated)
-#   2. GET  /api/v1/jobs/{id}    (wrk, 32 connections, authenticated)
-#   3. pgbench single-row inserts into an events-shaped table (32 clients)
-#   4. pgbench primary-key selects on that table (32 clients)
+#   1. POST /api/v1/jobs         (wrk, BENCH_CONNECTIONS connections, authenticated)
+#   2. GET  /api/v1/jobs/{id}    (wrk, BENCH_CONNECTIONS connections, authenticated)
+#   3. pgbench single-row inserts into an events-shaped table (BENCH_CONNECTIONS clients)
+#   4. pgbench primary-key selects on that table (BENCH_CONNECTIONS clients)
 # and prints the ratios the targets are stated in. Phases run one after the other.
 #   usage: bench/run.sh            (BENCH_SECONDS=15 per phase by default; BENCH_CONNECTIONS=32
 #          wrk connections and pgbench clients by default)

@@ -2,7 +2,7 @@
 //! secrets or query strings, the list filters, the hash chain catches an edited and a deleted
 //! record (through the API and `herald audit verify`), a server killed under load leaves a
 //! record for every response its clients received, and the writer counts each call in flight
-//! until it is answered.
+//! from when its body has arrived until it is answered.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -249,22 +249,52 @@ async fn in_flight_becomes(app: &TestApp, expected: usize) -> usize {
 }
 
 #[tokio::test]
-async fn the_writer_sees_each_call_in_flight_until_it_is_answered() {
+async fn the_writer_sees_each_call_in_flight_from_its_body_until_its_answer() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = TestApp::spawn().await;
-    // A call whose body has not fully arrived is in flight (the writer's wait grows with the
-    // number in flight, so a call that was never counted out would slow every later batch).
+    // The writer's wait grows with the calls in flight, so a call must count only while the
+    // server works on it (not while its body trickles in) and never after it is answered.
     let address = app.base_url.trim_start_matches("http://");
     let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
-    socket
-        .write_all(b"POST /api/v1/jobs HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"kind\":")
-        .await
-        .unwrap();
-    assert_eq!(in_flight_becomes(&app, 1).await, 1);
+    let head = concat!(
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\n",
+        "Content-Length: 17\r\nConnection: close\r\n\r\n{\"kind\":"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    assert_eq!(
+        in_flight_becomes(&app, 1).await,
+        0,
+        "counted before its body arrived"
+    );
     socket.write_all(b"\"render\"}").await.unwrap();
     let mut answer = String::new();
     socket.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(in_flight_becomes(&app, 0).await, 0);
+
+    // A call whose record cannot be written yet (the log is locked) is in flight until the
+    // lock goes and it is answered.
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE request_log IN SHARE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let waiting = {
+        let (client, url, key) = (
+            app.client.clone(),
+            app.base_url.clone(),
+            app.admin_key.clone(),
+        );
+        tokio::spawn(async move {
+            let call = client
+                .get(format!("{url}/api/v1/jobs"))
+                .header("X-API-Key", key);
+            call.send().await.unwrap().status()
+        })
+    };
+    assert_eq!(in_flight_becomes(&app, 1).await, 1);
+    lock.rollback().await.unwrap();
+    assert_eq!(waiting.await.unwrap(), StatusCode::OK);
     assert_eq!(in_flight_becomes(&app, 0).await, 0);
 
     // Answered, refused and unknown calls, all at once, are all counted out again.

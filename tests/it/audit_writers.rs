@@ -259,25 +259,28 @@ async fn show(conn: &mut sqlx::PgConnection, setting: &str) -> String {
 #[tokio::test]
 async fn the_writer_commits_durably_even_on_a_cluster_that_does_not() {
     let app = TestApp::spawn().await;
-    // The test cluster runs with synchronous_commit=off: a commit is acknowledged before its
-    // WAL is flushed. The writer's own connection waits for the local flush all the same.
     let mut pooled = app.pool.acquire().await.unwrap();
-    assert_eq!(show(&mut pooled, "synchronous_commit").await, "off");
-    let mut writer = audit::writer_connection(&app.pool).await.unwrap();
-    assert_eq!(show(&mut writer, "synchronous_commit").await, "local");
-    assert_eq!(show(&mut writer, "statement_timeout").await, "10s");
-
-    // A stricter setting (here the database's own) is kept, not weakened to `local`.
     let database: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(&mut *pooled)
         .await
         .unwrap();
-    sqlx::query(&format!(
-        "ALTER DATABASE \"{database}\" SET synchronous_commit = 'remote_apply'"
-    ))
-    .execute(&mut *pooled)
-    .await
-    .unwrap();
+    let set =
+        |value: &str| format!("ALTER DATABASE \"{database}\" SET synchronous_commit = {value}");
+    // With synchronous_commit=off a commit is acknowledged before its WAL is flushed; the
+    // writer's own connection waits for the local flush all the same.
+    sqlx::query(&set("off"))
+        .execute(&mut *pooled)
+        .await
+        .unwrap();
+    let mut writer = audit::writer_connection(&app.pool).await.unwrap();
+    assert_eq!(show(&mut writer, "synchronous_commit").await, "local");
+    assert_eq!(show(&mut writer, "statement_timeout").await, "10s");
+
+    // A stricter setting is kept, not weakened to `local`.
+    sqlx::query(&set("remote_apply"))
+        .execute(&mut *pooled)
+        .await
+        .unwrap();
     let mut writer = audit::writer_connection(&app.pool).await.unwrap();
     assert_eq!(
         show(&mut writer, "synchronous_commit").await,

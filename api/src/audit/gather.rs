@@ -5,17 +5,21 @@
 //! client waiting for its answer before sending again) a wait that is long against the time a
 //! request spends in the server leaves the CPU idle. By Little's law that time grows with the
 //! number of requests in flight, so the wait does too: `audit.gather_micros` for up to
-//! `STEP` requests in flight, in proportion beyond that, and at most `MAX_STEPS` times it
-//! (docs/PERFORMANCE.md has the measurements). The edge counts the requests in flight.
+//! `BASE_IN_FLIGHT` requests in flight, in proportion beyond that, and at most `MAX_STEPS`
+//! times it and `LONGEST` (docs/PERFORMANCE.md has the measurements). The edge counts a call
+//! from when its body has arrived until it is answered (uploads, whose bodies stream through
+//! the handler, are not counted: their time is spent waiting on the client).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Requests in flight that the configured wait is meant for.
-const STEP: u32 = 32;
-/// The wait grows to at most this many times the configured one.
+const BASE_IN_FLIGHT: u32 = 32;
+/// The wait grows to at most this many times the configured one,
 const MAX_STEPS: u32 = 8;
+/// and never past the longest wait the configuration accepts.
+const LONGEST: Duration = Duration::from_millis(100);
 
 pub struct Gather {
     base: Duration,
@@ -48,10 +52,12 @@ impl Gather {
     }
 }
 
-/// `base` for up to `STEP` requests in flight, in proportion beyond, at most `MAX_STEPS` times.
+/// `base` for up to `BASE_IN_FLIGHT` requests in flight, in proportion beyond, at most
+/// `MAX_STEPS` times and `LONGEST`.
 fn scaled(base: Duration, in_flight: usize) -> Duration {
     let in_flight = u32::try_from(in_flight).unwrap_or(u32::MAX);
-    base * in_flight.clamp(STEP, STEP * MAX_STEPS) / STEP
+    let steps = in_flight.clamp(BASE_IN_FLIGHT, BASE_IN_FLIGHT * MAX_STEPS);
+    (base * steps / BASE_IN_FLIGHT).min(LONGEST.max(base))
 }
 
 /// One request in flight, counted until dropped.
@@ -76,6 +82,9 @@ mod tests {
         assert_eq!(scaled(base, 128), Duration::from_micros(2_000));
         assert_eq!(scaled(base, 100_000), Duration::from_micros(4_000));
         assert_eq!(scaled(Duration::ZERO, 1_000), Duration::ZERO);
+        let long = Duration::from_millis(40);
+        assert_eq!(scaled(long, 64), Duration::from_millis(80));
+        assert_eq!(scaled(long, 128), LONGEST);
     }
 
     #[test]

@@ -30,8 +30,8 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Starts the writer; it stops when the last `AuditLog` handle is dropped.
-    /// `gather` is the group-commit wait under concurrent load (`audit.gather_micros`), for up
-    /// to 32 requests in flight (`gather`).
+    /// `gather` is the group-commit wait under concurrent load (`audit.gather_micros`), which
+    /// grows with the requests in flight (`gather::Gather`).
     pub fn start(pool: PgPool, gather: std::time::Duration) -> Arc<Self> {
         let (queue, incoming) = mpsc::channel(16 * MAX_BATCH);
         let gather = gather::Gather::new(gather);

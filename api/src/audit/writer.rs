@@ -8,11 +8,12 @@
 //! runtime, each commit waited behind the request tasks, and the pool pinged every connection
 //! it handed out. Under concurrent load (the last batch, a moment ago, held more than one
 //! record) it waits before taking a batch, so more records share a commit (`gather`: the wait
-//! grows with the requests in flight); a lone caller's record is written at once. Connecting and each statement are
-//! limited to 10 s, so a hung database answers calls with 503 instead of holding them, and a
-//! commit waits for the local WAL flush even on a cluster that runs `synchronous_commit=off`. One
-//! batch is written at a time: two in flight (the second chained onto the first) were measured
-//! slower on a CPU-bound 2-core machine, since they halve the batch size (docs/PERFORMANCE.md).
+//! grows with the requests in flight); a lone caller's record is written at once. Connecting
+//! and each statement are limited to 10 s, so a hung database answers calls with 503 instead of
+//! holding them, and a commit waits for the local WAL flush even on a cluster that runs
+//! `synchronous_commit=off`. One batch is written at a time: two in flight (the second chained
+//! onto the first) were measured slower on a CPU-bound 2-core machine, since they halve the
+//! batch size (docs/PERFORMANCE.md).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

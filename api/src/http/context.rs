@@ -148,12 +148,10 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok());
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-        // Counted until the call ends: the request-log writer waits longer with more in flight.
-        let _in_flight = self
-            .audit
-            .as_ref()
-            .filter(|_| path.starts_with("/api/"))
-            .map(|audit| audit.enter());
+        let audit = self.audit.as_ref().filter(|_| path.starts_with("/api/"));
+        // A recorded call whose body has arrived is in flight until the call ends (the
+        // request-log writer waits longer with more in flight); uploads are never counted.
+        let in_flight = std::sync::OnceLock::new();
         let context = RequestContext {
             request_id: request_id.clone(),
             ip: client_ip(peer, forwarded, &self.trusted_proxies).map(|ip| ip.to_string()),
@@ -204,6 +202,9 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                     Ok(Err(refused)) => return refused,
                     Ok(Ok(())) => {}
                 }
+                if let (Some(audit), None) = (audit, streamed) {
+                    in_flight.get_or_init(|| audit.enter());
+                }
                 let answer = tokio::time::timeout_at(deadline, self.inner.call(req)).await;
                 if exceeded.load(Ordering::Relaxed) {
                     return too_large(streamed.unwrap_or_default());
@@ -230,20 +231,19 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         if let Some(headers) = &notes.rate {
             headers.apply(&mut response);
         }
-        if let Some(audit) = &self.audit {
-            if path.starts_with("/api/") {
-                let seen = super::request_log::Seen {
-                    request_id: &request_id,
-                    method: method.as_str(),
-                    path: &path,
-                    started,
-                    client_ip: context_ip,
-                    user_agent,
-                    request_bytes,
-                };
-                response = super::request_log::record(audit, seen, notes, response).await;
-            }
+        if let Some(audit) = audit {
+            let seen = super::request_log::Seen {
+                request_id: &request_id,
+                method: method.as_str(),
+                path: &path,
+                started,
+                client_ip: context_ip,
+                user_agent,
+                request_bytes,
+            };
+            response = super::request_log::record(audit, seen, notes, response).await;
         }
+        drop(in_flight);
         tracing::info!(
             http.method = %method,
             http.path = %path,
