@@ -5,9 +5,9 @@
 //! configured trusted proxy) and user agent for auth and event metadata, enforces the body size
 //! limit (413) whether or not `Content-Length` is sent, applies the request timeout, turns every
 //! error that did not come from a handler (unknown route, wrong method, unsupported content type,
-//! missing credentials) into problem+json, adds the security headers, stamps `X-Request-Id` on
-//! every response, and logs one line per request (path without its query string, which could
-//! hold data).
+//! missing credentials) into problem+json (`edge_problems`), adds the security headers, stamps
+//! `X-Request-Id` on every response, and logs one line per request (path without its query
+//! string, which could hold data).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use herald_domain::FieldError;
 use poem::http::{header, Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use uuid::Uuid;
 
 use super::client_ip::client_ip;
+use super::edge_problems::{as_problem, problem_response, timeout_problem, too_large};
 use super::headers::security_headers;
-use super::problem::{unauthenticated_problem, Problem};
+use super::problem::Problem;
 use super::streamed_body::{limited, StreamedLimits};
 
 tokio::task_local! {
@@ -256,14 +256,6 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
     }
 }
 
-fn too_large(limit: u64) -> Response {
-    problem_response(Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "PAYLOAD_TOO_LARGE",
-        format!("this request's body is limited to {limit} bytes"),
-    ))
-}
-
 impl<E> EdgeEndpoint<E> {
     /// Leaves a streamed body unread but counted: more than `limit` bytes fails the read and
     /// sets `exceeded`. A declared length over the limit is refused at once (the refusal).
@@ -313,91 +305,4 @@ impl<E> EdgeEndpoint<E> {
             ))),
         }
     }
-}
-
-fn timeout_problem(status: StatusCode, detail: &str) -> Response {
-    problem_response(Problem::new(status, "REQUEST_TIMEOUT", detail))
-}
-
-pub fn problem_response(problem: Problem) -> Response {
-    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = Response::builder()
-        .status(status)
-        .content_type("application/problem+json")
-        .body(serde_json::to_vec(&problem).unwrap_or_default());
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            poem::http::HeaderValue::from_static(
-                r#"Bearer realm="herald", ApiKey header="X-API-Key""#,
-            ),
-        );
-    }
-    response
-}
-
-/// Leaves problem+json and successful responses alone; rewrites any other error response.
-async fn as_problem(response: Response, message: Option<String>) -> Response {
-    let status = response.status();
-    let is_problem = response
-        .content_type()
-        .is_some_and(|ct| ct.starts_with("application/problem+json"));
-    if status.as_u16() < 400 || is_problem {
-        return response;
-    }
-    let message = match message {
-        Some(message) => message,
-        None => response.into_body().into_string().await.unwrap_or_default(),
-    };
-    problem_response(problem_for(status, &message))
-}
-
-fn problem_for(status: StatusCode, message: &str) -> Problem {
-    match status {
-        StatusCode::UNAUTHORIZED => unauthenticated_problem(),
-        StatusCode::BAD_REQUEST => {
-            let (code, detail) = if message.contains("payload") {
-                (
-                    "INVALID_BODY",
-                    "the request body is not valid JSON for this endpoint",
-                )
-            } else {
-                ("INVALID_PARAMETER", "a path or query parameter is invalid")
-            };
-            Problem::new(status, code, detail)
-                .with_errors(vec![FieldError::new(field_of(message), message)])
-        }
-        StatusCode::NOT_FOUND => Problem::new(status, "NOT_FOUND", "no such route"),
-        StatusCode::METHOD_NOT_ALLOWED => Problem::new(
-            status,
-            "METHOD_NOT_ALLOWED",
-            "this route does not accept the method",
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
-            status,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "send the body as application/json",
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            Problem::new(status, "PAYLOAD_TOO_LARGE", "the request body is too large")
-        }
-        s if s.is_server_error() => {
-            tracing::error!(status = s.as_u16(), error = message, "request failed");
-            Problem::new(s, "INTERNAL", "the server failed to handle this request")
-        }
-        s => Problem::new(s, "REQUEST_REFUSED", message),
-    }
-}
-
-/// Best-effort field name from a poem-openapi parse error ("... `kind` ..." or "\"kind\"").
-fn field_of(message: &str) -> String {
-    for quote in ['`', '"'] {
-        let mut parts = message.split(quote);
-        if let (Some(_), Some(name)) = (parts.next(), parts.next()) {
-            if !name.is_empty() && name.len() < 64 && !name.contains(' ') {
-                return name.to_owned();
-            }
-        }
-    }
-    "body".to_owned()
 }

@@ -11,7 +11,7 @@ use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use super::context::problem_response;
+use super::edge_problems::problem_response;
 use super::problem::Problem;
 
 pub struct Idempotency {

@@ -15,7 +15,7 @@ use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde::de::DeserializeOwned;
 
-use super::context::problem_response;
+use super::edge_problems::problem_response;
 use super::problem::Problem;
 use herald_domain::FieldError;
 

@@ -1,9 +1,11 @@
-//! HTTP plumbing shared by every endpoint: the problem+json error model (`problem`), the
-//! per-request context and the outer middleware (`context`), and pagination cursors (`cursor`).
+//! HTTP plumbing shared by every endpoint: the problem+json error model (`problem`) and the
+//! answers built from it (`edge_problems`), the per-request context and the outer middleware
+//! (`context`), and pagination cursors (`cursor`).
 
 pub mod client_ip;
 pub mod context;
 pub mod cursor;
+pub mod edge_problems;
 pub mod headers;
 pub mod idempotency;
 pub mod json_body;

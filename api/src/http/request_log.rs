@@ -9,7 +9,8 @@ use poem::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use poem::http::StatusCode;
 use poem::Response;
 
-use super::context::{problem_response, Notes};
+use super::context::Notes;
+use super::edge_problems::problem_response;
 use super::problem::Problem;
 use crate::audit::{AuditLog, Record};
 

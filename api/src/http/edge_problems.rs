@@ -1,0 +1,107 @@
+//! The problem+json answers the edge gives: the response for a `Problem` (with
+//! `WWW-Authenticate` on 401), and the rewriting of every error response that did not come
+//! from a handler as problem+json (unknown route, wrong method, unsupported content type,
+//! unparsable parameters or body, missing credentials), plus the edge's own refusals (a body
+//! too large, a request too slow).
+
+use herald_domain::FieldError;
+use poem::http::{header, StatusCode};
+use poem::Response;
+
+use super::problem::{unauthenticated_problem, Problem};
+
+pub(super) fn too_large(limit: u64) -> Response {
+    problem_response(Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        format!("this request's body is limited to {limit} bytes"),
+    ))
+}
+
+pub(super) fn timeout_problem(status: StatusCode, detail: &str) -> Response {
+    problem_response(Problem::new(status, "REQUEST_TIMEOUT", detail))
+}
+
+/// The `application/problem+json` response for `problem`, with `WWW-Authenticate` on 401.
+pub fn problem_response(problem: Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::builder()
+        .status(status)
+        .content_type("application/problem+json")
+        .body(serde_json::to_vec(&problem).unwrap_or_default());
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            poem::http::HeaderValue::from_static(
+                r#"Bearer realm="herald", ApiKey header="X-API-Key""#,
+            ),
+        );
+    }
+    response
+}
+
+/// Leaves problem+json and successful responses alone; rewrites any other error response.
+pub(super) async fn as_problem(response: Response, message: Option<String>) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .content_type()
+        .is_some_and(|ct| ct.starts_with("application/problem+json"));
+    if status.as_u16() < 400 || is_problem {
+        return response;
+    }
+    let message = match message {
+        Some(message) => message,
+        None => response.into_body().into_string().await.unwrap_or_default(),
+    };
+    problem_response(problem_for(status, &message))
+}
+
+fn problem_for(status: StatusCode, message: &str) -> Problem {
+    match status {
+        StatusCode::UNAUTHORIZED => unauthenticated_problem(),
+        StatusCode::BAD_REQUEST => {
+            let (code, detail) = if message.contains("payload") {
+                (
+                    "INVALID_BODY",
+                    "the request body is not valid JSON for this endpoint",
+                )
+            } else {
+                ("INVALID_PARAMETER", "a path or query parameter is invalid")
+            };
+            Problem::new(status, code, detail)
+                .with_errors(vec![FieldError::new(field_of(message), message)])
+        }
+        StatusCode::NOT_FOUND => Problem::new(status, "NOT_FOUND", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => Problem::new(
+            status,
+            "METHOD_NOT_ALLOWED",
+            "this route does not accept the method",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
+            status,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the body as application/json",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            Problem::new(status, "PAYLOAD_TOO_LARGE", "the request body is too large")
+        }
+        s if s.is_server_error() => {
+            tracing::error!(status = s.as_u16(), error = message, "request failed");
+            Problem::new(s, "INTERNAL", "the server failed to handle this request")
+        }
+        s => Problem::new(s, "REQUEST_REFUSED", message),
+    }
+}
+
+/// Best-effort field name from a poem-openapi parse error ("... `kind` ..." or "\"kind\"").
+fn field_of(message: &str) -> String {
+    for quote in ['`', '"'] {
+        let mut parts = message.split(quote);
+        if let (Some(_), Some(name)) = (parts.next(), parts.next()) {
+            if !name.is_empty() && name.len() < 64 && !name.contains(' ') {
+                return name.to_owned();
+            }
+        }
+    }
+    "body".to_owned()
+}
