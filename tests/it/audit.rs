@@ -274,11 +274,7 @@ async fn the_writer_sees_each_call_in_flight_from_its_body_until_its_answer() {
 
     // A call whose record cannot be written yet (the log is locked) is in flight until the
     // lock goes and it is answered.
-    let mut lock = app.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE request_log IN SHARE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = app.block_writes_to("request_log").await;
     let waiting = {
         let (client, url, key) = (
             app.client.clone(),

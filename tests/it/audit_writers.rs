@@ -187,14 +187,8 @@ async fn a_record_that_cannot_be_written_in_time_withholds_the_answer_and_is_not
     // A first call, so the writer's statement is prepared and the one below waits in its
     // execution (a statement that would still commit once the lock is released).
     app.get("/api/v1/jobs", &app.admin_key).await;
-    // Every write to the request log waits behind this lock until it is released. (SHARE:
-    // ACCESS EXCLUSIVE would take a transaction id, which holds back the projections of every
-    // test's database while it is open.)
-    let mut blocker = app.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE request_log IN SHARE MODE")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    // Every write to the request log waits behind this lock until it is released.
+    let blocker = app.block_writes_to("request_log").await;
     let started = std::time::Instant::now();
     let refused = app.get("/api/v1/jobs", &app.admin_key).await;
     assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
@@ -235,11 +229,7 @@ async fn counting_usage_holds_back_no_projection_while_it_waits() {
     let app = TestApp::spawn().await;
     app.get("/api/v1/jobs", &app.admin_key).await;
     // The periodic count (every second) must wait to write its counts.
-    let mut blocker = app.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE usage_hourly IN SHARE MODE")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    let blocker = app.block_writes_to("usage_hourly").await;
     app.get("/api/v1/jobs", &app.admin_key).await;
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let (waiting, holding_an_id) = lock_waiters(&app).await;

@@ -207,6 +207,18 @@ impl TestApp {
             .header("X-API-Key", key)
     }
 
+    /// Holds a SHARE lock on `table` until the returned transaction ends: writes to it wait,
+    /// reads do not. (SHARE, since ACCESS EXCLUSIVE would take a transaction id, which holds
+    /// back the projections of every test's database while it is open.)
+    pub async fn block_writes_to(&self, table: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut blocker = self.pool.begin().await.unwrap();
+        sqlx::query(&format!("LOCK TABLE {table} IN SHARE MODE"))
+            .execute(&mut *blocker)
+            .await
+            .unwrap();
+        blocker
+    }
+
     pub async fn get(&self, path: &str, key: &str) -> Response {
         self.request(Method::GET, path, key).send().await.unwrap()
     }
