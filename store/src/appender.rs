@@ -174,11 +174,12 @@ async fn insert(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<Key>, sqlx::
         .collect();
     let payloads: Vec<&str> = batch.iter().map(|p| p.payload.as_str()).collect();
     let metadata: Vec<&str> = batch.iter().map(|p| p.metadata.as_str()).collect();
+    // Unnested in the select list, not `FROM unnest(…)`: no tuplestore per array.
     let rows: Vec<Key> = sqlx::query_as(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
                              payload, metadata) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
-                              $6::text[]::json[], $7::text[]::json[]) \
+         SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::bigint[]), unnest($4::text[]), \
+                unnest($5::text[]), unnest($6::text[]::json[]), unnest($7::text[]::json[]) \
          ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING \
          RETURNING aggregate_type, aggregate_id, sequence",
     )

@@ -275,11 +275,12 @@ impl Projection for WebhookProjector {
         let column = |f: fn(&Delivery) -> Value| page.deliveries.iter().map(f).collect::<Vec<_>>();
         // Recorded leased to this process's dispatcher, which gets them once the page commits.
         let lease = self.inbox.lease().map(|l| l.as_secs_f64());
+        // Unnested in the select list, not `FROM unnest(…)`: no tuplestore per array.
         let recorded: Vec<Uuid> = sqlx::query_scalar(
             "INSERT INTO webhook_deliveries (id, endpoint_id, global_position, event_type, webhook_id, payload, \
                                              status, next_attempt_at, leased_until) \
-             SELECT *, 'pending', now(), now() + make_interval(secs => $7) \
-               FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
+             SELECT unnest($1::uuid[]), unnest($2::uuid[]), unnest($3::bigint[]), unnest($4::text[]), \
+                    unnest($5::text[]), unnest($6::jsonb[]), 'pending', now(), now() + make_interval(secs => $7) \
              ON CONFLICT (endpoint_id, global_position) DO NOTHING RETURNING id",
         )
         .bind(page.deliveries.iter().map(|d| d.id).collect::<Vec<_>>())

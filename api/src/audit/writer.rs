@@ -205,7 +205,9 @@ async fn append(db: &mut Db, records: &mut [Record], head: &mut Option<Head>) ->
 /// the same positions first (the primary key refuses the second). ("Past", not "elsewhere":
 /// a log whose newest records were deleted by hand is appended after the gap.)
 async fn append_at(db: &mut Db, start: &Head, records: &[Record]) -> sqlx::Result<bool> {
-    // One fixed statement (prepared once, whatever the batch size), one array per column.
+    // One fixed statement (prepared once, whatever the batch size), one array per column. The
+    // arrays are unnested in the select list, in lock-step and a value at a time: in `FROM
+    // unnest(a, b, …)` each array would fill a tuplestore of its own (docs/PERFORMANCE.md).
     let col = |f: fn(&Record) -> Option<&str>| records.iter().map(f).collect::<Vec<_>>();
     let conn = db.conn().await?;
     let statement = sqlx::query(

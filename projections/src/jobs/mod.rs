@@ -98,13 +98,14 @@ async fn upsert(
         .iter()
         .map(|(_, (_, job))| serde_json::to_value(job))
         .collect::<Result<_, _>>()?;
+    // Unnested in the select list, not `FROM unnest(…)`: no tuplestore per array.
     sqlx::query(
         "INSERT INTO jobs (id, project_id, kind, status, priority, created_at, updated_at, \
                            lease_expires_at, deleted, version, doc, finished_at, expired_at) \
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int2[], \
-                              $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], \
-                              $9::bool[], $10::int8[], $11::jsonb[], $12::timestamptz[], \
-                              $13::timestamptz[]) \
+         SELECT unnest($1::uuid[]), unnest($2::uuid[]), unnest($3::text[]), unnest($4::text[]), \
+                unnest($5::int2[]), unnest($6::timestamptz[]), unnest($7::timestamptz[]), \
+                unnest($8::timestamptz[]), unnest($9::bool[]), unnest($10::int8[]), \
+                unnest($11::jsonb[]), unnest($12::timestamptz[]), unnest($13::timestamptz[]) \
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, priority = excluded.priority, \
              updated_at = excluded.updated_at, lease_expires_at = excluded.lease_expires_at, \
              deleted = excluded.deleted, version = excluded.version, doc = excluded.doc, \
