@@ -74,19 +74,42 @@ impl From<Row> for StoredEvent {
 pub(crate) const COLUMNS: &str = "global_position, tx_id::text::bigint AS tx_id, aggregate_type, \
      aggregate_id, sequence, event_type, payload, metadata, recorded_at";
 
+/// Where a page of the log starts, ends and is ordered. The order is spelled with the table's
+/// name: a bare `tx_id` would name the output column (the `bigint` that `COLUMNS` casts it
+/// to), which no index is ordered by, so every page would read and sort the whole log after
+/// the reader's position. Qualified, a page is the next `limit` entries of the
+/// `(tx_id, global_position)` index, however far behind the reader is and whatever the
+/// table's statistics say.
+const PAGE_AFTER: &str = "WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
+       AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY events.tx_id, events.global_position LIMIT $3";
+
+/// The statement `read_after` runs ($1, $2: the position; $3: the limit); public so that a
+/// test can check its plan.
+pub fn read_after_statement() -> String {
+    format!("SELECT {COLUMNS} FROM events {PAGE_AFTER}")
+}
+
+/// The statement `read_page` runs (as `read_after_statement`, and $4: the wanted types);
+/// public so that a test can check its plan. Other types' documents come back as `null` and
+/// `{}`: nothing to transfer or parse.
+pub fn read_page_statement() -> String {
+    format!(
+        "SELECT global_position, tx_id::text::bigint AS tx_id, aggregate_type, aggregate_id, \
+                sequence, event_type, recorded_at, \
+                CASE WHEN aggregate_type = ANY($4) THEN payload ELSE 'null' END AS payload, \
+                CASE WHEN aggregate_type = ANY($4) THEN metadata ELSE '{{}}' END AS metadata \
+           FROM events {PAGE_AFTER}"
+    )
+}
+
 /// Up to `limit` committed events after `after`, in global order, never past the horizon.
 pub async fn read_after(
     executor: impl PgExecutor<'_>,
     after: Position,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events \
-         WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
-           AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY tx_id, global_position LIMIT $3"
-    );
-    let rows: Vec<Row> = sqlx::query_as(&sql)
+    let rows: Vec<Row> = sqlx::query_as(&read_after_statement())
         .bind(after.tx_id)
         .bind(after.global_position)
         .bind(limit)
@@ -114,23 +137,13 @@ pub async fn read_page(
     limit: i64,
     wanted: &[&str],
 ) -> Result<Page, sqlx::Error> {
-    // Other types' documents come back as `null` and `{}`: nothing to transfer or parse.
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT global_position, tx_id::text::bigint AS tx_id, aggregate_type, aggregate_id, \
-                sequence, event_type, recorded_at, \
-                CASE WHEN aggregate_type = ANY($4) THEN payload ELSE 'null' END AS payload, \
-                CASE WHEN aggregate_type = ANY($4) THEN metadata ELSE '{}' END AS metadata \
-           FROM events \
-          WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
-            AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-          ORDER BY tx_id, global_position LIMIT $3",
-    )
-    .bind(after.tx_id)
-    .bind(after.global_position)
-    .bind(limit)
-    .bind(wanted)
-    .fetch_all(executor)
-    .await?;
+    let rows: Vec<Row> = sqlx::query_as(&read_page_statement())
+        .bind(after.tx_id)
+        .bind(after.global_position)
+        .bind(limit)
+        .bind(wanted)
+        .fetch_all(executor)
+        .await?;
     let events = rows.into_iter().map(StoredEvent::from);
     let mut page = Page::default();
     for event in events {

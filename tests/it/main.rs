@@ -20,6 +20,7 @@ mod idempotency;
 mod job_files;
 mod job_lifecycle;
 mod jobs_api;
+mod log_reads;
 mod openapi;
 mod projections;
 mod rate_limits;
