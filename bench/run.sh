@@ -72,16 +72,25 @@ run_pgbench() {
   echo "$tps $lat"
 }
 
+# Each phase after the first starts from a vacuumed, analyzed and checkpointed database, so
+# it does not inherit the autovacuum and checkpoint work of the phases before it, which
+# otherwise lands inside whichever phase is running. (The first phase starts on a fresh
+# database, with no statistics at all.)
+settle() { psql -q "$db_url" -c "VACUUM ANALYZE" -c "CHECKPOINT"; }
+
 echo "== POST /api/v1/jobs" >&2
 read -r post_rps post_p99 < <(run_wrk -s bench/post_job.lua "$base/api/v1/jobs")
+settle
 echo "== GET /api/v1/jobs/{id}" >&2
 read -r get_rps get_p99 < <(run_wrk -H "X-API-Key: $KEY" "$base/api/v1/jobs/$job_id")
 kill $server 2>/dev/null || true; wait $server 2>/dev/null || true
 
 # The same two phases with the audit trail and rate limiting turned off, to price them.
 HERALD_AUDIT__ENABLED=false HERALD_RATE_LIMITS__ENABLED=false start_server
+settle
 echo "== POST /api/v1/jobs (audit trail and rate limits off)" >&2
 read -r post_off_rps post_off_p99 < <(run_wrk -s bench/post_job.lua "$base/api/v1/jobs")
+settle
 echo "== GET /api/v1/jobs/{id} (audit trail and rate limits off)" >&2
 read -r get_off_rps get_off_p99 < <(run_wrk -H "X-API-Key: $KEY" "$base/api/v1/jobs/$job_id")
 kill $server 2>/dev/null || true; wait $server 2>/dev/null || true
@@ -100,8 +109,10 @@ INSERT INTO bench_events (aggregate_type, aggregate_id, sequence, event_type, ev
 SELECT 'seed', 'k' || g, 1, 'job.queued', '1', '{"kind": "bench"}', '{}' FROM generate_series(1, 100000) g;
 ANALYZE bench_events;
 SQL
+settle
 echo "== pgbench inserts" >&2
 read -r ins_tps ins_lat < <(run_pgbench bench/pgbench_insert.sql)
+settle
 echo "== pgbench selects" >&2
 read -r sel_tps sel_lat < <(run_pgbench bench/pgbench_select.sql)
 
