@@ -77,9 +77,10 @@ pub(crate) const COLUMNS: &str = "global_position, tx_id::text::bigint AS tx_id,
 /// Where a page of the log starts, ends and is ordered. The order is spelled with the table's
 /// name: a bare `tx_id` would name the output column (the `bigint` that `COLUMNS` casts it
 /// to), which no index is ordered by, so every page would read and sort the whole log after
-/// the reader's position. Qualified, a page is the next `limit` entries of the
-/// `(tx_id, global_position)` index, however far behind the reader is and whatever the
-/// table's statistics say.
+/// the reader's position. Qualified, a reader far behind gets the next `limit` entries of the
+/// `(tx_id, global_position)` index (tests/it/log_reads.rs). Only statistics far behind the
+/// table (say, taken while it was empty) can still make the planner scan and sort, expecting
+/// a few rows, until autovacuum analyzes it again.
 const PAGE_AFTER: &str = "WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
        AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
      ORDER BY events.tx_id, events.global_position LIMIT $3";

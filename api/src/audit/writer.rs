@@ -214,9 +214,10 @@ async fn append_at(db: &mut Db, start: &Head, records: &[Record]) -> sqlx::Resul
         "INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, \
            route, method, path, status, latency_us, request_bytes, response_bytes, client_ip, user_agent, \
            outcome, error_code, hash) \
-         SELECT unnest($2::bigint[]), unnest($3::timestamptz[]), unnest($4::text[]), unnest($5::text[]), unnest($6::text[]), unnest($7::uuid[]), \
-           unnest($8::text[]), unnest($9::text[]), unnest($10::text[]), unnest($11::int[]), unnest($12::bigint[]), unnest($13::bigint[]), \
-           unnest($14::bigint[]), unnest($15::text[]), unnest($16::text[]), unnest($17::text[]), unnest($18::text[]), unnest($19::text[]) \
+         SELECT unnest($2::bigint[]), unnest($3::timestamptz[]), unnest($4::text[]), unnest($5::text[]), \
+           unnest($6::text[]), unnest($7::uuid[]), unnest($8::text[]), unnest($9::text[]), unnest($10::text[]), \
+           unnest($11::int[]), unnest($12::bigint[]), unnest($13::bigint[]), unnest($14::bigint[]), \
+           unnest($15::text[]), unnest($16::text[]), unnest($17::text[]), unnest($18::text[]), unnest($19::text[]) \
           WHERE coalesce((SELECT max(seq) FROM request_log), (SELECT seq FROM request_log_anchor), 0) <= $1 \
             AND (SELECT seq FROM usage_checkpoint) <= $1",
     )
