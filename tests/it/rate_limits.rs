@@ -1,7 +1,8 @@
 //! Rate limits over HTTP: the headers on every authenticated response, 429 with the violated
 //! policies and a consistent `Retry-After`, independent read and write budgets, the daily quota
-//! (and that it survives a restart), per-key overrides, the per-IP budget for refused
-//! credentials, and that refused credentials never spend the budget of the key they name.
+//! (and that it survives a restart), per-key overrides (set only by admins, merged), the per-IP
+//! budget for refused credentials, and that refused credentials never spend the budget of the
+//! key they name.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -131,6 +132,75 @@ async fn a_keys_own_limits_replace_the_defaults() {
     assert_eq!(
         app.get("/api/v1/jobs", &key).await.status(),
         StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+async fn patch_limits(app: &TestApp, id: &str, by: &str, limits: Value) -> reqwest::Response {
+    app.request(Method::PATCH, &format!("/api/v1/api-keys/{id}"), by)
+        .json(&json!({ "rate_limit": limits }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn only_admins_set_limits_and_a_change_keeps_the_limits_it_does_not_name() {
+    let app = limited(100, 100, 10_000).await;
+    let (project, key) = app.project_with_key(&["jobs:read", "keys:write"]).await;
+    let id = key.split('_').nth(2).unwrap();
+    let own = patch_limits(&app, id, &key, json!({"read_per_minute": 1_000_000})).await;
+    assert_eq!(own.status(), StatusCode::FORBIDDEN);
+    assert_eq!(problem(own).await["code"], "FORBIDDEN");
+    let created = app
+        .request(Method::POST, "/api/v1/api-keys", &key)
+        .json(
+            &json!({"name": "greedy", "project_id": project, "scopes": ["jobs:read"],
+                      "rate_limit": {"daily_quota": 4_000_000_000u32}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::FORBIDDEN);
+    let history: Value = app
+        .get(&format!("/api/v1/api-keys/{id}/history"), &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["data"].as_array().unwrap().len(), 1, "{history}");
+
+    let admin = &app.admin_key;
+    let set = patch_limits(
+        &app,
+        id,
+        admin,
+        json!({"read_per_minute": 7, "daily_quota": 50}),
+    )
+    .await;
+    assert_eq!(set.status(), StatusCode::OK);
+    let merged: Value = patch_limits(
+        &app,
+        id,
+        admin,
+        json!({"write_per_minute": 3, "daily_quota": null}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        merged["rate_limit"],
+        json!({"read_per_minute": 7, "write_per_minute": 3, "daily_quota": null})
+    );
+    let zero = patch_limits(&app, id, admin, json!({"write_per_minute": 0})).await;
+    assert_eq!(zero.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        problem(zero).await["errors"][0]["field"],
+        "rate_limit.write_per_minute"
+    );
+    assert_eq!(
+        number(&app.get("/api/v1/jobs", &key).await, "x-ratelimit-limit"),
+        7
     );
 }
 

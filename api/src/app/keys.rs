@@ -46,6 +46,9 @@ impl From<CommandError<ApiKeyError>> for ApiError {
             CommandError::Rejected(ApiKeyError::ScopeEscalation) => ApiError::Forbidden(
                 "a key's scopes can only be narrowed, except by an admin".into(),
             ),
+            CommandError::Rejected(ApiKeyError::LimitsAdminOnly) => {
+                ApiError::Forbidden("only an admin sets a key's rate limits".into())
+            }
             CommandError::Rejected(rejected) => ApiError::Conflict {
                 code: rejected.code(),
                 detail: rejected.to_string(),
@@ -152,7 +155,8 @@ pub async fn execute(
     committed.aggregate.state().cloned().ok_or_else(not_found)
 }
 
-/// Applies a settings change (scopes only narrowed unless the caller is an admin).
+/// Applies a settings change (scopes only narrowed and rate limits left alone unless the
+/// caller is an admin).
 pub async fn update(
     store: &AggregateStore<ApiKey>,
     caller: &Caller,
@@ -162,7 +166,7 @@ pub async fn update(
 ) -> Result<ApiKeyState, ApiError> {
     let command = ApiKeyCommand::Update {
         update,
-        may_widen_scopes: caller.is_admin(),
+        by_admin: caller.is_admin(),
         now: Utc::now(),
     };
     execute(store, caller, metadata, id, command).await

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use herald_domain::api_key::{parse_description, IpAllowlist, KeyName, KeyUpdate, RateLimit};
+use herald_domain::api_key::{parse_description, IpAllowlist, KeyName, KeyUpdate};
 use herald_domain::{FieldError, ProjectId, Scope, Scopes};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
@@ -138,6 +138,8 @@ impl ApiKeysApi {
             }
             days => days.map(|d| Utc::now() + Duration::days(i64::from(d))),
         };
+        let rate_limit = body.rate_limit.map(RateLimitDto::parse).transpose();
+        let rate_limit = rate_limit.map_err(|e| errors.extend(e)).ok().flatten();
         let (Some(name), Some(description), Some(scopes), Some(ip_allowlist)) =
             (name, description, scopes, ip_allowlist)
         else {
@@ -149,6 +151,11 @@ impl ApiKeysApi {
         let project_id = self
             .target_project(&caller, body.project_id, &scopes)
             .await?;
+        if body.rate_limit.is_some() && !caller.is_admin() {
+            return Err(
+                ApiError::Forbidden("only an admin sets a key's rate limits".into()).into(),
+            );
+        }
         let held = caller.scopes_in(project_id);
         let beyond = held.map_or_else(|| scopes.iter().collect(), |held| scopes.beyond(&held));
         if !beyond.is_empty() {
@@ -166,7 +173,7 @@ impl ApiKeysApi {
             scopes,
             expires_at,
             ip_allowlist,
-            rate_limit: body.rate_limit.map(RateLimit::from).unwrap_or_default(),
+            rate_limit: rate_limit.unwrap_or_default(),
         };
         let (token, state) = app::create(
             &self.state.keys,
@@ -270,7 +277,10 @@ impl ApiKeysApi {
                 .as_deref()
                 .map(IpAllowlist::parse)
                 .and_then(|r| collect(&mut errors, r)),
-            rate_limit: body.rate_limit.map(RateLimit::from),
+            rate_limit: body
+                .rate_limit
+                .map(RateLimitPatch::parse)
+                .and_then(|r| r.map_err(|e| errors.extend(e)).ok()),
         };
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors).into());

@@ -2,7 +2,9 @@
 //! or its hash; the plaintext appears once, in the answer to create and rotate.
 
 use chrono::{DateTime, Utc};
-use herald_domain::api_key::{ApiKeyState, RateLimit};
+use herald_domain::api_key::{ApiKeyState, LimitChange, RateLimit, RateLimitChange};
+use herald_domain::FieldError;
+use poem_openapi::types::MaybeUndefined;
 use poem_openapi::Object;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -17,12 +19,70 @@ pub struct RateLimitDto {
     pub daily_quota: Option<u32>,
 }
 
-impl From<RateLimitDto> for RateLimit {
-    fn from(dto: RateLimitDto) -> Self {
-        RateLimit {
-            read_per_minute: dto.read_per_minute,
-            write_per_minute: dto.write_per_minute,
-            daily_quota: dto.daily_quota,
+impl RateLimitDto {
+    /// The settings, or one error per limit that is zero (a key that may never call would be
+    /// a revoked key with extra steps).
+    pub fn parse(self) -> Result<RateLimit, Vec<FieldError>> {
+        let limits = [
+            ("read_per_minute", self.read_per_minute),
+            ("write_per_minute", self.write_per_minute),
+            ("daily_quota", self.daily_quota),
+        ];
+        let errors: Vec<FieldError> = limits
+            .iter()
+            .filter(|(_, value)| *value == Some(0))
+            .map(|(name, _)| zero(name))
+            .collect();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(RateLimit {
+            read_per_minute: self.read_per_minute,
+            write_per_minute: self.write_per_minute,
+            daily_quota: self.daily_quota,
+        })
+    }
+}
+
+fn zero(name: &str) -> FieldError {
+    FieldError::new(format!("rate_limit.{name}"), "must be at least 1")
+}
+
+/// A change to a key's rate limits: a number sets a limit, `null` returns it to the server
+/// default, and a limit left out stays as it is.
+#[derive(Debug, Clone, Default, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPatch {
+    #[serde(default)]
+    pub read_per_minute: MaybeUndefined<u32>,
+    #[serde(default)]
+    pub write_per_minute: MaybeUndefined<u32>,
+    #[serde(default)]
+    pub daily_quota: MaybeUndefined<u32>,
+}
+
+impl RateLimitPatch {
+    pub fn parse(self) -> Result<RateLimitChange, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut change = |name: &str, value: MaybeUndefined<u32>| match value {
+            MaybeUndefined::Undefined => LimitChange::Keep,
+            MaybeUndefined::Null => LimitChange::Reset,
+            MaybeUndefined::Value(0) => {
+                errors.push(zero(name));
+                LimitChange::Keep
+            }
+            MaybeUndefined::Value(n) => LimitChange::Set(n),
+        };
+        let parsed = RateLimitChange {
+            read_per_minute: change("read_per_minute", self.read_per_minute),
+            write_per_minute: change("write_per_minute", self.write_per_minute),
+            daily_quota: change("daily_quota", self.daily_quota),
+        };
+        if errors.is_empty() {
+            Ok(parsed)
+        } else {
+            Err(errors)
         }
     }
 }
@@ -43,6 +103,7 @@ pub struct KeyCreate {
     #[oai(default)]
     #[serde(default)]
     pub ip_allowlist: Vec<String>,
+    /// Only an admin sets a key's own limits.
     pub rate_limit: Option<RateLimitDto>,
 }
 
@@ -56,7 +117,8 @@ pub struct KeyPatch {
     /// Only narrowing, unless the caller is an admin.
     pub scopes: Option<Vec<String>>,
     pub ip_allowlist: Option<Vec<String>>,
-    pub rate_limit: Option<RateLimitDto>,
+    /// Only an admin changes a key's limits.
+    pub rate_limit: Option<RateLimitPatch>,
 }
 
 /// `POST /api-keys/{id}/rotate` body.

@@ -13,7 +13,9 @@ mod token;
 mod tests;
 
 pub use events::ApiKeyEvent;
-pub use settings::{parse_description, IpAllowlist, KeyName, RateLimit};
+pub use settings::{
+    parse_description, IpAllowlist, KeyName, LimitChange, RateLimit, RateLimitChange,
+};
 pub use token::{ApiKeyToken, TokenError, TOKEN_LEN};
 
 use chrono::{DateTime, Utc};
@@ -47,7 +49,7 @@ pub struct KeyUpdate {
     pub description: Option<Option<String>>,
     pub scopes: Option<Scopes>,
     pub ip_allowlist: Option<IpAllowlist>,
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limit: Option<RateLimitChange>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,8 +57,9 @@ pub enum ApiKeyCommand {
     Create(Box<NewApiKey>, DateTime<Utc>),
     Update {
         update: KeyUpdate,
-        /// Admins may widen a key's scopes; everyone else may only narrow them.
-        may_widen_scopes: bool,
+        /// Admins may widen a key's scopes and set its rate limits; everyone else may only
+        /// narrow its scopes.
+        by_admin: bool,
         now: DateTime<Utc>,
     },
     /// Records that `successor` replaces this key, which stays valid until `grace_until` (or
@@ -87,6 +90,8 @@ pub enum ApiKeyError {
     AlreadyRotated,
     #[error("scopes can only be narrowed")]
     ScopeEscalation,
+    #[error("only an admin sets a key's rate limits")]
+    LimitsAdminOnly,
 }
 
 impl ApiKeyError {
@@ -97,6 +102,7 @@ impl ApiKeyError {
             ApiKeyError::Revoked => "API_KEY_REVOKED",
             ApiKeyError::AlreadyRotated => "API_KEY_ALREADY_ROTATED",
             ApiKeyError::ScopeEscalation => "SCOPE_ESCALATION",
+            ApiKeyError::LimitsAdminOnly => "RATE_LIMIT_ADMIN_ONLY",
         }
     }
 }
@@ -248,21 +254,24 @@ impl ApiKey {
                 key,
                 ApiKeyCommand::Update {
                     update,
-                    may_widen_scopes,
+                    by_admin,
                     now,
                 },
             ) => {
                 if let Some(scopes) = &update.scopes {
-                    if !may_widen_scopes && !scopes.within(&key.scopes) {
+                    if !by_admin && !scopes.within(&key.scopes) {
                         return Err(ApiKeyError::ScopeEscalation);
                     }
+                }
+                if update.rate_limit.is_some() && !by_admin {
+                    return Err(ApiKeyError::LimitsAdminOnly);
                 }
                 Ok(vec![ApiKeyEvent::Updated {
                     name: update.name,
                     description: update.description,
                     scopes: update.scopes,
                     ip_allowlist: update.ip_allowlist,
-                    rate_limit: update.rate_limit,
+                    rate_limit: update.rate_limit.map(|change| change.apply(key.rate_limit)),
                     at: now,
                 }])
             }

@@ -80,6 +80,47 @@ pub struct RateLimit {
     pub daily_quota: Option<u32>,
 }
 
+/// A change to one limit of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitChange {
+    /// Leave the limit as it is.
+    #[default]
+    Keep,
+    /// Use this many requests (positive: zero is refused before it gets here).
+    Set(u32),
+    /// Return to the server default.
+    Reset,
+}
+
+impl LimitChange {
+    fn apply(self, current: Option<u32>) -> Option<u32> {
+        match self {
+            LimitChange::Keep => current,
+            LimitChange::Set(value) => Some(value),
+            LimitChange::Reset => None,
+        }
+    }
+}
+
+/// A change to a key's rate limits, merged into its current settings: limits it does not name
+/// stay as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimitChange {
+    pub read_per_minute: LimitChange,
+    pub write_per_minute: LimitChange,
+    pub daily_quota: LimitChange,
+}
+
+impl RateLimitChange {
+    pub fn apply(&self, current: RateLimit) -> RateLimit {
+        RateLimit {
+            read_per_minute: self.read_per_minute.apply(current.read_per_minute),
+            write_per_minute: self.write_per_minute.apply(current.write_per_minute),
+            daily_quota: self.daily_quota.apply(current.daily_quota),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +141,24 @@ mod tests {
         );
         assert!(!list.allows(None), "no client address means deny");
         assert!(IpAllowlist::default().allows(None));
+    }
+
+    #[test]
+    fn a_rate_limit_change_keeps_what_it_does_not_name() {
+        let current = RateLimit {
+            read_per_minute: Some(5),
+            write_per_minute: Some(7),
+            daily_quota: Some(100),
+        };
+        let change = RateLimitChange {
+            read_per_minute: LimitChange::Set(9),
+            daily_quota: LimitChange::Reset,
+            ..RateLimitChange::default()
+        };
+        let merged = change.apply(current);
+        assert_eq!(merged.read_per_minute, Some(9));
+        assert_eq!(merged.write_per_minute, Some(7));
+        assert_eq!(merged.daily_quota, None);
     }
 
     #[test]

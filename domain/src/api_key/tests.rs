@@ -35,13 +35,13 @@ fn successor() -> KeyId {
     KeyId::parse("successor0000001").unwrap()
 }
 
-fn narrow_to(list: &[&str], may_widen_scopes: bool) -> ApiKeyCommand {
+fn narrow_to(list: &[&str], by_admin: bool) -> ApiKeyCommand {
     ApiKeyCommand::Update {
         update: KeyUpdate {
             scopes: Some(scopes(list)),
             ..KeyUpdate::default()
         },
-        may_widen_scopes,
+        by_admin,
         now: t(10),
     }
 }
@@ -68,6 +68,44 @@ fn scopes_can_be_narrowed_but_not_widened_except_by_an_admin() {
         .when(narrow_to(&["jobs:read", "keys:write"], true))
         .inspect_result();
     assert!(widened.is_ok());
+}
+
+#[test]
+fn only_an_admin_changes_rate_limits_and_the_change_is_merged() {
+    let change = |by_admin| ApiKeyCommand::Update {
+        update: KeyUpdate {
+            rate_limit: Some(RateLimitChange {
+                write_per_minute: LimitChange::Set(3),
+                ..RateLimitChange::default()
+            }),
+            ..KeyUpdate::default()
+        },
+        by_admin,
+        now: t(10),
+    };
+    Spec::with(())
+        .given(vec![created(None)])
+        .when(change(false))
+        .then_expect_error(ApiKeyError::LimitsAdminOnly);
+    let mut limited = created(None);
+    if let ApiKeyEvent::Created { rate_limit, .. } = &mut limited {
+        rate_limit.read_per_minute = Some(8);
+    }
+    Spec::with(())
+        .given(vec![limited])
+        .when(change(true))
+        .then_expect_events(vec![ApiKeyEvent::Updated {
+            name: None,
+            description: None,
+            scopes: None,
+            ip_allowlist: None,
+            rate_limit: Some(RateLimit {
+                read_per_minute: Some(8),
+                write_per_minute: Some(3),
+                daily_quota: None,
+            }),
+            at: t(10),
+        }]);
 }
 
 #[test]
