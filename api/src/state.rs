@@ -144,7 +144,10 @@ impl AppState {
             .rate_limiter
             .check(&self.pool, &subject, write, caller.limits)
             .await;
-        let headers = RateHeaders { applied };
+        let headers = RateHeaders {
+            applied,
+            policies: self.rate_limiter.policies(caller.limits),
+        };
         let refusal = too_many(&headers);
         crate::http::context::set_rate_headers(headers);
         refusal.map_or(Ok(()), Err)
@@ -163,6 +166,7 @@ impl AppState {
         }
         let headers = RateHeaders {
             applied: vec![applied],
+            ..RateHeaders::default()
         };
         let refusal = too_many(&headers).unwrap_or(ApiError::Unauthenticated);
         crate::http::context::set_rate_headers(headers);

@@ -41,7 +41,7 @@ async fn writes_are_limited_per_minute_with_headers_and_a_consistent_retry_after
         assert_eq!(number(&response, "x-ratelimit-remaining"), remaining);
         assert_eq!(
             header(&response, "ratelimit-policy"),
-            r#""write";q=3;w=60, "daily";q=10000;w=86400"#
+            r#""read";q=100;w=60, "write";q=3;w=60, "daily";q=10000;w=86400"#
         );
         assert!(header(&response, "ratelimit").starts_with(&format!(r#""write";r={remaining};t="#)));
     }

@@ -1,6 +1,6 @@
 //! The rate-limit headers of a response: `X-RateLimit-Limit`, `-Remaining` and `-Reset` (epoch
 //! seconds) for the most restrictive policy, and the IETF draft fields `RateLimit-Policy` (every
-//! policy) and `RateLimit` (the most restrictive one's remaining requests and seconds to reset).
+//! policy of the caller, the ones this request did not touch included) and `RateLimit` (the most restrictive one's remaining requests and seconds to reset).
 
 use poem::http::HeaderValue;
 use poem::Response;
@@ -9,7 +9,18 @@ use super::Applied;
 
 #[derive(Debug, Clone, Default)]
 pub struct RateHeaders {
+    /// The policies this request was checked against.
     pub applied: Vec<Applied>,
+    /// Every policy of the caller, for `RateLimit-Policy` (when empty: the applied ones).
+    pub policies: Vec<Policy>,
+}
+
+/// A policy as `RateLimit-Policy` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub name: &'static str,
+    pub quota: u64,
+    pub window_seconds: u64,
 }
 
 impl RateHeaders {
@@ -34,10 +45,19 @@ impl RateHeaders {
             return;
         };
         let reset_at = chrono::Utc::now().timestamp() as u64 + binding.reset_seconds;
-        let policy = self
-            .applied
+        let applied = self.applied.iter().map(|a| Policy {
+            name: a.name,
+            quota: a.quota,
+            window_seconds: a.window_seconds,
+        });
+        let policies: Vec<Policy> = if self.policies.is_empty() {
+            applied.collect()
+        } else {
+            self.policies.clone()
+        };
+        let policy = policies
             .iter()
-            .map(|a| format!("\"{}\";q={};w={}", a.name, a.quota, a.window_seconds))
+            .map(|p| format!("\"{}\";q={};w={}", p.name, p.quota, p.window_seconds))
             .collect::<Vec<_>>()
             .join(", ");
         let headers = response.headers_mut();

@@ -9,7 +9,7 @@ pub mod gcra;
 mod headers;
 pub mod shared;
 
-pub use headers::RateHeaders;
+pub use headers::{Policy, RateHeaders};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -106,6 +106,21 @@ impl RateLimiter {
             remaining: verdict.remaining,
             reset_seconds: pending.div_ceil(1_000_000_000) as u64,
         }
+    }
+
+    /// Every policy of a caller with settings `own`: `read`, `write` and `daily`.
+    pub fn policies(&self, own: RateLimit) -> Vec<Policy> {
+        let d = &self.defaults;
+        let policy = |name, quota: Option<u32>, default: u32, window_seconds| Policy {
+            name,
+            quota: u64::from(quota.unwrap_or(default)),
+            window_seconds,
+        };
+        vec![
+            policy("read", own.read_per_minute, d.read_per_minute, 60),
+            policy("write", own.write_per_minute, d.write_per_minute, 60),
+            policy("daily", own.daily_quota, d.daily_quota, 86_400),
+        ]
     }
 
     /// Checks (and, when every policy allows it, counts) one request by `subject`.
@@ -294,9 +309,30 @@ impl RateLimiter {
     }
 }
 
-/// Seconds until the next UTC midnight (at least 1).
+/// Seconds until the next UTC midnight, rounded up (so "reset" is never announced early).
 fn seconds_to_midnight() -> u64 {
-    let tomorrow = Utc::now().date_naive() + chrono::Days::new(1);
+    seconds_to_midnight_from(Utc::now())
+}
+
+fn seconds_to_midnight_from(now: chrono::DateTime<Utc>) -> u64 {
+    let tomorrow = now.date_naive() + chrono::Days::new(1);
     let midnight = tomorrow.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-    (midnight - Utc::now()).num_seconds().max(1) as u64
+    let millis = (midnight - now).num_milliseconds().max(1) as u64;
+    millis.div_ceil(1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    #[test]
+    fn the_daily_reset_is_rounded_up_to_the_next_whole_second() {
+        let at = |h, m, s, ms| {
+            chrono::Utc.with_ymd_and_hms(2026, 11, 24, h, m, s).unwrap()
+                + chrono::Duration::milliseconds(ms)
+        };
+        assert_eq!(super::seconds_to_midnight_from(at(23, 59, 59, 300)), 1);
+        assert_eq!(super::seconds_to_midnight_from(at(23, 59, 58, 999)), 2);
+        assert_eq!(super::seconds_to_midnight_from(at(0, 0, 0, 0)), 86_400);
+    }
 }
