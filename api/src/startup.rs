@@ -145,6 +145,7 @@ pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
         },
         trusted_proxies: state.config.trusted_proxy_nets().unwrap_or_default(),
         audit: state.audit.clone(),
+        admission: state.clone(),
     };
     // Explicit origins only: poem's `Cors::new()` alone would allow every origin.
     let origins = &state.config.cors_allowed_origins;
@@ -183,7 +184,7 @@ pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
         .nest("/", api)
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .with(crate::http::idempotency::Idempotency {
-            pool: state.pool.clone(),
+            state: state.clone(),
         })
         .with(edge)
 }

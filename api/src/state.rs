@@ -155,7 +155,7 @@ impl AppState {
 
     /// A 401, or a 429 once the client IP has sent too many requests with bad credentials.
     /// Refused credentials never spend the budget of the key they name.
-    fn refuse_unauthenticated(&self) -> ApiError {
+    pub(crate) fn refuse_unauthenticated(&self) -> ApiError {
         if !self.rate_limiter.enabled() {
             return ApiError::Unauthenticated;
         }

@@ -38,7 +38,7 @@ async fn a_key_is_shown_once_and_listed_without_its_secret() {
         &app,
         &manager,
         json!({"name": "ci", "description": "nightly", "scopes": ["jobs:read"], "expires_in_days": 30,
-               "ip_allowlist": ["127.0.0.1", "10.0.0.0/8"], "rate_limit": {"read_per_minute": 50}}),
+               "ip_allowlist": ["127.0.0.1", "10.0.0.0/8"]}),
     )
     .await;
     let key = created["key"].as_str().unwrap().to_owned();
@@ -50,7 +50,11 @@ async fn a_key_is_shown_once_and_listed_without_its_secret() {
         created["ip_allowlist"],
         json!(["127.0.0.1/32", "10.0.0.0/8"])
     );
-    assert_eq!(created["rate_limit"]["read_per_minute"], 50);
+    assert_eq!(
+        created["rate_limit"],
+        json!({"read_per_minute": null, "write_per_minute": null, "daily_quota": null}),
+        "the server defaults"
+    );
     assert!(created["expires_at"].is_string());
 
     assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);

@@ -1,5 +1,6 @@
 //! `Idempotency-Key`: twenty concurrent identical requests make one job; a later retry gets the
-//! first answer again; the same key with another body is refused; bad keys are refused.
+//! first answer again; the same key with another body is refused; bad keys are refused; a replay
+//! is authenticated and rate-limited like any request, and refused credentials store nothing.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -89,4 +90,61 @@ async fn the_same_keyed_request_twenty_times_at_once_makes_one_job() {
         .await
         .unwrap();
     assert_eq!(too_long.status(), StatusCode::BAD_REQUEST);
+}
+
+async fn stored_keys(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_replay_is_authenticated_and_counted_and_refused_credentials_store_nothing() {
+    let app = TestApp::spawn_with(|c| c.rate_limits.write_per_minute = 3).await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let submit = |credentials: &str| {
+        app.request(reqwest::Method::POST, "/api/v1/jobs", credentials)
+            .header("Idempotency-Key", "frame-7")
+            .json(&json!({"kind": "render"}))
+            .send()
+    };
+    assert_eq!(
+        submit("hrld_live_not-a-key").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        stored_keys(&app).await,
+        0,
+        "a refused request left a key behind"
+    );
+
+    assert_eq!(submit(&key).await.unwrap().status(), StatusCode::ACCEPTED);
+    let replay = submit(&key).await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        replay.headers()["x-ratelimit-remaining"],
+        "1",
+        "a replay is counted"
+    );
+    submit(&key).await.unwrap();
+    let limited = submit(&key).await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    let id = key.split('_').nth(2).unwrap();
+    let revoked = app
+        .post(
+            &format!("/api/v1/api-keys/{id}/revoke"),
+            &app.admin_key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let after = submit(&key).await.unwrap();
+    assert_eq!(
+        after.status(),
+        StatusCode::UNAUTHORIZED,
+        "a revoked key got its stored answer"
+    );
+    assert!(after.headers().get("idempotent-replayed").is_none());
 }

@@ -1,8 +1,8 @@
 //! Rate limits over HTTP: the headers on every authenticated response, 429 with the violated
 //! policies and a consistent `Retry-After`, independent read and write budgets, the daily quota
 //! (and that it survives a restart), per-key overrides (set only by admins, merged), the per-IP
-//! budget for refused credentials, and that refused credentials never spend the budget of the
-//! key they name.
+//! budget for refused or missing credentials, and that refused credentials never spend the
+//! budget of the key they name.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -161,6 +161,18 @@ async fn only_admins_set_limits_and_a_change_keeps_the_limits_it_does_not_name()
         .await
         .unwrap();
     assert_eq!(created.status(), StatusCode::FORBIDDEN);
+    let by_admin: Value = app
+        .post(
+            "/api/v1/api-keys",
+            &app.admin_key,
+            json!({"name": "batch", "project_id": project, "scopes": ["jobs:read"],
+                   "rate_limit": {"daily_quota": 50_000}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_admin["rate_limit"]["daily_quota"], 50_000);
     let history: Value = app
         .get(&format!("/api/v1/api-keys/{id}/history"), &app.admin_key)
         .await
@@ -235,6 +247,31 @@ async fn refused_credentials_spend_the_ip_budget_and_never_the_named_keys() {
     );
     let body: Value = genuine.json().await.unwrap();
     assert!(body["data"].is_array());
+}
+
+#[tokio::test]
+async fn requests_without_any_credentials_spend_the_ip_budget_too() {
+    let app = TestApp::spawn_with(|c| c.rate_limits.unauthenticated_per_minute = 3).await;
+    let anonymous = || app.client.get(app.url("/api/v1/jobs")).send();
+    for _ in 0..3 {
+        let refused = anonymous().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(problem(refused).await["code"], "UNAUTHENTICATED");
+    }
+    let blocked = anonymous().await.unwrap();
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(number(&blocked, "retry-after") >= 1);
+    assert_eq!(
+        problem(blocked).await["violated-policies"],
+        json!(["unauthenticated"])
+    );
+    // The same IP budget: a forged key is refused with 429 as well now.
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    assert_eq!(
+        app.get("/api/v1/jobs", &forge(&key)).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
 }
 
 /// `key` with its last character changed (to one it is not).

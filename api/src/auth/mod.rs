@@ -4,8 +4,10 @@
 //! `verifier` checks API keys against the cached key store, `users` checks session tokens
 //! against the cached users, `changes` keeps both caches current across replicas, `session`
 //! signs access and CSRF tokens, `passwords` hashes with argon2id, `login_limit` bounds login
-//! attempts, and `Caller` is the result that handlers consult for scopes and projects.
+//! attempts, `admission` authenticates the requests no handler sees, and `Caller` is the result
+//! that handlers consult for scopes and projects.
 
+mod admission;
 mod caller;
 pub mod changes;
 pub mod login_limit;

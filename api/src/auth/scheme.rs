@@ -2,6 +2,7 @@
 //! the `herald_session` cookie set by a browser login. Credentials are only ever read from
 //! headers and cookies, never from the query string.
 
+use poem::http::HeaderMap;
 use poem_openapi::auth::{ApiKey, Bearer};
 use poem_openapi::SecurityScheme;
 
@@ -37,6 +38,36 @@ pub enum Presented<'a> {
 }
 
 impl Credentials {
+    /// The credentials in raw request headers, found in the order the OpenAPI schemes are
+    /// tried (for requests no operation extracts them from).
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        if let Some(key) = text("x-api-key") {
+            return Some(Credentials::ApiKey(ApiKeyHeader(ApiKey {
+                key: key.into(),
+            })));
+        }
+        let bearer = text("authorization").and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+        if let Some(token) = bearer {
+            let bearer = Bearer {
+                token: token.into(),
+            };
+            return Some(Credentials::Bearer(BearerToken(bearer)));
+        }
+        let session = headers
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == "herald_session")
+            .map(|(_, value)| value.to_owned())?;
+        Some(Credentials::Cookie(SessionCookie(ApiKey { key: session })))
+    }
+
     pub fn presented(&self) -> Presented<'_> {
         match self {
             Credentials::ApiKey(ApiKeyHeader(key)) => Presented::Key(&key.key),

@@ -5,9 +5,9 @@
 //! configured trusted proxy) and user agent for auth and event metadata, enforces the body size
 //! limit (413) whether or not `Content-Length` is sent, applies the request timeout, turns every
 //! error that did not come from a handler (unknown route, wrong method, unsupported content type,
-//! missing credentials) into problem+json (`edge_problems`), adds the security headers, stamps
-//! `X-Request-Id` on every response, and logs one line per request (path without its query
-//! string, which could hold data).
+//! missing credentials, counted against the client IP's budget) into problem+json
+//! (`edge_problems`), adds the security headers, stamps `X-Request-Id` on every response, and
+//! logs one line per request (path without its query string, which could hold data).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +21,7 @@ use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use uuid::Uuid;
 
 use super::client_ip::client_ip;
-use super::edge_problems::{as_problem, problem_response, timeout_problem, too_large};
+use super::edge_problems::{as_problem, is_problem, problem_response, timeout_problem, too_large};
 use super::headers::security_headers;
 use super::problem::Problem;
 use super::streamed_body::{limited, StreamedLimits};
@@ -100,6 +100,8 @@ pub struct Edge {
     pub trusted_proxies: Vec<IpNet>,
     /// Where every API call is recorded before its response leaves (`None`: not recorded).
     pub audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
+    /// Counts requests that presented no credentials against their IP's budget.
+    pub admission: Arc<crate::state::AppState>,
 }
 
 impl<E: Endpoint> Middleware<E> for Edge {
@@ -113,6 +115,7 @@ impl<E: Endpoint> Middleware<E> for Edge {
             streamed: self.streamed.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
             audit: self.audit.clone(),
+            admission: self.admission.clone(),
         }
     }
 }
@@ -124,6 +127,7 @@ pub struct EdgeEndpoint<E> {
     streamed: StreamedLimits,
     trusted_proxies: Vec<IpNet>,
     audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
+    admission: Arc<crate::state::AppState>,
 }
 
 fn incoming_request_id(req: &Request) -> Option<String> {
@@ -209,17 +213,26 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 if exceeded.load(Ordering::Relaxed) {
                     return too_large(streamed.unwrap_or_default());
                 }
-                match answer {
-                    Ok(Ok(output)) => as_problem(output.into_response(), None).await,
+                let (response, message) = match answer {
+                    Ok(Ok(output)) => (output.into_response(), None),
                     Ok(Err(error)) => {
                         let message = error.to_string();
-                        as_problem(error.into_response(), Some(message)).await
+                        (error.into_response(), Some(message))
                     }
-                    Err(_) => timeout_problem(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the request took too long and was abandoned",
-                    ),
+                    Err(_) => {
+                        return timeout_problem(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the request took too long and was abandoned",
+                        )
+                    }
+                };
+                // A 401 that is not problem+json yet came from no handler: no credentials.
+                if response.status() == StatusCode::UNAUTHORIZED && !is_problem(&response) {
+                    if let Some(refusal) = self.admission.refuse_anonymous() {
+                        return refusal;
+                    }
                 }
+                as_problem(response, message).await
             })
             .await;
         let mut response = response;

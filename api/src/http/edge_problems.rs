@@ -40,13 +40,16 @@ pub fn problem_response(problem: Problem) -> Response {
     response
 }
 
+pub(super) fn is_problem(response: &Response) -> bool {
+    response
+        .content_type()
+        .is_some_and(|ct| ct.starts_with("application/problem+json"))
+}
+
 /// Leaves problem+json and successful responses alone; rewrites any other error response.
 pub(super) async fn as_problem(response: Response, message: Option<String>) -> Response {
     let status = response.status();
-    let is_problem = response
-        .content_type()
-        .is_some_and(|ct| ct.starts_with("application/problem+json"));
-    if status.as_u16() < 400 || is_problem {
+    if status.as_u16() < 400 || is_problem(&response) {
         return response;
     }
     let message = match message {

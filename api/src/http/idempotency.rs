@@ -3,19 +3,24 @@
 //! answers that again without running anything (`Idempotent-Replayed: true`); with a different
 //! request it answers 422, and while the first is still running, 409. Keys are scoped to the
 //! credentials presented (a hash of them, never the credentials), up to 255 characters, and
-//! kept at least 24 hours (nothing prunes them yet). A 5xx, 409 or 429 answer is not kept, so
-//! the request can be retried.
+//! kept at least 24 hours (nothing prunes them yet). A 5xx, 401, 403, 409 or 429 answer is not
+//! kept, so the request can be retried. A replay is authenticated and counted against the
+//! caller's rate limits like any request (`AppState::admit_replay`).
 
 use poem::http::{header, HeaderValue, Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
+use std::sync::Arc;
+
 use super::edge_problems::problem_response;
 use super::problem::Problem;
+use crate::state::AppState;
 
 pub struct Idempotency {
-    pub pool: PgPool,
+    /// Where keys are stored, and who authenticates a replay.
+    pub state: Arc<AppState>,
 }
 
 impl<E: Endpoint> Middleware<E> for Idempotency {
@@ -24,7 +29,8 @@ impl<E: Endpoint> Middleware<E> for Idempotency {
     fn transform(&self, inner: E) -> Self::Output {
         IdempotencyEndpoint {
             inner,
-            pool: self.pool.clone(),
+            pool: self.state.pool.clone(),
+            state: self.state.clone(),
         }
     }
 }
@@ -32,6 +38,7 @@ impl<E: Endpoint> Middleware<E> for Idempotency {
 pub struct IdempotencyEndpoint<E> {
     inner: E,
     pool: PgPool,
+    state: Arc<AppState>,
 }
 
 fn hex_sha256(parts: &[&[u8]]) -> String {
@@ -196,6 +203,10 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
         .rows_affected()
             == 1;
         if !claimed {
+            // No handler runs: the credentials are checked (and the request counted) here.
+            if let Err(refusal) = self.state.admit_replay(req.headers()).await {
+                return Ok(refusal);
+            }
             let stored: Option<Stored> = sqlx::query_as(
                 "SELECT request_hash, status, content_type, location, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
             )
@@ -243,10 +254,16 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
             Err(error) => error.into_response(),
         };
         let status = response.status();
-        // Failures that a retry may get past are not kept: server errors, rate limits, conflicts.
+        // Failures that a retry may get past are not kept: server errors, rate limits,
+        // conflicts; nor are refused credentials (a refused request leaves nothing behind).
         if status.is_server_error()
-            || status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::CONFLICT
+            || matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS
+                    | StatusCode::CONFLICT
+                    | StatusCode::UNAUTHORIZED
+                    | StatusCode::FORBIDDEN
+            )
         {
             let _ = sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2")
                 .bind(&scope)

@@ -1,0 +1,41 @@
+//! Authentication of the requests no handler sees: a request that presented no credentials at
+//! all (poem-openapi refuses it with 401 before any handler runs, so it is counted against the
+//! client IP's `unauthenticated` budget here) and an idempotent replay (answered by the
+//! `Idempotency-Key` middleware from its store, so the credentials are checked, and the request
+//! counted against the caller's limits, here before the stored answer goes out).
+
+use poem::http::HeaderMap;
+use poem::{IntoResponse, Response};
+
+use super::scheme::Credentials;
+use crate::http::problem::{ApiError, ErrorResponse};
+use crate::state::AppState;
+
+impl AppState {
+    /// For a request refused for presenting no credentials: the 429 that replaces its 401
+    /// once the client IP is over its budget, else `None` (the 401 stands).
+    pub fn refuse_anonymous(&self) -> Option<Response> {
+        match self.refuse_unauthenticated() {
+            refusal @ ApiError::TooManyRequests { .. } => Some(answer(refusal)),
+            _ => None,
+        }
+    }
+
+    /// Authenticates the request an idempotent replay is about to answer, and counts it
+    /// against its caller's limits: `Err` is the answer instead (401, 403 or 429).
+    pub async fn admit_replay(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let Some(credentials) = Credentials::from_headers(headers) else {
+            return Err(self
+                .refuse_anonymous()
+                .unwrap_or_else(|| answer(ApiError::Unauthenticated)));
+        };
+        self.authenticate(&credentials)
+            .await
+            .map(drop)
+            .map_err(answer)
+    }
+}
+
+fn answer(refusal: ApiError) -> Response {
+    ErrorResponse::from(refusal).into_response()
+}
