@@ -3,7 +3,8 @@
 //! the configured defaults; and `unauthenticated`, per client IP, counted only on requests whose
 //! credentials were refused. Minute policies use GCRA (`gcra`), so a burst can never overshoot;
 //! the daily quota is an exact counter that is flushed to PostgreSQL every two seconds and read
-//! back on first use, so it survives a restart. State is per replica (in memory).
+//! back on first use, so it survives a restart. State is per replica (in memory) and pruned of
+//! whatever no longer limits anyone every two seconds; `shared` moves it to Redis.
 
 pub mod gcra;
 mod headers;
@@ -288,6 +289,22 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Forgets what no longer limits anyone, so rotating client IPs or keys cannot grow the
+    /// maps without end: a TAT in the past is the same as none (a full quota), and a past
+    /// day's count is only needed until it is flushed.
+    pub fn prune(&self) {
+        self.prune_at(
+            self.origin.elapsed().as_nanos() + MINUTE,
+            Utc::now().date_naive(),
+        );
+    }
+
+    fn prune_at(&self, now: u128, today: NaiveDate) {
+        self.tats.lock().expect("lock").retain(|_, tat| *tat > now);
+        let mut daily = self.daily.lock().expect("lock");
+        daily.retain(|_, (day, _, unflushed)| *day == today || *unflushed > 0);
+    }
+
     /// Flushes every two seconds until cancelled, and once more on the way out.
     pub async fn flush_periodically(
         self: std::sync::Arc<Self>,
@@ -302,6 +319,7 @@ impl RateLimiter {
             if let Err(error) = self.flush(&pool).await {
                 tracing::warn!(%error, "could not record daily quota use");
             }
+            self.prune();
             if stop {
                 return;
             }
@@ -322,17 +340,4 @@ fn seconds_to_midnight_from(now: chrono::DateTime<Utc>) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use chrono::TimeZone;
-
-    #[test]
-    fn the_daily_reset_is_rounded_up_to_the_next_whole_second() {
-        let at = |h, m, s, ms| {
-            chrono::Utc.with_ymd_and_hms(2026, 11, 24, h, m, s).unwrap()
-                + chrono::Duration::milliseconds(ms)
-        };
-        assert_eq!(super::seconds_to_midnight_from(at(23, 59, 59, 300)), 1);
-        assert_eq!(super::seconds_to_midnight_from(at(23, 59, 58, 999)), 2);
-        assert_eq!(super::seconds_to_midnight_from(at(0, 0, 0, 0)), 86_400);
-    }
-}
+mod tests;
