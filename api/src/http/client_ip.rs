@@ -21,16 +21,19 @@ pub fn client_ip(
     let Some(header) = forwarded_for else {
         return Some(peer);
     };
-    let hops: Vec<IpAddr> = header
-        .split(',')
-        .map(|hop| hop.trim().parse())
-        .collect::<Result<_, _>>()
-        .ok()?;
-    hops.iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(hops.first())
-        .copied()
+    // Right to left: every hop up to the first untrusted one was written by a trusted proxy.
+    // Whatever the client wrote itself (further left, possibly not an address) is never read;
+    // if a hop cannot be read before an untrusted one is found, the nearest trusted address
+    // stands in, so no request falls into one shared "unknown" bucket.
+    let mut nearest = peer;
+    for hop in header.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => nearest = ip,
+            Ok(ip) => return Some(ip),
+            Err(_) => return Some(nearest),
+        }
+    }
+    Some(nearest)
 }
 
 #[cfg(test)]
@@ -64,7 +67,22 @@ mod tests {
             client_ip(ip("10.0.0.2"), Some(header), &trusted),
             ip("1.2.3.4")
         );
-        assert_eq!(client_ip(ip("10.0.0.2"), Some("garbage"), &trusted), None);
+        let spoofed = "not-an-address, 1.2.3.4";
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some(spoofed), &trusted),
+            ip("1.2.3.4"),
+            "what the client wrote is never read"
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some("10.0.0.9, garbage"), &trusted),
+            ip("10.0.0.2"),
+            "an unreadable hop from a proxy: the nearest trusted address"
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some("10.0.0.7"), &trusted),
+            ip("10.0.0.7"),
+            "only proxies: the furthest one"
+        );
         assert_eq!(client_ip(None, None, &trusted), None);
     }
 }
