@@ -1,7 +1,7 @@
 //! Rate limits shared through a real Redis (started by `scripts/test-redis.sh`): two `herald
 //! serve` processes on one database and one Redis together allow exactly one key's limit, per
-//! minute and per day;
-//! with Redis unreachable a replica keeps serving and limits on its own, and says so.
+//! minute and per day; a day's count Redis lost starts again from every replica's stored
+//! share; with Redis unreachable a replica keeps serving and limits on its own, and says so.
 
 use std::time::Duration;
 
@@ -128,6 +128,44 @@ async fn two_herald_processes_together_allow_one_limit() {
         .unwrap();
     assert_eq!(check["ok"], true, "{check}");
     assert!(check["checked"].as_i64().unwrap() >= 51, "{check}");
+}
+
+#[tokio::test]
+async fn a_daily_count_redis_lost_starts_again_from_every_replicas_stored_share() {
+    let redis = redis_url();
+    let app = TestApp::spawn_with(|c| shared(c, &redis)).await;
+    until_shared(&app.base_url).await;
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    for _ in 0..2 {
+        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    }
+    app.state.rate_limiter.flush(&app.pool).await.unwrap();
+    // Another replica has flushed 10 requests of its own; then Redis loses the day's count.
+    let id = key.split('_').nth(2).unwrap();
+    let subject = format!("key:{id}");
+    let today = chrono::Utc::now().date_naive();
+    sqlx::query("UPDATE rate_limit_daily SET used = used + 10 WHERE subject = $1 AND day = $2")
+        .bind(&subject)
+        .bind(today)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let lost: i64 = redis::cmd("DEL")
+        .arg(format!("herald:rl:{subject}:daily:{today}"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(lost, 1, "the day's counter was in Redis");
+
+    let next = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(next.status(), StatusCode::OK);
+    assert_eq!(
+        next.headers()["x-ratelimit-remaining"],
+        (25 - 13).to_string().as_str(),
+        "2 here and 10 elsewhere were used before this one"
+    );
 }
 
 #[tokio::test]

@@ -1,11 +1,12 @@
 //! Rate limits, per authenticated caller: `read` (GET and HEAD per minute), `write` (other
 //! methods per minute) and `daily` (requests per UTC day), each from the key's own settings or
 //! the configured defaults; and `unauthenticated`, per client IP, counted only on requests whose
-//! credentials were refused. Minute policies use GCRA (`gcra`), so a burst can never overshoot;
-//! the daily quota is an exact counter that is flushed to PostgreSQL every two seconds and read
-//! back on first use, so it survives a restart. State is per replica (in memory) and pruned of
+//! credentials were refused or missing. Minute policies use GCRA (`gcra`), so a burst can never
+//! overshoot; the daily quota (`daily`) is an exact counter that is flushed to PostgreSQL every
+//! two seconds and read back on first use, so it survives a restart. State is per replica (in memory) and pruned of
 //! whatever no longer limits anyone every two seconds; `shared` moves it to Redis.
 
+mod daily;
 pub mod gcra;
 mod headers;
 pub mod shared;
@@ -21,7 +22,8 @@ use herald_domain::api_key::RateLimit;
 use sqlx::PgPool;
 
 use crate::config::RateLimitsConfig;
-use shared::SharedLimits;
+use daily::seconds_to_midnight;
+use shared::{Decision, SharedLimits};
 
 const MINUTE: u128 = 60_000_000_000;
 
@@ -179,12 +181,19 @@ impl RateLimiter {
             tokio::spawn(async move { shared.connect().await });
             return None;
         }
-        let known = self.daily_used(pool, subject).await;
         let today = Utc::now().date_naive();
         let reset = seconds_to_midnight();
-        let verdict = shared
-            .check(subject, name, quota, daily_quota, known, today, reset)
-            .await?;
+        let ask = |seed| shared.check(subject, name, quota, daily_quota, seed, today, reset);
+        let verdict = match ask(None).await? {
+            Decision::Decided(verdict) => verdict,
+            Decision::NeedsSeed => {
+                let seed = self.stored_daily(pool, subject, today).await + self.unflushed(subject);
+                match ask(Some(seed)).await? {
+                    Decision::Decided(verdict) => verdict,
+                    Decision::NeedsSeed => return None,
+                }
+            }
+        };
         if verdict.minute.allowed && verdict.daily_allowed {
             // This replica's share, added to the stored count so the quota survives restarts.
             self.count_daily(subject);
@@ -207,88 +216,6 @@ impl RateLimiter {
         self.minute_policy(&format!("ip:{ip}"), "unauthenticated", quota, now, true)
     }
 
-    async fn daily_policy(&self, pool: &PgPool, subject: &str, quota: u64) -> Applied {
-        let used = self.daily_used(pool, subject).await;
-        let reset = seconds_to_midnight();
-        Applied {
-            name: "daily",
-            quota,
-            window_seconds: 86_400,
-            allowed: used < quota,
-            remaining: quota.saturating_sub(used + 1),
-            reset_seconds: reset,
-        }
-    }
-
-    /// Requests counted against `subject`'s daily quota today: this replica's count, which
-    /// starts from the stored one the first time it sees the subject in a day.
-    pub async fn daily_used(&self, pool: &PgPool, subject: &str) -> u64 {
-        let today = Utc::now().date_naive();
-        let known = self
-            .daily
-            .lock()
-            .expect("lock")
-            .get(subject)
-            .filter(|(day, _, _)| *day == today)
-            .map(|(_, used, _)| *used);
-        match known {
-            Some(used) => used,
-            None => {
-                let stored: i64 = sqlx::query_scalar("SELECT coalesce(max(used), 0) FROM rate_limit_daily WHERE subject = $1 AND day = $2")
-                    .bind(subject)
-                    .bind(today)
-                    .fetch_one(pool)
-                    .await
-                    .unwrap_or(0);
-                let mut daily = self.daily.lock().expect("lock");
-                let entry = daily.entry(subject.to_owned()).or_insert((today, 0, 0));
-                if entry.0 != today {
-                    *entry = (today, 0, 0);
-                }
-                entry.1 = entry.1.max(stored as u64);
-                entry.1
-            }
-        }
-    }
-
-    fn count_daily(&self, subject: &str) {
-        let today = Utc::now().date_naive();
-        let mut daily = self.daily.lock().expect("lock");
-        let entry = daily.entry(subject.to_owned()).or_insert((today, 0, 0));
-        if entry.0 != today {
-            *entry = (today, 0, 0);
-        }
-        entry.1 += 1;
-        entry.2 += 1;
-    }
-
-    /// Adds the counted requests to `rate_limit_daily`.
-    pub async fn flush(&self, pool: &PgPool) -> sqlx::Result<()> {
-        let pending: Vec<(String, NaiveDate, i64)> = {
-            let mut daily = self.daily.lock().expect("lock");
-            daily
-                .iter_mut()
-                .filter(|(_, (_, _, unflushed))| *unflushed > 0)
-                .map(|(subject, (day, _, unflushed))| {
-                    let n = std::mem::take(unflushed) as i64;
-                    (subject.clone(), *day, n)
-                })
-                .collect()
-        };
-        for (subject, day, n) in pending {
-            sqlx::query(
-                "INSERT INTO rate_limit_daily (subject, day, used) VALUES ($1, $2, $3) \
-                 ON CONFLICT (subject, day) DO UPDATE SET used = rate_limit_daily.used + excluded.used",
-            )
-            .bind(subject)
-            .bind(day)
-            .bind(n)
-            .execute(pool)
-            .await?;
-        }
-        Ok(())
-    }
-
     /// Forgets what no longer limits anyone, so rotating client IPs or keys cannot grow the
     /// maps without end: a TAT in the past is the same as none (a full quota), and a past
     /// day's count is only needed until it is flushed.
@@ -304,39 +231,6 @@ impl RateLimiter {
         let mut daily = self.daily.lock().expect("lock");
         daily.retain(|_, (day, _, unflushed)| *day == today || *unflushed > 0);
     }
-
-    /// Flushes every two seconds until cancelled, and once more on the way out.
-    pub async fn flush_periodically(
-        self: std::sync::Arc<Self>,
-        pool: PgPool,
-        cancel: tokio_util::sync::CancellationToken,
-    ) {
-        loop {
-            let stop = tokio::select! {
-                _ = cancel.cancelled() => true,
-                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => false,
-            };
-            if let Err(error) = self.flush(&pool).await {
-                tracing::warn!(%error, "could not record daily quota use");
-            }
-            self.prune();
-            if stop {
-                return;
-            }
-        }
-    }
-}
-
-/// Seconds until the next UTC midnight, rounded up (so "reset" is never announced early).
-fn seconds_to_midnight() -> u64 {
-    seconds_to_midnight_from(Utc::now())
-}
-
-fn seconds_to_midnight_from(now: chrono::DateTime<Utc>) -> u64 {
-    let tomorrow = now.date_naive() + chrono::Days::new(1);
-    let midnight = tomorrow.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-    let millis = (midnight - now).num_milliseconds().max(1) as u64;
-    millis.div_ceil(1000)
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! Rate limits shared by every replica through Redis (when `REDIS_URL` is set). One Lua script
 //! per request decides the minute policy (GCRA, on Redis's own clock, so replicas need not
 //! agree on time) and the daily quota together, and counts the request only when both allow
-//! it: atomic, so two replicas together never allow more than the limit.
+//! it: atomic, so two replicas together never allow more than the limit. The day's count
+//! starts, when Redis has none (the first request of the day, or Redis lost it), from the
+//! total every replica has stored in PostgreSQL plus this replica's unflushed share: only
+//! other replicas' last two seconds can be missing from it.
 //!
 //! When Redis cannot answer (down, or slower than the timeout), each replica falls back to its
 //! own in-memory limits, so the service stays up and every replica still enforces the limits
@@ -17,16 +20,21 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::Applied;
 
 /// KEYS: the subject's TAT for the policy, its daily counter. ARGV: quota per minute, daily
-/// quota, the daily count known in PostgreSQL (the start when Redis has none), the counter's
-/// time to live. Returns: minute allowed, remaining, microseconds until reset (or retry),
-/// daily allowed, used today.
+/// quota, the day's count to start from when Redis has none ('' when the caller has not read
+/// it: the script then answers `{-1}` and decides nothing), the counter's time to live.
+/// Returns: minute allowed, remaining, microseconds until reset (or retry), daily allowed,
+/// used today.
 const SCRIPT: &str = r#"
+local stored = redis.call('GET', KEYS[2])
+if not stored and ARGV[3] == '' then
+  return {-1}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window = 60000000
 local interval = window / math.max(tonumber(ARGV[1]), 1)
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local used = tonumber(redis.call('GET', KEYS[2]) or ARGV[3])
+local used = tonumber(stored or ARGV[3])
 local daily_ok = used < tonumber(ARGV[2])
 local new_tat = math.max(tat, now) + interval
 local minute_ok = new_tat - now <= window
@@ -57,6 +65,14 @@ pub struct SharedLimits {
     healthy: AtomicBool,
 }
 
+/// What Redis answered.
+pub enum Decision {
+    Decided(SharedVerdict),
+    /// Redis has no count for the day (first request of the day, or Redis lost it): ask
+    /// again with the count to start from.
+    NeedsSeed,
+}
+
 /// The two policies as Redis decided them, and the day's count after this request.
 pub struct SharedVerdict {
     pub minute: Applied,
@@ -82,6 +98,7 @@ impl SharedLimits {
     }
 
     /// Decides one request; `None` when Redis could not (the caller uses its local limits).
+    /// `seed`: the day's count to start from if Redis has none.
     #[allow(clippy::too_many_arguments)]
     pub async fn check(
         &self,
@@ -89,24 +106,28 @@ impl SharedLimits {
         name: &'static str,
         quota: u64,
         daily_quota: u64,
-        stored_today: u64,
+        seed: Option<u64>,
         day: chrono::NaiveDate,
         seconds_to_midnight: u64,
-    ) -> Option<SharedVerdict> {
+    ) -> Option<Decision> {
         let mut connection = self.connection()?;
         let mut invocation = self.script.key(format!("herald:rl:{subject}:{name}"));
         invocation
             .key(format!("herald:rl:{subject}:daily:{day}"))
             .arg(quota)
             .arg(daily_quota)
-            .arg(stored_today)
+            .arg(seed.map_or_else(String::new, |n| n.to_string()))
             .arg(seconds_to_midnight + 3600);
         let call = invocation.invoke_async::<Vec<i64>>(&mut connection);
         match tokio::time::timeout(TIMEOUT, call).await {
+            Ok(Ok(reply)) if reply == [-1] => {
+                self.healthy.store(true, Ordering::Relaxed);
+                Some(Decision::NeedsSeed)
+            }
             Ok(Ok(reply)) if reply.len() == 5 => {
                 self.healthy.store(true, Ordering::Relaxed);
                 let pending_us = reply[2].max(0) as u64;
-                Some(SharedVerdict {
+                Some(Decision::Decided(SharedVerdict {
                     minute: Applied {
                         name,
                         quota,
@@ -117,7 +138,7 @@ impl SharedLimits {
                     },
                     daily_allowed: reply[3] == 1,
                     used_today: reply[4].max(0) as u64,
-                })
+                }))
             }
             Ok(Ok(_)) => self.failed("unexpected reply from the rate-limit script"),
             Ok(Err(error)) => self.failed(&error.to_string()),
@@ -125,7 +146,7 @@ impl SharedLimits {
         }
     }
 
-    fn failed(&self, why: &str) -> Option<SharedVerdict> {
+    fn failed<T>(&self, why: &str) -> Option<T> {
         if self.healthy.swap(false, Ordering::Relaxed) {
             tracing::warn!(
                 why,
@@ -172,10 +193,10 @@ impl SharedLimits {
                 self.healthy.store(true, Ordering::Relaxed);
             }
             Ok(Err(error)) => {
-                self.failed(&error.to_string());
+                self.failed::<()>(&error.to_string());
             }
             Err(_) => {
-                self.failed("connecting to Redis timed out");
+                self.failed::<()>("connecting to Redis timed out");
             }
         }
         self.connecting.store(false, Ordering::Release);

@@ -2,6 +2,7 @@
 
 use chrono::TimeZone;
 
+use super::daily::seconds_to_midnight_from;
 use super::*;
 
 #[test]
