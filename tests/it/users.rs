@@ -97,6 +97,35 @@ async fn open_registration_lets_anyone_become_a_member_but_not_an_admin() {
 }
 
 #[tokio::test]
+async fn anonymous_registrations_spend_the_client_ips_budget() {
+    let app = TestApp::spawn_with(|c| {
+        c.auth.open_registration = true;
+        c.rate_limits.unauthenticated_per_minute = 2;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for n in 0..3 {
+        let email = format!("bot{n}@example.com");
+        let body = json!({"email": email, "password": PASSWORD});
+        statuses.push(register(&app, None, body).await.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::CREATED,
+            StatusCode::CREATED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let users: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'user.created'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(users, 2, "the refused registration appended nothing");
+}
+
+#[tokio::test]
 async fn login_answers_a_token_that_works_until_logout() {
     let app = TestApp::spawn().await;
     let id = app.create_user("ada@example.com", PASSWORD, false).await;

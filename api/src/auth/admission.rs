@@ -1,6 +1,7 @@
 //! Authentication of the requests no handler sees: a request that presented no credentials at
 //! all (poem-openapi refuses it with 401 before any handler runs, so it is counted against the
-//! client IP's `unauthenticated` budget here) and an idempotent replay (answered by the
+//! client IP's `unauthenticated` budget here, as is an open registration without credentials)
+//! and an idempotent replay (answered by the
 //! `Idempotency-Key` middleware from its store, so the credentials are checked, and the request
 //! counted against the caller's limits, here before the stored answer goes out).
 
@@ -15,9 +16,15 @@ impl AppState {
     /// For a request refused for presenting no credentials: the 429 that replaces its 401
     /// once the client IP is over its budget, else `None` (the 401 stands).
     pub fn refuse_anonymous(&self) -> Option<Response> {
+        self.spend_anonymous().err().map(answer)
+    }
+
+    /// Counts a request that came without credentials where none are required (open
+    /// registration) against the client IP's budget: `Err` is the 429 once over it.
+    pub fn spend_anonymous(&self) -> Result<(), ApiError> {
         match self.refuse_unauthenticated() {
-            refusal @ ApiError::TooManyRequests { .. } => Some(answer(refusal)),
-            _ => None,
+            refusal @ ApiError::TooManyRequests { .. } => Err(refusal),
+            _ => Ok(()),
         }
     }
 

@@ -78,7 +78,10 @@ impl AuthApi {
     ) -> Result<Option<Caller>, ApiError> {
         let caller = match auth.into_credentials() {
             Some(credentials) => Some(self.state.authenticate(&credentials).await?),
-            None => None,
+            None => {
+                self.state.spend_anonymous()?;
+                None
+            }
         };
         let admin = caller.as_ref().is_some_and(Caller::is_admin);
         if admin || (self.state.config.auth.open_registration && role == AccountRole::Member) {
