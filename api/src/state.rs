@@ -129,7 +129,9 @@ impl AppState {
                 Ok(caller)
             }
             Err(ApiError::Unauthenticated) => Err(self.refuse_unauthenticated()),
-            Err(other) => Err(other),
+            // Refused before anyone is identified (outside a key's IP allowlist, no CSRF
+            // token): spent from the client IP's budget like bad credentials.
+            Err(other) => Err(self.spend_anonymous().err().unwrap_or(other)),
         }
     }
 

@@ -274,6 +274,36 @@ async fn requests_without_any_credentials_spend_the_ip_budget_too() {
     assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
 }
 
+#[tokio::test]
+async fn a_key_used_outside_its_allowlist_spends_the_ip_budget_not_the_keys() {
+    let app = TestApp::spawn_with(|c| c.rate_limits.unauthenticated_per_minute = 2).await;
+    let project = app.create_project("office").await;
+    let created: Value = app
+        .post(
+            "/api/v1/api-keys",
+            &app.admin_key,
+            json!({"name": "office", "project_id": project, "scopes": ["jobs:read"],
+                   "ip_allowlist": ["192.0.2.0/24"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(app.get("/api/v1/jobs", key).await.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::FORBIDDEN,
+            StatusCode::FORBIDDEN,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}
+
 /// `key` with its last character changed (to one it is not).
 fn forge(key: &str) -> String {
     let (head, last) = key.split_at(key.len() - 1);
