@@ -87,7 +87,8 @@ impl RateLimiter {
         entry.2 += 1;
     }
 
-    /// Adds the counted requests to `rate_limit_daily`.
+    /// Adds the counted requests to `rate_limit_daily`, in one statement; when it fails the
+    /// counts stay pending for the next flush.
     pub async fn flush(&self, pool: &PgPool) -> sqlx::Result<()> {
         let pending: Vec<(String, NaiveDate, i64)> = {
             let mut daily = self.daily.lock().expect("lock");
@@ -100,18 +101,32 @@ impl RateLimiter {
                 })
                 .collect()
         };
-        for (subject, day, n) in pending {
-            sqlx::query(
-                "INSERT INTO rate_limit_daily (subject, day, used) VALUES ($1, $2, $3) \
-                 ON CONFLICT (subject, day) DO UPDATE SET used = rate_limit_daily.used + excluded.used",
-            )
-            .bind(subject)
-            .bind(day)
-            .bind(n)
-            .execute(pool)
-            .await?;
+        if pending.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let subjects: Vec<&str> = pending.iter().map(|p| p.0.as_str()).collect();
+        let days: Vec<NaiveDate> = pending.iter().map(|p| p.1).collect();
+        let counts: Vec<i64> = pending.iter().map(|p| p.2).collect();
+        let written = sqlx::query(
+            "INSERT INTO rate_limit_daily (subject, day, used) \
+             SELECT * FROM unnest($1::text[], $2::date[], $3::bigint[]) \
+             ON CONFLICT (subject, day) DO UPDATE SET used = rate_limit_daily.used + excluded.used",
+        )
+        .bind(&subjects)
+        .bind(&days)
+        .bind(&counts)
+        .execute(pool)
+        .await;
+        if written.is_err() {
+            // Nothing was written (one statement): keep the counts for the next flush.
+            let mut daily = self.daily.lock().expect("lock");
+            for (subject, day, n) in &pending {
+                if let Some(entry) = daily.get_mut(subject).filter(|e| e.0 == *day) {
+                    entry.2 += *n as u64;
+                }
+            }
+        }
+        written.map(drop)
     }
 
     /// Flushes every two seconds until cancelled, and once more on the way out.

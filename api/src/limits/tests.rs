@@ -1,4 +1,4 @@
-//! The limiter's own bookkeeping: pruning and the daily reset.
+//! The limiter's own bookkeeping: pruning, the daily reset, and counts kept through a failed flush.
 
 use chrono::TimeZone;
 
@@ -38,4 +38,18 @@ fn the_daily_reset_is_rounded_up_to_the_next_whole_second() {
     assert_eq!(seconds_to_midnight_from(at(23, 59, 59, 300)), 1);
     assert_eq!(seconds_to_midnight_from(at(23, 59, 58, 999)), 2);
     assert_eq!(seconds_to_midnight_from(at(0, 0, 0, 0)), 86_400);
+}
+
+#[tokio::test]
+async fn counts_a_failed_flush_could_not_store_are_kept_for_the_next() {
+    let limiter = RateLimiter::new(crate::Config::defaults().rate_limits, "");
+    limiter.count_daily("key:a");
+    limiter.count_daily("key:a");
+    // Nothing listens on port 9: the flush fails.
+    let unreachable = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(200))
+        .connect_lazy("postgres://herald@127.0.0.1:9/herald")
+        .unwrap();
+    assert!(limiter.flush(&unreachable).await.is_err());
+    assert_eq!(limiter.unflushed("key:a"), 2);
 }
