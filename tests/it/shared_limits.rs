@@ -169,6 +169,24 @@ async fn a_daily_count_redis_lost_starts_again_from_every_replicas_stored_share(
 }
 
 #[tokio::test]
+async fn a_quota_that_does_not_divide_a_minute_allows_exactly_the_quota_through_redis() {
+    let redis = redis_url();
+    let app = TestApp::spawn_with(|c| {
+        shared(c, &redis);
+        c.rate_limits.write_per_minute = 7;
+    })
+    .await;
+    until_shared(&app.base_url).await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let mut accepted = 0;
+    for _ in 0..9 {
+        let response = app.post("/api/v1/jobs", &key, json!({"kind": "k"})).await;
+        accepted += usize::from(response.status() == StatusCode::ACCEPTED);
+    }
+    assert_eq!(accepted, 7);
+}
+
+#[tokio::test]
 async fn without_redis_a_replica_limits_on_its_own_and_says_so() {
     // Nothing listens on port 9 of the loopback: every call to Redis fails at once.
     let app = TestApp::spawn_with(|c| {

@@ -22,8 +22,11 @@ pub struct Verdict {
 /// Decides one request at `now` for a subject whose TAT is `tat`; returns the verdict and the
 /// new TAT (unchanged when refused).
 pub fn check(tat: Tat, now: u128, quota: u64, window: u128) -> (Verdict, Tat) {
-    let quota = quota.max(1);
-    let interval = window / u128::from(quota);
+    let quota = u128::from(quota.max(1));
+    let interval = (window / quota).max(1);
+    // The burst tolerance: exactly `quota` intervals, so rounding the interval down can never
+    // let one more request through (with 700 million per minute, `window / interval` is 5% more).
+    let window = interval * quota;
     let start = tat.max(now);
     let new_tat = start + interval;
     if new_tat - now > window {
@@ -88,6 +91,29 @@ mod tests {
             allowed,
             20 + 100 - 1,
             "burst of 20, then one per 3 s over 300 s"
+        );
+    }
+
+    #[test]
+    fn a_quota_that_does_not_divide_the_window_still_allows_exactly_the_quota() {
+        let (mut tat, mut allowed) = (0, 0);
+        while let (Verdict { allowed: true, .. }, next) = check(tat, MINUTE, 7, MINUTE) {
+            (tat, allowed) = (next, allowed + 1);
+        }
+        assert_eq!(allowed, 7);
+        // 700 million a minute: after 699,999,999 requests at once, one more and no more.
+        let quota = 700_000_000;
+        let interval = MINUTE / u128::from(quota);
+        let after = |n: u128| MINUTE + n * interval;
+        assert!(
+            check(after(u128::from(quota) - 1), MINUTE, quota, MINUTE)
+                .0
+                .allowed
+        );
+        assert!(
+            !check(after(u128::from(quota)), MINUTE, quota, MINUTE)
+                .0
+                .allowed
         );
     }
 

@@ -31,8 +31,9 @@ if not stored and ARGV[3] == '' then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local window = 60000000
-local interval = window / math.max(tonumber(ARGV[1]), 1)
+local quota = math.max(tonumber(ARGV[1]), 1)
+local interval = math.max(math.floor(60000000 / quota), 1)
+local window = interval * quota
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local used = tonumber(stored or ARGV[3])
 local daily_ok = used < tonumber(ARGV[2])
