@@ -115,6 +115,21 @@ async fn usage_matches_the_request_log_and_admin_summaries_count_what_happened()
         quota["remaining_today"].as_u64().unwrap(),
         quota["daily_quota"].as_u64().unwrap() - 7
     );
+    // Another replica has stored 10 requests of this key today: the quota counts them too.
+    app.state.rate_limiter.flush(&app.pool).await.unwrap();
+    sqlx::query("UPDATE rate_limit_daily SET used = used + 10 WHERE subject = $1 AND day = $2")
+        .bind(format!("key:{}", key_id(&key)))
+        .bind(Utc::now().date_naive())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let again = json_of(
+        &app,
+        &format!("/api/v1/usage?key_id={}", key_id(&key)),
+        &app.admin_key,
+    )
+    .await;
+    assert_eq!(again["quotas"][0]["used_today"], 17);
 
     // A project key sees only its own project's usage.
     let own = json_of(&app, "/api/v1/usage", &key).await;

@@ -50,6 +50,16 @@ impl RateLimiter {
             .map_or(0, |(_, _, unflushed)| *unflushed)
     }
 
+    /// Requests `subject` made today on every replica, as far as this one can tell: what all
+    /// have flushed plus its own unflushed share (other replicas' last two seconds may be
+    /// missing), or its own count if that is higher.
+    pub async fn used_today(&self, pool: &PgPool, subject: &str) -> u64 {
+        let own = self.daily_used(pool, subject).await;
+        let today = Utc::now().date_naive();
+        let everyone = self.stored_daily(pool, subject, today).await + self.unflushed(subject);
+        own.max(everyone)
+    }
+
     /// Requests counted against `subject`'s daily quota today: this replica's count, which
     /// starts from the stored one the first time it sees the subject in a day.
     pub async fn daily_used(&self, pool: &PgPool, subject: &str) -> u64 {

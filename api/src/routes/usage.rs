@@ -197,7 +197,7 @@ impl UsageApi {
         let used = self
             .state
             .rate_limiter
-            .daily_used(&self.state.pool, &format!("key:{key_id}"))
+            .used_today(&self.state.pool, &format!("key:{key_id}"))
             .await;
         Ok(Some(KeyQuota {
             key_id: id.to_owned(),
