@@ -1,9 +1,9 @@
-//! Authentication of the requests no handler sees: a request that presented no credentials at
-//! all (poem-openapi refuses it with 401 before any handler runs, so it is counted against the
-//! client IP's `unauthenticated` budget here, as is an open registration without credentials)
-//! and an idempotent replay (answered by the
-//! `Idempotency-Key` middleware from its store, so the credentials are checked, and the request
-//! counted against the caller's limits, here before the stored answer goes out).
+//! Authentication of the requests no handler sees, and of those that may come without
+//! credentials. A request that presented none at all is refused by poem-openapi with 401 before
+//! any handler runs, so it is counted against the client IP's `unauthenticated` budget here (as
+//! is an open registration without credentials). An idempotent replay is answered by the
+//! `Idempotency-Key` middleware from its store, so its credentials are checked, and the request
+//! counted against the caller's limits, here before the stored answer goes out.
 
 use poem::http::HeaderMap;
 use poem::{IntoResponse, Response};
