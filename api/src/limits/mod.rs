@@ -3,8 +3,9 @@
 //! the configured defaults; and `unauthenticated`, per client IP, counted only on requests whose
 //! credentials were refused or missing. Minute policies use GCRA (`gcra`), so a burst can never
 //! overshoot; the daily quota (`daily`) is an exact counter that is flushed to PostgreSQL every
-//! two seconds and read back on first use, so it survives a restart. State is per replica (in memory) and pruned of
-//! whatever no longer limits anyone every two seconds; `shared` moves it to Redis.
+//! two seconds and read back on first use, so it survives a restart. State is per replica (in
+//! memory) and pruned of whatever no longer limits anyone every two seconds; `shared` moves it
+//! to Redis.
 
 mod daily;
 pub mod gcra;

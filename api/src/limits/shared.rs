@@ -23,7 +23,9 @@ use super::Applied;
 /// quota, the day's count to start from when Redis has none ('' when the caller has not read
 /// it: the script then answers `{-1}` and decides nothing), the counter's time to live.
 /// Returns: minute allowed, remaining, microseconds until reset (or retry), daily allowed,
-/// used today.
+/// used today. Times are whole microseconds, so the interval is rounded down and the burst
+/// tolerance is exactly `quota` intervals (a quota above 60 million a minute is held to one
+/// request per microsecond after its burst).
 const SCRIPT: &str = r#"
 local stored = redis.call('GET', KEYS[2])
 if not stored and ARGV[3] == '' then
