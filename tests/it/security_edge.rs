@@ -57,7 +57,7 @@ async fn allowlists_match_v4_and_v6_prefixes_of_the_client_behind_a_trusted_prox
     );
     // Without the header the client is the proxy itself, which is not allowed.
     assert_eq!(status_from(&app, &key, None).await, StatusCode::FORBIDDEN);
-    // A garbled hop stands for the nearest trusted address (the proxy), which is not allowed.
+    // A garbled hop from the proxy leaves no client address: denied.
     assert_eq!(
         status_from(&app, &key, Some("not-an-ip")).await,
         StatusCode::FORBIDDEN

@@ -22,15 +22,15 @@ pub fn client_ip(
         return Some(peer);
     };
     // Right to left: every hop up to the first untrusted one was written by a trusted proxy.
-    // Whatever the client wrote itself (further left, possibly not an address) is never read;
-    // if a hop cannot be read before an untrusted one is found, the nearest trusted address
-    // stands in, so no request falls into one shared "unknown" bucket.
+    // Whatever the client wrote itself (further left, possibly not an address) is never read.
+    // A hop a proxy wrote that is not an address leaves the client unknown (`None`), which
+    // keys with an allowlist refuse.
     let mut nearest = peer;
     for hop in header.rsplit(',') {
         match hop.trim().parse::<IpAddr>() {
             Ok(ip) if is_trusted(&ip) => nearest = ip,
             Ok(ip) => return Some(ip),
-            Err(_) => return Some(nearest),
+            Err(_) => return None,
         }
     }
     Some(nearest)
@@ -75,8 +75,8 @@ mod tests {
         );
         assert_eq!(
             client_ip(ip("10.0.0.2"), Some("10.0.0.9, garbage"), &trusted),
-            ip("10.0.0.2"),
-            "an unreadable hop from a proxy: the nearest trusted address"
+            None,
+            "an unreadable hop from a proxy: unknown, never the proxy's address"
         );
         assert_eq!(
             client_ip(ip("10.0.0.2"), Some("10.0.0.7"), &trusted),

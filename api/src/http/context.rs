@@ -147,10 +147,14 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let started = Instant::now();
         let request_id = incoming_request_id(&req).unwrap_or_else(|| Uuid::now_v7().to_string());
         let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
-        let forwarded = req
+        // Every line of the header, in order: a proxy may add its own line after the client's.
+        let forwarded: Vec<&str> = req
             .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let audit = self.audit.as_ref().filter(|_| path.starts_with("/api/"));
         // A recorded call whose body has arrived is in flight until the call ends (the
@@ -158,7 +162,8 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let in_flight = std::sync::OnceLock::new();
         let context = RequestContext {
             request_id: request_id.clone(),
-            ip: client_ip(peer, forwarded, &self.trusted_proxies).map(|ip| ip.to_string()),
+            ip: client_ip(peer, forwarded.as_deref(), &self.trusted_proxies)
+                .map(|ip| ip.to_string()),
             user_agent: req
                 .headers()
                 .get(header::USER_AGENT)

@@ -22,6 +22,17 @@ impl RateLimiter {
         }
     }
 
+    /// Raises this replica's count for today to `used` (what Redis counted for every replica),
+    /// so its own limits start from there if Redis fails.
+    pub(super) fn note_used(&self, subject: &str, used: u64) {
+        let today = Utc::now().date_naive();
+        let mut daily = self.daily.lock().expect("lock");
+        let entry = daily.entry(subject.to_owned()).or_insert((today, 0, 0));
+        if entry.0 == today {
+            entry.1 = entry.1.max(used);
+        }
+    }
+
     /// The day's count every replica has flushed to PostgreSQL.
     pub(super) async fn stored_daily(&self, pool: &PgPool, subject: &str, day: NaiveDate) -> u64 {
         let stored: sqlx::Result<i64> = sqlx::query_scalar(

@@ -199,6 +199,8 @@ impl RateLimiter {
             // This replica's share, added to the stored count so the quota survives restarts.
             self.count_daily(subject);
         }
+        // What Redis counted for everyone is where local limits start if Redis goes away.
+        self.note_used(subject, verdict.used_today);
         let daily = Applied {
             name: "daily",
             quota: daily_quota,

@@ -38,6 +38,10 @@ local interval = math.max(math.floor(60000000 / quota), 1)
 local window = interval * quota
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local used = tonumber(stored or ARGV[3])
+if not stored then
+  -- Keep the start even if this request is refused, so the next one needs no seed.
+  redis.call('SET', KEYS[2], used, 'EX', tonumber(ARGV[4]))
+end
 local daily_ok = used < tonumber(ARGV[2])
 local new_tat = math.max(tat, now) + interval
 local minute_ok = new_tat - now <= window

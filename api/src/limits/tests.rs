@@ -1,4 +1,5 @@
-//! The limiter's own bookkeeping: pruning, the daily reset, and counts kept through a failed flush.
+//! The limiter's own bookkeeping: pruning, the daily reset, counts kept through a failed
+//! flush, and the count local limits start from after Redis.
 
 use chrono::TimeZone;
 
@@ -52,4 +53,22 @@ async fn counts_a_failed_flush_could_not_store_are_kept_for_the_next() {
         .unwrap();
     assert!(limiter.flush(&unreachable).await.is_err());
     assert_eq!(limiter.unflushed("key:a"), 2);
+}
+
+#[tokio::test]
+async fn local_limits_start_from_what_redis_counted_for_everyone() {
+    let limiter = RateLimiter::new(crate::Config::defaults().rate_limits, "");
+    limiter.count_daily("key:a");
+    limiter.note_used("key:a", 40);
+    limiter.note_used("key:a", 12);
+    let unreachable = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(200))
+        .connect_lazy("postgres://herald@127.0.0.1:9/herald")
+        .unwrap();
+    assert_eq!(limiter.daily_used(&unreachable, "key:a").await, 40);
+    assert_eq!(
+        limiter.unflushed("key:a"),
+        1,
+        "only this replica's share is flushed"
+    );
 }
