@@ -46,11 +46,7 @@ async fn counts_a_failed_flush_could_not_store_are_kept_for_the_next() {
     let limiter = RateLimiter::new(crate::Config::defaults().rate_limits, "");
     limiter.count_daily("key:a");
     limiter.count_daily("key:a");
-    // Nothing listens on port 9: the flush fails.
-    let unreachable = sqlx::postgres::PgPoolOptions::new()
-        .acquire_timeout(std::time::Duration::from_millis(200))
-        .connect_lazy("postgres://herald@127.0.0.1:9/herald")
-        .unwrap();
+    let unreachable = unreachable_pool();
     assert!(limiter.flush(&unreachable).await.is_err());
     assert_eq!(limiter.unflushed("key:a"), 2);
 }
@@ -61,14 +57,19 @@ async fn local_limits_start_from_what_redis_counted_for_everyone() {
     limiter.count_daily("key:a");
     limiter.note_used("key:a", 40);
     limiter.note_used("key:a", 12);
-    let unreachable = sqlx::postgres::PgPoolOptions::new()
-        .acquire_timeout(std::time::Duration::from_millis(200))
-        .connect_lazy("postgres://herald@127.0.0.1:9/herald")
-        .unwrap();
+    let unreachable = unreachable_pool();
     assert_eq!(limiter.daily_used(&unreachable, "key:a").await, 40);
     assert_eq!(
         limiter.unflushed("key:a"),
         1,
         "only this replica's share is flushed"
     );
+}
+
+/// A pool whose every query fails: nothing listens on port 9.
+fn unreachable_pool() -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(200))
+        .connect_lazy("postgres://herald@127.0.0.1:9/herald")
+        .unwrap()
 }
