@@ -144,12 +144,14 @@ async fn a_daily_count_redis_lost_starts_again_from_every_replicas_stored_share(
     let id = key.split('_').nth(2).unwrap();
     let subject = format!("key:{id}");
     let today = chrono::Utc::now().date_naive();
-    sqlx::query("UPDATE rate_limit_daily SET used = used + 10 WHERE subject = $1 AND day = $2")
-        .bind(&subject)
-        .bind(today)
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO rate_limit_daily (subject, day, replica, used) VALUES ($1, $2, 'another', 10)",
+    )
+    .bind(&subject)
+    .bind(today)
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let client = redis::Client::open(redis.as_str()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     let lost: i64 = redis::cmd("DEL")

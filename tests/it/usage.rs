@@ -117,12 +117,14 @@ async fn usage_matches_the_request_log_and_admin_summaries_count_what_happened()
     );
     // Another replica has stored 10 requests of this key today: the quota counts them too.
     app.state.rate_limiter.flush(&app.pool).await.unwrap();
-    sqlx::query("UPDATE rate_limit_daily SET used = used + 10 WHERE subject = $1 AND day = $2")
-        .bind(format!("key:{}", key_id(&key)))
-        .bind(Utc::now().date_naive())
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO rate_limit_daily (subject, day, replica, used) VALUES ($1, $2, 'another', 10)",
+    )
+    .bind(format!("key:{}", key_id(&key)))
+    .bind(Utc::now().date_naive())
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let again = json_of(
         &app,
         &format!("/api/v1/usage?key_id={}", key_id(&key)),

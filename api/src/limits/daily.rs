@@ -1,12 +1,35 @@
-//! The daily quota: an exact count per subject and UTC day, kept in memory, flushed to
-//! PostgreSQL (`rate_limit_daily`, one row per subject and day that every replica adds its
-//! share to) every two seconds, and read back the first time a replica sees a subject in a day,
-//! so it survives restarts and seeds Redis when Redis has no count.
+//! The daily quota: an exact count per subject and UTC day, kept in memory and stored in
+//! PostgreSQL (`rate_limit_daily`) every two seconds as one row per subject, day and replica.
+//! Each replica (each process) writes its own count as an absolute number, so a flush retried
+//! after a lost answer cannot count twice, a count is never missing while a flush is in flight,
+//! and yesterday's last requests are still stored after midnight. The quota is the sum over
+//! replicas: it is read back the first time a replica sees a subject in a day, so it survives
+//! restarts, and seeds Redis when Redis has no count.
 
 use chrono::{NaiveDate, Utc};
 use sqlx::PgPool;
 
 use super::{Applied, RateLimiter};
+
+/// One subject's use of one UTC day, as this replica knows it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct DayCount {
+    /// What limits are decided on: every replica's requests, as far as this one knows.
+    pub(super) used: u64,
+    /// The requests this replica counted.
+    pub(super) own: u64,
+    /// `own` as last stored in PostgreSQL.
+    pub(super) stored: u64,
+}
+
+impl DayCount {
+    pub(super) fn pending(&self) -> bool {
+        self.own > self.stored
+    }
+}
+
+/// Rows of `rate_limit_daily` older than this many days are deleted (usage reads only today).
+const KEEP_DAYS: u64 = 2;
 
 impl RateLimiter {
     pub(super) async fn daily_policy(&self, pool: &PgPool, subject: &str, quota: u64) -> Applied {
@@ -22,24 +45,27 @@ impl RateLimiter {
         }
     }
 
+    fn with_day<R>(&self, subject: &str, day: NaiveDate, f: impl FnOnce(&mut DayCount) -> R) -> R {
+        let mut daily = self.daily.lock().expect("lock");
+        f(daily.entry((subject.to_owned(), day)).or_default())
+    }
+
     /// Raises this replica's count for today to `used` (what Redis counted for every replica),
     /// so its own limits start from there if Redis fails.
     pub(super) fn note_used(&self, subject: &str, used: u64) {
         let today = Utc::now().date_naive();
-        let mut daily = self.daily.lock().expect("lock");
-        let entry = daily.entry(subject.to_owned()).or_insert((today, 0, 0));
-        if entry.0 == today {
-            entry.1 = entry.1.max(used);
-        }
+        self.with_day(subject, today, |count| count.used = count.used.max(used));
     }
 
-    /// The day's count every replica has flushed to PostgreSQL.
-    pub(super) async fn stored_daily(&self, pool: &PgPool, subject: &str, day: NaiveDate) -> u64 {
+    /// What the other replicas (this process's predecessors included) have stored for the day.
+    async fn others_stored(&self, pool: &PgPool, subject: &str, day: NaiveDate) -> u64 {
         let stored: sqlx::Result<i64> = sqlx::query_scalar(
-            "SELECT coalesce(max(used), 0) FROM rate_limit_daily WHERE subject = $1 AND day = $2",
+            "SELECT coalesce(sum(used), 0)::bigint FROM rate_limit_daily \
+             WHERE subject = $1 AND day = $2 AND replica <> $3",
         )
         .bind(subject)
         .bind(day)
+        .bind(&self.replica)
         .fetch_one(pool)
         .await;
         stored.map_or_else(
@@ -51,75 +77,56 @@ impl RateLimiter {
         )
     }
 
-    /// This replica's requests of today not yet flushed.
-    pub(super) fn unflushed(&self, subject: &str) -> u64 {
+    /// Every replica's requests of today as stored, with this replica's own count (the other
+    /// replicas' last two seconds may be missing).
+    pub(super) async fn everyone_today(&self, pool: &PgPool, subject: &str) -> u64 {
         let today = Utc::now().date_naive();
-        let daily = self.daily.lock().expect("lock");
-        daily
-            .get(subject)
-            .filter(|(day, _, _)| *day == today)
-            .map_or(0, |(_, _, unflushed)| *unflushed)
+        let others = self.others_stored(pool, subject, today).await;
+        others + self.with_day(subject, today, |count| count.own)
     }
 
-    /// Requests `subject` made today on every replica, as far as this one can tell: what all
-    /// have flushed plus its own unflushed share (other replicas' last two seconds may be
-    /// missing), or its own count if that is higher.
+    /// Requests `subject` made today on every replica, as far as this one can tell: what the
+    /// others have stored plus its own count, or the count it decides on if that is higher.
     pub async fn used_today(&self, pool: &PgPool, subject: &str) -> u64 {
-        let own = self.daily_used(pool, subject).await;
-        let today = Utc::now().date_naive();
-        let everyone = self.stored_daily(pool, subject, today).await + self.unflushed(subject);
-        own.max(everyone)
+        let decided = self.daily_used(pool, subject).await;
+        decided.max(self.everyone_today(pool, subject).await)
     }
 
     /// Requests counted against `subject`'s daily quota today: this replica's count, which
-    /// starts from the stored one the first time it sees the subject in a day.
+    /// starts from what every replica stored the first time it sees the subject in a day.
     pub async fn daily_used(&self, pool: &PgPool, subject: &str) -> u64 {
         let today = Utc::now().date_naive();
-        let known = self
-            .daily
-            .lock()
-            .expect("lock")
-            .get(subject)
-            .filter(|(day, _, _)| *day == today)
-            .map(|(_, used, _)| *used);
-        match known {
-            Some(used) => used,
-            None => {
-                let stored = self.stored_daily(pool, subject, today).await;
-                let mut daily = self.daily.lock().expect("lock");
-                let entry = daily.entry(subject.to_owned()).or_insert((today, 0, 0));
-                if entry.0 != today {
-                    *entry = (today, 0, 0);
-                }
-                entry.1 = entry.1.max(stored);
-                entry.1
-            }
+        let key = (subject.to_owned(), today);
+        if let Some(count) = self.daily.lock().expect("lock").get(&key) {
+            return count.used;
         }
+        let others = self.others_stored(pool, subject, today).await;
+        self.with_day(subject, today, |count| {
+            count.used = count.used.max(others + count.own);
+            count.used
+        })
     }
 
     pub(super) fn count_daily(&self, subject: &str) {
-        let today = Utc::now().date_naive();
-        let mut daily = self.daily.lock().expect("lock");
-        let entry = daily.entry(subject.to_owned()).or_insert((today, 0, 0));
-        if entry.0 != today {
-            *entry = (today, 0, 0);
-        }
-        entry.1 += 1;
-        entry.2 += 1;
+        self.count_daily_on(subject, Utc::now().date_naive());
     }
 
-    /// Adds the counted requests to `rate_limit_daily`, in one statement; when it fails the
-    /// counts stay pending for the next flush.
+    pub(super) fn count_daily_on(&self, subject: &str, day: NaiveDate) {
+        self.with_day(subject, day, |count| {
+            count.used += 1;
+            count.own += 1;
+        });
+    }
+
+    /// Stores this replica's counts that changed, in one statement; when it fails they stay
+    /// pending for the next flush, and writing them again is harmless.
     pub async fn flush(&self, pool: &PgPool) -> sqlx::Result<()> {
         let pending: Vec<(String, NaiveDate, i64)> = {
-            let mut daily = self.daily.lock().expect("lock");
+            let daily = self.daily.lock().expect("lock");
             daily
-                .iter_mut()
-                .filter(|(_, (_, _, unflushed))| *unflushed > 0)
-                .map(|(subject, (day, _, unflushed))| {
-                    let n = std::mem::take(unflushed) as i64;
-                    (subject.clone(), *day, n)
-                })
+                .iter()
+                .filter(|(_, count)| count.pending())
+                .map(|((subject, day), count)| (subject.clone(), *day, count.own as i64))
                 .collect()
         };
         if pending.is_empty() {
@@ -128,35 +135,52 @@ impl RateLimiter {
         let subjects: Vec<&str> = pending.iter().map(|p| p.0.as_str()).collect();
         let days: Vec<NaiveDate> = pending.iter().map(|p| p.1).collect();
         let counts: Vec<i64> = pending.iter().map(|p| p.2).collect();
-        let written = sqlx::query(
-            "INSERT INTO rate_limit_daily (subject, day, used) \
-             SELECT * FROM unnest($1::text[], $2::date[], $3::bigint[]) \
-             ON CONFLICT (subject, day) DO UPDATE SET used = rate_limit_daily.used + excluded.used",
+        sqlx::query(
+            "INSERT INTO rate_limit_daily (subject, day, replica, used) \
+             SELECT subject, day, $4, used \
+             FROM unnest($1::text[], $2::date[], $3::bigint[]) AS t(subject, day, used) \
+             ON CONFLICT (subject, day, replica) \
+             DO UPDATE SET used = greatest(rate_limit_daily.used, excluded.used)",
         )
         .bind(&subjects)
         .bind(&days)
         .bind(&counts)
+        .bind(&self.replica)
         .execute(pool)
-        .await;
-        if written.is_err() {
-            // Nothing was written (one statement): keep the counts for the next flush.
-            let mut daily = self.daily.lock().expect("lock");
-            for (subject, day, n) in &pending {
-                if let Some(entry) = daily.get_mut(subject).filter(|e| e.0 == *day) {
-                    entry.2 += *n as u64;
-                }
+        .await?;
+        let mut daily = self.daily.lock().expect("lock");
+        for (subject, day, own) in pending {
+            if let Some(count) = daily.get_mut(&(subject, day)) {
+                count.stored = count.stored.max(own as u64);
             }
         }
-        written.map(drop)
+        Ok(())
     }
 
-    /// Flushes every two seconds until cancelled, and once more on the way out.
+    /// Deletes the stored counts of days long past.
+    pub async fn forget_old_days(&self, pool: &PgPool) -> sqlx::Result<u64> {
+        let cutoff = Utc::now().date_naive() - chrono::Days::new(KEEP_DAYS);
+        let deleted = sqlx::query("DELETE FROM rate_limit_daily WHERE day < $1")
+            .bind(cutoff)
+            .execute(pool)
+            .await?;
+        Ok(deleted.rows_affected())
+    }
+
+    /// Flushes every two seconds until cancelled, and once more on the way out; deletes old
+    /// days' counts at start and then hourly.
     pub async fn flush_periodically(
         self: std::sync::Arc<Self>,
         pool: PgPool,
         cancel: tokio_util::sync::CancellationToken,
     ) {
-        loop {
+        const FLUSHES_PER_HOUR: u32 = 1800;
+        for flushes in 0u32.. {
+            if flushes % FLUSHES_PER_HOUR == 0 {
+                if let Err(error) = self.forget_old_days(&pool).await {
+                    tracing::warn!(%error, "could not delete old daily quota counts");
+                }
+            }
             let stop = tokio::select! {
                 _ = cancel.cancelled() => true,
                 _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => false,

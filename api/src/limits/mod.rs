@@ -2,11 +2,10 @@
 //! methods per minute) and `daily` (requests per UTC day), each from the key's own settings or
 //! the configured defaults; and `unauthenticated`, per client IP, counted only on requests whose
 //! credentials were refused or missing. Minute policies use GCRA (`gcra`), so a burst can never
-//! overshoot; the daily quota (`daily`) is an exact counter that is flushed to PostgreSQL every
-//! two seconds and read back on first use, so it survives a restart. State is per replica (in
-//! memory) and pruned of whatever no longer limits anyone every two seconds; `shared` moves it
-//! to Redis.
-
+//! overshoot; the daily quota (`daily`) is an exact counter that each replica stores in
+//! PostgreSQL every two seconds and reads back on first use, so it survives a restart. State is
+//! per replica (in memory) and pruned of whatever no longer limits anyone every two seconds;
+//! `shared` moves it to Redis.
 mod daily;
 pub mod gcra;
 mod headers;
@@ -23,7 +22,7 @@ use herald_domain::api_key::RateLimit;
 use sqlx::PgPool;
 
 use crate::config::RateLimitsConfig;
-use daily::seconds_to_midnight;
+use daily::{seconds_to_midnight, DayCount};
 use shared::{Decision, SharedLimits};
 
 const MINUTE: u128 = 60_000_000_000;
@@ -44,8 +43,10 @@ pub struct RateLimiter {
     defaults: RateLimitsConfig,
     origin: Instant,
     tats: Mutex<HashMap<(String, &'static str), gcra::Tat>>,
-    /// Per subject: the day, requests counted that day, and how many are not yet flushed.
-    daily: Mutex<HashMap<String, (NaiveDate, u64, u64)>>,
+    /// Per subject and UTC day: the requests counted (`daily`).
+    daily: Mutex<HashMap<(String, NaiveDate), DayCount>>,
+    /// This process's name in `rate_limit_daily`, where each replica stores its own counts.
+    replica: String,
     /// Limits shared through Redis, when configured.
     shared: Option<Arc<SharedLimits>>,
 }
@@ -61,6 +62,7 @@ impl RateLimiter {
             origin: Instant::now(),
             tats: Mutex::new(HashMap::new()),
             daily: Mutex::new(HashMap::new()),
+            replica: uuid::Uuid::new_v4().to_string(),
             shared,
         }
     }
@@ -188,7 +190,7 @@ impl RateLimiter {
         let verdict = match ask(None).await? {
             Decision::Decided(verdict) => verdict,
             Decision::NeedsSeed => {
-                let seed = self.stored_daily(pool, subject, today).await + self.unflushed(subject);
+                let seed = self.everyone_today(pool, subject).await;
                 match ask(Some(seed)).await? {
                     Decision::Decided(verdict) => verdict,
                     Decision::NeedsSeed => return None,
@@ -232,7 +234,7 @@ impl RateLimiter {
     fn prune_at(&self, now: u128, today: NaiveDate) {
         self.tats.lock().expect("lock").retain(|_, tat| *tat > now);
         let mut daily = self.daily.lock().expect("lock");
-        daily.retain(|_, (day, _, unflushed)| *day == today || *unflushed > 0);
+        daily.retain(|(_, day), count| *day == today || count.pending());
     }
 }
 

@@ -2,9 +2,9 @@
 //! per request decides the minute policy (GCRA, on Redis's own clock, so replicas need not
 //! agree on time) and the daily quota together, and counts the request only when both allow
 //! it: atomic, so two replicas together never allow more than the limit. The day's count
-//! starts, when Redis has none (the first request of the day, or Redis lost it), from the
-//! total every replica has stored in PostgreSQL plus this replica's unflushed share: only
-//! other replicas' last two seconds can be missing from it.
+//! starts, when Redis has none (the first request of the day, or Redis lost it), from what the
+//! other replicas have stored in PostgreSQL plus this replica's own count: only other
+//! replicas' last two seconds can be missing from it.
 //!
 //! When Redis cannot answer (down, or slower than the timeout), each replica falls back to its
 //! own in-memory limits, so the service stays up and every replica still enforces the limits

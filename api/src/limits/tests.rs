@@ -1,33 +1,69 @@
-//! The limiter's own bookkeeping: pruning, the daily reset, counts kept through a failed
-//! flush, and the count local limits start from after Redis.
+//! The limiter's own bookkeeping: pruning, the daily reset, the day a count belongs to, counts
+//! kept through a failed flush or stored once through a lost answer, and the count local
+//! limits start from after Redis.
 
 use chrono::TimeZone;
 
-use super::daily::seconds_to_midnight_from;
+use super::daily::{seconds_to_midnight_from, DayCount};
 use super::*;
+
+fn limiter() -> RateLimiter {
+    RateLimiter::new(crate::Config::defaults().rate_limits, "")
+}
+
+fn count_of(limiter: &RateLimiter, subject: &str, day: NaiveDate) -> Option<DayCount> {
+    let daily = limiter.daily.lock().unwrap();
+    daily.get(&(subject.to_owned(), day)).copied()
+}
 
 #[test]
 fn pruning_forgets_only_what_no_longer_limits() {
-    let config = crate::Config::defaults().rate_limits;
-    let limiter = RateLimiter::new(config, "");
+    let limiter = limiter();
     let start = MINUTE;
     for ip in ["192.0.2.1", "192.0.2.2"] {
         limiter.minute_policy(&format!("ip:{ip}"), "unauthenticated", 60, start, true);
     }
     let today = Utc::now().date_naive();
+    let yesterday = today - chrono::Days::new(1);
     limiter.count_daily("key:a");
-    limiter
-        .daily
-        .lock()
-        .unwrap()
-        .insert("key:old".into(), (today - chrono::Days::new(1), 5, 0));
+    let stored = DayCount {
+        used: 5,
+        own: 5,
+        stored: 5,
+    };
+    let pending = DayCount {
+        stored: 4,
+        ..stored
+    };
+    {
+        let mut daily = limiter.daily.lock().unwrap();
+        daily.insert(("key:old".into(), yesterday), stored);
+        daily.insert(("key:late".into(), yesterday), pending);
+    }
     // One request of 60 per minute pushes the TAT one second ahead.
     limiter.prune_at(start + 500_000_000, today);
     assert_eq!(limiter.tats.lock().unwrap().len(), 2, "still limiting");
     limiter.prune_at(start + 1_000_000_001, today);
     assert!(limiter.tats.lock().unwrap().is_empty());
-    let daily = limiter.daily.lock().unwrap();
-    assert!(daily.contains_key("key:a") && !daily.contains_key("key:old"));
+    assert!(count_of(&limiter, "key:a", today).is_some());
+    assert!(count_of(&limiter, "key:old", yesterday).is_none());
+    assert!(
+        count_of(&limiter, "key:late", yesterday).is_some(),
+        "kept until it is stored"
+    );
+}
+
+#[test]
+fn a_count_made_before_midnight_stays_with_its_day() {
+    let limiter = limiter();
+    let today = Utc::now().date_naive();
+    let yesterday = today - chrono::Days::new(1);
+    limiter.count_daily_on("key:a", yesterday);
+    limiter.count_daily_on("key:a", yesterday);
+    limiter.count_daily("key:a");
+    let late = count_of(&limiter, "key:a", yesterday).unwrap();
+    assert_eq!((late.own, late.stored), (2, 0), "still to be stored");
+    assert_eq!(count_of(&limiter, "key:a", today).unwrap().used, 1);
 }
 
 #[test]
@@ -43,26 +79,59 @@ fn the_daily_reset_is_rounded_up_to_the_next_whole_second() {
 
 #[tokio::test]
 async fn counts_a_failed_flush_could_not_store_are_kept_for_the_next() {
-    let limiter = RateLimiter::new(crate::Config::defaults().rate_limits, "");
+    let limiter = limiter();
     limiter.count_daily("key:a");
     limiter.count_daily("key:a");
     let unreachable = unreachable_pool();
     assert!(limiter.flush(&unreachable).await.is_err());
-    assert_eq!(limiter.unflushed("key:a"), 2);
+    let today = Utc::now().date_naive();
+    assert!(count_of(&limiter, "key:a", today).unwrap().pending());
+}
+
+#[tokio::test]
+async fn a_flush_whose_answer_was_lost_stores_the_count_once() {
+    let (pool, drop_database) = scratch_database().await;
+    let limiter = limiter();
+    limiter.count_daily("key:a");
+    limiter.count_daily("key:a");
+    limiter.flush(&pool).await.unwrap();
+    // The commit landed but its answer never came back: the counts look pending again.
+    let today = Utc::now().date_naive();
+    limiter
+        .daily
+        .lock()
+        .unwrap()
+        .values_mut()
+        .for_each(|count| count.stored = 0);
+    limiter.count_daily("key:a");
+    limiter.flush(&pool).await.unwrap();
+    let stored: i64 =
+        sqlx::query_scalar("SELECT sum(used)::bigint FROM rate_limit_daily WHERE day = $1")
+            .bind(today)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 3);
+    // A second replica sees all three, and a new day's count starts from nothing.
+    assert_eq!(self::limiter().daily_used(&pool, "key:a").await, 3);
+    assert_eq!(self::limiter().daily_used(&pool, "key:b").await, 0);
+    pool.close().await;
+    drop_database.await;
 }
 
 #[tokio::test]
 async fn local_limits_start_from_what_redis_counted_for_everyone() {
-    let limiter = RateLimiter::new(crate::Config::defaults().rate_limits, "");
+    let limiter = limiter();
     limiter.count_daily("key:a");
     limiter.note_used("key:a", 40);
     limiter.note_used("key:a", 12);
     let unreachable = unreachable_pool();
     assert_eq!(limiter.daily_used(&unreachable, "key:a").await, 40);
+    let today = Utc::now().date_naive();
     assert_eq!(
-        limiter.unflushed("key:a"),
+        count_of(&limiter, "key:a", today).unwrap().own,
         1,
-        "only this replica's share is flushed"
+        "only this replica's share is stored"
     );
 }
 
@@ -72,4 +141,29 @@ fn unreachable_pool() -> sqlx::PgPool {
         .acquire_timeout(std::time::Duration::from_millis(200))
         .connect_lazy("postgres://herald@127.0.0.1:9/herald")
         .unwrap()
+}
+
+/// A new, migrated database on the test cluster (`TEST_DATABASE_URL`), and the future that
+/// drops it.
+async fn scratch_database() -> (sqlx::PgPool, impl std::future::Future<Output = ()>) {
+    let admin_url = std::env::var("TEST_DATABASE_URL")
+        .expect("TEST_DATABASE_URL is not set: run the tests with ./scripts/test");
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    let name = format!("herald_unit_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let pool = sqlx::PgPool::connect(&format!("{base}/{name}"))
+        .await
+        .unwrap();
+    herald_store::MIGRATOR.run(&pool).await.unwrap();
+    let drop_database = async move {
+        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await
+            .unwrap();
+    };
+    (pool, drop_database)
 }
