@@ -120,6 +120,29 @@ async fn a_flush_whose_answer_was_lost_stores_the_count_once() {
 }
 
 #[tokio::test]
+async fn counts_of_days_long_past_are_deleted() {
+    let (pool, drop_database) = scratch_database().await;
+    let today = Utc::now().date_naive();
+    for days_ago in [0, 2, 3] {
+        let insert = "INSERT INTO rate_limit_daily (subject, day, replica, used) \
+                      VALUES ('key:a', $1, 'another', 7)";
+        sqlx::query(insert)
+            .bind(today - chrono::Days::new(days_ago))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    assert_eq!(limiter().forget_old_days(&pool).await.unwrap(), 1);
+    let left: Vec<NaiveDate> = sqlx::query_scalar("SELECT day FROM rate_limit_daily ORDER BY day")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, [today - chrono::Days::new(2), today]);
+    pool.close().await;
+    drop_database.await;
+}
+
+#[tokio::test]
 async fn local_limits_start_from_what_redis_counted_for_everyone() {
     let limiter = limiter();
     limiter.count_daily("key:a");
