@@ -17,6 +17,7 @@ mod events;
 mod file_docs;
 mod file_removal;
 mod idempotency;
+mod ip_limits;
 mod job_files;
 mod job_lifecycle;
 mod jobs_api;

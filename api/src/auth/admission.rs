@@ -1,7 +1,8 @@
 //! Authentication of the requests no handler sees, and of those that may come without
-//! credentials. A request that presented none at all is refused by poem-openapi with 401 before
-//! any handler runs, so it is counted against the client IP's `unauthenticated` budget here (as
-//! is an open registration without credentials). An idempotent replay is answered by the
+//! credentials. A request that presented none at all, or whose body or parameters do not parse,
+//! is refused by poem-openapi (401, 400) before any handler checks its credentials, so it is
+//! counted against the client IP's `unauthenticated` budget here (as is an open registration
+//! without credentials). An idempotent replay is answered by the
 //! `Idempotency-Key` middleware from its store, so its credentials are checked, and the request
 //! counted against the caller's limits, here before the stored answer goes out.
 
@@ -13,8 +14,9 @@ use crate::http::problem::{ApiError, ErrorResponse};
 use crate::state::AppState;
 
 impl AppState {
-    /// For a request refused for presenting no credentials: the 429 that replaces its 401
-    /// once the client IP is over its budget, else `None` (the 401 stands).
+    /// For a request refused before any handler (no credentials, input that does not parse, no
+    /// such route): the 429 that replaces its refusal once the client IP is over its budget,
+    /// else `None` (the refusal stands).
     pub fn refuse_anonymous(&self) -> Option<Response> {
         self.spend_anonymous().err().map(answer)
     }

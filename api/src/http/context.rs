@@ -5,7 +5,8 @@
 //! configured trusted proxy) and user agent for auth and event metadata, enforces the body size
 //! limit (413) whether or not `Content-Length` is sent, applies the request timeout, turns every
 //! error that did not come from a handler (unknown route, wrong method, unsupported content type,
-//! missing credentials, counted against the client IP's budget) into problem+json
+//! a body or parameter that does not parse, missing credentials: each counted against the client
+//! IP's budget) into problem+json
 //! (`edge_problems`), adds the security headers, stamps `X-Request-Id` on every response, and
 //! logs one line per request (path without its query string, which could hold data).
 
@@ -21,7 +22,9 @@ use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use uuid::Uuid;
 
 use super::client_ip::client_ip;
-use super::edge_problems::{as_problem, is_problem, problem_response, timeout_problem, too_large};
+use super::edge_problems::{
+    as_problem, problem_response, refused_before_handler, timeout_problem, too_large,
+};
 use super::headers::security_headers;
 use super::problem::Problem;
 use super::streamed_body::{limited, StreamedLimits};
@@ -231,8 +234,9 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                         )
                     }
                 };
-                // A 401 that is not problem+json yet came from no handler: no credentials.
-                if response.status() == StatusCode::UNAUTHORIZED && !is_problem(&response) {
+                // No handler checked any credentials (none sent, input that does not parse, no
+                // such route): the refusal spends the client IP's budget.
+                if refused_before_handler(&response) {
                     if let Some(refusal) = self.admission.refuse_anonymous() {
                         return refusal;
                     }

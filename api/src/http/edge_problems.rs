@@ -40,6 +40,18 @@ pub fn problem_response(problem: Problem) -> Response {
     response
 }
 
+/// Marks a refusal an extractor made (a body that does not parse) before any handler could
+/// check the caller's credentials, though it is problem+json already.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BeforeHandler;
+
+/// A client error no handler answered: the extractors' own (`BeforeHandler`) and every one
+/// that is not problem+json yet (no credentials, a parameter that does not parse, no route).
+pub(super) fn refused_before_handler(response: &Response) -> bool {
+    response.status().is_client_error()
+        && (!is_problem(response) || response.data::<BeforeHandler>().is_some())
+}
+
 pub(super) fn is_problem(response: &Response) -> bool {
     response
         .content_type()

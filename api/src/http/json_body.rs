@@ -15,7 +15,7 @@ use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde::de::DeserializeOwned;
 
-use super::edge_problems::problem_response;
+use super::edge_problems::{problem_response, BeforeHandler};
 use super::problem::Problem;
 use herald_domain::FieldError;
 
@@ -39,7 +39,14 @@ fn invalid_body(field: String, message: String) -> poem::Error {
         "the request body is not valid JSON for this endpoint",
     )
     .with_errors(vec![FieldError::new(field, message)]);
-    poem::Error::from_response(problem_response(problem))
+    refusal(problem)
+}
+
+fn refusal(problem: Problem) -> poem::Error {
+    let mut error = poem::Error::from_response(problem_response(problem));
+    // (The error's own extensions replace the response's when it turns back into one.)
+    error.set_data(BeforeHandler);
+    error
 }
 
 fn unsupported(content_type: &str) -> poem::Error {
@@ -48,7 +55,7 @@ fn unsupported(content_type: &str) -> poem::Error {
         "UNSUPPORTED_MEDIA_TYPE",
         format!("send the body as application/json, not {content_type}"),
     );
-    poem::Error::from_response(problem_response(problem))
+    refusal(problem)
 }
 
 impl<T: Type> Payload for JsonBody<T> {

@@ -1,0 +1,144 @@
+//! The per-IP `unauthenticated` budget: what it counts (refused or missing credentials, a key
+//! used outside its IP allowlist, input refused before any handler checked the credentials),
+//! and that such requests never spend the budget of the key they name.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::rate_limits::number;
+use crate::support::{problem, TestApp};
+
+#[tokio::test]
+async fn refused_credentials_spend_the_ip_budget_and_never_the_named_keys() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits.read_per_minute = 5;
+        c.rate_limits.unauthenticated_per_minute = 3;
+    })
+    .await;
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    // The right key id with a wrong last character (refused whatever the checksum says).
+    let forged = forge(&key);
+    for _ in 0..3 {
+        assert_eq!(
+            app.get("/api/v1/jobs", &forged).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let blocked = app.get("/api/v1/jobs", &forged).await;
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        problem(blocked).await["violated-policies"],
+        json!(["unauthenticated"])
+    );
+    let genuine = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(genuine.status(), StatusCode::OK);
+    assert_eq!(
+        number(&genuine, "x-ratelimit-remaining"),
+        4,
+        "refused requests spent the key's budget"
+    );
+    let body: Value = genuine.json().await.unwrap();
+    assert!(body["data"].is_array());
+}
+
+#[tokio::test]
+async fn requests_without_any_credentials_spend_the_ip_budget_too() {
+    let app = TestApp::spawn_with(|c| c.rate_limits.unauthenticated_per_minute = 3).await;
+    let anonymous = || app.client.get(app.url("/api/v1/jobs")).send();
+    for _ in 0..3 {
+        let refused = anonymous().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(problem(refused).await["code"], "UNAUTHENTICATED");
+    }
+    let blocked = anonymous().await.unwrap();
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(number(&blocked, "retry-after") >= 1);
+    assert_eq!(
+        problem(blocked).await["violated-policies"],
+        json!(["unauthenticated"])
+    );
+    // The same IP budget: a forged key is refused with 429 as well now.
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    assert_eq!(
+        app.get("/api/v1/jobs", &forge(&key)).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_key_used_outside_its_allowlist_spends_the_ip_budget_not_the_keys() {
+    let app = TestApp::spawn_with(|c| c.rate_limits.unauthenticated_per_minute = 2).await;
+    let project = app.create_project("office").await;
+    let created: Value = app
+        .post(
+            "/api/v1/api-keys",
+            &app.admin_key,
+            json!({"name": "office", "project_id": project, "scopes": ["jobs:read"],
+                   "ip_allowlist": ["192.0.2.0/24"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(app.get("/api/v1/jobs", key).await.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::FORBIDDEN,
+            StatusCode::FORBIDDEN,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}
+
+#[tokio::test]
+async fn input_refused_before_any_handler_spends_the_ip_budget_not_the_keys() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits.write_per_minute = 5;
+        c.rate_limits.unauthenticated_per_minute = 3;
+    })
+    .await;
+    let (_, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let malformed = || {
+        app.client
+            .post(app.url("/api/v1/jobs"))
+            .header("X-API-Key", &key)
+            .header("Content-Type", "application/json")
+            .body("{not json")
+            .send()
+    };
+    let first = malformed().await.unwrap();
+    assert_eq!(first.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(first).await["code"], "INVALID_BODY");
+    let unknown = app.get("/api/v1/no-such-route", &key).await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(malformed().await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let blocked = malformed().await.unwrap();
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(number(&blocked, "retry-after") >= 1);
+    assert_eq!(
+        problem(blocked).await["violated-policies"],
+        json!(["unauthenticated"])
+    );
+    // Nothing was appended, and the key's own budget is untouched.
+    let jobs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'job.queued'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(jobs, 0);
+    let created = app.post("/api/v1/jobs", &key, json!({"kind": "ok"})).await;
+    assert_eq!(created.status(), StatusCode::ACCEPTED);
+    assert_eq!(number(&created, "x-ratelimit-remaining"), 4);
+}
+
+/// `key` with its last character changed (to one it is not).
+fn forge(key: &str) -> String {
+    let (head, last) = key.split_at(key.len() - 1);
+    format!("{head}{}", if last == "x" { "y" } else { "x" })
+}
