@@ -1,11 +1,12 @@
 //! Rate limits, per authenticated caller: `read` (GET and HEAD per minute), `write` (other
 //! methods per minute) and `daily` (requests per UTC day), each from the key's own settings or
 //! the configured defaults; and `unauthenticated`, per client IP, counted only on requests whose
-//! credentials were refused or missing. Minute policies use GCRA (`gcra`), so a burst can never
-//! overshoot; the daily quota (`daily`) is an exact counter that each replica stores in
-//! PostgreSQL every two seconds and reads back on first use, so it survives a restart. State is
-//! per replica (in memory) and pruned of whatever no longer limits anyone every two seconds;
-//! `shared` moves it to Redis.
+//! credentials were refused, missing or never checked (input refused before any handler).
+//! Minute policies use GCRA (`gcra`), so a burst can never overshoot; the daily quota (`daily`)
+//! is an exact counter that each replica stores in PostgreSQL every two seconds and reads back
+//! on first use, so it survives a restart. State is per replica (in memory) and pruned of
+//! whatever no longer limits anyone every two seconds; `shared` moves it to Redis.
+
 mod daily;
 pub mod gcra;
 mod headers;
