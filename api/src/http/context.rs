@@ -1,16 +1,14 @@
-//! The outermost middleware and the per-request context.
-//!
-//! `Edge` gives every request an id (a sane incoming `X-Request-Id` is kept, otherwise a new
-//! UUIDv7), resolves the client address (`X-Forwarded-For` counts only when the direct peer is a
-//! configured trusted proxy) and user agent for auth and event metadata, enforces the body size
-//! limit (413) whether or not `Content-Length` is sent, applies the request timeout, turns every
-//! error that did not come from a handler (unknown route, wrong method, unsupported content type,
-//! a body or parameter that does not parse, missing credentials: each counted against the client
-//! IP's budget) into problem+json
-//! (`edge_problems`), adds the security headers, stamps `X-Request-Id` on every response, and
-//! logs one line per request (path without its query string, which could hold data).
+//! The outermost middleware. `Edge` gives every request an id (a sane incoming `X-Request-Id`
+//! is kept, otherwise a new UUIDv7), resolves the client address (`X-Forwarded-For` counts only
+//! when the direct peer is a configured trusted proxy) and user agent for auth and event
+//! metadata, and runs the request within its context (`request_context`). It enforces the body
+//! size limit (413) whether or not `Content-Length` is sent, applies the request timeout, turns
+//! every error that did not come from a handler (unknown route, wrong method, unsupported
+//! content type, a body or parameter that does not parse, missing credentials: each counted
+//! against the client IP's budget) into problem+json (`edge_problems`), adds the security
+//! headers, stamps `X-Request-Id` on every response, hands the finished request to the request
+//! log, and logs one line per request (path without its query string, which could hold data).
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,71 +27,11 @@ use super::headers::security_headers;
 use super::problem::Problem;
 use super::streamed_body::{limited, StreamedLimits};
 
-tokio::task_local! {
-    static REQUEST: RequestContext;
-}
-
-/// The id of the request being handled by this task ("" outside a request).
-pub fn current_request_id() -> String {
-    REQUEST
-        .try_with(|r| r.request_id.clone())
-        .unwrap_or_default()
-}
-
-/// The client address of the request being handled by this task, if known.
-pub fn current_client_ip() -> Option<IpAddr> {
-    REQUEST
-        .try_with(|r| r.ip.as_deref().and_then(|ip| ip.parse().ok()))
-        .ok()
-        .flatten()
-}
-
-/// Whether the request being handled may change state (anything but GET, HEAD, OPTIONS) and
-/// the `X-CSRF-Token` it carries: cookie sessions need both (see `AppState::authenticate`).
-pub fn current_csrf() -> (bool, Option<String>) {
-    REQUEST
-        .try_with(|r| (r.state_changing, r.csrf_token.clone()))
-        .unwrap_or((true, None))
-}
-
-/// What handling a request learned that the edge needs afterwards: who the caller was (for
-/// the request log) and the rate-limit headers to stamp on the response.
-#[derive(Debug, Default)]
-pub struct Notes {
-    pub rate: Option<crate::limits::RateHeaders>,
-    /// Actor type and id.
-    pub actor: Option<(&'static str, String)>,
-    pub project: Option<uuid::Uuid>,
-}
-
-fn note(change: impl FnOnce(&mut Notes)) {
-    let _ = REQUEST.try_with(|r| change(&mut r.notes.lock().expect("request notes lock")));
-}
-
-/// Records the rate-limit headers for the response of the request being handled.
-pub fn set_rate_headers(headers: crate::limits::RateHeaders) {
-    note(|n| n.rate = Some(headers));
-}
-
-/// Records who is calling, for the request log.
-pub fn set_actor(kind: &'static str, id: String, project: Option<uuid::Uuid>) {
-    note(|n| {
-        n.actor = Some((kind, id));
-        n.project = project;
-    });
-}
-
-/// What event metadata and authentication need to know about the request.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    pub request_id: String,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub state_changing: bool,
-    pub csrf_token: Option<String>,
-    /// Filled in while the request is handled; read by the edge afterwards.
-    pub notes: std::sync::Arc<std::sync::Mutex<Notes>>,
-}
+use super::request_context::REQUEST;
+pub use super::request_context::{
+    current_client_ip, current_csrf, current_request_id, set_actor, set_rate_headers, Notes,
+    RequestContext,
+};
 
 pub struct Edge {
     pub max_body_bytes: usize,

@@ -1,6 +1,6 @@
 //! HTTP plumbing shared by every endpoint: the problem+json error model (`problem`) and the
-//! answers built from it (`edge_problems`), the per-request context and the outer middleware
-//! (`context`), and pagination cursors (`cursor`).
+//! answers built from it (`edge_problems`), the per-request context (`request_context`) and
+//! the outer middleware (`context`), and pagination cursors (`cursor`).
 
 pub mod client_ip;
 pub mod context;
@@ -11,5 +11,6 @@ pub mod idempotency;
 pub mod json_body;
 pub mod payloads;
 pub mod problem;
+pub mod request_context;
 pub mod request_log;
 pub mod streamed_body;
