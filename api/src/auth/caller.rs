@@ -159,12 +159,20 @@ impl Caller {
         }
     }
 
-    /// The projects whose resources lists may show; `None` means every project.
+    /// The projects whose resources lists may show; `None` means every project. For a member,
+    /// only the projects whose role holds the scope the caller was authorized for (an owner of
+    /// one project and a viewer of another reads the request log of the first only).
     pub fn visible_projects(&self) -> Option<Vec<uuid::Uuid>> {
         match &self.grants {
             Grants::Key { project, .. } => project.map(|p| vec![p.as_uuid()]),
             Grants::AdminUser => None,
-            Grants::Member(roles) => Some(roles.keys().map(|p| p.as_uuid()).collect()),
+            Grants::Member(roles) => Some(
+                roles
+                    .iter()
+                    .filter(|(_, role)| self.demanded.is_none_or(|s| role.scopes().allows(s)))
+                    .map(|(project, _)| project.as_uuid())
+                    .collect(),
+            ),
         }
     }
 

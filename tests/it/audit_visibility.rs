@@ -1,0 +1,90 @@
+//! Who reads which part of the request log: a member reads the records of the projects where
+//! a role of theirs holds `audit:read` (owners), not of those where it does not (viewers), in
+//! the list and in the export alike.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::support::{TestApp, PASSWORD};
+
+/// The projects of the records `token` reads through the list and through the export.
+async fn projects_read(app: &TestApp, token: &str) -> (Vec<String>, Vec<String>) {
+    let list: Value = app
+        .as_user(Method::GET, "/api/v1/audit/requests?limit=100", token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["project_id"].as_str().unwrap_or("none").to_owned())
+        .collect();
+    let export = app
+        .as_user(Method::GET, "/api/v1/audit/requests/export", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), StatusCode::OK);
+    let exported = export
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            record["project_id"].as_str().unwrap_or("none").to_owned()
+        })
+        .collect();
+    (listed, exported)
+}
+
+#[tokio::test]
+async fn a_member_reads_only_the_request_log_of_projects_it_may_audit() {
+    let app = TestApp::spawn().await;
+    let (owned, viewed) = (
+        app.create_project("owned").await,
+        app.create_project("viewed").await,
+    );
+    let user = app
+        .create_user("owner-and-viewer@example.com", PASSWORD, false)
+        .await;
+    for (project, role) in [(owned, "owner"), (viewed, "viewer")] {
+        let put = app
+            .request(
+                Method::PUT,
+                &format!("/api/v1/projects/{project}/members/{user}"),
+                &app.admin_key,
+            )
+            .json(&json!({ "role": role }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), StatusCode::OK);
+    }
+    let token = app.login("owner-and-viewer@example.com", PASSWORD).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // One call by a key of each project, recorded with that project.
+    for project in [owned, viewed] {
+        let key = app.create_key(Some(project), &["jobs:read"]).await;
+        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    }
+    let (listed, exported) = projects_read(&app, &token).await;
+    for read in [&listed, &exported] {
+        assert!(read.contains(&owned.to_string()), "{read:?}");
+        assert!(!read.contains(&viewed.to_string()), "{read:?}");
+    }
+    // A viewer of a single project holds no `audit:read` at all.
+    let viewer = app.member_token(viewed, "viewer").await;
+    let refused = app
+        .as_user(Method::GET, "/api/v1/audit/requests", &viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+}
