@@ -32,17 +32,33 @@ impl DayCount {
 const KEEP_DAYS: u64 = 2;
 
 impl RateLimiter {
-    pub(super) async fn daily_policy(&self, pool: &PgPool, subject: &str, quota: u64) -> Applied {
-        let used = self.daily_used(pool, subject).await;
-        let reset = seconds_to_midnight();
-        Applied {
+    /// Decides the daily policy on `count` and counts the request when it and `minute` (asked
+    /// with `commit` when the day allows it) both allow it, all under the one lock on the counts,
+    /// so concurrent requests cannot both take the last request of the day.
+    pub(super) fn decide_day(
+        &self,
+        subject: &str,
+        quota: u64,
+        minute: impl FnOnce(bool) -> Applied,
+    ) -> (Applied, Applied) {
+        let today = Utc::now().date_naive();
+        let mut daily = self.daily.lock().expect("lock");
+        let count = daily.entry((subject.to_owned(), today)).or_default();
+        let allowed = count.used < quota;
+        let minute = minute(allowed);
+        if allowed && minute.allowed {
+            count.used += 1;
+            count.own += 1;
+        }
+        let day = Applied {
             name: "daily",
             quota,
             window_seconds: 86_400,
-            allowed: used < quota,
-            remaining: quota.saturating_sub(used + 1),
-            reset_seconds: reset,
-        }
+            allowed,
+            remaining: quota.saturating_sub(count.used),
+            reset_seconds: seconds_to_midnight(),
+        };
+        (minute, day)
     }
 
     fn with_day<R>(&self, subject: &str, day: NaiveDate, f: impl FnOnce(&mut DayCount) -> R) -> R {

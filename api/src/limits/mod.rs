@@ -158,15 +158,13 @@ impl RateLimiter {
         {
             return applied;
         }
-        let mut daily = self.daily_policy(pool, subject, daily_quota).await;
+        // Reads the stored count the first time this replica sees the subject today.
+        self.daily_used(pool, subject).await;
         // A request refused by the daily quota does not spend the minute budget, and one
         // refused by the minute policy does not count against the day.
-        let minute = self.minute_policy(subject, name, u64::from(quota), now, daily.allowed);
-        if daily.allowed && minute.allowed {
-            self.count_daily(subject);
-        } else if daily.allowed {
-            daily.remaining += 1;
-        }
+        let (minute, daily) = self.decide_day(subject, daily_quota, |commit| {
+            self.minute_policy(subject, name, u64::from(quota), now, commit)
+        });
         vec![minute, daily]
     }
 

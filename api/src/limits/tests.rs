@@ -158,6 +158,45 @@ async fn local_limits_start_from_what_redis_counted_for_everyone() {
     );
 }
 
+#[test]
+fn concurrent_requests_never_take_more_than_the_days_quota() {
+    let limiter = std::sync::Arc::new(limiter());
+    let own = RateLimit {
+        read_per_minute: Some(1_000_000),
+        daily_quota: Some(100),
+        ..RateLimit::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let allowed = runtime.block_on(async {
+        let pool = unreachable_pool();
+        // The first check reads the (unreachable) stored count; the rest race.
+        limiter.check(&pool, "key:a", false, own).await;
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (limiter, pool) = (limiter.clone(), pool.clone());
+                tokio::spawn(async move {
+                    let mut allowed = 0;
+                    for _ in 0..200 {
+                        let applied = limiter.check(&pool, "key:a", false, own).await;
+                        allowed += usize::from(applied.iter().all(|a| a.allowed));
+                    }
+                    allowed
+                })
+            })
+            .collect();
+        let mut allowed = 1;
+        for task in tasks {
+            allowed += task.await.unwrap();
+        }
+        allowed
+    });
+    assert_eq!(allowed, 100);
+}
+
 /// A pool whose every query fails: nothing listens on port 9.
 fn unreachable_pool() -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()
