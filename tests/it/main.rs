@@ -9,6 +9,7 @@ mod api_keys;
 mod appends;
 mod audit;
 mod audit_export;
+mod audit_verify_range;
 mod audit_visibility;
 mod audit_writers;
 mod bad_input;

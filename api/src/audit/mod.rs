@@ -9,6 +9,7 @@ pub mod chain;
 pub mod export;
 pub mod gather;
 pub mod usage;
+mod verify;
 mod writer;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 pub use chain::Record;
+pub use verify::verify;
 pub use writer::connect as writer_connection;
 
 const MAX_BATCH: usize = 1000;
@@ -58,51 +60,6 @@ impl AuditLog {
         }
         committed.await.unwrap_or(false)
     }
-}
-
-/// Verifies the chain over the records with `from <= occurred_at < to` (all when absent):
-/// the number checked and the first broken link, if any.
-pub async fn verify(
-    pool: &PgPool,
-    from: Option<chrono::DateTime<chrono::Utc>>,
-    to: Option<chrono::DateTime<chrono::Utc>>,
-) -> sqlx::Result<(usize, Option<(i64, String)>)> {
-    let records: Vec<Record> = sqlx::query_as(
-        "SELECT * FROM request_log WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) \
-           AND ($2::timestamptz IS NULL OR occurred_at < $2) ORDER BY seq",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
-    let Some(first) = records.first() else {
-        return Ok((0, None));
-    };
-    // The link into the range: the record before it, if it still exists, or the anchor that
-    // retention left when it pruned that record.
-    let before: Option<(i64, String)> = sqlx::query_as(
-        "SELECT seq, hash FROM (SELECT seq, hash FROM request_log WHERE seq < $1 \
-                                UNION ALL SELECT seq, hash FROM request_log_anchor WHERE seq < $1) b \
-          ORDER BY seq DESC LIMIT 1",
-    )
-    .bind(first.seq)
-    .fetch_optional(pool)
-    .await?;
-    let (prev_seq, prev_hash) = match (before, from) {
-        (Some(before), _) => before,
-        // The range starts the log: the chain starts from zeros.
-        (None, _) if first.seq == 1 => (0, "0".repeat(64)),
-        (None, _) => {
-            return Ok((
-                records.len(),
-                Some((1, "the records before this one are missing".into())),
-            ))
-        }
-    };
-    Ok((
-        records.len(),
-        chain::first_break(prev_hash, prev_seq, &records),
-    ))
 }
 
 /// Retention: removes the records up to the last one that occurred before `cutoff` (a prefix of

@@ -200,9 +200,9 @@ impl AuditApi {
 
     /// Verify the request log's hash chain
     ///
-    /// Recomputes the chain over `from <= occurred_at < to` (everything by default) and reports
-    /// the first broken link: an edited, removed or reordered record. Scope `audit:read` on an
-    /// admin key or admin user.
+    /// Recomputes the chain over the records from the first to the last position with
+    /// `from <= occurred_at < to` (everything by default) and reports the first broken link:
+    /// an edited, removed or reordered record. Scope `audit:read` on an admin key or admin user.
     #[oai(
         path = "/audit/verify",
         method = "get",

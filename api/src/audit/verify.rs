@@ -1,0 +1,75 @@
+//! Verification of the request log's hash chain, over all of it or a time range. A range names
+//! records by time but the chain runs by position, and the two orders can differ a little (a
+//! record's time is stamped when its request ends, its position when its batch is written), so
+//! the range is widened to every record between the first and the last position it names:
+//! nothing inside is skipped, which would read as a missing record. Records are read a page at
+//! a time, so a long log does not have to fit in memory.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::{chain, Record};
+
+/// Records read per query.
+const PAGE: i64 = 5_000;
+
+/// Verifies the chain over the records from the first to the last position that has
+/// `from <= occurred_at < to` (all when absent): the number checked and the first broken link,
+/// if any.
+pub async fn verify(
+    pool: &PgPool,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> sqlx::Result<(usize, Option<(i64, String)>)> {
+    let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT min(seq), max(seq) FROM request_log \
+          WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) \
+            AND ($2::timestamptz IS NULL OR occurred_at < $2)",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await?;
+    let (Some(first), Some(last)) = (first, last) else {
+        return Ok((0, None));
+    };
+    // The link into the range: the record before it, if it still exists, or the anchor that
+    // retention left when it pruned that record.
+    let before: Option<(i64, String)> = sqlx::query_as(
+        "SELECT seq, hash FROM (SELECT seq, hash FROM request_log WHERE seq < $1 \
+                                UNION ALL SELECT seq, hash FROM request_log_anchor WHERE seq < $1) b \
+          ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(first)
+    .fetch_optional(pool)
+    .await?;
+    let (mut prev_seq, mut prev_hash) = match before {
+        Some(before) => before,
+        // The range starts the log: the chain starts from zeros.
+        None if first == 1 => (0, "0".repeat(64)),
+        None => {
+            return Ok((
+                0,
+                Some((1, "the records before this one are missing".into())),
+            ))
+        }
+    };
+    let mut checked = 0;
+    while prev_seq < last {
+        let page: Vec<Record> = sqlx::query_as(
+            "SELECT * FROM request_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(prev_seq)
+        .bind(last)
+        .bind(PAGE)
+        .fetch_all(pool)
+        .await?;
+        let Some(end) = page.last() else { break };
+        checked += page.len();
+        if let Some(broken) = chain::first_break(prev_hash, prev_seq, &page) {
+            return Ok((checked, Some(broken)));
+        }
+        (prev_seq, prev_hash) = (end.seq, end.hash.clone());
+    }
+    Ok((checked, None))
+}
