@@ -1,0 +1,50 @@
+//! A call whose client gives up is still handled to the end and recorded: the request log has
+//! every call that changed something, even when nobody was left to receive the answer.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::TestApp;
+
+#[tokio::test]
+async fn a_submission_whose_client_gave_up_is_still_recorded() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let request_id = "client-gave-up-0001";
+    // Appends wait for the lock, so the call is still being handled when the client leaves.
+    let blocker = app.block_writes_to("events").await;
+    let abandoned = app
+        .request(Method::POST, "/api/v1/jobs", &key)
+        .header("X-Request-Id", request_id)
+        .timeout(Duration::from_millis(500))
+        .json(&json!({"kind": "abandoned"}))
+        .send()
+        .await;
+    assert!(abandoned.unwrap_err().is_timeout());
+    blocker.commit().await.unwrap();
+    let mut recorded = None;
+    for _ in 0..100 {
+        recorded =
+            sqlx::query_scalar::<_, i32>("SELECT status FROM request_log WHERE request_id = $1")
+                .bind(request_id)
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
+        if recorded.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(recorded, Some(202), "the call was handled and recorded");
+    let queued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'job.queued' \
+           AND metadata->>'request_id' = $1",
+    )
+    .bind(request_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(queued, 1);
+}
