@@ -167,7 +167,16 @@ pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
                 "x-csrf-token",
                 "idempotency-key",
             ])
-            .expose_headers(["x-request-id", "location", "retry-after"])
+            .expose_headers([
+                "x-request-id",
+                "location",
+                "retry-after",
+                "x-ratelimit-limit",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset",
+                "ratelimit-policy",
+                "ratelimit",
+            ])
             .max_age(600)
     });
     Route::new()

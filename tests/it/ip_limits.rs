@@ -100,23 +100,33 @@ async fn a_key_used_outside_its_allowlist_spends_the_ip_budget_not_the_keys() {
 async fn input_refused_before_any_handler_spends_the_ip_budget_not_the_keys() {
     let app = TestApp::spawn_with(|c| {
         c.rate_limits.write_per_minute = 5;
-        c.rate_limits.unauthenticated_per_minute = 3;
+        c.rate_limits.unauthenticated_per_minute = 5;
+        c.http.max_body_bytes = 1024;
     })
     .await;
     let (_, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
-    let malformed = || {
+    let submit = |body: &str| {
         app.client
             .post(app.url("/api/v1/jobs"))
             .header("X-API-Key", &key)
             .header("Content-Type", "application/json")
-            .body("{not json")
-            .send()
+            .body(body.to_owned())
     };
+    let malformed = || submit("{not json").send();
     let first = malformed().await.unwrap();
     assert_eq!(first.status(), StatusCode::BAD_REQUEST);
     assert_eq!(problem(first).await["code"], "INVALID_BODY");
     let unknown = app.get("/api/v1/no-such-route", &key).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let huge = format!(r#"{{"kind": "{}"}}"#, "k".repeat(2000));
+    let too_large = submit(&huge).send().await.unwrap();
+    assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let bad_key = submit(r#"{"kind": "k"}"#)
+        .header("Idempotency-Key", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(bad_key).await["code"], "INVALID_IDEMPOTENCY_KEY");
     assert_eq!(malformed().await.unwrap().status(), StatusCode::BAD_REQUEST);
     let blocked = malformed().await.unwrap();
     assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);

@@ -145,6 +145,19 @@ async fn cors_answers_listed_origins_only() {
         listed.headers()["access-control-allow-origin"],
         "https://app.example"
     );
+    // A browser's script may read the request id and the rate-limit headers.
+    let exposed = listed.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in [
+        "x-request-id",
+        "retry-after",
+        "x-ratelimit-remaining",
+        "ratelimit-policy",
+    ] {
+        assert!(exposed.contains(name), "{exposed}");
+    }
     let unlisted = get("https://evil.example").await.unwrap();
     assert!(!unlisted
         .headers()

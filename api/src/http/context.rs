@@ -142,14 +142,16 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                         .map_or(Ok(()), Err)),
                     None => tokio::time::timeout_at(deadline, self.limit_body(&mut req)).await,
                 };
+                // A body refused before any handler (too slow, too large, unreadable) spends
+                // the client IP's budget, as below.
                 match body {
                     Err(_) => {
-                        return timeout_problem(
+                        return self.spend_ip_budget(timeout_problem(
                             StatusCode::REQUEST_TIMEOUT,
                             "the request body arrived too slowly",
-                        )
+                        ))
                     }
-                    Ok(Err(refused)) => return refused,
+                    Ok(Err(refused)) => return self.spend_ip_budget(refused),
                     Ok(Ok(())) => {}
                 }
                 if let (Some(audit), None) = (audit, streamed) {
@@ -174,12 +176,12 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 };
                 // No handler checked any credentials (none sent, input that does not parse, no
                 // such route): the refusal spends the client IP's budget.
-                if refused_before_handler(&response) {
-                    if let Some(refusal) = self.admission.refuse_anonymous() {
-                        return refusal;
-                    }
+                let before_handler = refused_before_handler(&response);
+                let response = as_problem(response, message).await;
+                if before_handler {
+                    return self.spend_ip_budget(response);
                 }
-                as_problem(response, message).await
+                response
             })
             .await;
         let mut response = response;
@@ -217,6 +219,12 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
 }
 
 impl<E> EdgeEndpoint<E> {
+    /// `refusal`, made before any handler checked credentials, counted against the client
+    /// IP's budget: or the 429 that replaces it once the IP is over that budget.
+    fn spend_ip_budget(&self, refusal: Response) -> Response {
+        self.admission.refuse_anonymous().unwrap_or(refusal)
+    }
+
     /// Leaves a streamed body unread but counted: more than `limit` bytes fails the read and
     /// sets `exceeded`. A declared length over the limit is refused at once (the refusal).
     fn limit_streamed(

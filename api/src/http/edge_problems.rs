@@ -45,6 +45,12 @@ pub fn problem_response(problem: Problem) -> Response {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct BeforeHandler;
 
+/// Marks `response` as a refusal made before any handler could check credentials.
+pub(super) fn before_handler(mut response: Response) -> Response {
+    response.extensions_mut().insert(BeforeHandler);
+    response
+}
+
 /// A client error no handler answered: the extractors' own (`BeforeHandler`) and every one
 /// that is not problem+json yet (no credentials, a parameter that does not parse, no route).
 pub(super) fn refused_before_handler(response: &Response) -> bool {

@@ -14,7 +14,7 @@ use sqlx::PgPool;
 
 use std::sync::Arc;
 
-use super::edge_problems::problem_response;
+use super::edge_problems::{before_handler, problem_response};
 use super::problem::Problem;
 use crate::state::AppState;
 
@@ -162,11 +162,11 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
         let key = match key.to_str() {
             Ok(key) if !key.is_empty() && key.len() <= 255 => key.to_owned(),
             _ => {
-                return Ok(problem(
+                return Ok(before_handler(problem(
                     StatusCode::BAD_REQUEST,
                     "INVALID_IDEMPOTENCY_KEY",
                     "Idempotency-Key must be 1-255 visible ASCII characters",
-                ))
+                )))
             }
         };
         let credentials: Vec<&[u8]> = ["x-api-key", "authorization", "cookie"]
@@ -178,11 +178,11 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
             match spool(&mut req).await {
                 Ok(hash) => hash,
                 Err(_) => {
-                    return Ok(problem(
+                    return Ok(before_handler(problem(
                         StatusCode::BAD_REQUEST,
                         "BODY_UNREADABLE",
                         "the request body could not be read",
-                    ))
+                    )))
                 }
             }
         } else {
