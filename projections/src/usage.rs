@@ -20,8 +20,9 @@ pub struct UsageRow {
     pub requests: i64,
 }
 
-/// Usage in `[from, to)` by `hour` or `day` buckets (UTC; the bucket holding `from` counts
-/// whole), for one caller or all, within the given projects (`None`: all).
+/// Usage in `[from, to)` by `hour` or `day` buckets (UTC; counted by whole hours, so the
+/// hours holding `from` and `to` count whole), for one caller or all, within the given
+/// projects (`None`: all).
 pub async fn usage(
     executor: impl PgExecutor<'_>,
     from: DateTime<Utc>,

@@ -164,3 +164,38 @@ async fn usage_matches_the_request_log_and_admin_summaries_count_what_happened()
     assert_eq!(security["top_refused_ips"][0]["refusals"], 3);
     assert!(security["audit_records_24h"].as_i64().unwrap() >= 14);
 }
+
+#[tokio::test]
+async fn usage_reports_the_whole_hours_it_counted_and_they_match_the_log() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:read", "usage:read"]).await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    }
+    let hour = chrono::Duration::hours(1);
+    let now = Utc::now();
+    let asked_from = now - chrono::Duration::minutes(90) - chrono::Duration::seconds(7);
+    let asked_to = now + chrono::Duration::seconds(1);
+    let format = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let path = format!(
+        "/api/v1/usage?key_id={}&from={}&to={}",
+        key_id(&key),
+        format(asked_from),
+        format(asked_to)
+    );
+    let report = json_of(&app, &path, &key).await;
+    let from: chrono::DateTime<Utc> = report["from"].as_str().unwrap().parse().unwrap();
+    let to: chrono::DateTime<Utc> = report["to"].as_str().unwrap().parse().unwrap();
+    assert_eq!(from, asked_from.duration_trunc(hour).unwrap());
+    assert_eq!(to, asked_to.duration_trunc(hour).unwrap() + hour);
+    let total: i64 = report["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["requests"].as_i64().unwrap())
+        .sum();
+    // The report's own request is logged after it was counted.
+    let logged = audit_statuses(&app, &key, &format(from), &format(to)).await;
+    assert_eq!(total, 3);
+    assert_eq!(logged.len(), 4, "{logged:?}");
+}

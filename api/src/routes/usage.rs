@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use herald_domain::Scope;
 use herald_projections::usage::{self, UsageRow};
 use poem_openapi::param::Query;
@@ -73,10 +73,12 @@ impl UsageApi {
     /// Usage per caller
     ///
     /// Requests in `[from, to)` (default: the last 24 hours) per caller and `hour` or `day`
-    /// bucket (UTC; the bucket holding `from` counts whole), by route group and status class,
-    /// with jobs submitted; plus each key's daily quota used and remaining today. Counted from
-    /// the request log, so the totals equal `GET /audit/requests` for the same range. Filter
-    /// `key_id` (or a user id). Scope `usage:read`; a project key sees its project's usage.
+    /// bucket (UTC), by route group and status class, with jobs submitted; plus each key's
+    /// daily quota used and remaining today. The range counted is `from` down to the start of
+    /// its bucket and `to` up to the next whole hour; the report's `from` and `to` are that
+    /// range. Counted from the request log, so the totals equal `GET /audit/requests` for the
+    /// report's range. Filter `key_id` (or a user id). Scope `usage:read`; a project key sees
+    /// its project's usage.
     #[oai(path = "/usage", method = "get", operation_id = "getUsage")]
     async fn usage(
         &self,
@@ -102,6 +104,7 @@ impl UsageApi {
             )
             .into());
         }
+        let (from, to) = counted_range(from, to, &granularity);
         let rows = usage::usage(
             &self.state.pool,
             from,
@@ -206,4 +209,23 @@ impl UsageApi {
             remaining_today: u64::from(limit).saturating_sub(used),
         }))
     }
+}
+
+/// The range usage is counted over: `from` down to the start of its bucket and `to` up to the
+/// next whole hour (the counts are hourly), so the report says exactly which records it holds.
+fn counted_range(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    granularity: &str,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let hour = Duration::hours(1);
+    let bucket = if granularity == "day" {
+        Duration::days(1)
+    } else {
+        hour
+    };
+    let from = from.duration_trunc(bucket).unwrap_or(from);
+    let to_hour = to.duration_trunc(hour).unwrap_or(to);
+    let to = if to_hour == to { to } else { to_hour + hour };
+    (from, to)
 }

@@ -36,7 +36,9 @@ pub struct KeyQuota {
 
 #[derive(Debug, Object)]
 pub struct UsageReport {
+    /// The start of the range counted: the asked `from`, down to the start of its bucket.
     pub from: DateTime<Utc>,
+    /// The end of the range counted (excluded): the asked `to`, up to the next whole hour.
     pub to: DateTime<Utc>,
     /// `hour` or `day`.
     pub granularity: String,
