@@ -1,11 +1,11 @@
 //! Who reads which part of the request log: a member reads the records of the projects where
 //! a role of theirs holds `audit:read` (owners), not of those where it does not (viewers), in
-//! the list and in the export alike.
+//! the list and in the export alike; and a filter by caller names one kind of caller.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::support::{TestApp, PASSWORD};
+use crate::support::{problem, TestApp, PASSWORD};
 
 /// The projects of the records `token` reads through the list and through the export.
 async fn projects_read(app: &TestApp, token: &str) -> (Vec<String>, Vec<String>) {
@@ -87,4 +87,19 @@ async fn a_member_reads_only_the_request_log_of_projects_it_may_audit() {
         .await
         .unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_key_and_a_user_filter_together_are_refused_not_half_applied() {
+    let app = TestApp::spawn().await;
+    let both = app
+        .get(
+            "/api/v1/audit/requests?key_id=abc&user_id=def",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(both.status(), StatusCode::BAD_REQUEST);
+    let body = problem(both).await;
+    assert_eq!(body["code"], "VALIDATION_FAILED");
+    assert_eq!(body["errors"][0]["field"], "user_id");
 }

@@ -131,7 +131,14 @@ impl AuditApi {
         let caller = self.state.authorize(&auth, Scope::AuditRead).await?;
         let limit = cursor::limit(limit.0)?;
         let before: Option<i64> = cursor.0.as_deref().map(cursor::decode).transpose()?;
-        let actor = key_id.0.or(user_id.0);
+        let actor = match (key_id.0, user_id.0) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    ApiError::field("user_id", "give `key_id` or `user_id`, not both").into(),
+                )
+            }
+            (key, user) => key.or(user),
+        };
         let mut rows: Vec<Record> = sqlx::query_as(
             "SELECT * FROM request_log WHERE ($1::text IS NULL OR actor_id = $1) \
                AND ($2::uuid IS NULL OR project_id = $2) AND ($3::text IS NULL OR route = $3) \
