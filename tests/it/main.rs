@@ -8,7 +8,7 @@ mod account_webhooks;
 mod api_keys;
 mod appends;
 mod audit;
-mod audit_disconnect;
+mod audit_edges;
 mod audit_export;
 mod audit_verify_range;
 mod audit_visibility;

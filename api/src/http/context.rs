@@ -120,7 +120,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         };
         let notes = context.notes.clone();
         let (context_ip, user_agent) = (context.ip.clone(), context.user_agent.clone());
-        let request_bytes = req
+        let declared_bytes = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -129,6 +129,8 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         req.set_data(context.clone());
         let streamed = self.streamed.for_request(&req);
         let exceeded = Arc::new(AtomicBool::new(false));
+        // The body's size as read (a chunked body declares none).
+        let mut read_bytes = 0;
         let response = REQUEST
             .scope(context, async {
                 let timeout = match streamed {
@@ -140,7 +142,9 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                     Some(limit) => Ok(self
                         .limit_streamed(&mut req, limit, exceeded.clone())
                         .map_or(Ok(()), Err)),
-                    None => tokio::time::timeout_at(deadline, self.limit_body(&mut req)).await,
+                    None => tokio::time::timeout_at(deadline, self.limit_body(&mut req))
+                        .await
+                        .map(|read| read.map(|n| read_bytes = n)),
                 };
                 // A body refused before any handler (too slow, too large, unreadable) spends
                 // the client IP's budget, as below.
@@ -201,7 +205,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 started,
                 client_ip: context_ip,
                 user_agent,
-                request_bytes,
+                request_bytes: declared_bytes.max(read_bytes as i64),
             };
             response = super::request_log::record(audit, seen, notes, response).await;
         }
@@ -246,8 +250,9 @@ impl<E> EdgeEndpoint<E> {
         None
     }
 
-    /// Reads the body up to the limit, so handlers never see more than `max_body_bytes`.
-    async fn limit_body(&self, req: &mut Request) -> Result<(), Response> {
+    /// Reads the body up to the limit, so handlers never see more than `max_body_bytes`;
+    /// returns its size.
+    async fn limit_body(&self, req: &mut Request) -> Result<usize, Response> {
         let refuse = || too_large(self.max_body_bytes as u64);
         let declared = req
             .headers()
@@ -258,12 +263,13 @@ impl<E> EdgeEndpoint<E> {
             return Err(refuse());
         }
         if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-            return Ok(());
+            return Ok(0);
         }
         match req.take_body().into_bytes_limit(self.max_body_bytes).await {
             Ok(bytes) => {
+                let read = bytes.len();
                 req.set_body(bytes);
-                Ok(())
+                Ok(read)
             }
             Err(poem::error::ReadBodyError::PayloadTooLarge) => Err(refuse()),
             Err(_) => Err(problem_response(Problem::new(

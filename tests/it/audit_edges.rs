@@ -1,5 +1,7 @@
-//! A call whose client gives up is still handled to the end and recorded: the request log has
-//! every call that changed something, even when nobody was left to receive the answer.
+//! Calls at the edges of what the request log sees: one whose client gives up is still handled
+//! to the end and recorded (the log has every call that changed something, even when nobody
+//! was left to receive the answer), and a body sent without a declared length is recorded
+//! with its real size.
 
 use std::time::Duration;
 
@@ -47,4 +49,32 @@ async fn a_submission_whose_client_gave_up_is_still_recorded() {
     .await
     .unwrap();
     assert_eq!(queued, 1);
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_recorded_with_the_size_that_arrived() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let body = json!({"kind": "chunked", "input": {"note": "x".repeat(300)}}).to_string();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
+        .as_bytes()
+        .chunks(100)
+        .map(|chunk| Ok(chunk.to_vec()))
+        .collect();
+    let response = app
+        .request(Method::POST, "/api/v1/jobs", &key)
+        .header("Content-Type", "application/json")
+        .header("X-Request-Id", "chunked-body-0001")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT request_bytes FROM request_log WHERE request_id = $1")
+            .bind("chunked-body-0001")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(recorded, body.len() as i64);
 }
