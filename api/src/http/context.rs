@@ -142,9 +142,17 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                     Some(limit) => Ok(self
                         .limit_streamed(&mut req, limit, exceeded.clone())
                         .map_or(Ok(()), Err)),
-                    None => tokio::time::timeout_at(deadline, self.limit_body(&mut req))
-                        .await
-                        .map(|read| read.map(|n| read_bytes = n)),
+                    None => {
+                        let read = tokio::time::timeout_at(deadline, self.limit_body(&mut req));
+                        match read.await {
+                            Ok(Ok(read)) => {
+                                read_bytes = read;
+                                Ok(Ok(()))
+                            }
+                            Ok(Err(refused)) => Ok(Err(refused)),
+                            Err(elapsed) => Err(elapsed),
+                        }
+                    }
                 };
                 // A body refused before any handler (too slow, too large, unreadable) spends
                 // the client IP's budget, as below.
