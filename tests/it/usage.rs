@@ -199,3 +199,40 @@ async fn usage_reports_the_whole_hours_it_counted_and_they_match_the_log() {
     assert_eq!(total, 3);
     assert_eq!(logged.len(), 4, "{logged:?}");
 }
+
+#[tokio::test]
+async fn an_idempotent_replay_is_usage_but_not_another_submission() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:write", "usage:read"]).await;
+    for _ in 0..2 {
+        let submitted = app
+            .request(reqwest::Method::POST, "/api/v1/jobs", &key)
+            .header("Idempotency-Key", "one-submission")
+            .json(&json!({"kind": "render"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(submitted.status(), StatusCode::ACCEPTED);
+    }
+    let report = json_of(
+        &app,
+        &format!("/api/v1/usage?key_id={}", key_id(&key)),
+        &key,
+    )
+    .await;
+    let bucket = &report["data"][0];
+    assert_eq!(bucket["requests"], 2);
+    assert_eq!(bucket["jobs_submitted"], 1);
+    assert_eq!(bucket["by_status_class"], json!({"2xx": 1, "replayed": 1}));
+    let replays = json_of(
+        &app,
+        &format!(
+            "/api/v1/audit/requests?outcome=replayed&key_id={}",
+            key_id(&key)
+        ),
+        &app.admin_key,
+    )
+    .await;
+    assert_eq!(replays["data"].as_array().unwrap().len(), 1);
+    assert_eq!(replays["data"][0]["status"], 202);
+}

@@ -101,7 +101,11 @@ pub async fn record(
         response_bytes,
         client_ip: seen.client_ip,
         user_agent: seen.user_agent,
-        outcome: outcome(status).to_owned(),
+        outcome: if response.headers().contains_key("idempotent-replayed") {
+            "replayed".to_owned()
+        } else {
+            outcome(status).to_owned()
+        },
         error_code,
         prev_hash: String::new(),
         hash: String::new(),

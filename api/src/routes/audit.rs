@@ -45,7 +45,8 @@ pub struct RequestRecord {
     pub response_bytes: i64,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
-    /// `success`, `client_error`, `denied`, `rate_limited` or `server_error`.
+    /// `success`, `client_error`, `denied`, `rate_limited`, `server_error`, or `replayed` (an
+    /// answer an `Idempotency-Key` replayed from its store).
     pub outcome: String,
     pub error_code: Option<String>,
     pub hash: String,

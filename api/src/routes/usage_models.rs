@@ -19,9 +19,10 @@ pub struct UsageBucket {
     pub requests: i64,
     /// Requests per resource (`jobs`, `api-keys`, `webhooks`, ...).
     pub by_route_group: BTreeMap<String, i64>,
-    /// Requests per status class (`2xx`, `4xx`, ...).
+    /// Requests per status class (`2xx`, `4xx`, ...; `replayed`: answers an
+    /// `Idempotency-Key` replayed from its store).
     pub by_status_class: BTreeMap<String, i64>,
-    /// Accepted `POST /jobs`.
+    /// Accepted `POST /jobs`, replays excluded.
     pub jobs_submitted: i64,
 }
 
