@@ -1,6 +1,7 @@
 //! Who reads which part of the request log: a member reads the records of the projects where
 //! a role of theirs holds `audit:read` (owners), not of those where it does not (viewers), in
-//! the list and in the export alike; and a filter by caller names one kind of caller.
+//! the list and in the export alike; a user's call in a project is recorded in that project;
+//! and a filter by caller names one kind of caller.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -74,6 +75,22 @@ async fn a_member_reads_only_the_request_log_of_projects_it_may_audit() {
         let key = app.create_key(Some(project), &["jobs:read"]).await;
         assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
     }
+    // The user's own call in a project is recorded in that project.
+    let submitted = app
+        .as_user(Method::POST, "/api/v1/jobs", &token)
+        .header("X-Request-Id", "member-submits-0001")
+        .json(&json!({"kind": "k", "project_id": owned}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submitted.status(), StatusCode::ACCEPTED);
+    let (actor_type, project): (String, Option<uuid::Uuid>) = sqlx::query_as(
+        "SELECT actor_type, project_id FROM request_log WHERE request_id = 'member-submits-0001'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((actor_type.as_str(), project), ("user", Some(owned)));
     let (listed, exported) = projects_read(&app, &token).await;
     for read in [&listed, &exported] {
         assert!(read.contains(&owned.to_string()), "{read:?}");

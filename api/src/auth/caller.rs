@@ -98,8 +98,18 @@ impl Caller {
         }
     }
 
-    /// 403 unless the demanded scope is held in `project` (which the caller can see).
+    /// 403 unless the demanded scope is held in `project` (which the caller can see). When it
+    /// is, the request acts in `project`: the request log records it there (a user, or an
+    /// admin key, belongs to no project of its own).
     pub fn require_in(&self, project: ProjectId) -> Result<(), ApiError> {
+        let allowed = self.allowed_in(project);
+        if allowed.is_ok() {
+            crate::http::context::note_project(project.as_uuid());
+        }
+        allowed
+    }
+
+    fn allowed_in(&self, project: ProjectId) -> Result<(), ApiError> {
         let (Grants::Member(roles), Some(scope)) = (&self.grants, self.demanded) else {
             return Ok(());
         };

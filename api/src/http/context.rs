@@ -29,8 +29,8 @@ use super::streamed_body::{limited, StreamedLimits};
 
 use super::request_context::REQUEST;
 pub use super::request_context::{
-    current_client_ip, current_csrf, current_request_id, set_actor, set_rate_headers, Notes,
-    RequestContext,
+    current_client_ip, current_csrf, current_request_id, note_project, set_actor, set_rate_headers,
+    Notes, RequestContext,
 };
 
 pub struct Edge {

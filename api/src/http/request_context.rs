@@ -51,6 +51,14 @@ pub fn set_rate_headers(headers: crate::limits::RateHeaders) {
     note(|n| n.rate = Some(headers));
 }
 
+/// Records the project the request acts in, for the request log, unless the caller's own
+/// (a project key's) is recorded already.
+pub fn note_project(project: uuid::Uuid) {
+    note(|n| {
+        n.project.get_or_insert(project);
+    });
+}
+
 /// Records who is calling, for the request log.
 pub fn set_actor(kind: &'static str, id: String, project: Option<uuid::Uuid>) {
     note(|n| {
