@@ -37,8 +37,8 @@ pub async fn usage(
              FROM usage_hourly \
            UNION ALL \
            SELECT date_trunc('hour', occurred_at, 'UTC'), actor_type, actor_id, project_id, route, \
-                  method, \
-                    CASE WHEN outcome = 'replayed' THEN 'replayed' ELSE (status / 100)::text || 'xx' END, 1 \
+                  method, CASE WHEN outcome = 'replayed' THEN 'replayed' \
+                               ELSE (status / 100)::text || 'xx' END, 1 \
              FROM request_log WHERE seq > (SELECT seq FROM usage_checkpoint)) \
          SELECT date_trunc($3, hour, 'UTC') AS bucket, actor_type, actor_id, project_id, route, method, \
                 status_class, sum(requests)::bigint AS requests \

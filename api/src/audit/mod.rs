@@ -3,7 +3,8 @@
 //! (`writer`, a thread of its own) gathers the records that arrive meanwhile and commits them in
 //! one statement (group commit), chained (`chain`) onto the log's last record and inserted only
 //! while the log still ends there: one round trip per batch, and replicas still append to one
-//! chain. Usage counts (`usage`) are kept from the log by a background task, off that path.
+//! chain. Usage counts (`usage`) are kept from the log by a background task, off that path;
+//! `verify` recomputes the chain.
 
 pub mod chain;
 pub mod export;

@@ -47,8 +47,8 @@ pub async fn count(pool: &PgPool) -> sqlx::Result<u64> {
         sqlx::query(
             "INSERT INTO usage_hourly \
              SELECT date_trunc('hour', occurred_at, 'UTC'), actor_type, actor_id, project_id, route, \
-                    method, \
-                    CASE WHEN outcome = 'replayed' THEN 'replayed' ELSE (status / 100)::text || 'xx' END, count(*) \
+                    method, CASE WHEN outcome = 'replayed' THEN 'replayed' \
+                                 ELSE (status / 100)::text || 'xx' END, count(*) \
                FROM request_log WHERE seq > $1 AND seq <= $2 GROUP BY 1, 2, 3, 4, 5, 6, 7 \
              ON CONFLICT (hour, actor_type, actor_id, project_id, route, method, status_class) \
              DO UPDATE SET requests = usage_hourly.requests + excluded.requests",

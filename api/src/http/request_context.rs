@@ -39,7 +39,40 @@ pub struct Notes {
     pub rate: Option<crate::limits::RateHeaders>,
     /// Actor type and id.
     pub actor: Option<(&'static str, String)>,
+    /// The caller's own project (a project key's).
     pub project: Option<uuid::Uuid>,
+    /// The projects the request acted in (`note_project`).
+    pub acted_in: ActedIn,
+}
+
+impl Notes {
+    /// The project the request log records: the caller's own, else the one project the request
+    /// acted in (none when it acted in several, as a list may).
+    pub fn recorded_project(&self) -> Option<uuid::Uuid> {
+        match self.acted_in {
+            _ if self.project.is_some() => self.project,
+            ActedIn::One(project) => Some(project),
+            ActedIn::Nowhere | ActedIn::Several => None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum ActedIn {
+    #[default]
+    Nowhere,
+    One(uuid::Uuid),
+    Several,
+}
+
+impl ActedIn {
+    fn and(self, project: uuid::Uuid) -> Self {
+        match self {
+            ActedIn::Nowhere => ActedIn::One(project),
+            ActedIn::One(one) if one == project => self,
+            _ => ActedIn::Several,
+        }
+    }
 }
 
 fn note(change: impl FnOnce(&mut Notes)) {
@@ -51,12 +84,9 @@ pub fn set_rate_headers(headers: crate::limits::RateHeaders) {
     note(|n| n.rate = Some(headers));
 }
 
-/// Records the project the request acts in, for the request log, unless the caller's own
-/// (a project key's) is recorded already.
+/// Records a project the request acts in, for the request log.
 pub fn note_project(project: uuid::Uuid) {
-    note(|n| {
-        n.project.get_or_insert(project);
-    });
+    note(|n| n.acted_in = n.acted_in.and(project));
 }
 
 /// Records who is calling, for the request log.
@@ -77,4 +107,27 @@ pub struct RequestContext {
     pub csrf_token: Option<String>,
     /// Filled in while the request is handled; read by the edge afterwards.
     pub notes: std::sync::Arc<std::sync::Mutex<Notes>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_recorded_in_the_one_project_it_acted_in_or_its_callers_own() {
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let notes = |project, acted_in| Notes {
+            project,
+            acted_in,
+            ..Notes::default()
+        };
+        let once = ActedIn::Nowhere.and(a);
+        assert_eq!(notes(None, once).recorded_project(), Some(a));
+        assert_eq!(notes(None, once.and(a)).recorded_project(), Some(a));
+        // A list over two projects' endpoints belongs to neither.
+        assert_eq!(notes(None, once.and(b)).recorded_project(), None);
+        assert_eq!(notes(None, once.and(b).and(a)).recorded_project(), None);
+        assert_eq!(notes(Some(b), once).recorded_project(), Some(b));
+        assert_eq!(notes(None, ActedIn::Nowhere).recorded_project(), None);
+    }
 }

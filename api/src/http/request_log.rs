@@ -82,6 +82,7 @@ pub async fn record(
         .then(|| serde_json::from_slice::<serde_json::Value>(body.as_deref()?).ok())
         .flatten()
         .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned));
+    let project_id = notes.recorded_project();
     let (actor_type, actor_id) = notes
         .actor
         .map_or((None, None), |(kind, id)| (Some(kind.to_owned()), Some(id)));
@@ -91,7 +92,7 @@ pub async fn record(
         request_id: seen.request_id.to_owned(),
         actor_type,
         actor_id,
-        project_id: notes.project,
+        project_id,
         route: route_of(seen.path),
         method: seen.method.to_owned(),
         path: seen.path.to_owned(),

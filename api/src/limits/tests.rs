@@ -112,9 +112,29 @@ async fn a_flush_whose_answer_was_lost_stores_the_count_once() {
             .await
             .unwrap();
     assert_eq!(stored, 3);
-    // A second replica sees all three, and a new day's count starts from nothing.
+    // A second replica sees all three, and a subject nobody counted starts from nothing.
     assert_eq!(self::limiter().daily_used(&pool, "key:a").await, 3);
     assert_eq!(self::limiter().daily_used(&pool, "key:b").await, 0);
+    pool.close().await;
+    drop_database.await;
+}
+
+#[tokio::test]
+async fn asking_what_everyone_counted_leaves_the_stored_count_to_be_read() {
+    let (pool, drop_database) = scratch_database().await;
+    let today = Utc::now().date_naive();
+    sqlx::query(
+        "INSERT INTO rate_limit_daily (subject, day, replica, used) \
+         VALUES ('key:a', $1, 'another', 9)",
+    )
+    .bind(today)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let limiter = limiter();
+    // As when Redis asks for a seed and then fails: local limits must still start from 9.
+    assert_eq!(limiter.everyone_today(&pool, "key:a").await, 9);
+    assert_eq!(limiter.daily_used(&pool, "key:a").await, 9);
     pool.close().await;
     drop_database.await;
 }

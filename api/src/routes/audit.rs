@@ -1,5 +1,6 @@
 //! `/api/v1/audit/*`: the request log (every API call, newest first, filtered) and the check of
-//! its hash chain. Scope `audit:read`; a project key sees its project's records, admins all.
+//! its hash chain. Scope `audit:read`; a project key sees its project's records, a member those
+//! of the projects where a role of theirs holds `audit:read`, admins all.
 
 use std::sync::Arc;
 
