@@ -1,8 +1,8 @@
 //! Authentication of the requests no handler sees, and of those that may come without
-//! credentials. A request that presented none at all, or whose body or parameters do not parse,
-//! is refused by poem-openapi (401, 400) before any handler checks its credentials, so it is
-//! counted against the client IP's `unauthenticated` budget here (as is an open registration
-//! without credentials). An idempotent replay is answered by the
+//! credentials. A request refused before any handler checks its credentials (none presented, a
+//! body or parameter that does not parse, a body too large or too slow, no such route) is
+//! counted against the client IP's `unauthenticated` budget here, when the edge asks, as is an
+//! open registration without credentials. An idempotent replay is answered by the
 //! `Idempotency-Key` middleware from its store, so its credentials are checked, and the request
 //! counted against the caller's limits, here before the stored answer goes out.
 

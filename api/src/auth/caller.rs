@@ -100,7 +100,7 @@ impl Caller {
 
     /// 403 unless the demanded scope is held in `project` (which the caller can see). When it
     /// is, the request acts in `project`: the request log records it there (a user, or an
-    /// admin key, belongs to no project of its own).
+    /// admin key, belongs to no project of its own), unless it acts in several.
     pub fn require_in(&self, project: ProjectId) -> Result<(), ApiError> {
         let allowed = self.allowed_in(project);
         if allowed.is_ok() {

@@ -4,10 +4,11 @@
 //! metadata, and runs the request within its context (`request_context`). It enforces the body
 //! size limit (413) whether or not `Content-Length` is sent, applies the request timeout, turns
 //! every error that did not come from a handler (unknown route, wrong method, unsupported
-//! content type, a body or parameter that does not parse, missing credentials: each counted
-//! against the client IP's budget) into problem+json (`edge_problems`), adds the security
-//! headers, stamps `X-Request-Id` on every response, hands the finished request to the request
-//! log, and logs one line per request (path without its query string, which could hold data).
+//! content type, a body or parameter that does not parse, a body too large or too slow, missing
+//! credentials: each counted against the client IP's budget) into problem+json
+//! (`edge_problems`), adds the security headers, stamps `X-Request-Id` on every response, hands
+//! the finished request to the request log, and logs one line per request (path without its
+//! query string, which could hold data).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
