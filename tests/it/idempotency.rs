@@ -1,8 +1,9 @@
 //! `Idempotency-Key`: twenty concurrent identical requests make one job; a later retry gets the
 //! first answer again; the same key with another body is refused; bad keys are refused; a replay
-//! is authenticated and rate-limited like any request, and refused credentials store nothing.
+//! is authenticated and rate-limited like any request, and refused credentials store nothing,
+//! nor does input refused before any handler ran.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::support::{problem, TestApp};
@@ -147,4 +148,24 @@ async fn a_replay_is_authenticated_and_counted_and_refused_credentials_store_not
         "a revoked key got its stored answer"
     );
     assert!(after.headers().get("idempotent-replayed").is_none());
+}
+
+#[tokio::test]
+async fn input_refused_before_the_handler_is_not_kept_so_the_corrected_retry_runs() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let send = |body: &'static str| {
+        app.request(Method::POST, "/api/v1/jobs", &key)
+            .header("Idempotency-Key", "fix-and-retry")
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    let malformed = send("{\"kind\": ").await.unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(stored_keys(&app).await, 0, "nothing ran, nothing is kept");
+    let corrected = send("{\"kind\": \"render\"}").await.unwrap();
+    assert_eq!(corrected.status(), StatusCode::ACCEPTED);
+    let again = send("{\"kind\": \"render\"}").await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
 }

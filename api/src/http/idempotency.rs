@@ -14,7 +14,7 @@ use sqlx::PgPool;
 
 use std::sync::Arc;
 
-use super::edge_problems::{before_handler, problem_response};
+use super::edge_problems::{before_handler, problem_response, refused_before_handler};
 use super::problem::Problem;
 use crate::state::AppState;
 
@@ -255,8 +255,10 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
         };
         let status = response.status();
         // Failures that a retry may get past are not kept: server errors, rate limits,
-        // conflicts; nor are refused credentials (a refused request leaves nothing behind).
+        // conflicts; nor are refused credentials (a refused request leaves nothing behind), nor
+        // input refused before any handler ran (nothing was executed to be replayed).
         if status.is_server_error()
+            || refused_before_handler(&response)
             || matches!(
                 status,
                 StatusCode::TOO_MANY_REQUESTS
