@@ -277,7 +277,7 @@ async fn revocation_is_seen_at_once_here_and_within_a_second_by_another_server_p
     let on_other = |key: String| {
         let url = format!("{other}/api/v1/jobs");
         async move {
-            reqwest::Client::new()
+            crate::support::http_client()
                 .get(url)
                 .header("X-API-Key", key)
                 .send()

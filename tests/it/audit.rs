@@ -192,7 +192,7 @@ async fn a_server_killed_under_load_has_a_record_of_every_answer_it_gave() {
     for _ in 0..8 {
         let (base, admin) = (base.clone(), admin.clone());
         clients.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = crate::support::http_client();
             let mut answered = Vec::new();
             while let Ok(response) = client
                 .get(format!("{base}/api/v1/projects"))

@@ -7,30 +7,11 @@ use chrono::{DateTime, Duration, Utc};
 use herald_api::audit::{self, AuditLog, Record};
 use serde_json::Value;
 
+use crate::audit_writers::record_at;
 use crate::support::TestApp;
 
 fn record(name: &str, occurred_at: DateTime<Utc>) -> Record {
-    Record {
-        seq: 0,
-        occurred_at,
-        request_id: format!("range-test-{name}"),
-        actor_type: None,
-        actor_id: None,
-        project_id: None,
-        route: "/api/v1/jobs".into(),
-        method: "GET".into(),
-        path: "/api/v1/jobs".into(),
-        status: 200,
-        latency_us: 1,
-        request_bytes: 0,
-        response_bytes: 2,
-        client_ip: None,
-        user_agent: None,
-        outcome: "success".into(),
-        error_code: None,
-        prev_hash: String::new(),
-        hash: String::new(),
-    }
+    record_at(format!("range-test-{name}"), occurred_at)
 }
 
 #[tokio::test]
@@ -54,7 +35,8 @@ async fn a_time_range_is_verified_by_position_so_an_out_of_order_time_is_no_gap(
     let check: Value = app.get(url, &app.admin_key).await.json().await.unwrap();
     assert_eq!(
         (check["ok"].as_bool(), check["checked"].as_i64()),
-        (Some(true), Some(4))
+        (Some(true), Some(4)),
+        "{check}"
     );
 
     let late: i64 = sqlx::query_scalar(

@@ -9,10 +9,15 @@ use herald_api::audit::{self, AuditLog, Record};
 use crate::support::TestApp;
 
 fn record(n: usize) -> Record {
+    record_at(format!("writer-test-{n}"), chrono::Utc::now())
+}
+
+/// A successful `GET /api/v1/jobs` record, before the writer numbers and chains it.
+pub(crate) fn record_at(request_id: String, occurred_at: chrono::DateTime<chrono::Utc>) -> Record {
     Record {
         seq: 0,
-        occurred_at: chrono::Utc::now(),
-        request_id: format!("writer-test-{n}"),
+        occurred_at,
+        request_id,
         actor_type: None,
         actor_id: None,
         project_id: None,

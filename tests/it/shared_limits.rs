@@ -59,7 +59,7 @@ async fn two_herald_processes_together_allow_one_limit() {
     let (_second, second) = herald_serve(&setup.database_url, &env).await;
     until_shared(&first).await;
     until_shared(&second).await;
-    let client = reqwest::Client::new();
+    let client = crate::support::http_client();
     let submit = |base: &str| {
         client
             .post(format!("{base}/api/v1/jobs"))

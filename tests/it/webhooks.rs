@@ -498,7 +498,7 @@ async fn a_server_killed_mid_delivery_delivers_after_a_restart() {
     let receiver = Receiver::start().await;
     receiver.behaviour.delay_ms.store(30_000, Ordering::SeqCst);
     let (mut first, base) = serve(&url).await;
-    let client = reqwest::Client::new();
+    let client = crate::support::http_client();
     let post = |path: &str, body: Value| {
         client
             .post(format!("{base}{path}"))

@@ -23,6 +23,14 @@ use uuid::Uuid;
 
 pub const PEPPER: &str = "test-pepper-0123456789abcdef";
 /// The password test users are created with.
+/// An HTTP client for the tests. reqwest is built without a TLS crypto provider of its own, so
+/// the process-wide one is installed first (the server does it too, but a test may build its
+/// client before any server in the process has started).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestApp {
@@ -93,7 +101,7 @@ impl TestApp {
             database_url,
             pool,
             state,
-            client: reqwest::Client::new(),
+            client: http_client(),
             admin_key: String::new(),
             shutdown,
             server: Some(server),
