@@ -1,5 +1,5 @@
-//! Calls at the edges of what the request log sees: one whose client gives up is still handled
-//! to the end and recorded (the log has every call that changed something, even when nobody
+//! Calls at the edges of what the request log sees: one whose client gives up (a timed-out
+//! client, a closed socket) is still handled to the end and recorded (the log has every call that changed something, even when nobody
 //! was left to receive the answer), and a body sent without a declared length is recorded
 //! with its real size.
 
@@ -26,29 +26,7 @@ async fn a_submission_whose_client_gave_up_is_still_recorded() {
         .await;
     assert!(abandoned.unwrap_err().is_timeout());
     blocker.commit().await.unwrap();
-    let mut recorded = None;
-    for _ in 0..100 {
-        recorded =
-            sqlx::query_scalar::<_, i32>("SELECT status FROM request_log WHERE request_id = $1")
-                .bind(request_id)
-                .fetch_optional(&app.pool)
-                .await
-                .unwrap();
-        if recorded.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(recorded, Some(202), "the call was handled and recorded");
-    let queued: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE event_type = 'job.queued' \
-           AND metadata->>'request_id' = $1",
-    )
-    .bind(request_id)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(queued, 1);
+    assert_handled_and_recorded(&app, request_id).await;
 }
 
 #[tokio::test]
@@ -77,4 +55,58 @@ async fn a_chunked_body_is_recorded_with_the_size_that_arrived() {
             .await
             .unwrap();
     assert_eq!(recorded, body.len() as i64);
+}
+
+#[tokio::test]
+async fn a_submission_whose_connection_closed_is_still_handled_and_recorded() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let request_id = "connection-closed-0001";
+    let blocker = app.block_writes_to("events").await;
+    let body = json!({"kind": "abandoned"}).to_string();
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
+         X-Request-Id: {request_id}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    // The call reaches the handler, which waits on the lock; then the client closes its socket
+    // (reqwest, above, may keep a timed-out connection open: this one is certainly closed).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(socket);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blocker.commit().await.unwrap();
+    assert_handled_and_recorded(&app, request_id).await;
+}
+
+/// The call `request_id` submitted its job and was recorded with its 202, though nobody
+/// received the answer.
+async fn assert_handled_and_recorded(app: &TestApp, request_id: &str) {
+    let mut recorded = None;
+    for _ in 0..100 {
+        recorded =
+            sqlx::query_scalar::<_, i32>("SELECT status FROM request_log WHERE request_id = $1")
+                .bind(request_id)
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
+        if recorded.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(recorded, Some(202), "the call was handled and recorded");
+    let queued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'job.queued' \
+           AND metadata->>'request_id' = $1",
+    )
+    .bind(request_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(queued, 1);
 }

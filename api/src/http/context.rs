@@ -8,7 +8,8 @@
 //! credentials: each counted against the client IP's budget) into problem+json
 //! (`edge_problems`), adds the security headers, stamps `X-Request-Id` on every response, hands
 //! the finished request to the request log, and logs one line per request (path without its
-//! query string, which could hold data).
+//! query string, which could hold data). Each call runs in a task of its own, so a client that
+//! leaves cannot cut its handling or its record short.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use super::edge_problems::{
 };
 use super::headers::security_headers;
 use super::problem::Problem;
-use super::streamed_body::{limited, StreamedLimits};
+use super::streamed_body::{limit_streamed, StreamedLimits};
 
 use super::request_context::REQUEST;
 pub use super::request_context::{
@@ -46,11 +47,11 @@ pub struct Edge {
     pub admission: Arc<crate::state::AppState>,
 }
 
-impl<E: Endpoint> Middleware<E> for Edge {
+impl<E: Endpoint + 'static> Middleware<E> for Edge {
     type Output = EdgeEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        EdgeEndpoint {
+        EdgeEndpoint(Arc::new(EdgeInner {
             inner,
             max_body_bytes: self.max_body_bytes,
             timeout: self.timeout,
@@ -58,11 +59,30 @@ impl<E: Endpoint> Middleware<E> for Edge {
             trusted_proxies: self.trusted_proxies.clone(),
             audit: self.audit.clone(),
             admission: self.admission.clone(),
+        }))
+    }
+}
+
+pub struct EdgeEndpoint<E>(Arc<EdgeInner<E>>);
+
+impl<E: Endpoint + 'static> Endpoint for EdgeEndpoint<E> {
+    type Output = Response;
+
+    /// Handles the call in a task of its own. The server drops a connection's future when its
+    /// client goes away, and with it any call still being handled on it; the task runs the
+    /// call to its end and records it, since the call may already have changed something
+    /// (tests: `audit_edges`).
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let edge = self.0.clone();
+        match tokio::spawn(async move { edge.handle(req).await }).await {
+            Ok(response) => Ok(response),
+            Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+            Err(_) => Err(poem::Error::from_status(StatusCode::SERVICE_UNAVAILABLE)),
         }
     }
 }
 
-pub struct EdgeEndpoint<E> {
+pub struct EdgeInner<E> {
     inner: E,
     max_body_bytes: usize,
     timeout: Duration,
@@ -82,10 +102,8 @@ fn incoming_request_id(req: &Request) -> Option<String> {
     sane.then(|| id.to_owned())
 }
 
-impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
-    type Output = Response;
-
-    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+impl<E: Endpoint> EdgeInner<E> {
+    async fn handle(&self, mut req: Request) -> Response {
         let started = Instant::now();
         let request_id = incoming_request_id(&req).unwrap_or_else(|| Uuid::now_v7().to_string());
         let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
@@ -140,9 +158,9 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 };
                 let deadline = tokio::time::Instant::now() + timeout;
                 let body = match streamed {
-                    Some(limit) => Ok(self
-                        .limit_streamed(&mut req, limit, exceeded.clone())
-                        .map_or(Ok(()), Err)),
+                    Some(limit) => {
+                        Ok(limit_streamed(&mut req, limit, exceeded.clone()).map_or(Ok(()), Err))
+                    }
                     None => {
                         let read = tokio::time::timeout_at(deadline, self.limit_body(&mut req));
                         match read.await {
@@ -227,36 +245,15 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             request_id = %request_id,
             "request"
         );
-        Ok(response)
+        response
     }
 }
 
-impl<E> EdgeEndpoint<E> {
+impl<E> EdgeInner<E> {
     /// `refusal`, made before any handler checked credentials, counted against the client
     /// IP's budget: or the 429 that replaces it once the IP is over that budget.
     fn spend_ip_budget(&self, refusal: Response) -> Response {
         self.admission.refuse_anonymous().unwrap_or(refusal)
-    }
-
-    /// Leaves a streamed body unread but counted: more than `limit` bytes fails the read and
-    /// sets `exceeded`. A declared length over the limit is refused at once (the refusal).
-    fn limit_streamed(
-        &self,
-        req: &mut Request,
-        limit: u64,
-        exceeded: Arc<AtomicBool>,
-    ) -> Option<Response> {
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit) {
-            return Some(too_large(limit));
-        }
-        let body = limited(req.take_body(), limit, exceeded);
-        req.set_body(body);
-        None
     }
 
     /// Reads the body up to the limit, so handlers never see more than `max_body_bytes`;

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use poem::http::Method;
-use poem::{Body, Request};
+use poem::http::{header, Method};
+use poem::{Body, Request, Response};
+
+use super::edge_problems::too_large;
 
 /// Limits for streamed bodies (from `[uploads]`).
 #[derive(Debug, Clone)]
@@ -40,6 +42,26 @@ impl StreamedLimits {
             _ => None,
         }
     }
+}
+
+/// Leaves a streamed body unread but counted: more than `limit` bytes fails the read and
+/// sets `exceeded`. A declared length over the limit is refused at once (the refusal).
+pub fn limit_streamed(
+    req: &mut Request,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+) -> Option<Response> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Some(too_large(limit));
+    }
+    let body = limited(req.take_body(), limit, exceeded);
+    req.set_body(body);
+    None
 }
 
 /// Wraps `body` so that reading past `limit` bytes fails, and sets `exceeded` when it does
