@@ -30,6 +30,7 @@ fn verifier_with(token: &ApiKeyToken, allowlist: IpAllowlist) -> KeyVerifier {
         ip_allowlist: allowlist,
         rate_limit: RateLimit::default(),
         rotated_from: None,
+        rotation_root: None,
         successor_id: None,
         revoked_at: None,
         created_at: now,

@@ -1,12 +1,13 @@
 //! Rate limits over HTTP: the headers on every authenticated response, 429 with the violated
 //! policies and a consistent `Retry-After`, independent read and write budgets, the daily quota
-//! (and that it survives a restart), and per-key overrides (set only by admins, merged). The
+//! (and that it survives a restart), per-key overrides (set only by admins, merged), and that
+//! a rotated key goes on spending the budgets of the key it replaced. The
 //! per-IP budget is in `ip_limits`.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::support::{problem, test_config, TestApp};
+use crate::support::{key_id, problem, test_config, TestApp};
 
 pub(crate) fn header(response: &reqwest::Response, name: &str) -> String {
     response
@@ -213,4 +214,67 @@ async fn only_admins_set_limits_and_a_change_keeps_the_limits_it_does_not_name()
         number(&app.get("/api/v1/jobs", &key).await, "x-ratelimit-limit"),
         7
     );
+}
+
+#[tokio::test]
+async fn rotation_never_starts_fresh_budgets() {
+    let app = limited(100, 100, 6).await;
+    let (_, first) = app
+        .project_with_key(&["jobs:read", "keys:read", "keys:write"])
+        .await;
+    // A key rotates itself, then its successor does: all three spend the first key's budgets.
+    let rotate = |key: String| {
+        let app = &app;
+        async move {
+            let rotated = app
+                .post(
+                    &format!("/api/v1/api-keys/{}/rotate", key_id(&key)),
+                    &key,
+                    json!({"grace_period_seconds": 3600}),
+                )
+                .await;
+            assert_eq!(rotated.status(), StatusCode::CREATED);
+            let body: Value = rotated.json().await.unwrap();
+            body["key"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(
+        app.get("/api/v1/jobs", &first).await.status(),
+        StatusCode::OK
+    );
+    let second = rotate(first.clone()).await;
+    let third = rotate(second.clone()).await;
+    let mut used = 3;
+    for key in [&third, &first, &second] {
+        let response = app.get("/api/v1/jobs", key).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        used += 1;
+        assert_eq!(
+            number(&response, "x-ratelimit-remaining"),
+            6 - used,
+            "the day's requests of every key in the rotation count"
+        );
+    }
+    let refused = app.get("/api/v1/jobs", &third).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        problem(refused).await["violated-policies"],
+        json!(["daily"])
+    );
+    let now = chrono::Utc::now();
+    let report: Value = app
+        .get(
+            &format!(
+                "/api/v1/usage?key_id={}&from={}&to={}",
+                key_id(&third),
+                (now - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:00:00Z"),
+                (now + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:00:00Z"),
+            ),
+            &app.admin_key,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["quotas"][0]["used_today"], 6, "{report}");
 }

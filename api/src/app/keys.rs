@@ -79,12 +79,19 @@ pub async fn create(
     create_with(store, pepper, metadata, key, None).await
 }
 
+/// What a key issued by rotation replaces: the key it succeeds, and the first key of the
+/// rotations that led here (whose rate-limit budgets the successor goes on spending).
+struct Rotation {
+    from: KeyId,
+    root: KeyId,
+}
+
 async fn create_with(
     store: &AggregateStore<ApiKey>,
     pepper: &[u8],
     metadata: &EventMetadata,
     key: NewKey,
-    rotated_from: Option<KeyId>,
+    rotation: Option<Rotation>,
 ) -> Result<(ApiKeyToken, ApiKeyState), CommandError<ApiKeyError>> {
     let token = ApiKeyToken::generate();
     let new = NewApiKey {
@@ -97,7 +104,8 @@ async fn create_with(
         expires_at: key.expires_at,
         ip_allowlist: key.ip_allowlist,
         rate_limit: key.rate_limit,
-        rotated_from,
+        rotated_from: rotation.as_ref().map(|r| r.from.clone()),
+        rotation_root: rotation.map(|r| r.root),
     };
     let command = ApiKeyCommand::Create(Box::new(new), Utc::now());
     let committed = store.create(token.id().as_str(), command, metadata).await?;
@@ -209,7 +217,11 @@ pub async fn rotate(
         ip_allowlist: old.ip_allowlist.clone(),
         rate_limit: old.rate_limit,
     };
-    let (token, state) = create_with(store, pepper, metadata, successor, Some(old_id)).await?;
+    let rotation = Rotation {
+        root: old.budget_key(&old_id).clone(),
+        from: old_id,
+    };
+    let (token, state) = create_with(store, pepper, metadata, successor, Some(rotation)).await?;
     let now = Utc::now();
     let command = ApiKeyCommand::Rotate {
         successor: token.id().clone(),

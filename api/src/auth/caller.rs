@@ -35,6 +35,8 @@ enum Grants {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Principal,
+    /// Whose budgets a key spends: the first key of the rotations that led to it.
+    budget_key: Option<KeyId>,
     /// The key's own rate limits (unset fields, and users, use the configured defaults).
     pub limits: RateLimit,
     grants: Grants,
@@ -43,14 +45,17 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// `budget_key`: whose rate-limit budgets the key spends (`ApiKeyState::budget_key`).
     pub fn for_key(
         id: KeyId,
+        budget_key: KeyId,
         project: Option<ProjectId>,
         scopes: Scopes,
         limits: RateLimit,
     ) -> Self {
         Self {
             principal: Principal::Key(id),
+            budget_key: Some(budget_key),
             limits,
             grants: Grants::Key { project, scopes },
             demanded: None,
@@ -65,6 +70,7 @@ impl Caller {
         };
         Self {
             principal: Principal::User { id, session },
+            budget_key: None,
             limits: RateLimit::default(),
             grants,
             demanded: None,
@@ -264,7 +270,7 @@ impl Caller {
     /// Whose budget a request spends.
     pub fn rate_subject(&self) -> String {
         match &self.principal {
-            Principal::Key(id) => format!("key:{id}"),
+            Principal::Key(id) => format!("key:{}", self.budget_key.as_ref().unwrap_or(id)),
             Principal::User { id, .. } => format!("user:{id}"),
         }
     }
@@ -305,7 +311,7 @@ mod tests {
     fn key(project: Option<ProjectId>) -> Caller {
         let id = KeyId::parse("Zp3kQ8rT2mN5vB7x").unwrap();
         let scopes = Scopes::parse(["jobs:write"]).unwrap();
-        Caller::for_key(id, project, scopes, RateLimit::default())
+        Caller::for_key(id.clone(), id, project, scopes, RateLimit::default())
     }
 
     #[test]

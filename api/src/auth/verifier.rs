@@ -211,6 +211,7 @@ fn check(
     }
     Ok(Caller::for_key(
         token.id().clone(),
+        key.state.budget_key(token.id()).clone(),
         key.state.project_id,
         key.state.scopes.clone(),
         key.state.rate_limit,

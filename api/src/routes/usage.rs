@@ -200,7 +200,10 @@ impl UsageApi {
         let used = self
             .state
             .rate_limiter
-            .used_today(&self.state.pool, &format!("key:{key_id}"))
+            .used_today(
+                &self.state.pool,
+                &format!("key:{}", key.budget_key(&key_id)),
+            )
             .await;
         Ok(Some(KeyQuota {
             key_id: id.to_owned(),

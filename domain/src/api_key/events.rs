@@ -28,6 +28,9 @@ pub enum ApiKeyEvent {
         /// Set when this key replaced another through rotation.
         #[serde(default)]
         rotated_from: Option<KeyId>,
+        /// The first key of the rotations that led to this one (absent when it is the first).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rotation_root: Option<KeyId>,
         at: DateTime<Utc>,
     },
     /// Only the settings that changed are present.

@@ -2,11 +2,12 @@
 //! keys) with a set of scopes, optional IP allowlist, rate-limit settings and expiry. Its life:
 //! created, updated (scopes only narrowed unless an admin asks), rotated (a successor is issued
 //! and this key keeps working for a grace period), revoked, and expired (recorded once its
-//! expiry has passed). `token` owns the key's textual
-//! format, `settings` its parsed settings, `events` what is stored.
+//! expiry has passed). `state` owns what a key is now (folded from its events), `token` the
+//! key's textual format, `settings` its parsed settings, `events` what is stored.
 
 mod events;
 mod settings;
+mod state;
 mod token;
 
 #[cfg(test)]
@@ -16,6 +17,7 @@ pub use events::ApiKeyEvent;
 pub use settings::{
     parse_description, IpAllowlist, KeyName, LimitChange, RateLimit, RateLimitChange,
 };
+pub use state::ApiKeyState;
 pub use token::{ApiKeyToken, TokenError, TOKEN_LEN};
 
 use chrono::{DateTime, Utc};
@@ -40,6 +42,8 @@ pub struct NewApiKey {
     pub ip_allowlist: IpAllowlist,
     pub rate_limit: RateLimit,
     pub rotated_from: Option<KeyId>,
+    /// The first key of the rotations that led to this one, when it replaced another.
+    pub rotation_root: Option<KeyId>,
 }
 
 /// A settings change; `None` leaves a setting as it is.
@@ -104,126 +108,6 @@ impl ApiKeyError {
             ApiKeyError::ScopeEscalation => "SCOPE_ESCALATION",
             ApiKeyError::LimitsAdminOnly => "RATE_LIMIT_ADMIN_ONLY",
         }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ApiKeyState {
-    pub name: KeyName,
-    pub description: Option<String>,
-    pub project_id: Option<ProjectId>,
-    pub scopes: Scopes,
-    pub key_hash: String,
-    pub start: String,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub ip_allowlist: IpAllowlist,
-    pub rate_limit: RateLimit,
-    pub rotated_from: Option<KeyId>,
-    pub successor_id: Option<KeyId>,
-    pub revoked_at: Option<DateTime<Utc>>,
-    /// When `api_key.expired` was recorded.
-    #[serde(default)]
-    pub expired_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl ApiKeyState {
-    /// Whether the key may authenticate a request at `now` (refused from its expiry instant).
-    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
-        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| now < at)
-    }
-
-    /// `active`, `revoked` or `expired` at `now`.
-    pub fn status(&self, now: DateTime<Utc>) -> &'static str {
-        match (self.revoked_at, self.is_active(now)) {
-            (Some(_), _) => "revoked",
-            (None, true) => "active",
-            (None, false) => "expired",
-        }
-    }
-
-    /// Folds one event into the state (`None` before `api_key.created`).
-    pub fn fold(state: Option<ApiKeyState>, event: &ApiKeyEvent) -> Option<ApiKeyState> {
-        if let ApiKeyEvent::Created {
-            name,
-            description,
-            project_id,
-            scopes,
-            key_hash,
-            start,
-            expires_at,
-            ip_allowlist,
-            rate_limit,
-            rotated_from,
-            at,
-        } = event
-        {
-            return Some(ApiKeyState {
-                name: name.clone(),
-                description: description.clone(),
-                project_id: *project_id,
-                scopes: scopes.clone(),
-                key_hash: key_hash.clone(),
-                start: start.clone(),
-                expires_at: *expires_at,
-                ip_allowlist: ip_allowlist.clone(),
-                rate_limit: *rate_limit,
-                rotated_from: rotated_from.clone(),
-                successor_id: None,
-                revoked_at: None,
-                expired_at: None,
-                created_at: *at,
-                updated_at: *at,
-            });
-        }
-        let mut key = state?;
-        match event {
-            ApiKeyEvent::Created { .. } => {}
-            ApiKeyEvent::Updated {
-                name,
-                description,
-                scopes,
-                ip_allowlist,
-                rate_limit,
-                at,
-            } => {
-                if let Some(name) = name {
-                    key.name = name.clone();
-                }
-                if let Some(description) = description {
-                    key.description = description.clone();
-                }
-                if let Some(scopes) = scopes {
-                    key.scopes = scopes.clone();
-                }
-                if let Some(list) = ip_allowlist {
-                    key.ip_allowlist = list.clone();
-                }
-                if let Some(limit) = rate_limit {
-                    key.rate_limit = *limit;
-                }
-                key.updated_at = *at;
-            }
-            ApiKeyEvent::Rotated {
-                successor_id,
-                expires_at,
-                at,
-            } => {
-                key.successor_id = Some(successor_id.clone());
-                key.expires_at = Some(*expires_at);
-                key.updated_at = *at;
-            }
-            ApiKeyEvent::Revoked { at } => {
-                key.revoked_at = Some(*at);
-                key.updated_at = *at;
-            }
-            ApiKeyEvent::Expired { at, .. } => {
-                key.expired_at = Some(*at);
-                key.updated_at = *at;
-            }
-        }
-        Some(key)
     }
 }
 
@@ -322,6 +206,7 @@ fn created(new: NewApiKey, at: DateTime<Utc>) -> ApiKeyEvent {
         ip_allowlist: new.ip_allowlist,
         rate_limit: new.rate_limit,
         rotated_from: new.rotated_from,
+        rotation_root: new.rotation_root,
         at,
     }
 }

@@ -27,6 +27,7 @@ fn created(expires_at: Option<DateTime<Utc>>) -> ApiKeyEvent {
         ip_allowlist: IpAllowlist::default(),
         rate_limit: RateLimit::default(),
         rotated_from: None,
+        rotation_root: None,
         at: t(0),
     }
 }
@@ -200,4 +201,33 @@ fn a_passed_expiry_is_recorded_once_and_a_future_one_not_at_all() {
         .given(vec![created(None)])
         .when(ApiKeyCommand::Expire { now: t(1_000) })
         .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_key_spends_the_budgets_of_the_first_key_of_its_rotations() {
+    let own = KeyId::parse("ownkey0000000001").unwrap();
+    let previous = KeyId::parse("previous00000001").unwrap();
+    let root = KeyId::parse("rootkey000000001").unwrap();
+    let budget_of = |event: ApiKeyEvent| {
+        let mut key = ApiKey::default();
+        key.apply(event);
+        key.state().unwrap().budget_key(&own).clone()
+    };
+    assert_eq!(budget_of(created(None)), own, "a first key spends its own");
+    let mut rotated = created(None);
+    if let ApiKeyEvent::Created {
+        rotated_from,
+        rotation_root,
+        ..
+    } = &mut rotated
+    {
+        *rotated_from = Some(previous.clone());
+        *rotation_root = Some(root.clone());
+    }
+    assert_eq!(budget_of(rotated.clone()), root);
+    // A successor stored before the root was recorded: the key it replaced stands in.
+    let mut stored = serde_json::to_value(&rotated).unwrap();
+    stored.as_object_mut().unwrap().remove("rotation_root").unwrap();
+    let legacy: ApiKeyEvent = serde_json::from_value(stored).unwrap();
+    assert_eq!(budget_of(legacy), previous);
 }
