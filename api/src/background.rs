@@ -1,7 +1,8 @@
 //! The server's background tasks, all stopped by one `CancellationToken` and awaited through
 //! one `TaskTracker`: a runner per projection, the LISTEN connection that wakes them, the
 //! coalescing announcer of appended events, the credential
-//! cache invalidator (keys and users), the key-usage flusher, the lease reconciler and the expiry sweeper.
+//! cache invalidator (keys and users), the key-usage flusher, the lease reconciler, the expiry
+//! sweeper and the forgetting of expired idempotency keys.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +92,10 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
             cancel.clone(),
         ));
     }
+    tracker.spawn(crate::http::idempotency::forget_periodically(
+        state.pool.clone(),
+        cancel.clone(),
+    ));
     let interval = Duration::from_millis(state.config.jobs.expiry_interval_ms);
     tracker.spawn(ExpirySweeper::new(state.clone()).run(interval, cancel.clone()));
 }

@@ -1,7 +1,8 @@
 //! `Idempotency-Key`: twenty concurrent identical requests make one job; a later retry gets the
 //! first answer again; the same key with another body is refused; bad keys are refused; a replay
 //! is authenticated and rate-limited like any request, and refused credentials store nothing,
-//! nor does input refused before any handler ran.
+//! nor does input refused before any handler ran; a replay is recorded in the project of the
+//! first request; keys are forgotten after a day.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -168,4 +169,81 @@ async fn input_refused_before_the_handler_is_not_kept_so_the_corrected_retry_run
     assert_eq!(corrected.status(), StatusCode::ACCEPTED);
     let again = send("{\"kind\": \"render\"}").await.unwrap();
     assert_eq!(again.headers()["idempotent-replayed"], "true");
+}
+
+#[tokio::test]
+async fn a_members_replay_is_recorded_in_the_project_of_the_first_request() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("members' project").await;
+    let token = app.member_token(project, "editor").await;
+    let mut request_ids = Vec::new();
+    for attempt in ["first", "replay"] {
+        let response = app
+            .client
+            .post(app.url("/api/v1/jobs"))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", "member-submits-once")
+            .header("X-Request-Id", format!("member-{attempt}"))
+            .json(&json!({"kind": "render", "project_id": project}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        request_ids.push(format!("member-{attempt}"));
+    }
+    let recorded: Vec<(String, Option<uuid::Uuid>)> = sqlx::query_as(
+        "SELECT outcome, project_id FROM request_log WHERE request_id = ANY($1) ORDER BY seq",
+    )
+    .bind(&request_ids)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded,
+        [
+            ("success".to_owned(), Some(project)),
+            ("replayed".to_owned(), Some(project)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_key_is_forgotten_a_day_after_it_was_claimed_and_may_then_be_used_anew() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let submit = |idempotency_key: &'static str| {
+        app.request(Method::POST, "/api/v1/jobs", &key)
+            .header("Idempotency-Key", idempotency_key)
+            .json(&json!({"kind": "render"}))
+            .send()
+    };
+    let first: Value = submit("a-day-ago").await.unwrap().json().await.unwrap();
+    submit("this-morning").await.unwrap();
+    let age = |key: &'static str, hours: i32| {
+        sqlx::query(
+            "UPDATE idempotency_keys SET created_at = now() - make_interval(hours => $2) \
+              WHERE key = $1",
+        )
+        .bind(key)
+        .bind(hours)
+        .execute(&app.pool)
+    };
+    age("a-day-ago", 25).await.unwrap();
+    age("this-morning", 23).await.unwrap();
+    let forgotten = herald_api::http::idempotency::forget_expired(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 1);
+    assert_eq!(
+        stored_keys(&app).await,
+        1,
+        "a key younger than a day is kept"
+    );
+    let again = submit("a-day-ago").await.unwrap();
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    assert!(again.headers().get("idempotent-replayed").is_none());
+    let again: Value = again.json().await.unwrap();
+    assert_ne!(again["id"], first["id"], "the forgotten key ran anew");
+    let kept = submit("this-morning").await.unwrap();
+    assert_eq!(kept.headers()["idempotent-replayed"], "true");
 }

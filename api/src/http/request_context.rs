@@ -89,6 +89,19 @@ pub fn note_project(project: uuid::Uuid) {
     note(|n| n.acted_in = n.acted_in.and(project));
 }
 
+/// The project the request log will record for the request being handled, so far.
+pub fn recorded_project() -> Option<uuid::Uuid> {
+    REQUEST
+        .try_with(|r| {
+            r.notes
+                .lock()
+                .expect("request notes lock")
+                .recorded_project()
+        })
+        .ok()
+        .flatten()
+}
+
 /// Records who is calling, for the request log.
 pub fn set_actor(kind: &'static str, id: String, project: Option<uuid::Uuid>) {
     note(|n| {

@@ -227,7 +227,11 @@ fn a_key_spends_the_budgets_of_the_first_key_of_its_rotations() {
     assert_eq!(budget_of(rotated.clone()), root);
     // A successor stored before the root was recorded: the key it replaced stands in.
     let mut stored = serde_json::to_value(&rotated).unwrap();
-    stored.as_object_mut().unwrap().remove("rotation_root").unwrap();
+    stored
+        .as_object_mut()
+        .unwrap()
+        .remove("rotation_root")
+        .unwrap();
     let legacy: ApiKeyEvent = serde_json::from_value(stored).unwrap();
     assert_eq!(budget_of(legacy), previous);
 }

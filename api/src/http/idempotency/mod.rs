@@ -3,20 +3,27 @@
 //! answers that again without running anything (`Idempotent-Replayed: true`); with a different
 //! request it answers 422, and while the first is still running, 409. Keys are scoped to the
 //! credentials presented (a hash of them, never the credentials), up to 255 characters, and
-//! kept at least 24 hours (nothing prunes them yet). A 5xx, 401, 403, 409 or 429 answer is not
+//! kept for 24 hours (`expiry`). A 5xx, 401, 403, 409 or 429 answer is not
 //! kept, so the request can be retried. A replay is authenticated and counted against the
-//! caller's rate limits like any request (`AppState::admit_replay`).
+//! caller's rate limits like any request (`AppState::admit_replay`), and recorded in the project
+//! the first request acted in. `request_hash` owns what makes two requests the same.
 
-use poem::http::{header, HeaderValue, Method, StatusCode};
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
-use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+mod expiry;
+mod request_hash;
+
+pub use expiry::{forget_expired, forget_periodically, KEPT_FOR_HOURS};
 
 use std::sync::Arc;
 
+use poem::http::{header, HeaderValue, Method, StatusCode};
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use sqlx::PgPool;
+
 use super::edge_problems::{before_handler, problem_response, refused_before_handler};
 use super::problem::Problem;
+use super::request_context::{note_project, recorded_project};
 use crate::state::AppState;
+use request_hash::{hex_sha256, spool};
 
 pub struct Idempotency {
     /// Where keys are stored, and who authenticates a replay.
@@ -41,98 +48,6 @@ pub struct IdempotencyEndpoint<E> {
     state: Arc<AppState>,
 }
 
-fn hex_sha256(parts: &[&[u8]]) -> String {
-    let mut digest = Sha256::new();
-    for part in parts {
-        digest.update((part.len() as u64).to_be_bytes());
-        digest.update(part);
-    }
-    digest
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Hashes a multipart body without its boundary, which clients pick at random for every
-/// request: a retried form built again is the same request.
-struct FormDigest {
-    digest: Sha256,
-    boundary: Vec<u8>,
-    pending: Vec<u8>,
-}
-
-impl FormDigest {
-    fn new(prefix: &[u8], boundary: &str) -> Self {
-        let mut digest = Sha256::new();
-        digest.update((prefix.len() as u64).to_be_bytes());
-        digest.update(prefix);
-        Self {
-            digest,
-            boundary: boundary.as_bytes().to_vec(),
-            pending: Vec::new(),
-        }
-    }
-
-    fn update(&mut self, chunk: &[u8]) {
-        self.pending.extend_from_slice(chunk);
-        let width = self.boundary.len();
-        if width == 0 {
-            self.digest.update(&self.pending);
-            self.pending.clear();
-            return;
-        }
-        while let Some(at) = self.pending.windows(width).position(|w| w == self.boundary) {
-            self.digest.update(&self.pending[..at]);
-            self.digest.update(b"\0boundary\0");
-            self.pending.drain(..at + width);
-        }
-        // Keep what could be the start of a boundary split across chunks.
-        let settled = self.pending.len().saturating_sub(width - 1);
-        self.digest.update(&self.pending[..settled]);
-        self.pending.drain(..settled);
-    }
-
-    fn finish(mut self) -> String {
-        self.digest.update(&self.pending);
-        crate::storage::hex(&self.digest.finalize())
-    }
-}
-
-fn boundary(req: &Request) -> String {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    content_type
-        .split(';')
-        .filter_map(|p| p.trim().split_once('='))
-        .find(|(name, _)| name.eq_ignore_ascii_case("boundary"))
-        .map(|(_, value)| value.trim_matches('"').to_owned())
-        .unwrap_or_default()
-}
-
-/// A multipart body may be large (it carries a file), so it is not read into memory: it is
-/// copied to a temporary file while it is hashed, and the handler reads it from there.
-async fn spool(req: &mut Request) -> std::io::Result<String> {
-    use futures::StreamExt;
-    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
-
-    let mut digest = FormDigest::new(req.uri().path().as_bytes(), &boundary(req));
-    let mut file = tokio::fs::File::from_std(tempfile::tempfile()?);
-    let mut body = req.take_body().into_bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        digest.update(&chunk);
-        file.write_all(&chunk).await?;
-    }
-    file.flush().await?;
-    file.seek(std::io::SeekFrom::Start(0)).await?;
-    req.set_body(poem::Body::from_async_read(file));
-    Ok(digest.finish())
-}
-
 fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
     problem_response(Problem::new(status, code, detail))
 }
@@ -144,6 +59,7 @@ struct Stored {
     content_type: Option<String>,
     location: Option<String>,
     body: Option<Vec<u8>>,
+    project_id: Option<uuid::Uuid>,
 }
 
 impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
@@ -174,7 +90,7 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
             .map(|h| req.headers().get(*h).map_or(&b""[..], |v| v.as_bytes()))
             .collect();
         let scope = hex_sha256(&credentials);
-        let request_hash = if super::payloads::is_form(&req) {
+        let request_hash = if crate::http::payloads::is_form(&req) {
             match spool(&mut req).await {
                 Ok(hash) => hash,
                 Err(_) => {
@@ -208,7 +124,8 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
                 return Ok(refusal);
             }
             let stored: Option<Stored> = sqlx::query_as(
-                "SELECT request_hash, status, content_type, location, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+                "SELECT request_hash, status, content_type, location, body, project_id \
+                   FROM idempotency_keys WHERE scope = $1 AND key = $2",
             )
             .bind(&scope)
             .bind(&key)
@@ -226,8 +143,12 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
                     content_type,
                     location,
                     body,
+                    project_id,
                     ..
                 }) => {
+                    if let Some(project) = project_id {
+                        note_project(project);
+                    }
                     let mut response = Response::builder()
                         .status(StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK))
                         .header("idempotent-replayed", "true")
@@ -283,7 +204,9 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
                 .map(str::to_owned)
         };
         sqlx::query(
-            "UPDATE idempotency_keys SET status = $3, content_type = $4, location = $5, body = $6 WHERE scope = $1 AND key = $2",
+            "UPDATE idempotency_keys \
+                SET status = $3, content_type = $4, location = $5, body = $6, project_id = $7 \
+              WHERE scope = $1 AND key = $2",
         )
         .bind(&scope)
         .bind(&key)
@@ -291,34 +214,11 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
         .bind(header_text(header::CONTENT_TYPE))
         .bind(header_text(header::LOCATION))
         .bind(body.to_vec())
+        .bind(recorded_project())
         .execute(&self.pool)
         .await
         .map_err(poem::error::InternalServerError)?;
         response.set_body(body);
         Ok(response)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::FormDigest;
-
-    fn hash(boundary: &str, body: &str, split: usize) -> String {
-        let mut digest = FormDigest::new(b"/api/v1/jobs", boundary);
-        let (a, b) = body.as_bytes().split_at(split.min(body.len()));
-        digest.update(a);
-        digest.update(b);
-        digest.finish()
-    }
-
-    #[test]
-    fn a_form_hashes_the_same_whatever_its_boundary_and_however_it_is_split() {
-        let form = |b: &str, value: &str| {
-            format!("--{b}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\n{value}\r\n--{b}--\r\n")
-        };
-        let first = hash("abc123", &form("abc123", "render"), 5);
-        assert_eq!(first, hash("zz9", &form("zz9", "render"), 40));
-        assert_eq!(first, hash("abc123", &form("abc123", "render"), 0));
-        assert_ne!(first, hash("abc123", &form("abc123", "encode"), 5));
     }
 }
