@@ -7,7 +7,8 @@ use herald_domain::api_key::{
     ApiKey, ApiKeyCommand, ApiKeyError, ApiKeyState, ApiKeyToken, IpAllowlist, KeyName, KeyUpdate,
     NewApiKey, RateLimit,
 };
-use herald_domain::{KeyId, ProjectId, Scopes};
+use herald_domain::project::Project;
+use herald_domain::{KeyId, ProjectId, Scope, Scopes};
 use herald_store::{AggregateStore, CommandError, EventMetadata};
 
 use crate::auth::{hash_key, Caller};
@@ -66,6 +67,40 @@ pub fn not_found() -> ApiError {
     ApiError::NotFound {
         code: "API_KEY_NOT_FOUND",
         detail: "API key not found".into(),
+    }
+}
+
+/// The project a new key goes to: the caller's own, or (for admins) the one named.
+pub async fn target_project(
+    projects: &AggregateStore<Project>,
+    caller: &Caller,
+    asked: Option<uuid::Uuid>,
+    scopes: &Scopes,
+) -> Result<Option<ProjectId>, ApiError> {
+    match (caller.project_id(), asked) {
+        (Some(own), None) => Ok(Some(own)),
+        (Some(own), Some(asked)) if own.as_uuid() == asked => Ok(Some(own)),
+        (Some(_), Some(_)) => Err(ApiError::field(
+            "project_id",
+            "must be the key's own project",
+        )),
+        (None, None) if scopes.allows(Scope::Admin) => Ok(None),
+        (None, None) => Err(ApiError::field(
+            "project_id",
+            "required unless the new key has the `admin` scope",
+        )),
+        (None, Some(asked)) => {
+            let (project, _) = projects
+                .load(&asked.to_string())
+                .await
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
+            let asked = ProjectId::from_uuid(asked);
+            if project.state().is_none() || !caller.can_see(asked) {
+                return Err(ApiError::field("project_id", "no such project"));
+            }
+            caller.require_in(asked)?;
+            Ok(Some(asked))
+        }
     }
 }
 

@@ -5,19 +5,18 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use herald_domain::api_key::{parse_description, IpAllowlist, KeyName, KeyUpdate};
-use herald_domain::{FieldError, ProjectId, Scope, Scopes};
+use herald_domain::Scope;
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
-use uuid::Uuid;
 
 use super::history::HistoryList;
+use super::key_input::{self, NewKeyInput};
 use super::key_models::*;
 use super::ApiTags;
 use crate::app::keys as app;
-use crate::auth::{Caller, Credentials};
+use crate::auth::Credentials;
 use crate::http::context::RequestContext;
 use crate::http::cursor;
 use crate::http::json_body::JsonBody;
@@ -36,14 +35,6 @@ pub enum Created {
     /// The key; `key` is its plaintext, shown this once.
     #[oai(status = 201)]
     Created(Json<KeyWithSecret>, #[oai(header = "Location")] String),
-}
-
-fn scopes(raw: &[String], field: &str) -> Result<Scopes, FieldError> {
-    Scopes::parse(raw).map_err(|message| FieldError::new(field, message))
-}
-
-fn collect<T>(errors: &mut Vec<FieldError>, result: Result<T, FieldError>) -> Option<T> {
-    result.map_err(|e| errors.push(e)).ok()
 }
 
 impl ApiKeysApi {
@@ -70,42 +61,6 @@ impl ApiKeysApi {
             .and_then(|(_, u)| u);
         Ok(KeyDto::render(id, key, usage))
     }
-
-    /// The project a new key goes to: the caller's own, or (for admins) the one named.
-    async fn target_project(
-        &self,
-        caller: &Caller,
-        asked: Option<Uuid>,
-        scopes: &Scopes,
-    ) -> Result<Option<ProjectId>, ApiError> {
-        match (caller.project_id(), asked) {
-            (Some(own), None) => Ok(Some(own)),
-            (Some(own), Some(asked)) if own.as_uuid() == asked => Ok(Some(own)),
-            (Some(_), Some(_)) => Err(ApiError::field(
-                "project_id",
-                "must be the key's own project",
-            )),
-            (None, None) if scopes.allows(Scope::Admin) => Ok(None),
-            (None, None) => Err(ApiError::field(
-                "project_id",
-                "required unless the new key has the `admin` scope",
-            )),
-            (None, Some(asked)) => {
-                let (project, _) = self
-                    .state
-                    .projects
-                    .load(&asked.to_string())
-                    .await
-                    .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
-                let asked = ProjectId::from_uuid(asked);
-                if project.state().is_none() || !caller.can_see(asked) {
-                    return Err(ApiError::field("project_id", "no such project"));
-                }
-                caller.require_in(asked)?;
-                Ok(Some(asked))
-            }
-        }
-    }
 }
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::ApiKeys")]
@@ -122,36 +77,18 @@ impl ApiKeysApi {
         body: JsonBody<KeyCreate>,
     ) -> ApiResult<Created> {
         let caller = self.state.authorize(&auth, Scope::KeysWrite).await?;
-        let body = body.0;
-        let mut errors = Vec::new();
-        let name = collect(&mut errors, KeyName::parse(&body.name));
-        let description = collect(&mut errors, parse_description(body.description));
-        let scopes = collect(&mut errors, scopes(&body.scopes, "scopes"));
-        let ip_allowlist = collect(&mut errors, IpAllowlist::parse(&body.ip_allowlist));
-        let expires_at = match body.expires_in_days {
-            Some(days) if !(1..=3650).contains(&days) => {
-                errors.push(FieldError::new(
-                    "expires_in_days",
-                    "must be between 1 and 3650",
-                ));
-                None
-            }
-            days => days.map(|d| Utc::now() + Duration::days(i64::from(d))),
-        };
-        let rate_limit = body.rate_limit.map(RateLimitDto::parse).transpose();
-        let rate_limit = rate_limit.map_err(|e| errors.extend(e)).ok().flatten();
-        let (Some(name), Some(description), Some(scopes), Some(ip_allowlist)) =
-            (name, description, scopes, ip_allowlist)
-        else {
-            return Err(ApiError::Validation(errors).into());
-        };
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors).into());
-        }
-        let project_id = self
-            .target_project(&caller, body.project_id, &scopes)
-            .await?;
-        if body.rate_limit.is_some() && !caller.is_admin() {
+        let NewKeyInput {
+            name,
+            description,
+            project_id,
+            scopes,
+            expires_at,
+            ip_allowlist,
+            rate_limit,
+        } = key_input::new_key(body.0)?;
+        let project_id =
+            app::target_project(&self.state.projects, &caller, project_id, &scopes).await?;
+        if rate_limit.is_some() && !caller.is_admin() {
             return Err(
                 ApiError::Forbidden("only an admin sets a key's rate limits".into()).into(),
             );
@@ -255,36 +192,7 @@ impl ApiKeysApi {
         body: JsonBody<KeyPatch>,
     ) -> ApiResult<Json<KeyDto>> {
         let caller = self.state.authorize(&auth, Scope::KeysWrite).await?;
-        let body = body.0;
-        let mut errors = Vec::new();
-        let update = KeyUpdate {
-            name: body
-                .name
-                .as_deref()
-                .map(KeyName::parse)
-                .and_then(|r| collect(&mut errors, r)),
-            description: body
-                .description
-                .map(|d| parse_description(Some(d)))
-                .and_then(|r| collect(&mut errors, r)),
-            scopes: body
-                .scopes
-                .as_deref()
-                .map(|s| scopes(s, "scopes"))
-                .and_then(|r| collect(&mut errors, r)),
-            ip_allowlist: body
-                .ip_allowlist
-                .as_deref()
-                .map(IpAllowlist::parse)
-                .and_then(|r| collect(&mut errors, r)),
-            rate_limit: body
-                .rate_limit
-                .map(RateLimitPatch::parse)
-                .and_then(|r| r.map_err(|e| errors.extend(e)).ok()),
-        };
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors).into());
-        }
+        let update = key_input::key_update(body.0)?;
         let key = app::update(
             &self.state.keys,
             &caller,

@@ -14,6 +14,7 @@ mod job_forms;
 mod job_models;
 mod job_submit;
 mod jobs;
+mod key_input;
 mod key_models;
 mod members;
 mod projects;
