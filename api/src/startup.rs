@@ -124,6 +124,9 @@ impl Application {
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown.cancelled_owned(), Some(grace))
             .await;
+        // Calls whose clients left before their answer are still being handled and recorded.
+        self.state.calls.close();
+        self.state.calls.wait().await;
         tracing::info!("HTTP server stopped; stopping background tasks");
         background.cancel();
         tracker.wait().await;
@@ -145,7 +148,7 @@ pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
         },
         trusted_proxies: state.config.trusted_proxy_nets().unwrap_or_default(),
         audit: state.audit.clone(),
-        admission: state.clone(),
+        state: state.clone(),
     };
     // Explicit origins only: poem's `Cors::new()` alone would allow every origin.
     let origins = &state.config.cors_allowed_origins;

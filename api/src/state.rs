@@ -27,6 +27,9 @@ use crate::limits::{RateHeaders, RateLimiter};
 
 pub struct AppState {
     pub pool: PgPool,
+    /// The API calls being handled, each in a task of its own (`http::context`): shutdown
+    /// waits for them, a call whose client has left included.
+    pub calls: tokio_util::task::TaskTracker,
     pub config: Config,
     /// Wakes this process's projection runners (by projection name) and announces appends to
     /// the other replicas, coalesced.
@@ -85,6 +88,7 @@ impl AppState {
         let appender = Some(Appender::start(pool.clone()));
         let (a, p) = (&announcer, &pool);
         Self {
+            calls: tokio_util::task::TaskTracker::new(),
             jobs: AggregateStore::with_parts(p.clone(), a.clone(), appender.clone()),
             projects: AggregateStore::with_parts(p.clone(), a.clone(), appender.clone()),
             keys: AggregateStore::with_parts(p.clone(), a.clone(), appender.clone()),

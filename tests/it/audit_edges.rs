@@ -1,7 +1,7 @@
 //! Calls at the edges of what the request log sees: one whose client gives up (a timed-out
-//! client, a closed socket) is still handled to the end and recorded (the log has every call that changed something, even when nobody
-//! was left to receive the answer), and a body sent without a declared length is recorded
-//! with its real size.
+//! client, a closed socket) is still handled to the end and recorded (the log has every call
+//! that changed something, even when nobody was left to receive the answer), and shutdown waits
+//! for it; a body sent without a declared length is recorded with its real size.
 
 use std::time::Duration;
 
@@ -59,11 +59,45 @@ async fn a_chunked_body_is_recorded_with_the_size_that_arrived() {
 
 #[tokio::test]
 async fn a_submission_whose_connection_closed_is_still_handled_and_recorded() {
-    use tokio::io::AsyncWriteExt;
     let app = TestApp::spawn().await;
     let (_, key) = app.project_with_key(&["jobs:write"]).await;
     let request_id = "connection-closed-0001";
     let blocker = app.block_writes_to("events").await;
+    // reqwest, above, may keep a timed-out connection open: this socket is certainly closed.
+    submit_and_close(&app, &key, request_id).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blocker.commit().await.unwrap();
+    assert_handled_and_recorded(&app, request_id).await;
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_a_call_whose_client_left() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let (pool, request_id) = (app.pool.clone(), "left-before-shutdown-0001");
+    let blocker = app.block_writes_to("events").await;
+    submit_and_close(&app, &key, request_id).await;
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !stopping.is_finished(),
+        "the server stopped while a call was still being handled"
+    );
+    blocker.commit().await.unwrap();
+    stopping.await.unwrap();
+    let recorded: Option<i32> =
+        sqlx::query_scalar("SELECT status FROM request_log WHERE request_id = $1")
+            .bind(request_id)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+    assert_eq!(recorded, Some(202), "recorded before the server stopped");
+}
+
+/// Submits a job over a raw connection and closes it once the call has reached its handler
+/// (which waits on a lock the test holds), so the server sees its client leave mid-call.
+async fn submit_and_close(app: &TestApp, key: &str, request_id: &str) {
+    use tokio::io::AsyncWriteExt;
     let body = json!({"kind": "abandoned"}).to_string();
     let address = app.base_url.trim_start_matches("http://").to_owned();
     let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
@@ -74,13 +108,7 @@ async fn a_submission_whose_connection_closed_is_still_handled_and_recorded() {
         body.len()
     );
     socket.write_all(request.as_bytes()).await.unwrap();
-    // The call reaches the handler, which waits on the lock; then the client closes its socket
-    // (reqwest, above, may keep a timed-out connection open: this one is certainly closed).
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    drop(socket);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    blocker.commit().await.unwrap();
-    assert_handled_and_recorded(&app, request_id).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
 /// The call `request_id` submitted its job and was recorded with its 202, though nobody

@@ -43,8 +43,9 @@ pub struct Edge {
     pub trusted_proxies: Vec<IpNet>,
     /// Where every API call is recorded before its response leaves (`None`: not recorded).
     pub audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
-    /// Counts requests that presented no credentials against their IP's budget.
-    pub admission: Arc<crate::state::AppState>,
+    /// The IP budget that refusals made before any handler spend, and the tracker of the
+    /// calls in progress.
+    pub state: Arc<crate::state::AppState>,
 }
 
 impl<E: Endpoint + 'static> Middleware<E> for Edge {
@@ -58,7 +59,7 @@ impl<E: Endpoint + 'static> Middleware<E> for Edge {
             streamed: self.streamed.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
             audit: self.audit.clone(),
-            admission: self.admission.clone(),
+            state: self.state.clone(),
         }))
     }
 }
@@ -74,7 +75,8 @@ impl<E: Endpoint + 'static> Endpoint for EdgeEndpoint<E> {
     /// (tests: `audit_edges`).
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let edge = self.0.clone();
-        match tokio::spawn(async move { edge.handle(req).await }).await {
+        let calls = &self.0.state.calls;
+        match calls.spawn(async move { edge.handle(req).await }).await {
             Ok(response) => Ok(response),
             Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
             Err(_) => Err(poem::Error::from_status(StatusCode::SERVICE_UNAVAILABLE)),
@@ -89,7 +91,7 @@ pub struct EdgeInner<E> {
     streamed: StreamedLimits,
     trusted_proxies: Vec<IpNet>,
     audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
-    admission: Arc<crate::state::AppState>,
+    state: Arc<crate::state::AppState>,
 }
 
 fn incoming_request_id(req: &Request) -> Option<String> {
@@ -253,7 +255,7 @@ impl<E> EdgeInner<E> {
     /// `refusal`, made before any handler checked credentials, counted against the client
     /// IP's budget: or the 429 that replaces it once the IP is over that budget.
     fn spend_ip_budget(&self, refusal: Response) -> Response {
-        self.admission.refuse_anonymous().unwrap_or(refusal)
+        self.state.refuse_anonymous().unwrap_or(refusal)
     }
 
     /// Reads the body up to the limit, so handlers never see more than `max_body_bytes`;
