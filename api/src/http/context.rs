@@ -84,7 +84,7 @@ impl<E: Endpoint + 'static> Endpoint for EdgeEndpoint<E> {
     }
 }
 
-pub struct EdgeInner<E> {
+struct EdgeInner<E> {
     inner: E,
     max_body_bytes: usize,
     timeout: Duration,

@@ -78,22 +78,18 @@ impl ApiKeysApi {
     ) -> ApiResult<Created> {
         let caller = self.state.authorize(&auth, Scope::KeysWrite).await?;
         let NewKeyInput {
-            name,
-            description,
-            project_id,
-            scopes,
-            expires_at,
-            ip_allowlist,
-            rate_limit,
+            mut key,
+            asked_project,
+            sets_limits,
         } = key_input::new_key(body.0)?;
-        let project_id =
-            app::target_project(&self.state.projects, &caller, project_id, &scopes).await?;
-        if rate_limit.is_some() && !caller.is_admin() {
+        let (projects, scopes) = (&self.state.projects, &key.scopes);
+        key.project_id = app::target_project(projects, &caller, asked_project, scopes).await?;
+        if sets_limits && !caller.is_admin() {
             return Err(
                 ApiError::Forbidden("only an admin sets a key's rate limits".into()).into(),
             );
         }
-        let held = caller.scopes_in(project_id);
+        let (held, scopes) = (caller.scopes_in(key.project_id), &key.scopes);
         let beyond = held.map_or_else(|| scopes.iter().collect(), |held| scopes.beyond(&held));
         if !beyond.is_empty() {
             let names: Vec<&str> = beyond.iter().map(|s| s.as_str()).collect();
@@ -103,20 +99,11 @@ impl ApiKeysApi {
             ))
             .into());
         }
-        let new = app::NewKey {
-            name,
-            description,
-            project_id,
-            scopes,
-            expires_at,
-            ip_allowlist,
-            rate_limit: rate_limit.unwrap_or_default(),
-        };
         let (token, state) = app::create(
             &self.state.keys,
             self.state.verifier.pepper(),
             &metadata(&caller, context),
-            new,
+            key,
         )
         .await
         .map_err(ApiError::from)?;

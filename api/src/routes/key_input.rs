@@ -2,23 +2,21 @@
 //! parse is named in one 422, and nothing is decided about who may do what (the handlers and
 //! the aggregate do that).
 
-use chrono::{DateTime, Duration, Utc};
-use herald_domain::api_key::{parse_description, IpAllowlist, KeyName, KeyUpdate, RateLimit};
+use chrono::{Duration, Utc};
+use herald_domain::api_key::{parse_description, IpAllowlist, KeyName, KeyUpdate};
 use herald_domain::{FieldError, Scopes};
 
 use super::key_models::{KeyCreate, KeyPatch, RateLimitPatch};
+use crate::app::keys::NewKey;
 use crate::http::problem::ApiError;
 
-/// A `POST /api-keys` body, parsed. `project_id` is as asked (the handler decides the target).
+/// A `POST /api-keys` body, parsed. The key has no project yet: the handler decides it from
+/// `asked_project` and the caller.
 pub(super) struct NewKeyInput {
-    pub name: KeyName,
-    pub description: Option<String>,
-    pub project_id: Option<uuid::Uuid>,
-    pub scopes: Scopes,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub ip_allowlist: IpAllowlist,
-    /// Present when the body set limits (only an admin may).
-    pub rate_limit: Option<RateLimit>,
+    pub key: NewKey,
+    pub asked_project: Option<uuid::Uuid>,
+    /// Whether the body set limits (only an admin may).
+    pub sets_limits: bool,
 }
 
 fn scopes(raw: &[String], field: &str) -> Result<Scopes, FieldError> {
@@ -50,13 +48,17 @@ pub(super) fn new_key(body: KeyCreate) -> Result<NewKeyInput, ApiError> {
     match (name, description, scopes, ip_allowlist) {
         (Some(name), Some(description), Some(scopes), Some(ip_allowlist)) if errors.is_empty() => {
             Ok(NewKeyInput {
-                name,
-                description,
-                project_id: body.project_id,
-                scopes,
-                expires_at,
-                ip_allowlist,
-                rate_limit,
+                key: NewKey {
+                    name,
+                    description,
+                    project_id: None,
+                    scopes,
+                    expires_at,
+                    ip_allowlist,
+                    rate_limit: rate_limit.unwrap_or_default(),
+                },
+                asked_project: body.project_id,
+                sets_limits: rate_limit.is_some(),
             })
         }
         _ => Err(ApiError::Validation(errors)),

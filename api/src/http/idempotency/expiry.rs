@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 /// How long a key and its answer are kept.
-pub const KEPT_FOR_HOURS: i32 = 24;
+const KEPT_FOR_HOURS: i32 = 24;
 
 /// Deletes the keys claimed more than `KEPT_FOR_HOURS` ago; returns how many.
 pub async fn forget_expired(pool: &PgPool) -> sqlx::Result<u64> {

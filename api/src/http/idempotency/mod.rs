@@ -11,7 +11,7 @@
 mod expiry;
 mod request_hash;
 
-pub use expiry::{forget_expired, forget_periodically, KEPT_FOR_HOURS};
+pub use expiry::{forget_expired, forget_periodically};
 
 use std::sync::Arc;
 
