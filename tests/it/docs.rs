@@ -27,14 +27,14 @@ pub fn block(file: &str, heading: &str, language: &str) -> String {
 async fn the_readme_quick_start_works_against_a_live_server() {
     let app = TestApp::spawn().await;
     let script = bash_block("README.md", "## Quick start");
-    let data_dir = std::env::temp_dir().join(format!("herald-docs-{}", uuid::Uuid::new_v4()));
+    let data_dir = crate::support::scratch::ScratchDir::new("herald-docs");
     let output = tokio::process::Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
         .env("HERALD", crate::projections::herald_binary())
         .env("BASE", &app.base_url)
         .env("DATABASE_URL", &app.database_url)
         .env("HERALD_API_KEY_PEPPER", PEPPER)
-        .env("HERALD_DATA_DIR", &data_dir)
+        .env("HERALD_DATA_DIR", &*data_dir)
         .env("HERALD_LOG", "warn")
         .output()
         .await
@@ -66,8 +66,7 @@ async fn run_auth_example(language: &str, program: &str, args: &[&str]) {
         &format!("### {language}"),
         program_fence(language),
     );
-    let dir = std::env::temp_dir().join(format!("herald-example-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::scratch::ScratchDir::new("herald-example");
     let file = dir.join(match language {
         "Python (standard library only)" => "example.py",
         "JavaScript (Node.js 18+)" => "example.mjs",

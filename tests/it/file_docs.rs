@@ -13,8 +13,7 @@ async fn run_example(heading: &str, fence: &str, program: &str, file_name: &str)
     let (project, key) = app.project_with_key(&["jobs:write", "jobs:read"]).await;
     let worker = app.create_key(Some(project), &["jobs:work"]).await;
     let code = block("docs/FILES.md", heading, fence);
-    let dir = std::env::temp_dir().join(format!("herald-files-doc-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::scratch::ScratchDir::new("herald-files-doc");
     let script = dir.join(file_name);
     std::fs::write(&script, code).unwrap();
     let input = dir.join("talk.wav");

@@ -38,8 +38,7 @@ async fn run_example(
         "python"
     };
     let code = block("docs/WEBHOOKS.md", &format!("### {language}"), fence);
-    let dir = std::env::temp_dir().join(format!("herald-webhook-example-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::scratch::ScratchDir::new("herald-webhook-example");
     let file = dir.join(file_name);
     std::fs::write(&file, code).unwrap();
     let pydeps = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pydeps");

@@ -17,7 +17,8 @@ async fn deliveries_go_over_https_to_a_receiver_whose_authority_is_trusted() {
     let authority = TestAuthority::new();
     let receiver = Receiver::start_tls(&authority).await;
     assert!(receiver.url.starts_with("https://"));
-    let ca_file = std::env::temp_dir().join(format!("herald-ca-{}.pem", uuid::Uuid::now_v7()));
+    let scratch = crate::support::scratch::ScratchDir::new("herald-ca");
+    let ca_file = scratch.join("ca.pem");
     std::fs::write(&ca_file, &authority.ca_pem).unwrap();
 
     let app = TestApp::spawn_with(|config| {

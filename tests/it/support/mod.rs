@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod receiver;
+pub mod scratch;
 pub mod tls;
 
 use std::sync::Arc;
@@ -286,7 +287,11 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.unwrap().unwrap();
         }
-        // The application's own file directory (see `test_config`).
+        self.remove_files();
+    }
+
+    /// Removes the application's own file directory (see `test_config`).
+    fn remove_files(&self) {
         let storage = &self.state.config.storage;
         if storage.kind == herald_api::storage::StorageKind::Local && !storage.path.is_empty() {
             let _ = std::fs::remove_dir_all(&storage.path);
@@ -297,6 +302,9 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        // A test that ends without `stop` leaves no files behind either (once stopped, this
+        // finds the directory gone).
+        self.remove_files();
     }
 }
 
