@@ -79,7 +79,13 @@ impl<E: Endpoint + 'static> Endpoint for EdgeEndpoint<E> {
         match calls.spawn(async move { edge.handle(req).await }).await {
             Ok(response) => Ok(response),
             Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
-            Err(_) => Err(poem::Error::from_status(StatusCode::SERVICE_UNAVAILABLE)),
+            // Cancelled: the runtime is stopping (the server waits for these tasks first, so
+            // only a process exit gets here), and whether the call was recorded is unknown.
+            Err(_) => Ok(problem_response(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SHUTTING_DOWN",
+                "the server stopped before this request was answered",
+            ))),
         }
     }
 }
