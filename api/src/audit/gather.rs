@@ -9,16 +9,10 @@
 //! times it and `LONGEST` (docs/PERFORMANCE.md has the measurements). The edge counts a call
 //! from when its body has arrived until it is answered (uploads, whose bodies stream through
 //! the handler, are not counted: their time is spent waiting on the client).
-//!
-//! The wait ends early once every request in flight has handed in its record: none of them can
-//! be answered before the batch commits, so in a closed loop nothing more would arrive, and
-//! waiting on would only leave the CPU idle. The request whose record completes the set wakes
-//! the writer's thread.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread::Thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Requests in flight that the configured wait is meant for.
 const BASE_IN_FLIGHT: u32 = 32;
@@ -30,12 +24,6 @@ const LONGEST: Duration = Duration::from_millis(100);
 pub struct Gather {
     base: Duration,
     in_flight: AtomicUsize,
-    /// Records handed to the writer and not yet taken into a batch.
-    queued: AtomicUsize,
-    /// Whether the writer was woken since it began gathering its current batch.
-    woken: AtomicBool,
-    /// The writer's thread, to wake.
-    writer: OnceLock<Thread>,
 }
 
 impl Gather {
@@ -44,15 +32,7 @@ impl Gather {
         Arc::new(Self {
             base,
             in_flight: AtomicUsize::new(0),
-            queued: AtomicUsize::new(0),
-            woken: AtomicBool::new(false),
-            writer: OnceLock::new(),
         })
-    }
-
-    /// Names the calling thread as the writer, the one `hold` parks and `queued` wakes.
-    pub fn attach_writer(&self) {
-        let _ = self.writer.set(std::thread::current());
     }
 
     /// Counts one request as in flight until the returned guard is dropped.
@@ -69,39 +49,6 @@ impl Gather {
     /// The wait before the next batch while requests arrive concurrently.
     pub fn wait(&self) -> Duration {
         scaled(self.base, self.in_flight())
-    }
-
-    /// Counts a record handed to the writer (before it is sent, so the writer never takes more
-    /// than were counted), and wakes the writer when it completes the records in flight.
-    pub fn queued(&self) {
-        let queued = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
-        if queued >= self.in_flight() && !self.woken.swap(true, Ordering::AcqRel) {
-            if let Some(writer) = self.writer.get() {
-                writer.unpark();
-            }
-        }
-    }
-
-    /// Uncounts records: `count` taken into a batch, or one whose sending failed.
-    pub fn taken(&self, count: usize) {
-        self.queued.fetch_sub(count, Ordering::AcqRel);
-    }
-
-    /// On the writer's thread: blocks for `wait`, or less once every request in flight has
-    /// handed in its record. A blocking wait on purpose: the thread has nothing else to do
-    /// meanwhile, and Tokio's timers cannot wait less than a millisecond.
-    pub fn hold(&self, wait: Duration) {
-        let deadline = Instant::now() + wait;
-        self.woken.store(false, Ordering::Release);
-        while self.queued.load(Ordering::Acquire) < self.in_flight() {
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            // Returns early when woken, or for a wake meant for an earlier batch: the loop
-            // checks again.
-            std::thread::park_timeout(deadline - now);
-        }
     }
 }
 
@@ -138,43 +85,6 @@ mod tests {
         let long = Duration::from_millis(40);
         assert_eq!(scaled(long, 64), Duration::from_millis(80));
         assert_eq!(scaled(long, 128), LONGEST);
-    }
-
-    #[test]
-    fn the_writer_stops_waiting_once_every_request_in_flight_has_handed_in_its_record() {
-        let gather = Gather::new(Duration::from_micros(500));
-        let _in_flight = [gather.enter(), gather.enter()];
-        let (attached, started) = std::sync::mpsc::channel();
-        let writer = {
-            let gather = gather.clone();
-            std::thread::spawn(move || {
-                gather.attach_writer();
-                attached.send(()).unwrap();
-                let begun = Instant::now();
-                gather.hold(Duration::from_secs(60));
-                begun.elapsed()
-            })
-        };
-        started.recv().unwrap();
-        gather.queued();
-        std::thread::sleep(Duration::from_millis(50));
-        gather.queued();
-        // Woken by the second record, not at the end of the minute.
-        let held = writer.join().unwrap();
-        assert!(held < Duration::from_secs(30), "held {held:?}");
-        gather.taken(2);
-        assert_eq!(gather.queued.load(Ordering::Relaxed), 0);
-    }
-
-    #[test]
-    fn the_writer_waits_while_a_request_in_flight_has_not_handed_in_its_record() {
-        let gather = Gather::new(Duration::from_micros(500));
-        let _in_flight = [gather.enter(), gather.enter()];
-        gather.attach_writer();
-        gather.queued();
-        let begun = Instant::now();
-        gather.hold(Duration::from_millis(100));
-        assert!(begun.elapsed() >= Duration::from_millis(100));
     }
 
     #[test]

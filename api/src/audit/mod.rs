@@ -56,9 +56,7 @@ impl AuditLog {
     /// Returns once `record` is committed (true), or when it could not be (false).
     pub async fn record(&self, record: Record) -> bool {
         let (done, committed) = oneshot::channel();
-        self.gather.queued();
         if self.queue.send((record, done)).await.is_err() {
-            self.gather.taken(1);
             return false;
         }
         committed.await.unwrap_or(false)

@@ -8,8 +8,7 @@
 //! runtime, each commit waited behind the request tasks, and the pool pinged every connection
 //! it handed out. Under concurrent load (the last batch, a moment ago, held more than one
 //! record) it waits before taking a batch, so more records share a commit (`gather`: the wait
-//! grows with the requests in flight, and ends once all of them have handed in their records);
-//! a lone caller's record is written at once. Connecting
+//! grows with the requests in flight); a lone caller's record is written at once. Connecting
 //! and each statement are limited to 10 s, so a hung database answers calls with 503 instead of
 //! holding them, and a commit waits for the local WAL flush even on a cluster that runs
 //! `synchronous_commit=off`. One batch is written at a time: two in flight (the second chained
@@ -32,7 +31,6 @@ pub(super) fn spawn(pool: PgPool, gather: Arc<Gather>, incoming: mpsc::Receiver<
     std::thread::Builder::new()
         .name("herald-audit".into())
         .spawn(move || {
-            gather.attach_writer();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -115,7 +113,9 @@ async fn write_batches(mut db: Db, gather: Arc<Gather>, mut incoming: mpsc::Rece
         let busy = last_shared.is_some_and(|at| at.elapsed() < BUSY_WITHIN);
         let wait = gather.wait();
         if busy && !wait.is_zero() {
-            gather.hold(wait);
+            // A blocking sleep on purpose: this thread has nothing else to do meanwhile, and
+            // Tokio's timers cannot wait less than a millisecond.
+            std::thread::sleep(wait);
         }
         let mut pending = vec![first];
         while pending.len() < MAX_BATCH {
@@ -124,7 +124,6 @@ async fn write_batches(mut db: Db, gather: Arc<Gather>, mut incoming: mpsc::Rece
                 Err(_) => break,
             }
         }
-        gather.taken(pending.len());
         let shared = pending.len() > 1;
         let (mut records, acks): (Vec<Record>, Vec<oneshot::Sender<bool>>) =
             pending.into_iter().unzip();
