@@ -21,7 +21,7 @@ herald=${BENCH_BINARY:-target/release/herald}
 
 eval "$(scripts/test-postgres.sh start)"
 db_url="${TEST_DATABASE_URL%/*}/herald_pair"
-psql -q "$TEST_DATABASE_URL" -c "DROP DATABASE IF EXISTS herald_pair" -c "CREATE DATABASE herald_pair"
+psql -q "$TEST_DATABASE_URL" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS herald_pair" -c "CREATE DATABASE herald_pair"
 export DATABASE_URL=$db_url HERALD_API_KEY_PEPPER=bench-pepper-0123456789 HERALD_LOG=warn
 export HERALD_RATE_LIMITS__READ_PER_MINUTE=1000000000 HERALD_RATE_LIMITS__WRITE_PER_MINUTE=1000000000
 export HERALD_RATE_LIMITS__DAILY_QUOTA=4000000000
