@@ -40,5 +40,7 @@ mod users;
 mod verify_example;
 mod wakeups;
 mod webhook_docs;
+mod webhook_failures;
+mod webhook_replays;
 mod webhook_tls;
 mod webhooks;
