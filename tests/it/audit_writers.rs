@@ -201,8 +201,17 @@ async fn a_record_that_cannot_be_written_in_time_withholds_the_answer_and_is_not
         .to_str()
         .unwrap()
         .to_owned();
+    // It is still an answer to this request: its id, its limits and the usual headers.
+    for header in [
+        "x-ratelimit-limit",
+        "ratelimit-policy",
+        "x-content-type-options",
+    ] {
+        assert!(refused.headers().contains_key(header), "{header} missing");
+    }
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["code"], "AUDIT_UNAVAILABLE");
+    assert_eq!(body["request_id"], request_id.as_str());
     assert!(started.elapsed() >= std::time::Duration::from_secs(9));
     blocker.rollback().await.unwrap();
 

@@ -224,14 +224,8 @@ impl<E: Endpoint> EdgeInner<E> {
             })
             .await;
         let mut response = response;
-        if let Ok(value) = request_id.parse() {
-            response.headers_mut().insert("x-request-id", value);
-        }
-        security_headers(&path, &mut response);
-        let notes = std::mem::take(&mut *notes.lock().expect("request notes lock"));
-        if let Some(headers) = &notes.rate {
-            headers.apply(&mut response);
-        }
+        let mut notes = std::mem::take(&mut *notes.lock().expect("request notes lock"));
+        let rate = notes.rate.take();
         if let Some(audit) = audit {
             let seen = super::request_log::Seen {
                 request_id: &request_id,
@@ -243,6 +237,14 @@ impl<E: Endpoint> EdgeInner<E> {
                 request_bytes: declared_bytes.max(read_bytes as i64),
             };
             response = super::request_log::record(audit, seen, notes, response).await;
+        }
+        // After recording, so an answer withheld for want of its record carries them too.
+        if let Ok(value) = request_id.parse() {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        security_headers(&path, &mut response);
+        if let Some(headers) = &rate {
+            headers.apply(&mut response);
         }
         drop(in_flight);
         tracing::info!(

@@ -115,15 +115,14 @@ pub async fn record(
         hash: String::new(),
     };
     if !audit.record(record).await {
-        let mut refused = problem_response(Problem::new(
+        let mut problem = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "AUDIT_UNAVAILABLE",
             "the request could not be recorded in the audit trail, so its answer is withheld",
-        ));
-        if let Some(id) = response.headers().get("x-request-id") {
-            refused.headers_mut().insert("x-request-id", id.clone());
-        }
-        return refused;
+        );
+        // Built after the request's scope has ended, where its id is no longer current.
+        seen.request_id.clone_into(&mut problem.request_id);
+        return problem_response(problem);
     }
     if let Some(body) = body {
         response.set_body(body);
@@ -175,6 +174,9 @@ mod tests {
             "/api/v1/api-keys/{id}/rotate"
         );
         assert_eq!(route_of("/api/v1/event-types"), "/api/v1/event-types");
-        assert_eq!(route_of("/api/v1/abcdefghijklmnop"), "/api/v1/abcdefghijklmnop");
+        assert_eq!(
+            route_of("/api/v1/abcdefghijklmnop"),
+            "/api/v1/abcdefghijklmnop"
+        );
     }
 }
