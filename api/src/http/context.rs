@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use ipnet::IpNet;
 
 use poem::http::{header, Method, StatusCode};
@@ -23,7 +24,7 @@ use uuid::Uuid;
 
 use super::client_ip::client_ip;
 use super::edge_problems::{
-    as_problem, problem_response, refused_before_handler, timeout_problem, too_large,
+    as_problem, panicked, problem_response, refused_before_handler, timeout_problem, too_large,
 };
 use super::headers::security_headers;
 use super::problem::Problem;
@@ -196,13 +197,16 @@ impl<E: Endpoint> EdgeInner<E> {
                 if let (Some(audit), None) = (audit, streamed) {
                     in_flight.get_or_init(|| audit.enter());
                 }
-                let answer = tokio::time::timeout_at(deadline, self.inner.call(req)).await;
+                // A handler that panics is answered (500) and recorded like any failure.
+                let call = std::panic::AssertUnwindSafe(self.inner.call(req)).catch_unwind();
+                let answer = tokio::time::timeout_at(deadline, call).await;
                 if exceeded.load(Ordering::Relaxed) {
                     return too_large(streamed.unwrap_or_default());
                 }
                 let (response, message) = match answer {
-                    Ok(Ok(output)) => (output.into_response(), None),
-                    Ok(Err(error)) => {
+                    Ok(Err(panic)) => return panicked(panic.as_ref()),
+                    Ok(Ok(Ok(output))) => (output.into_response(), None),
+                    Ok(Ok(Err(error))) => {
                         let message = error.to_string();
                         (error.into_response(), Some(message))
                     }

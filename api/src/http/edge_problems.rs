@@ -22,6 +22,21 @@ pub(super) fn timeout_problem(status: StatusCode, detail: &str) -> Response {
     problem_response(Problem::new(status, "REQUEST_TIMEOUT", detail))
 }
 
+/// The answer to a call whose handler panicked: 500 `INTERNAL`, the panic logged.
+pub(super) fn panicked(panic: &(dyn std::any::Any + Send)) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    tracing::error!(panic = message, "a handler panicked");
+    problem_response(Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "the server failed to handle this request",
+    ))
+}
+
 /// The `application/problem+json` response for `problem`, with `WWW-Authenticate` on 401.
 pub fn problem_response(problem: Problem) -> Response {
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

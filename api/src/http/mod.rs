@@ -6,6 +6,8 @@ pub mod client_ip;
 pub mod context;
 pub mod cursor;
 pub mod edge_problems;
+#[cfg(test)]
+mod edge_tests;
 pub mod headers;
 pub mod idempotency;
 pub mod json_body;
