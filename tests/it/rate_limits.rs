@@ -1,5 +1,6 @@
 //! Rate limits over HTTP: the headers on every authenticated response, 429 with the violated
-//! policies and a consistent `Retry-After`, independent read and write budgets, the daily quota
+//! policies and a consistent `Retry-After` (after which the caller gets through again),
+//! independent read and write budgets, the daily quota
 //! (and that it survives a restart), per-key overrides (set only by admins, merged), and that
 //! a rotated key goes on spending the budgets of the key it replaced. The
 //! per-IP budget is in `ip_limits`.
@@ -73,6 +74,36 @@ async fn writes_are_limited_per_minute_with_headers_and_a_consistent_retry_after
     assert_eq!(read.status(), StatusCode::OK);
     assert_eq!(number(&read, "x-ratelimit-limit"), 100);
     assert_eq!(number(&read, "x-ratelimit-remaining"), 99);
+}
+
+#[tokio::test]
+async fn a_refused_caller_gets_through_once_retry_after_has_passed_and_no_sooner_again() {
+    let app = limited(20, 100, 10_000).await; // one read frees every 3 s
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    let mut refused = None;
+    for _ in 0..40 {
+        let response = app.get("/api/v1/jobs", &key).await;
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(response);
+            break;
+        }
+    }
+    let refused = refused.expect("the read budget ran out");
+    let retry_after = number(&refused, "retry-after");
+    assert!((1..=3).contains(&retry_after), "{retry_after}");
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after as u64)).await;
+    let again = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::OK,
+        "still refused after Retry-After"
+    );
+    assert_eq!(number(&again, "x-ratelimit-remaining"), 0);
+    // One request was freed, not a new burst.
+    assert_eq!(
+        app.get("/api/v1/jobs", &key).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test]
