@@ -156,6 +156,9 @@ async fn an_edited_and_a_deleted_record_break_the_chain() {
         (json!(false), json!(5)),
         "{deleted}"
     );
+    let cli = crate::projections::herald(&app.database_url, &["audit", "verify"]).await;
+    assert!(!cli.status.success());
+    assert!(String::from_utf8_lossy(&cli.stdout).contains("broken at record 5"));
 }
 
 #[tokio::test]
