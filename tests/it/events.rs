@@ -97,7 +97,10 @@ async fn callers_read_the_log_filtered_paged_and_limited_to_what_they_may_see() 
     assert_eq!(future["data"], json!([]));
     // `to` is exclusive and `from` inclusive: split at the last job's event, they part it.
     let last_job = &queued["data"][0];
-    let at = last_job["recorded_at"].as_str().unwrap().replace('+', "%2B");
+    let at = last_job["recorded_at"]
+        .as_str()
+        .unwrap()
+        .replace('+', "%2B");
     let before = events(&app, &app.admin_key, &format!("type=job.queued&to={at}")).await;
     let since = events(&app, &app.admin_key, &format!("type=job.queued&from={at}")).await;
     assert_eq!(types(&before).len(), 2, "{before}");

@@ -6,6 +6,8 @@
 //! replicas: it is read back the first time a replica sees a subject in a day, so it survives
 //! restarts, and seeds Redis when Redis has no count.
 
+use std::time::{Duration, Instant};
+
 use chrono::{NaiveDate, Utc};
 use sqlx::PgPool;
 
@@ -20,6 +22,10 @@ pub(super) struct DayCount {
     pub(super) own: u64,
     /// `own` as last stored in PostgreSQL.
     pub(super) stored: u64,
+    /// Whether `used` includes the other replicas' stored counts (or Redis's count for all).
+    pub(super) seeded: bool,
+    /// After a failed read of those counts: when a check may try again.
+    pub(super) read_again_at: Option<Instant>,
 }
 
 impl DayCount {
@@ -30,6 +36,10 @@ impl DayCount {
 
 /// Rows of `rate_limit_daily` older than this many days are deleted (usage reads only today).
 const KEEP_DAYS: u64 = 2;
+
+/// How long after a failed read of the stored counts a check tries again (meanwhile checks
+/// do not wait on a database that is failing).
+const READ_AGAIN_AFTER: Duration = Duration::from_secs(5);
 
 impl RateLimiter {
     /// Decides the daily policy on `count` and counts the request when it and `minute` (asked
@@ -70,12 +80,20 @@ impl RateLimiter {
     /// so its own limits start from there if Redis fails.
     pub(super) fn note_used(&self, subject: &str, used: u64) {
         let today = Utc::now().date_naive();
-        self.with_day(subject, today, |count| count.used = count.used.max(used));
+        self.with_day(subject, today, |count| {
+            count.used = count.used.max(used);
+            count.seeded = true;
+        });
     }
 
     /// What the other replicas (this process's predecessors included) have stored for the day.
-    async fn others_stored(&self, pool: &PgPool, subject: &str, day: NaiveDate) -> u64 {
-        let stored: sqlx::Result<i64> = sqlx::query_scalar(
+    async fn others_stored(
+        &self,
+        pool: &PgPool,
+        subject: &str,
+        day: NaiveDate,
+    ) -> sqlx::Result<u64> {
+        let stored: i64 = sqlx::query_scalar(
             "SELECT coalesce(sum(used), 0)::bigint FROM rate_limit_daily \
              WHERE subject = $1 AND day = $2 AND replica <> $3",
         )
@@ -83,21 +101,21 @@ impl RateLimiter {
         .bind(day)
         .bind(&self.replica)
         .fetch_one(pool)
-        .await;
-        stored.map_or_else(
-            |error| {
-                tracing::warn!(%error, "could not read the stored daily count; starting from 0");
-                0
-            },
-            |n| n.max(0) as u64,
-        )
+        .await?;
+        Ok(stored.max(0) as u64)
     }
 
     /// Every replica's requests of today as stored, with this replica's own count (the other
     /// replicas' last two seconds may be missing).
     pub(super) async fn everyone_today(&self, pool: &PgPool, subject: &str) -> u64 {
         let today = Utc::now().date_naive();
-        let others = self.others_stored(pool, subject, today).await;
+        let others = self
+            .others_stored(pool, subject, today)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "could not read the stored daily counts; counting 0");
+                0
+            });
         // A lookup, not an entry: an entry would stand for a count already read from the store.
         let key = (subject.to_owned(), today);
         let own = self
@@ -117,18 +135,32 @@ impl RateLimiter {
     }
 
     /// Requests counted against `subject`'s daily quota today: this replica's count, which
-    /// starts from what every replica stored the first time it sees the subject in a day.
+    /// starts from what every replica stored, read the first time it sees the subject in a day
+    /// (and again, every `READ_AGAIN_AFTER` at most, until that read succeeds: a database error
+    /// is not taken for a fresh day).
     pub async fn daily_used(&self, pool: &PgPool, subject: &str) -> u64 {
         let today = Utc::now().date_naive();
         let key = (subject.to_owned(), today);
         if let Some(count) = self.daily.lock().expect("lock").get(&key) {
-            return count.used;
+            let waiting = count.read_again_at.is_some_and(|at| Instant::now() < at);
+            if count.seeded || waiting {
+                return count.used;
+            }
         }
-        let others = self.others_stored(pool, subject, today).await;
-        self.with_day(subject, today, |count| {
-            count.used = count.used.max(others + count.own);
-            count.used
-        })
+        match self.others_stored(pool, subject, today).await {
+            Ok(others) => self.with_day(subject, today, |count| {
+                count.used = count.used.max(others + count.own);
+                count.seeded = true;
+                count.used
+            }),
+            Err(error) => {
+                tracing::warn!(%error, "could not read the stored daily counts; will try again");
+                self.with_day(subject, today, |count| {
+                    count.read_again_at = Some(Instant::now() + READ_AGAIN_AFTER);
+                    count.used
+                })
+            }
+        }
     }
 
     pub(super) fn count_daily(&self, subject: &str) {

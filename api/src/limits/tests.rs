@@ -2,6 +2,8 @@
 //! kept through a failed flush or stored once through a lost answer, and the count local
 //! limits start from after Redis.
 
+use std::time::Instant;
+
 use chrono::TimeZone;
 
 use super::daily::{seconds_to_midnight_from, DayCount};
@@ -30,6 +32,8 @@ fn pruning_forgets_only_what_no_longer_limits() {
         used: 5,
         own: 5,
         stored: 5,
+        seeded: true,
+        read_again_at: None,
     };
     let pending = DayCount {
         stored: 4,
@@ -158,6 +162,40 @@ async fn counts_of_days_long_past_are_deleted() {
         .await
         .unwrap();
     assert_eq!(left, [today - chrono::Days::new(2), today]);
+    pool.close().await;
+    drop_database.await;
+}
+
+#[tokio::test]
+async fn a_stored_count_that_could_not_be_read_is_read_at_the_next_check() {
+    let (pool, drop_database) = scratch_database().await;
+    sqlx::query(
+        "INSERT INTO rate_limit_daily (subject, day, replica, used) VALUES ('key:a', $1, 'another', 7)",
+    )
+    .bind(Utc::now().date_naive())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let limiter = limiter();
+    assert_eq!(limiter.daily_used(&unreachable_pool(), "key:a").await, 0);
+    limiter.count_daily("key:a"); // a request decided meanwhile
+                                  // Checks right after the failure do not wait on the database again,
+    assert_eq!(limiter.daily_used(&pool, "key:a").await, 1);
+    // but once the pause is over, the next one reads the stored counts.
+    let today = Utc::now().date_naive();
+    let key = ("key:a".to_owned(), today);
+    limiter
+        .daily
+        .lock()
+        .unwrap()
+        .get_mut(&key)
+        .unwrap()
+        .read_again_at = Some(Instant::now());
+    assert_eq!(
+        limiter.daily_used(&pool, "key:a").await,
+        8,
+        "the other replica's count was never read"
+    );
     pool.close().await;
     drop_database.await;
 }
