@@ -1,7 +1,7 @@
 //! `GET /usage`, `GET /admin/stats` and `GET /admin/security` over real traffic: usage totals
 //! equal the request log's counts for the same caller and range, broken down by route group and
-//! status class, with jobs submitted and the daily quota; the admin summaries count jobs, keys
-//! and refusals.
+//! status class, with jobs submitted and the daily quota; the admin summaries count jobs (and
+//! how the finished ones went), keys and refusals.
 
 use chrono::{DurationRound, Utc};
 use reqwest::StatusCode;
@@ -235,4 +235,62 @@ async fn an_idempotent_replay_is_usage_but_not_another_submission() {
     .await;
     assert_eq!(replays["data"].as_array().unwrap().len(), 1);
     assert_eq!(replays["data"][0]["status"], 202);
+}
+
+#[tokio::test]
+async fn admin_summaries_report_finished_jobs_and_rate_limit_refusals() {
+    // Five writes a minute per key: the client's sixth submission is refused, the worker's
+    // leases, completion and failure fit.
+    let app = TestApp::spawn_with(|c| c.rate_limits.write_per_minute = 5).await;
+    let (project, client) = app.project_with_key(&["jobs:write"]).await;
+    let worker = app.create_key(Some(project), &["jobs:work"]).await;
+    for _ in 0..5 {
+        app.submit_job(&client, json!({"kind": "render"})).await;
+    }
+    let refused = app
+        .post("/api/v1/jobs", &client, json!({"kind": "render"}))
+        .await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Queued jobs are leasable at once (a lease that finds none would spend a write).
+    app.wait_for_projections().await;
+    let id = app.lease(&worker, json!({})).await.unwrap()["id"].clone();
+    let done = app
+        .post(
+            &format!("/api/v1/jobs/{}/complete", id.as_str().unwrap()),
+            &worker,
+            json!({}),
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::OK);
+    let id = app.lease(&worker, json!({})).await.unwrap()["id"].clone();
+    let failed = app
+        .post(
+            &format!("/api/v1/jobs/{}/fail", id.as_str().unwrap()),
+            &worker,
+            json!({"error": "bad input", "retryable": false}),
+        )
+        .await;
+    assert_eq!(failed.status(), StatusCode::OK);
+
+    app.wait_for_projections().await;
+    let stats = json_of(&app, "/api/v1/admin/stats", &app.admin_key).await;
+    assert_eq!(stats["finished_last_24h"], 2, "{stats}");
+    assert_eq!(stats["success_rate"], 0.5, "{stats}");
+    assert!(stats["average_processing_seconds"].as_f64().unwrap() >= 0.0);
+    let by_status = &stats["jobs_by_status"];
+    assert_eq!(
+        (
+            &by_status["queued"],
+            &by_status["succeeded"],
+            &by_status["failed"]
+        ),
+        (&json!(3), &json!(1), &json!(1)),
+        "{stats}"
+    );
+    let security = json_of(&app, "/api/v1/admin/security", &app.admin_key).await;
+    assert_eq!(security["rate_limited_24h"], 1, "{security}");
+    assert_eq!(
+        security["active_keys"], 3,
+        "admin, client and worker: {security}"
+    );
 }
