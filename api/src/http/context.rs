@@ -24,7 +24,8 @@ use uuid::Uuid;
 
 use super::client_ip::client_ip;
 use super::edge_problems::{
-    as_problem, panicked, problem_response, refused_before_handler, timeout_problem, too_large,
+    abandoned, as_problem, panicked, problem_response, refused_before_handler, timeout_problem,
+    too_large,
 };
 use super::headers::security_headers;
 use super::problem::Problem;
@@ -77,16 +78,14 @@ impl<E: Endpoint + 'static> Endpoint for EdgeEndpoint<E> {
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let edge = self.0.clone();
         let calls = &self.0.state.calls;
-        match calls.spawn(async move { edge.handle(req).await }).await {
+        let request_id = incoming_request_id(&req).unwrap_or_else(|| Uuid::now_v7().to_string());
+        let id = request_id.clone();
+        match calls.spawn(async move { edge.handle(req, id).await }).await {
             Ok(response) => Ok(response),
             Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
             // Cancelled: the runtime is stopping (the server waits for these tasks first, so
             // only a process exit gets here), and whether the call was recorded is unknown.
-            Err(_) => Ok(problem_response(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SHUTTING_DOWN",
-                "the server stopped before this request was answered",
-            ))),
+            Err(_) => Ok(abandoned(&request_id)),
         }
     }
 }
@@ -112,9 +111,9 @@ fn incoming_request_id(req: &Request) -> Option<String> {
 }
 
 impl<E: Endpoint> EdgeInner<E> {
-    async fn handle(&self, mut req: Request) -> Response {
+    /// `request_id`: the client's `X-Request-Id` when it is sane, else a new one.
+    async fn handle(&self, mut req: Request, request_id: String) -> Response {
         let started = Instant::now();
-        let request_id = incoming_request_id(&req).unwrap_or_else(|| Uuid::now_v7().to_string());
         let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
         // Every line of the header, in order: a proxy may add its own line after the client's.
         let forwarded: Vec<&str> = req

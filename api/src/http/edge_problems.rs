@@ -22,6 +22,22 @@ pub(super) fn timeout_problem(status: StatusCode, detail: &str) -> Response {
     problem_response(Problem::new(status, "REQUEST_TIMEOUT", detail))
 }
 
+/// The answer to a call abandoned because the process is stopping (`SHUTTING_DOWN`), outside
+/// the request's scope, so its id is given.
+pub(super) fn abandoned(request_id: &str) -> Response {
+    let mut problem = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SHUTTING_DOWN",
+        "the server stopped before this request was answered",
+    );
+    request_id.clone_into(&mut problem.request_id);
+    let mut response = problem_response(problem);
+    if let Ok(value) = request_id.parse() {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
 /// The answer to a call whose handler panicked: 500 `INTERNAL`, the panic logged.
 pub(super) fn panicked(panic: &(dyn std::any::Any + Send)) -> Response {
     let message = panic

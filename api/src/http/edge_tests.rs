@@ -1,6 +1,6 @@
 //! The edge on its own, without a database or a server: a call whose handler panics still gets
 //! an answer, a problem+json 500 with the request's id, where the connection used to be dropped
-//! without one (and so without a record).
+//! without one (and so without a record); and the answer to a call abandoned at exit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,4 +63,15 @@ async fn a_handler_that_panics_is_answered_with_a_problem() {
     let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(problem["code"], "INTERNAL");
     assert_eq!(problem["request_id"], request_id.as_str());
+}
+
+#[tokio::test]
+async fn a_call_abandoned_at_exit_is_answered_with_its_request_id() {
+    let mut response = super::edge_problems::abandoned("req-7");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["x-request-id"], "req-7");
+    let body = response.take_body().into_bytes().await.unwrap();
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["code"], "SHUTTING_DOWN");
+    assert_eq!(problem["request_id"], "req-7");
 }
