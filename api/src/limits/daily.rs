@@ -116,7 +116,7 @@ impl RateLimiter {
                 tracing::warn!(%error, "could not read the stored daily counts; counting 0");
                 0
             });
-        // A lookup, not an entry: an entry would stand for a count already read from the store.
+        // A lookup: no entry is made here (the decisions make them).
         let key = (subject.to_owned(), today);
         let own = self
             .daily
