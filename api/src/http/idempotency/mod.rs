@@ -188,11 +188,16 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
                     | StatusCode::FORBIDDEN
             )
         {
-            let _ = sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2")
-                .bind(&scope)
-                .bind(&key)
-                .execute(&self.pool)
-                .await;
+            let released =
+                sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2")
+                    .bind(&scope)
+                    .bind(&key)
+                    .execute(&self.pool)
+                    .await;
+            if let Err(error) = released {
+                // The claim stays: a retry with this key gets 409 until the keys expire (24 h).
+                tracing::warn!(%error, "could not release an idempotency key after a refusal");
+            }
             return Ok(response);
         }
         let body = response.take_body().into_bytes().await.unwrap_or_default();
