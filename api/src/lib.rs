@@ -49,14 +49,20 @@ pub fn openapi_document() -> String {
             .expect("a runtime")
     });
     let _entered = runtime.as_ref().map(|r| r.enter());
+    routes::service(offline_state()).spec()
+}
+
+/// An application state with the default configuration that never reaches a database (its pool
+/// is lazy) or stores a file anywhere but in memory: for describing the API and for tests of
+/// the HTTP layer alone. Needs a Tokio runtime to be current.
+pub(crate) fn offline_state() -> std::sync::Arc<state::AppState> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_lazy("postgres://unused@localhost/unused")
         .expect("a lazy pool never connects");
-    let state = std::sync::Arc::new(state::AppState::new(
+    std::sync::Arc::new(state::AppState::new(
         pool,
         Config::defaults(),
         Vec::new(),
         storage::Storage::in_memory(),
-    ));
-    routes::service(state).spec()
+    ))
 }

@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use super::client_ip::client_ip;
 use super::edge_problems::{
-    abandoned, as_problem, panicked, problem_response, refused_before_handler, timeout_problem,
-    too_large,
+    abandoned, as_problem, panicked, problem_response, refused_before_handler, set_request_id,
+    timeout_problem, too_large,
 };
 use super::headers::security_headers;
 use super::problem::Problem;
@@ -242,9 +242,7 @@ impl<E: Endpoint> EdgeInner<E> {
             response = super::request_log::record(audit, seen, notes, response).await;
         }
         // After recording, so an answer withheld for want of its record carries them too.
-        if let Ok(value) = request_id.parse() {
-            response.headers_mut().insert("x-request-id", value);
-        }
+        set_request_id(&mut response, &request_id);
         security_headers(&path, &mut response);
         if let Some(headers) = &rate {
             headers.apply(&mut response);

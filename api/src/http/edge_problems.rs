@@ -25,17 +25,21 @@ pub(super) fn timeout_problem(status: StatusCode, detail: &str) -> Response {
 /// The answer to a call abandoned because the process is stopping (`SHUTTING_DOWN`), outside
 /// the request's scope, so its id is given.
 pub(super) fn abandoned(request_id: &str) -> Response {
-    let mut problem = Problem::new(
+    let problem = Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "SHUTTING_DOWN",
         "the server stopped before this request was answered",
     );
-    request_id.clone_into(&mut problem.request_id);
-    let mut response = problem_response(problem);
+    let mut response = problem_response(problem.with_request_id(request_id));
+    set_request_id(&mut response, request_id);
+    response
+}
+
+/// `X-Request-Id`, on every answer the edge gives.
+pub(super) fn set_request_id(response: &mut Response, request_id: &str) {
     if let Ok(value) = request_id.parse() {
         response.headers_mut().insert("x-request-id", value);
     }
-    response
 }
 
 /// The answer to a call whose handler panicked: 500 `INTERNAL`, the panic logged.

@@ -2,7 +2,6 @@
 //! an answer, a problem+json 500 with the request's id, where the connection used to be dropped
 //! without one (and so without a record); and the answer to a call abandoned at exit.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use poem::http::{StatusCode, Uri};
@@ -17,11 +16,6 @@ fn fails() -> &'static str {
 }
 
 fn edge() -> Edge {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .connect_lazy("postgres://unused@localhost/unused")
-        .expect("a lazy pool never connects");
-    let config = crate::Config::defaults();
-    let storage = crate::storage::Storage::in_memory();
     Edge {
         max_body_bytes: 1024,
         timeout: Duration::from_secs(5),
@@ -32,12 +26,7 @@ fn edge() -> Edge {
         },
         trusted_proxies: Vec::new(),
         audit: None,
-        state: Arc::new(crate::state::AppState::new(
-            pool,
-            config,
-            Vec::new(),
-            storage,
-        )),
+        state: crate::offline_state(),
     }
 }
 

@@ -63,6 +63,12 @@ impl Problem {
         }
     }
 
+    /// For a problem built outside the request's scope, where its id is no longer current.
+    pub fn with_request_id(mut self, request_id: &str) -> Self {
+        request_id.clone_into(&mut self.request_id);
+        self
+    }
+
     pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
         self.errors = errors
             .into_iter()

@@ -115,14 +115,15 @@ pub async fn record(
         hash: String::new(),
     };
     if !audit.record(record).await {
-        let mut problem = Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "AUDIT_UNAVAILABLE",
-            "the request could not be recorded in the audit trail, so its answer is withheld",
+        // Built after the request's scope has ended.
+        return problem_response(
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "AUDIT_UNAVAILABLE",
+                "the request could not be recorded in the audit trail, so its answer is withheld",
+            )
+            .with_request_id(seen.request_id),
         );
-        // Built after the request's scope has ended, where its id is no longer current.
-        seen.request_id.clone_into(&mut problem.request_id);
-        return problem_response(problem);
     }
     if let Some(body) = body {
         response.set_body(body);
