@@ -2,10 +2,18 @@
 //! seconds) for the most restrictive policy, and the IETF draft fields `RateLimit-Policy` (every
 //! policy of the caller, the ones this request did not touch included) and `RateLimit` (the most restrictive one's remaining requests and seconds to reset).
 
-use poem::http::HeaderValue;
+use std::fmt::Write;
+
+use poem::http::{HeaderName, HeaderValue};
 use poem::Response;
 
 use super::Applied;
+
+static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 #[derive(Debug, Clone, Default)]
 pub struct RateHeaders {
@@ -45,37 +53,47 @@ impl RateHeaders {
             return;
         };
         let reset_at = chrono::Utc::now().timestamp() as u64 + binding.reset_seconds;
-        let applied = self.applied.iter().map(|a| Policy {
-            name: a.name,
-            quota: a.quota,
-            window_seconds: a.window_seconds,
-        });
-        let policies: Vec<Policy> = if self.policies.is_empty() {
-            applied.collect()
-        } else {
-            self.policies.clone()
-        };
-        let policy = policies
-            .iter()
-            .map(|p| format!("\"{}\";q={};w={}", p.name, p.quota, p.window_seconds))
-            .collect::<Vec<_>>()
-            .join(", ");
         let headers = response.headers_mut();
-        let mut set = |name: &'static str, value: String| {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(name, value);
+        // One buffer for every value (each value copies what it needs): this runs on every
+        // authenticated response.
+        let mut text = String::with_capacity(96);
+        let mut set = |name: &HeaderName, text: &mut String| {
+            if let Ok(value) = HeaderValue::from_str(text) {
+                headers.insert(name.clone(), value);
             }
+            text.clear();
         };
-        set("x-ratelimit-limit", binding.quota.to_string());
-        set("x-ratelimit-remaining", binding.remaining.to_string());
-        set("x-ratelimit-reset", reset_at.to_string());
-        set("ratelimit-policy", policy);
-        set(
-            "ratelimit",
-            format!(
-                "\"{}\";r={};t={}",
-                binding.name, binding.remaining, binding.reset_seconds
-            ),
+        let _ = write!(text, "{}", binding.quota);
+        set(&X_RATELIMIT_LIMIT, &mut text);
+        let _ = write!(text, "{}", binding.remaining);
+        set(&X_RATELIMIT_REMAINING, &mut text);
+        let _ = write!(text, "{reset_at}");
+        set(&X_RATELIMIT_RESET, &mut text);
+        let mut list = |p: Policy| {
+            let separator = if text.is_empty() { "" } else { ", " };
+            let _ = write!(
+                text,
+                "{separator}\"{}\";q={};w={}",
+                p.name, p.quota, p.window_seconds
+            );
+        };
+        if self.policies.is_empty() {
+            self.applied.iter().for_each(|a| {
+                list(Policy {
+                    name: a.name,
+                    quota: a.quota,
+                    window_seconds: a.window_seconds,
+                })
+            });
+        } else {
+            self.policies.iter().copied().for_each(list);
+        }
+        set(&RATELIMIT_POLICY, &mut text);
+        let _ = write!(
+            text,
+            "\"{}\";r={};t={}",
+            binding.name, binding.remaining, binding.reset_seconds
         );
+        set(&RATELIMIT, &mut text);
     }
 }
