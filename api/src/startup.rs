@@ -197,6 +197,8 @@ pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .with(crate::http::idempotency::Idempotency {
             state: state.clone(),
+            timeout: edge.timeout,
+            streamed: edge.streamed.clone(),
         })
         .with(edge)
 }

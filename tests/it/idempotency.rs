@@ -2,7 +2,8 @@
 //! first answer again; the same key with another body is refused; bad keys are refused; a replay
 //! is authenticated and rate-limited like any request, and refused credentials store nothing,
 //! nor does input refused before any handler ran; a replay is recorded in the project of the
-//! first request; keys are forgotten after a day.
+//! first request; keys are forgotten after a day; a claim left without an answer is taken over
+//! by the same request once its call cannot be running any more.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -246,4 +247,54 @@ async fn a_key_is_forgotten_a_day_after_it_was_claimed_and_may_then_be_used_anew
     assert_ne!(again["id"], first["id"], "the forgotten key ran anew");
     let kept = submit("this-morning").await.unwrap();
     assert_eq!(kept.headers()["idempotent-replayed"], "true");
+}
+
+#[tokio::test]
+async fn a_claim_left_without_an_answer_is_taken_over_once_its_call_cannot_be_running() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let submit = |kind: &'static str| {
+        app.request(Method::POST, "/api/v1/jobs", &key)
+            .header("Idempotency-Key", "crashed")
+            .json(&json!({ "kind": kind }))
+            .send()
+    };
+    let first: Value = submit("render").await.unwrap().json().await.unwrap();
+    // What a server that died during the call leaves behind: the claim, without an answer,
+    // made `seconds` ago.
+    let unanswered = |seconds: i32| {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = NULL, content_type = NULL, location = NULL, \
+                    body = NULL, created_at = now() - make_interval(secs => $1) \
+              WHERE key = 'crashed'",
+        )
+        .bind(seconds)
+        .execute(&app.pool)
+    };
+
+    // Within the request timeout (30 s) and a minute more, the call may still be running.
+    unanswered(80).await.unwrap();
+    let running = submit("render").await.unwrap();
+    assert_eq!(running.status(), StatusCode::CONFLICT);
+    assert_eq!(problem(running).await["code"], "IDEMPOTENCY_KEY_IN_USE");
+
+    // After that it cannot be: the same request takes the key over and runs; another request
+    // does not.
+    unanswered(100).await.unwrap();
+    let other = submit("transcode").await.unwrap();
+    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let again = submit("render").await.unwrap();
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    assert!(again.headers().get("idempotent-replayed").is_none());
+    let again: Value = again.json().await.unwrap();
+    assert_ne!(
+        again["id"], first["id"],
+        "the abandoned call's key ran anew"
+    );
+
+    // Its answer is kept like any other.
+    let replay = submit("render").await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay["id"], again["id"]);
 }

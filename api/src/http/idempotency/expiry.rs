@@ -1,7 +1,7 @@
 //! Idempotency keys are kept for a day, as Stripe keeps them: a retry within 24 hours of the
 //! first request gets its answer again; after that the key is forgotten and may be used anew.
-//! A claim whose request never finished (its server died while handling it) goes too, so the
-//! key does not answer 409 forever.
+//! A claim whose request never finished goes too (the same request takes it over well before,
+//! once that call can no longer be running).
 
 use std::time::Duration;
 

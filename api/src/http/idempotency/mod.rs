@@ -1,12 +1,14 @@
 //! `Idempotency-Key` on POST requests: the first request with a key runs and its answer
 //! (status, content type, `Location`, body) is stored; the same key with the same request
 //! answers that again without running anything (`Idempotent-Replayed: true`); with a different
-//! request it answers 422, and while the first is still running, 409. Keys are scoped to the
+//! request it answers 422, and while the first is still running, 409. A claim left without an
+//! answer (a call abandoned at its timeout, or a server that died) is taken over by the same
+//! request once that call can no longer be running (`abandoned_after`). Keys are scoped to the
 //! credentials presented (a hash of them, never the credentials), up to 255 characters, and
-//! kept for 24 hours (`expiry`). A 5xx, 401, 403, 409 or 429 answer is not
-//! kept, so the request can be retried. A replay is authenticated and counted against the
-//! caller's rate limits like any request (`AppState::admit_replay`), and recorded in the project
-//! the first request acted in. `request_hash` owns what makes two requests the same.
+//! kept for 24 hours (`expiry`). A 5xx, 401, 403, 409 or 429 answer is not kept, so the
+//! request can be retried. A replay is authenticated and counted against the caller's rate
+//! limits like any request (`AppState::admit_replay`), and recorded in the project the first
+//! request acted in. `request_hash` owns what makes two requests the same.
 
 mod expiry;
 mod request_hash;
@@ -14,6 +16,7 @@ mod request_hash;
 pub use expiry::{forget_expired, forget_periodically};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use poem::http::{header, HeaderValue, Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
@@ -22,12 +25,17 @@ use sqlx::PgPool;
 use super::edge_problems::{before_handler, problem_response, refused_before_handler};
 use super::problem::Problem;
 use super::request_context::{note_project, recorded_project};
+use super::streamed_body::StreamedLimits;
 use crate::state::AppState;
 use request_hash::{hex_sha256, spool};
 
 pub struct Idempotency {
     /// Where keys are stored, and who authenticates a replay.
     pub state: Arc<AppState>,
+    /// How long the edge lets a call run: `timeout`, or `streamed.timeout` for the calls that
+    /// stream a file in.
+    pub timeout: Duration,
+    pub streamed: StreamedLimits,
 }
 
 impl<E: Endpoint> Middleware<E> for Idempotency {
@@ -37,6 +45,8 @@ impl<E: Endpoint> Middleware<E> for Idempotency {
         IdempotencyEndpoint {
             inner,
             pool: self.state.pool.clone(),
+            timeout: self.timeout,
+            streamed: self.streamed.clone(),
             state: self.state.clone(),
         }
     }
@@ -45,7 +55,24 @@ impl<E: Endpoint> Middleware<E> for Idempotency {
 pub struct IdempotencyEndpoint<E> {
     inner: E,
     pool: PgPool,
+    timeout: Duration,
+    streamed: StreamedLimits,
     state: Arc<AppState>,
+}
+
+impl<E> IdempotencyEndpoint<E> {
+    /// How old a claim of `req`'s key, made by the same request and still without an answer,
+    /// must be before `req` may take it over: by then that call will never answer, since the
+    /// edge abandons a call at its timeout (and a server that died left the claim behind). A
+    /// minute more covers work the call had queued (an append in a group commit) landing just
+    /// after it was abandoned.
+    fn abandoned_after(&self, req: &Request) -> Duration {
+        let call = match self.streamed.for_request(req) {
+            Some(_) => self.streamed.timeout,
+            None => self.timeout,
+        };
+        call + Duration::from_secs(60)
+    }
 }
 
 fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
@@ -107,12 +134,19 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
             req.set_body(body);
             hash
         };
+        // A new claim, or the same request's claim taken over from a call that will never answer.
+        let abandoned_after = self.abandoned_after(&req);
         let claimed = sqlx::query(
-            "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) \
+             ON CONFLICT (scope, key) DO UPDATE SET created_at = now() \
+              WHERE idempotency_keys.status IS NULL \
+                AND idempotency_keys.request_hash = excluded.request_hash \
+                AND idempotency_keys.created_at < now() - make_interval(secs => $4)",
         )
         .bind(&scope)
         .bind(&key)
         .bind(&request_hash)
+        .bind(abandoned_after.as_secs_f64())
         .execute(&self.pool)
         .await
         .map_err(poem::error::InternalServerError)?
@@ -195,7 +229,8 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
                     .execute(&self.pool)
                     .await;
             if let Err(error) = released {
-                // The claim stays: a retry with this key gets 409 until the keys expire (24 h).
+                // The claim stays: a retry with this key gets 409 until the claim counts as
+                // abandoned (`abandoned_after`).
                 tracing::warn!(%error, "could not release an idempotency key after a refusal");
             }
             return Ok(response);
