@@ -81,10 +81,15 @@ impl AppState {
             wakeups.iter().map(|(_, w)| w.clone()).collect(),
         ));
         let announcer = Announcer::Coalesced(coalescer.clone());
+        let rate_limiter = Arc::new(RateLimiter::new(
+            config.rate_limits.clone(),
+            config.redis_url.expose(),
+        ));
         let login_limiter = LoginLimiter::new(
             config.auth.login_attempts,
             Duration::from_secs(config.auth.login_window_seconds.into()),
-        );
+        )
+        .shared_through(rate_limiter.shared());
         let appender = Some(Appender::start(pool.clone()));
         let (a, p) = (&announcer, &pool);
         Self {
@@ -103,10 +108,7 @@ impl AppState {
             users_directory: Arc::new(UserDirectory::new(pool.clone(), &pepper)),
             verifier: Arc::new(KeyVerifier::new(pool.clone(), pepper)),
             login_limiter,
-            rate_limiter: Arc::new(RateLimiter::new(
-                config.rate_limits.clone(),
-                config.redis_url.expose(),
-            )),
+            rate_limiter,
             audit: config.audit.enabled.then(|| {
                 let gather = Duration::from_micros(config.audit.gather_micros.into());
                 crate::audit::AuditLog::start(pool.clone(), gather)
@@ -132,10 +134,10 @@ impl AppState {
                 self.spend(&caller).await?;
                 Ok(caller)
             }
-            Err(ApiError::Unauthenticated) => Err(self.refuse_unauthenticated()),
+            Err(ApiError::Unauthenticated) => Err(self.refuse_unauthenticated().await),
             // Refused before anyone is identified (outside a key's IP allowlist, no CSRF
             // token): spent from the client IP's budget like bad credentials.
-            Err(other) => Err(self.spend_anonymous().err().unwrap_or(other)),
+            Err(other) => Err(self.spend_anonymous().await.err().unwrap_or(other)),
         }
     }
 
@@ -161,12 +163,12 @@ impl AppState {
 
     /// A 401, or a 429 once the client IP has sent too many requests with bad credentials.
     /// Refused credentials never spend the budget of the key they name.
-    pub(crate) fn refuse_unauthenticated(&self) -> ApiError {
+    pub(crate) async fn refuse_unauthenticated(&self) -> ApiError {
         if !self.rate_limiter.enabled() {
             return ApiError::Unauthenticated;
         }
         let ip = current_client_ip().map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        let applied = self.rate_limiter.check_unauthenticated(&ip);
+        let applied = self.rate_limiter.check_unauthenticated(&ip).await;
         if applied.allowed {
             return ApiError::Unauthenticated;
         }

@@ -1,7 +1,8 @@
 //! Rate limits shared through a real Redis (started by `scripts/test-redis.sh`): two `herald
 //! serve` processes on one database and one Redis together allow exactly one key's limit, per
 //! minute and per day; a day's count Redis lost starts again from every replica's stored
-//! share; with Redis unreachable a replica keeps serving and limits on its own, and says so.
+//! share; the budget of a client IP sending bad credentials, and the login limit, are shared
+//! the same way; with Redis unreachable a replica keeps serving and limits on its own, and says so.
 
 use std::time::Duration;
 
@@ -128,6 +129,103 @@ async fn two_herald_processes_together_allow_one_limit() {
         .unwrap();
     assert_eq!(check["ok"], true, "{check}");
     assert!(check["checked"].as_i64().unwrap() >= 51, "{check}");
+}
+
+#[tokio::test]
+async fn two_herald_processes_together_allow_one_budget_per_client_ip() {
+    let redis = redis_url();
+    let setup = TestApp::spawn().await;
+    let env = [
+        ("REDIS_URL", redis.as_str()),
+        ("HERALD_RATE_LIMITS__UNAUTHENTICATED_PER_MINUTE", "6"),
+        ("HERALD_TRUSTED_PROXIES", "127.0.0.1/32"),
+    ];
+    let (_first, first) = herald_serve(&setup.database_url, &env).await;
+    let (_second, second) = herald_serve(&setup.database_url, &env).await;
+    until_shared(&first).await;
+    until_shared(&second).await;
+    // A client address of this test's own (sent through the trusted proxy, the test itself),
+    // so no other test's refusals share its budget in Redis.
+    let octets = uuid::Uuid::new_v4().into_bytes();
+    let client_ip = format!("10.{}.{}.{}", octets[0], octets[1], octets[2]);
+    let client = crate::support::http_client();
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let base = if i % 2 == 0 { &first } else { &second };
+        let response = client
+            .get(format!("{base}/api/v1/jobs"))
+            .header("X-API-Key", "hk_not_a_key")
+            .header("X-Forwarded-For", &client_ip)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["violated-policies"], json!(["unauthenticated"]));
+            statuses.push(StatusCode::TOO_MANY_REQUESTS);
+        } else {
+            statuses.push(response.status());
+        }
+    }
+    let refused = |status| statuses.iter().filter(|s| **s == status).count();
+    assert_eq!(
+        (
+            refused(StatusCode::UNAUTHORIZED),
+            refused(StatusCode::TOO_MANY_REQUESTS)
+        ),
+        (6, 6),
+        "six bad attempts in all, whichever process took them: {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_herald_processes_together_allow_one_login_budget() {
+    let redis = redis_url();
+    let setup = TestApp::spawn().await;
+    let env = [
+        ("REDIS_URL", redis.as_str()),
+        ("HERALD_AUTH__LOGIN_ATTEMPTS", "4"),
+        ("HERALD_TRUSTED_PROXIES", "127.0.0.1/32"),
+    ];
+    let (_first, first) = herald_serve(&setup.database_url, &env).await;
+    let (_second, second) = herald_serve(&setup.database_url, &env).await;
+    until_shared(&first).await;
+    until_shared(&second).await;
+    // An address and an email of this test's own, so no other run's attempts (kept in Redis
+    // for the window) share their budgets.
+    let octets = uuid::Uuid::new_v4().into_bytes();
+    let client_ip = format!("10.{}.{}.{}", octets[0], octets[1], octets[2]);
+    let email = format!("{}@example.com", uuid::Uuid::new_v4());
+    let client = crate::support::http_client();
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let base = if i % 2 == 0 { &first } else { &second };
+        let response = client
+            .post(format!("{base}/api/v1/auth/login"))
+            .header("X-Forwarded-For", &client_ip)
+            .json(&json!({"email": email, "password": "not the password"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry: u64 = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=900).contains(&retry), "{retry}");
+        }
+    }
+    let counted = |status| statuses.iter().filter(|s| **s == status).count();
+    assert_eq!(
+        (
+            counted(StatusCode::UNAUTHORIZED),
+            counted(StatusCode::TOO_MANY_REQUESTS)
+        ),
+        (4, 4),
+        "four attempts in all, whichever process took them: {statuses:?}"
+    );
 }
 
 #[tokio::test]

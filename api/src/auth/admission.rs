@@ -17,14 +17,14 @@ impl AppState {
     /// For a request refused before any handler (no credentials, input that does not parse, no
     /// such route): the 429 that replaces its refusal once the client IP is over its budget,
     /// else `None` (the refusal stands).
-    pub fn refuse_anonymous(&self) -> Option<Response> {
-        self.spend_anonymous().err().map(answer)
+    pub async fn refuse_anonymous(&self) -> Option<Response> {
+        self.spend_anonymous().await.err().map(answer)
     }
 
     /// Counts a request that came without credentials where none are required (open
     /// registration) against the client IP's budget: `Err` is the 429 once over it.
-    pub fn spend_anonymous(&self) -> Result<(), ApiError> {
-        match self.refuse_unauthenticated() {
+    pub async fn spend_anonymous(&self) -> Result<(), ApiError> {
+        match self.refuse_unauthenticated().await {
             refusal @ ApiError::TooManyRequests { .. } => Err(refusal),
             _ => Ok(()),
         }
@@ -36,6 +36,7 @@ impl AppState {
         let Some(credentials) = Credentials::from_headers(headers) else {
             return Err(self
                 .refuse_anonymous()
+                .await
                 .unwrap_or_else(|| answer(ApiError::Unauthenticated)));
         };
         self.authenticate(&credentials)

@@ -1,15 +1,47 @@
 //! The login limiter: at most N attempts per window per client IP and per email, counted
 //! exactly (a sliding log of attempt times, not a fixed window that lets a burst through at
-//! the boundary). In memory, per replica; idle entries are swept as the map grows.
+//! the boundary). In memory per replica, idle entries swept as the map grows; with `REDIS_URL`
+//! the log is kept in Redis (one sorted set per subject, checked and added to by one script),
+//! so all replicas together allow N attempts. When Redis cannot answer, each replica falls back
+//! to its own log, as the rate limits do.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::limits::shared::SharedLimits;
+
+/// KEYS: one sorted set of attempt times (µs, Redis's clock) per subject. ARGV: attempts
+/// allowed, window in µs. Drops attempts older than the window; if every subject has room,
+/// adds this attempt to each and returns 0, else returns the µs until the fullest has room.
+const SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local wait = 0
+for _, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) >= limit then
+    local oldest = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
+    wait = math.max(wait, oldest + window - now, 1)
+  end
+end
+if wait > 0 then
+  return wait
+end
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now, now .. ':' .. redis.call('ZCARD', key))
+  redis.call('PEXPIRE', key, math.ceil(window / 1000))
+end
+return 0
+"#;
 
 pub struct LoginLimiter {
     attempts: usize,
     window: Duration,
     log: Mutex<HashMap<String, VecDeque<Instant>>>,
+    shared: Option<(Arc<SharedLimits>, redis::Script)>,
 }
 
 impl LoginLimiter {
@@ -18,12 +50,39 @@ impl LoginLimiter {
             attempts: attempts as usize,
             window,
             log: Mutex::new(HashMap::new()),
+            shared: None,
         }
+    }
+
+    /// Keeps the log in Redis, through the rate limits' connection (`None`: in memory).
+    pub fn shared_through(mut self, shared: Option<Arc<SharedLimits>>) -> Self {
+        self.shared = shared.map(|shared| (shared, redis::Script::new(SCRIPT)));
+        self
     }
 
     /// Records one attempt for every subject (e.g. `ip:…` and `email:…`) if all of them have
     /// room; otherwise records nothing and answers how long until the fullest one has room.
-    pub fn attempt(&self, subjects: &[String], now: Instant) -> Result<(), Duration> {
+    pub async fn attempt(&self, subjects: &[String]) -> Result<(), Duration> {
+        if let Some((shared, script)) = self.shared.as_ref().filter(|(s, _)| s.connected()) {
+            let mut invocation = script.prepare_invoke();
+            for subject in subjects {
+                invocation.key(format!("herald:login:{subject}"));
+            }
+            invocation
+                .arg(self.attempts)
+                .arg(self.window.as_micros() as u64);
+            if let Some(wait) = shared.run::<i64>(&invocation).await {
+                return match wait {
+                    0 => Ok(()),
+                    wait => Err(Duration::from_micros(wait.max(1) as u64)),
+                };
+            }
+        }
+        self.attempt_at(subjects, Instant::now())
+    }
+
+    /// `attempt` in this replica's memory, at `now`.
+    pub fn attempt_at(&self, subjects: &[String], now: Instant) -> Result<(), Duration> {
         let mut log = self.log.lock().expect("login limiter lock");
         if log.len() > 10_000 {
             log.retain(|_, times| times.back().is_some_and(|t| now - *t < self.window));
@@ -61,15 +120,15 @@ mod tests {
         let subjects = ["ip:10.0.0.1".to_owned(), "email:a@example.com".to_owned()];
         for i in 0..10 {
             limiter
-                .attempt(&subjects, start + Duration::from_secs(i))
+                .attempt_at(&subjects, start + Duration::from_secs(i))
                 .unwrap();
         }
         let wait = limiter
-            .attempt(&subjects, start + Duration::from_secs(100))
+            .attempt_at(&subjects, start + Duration::from_secs(100))
             .unwrap_err();
         assert_eq!(wait, Duration::from_secs(800));
         assert!(limiter
-            .attempt(&subjects, start + Duration::from_secs(900))
+            .attempt_at(&subjects, start + Duration::from_secs(900))
             .is_ok());
     }
 
@@ -79,12 +138,12 @@ mod tests {
         let now = Instant::now();
         let email = "email:a@example.com".to_owned();
         limiter
-            .attempt(&["ip:1".into(), email.clone()], now)
+            .attempt_at(&["ip:1".into(), email.clone()], now)
             .unwrap();
         limiter
-            .attempt(&["ip:2".into(), email.clone()], now)
+            .attempt_at(&["ip:2".into(), email.clone()], now)
             .unwrap();
-        assert!(limiter.attempt(&["ip:3".into(), email], now).is_err());
-        assert!(limiter.attempt(&["ip:3".into()], now).is_ok());
+        assert!(limiter.attempt_at(&["ip:3".into(), email], now).is_err());
+        assert!(limiter.attempt_at(&["ip:3".into()], now).is_ok());
     }
 }

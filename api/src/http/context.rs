@@ -185,12 +185,14 @@ impl<E: Endpoint> EdgeInner<E> {
                 // the client IP's budget, as below.
                 match body {
                     Err(_) => {
-                        return self.spend_ip_budget(timeout_problem(
-                            StatusCode::REQUEST_TIMEOUT,
-                            "the request body arrived too slowly",
-                        ))
+                        return self
+                            .spend_ip_budget(timeout_problem(
+                                StatusCode::REQUEST_TIMEOUT,
+                                "the request body arrived too slowly",
+                            ))
+                            .await
                     }
-                    Ok(Err(refused)) => return self.spend_ip_budget(refused),
+                    Ok(Err(refused)) => return self.spend_ip_budget(refused).await,
                     Ok(Ok(())) => {}
                 }
                 if let (Some(audit), None) = (audit, streamed) {
@@ -221,7 +223,7 @@ impl<E: Endpoint> EdgeInner<E> {
                 let before_handler = refused_before_handler(&response);
                 let response = as_problem(response, message).await;
                 if before_handler {
-                    return self.spend_ip_budget(response);
+                    return self.spend_ip_budget(response).await;
                 }
                 response
             })
@@ -263,8 +265,8 @@ impl<E: Endpoint> EdgeInner<E> {
 impl<E> EdgeInner<E> {
     /// `refusal`, made before any handler checked credentials, counted against the client
     /// IP's budget: or the 429 that replaces it once the IP is over that budget.
-    fn spend_ip_budget(&self, refusal: Response) -> Response {
-        self.state.refuse_anonymous().unwrap_or(refusal)
+    async fn spend_ip_budget(&self, refusal: Response) -> Response {
+        self.state.refuse_anonymous().await.unwrap_or(refusal)
     }
 
     /// Reads the body up to the limit, so handlers never see more than `max_body_bytes`;

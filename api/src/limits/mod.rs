@@ -75,6 +75,11 @@ impl RateLimiter {
         }
     }
 
+    /// The connection to Redis, when limits are shared (the login limiter shares it).
+    pub fn shared(&self) -> Option<Arc<SharedLimits>> {
+        self.shared.clone()
+    }
+
     /// Whether limits are shared through Redis, and whether Redis answers now.
     pub fn shared_status(&self) -> Option<bool> {
         self.shared.as_ref().map(|s| s.healthy())
@@ -177,12 +182,7 @@ impl RateLimiter {
         quota: u64,
         daily_quota: u64,
     ) -> Option<Vec<Applied>> {
-        let shared = self.shared.as_ref()?;
-        if !shared.connected() {
-            let shared = shared.clone();
-            tokio::spawn(async move { shared.connect().await });
-            return None;
-        }
+        let shared = self.shared_connected()?;
         let today = Utc::now().date_naive();
         let reset = seconds_to_midnight();
         let ask = |seed| shared.check(subject, name, quota, daily_quota, seed, today, reset);
@@ -213,11 +213,33 @@ impl RateLimiter {
         Some(vec![verdict.minute, daily])
     }
 
-    /// Checks the per-IP budget of a request whose credentials were refused.
-    pub fn check_unauthenticated(&self, ip: &str) -> Applied {
-        let now = self.origin.elapsed().as_nanos() + MINUTE;
+    /// The shared limits, when configured and connected (connecting in the background when
+    /// configured but not connected).
+    fn shared_connected(&self) -> Option<&Arc<SharedLimits>> {
+        let shared = self.shared.as_ref()?;
+        if !shared.connected() {
+            let shared = shared.clone();
+            tokio::spawn(async move { shared.connect().await });
+            return None;
+        }
+        Some(shared)
+    }
+
+    /// Checks the per-IP budget of a request whose credentials were refused: through Redis
+    /// when the limits are shared, else (or when Redis fails) in this replica's memory.
+    pub async fn check_unauthenticated(&self, ip: &str) -> Applied {
+        let subject = format!("ip:{ip}");
         let quota = u64::from(self.defaults.unauthenticated_per_minute);
-        self.minute_policy(&format!("ip:{ip}"), "unauthenticated", quota, now, true)
+        if let Some(shared) = self.shared_connected() {
+            if let Some(applied) = shared
+                .check_minute(&subject, "unauthenticated", quota)
+                .await
+            {
+                return applied;
+            }
+        }
+        let now = self.origin.elapsed().as_nanos() + MINUTE;
+        self.minute_policy(&subject, "unauthenticated", quota, now, true)
     }
 
     /// Forgets what no longer limits anyone, so rotating client IPs or keys cannot grow the

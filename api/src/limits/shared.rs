@@ -6,6 +6,9 @@
 //! other replicas have stored in PostgreSQL plus this replica's own count: only other
 //! replicas' last two seconds can be missing from it.
 //!
+//! The client IP's budget (`unauthenticated`) is a minute policy alone, decided the same way by
+//! a second script.
+//!
 //! When Redis cannot answer (down, or slower than the timeout), each replica falls back to its
 //! own in-memory limits, so the service stays up and every replica still enforces the limits
 //! on its own (together they may then allow up to one limit per replica); it retries Redis
@@ -59,12 +62,31 @@ end
 return {minute_ok and 1 or 0, remaining, math.floor(pending), daily_ok and 1 or 0, used}
 "#;
 
+/// KEYS: the subject's TAT for the policy. ARGV: quota per minute. Returns: allowed, remaining,
+/// microseconds until reset (or retry). `SCRIPT`'s minute policy alone, for a budget with no
+/// daily quota (the client IP's).
+const MINUTE_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local quota = math.max(tonumber(ARGV[1]), 1)
+local interval = math.max(math.floor(60000000 / quota), 1)
+local window = interval * quota
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local new_tat = math.max(tat, now) + interval
+if new_tat - now <= window then
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', 120000)
+  return {1, math.floor((window - (new_tat - now)) / interval), new_tat - now}
+end
+return {0, 0, new_tat - now - window}
+"#;
+
 const TIMEOUT: Duration = Duration::from_millis(250);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 pub struct SharedLimits {
     client: redis::Client,
     script: redis::Script,
+    minute_script: redis::Script,
     connection: Mutex<Option<ConnectionManager>>,
     /// While set and in the future, Redis is not asked (it failed recently).
     paused_until: Mutex<Option<Instant>>,
@@ -92,6 +114,7 @@ impl SharedLimits {
         Ok(Self {
             client: redis::Client::open(url)?,
             script: redis::Script::new(SCRIPT),
+            minute_script: redis::Script::new(MINUTE_SCRIPT),
             connection: Mutex::new(None),
             paused_until: Mutex::new(None),
             connecting: AtomicBool::new(false),
@@ -117,7 +140,6 @@ impl SharedLimits {
         day: chrono::NaiveDate,
         seconds_to_midnight: u64,
     ) -> Option<Decision> {
-        let mut connection = self.connection()?;
         let mut invocation = self.script.key(format!("herald:rl:{subject}:{name}"));
         invocation
             .key(format!("herald:rl:{subject}:daily:{day}"))
@@ -125,29 +147,46 @@ impl SharedLimits {
             .arg(daily_quota)
             .arg(seed.map_or_else(String::new, |n| n.to_string()))
             .arg(seconds_to_midnight + 3600);
-        let call = invocation.invoke_async::<Vec<i64>>(&mut connection);
-        match tokio::time::timeout(TIMEOUT, call).await {
-            Ok(Ok(reply)) if reply == [-1] => {
+        match self.run::<Vec<i64>>(&invocation).await? {
+            reply if reply == [-1] => Some(Decision::NeedsSeed),
+            reply if reply.len() == 5 => Some(Decision::Decided(SharedVerdict {
+                minute: minute_policy(name, quota, &reply),
+                daily_allowed: reply[3] == 1,
+                used_today: reply[4].max(0) as u64,
+            })),
+            _ => self.failed("unexpected reply from the rate-limit script"),
+        }
+    }
+
+    /// Decides one request against a minute policy alone; `None` when Redis could not.
+    pub async fn check_minute(
+        &self,
+        subject: &str,
+        name: &'static str,
+        quota: u64,
+    ) -> Option<Applied> {
+        let mut invocation = self
+            .minute_script
+            .key(format!("herald:rl:{subject}:{name}"));
+        invocation.arg(quota);
+        match self.run::<Vec<i64>>(&invocation).await? {
+            reply if reply.len() == 3 => Some(minute_policy(name, quota, &reply)),
+            _ => self.failed("unexpected reply from the rate-limit script"),
+        }
+    }
+
+    /// Runs a script in Redis within `TIMEOUT`: its reply, or `None` when Redis could not
+    /// answer (it is then not asked again for a second).
+    pub async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Option<T> {
+        let mut connection = self.connection()?;
+        match tokio::time::timeout(TIMEOUT, invocation.invoke_async(&mut connection)).await {
+            Ok(Ok(reply)) => {
                 self.healthy.store(true, Ordering::Relaxed);
-                Some(Decision::NeedsSeed)
+                Some(reply)
             }
-            Ok(Ok(reply)) if reply.len() == 5 => {
-                self.healthy.store(true, Ordering::Relaxed);
-                let pending_us = reply[2].max(0) as u64;
-                Some(Decision::Decided(SharedVerdict {
-                    minute: Applied {
-                        name,
-                        quota,
-                        window_seconds: 60,
-                        allowed: reply[0] == 1,
-                        remaining: reply[1].max(0) as u64,
-                        reset_seconds: pending_us.div_ceil(1_000_000),
-                    },
-                    daily_allowed: reply[3] == 1,
-                    used_today: reply[4].max(0) as u64,
-                }))
-            }
-            Ok(Ok(_)) => self.failed("unexpected reply from the rate-limit script"),
             Ok(Err(error)) => self.failed(&error.to_string()),
             Err(_) => self.failed("Redis did not answer in time"),
         }
@@ -212,5 +251,18 @@ impl SharedLimits {
     /// Whether a connection exists (the manager reconnects by itself once made).
     pub fn connected(&self) -> bool {
         self.connection.lock().expect("lock").is_some()
+    }
+}
+
+/// The minute policy from a script's first three answers: allowed, remaining, microseconds
+/// until reset (or until one more request is allowed).
+fn minute_policy(name: &'static str, quota: u64, reply: &[i64]) -> Applied {
+    Applied {
+        name,
+        quota,
+        window_seconds: 60,
+        allowed: reply[0] == 1,
+        remaining: reply[1].max(0) as u64,
+        reset_seconds: (reply[2].max(0) as u64).div_ceil(1_000_000),
     }
 }

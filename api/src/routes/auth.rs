@@ -3,7 +3,6 @@
 //! and per email; a wrong password and an unknown email get the same answer.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::Utc;
 use herald_domain::role::AccountRole;
@@ -79,7 +78,7 @@ impl AuthApi {
         let caller = match auth.into_credentials() {
             Some(credentials) => Some(self.state.authenticate(&credentials).await?),
             None => {
-                self.state.spend_anonymous()?;
+                self.state.spend_anonymous().await?;
                 None
             }
         };
@@ -148,7 +147,7 @@ impl AuthApi {
             format!("ip:{}", context.ip.as_deref().unwrap_or("unknown")),
             format!("email:{}", body.email.trim().to_lowercase()),
         ];
-        if let Err(wait) = self.state.login_limiter.attempt(&subjects, Instant::now()) {
+        if let Err(wait) = self.state.login_limiter.attempt(&subjects).await {
             return Err(ApiError::TooManyRequests {
                 detail: "too many login attempts; try again later".into(),
                 retry_after_seconds: wait.as_secs_f64().ceil() as u64,
