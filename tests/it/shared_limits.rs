@@ -131,48 +131,69 @@ async fn two_herald_processes_together_allow_one_limit() {
     assert!(check["checked"].as_i64().unwrap() >= 51, "{check}");
 }
 
-#[tokio::test]
-async fn two_herald_processes_together_allow_one_budget_per_client_ip() {
+/// Two `herald serve` processes on `setup`'s database, sharing their limits through Redis and
+/// trusting the test as a proxy, with one more setting; and a client address of the test's own
+/// (sent as `X-Forwarded-For`), so no other test's or run's refusals share its budgets.
+struct Replicas {
+    _processes: [tokio::process::Child; 2],
+    bases: [String; 2],
+    client_ip: String,
+}
+
+async fn two_replicas_behind_a_proxy(setup: &TestApp, setting: (&str, &str)) -> Replicas {
     let redis = redis_url();
-    let setup = TestApp::spawn().await;
     let env = [
         ("REDIS_URL", redis.as_str()),
-        ("HERALD_RATE_LIMITS__UNAUTHENTICATED_PER_MINUTE", "6"),
         ("HERALD_TRUSTED_PROXIES", "127.0.0.1/32"),
+        setting,
     ];
-    let (_first, first) = herald_serve(&setup.database_url, &env).await;
-    let (_second, second) = herald_serve(&setup.database_url, &env).await;
+    let (first_process, first) = herald_serve(&setup.database_url, &env).await;
+    let (second_process, second) = herald_serve(&setup.database_url, &env).await;
     until_shared(&first).await;
     until_shared(&second).await;
-    // A client address of this test's own (sent through the trusted proxy, the test itself),
-    // so no other test's refusals share its budget in Redis.
     let octets = uuid::Uuid::new_v4().into_bytes();
-    let client_ip = format!("10.{}.{}.{}", octets[0], octets[1], octets[2]);
+    Replicas {
+        _processes: [first_process, second_process],
+        bases: [first, second],
+        client_ip: format!("10.{}.{}.{}", octets[0], octets[1], octets[2]),
+    }
+}
+
+/// How many of `statuses` are 401 and how many 429.
+fn refusals(statuses: &[StatusCode]) -> (usize, usize) {
+    let count = |status| statuses.iter().filter(|s| **s == status).count();
+    (
+        count(StatusCode::UNAUTHORIZED),
+        count(StatusCode::TOO_MANY_REQUESTS),
+    )
+}
+
+#[tokio::test]
+async fn two_herald_processes_together_allow_one_budget_per_client_ip() {
+    let setup = TestApp::spawn().await;
+    let replicas = two_replicas_behind_a_proxy(
+        &setup,
+        ("HERALD_RATE_LIMITS__UNAUTHENTICATED_PER_MINUTE", "6"),
+    )
+    .await;
     let client = crate::support::http_client();
     let mut statuses = Vec::new();
     for i in 0..12 {
-        let base = if i % 2 == 0 { &first } else { &second };
         let response = client
-            .get(format!("{base}/api/v1/jobs"))
+            .get(format!("{}/api/v1/jobs", replicas.bases[i % 2]))
             .header("X-API-Key", "hk_not_a_key")
-            .header("X-Forwarded-For", &client_ip)
+            .header("X-Forwarded-For", &replicas.client_ip)
             .send()
             .await
             .unwrap();
+        statuses.push(response.status());
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
             let body: Value = response.json().await.unwrap();
             assert_eq!(body["violated-policies"], json!(["unauthenticated"]));
-            statuses.push(StatusCode::TOO_MANY_REQUESTS);
-        } else {
-            statuses.push(response.status());
         }
     }
-    let refused = |status| statuses.iter().filter(|s| **s == status).count();
     assert_eq!(
-        (
-            refused(StatusCode::UNAUTHORIZED),
-            refused(StatusCode::TOO_MANY_REQUESTS)
-        ),
+        refusals(&statuses),
         (6, 6),
         "six bad attempts in all, whichever process took them: {statuses:?}"
     );
@@ -180,29 +201,16 @@ async fn two_herald_processes_together_allow_one_budget_per_client_ip() {
 
 #[tokio::test]
 async fn two_herald_processes_together_allow_one_login_budget() {
-    let redis = redis_url();
     let setup = TestApp::spawn().await;
-    let env = [
-        ("REDIS_URL", redis.as_str()),
-        ("HERALD_AUTH__LOGIN_ATTEMPTS", "4"),
-        ("HERALD_TRUSTED_PROXIES", "127.0.0.1/32"),
-    ];
-    let (_first, first) = herald_serve(&setup.database_url, &env).await;
-    let (_second, second) = herald_serve(&setup.database_url, &env).await;
-    until_shared(&first).await;
-    until_shared(&second).await;
-    // An address and an email of this test's own, so no other run's attempts (kept in Redis
-    // for the window) share their budgets.
-    let octets = uuid::Uuid::new_v4().into_bytes();
-    let client_ip = format!("10.{}.{}.{}", octets[0], octets[1], octets[2]);
+    let replicas = two_replicas_behind_a_proxy(&setup, ("HERALD_AUTH__LOGIN_ATTEMPTS", "4")).await;
+    // An email of this test's own too (attempts stay in Redis for the window).
     let email = format!("{}@example.com", uuid::Uuid::new_v4());
     let client = crate::support::http_client();
     let mut statuses = Vec::new();
     for i in 0..8 {
-        let base = if i % 2 == 0 { &first } else { &second };
         let response = client
-            .post(format!("{base}/api/v1/auth/login"))
-            .header("X-Forwarded-For", &client_ip)
+            .post(format!("{}/api/v1/auth/login", replicas.bases[i % 2]))
+            .header("X-Forwarded-For", &replicas.client_ip)
             .json(&json!({"email": email, "password": "not the password"}))
             .send()
             .await
@@ -217,12 +225,8 @@ async fn two_herald_processes_together_allow_one_login_budget() {
             assert!((1..=900).contains(&retry), "{retry}");
         }
     }
-    let counted = |status| statuses.iter().filter(|s| **s == status).count();
     assert_eq!(
-        (
-            counted(StatusCode::UNAUTHORIZED),
-            counted(StatusCode::TOO_MANY_REQUESTS)
-        ),
+        refusals(&statuses),
         (4, 4),
         "four attempts in all, whichever process took them: {statuses:?}"
     );
