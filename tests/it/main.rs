@@ -32,6 +32,7 @@ mod roles;
 mod s3_storage;
 mod security;
 mod security_edge;
+mod shared_budgets;
 mod shared_limits;
 mod streams;
 mod uploads;
