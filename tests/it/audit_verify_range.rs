@@ -56,3 +56,103 @@ async fn a_time_range_is_verified_by_position_so_an_out_of_order_time_is_no_gap(
     let check: Value = app.get(url, &app.admin_key).await.json().await.unwrap();
     assert_eq!(check["first_broken_seq"], late);
 }
+
+/// Writes one record a second from `base`, named `prefix-0`, `prefix-1`, …, in that order.
+async fn write_records(app: &TestApp, base: DateTime<Utc>, prefix: &str, count: i64) {
+    let writer = AuditLog::start(app.pool.clone(), std::time::Duration::ZERO);
+    for n in 0..count {
+        let written = writer
+            .record(record(
+                &format!("{prefix}-{n}"),
+                base + Duration::seconds(n),
+            ))
+            .await;
+        assert!(written);
+    }
+}
+
+#[tokio::test]
+async fn a_range_whose_first_records_were_pruned_is_verified_from_the_anchor() {
+    let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
+    let base = DateTime::parse_from_rfc3339("2021-03-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    write_records(&app, base, "pruned", 5).await;
+    let pruned = audit::prune(&app.pool, base + Duration::milliseconds(1500))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2, "the records at 0 s and 1 s");
+
+    // The range still names its pruned start; what is left links to the anchor.
+    let range = (Some(base), Some(base + Duration::seconds(5)));
+    assert_eq!(
+        audit::verify(&app.pool, range.0, range.1).await.unwrap(),
+        (3, None)
+    );
+    assert_eq!(
+        audit::verify(&app.pool, None, None).await.unwrap(),
+        (3, None)
+    );
+    let url = "/api/v1/audit/verify?from=2021-03-01T00:00:00Z&to=2021-03-01T00:00:05Z";
+    let check: Value = app.get(url, &app.admin_key).await.json().await.unwrap();
+    assert_eq!(
+        (check["ok"].as_bool(), check["checked"].as_i64()),
+        (Some(true), Some(3))
+    );
+
+    // The first record after the anchor is checked against it, not taken on trust.
+    let first: i64 = sqlx::query_scalar(
+        "UPDATE request_log SET status = 404 WHERE request_id = 'range-test-pruned-2' RETURNING seq",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let (_, broken) = audit::verify(&app.pool, range.0, range.1).await.unwrap();
+    assert_eq!(broken.map(|b| b.0), Some(first));
+
+    // Without the anchor, the pruned records read as removed.
+    sqlx::query("DELETE FROM request_log_anchor")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let broken = (1, "records 1 to 2 are missing".to_string());
+    assert_eq!(
+        audit::verify(&app.pool, None, None).await.unwrap(),
+        (0, Some(broken))
+    );
+}
+
+#[tokio::test]
+async fn retention_pruning_while_the_log_is_verified_never_reads_as_a_gap() {
+    let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
+    let base = DateTime::parse_from_rfc3339("2021-04-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let count = 300;
+    write_records(&app, base, "racing", count).await;
+    // Prune the oldest record, one at a time, while verification runs over and over.
+    let pruner = {
+        let pool = app.pool.clone();
+        tokio::spawn(async move {
+            for n in 0..count - 1 {
+                let cutoff = base + Duration::seconds(n) + Duration::milliseconds(500);
+                assert_eq!(audit::prune(&pool, cutoff).await.unwrap(), 1);
+            }
+        })
+    };
+    let mut verified = 0;
+    while !pruner.is_finished() {
+        let (checked, broken) = audit::verify(&app.pool, None, None).await.unwrap();
+        assert_eq!(
+            broken, None,
+            "after {verified} verifications ({checked} records)"
+        );
+        verified += 1;
+    }
+    pruner.await.unwrap();
+    assert!(verified > 1, "verification ran while records were pruned");
+    assert_eq!(
+        audit::verify(&app.pool, None, None).await.unwrap(),
+        (1, None)
+    );
+}

@@ -3,10 +3,11 @@
 //! record's time is stamped when its request ends, its position when its batch is written), so
 //! the range is widened to every record between the first and the last position it names:
 //! nothing inside is skipped, which would read as a missing record. Records are read a page at
-//! a time, so a long log does not have to fit in memory.
+//! a time, so a long log does not have to fit in memory, and all in one snapshot, so that
+//! retention pruning the range's start meanwhile does not read as a missing record either.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::{chain, Record};
 
@@ -21,6 +22,20 @@ pub async fn verify(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> sqlx::Result<(usize, Option<(i64, String)>)> {
+    let mut snapshot = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *snapshot)
+        .await?;
+    let verdict = verify_in(&mut snapshot, from, to).await?;
+    snapshot.commit().await?;
+    Ok(verdict)
+}
+
+async fn verify_in(
+    db: &mut PgConnection,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> sqlx::Result<(usize, Option<(i64, String)>)> {
     let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
         "SELECT min(seq), max(seq) FROM request_log \
           WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) \
@@ -28,7 +43,7 @@ pub async fn verify(
     )
     .bind(from)
     .bind(to)
-    .fetch_one(pool)
+    .fetch_one(&mut *db)
     .await?;
     let (Some(first), Some(last)) = (first, last) else {
         return Ok((0, None));
@@ -41,7 +56,7 @@ pub async fn verify(
           ORDER BY seq DESC LIMIT 1",
     )
     .bind(first)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *db)
     .await?;
     let (mut prev_seq, mut prev_hash) = match before {
         Some(before) => before,
@@ -50,7 +65,7 @@ pub async fn verify(
         None => {
             return Ok((
                 0,
-                Some((1, "the records before this one are missing".into())),
+                Some((1, format!("records 1 to {} are missing", first - 1))),
             ))
         }
     };
@@ -62,7 +77,7 @@ pub async fn verify(
         .bind(prev_seq)
         .bind(last)
         .bind(PAGE)
-        .fetch_all(pool)
+        .fetch_all(&mut *db)
         .await?;
         let Some(end) = page.last() else { break };
         checked += page.len();
