@@ -77,7 +77,7 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
     let interval = Duration::from_millis(state.config.jobs.reconcile_interval_ms);
     tracker.spawn(LeaseReconciler::new(state.clone()).run(interval, cancel.clone()));
     if state.audit.is_some() {
-        tracker.spawn(crate::audit::usage::count_periodically(
+        tracker.spawn(herald_projections::usage_count::count_periodically(
             state.pool.clone(),
             Duration::from_secs(1),
             cancel.clone(),

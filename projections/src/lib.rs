@@ -3,13 +3,16 @@
 //! `runtime` owns the machinery every projection shares (checkpoints, the gap-free page reader,
 //! the advisory lock that keeps one runner per projection across replicas, wake-ups, rebuilds).
 //! Each read model (`jobs`, `projects`, `api_keys`, `users`) owns its table's writes and its queries; no
-//! other crate writes these tables (DESIGN invariant 1). Nothing here makes HTTP calls.
+//! other crate writes these tables (DESIGN invariant 1). The request log's usage counts are a
+//! projection too, of that log rather than of the events: `usage_count` keeps them, `usage`
+//! reads them. Nothing here makes HTTP calls.
 
 pub mod api_keys;
 pub mod jobs;
 pub mod projects;
 pub mod runtime;
 pub mod usage;
+pub mod usage_count;
 pub mod users;
 
 use std::sync::Arc;

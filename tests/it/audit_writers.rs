@@ -5,6 +5,7 @@
 
 use futures::future::join_all;
 use herald_api::audit::{self, AuditLog, Record};
+use herald_projections::usage_count;
 
 use crate::support::TestApp;
 
@@ -92,7 +93,7 @@ async fn forget_counts(app: &TestApp) {
     let mut tx = app.pool.begin().await.unwrap();
     // Taking turns with the server's own counter, as another counter would.
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(audit::usage::COUNTING_LOCK)
+        .bind(usage_count::COUNTING_LOCK)
         .execute(&mut *tx)
         .await
         .unwrap();
@@ -124,10 +125,8 @@ async fn usage_counts_each_record_once_even_when_retention_prunes_it() {
 
     // Two counts at once (two replicas; the server's own counter may run as well) count each
     // record once.
-    let (first, second) = tokio::join!(
-        audit::usage::count(&app.pool),
-        audit::usage::count(&app.pool)
-    );
+    let (first, second) =
+        tokio::join!(usage_count::count(&app.pool), usage_count::count(&app.pool));
     first.unwrap();
     second.unwrap();
     let last = last_seq(&app).await;
@@ -171,7 +170,7 @@ async fn deleting_the_newest_record_is_caught_even_by_a_restarted_writer() {
     for _ in 0..5 {
         app.get("/api/v1/jobs", &app.admin_key).await;
     }
-    audit::usage::count(&app.pool).await.unwrap();
+    usage_count::count(&app.pool).await.unwrap();
     let last = last_seq(&app).await;
     sqlx::query("DELETE FROM request_log WHERE seq = $1")
         .bind(last)

@@ -3,18 +3,18 @@
 //! (`writer`, a thread of its own) gathers the records that arrive meanwhile and commits them in
 //! one statement (group commit), chained (`chain`) onto the log's last record and inserted only
 //! while the log still ends there: one round trip per batch, and replicas still append to one
-//! chain. Usage counts (`usage`) are kept from the log by a background task, off that path;
-//! `verify` recomputes the chain.
+//! chain. Usage counts are kept from the log by a background task, off that path
+//! (`herald_projections::usage_count`); `verify` recomputes the chain.
 
 pub mod chain;
 pub mod export;
 pub mod gather;
-pub mod usage;
 mod verify;
 mod writer;
 
 use std::sync::Arc;
 
+use herald_projections::usage_count;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -68,7 +68,7 @@ impl AuditLog {
 /// chain is verified from. Records are counted into usage first, and only counted ones go.
 /// Returns how many records were removed.
 pub async fn prune(pool: &PgPool, cutoff: chrono::DateTime<chrono::Utc>) -> sqlx::Result<u64> {
-    usage::count(pool).await?;
+    usage_count::count(pool).await?;
     let mut removed = 0;
     loop {
         let deleted = sqlx::query(
