@@ -126,7 +126,10 @@ impl AppState {
         match self.identify(credentials).await {
             Ok(caller) => {
                 let (kind, id) = match &caller.principal {
-                    crate::auth::Principal::Key(id) => ("api_key", id.to_string()),
+                    crate::auth::Principal::Key(id) => {
+                        self.verifier.count_use(id);
+                        ("api_key", id.to_string())
+                    }
                     crate::auth::Principal::User { id, .. } => ("user", id.to_string()),
                 };
                 let project = caller.project_id().map(|p| p.as_uuid());
@@ -134,10 +137,18 @@ impl AppState {
                 self.spend(&caller).await?;
                 Ok(caller)
             }
-            Err(ApiError::Unauthenticated) => Err(self.refuse_unauthenticated().await),
+            Err(refusal) => Err(self.refused(refusal).await),
+        }
+    }
+
+    /// The answer to credentials `identify` refused, spent from the client IP's budget (a 429
+    /// instead once over it).
+    pub(crate) async fn refused(&self, refusal: ApiError) -> ApiError {
+        match refusal {
+            ApiError::Unauthenticated => self.refuse_unauthenticated().await,
             // Refused before anyone is identified (outside a key's IP allowlist, no CSRF
             // token): spent from the client IP's budget like bad credentials.
-            Err(other) => Err(self.spend_anonymous().await.err().unwrap_or(other)),
+            other => self.spend_anonymous().await.err().unwrap_or(other),
         }
     }
 
@@ -181,7 +192,9 @@ impl AppState {
         refusal
     }
 
-    async fn identify(&self, credentials: &Credentials) -> Result<Caller, ApiError> {
+    /// Who the credentials name, checked from the request's client address, without counting
+    /// anything (no key use, no rate limit).
+    pub(crate) async fn identify(&self, credentials: &Credentials) -> Result<Caller, ApiError> {
         match credentials.presented() {
             Presented::Key(key) => self
                 .verifier

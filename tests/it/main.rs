@@ -20,6 +20,7 @@ mod events;
 mod file_docs;
 mod file_removal;
 mod idempotency;
+mod idempotency_screen;
 mod ip_limits;
 mod job_files;
 mod job_lifecycle;

@@ -4,7 +4,9 @@
 //! counted against the client IP's `unauthenticated` budget here, when the edge asks, as is an
 //! open registration without credentials. An idempotent replay is answered by the
 //! `Idempotency-Key` middleware from its store, so its credentials are checked, and the request
-//! counted against the caller's limits, here before the stored answer goes out.
+//! counted against the caller's limits, here before the stored answer goes out. And that
+//! middleware screens a request's credentials before it writes a claim, so a request refused
+//! for them writes nothing.
 
 use poem::http::HeaderMap;
 use poem::{IntoResponse, Response};
@@ -33,16 +35,34 @@ impl AppState {
     /// Authenticates the request an idempotent replay is about to answer, and counts it
     /// against its caller's limits: `Err` is the answer instead (401, 403 or 429).
     pub async fn admit_replay(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let credentials = self.presented(headers).await?;
+        self.authenticate(&credentials)
+            .await
+            .map(drop)
+            .map_err(answer)
+    }
+
+    /// Checks a request's credentials before an `Idempotency-Key` claim is written for it:
+    /// `Err` is the refusal the handler would have given (401 or 403, or 429 once the client
+    /// IP is over its budget, which this spends as the handler would). Accepted credentials are
+    /// not counted here: the handler authenticates the request, and counts it, as usual.
+    pub async fn screen(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let credentials = self.presented(headers).await?;
+        match self.identify(&credentials).await {
+            Ok(_) => Ok(()),
+            Err(refusal) => Err(answer(self.refused(refusal).await)),
+        }
+    }
+
+    /// The credentials a request presents, or the refusal of a request that presents none.
+    async fn presented(&self, headers: &HeaderMap) -> Result<Credentials, Response> {
         let Some(credentials) = Credentials::from_headers(headers) else {
             return Err(self
                 .refuse_anonymous()
                 .await
                 .unwrap_or_else(|| answer(ApiError::Unauthenticated)));
         };
-        self.authenticate(&credentials)
-            .await
-            .map(drop)
-            .map_err(answer)
+        Ok(credentials)
     }
 }
 

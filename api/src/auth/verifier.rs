@@ -2,8 +2,9 @@
 //! in-memory cache (filled from the event store on a miss), compare HMAC-SHA256 digests in
 //! constant time, check revocation, expiry and the IP allowlist. Key events invalidate cache
 //! entries in every replica through `LISTEN herald_keys` (see `changes`); the replica that
-//! handled a change drops its entry at once. Each successful use is counted in
-//! memory and flushed to `api_key_usage` every few seconds.
+//! handled a change drops its entry at once. Each authenticated request counts one use of its
+//! key (`count_use`), in memory, flushed to `api_key_usage` every few seconds; a check alone
+//! (`verify`) counts nothing.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -85,12 +86,15 @@ impl KeyVerifier {
                 .await
                 .ok_or(Refusal::Unauthenticated)?,
         };
+        check(&self.pepper, &token, &key, Utc::now(), client)
+    }
+
+    /// Counts one use of the key `id` (flushed to `api_key_usage` by `flush_usage`).
+    pub fn count_use(&self, id: &KeyId) {
         let now = Utc::now();
-        let caller = check(&self.pepper, &token, &key, now, client)?;
         let mut usage = self.usage.lock().expect("usage lock");
-        let entry = usage.entry(token.id().clone()).or_insert((0, now));
+        let entry = usage.entry(id.clone()).or_insert((0, now));
         *entry = (entry.0 + 1, now);
-        Ok(caller)
     }
 
     /// Puts a key's state in the cache (benchmarks measure verification with a warm cache).
