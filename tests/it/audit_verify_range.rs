@@ -1,7 +1,8 @@
 //! Verifying a time range of the request log: the range is widened to every position between
 //! the first and the last record it names, since positions and times can disagree a little
 //! (replicas stamp a record's time before their batches get positions), and a record inside
-//! that is edited is still caught.
+//! that is edited is still caught. A range whose first records retention pruned is verified
+//! from the anchor, and verification running while the pruner works reads no gap.
 
 use chrono::{DateTime, Duration, Utc};
 use herald_api::audit::{self, AuditLog, Record};

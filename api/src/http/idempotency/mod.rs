@@ -5,11 +5,12 @@
 //! answer (a call abandoned at its timeout, or a server that died) is taken over by the same
 //! request once that call can no longer be running (`abandoned_after`). Keys are scoped to the
 //! credentials presented (a hash of them, never the credentials), up to 255 characters, and
-//! kept for 24 hours (`expiry`). Credentials are checked before a claim is written, so a
-//! request refused for them writes nothing; a 5xx, 401, 403, 409 or 429 answer is not kept
-//! either, so the request can be retried. A replay is authenticated and counted against the caller's rate
-//! limits like any request (`AppState::admit_replay`), and recorded in the project the first
-//! request acted in. `request_hash` owns what makes two requests the same.
+//! kept for 24 hours (`expiry`). Credentials are checked before a claim is written
+//! (`AppState::screen`), so a request refused for them writes nothing; a 5xx, 401, 403, 409 or
+//! 429 answer is not kept either, so the request can be retried. A replay is authenticated and
+//! counted against the caller's rate limits like any request (`AppState::admit_replay`), and
+//! recorded in the project the first request acted in. `request_hash` owns what makes two
+//! requests the same.
 
 mod expiry;
 mod request_hash;
@@ -113,8 +114,8 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
                 )))
             }
         };
-        // Credentials the handler would refuse write no claim (nor is the body
-        // read): the refusal is the answer now.
+        // Credentials the handler would refuse write no claim, nor is the body read: the
+        // refusal is the answer now.
         if let Err(refusal) = self.state.screen(req.headers()).await {
             return Ok(refusal);
         }
