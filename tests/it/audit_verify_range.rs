@@ -15,15 +15,19 @@ fn record(name: &str, occurred_at: DateTime<Utc>) -> Record {
     record_at(format!("range-test-{name}"), occurred_at)
 }
 
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
 #[tokio::test]
 async fn a_time_range_is_verified_by_position_so_an_out_of_order_time_is_no_gap() {
     // No retention: its first run, at start, would prune these records (dated 2020) if it
     // came after the first of them was written.
     let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
     let writer = AuditLog::start(app.pool.clone(), std::time::Duration::ZERO);
-    let base = DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc);
+    let base = utc("2020-01-01T00:00:00Z");
     // Written in this order: `late` was stamped after the range, as a replica that wrote it
     // just before the others' batch would have.
     for (name, offset) in [("a", 0), ("late", 10), ("b", 1), ("c", 2)] {
@@ -75,9 +79,7 @@ async fn write_records(app: &TestApp, base: DateTime<Utc>, prefix: &str, count: 
 #[tokio::test]
 async fn a_range_whose_first_records_were_pruned_is_verified_from_the_anchor() {
     let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
-    let base = DateTime::parse_from_rfc3339("2021-03-01T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc);
+    let base = utc("2021-03-01T00:00:00Z");
     write_records(&app, base, "pruned", 5).await;
     let pruned = audit::prune(&app.pool, base + Duration::milliseconds(1500))
         .await
@@ -126,9 +128,7 @@ async fn a_range_whose_first_records_were_pruned_is_verified_from_the_anchor() {
 #[tokio::test]
 async fn retention_pruning_while_the_log_is_verified_never_reads_as_a_gap() {
     let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
-    let base = DateTime::parse_from_rfc3339("2021-04-01T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc);
+    let base = utc("2021-04-01T00:00:00Z");
     let count = 300;
     write_records(&app, base, "racing", count).await;
     // Prune the oldest record, one at a time, while verification runs over and over.
