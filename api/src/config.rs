@@ -65,7 +65,6 @@ pub struct Config {
 pub struct AuditConfig {
     pub enabled: bool,
     pub retention_days: u32,
-    pub gather_micros: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -268,9 +267,6 @@ impl Config {
         if self.http.request_timeout_seconds == 0 {
             return fail("http.request_timeout_seconds must be positive");
         }
-        if self.audit.gather_micros > 100_000 {
-            return fail("audit.gather_micros must be at most 100000 (0.1 s)");
-        }
         if self.database.max_connections < 2 {
             return fail("database.max_connections must be at least 2");
         }
@@ -368,11 +364,6 @@ mod tests {
         config.jobs.default_lease_seconds = 0;
         let message = config.validate().unwrap_err().to_string();
         assert!(message.contains("jobs.default_lease_seconds"), "{message}");
-
-        let mut config = Config::defaults();
-        config.audit.gather_micros = 100_001;
-        let message = config.validate().unwrap_err().to_string();
-        assert!(message.contains("audit.gather_micros"), "{message}");
     }
 
     #[test]

@@ -109,10 +109,10 @@ impl AppState {
             verifier: Arc::new(KeyVerifier::new(pool.clone(), pepper)),
             login_limiter,
             rate_limiter,
-            audit: config.audit.enabled.then(|| {
-                let gather = Duration::from_micros(config.audit.gather_micros.into());
-                crate::audit::AuditLog::start(pool.clone(), gather)
-            }),
+            audit: config
+                .audit
+                .enabled
+                .then(|| crate::audit::AuditLog::start(pool.clone())),
             storage,
             pool,
             config,

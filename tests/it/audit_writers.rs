@@ -41,10 +41,9 @@ pub(crate) fn record_at(request_id: String, occurred_at: chrono::DateTime<chrono
 #[tokio::test]
 async fn two_writers_appending_at_once_keep_one_chain() {
     let app = TestApp::spawn().await;
-    let gather = std::time::Duration::from_micros(200);
     let writers = [
-        AuditLog::start(app.pool.clone(), gather),
-        AuditLog::start(app.pool.clone(), gather),
+        AuditLog::start(app.pool.clone()),
+        AuditLog::start(app.pool.clone()),
     ];
     // Hold the next position with an uncommitted record, so both writers' first batches wait
     // on it for the same positions; once it is rolled back, one batch takes them and the
@@ -179,7 +178,7 @@ async fn deleting_the_newest_record_is_caught_even_by_a_restarted_writer() {
         .unwrap();
     // A writer that has not seen the log before (a restarted server) appends after the gap
     // instead of reusing the deleted record's position.
-    let writer = AuditLog::start(app.pool.clone(), std::time::Duration::ZERO);
+    let writer = AuditLog::start(app.pool.clone());
     assert!(writer.record(record(0)).await);
     let (_, broken) = audit::verify(&app.pool, None, None).await.unwrap();
     assert_eq!(broken.map(|(seq, _)| seq), Some(last), "reported missing");

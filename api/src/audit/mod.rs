@@ -1,14 +1,13 @@
 //! The request log, the audit trail of every API call. The edge middleware hands each finished
 //! request to `AuditLog::record` and sends the response only once that returns: a single writer
-//! (`writer`, a thread of its own) gathers the records that arrive meanwhile and commits them in
-//! one statement (group commit), chained (`chain`) onto the log's last record and inserted only
-//! while the log still ends there: one round trip per batch, and replicas still append to one
-//! chain. Usage counts are kept from the log by a background task, off that path
-//! (`herald_projections::usage_count`); `verify` recomputes the chain.
+//! (`writer`, a task with a connection of its own) gathers the records that arrive meanwhile
+//! and commits them in one statement (group commit), chained (`chain`) onto the log's last
+//! record and inserted only while the log still ends there: one round trip per batch, and
+//! replicas still append to one chain. Usage counts are kept from the log by a background task,
+//! off that path (`herald_projections::usage_count`); `verify` recomputes the chain.
 
 pub mod chain;
 pub mod export;
-pub mod gather;
 mod verify;
 mod writer;
 
@@ -28,29 +27,15 @@ type Pending = (Record, oneshot::Sender<bool>);
 
 pub struct AuditLog {
     queue: mpsc::Sender<Pending>,
-    gather: Arc<gather::Gather>,
 }
 
 impl AuditLog {
-    /// Starts the writer; it stops when the last `AuditLog` handle is dropped.
-    /// `gather` is the group-commit wait under concurrent load (`audit.gather_micros`), which
-    /// grows with the requests in flight (`gather::Gather`).
-    pub fn start(pool: PgPool, gather: std::time::Duration) -> Arc<Self> {
+    /// Starts the writer on the current runtime; it stops when the last `AuditLog` handle is
+    /// dropped.
+    pub fn start(pool: PgPool) -> Arc<Self> {
         let (queue, incoming) = mpsc::channel(16 * MAX_BATCH);
-        let gather = gather::Gather::new(gather);
-        writer::spawn(pool, gather.clone(), incoming);
-        Arc::new(Self { queue, gather })
-    }
-
-    /// Counts a request that will be recorded as in flight until the guard is dropped (the
-    /// writer's wait grows with the number in flight).
-    pub fn enter(&self) -> gather::InFlight {
-        self.gather.enter()
-    }
-
-    /// Requests in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.gather.in_flight()
+        writer::spawn(pool, incoming);
+        Arc::new(Self { queue })
     }
 
     /// Returns once `record` is committed (true), or when it could not be (false).

@@ -4,40 +4,31 @@
 //! inserts nothing (or the primary key refuses it, when that replica's batch is still in
 //! flight), and the batch is chained again from the stored end.
 //!
-//! The writer runs on a thread of its own with its own connection: woken on the server's
-//! runtime, each commit waited behind the request tasks, and the pool pinged every connection
-//! it handed out. Under concurrent load (the last batch, a moment ago, held more than one
-//! record) it waits before taking a batch, so more records share a commit (`gather`: the wait
-//! grows with the requests in flight); a lone caller's record is written at once. Connecting
-//! and each statement are limited to 10 s, so a hung database answers calls with 503 instead of
-//! holding them, and a commit waits for the local WAL flush even on a cluster that runs
-//! `synchronous_commit=off`. One batch is written at a time: two in flight (the second chained
-//! onto the first) were measured slower on a CPU-bound 2-core machine, since they halve the
-//! batch size (docs/PERFORMANCE.md).
+//! The writer is a task on the server's runtime with a connection of its own (the pool pinged
+//! every connection it handed out). Nobody waits for a batch to fill: a batch is whatever
+//! queued while the previous one was written, so a lone caller's record is written at once.
+//! Under concurrent load (the last batch held more than one record) the writer yields to the
+//! scheduler once before taking a batch, so requests already running can finish and join it;
+//! no timer, as in the event appender (a timed wait on a thread of its own was measured slower
+//! at 32 connections: docs/PERFORMANCE.md). Connecting and each statement are limited to 10 s,
+//! so a hung database answers calls with 503 instead of holding them, and a commit waits for
+//! the local WAL flush even on a cluster that runs `synchronous_commit=off`. One batch is
+//! written at a time: two in flight (the second chained onto the first) were measured slower on
+//! a CPU-bound 2-core machine, since they halve the batch size.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{chain, gather::Gather, Pending, Record, MAX_BATCH};
+use super::{chain, Pending, Record, MAX_BATCH};
 
 /// The end of the chain: sequence number and hash of its last record.
 type Head = (i64, String);
 
-/// Starts the writer thread; it ends when every sender of `incoming` is gone.
-pub(super) fn spawn(pool: PgPool, gather: Arc<Gather>, incoming: mpsc::Receiver<Pending>) {
-    std::thread::Builder::new()
-        .name("herald-audit".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for the request-log writer");
-            runtime.block_on(write_batches(Db { pool, conn: None }, gather, incoming));
-        })
-        .expect("a thread for the request-log writer");
+/// Starts the writer on the current runtime; it ends when every sender of `incoming` is gone.
+pub(super) fn spawn(pool: PgPool, incoming: mpsc::Receiver<Pending>) {
+    tokio::spawn(write_batches(Db { pool, conn: None }, incoming));
 }
 
 /// The writer's connection, opened with the pool's settings and opened again after an error.
@@ -100,22 +91,14 @@ impl Db {
     }
 }
 
-/// A record arriving within this time of the last batch counts as concurrent load.
-const BUSY_WITHIN: Duration = Duration::from_millis(10);
-
-async fn write_batches(mut db: Db, gather: Arc<Gather>, mut incoming: mpsc::Receiver<Pending>) {
+async fn write_batches(mut db: Db, mut incoming: mpsc::Receiver<Pending>) {
     // Where the chain ends, as this writer last left it; `None`: read it from the database.
     let mut head: Option<Head> = None;
-    // When the last batch that held more than one record was written: requests are arriving
-    // concurrently if that was a moment ago.
-    let mut last_shared: Option<Instant> = None;
+    // Whether the last batch held more than one record: requests are arriving concurrently.
+    let mut busy = false;
     while let Some(first) = incoming.recv().await {
-        let busy = last_shared.is_some_and(|at| at.elapsed() < BUSY_WITHIN);
-        let wait = gather.wait();
-        if busy && !wait.is_zero() {
-            // A blocking sleep on purpose: this thread has nothing else to do meanwhile, and
-            // Tokio's timers cannot wait less than a millisecond.
-            std::thread::sleep(wait);
+        if busy {
+            tokio::task::yield_now().await;
         }
         let mut pending = vec![first];
         while pending.len() < MAX_BATCH {
@@ -124,11 +107,10 @@ async fn write_batches(mut db: Db, gather: Arc<Gather>, mut incoming: mpsc::Rece
                 Err(_) => break,
             }
         }
-        let shared = pending.len() > 1;
+        busy = pending.len() > 1;
         let (mut records, acks): (Vec<Record>, Vec<oneshot::Sender<bool>>) =
             pending.into_iter().unzip();
         let committed = append(&mut db, &mut records, &mut head).await;
-        last_shared = shared.then(Instant::now);
         for ack in acks {
             let _ = ack.send(committed);
         }

@@ -125,9 +125,6 @@ impl<E: Endpoint> EdgeInner<E> {
         let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let audit = self.audit.as_ref().filter(|_| path.starts_with("/api/"));
-        // A recorded call whose body has arrived is in flight until the call ends (the
-        // request-log writer waits longer with more in flight); uploads are never counted.
-        let in_flight = std::sync::OnceLock::new();
         let context = RequestContext {
             request_id: request_id.clone(),
             ip: client_ip(peer, forwarded.as_deref(), &self.trusted_proxies)
@@ -195,9 +192,6 @@ impl<E: Endpoint> EdgeInner<E> {
                     Ok(Err(refused)) => return self.spend_ip_budget(refused).await,
                     Ok(Ok(())) => {}
                 }
-                if let (Some(audit), None) = (audit, streamed) {
-                    in_flight.get_or_init(|| audit.enter());
-                }
                 // A handler that panics is answered (500) and recorded like any failure.
                 let call = std::panic::AssertUnwindSafe(self.inner.call(req)).catch_unwind();
                 let answer = tokio::time::timeout_at(deadline, call).await;
@@ -249,7 +243,6 @@ impl<E: Endpoint> EdgeInner<E> {
         if let Some(headers) = &rate {
             headers.apply(&mut response);
         }
-        drop(in_flight);
         tracing::info!(
             http.method = %method,
             http.path = %path,
