@@ -53,9 +53,12 @@ else
   target=(-s bench/post_job.lua "$base/api/v1/jobs")
 fi
 
-# CPU ticks (1/100 s) of every process with each name, and the machine's idle ticks.
+# CPU ticks (1/100 s) of every process with each name, and the machine's idle ticks. The server
+# is found by its binary's name (as the kernel keeps it, at most 15 characters), so a
+# BENCH_BINARY called something other than herald is still counted.
+server_name=$(basename "$herald"); server_name=${server_name:0:15}
 ticks() {
-  for name in herald postgres wrk; do
+  for name in "$server_name" postgres wrk; do
     local sum=0
     for pid in $(pgrep -x "$name"); do
       read -r user system < <(awk '{print $14, $15}' "/proc/$pid/stat" 2>/dev/null || echo "0 0")
