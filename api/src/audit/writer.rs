@@ -4,8 +4,8 @@
 //! inserts nothing (or the primary key refuses it, when that replica's batch is still in
 //! flight), and the batch is chained again from the stored end.
 //!
-//! The writer is a task on the server's runtime with a connection of its own (the pool pinged
-//! every connection it handed out). Nobody waits for a batch to fill: a batch is whatever
+//! The writer is a task on the server's runtime with a connection of its own, opened with the
+//! stricter settings `connect` describes. Nobody waits for a batch to fill: a batch is whatever
 //! queued while the previous one was written, so a lone caller's record is written at once.
 //! Under concurrent load (the last batch held more than one record) the writer yields to the
 //! scheduler once before taking a batch, so requests already running can finish and join it;
