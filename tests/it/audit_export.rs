@@ -1,5 +1,5 @@
-//! Exporting the request log (NDJSON and CSV, streamed, limited to the caller's projects) and
-//! retention: pruning the oldest records leaves a chain that still verifies from its anchor
+//! Exporting the request log (NDJSON and CSV, streamed, limited to the caller's projects,
+//! ending where the log ended when the export began) and retention: pruning the oldest records leaves a chain that still verifies from its anchor
 //! and still catches a record removed afterwards.
 
 use reqwest::StatusCode;
@@ -190,4 +190,67 @@ async fn pruning_keeps_the_chain_verifiable_from_its_anchor() {
         first_kept + 2,
         "the missing record"
     );
+}
+
+/// Appends `count` copies of the log's last record after it, straight in SQL (the chain is not
+/// what this looks at), and returns the new last sequence number.
+async fn append_copies(app: &TestApp, count: i64) -> i64 {
+    sqlx::query_scalar(
+        "WITH last AS (SELECT * FROM request_log ORDER BY seq DESC LIMIT 1), \
+         added AS (INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, \
+              project_id, route, method, path, status, latency_us, request_bytes, \
+              response_bytes, client_ip, user_agent, outcome, error_code, hash) \
+            SELECT last.seq + n, occurred_at, request_id, actor_type, actor_id, project_id, \
+                   route, method, path, status, latency_us, request_bytes, response_bytes, \
+                   client_ip, user_agent, outcome, error_code, hash \
+              FROM last, generate_series(1, $1) n RETURNING seq) \
+         SELECT max(seq) FROM added",
+    )
+    .bind(count)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_export_ends_where_the_log_ended_when_it_began() {
+    let app = TestApp::spawn().await;
+    app.get("/api/v1/jobs", &app.admin_key).await;
+    // Fifty pages, far more than the sockets between server and client can buffer, so the
+    // server is still reading pages when more records arrive.
+    let filled = append_copies(&app, 50_000).await;
+    let mut response = app
+        .request(
+            reqwest::Method::GET,
+            "/api/v1/audit/requests/export",
+            &app.admin_key,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.chunk().await.unwrap().unwrap().to_vec();
+    let later = append_copies(&app, 5_000).await;
+    assert!(later > filled + 1);
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    let seqs: Vec<i64> = String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    // Everything up to the export's own record (committed before its first byte), in order,
+    // and nothing appended after it began.
+    assert_eq!(seqs.first(), Some(&1));
+    assert_eq!(
+        seqs.last(),
+        Some(&(filled + 1)),
+        "ends at the export's own record"
+    );
+    assert!(seqs.windows(2).all(|w| w[0] + 1 == w[1]), "no gap");
 }

@@ -1,6 +1,8 @@
 //! Streaming the request log out, as NDJSON (one JSON record per line) or CSV, oldest first.
 //! Pages of a thousand records are read one after another by sequence number, so an export of
-//! any size holds one page in memory and no connection between pages.
+//! any size holds one page in memory and no connection between pages. An export ends where the
+//! log ended when its first page was read: records appended while it streams (on a busy server,
+//! possibly faster than it streams) are left to the next export, so every export ends.
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
@@ -55,19 +57,26 @@ pub fn stream(
     format: Format,
 ) -> impl Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
     let header = (format == Format::Csv).then(|| (COLUMNS.join(",") + "\n").into_bytes());
-    let pages = futures::stream::try_unfold(Some(0_i64), move |after| {
+    // The state: the last sequence number exported and the log's end when the export began
+    // (`None` before the first page); `None` when done.
+    let pages = futures::stream::try_unfold(Some((0_i64, None)), move |state| {
         let (pool, range) = (pool.clone(), range.clone());
         async move {
-            let Some(after) = after else {
+            let Some((after, end)) = state else {
                 return Ok(None);
             };
-            let records = page(&pool, &range, after)
+            let end = match end {
+                Some(end) => end,
+                None => log_end(&pool).await.map_err(std::io::Error::other)?,
+            };
+            let records = page(&pool, &range, after, end)
                 .await
                 .map_err(std::io::Error::other)?;
             if records.is_empty() {
                 return Ok(None);
             }
-            let next = (records.len() as i64 == PAGE).then(|| records.last().map(|r| r.seq));
+            let next =
+                (records.len() as i64 == PAGE).then(|| records.last().map(|r| (r.seq, Some(end))));
             let mut out = Vec::new();
             for record in &records {
                 match format {
@@ -84,13 +93,21 @@ pub fn stream(
     futures::StreamExt::chain(futures::stream::iter(header.map(Ok)), pages)
 }
 
-async fn page(pool: &PgPool, range: &Range, after: i64) -> sqlx::Result<Vec<Record>> {
+/// The sequence number of the log's last record (0 when it has none).
+async fn log_end(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM request_log")
+        .fetch_one(pool)
+        .await
+}
+
+/// Up to `PAGE` records in `range` after `after`, up to `end`.
+async fn page(pool: &PgPool, range: &Range, after: i64, end: i64) -> sqlx::Result<Vec<Record>> {
     sqlx::query_as(
         "SELECT r.*, \
                 coalesce((SELECT p.hash FROM request_log p WHERE p.seq = r.seq - 1), \
                          (SELECT a.hash FROM request_log_anchor a WHERE a.seq = r.seq - 1), \
                          CASE WHEN r.seq = 1 THEN repeat('0', 64) END, '') AS prev_hash \
-           FROM request_log r WHERE seq > $1 \
+           FROM request_log r WHERE seq > $1 AND seq <= $6 \
            AND ($2::timestamptz IS NULL OR occurred_at >= $2) \
            AND ($3::timestamptz IS NULL OR occurred_at < $3) \
            AND ($4::uuid[] IS NULL OR project_id = ANY($4)) ORDER BY seq LIMIT $5",
@@ -100,6 +117,7 @@ async fn page(pool: &PgPool, range: &Range, after: i64) -> sqlx::Result<Vec<Reco
     .bind(range.to)
     .bind(range.projects.clone())
     .bind(PAGE)
+    .bind(end)
     .fetch_all(pool)
     .await
 }

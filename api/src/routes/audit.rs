@@ -176,8 +176,9 @@ impl AuditApi {
     /// Export recorded API calls
     ///
     /// Streams every record with `from <= occurred_at < to` (everything by default), oldest
-    /// first, as NDJSON (default) or CSV (`format=csv`). Scope `audit:read`; a project key
-    /// exports its project's records.
+    /// first, as NDJSON (default) or CSV (`format=csv`), up to where the log ended when the
+    /// export began (records appended meanwhile are left to the next export). Scope
+    /// `audit:read`; a project key exports its project's records.
     #[oai(
         path = "/audit/requests/export",
         method = "get",
