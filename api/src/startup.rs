@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http::context::Edge;
+use crate::http::route_templates::RouteTemplates;
 use crate::routes;
 use crate::state::AppState;
 
@@ -149,6 +150,7 @@ pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
         trusted_proxies: state.config.trusted_proxy_nets().unwrap_or_default(),
         audit: state.audit.clone(),
         state: state.clone(),
+        routes: Arc::new(RouteTemplates::from_openapi(&api.spec())),
     };
     // Explicit origins only: poem's `Cors::new()` alone would allow every origin.
     let origins = &state.config.cors_allowed_origins;

@@ -45,7 +45,7 @@ pub async fn usage(
            FROM counts \
           WHERE hour >= date_trunc($3, $1, 'UTC') AND hour < $2 \
             AND ($4::text IS NULL OR actor_id = $4) AND ($5::uuid[] IS NULL OR project_id = ANY($5)) \
-          GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 3, 5, 6, 7",
+          GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 3, 2, 4, 5, 6, 7",
     )
     .bind(from)
     .bind(to)

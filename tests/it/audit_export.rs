@@ -8,6 +8,8 @@ use serde_json::Value;
 use crate::support::TestApp;
 
 const AGENT: &str = "agent, \"quoted\"";
+/// A user agent a spreadsheet would run as a formula.
+const FORMULA: &str = "=HYPERLINK(\"http://example.invalid\")";
 
 async fn export(app: &TestApp, key: &str, query: &str) -> (String, String, String) {
     let response = app
@@ -46,6 +48,13 @@ async fn the_request_log_exports_as_ndjson_and_csv_within_the_callers_projects()
         assert_eq!(response.status(), StatusCode::OK);
     }
     app.get("/api/v1/jobs", "hrld_live_nope").await;
+    let formula = app
+        .request(reqwest::Method::GET, "/api/v1/jobs", &key)
+        .header("user-agent", FORMULA)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(formula.status(), StatusCode::OK);
 
     let before = record_count(&app).await;
     let (content_type, disposition, body) = export(&app, &app.admin_key, "").await;
@@ -100,6 +109,12 @@ async fn the_request_log_exports_as_ndjson_and_csv_within_the_callers_projects()
         csv.contains("\"agent, \"\"quoted\"\"\""),
         "the user agent is quoted"
     );
+    // A formula is defused for spreadsheets in CSV, and exported as recorded in NDJSON.
+    assert!(
+        csv.contains("\"'=HYPERLINK(\"\"http://example.invalid\"\")\""),
+        "{csv}"
+    );
+    assert!(lines.iter().any(|l| l["user_agent"] == FORMULA));
 
     // The project's key exports its own project's records only.
     let (_, _, own) = export(&app, &key, "?format=ndjson").await;
@@ -107,7 +122,7 @@ async fn the_request_log_exports_as_ndjson_and_csv_within_the_callers_projects()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(own.len() >= 3);
+    assert!(own.len() >= 4);
     assert!(own
         .iter()
         .all(|r| r["project_id"] == project.to_string().as_str()));

@@ -48,8 +48,13 @@ pub async fn execute(
         load(state, caller, id).await?;
     }
     let retry = command.retry_on_conflict();
+    // The command acts in the job's project: the request log records it there (a member's
+    // role in it was checked above).
     let visible = |job: &Job| match job.state() {
-        Some(state) if caller.can_see(state.project_id) => Ok(()),
+        Some(state) if caller.can_see(state.project_id) => {
+            crate::http::context::note_project(state.project_id.as_uuid());
+            Ok(())
+        }
         _ => Err(JobError::NotFound),
     };
     let committed = state

@@ -123,25 +123,28 @@ async fn page(pool: &PgPool, range: &Range, after: i64, end: i64) -> sqlx::Resul
 }
 
 fn csv_line(r: &Record) -> String {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    // Text a caller chose (its request id, user agent, path) is defused; numbers are not, so
+    // the -1 of an unknown size stays a number.
+    let text = |v: &str| defused(v).into_owned();
+    let opt = |v: &Option<String>| text(v.as_deref().unwrap_or_default());
     let fields = [
         r.seq.to_string(),
         r.occurred_at
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        r.request_id.clone(),
+        text(&r.request_id),
         opt(&r.actor_type),
         opt(&r.actor_id),
         r.project_id.map(|p| p.to_string()).unwrap_or_default(),
-        r.route.clone(),
-        r.method.clone(),
-        r.path.clone(),
+        text(&r.route),
+        text(&r.method),
+        text(&r.path),
         r.status.to_string(),
         r.latency_us.to_string(),
         r.request_bytes.to_string(),
         r.response_bytes.to_string(),
         opt(&r.client_ip),
         opt(&r.user_agent),
-        r.outcome.clone(),
+        text(&r.outcome),
         opt(&r.error_code),
         r.prev_hash.clone(),
         r.hash.clone(),
@@ -155,6 +158,18 @@ fn csv_line(r: &Record) -> String {
     line
 }
 
+/// A text cell a spreadsheet would run as a formula (it starts with `=`, `+`, `-`, `@`, a tab
+/// or a carriage return) gets a leading `'`, which spreadsheets show as text: a user agent of
+/// `=HYPERLINK(…)` must not become a live link in an auditor's sheet. NDJSON keeps every value
+/// as recorded.
+fn defused(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}").into()
+    } else {
+        value.into()
+    }
+}
+
 /// RFC 4180: a field with a comma, quote or line break is quoted, its quotes doubled.
 fn csv_field(value: &str) -> String {
     if value.contains([',', '"', '\n', '\r']) {
@@ -166,7 +181,21 @@ fn csv_field(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::csv_field;
+    use super::{csv_field, defused};
+
+    #[test]
+    fn text_a_spreadsheet_would_run_is_defused() {
+        assert_eq!(
+            defused("=HYPERLINK(\"http://x\")"),
+            "'=HYPERLINK(\"http://x\")"
+        );
+        assert_eq!(defused("+1"), "'+1");
+        assert_eq!(defused("-cmd"), "'-cmd");
+        assert_eq!(defused("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(defused("\tx"), "'\tx");
+        assert_eq!(defused("curl/8.5"), "curl/8.5");
+        assert_eq!(defused("/api/v1/jobs"), "/api/v1/jobs");
+    }
 
     #[test]
     fn fields_with_separators_or_quotes_are_quoted() {

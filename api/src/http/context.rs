@@ -29,6 +29,7 @@ use super::edge_problems::{
 };
 use super::headers::security_headers;
 use super::problem::Problem;
+use super::route_templates::RouteTemplates;
 use super::streamed_body::{limit_streamed, StreamedLimits};
 
 use super::request_context::REQUEST;
@@ -48,6 +49,8 @@ pub struct Edge {
     /// The IP budget that refusals made before any handler spend, and the tracker of the
     /// calls in progress.
     pub state: Arc<crate::state::AppState>,
+    /// The API's route templates, which records name.
+    pub routes: Arc<RouteTemplates>,
 }
 
 impl<E: Endpoint + 'static> Middleware<E> for Edge {
@@ -62,6 +65,7 @@ impl<E: Endpoint + 'static> Middleware<E> for Edge {
             trusted_proxies: self.trusted_proxies.clone(),
             audit: self.audit.clone(),
             state: self.state.clone(),
+            routes: self.routes.clone(),
         }))
     }
 }
@@ -98,6 +102,7 @@ struct EdgeInner<E> {
     trusted_proxies: Vec<IpNet>,
     audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
     state: Arc<crate::state::AppState>,
+    routes: Arc<RouteTemplates>,
 }
 
 fn incoming_request_id(req: &Request) -> Option<String> {
@@ -230,6 +235,7 @@ impl<E: Endpoint> EdgeInner<E> {
                 request_id: &request_id,
                 method: method.as_str(),
                 path: &path,
+                route: self.routes.route_of(&path),
                 started,
                 client_ip: context_ip,
                 user_agent,

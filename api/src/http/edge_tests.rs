@@ -27,6 +27,7 @@ fn edge() -> Edge {
         trusted_proxies: Vec::new(),
         audit: None,
         state: crate::offline_state(),
+        routes: Default::default(),
     }
 }
 

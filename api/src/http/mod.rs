@@ -15,4 +15,5 @@ pub mod payloads;
 pub mod problem;
 pub mod request_context;
 pub mod request_log;
+pub mod route_templates;
 pub mod streamed_body;

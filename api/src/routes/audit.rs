@@ -13,6 +13,7 @@ use poem_openapi::payload::{Binary, Response};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
+use super::audit_filters;
 use super::ApiTags;
 use crate::audit::{export, Record};
 use crate::auth::Credentials;
@@ -35,7 +36,8 @@ pub struct RequestRecord {
     pub actor_type: Option<String>,
     pub actor_id: Option<String>,
     pub project_id: Option<Uuid>,
-    /// The path with ids folded to `{id}`.
+    /// The route template that served the call (`/api/v1/jobs/{id}`), or `unmatched` for a
+    /// path no route serves.
     pub route: String,
     pub method: String,
     /// The path, without its query string.
@@ -133,13 +135,18 @@ impl AuditApi {
         let caller = self.state.authorize(&auth, Scope::AuditRead).await?;
         let limit = cursor::limit(limit.0)?;
         let before: Option<i64> = cursor.0.as_deref().map(cursor::decode).transpose()?;
-        let actor = match (key_id.0, user_id.0) {
+        audit_filters::list(method.0.as_deref(), status.0, outcome.0.as_deref())?;
+        audit_filters::range(from.0, to.0)?;
+        // A key's records or a user's: an id names one kind of actor only.
+        let (actor_type, actor) = match (key_id.0, user_id.0) {
             (Some(_), Some(_)) => {
                 return Err(
                     ApiError::field("user_id", "give `key_id` or `user_id`, not both").into(),
                 )
             }
-            (key, user) => key.or(user),
+            (Some(key), None) => (Some("api_key"), Some(key)),
+            (None, Some(user)) => (Some("user"), Some(user)),
+            (None, None) => (None, None),
         };
         let mut rows: Vec<Record> = sqlx::query_as(
             "SELECT * FROM request_log WHERE ($1::text IS NULL OR actor_id = $1) \
@@ -147,7 +154,8 @@ impl AuditApi {
                AND ($4::text IS NULL OR method = upper($4)) AND ($5::int IS NULL OR status = $5) \
                AND ($6::text IS NULL OR outcome = $6) AND ($7::timestamptz IS NULL OR occurred_at >= $7) \
                AND ($8::timestamptz IS NULL OR occurred_at < $8) AND ($9::bigint IS NULL OR seq < $9) \
-               AND ($10::uuid[] IS NULL OR project_id = ANY($10)) ORDER BY seq DESC LIMIT $11",
+               AND ($10::uuid[] IS NULL OR project_id = ANY($10)) \
+               AND ($12::text IS NULL OR actor_type = $12) ORDER BY seq DESC LIMIT $11",
         )
         .bind(actor)
         .bind(project.0)
@@ -160,6 +168,7 @@ impl AuditApi {
         .bind(before)
         .bind(caller.visible_projects())
         .bind(limit + 1)
+        .bind(actor_type)
         .fetch_all(&self.state.pool)
         .await?;
         let has_more = cursor::page(&mut rows, limit);
@@ -197,6 +206,7 @@ impl AuditApi {
             Some("csv") => (export::Format::Csv, "text/csv; charset=utf-8", "csv"),
             Some(_) => return Err(ApiError::field("format", "must be `ndjson` or `csv`").into()),
         };
+        audit_filters::range(from.0, to.0)?;
         let range = export::Range {
             from: from.0,
             to: to.0,

@@ -5,6 +5,7 @@
 mod admin;
 mod api_keys;
 mod audit;
+mod audit_filters;
 mod auth;
 mod deliveries;
 mod downloads;

@@ -32,12 +32,16 @@ fn route_group(route: &str) -> String {
         .to_owned()
 }
 
-/// Folds the rows of one bucket and caller into one entry.
+/// Folds the rows of one bucket, caller and project into one entry (the rows come ordered by
+/// all three, so each entry's rows are adjacent).
 fn buckets(rows: Vec<UsageRow>) -> Vec<UsageBucket> {
     let mut out: Vec<UsageBucket> = Vec::new();
     for row in rows {
         let same = out.last().is_some_and(|b| {
-            b.start == row.bucket && b.actor_id == row.actor_id && b.project_id == row.project_id
+            b.start == row.bucket
+                && b.actor_id == row.actor_id
+                && b.actor_type == row.actor_type
+                && b.project_id == row.project_id
         });
         if !same {
             out.push(UsageBucket {

@@ -7,7 +7,7 @@ use herald_projections::usage::{JobStats, SecurityStats};
 use poem_openapi::Object;
 use uuid::Uuid;
 
-/// One caller's requests in one bucket.
+/// One caller's requests in one project (or none) and one bucket.
 #[derive(Debug, Object)]
 pub struct UsageBucket {
     /// Start of the hour or day (UTC).
@@ -17,7 +17,8 @@ pub struct UsageBucket {
     pub actor_id: Option<String>,
     pub project_id: Option<Uuid>,
     pub requests: i64,
-    /// Requests per resource (`jobs`, `api-keys`, `webhooks`, ...).
+    /// Requests per resource (`jobs`, `api-keys`, `webhooks`, ...; `other`: paths no route
+    /// serves).
     pub by_route_group: BTreeMap<String, i64>,
     /// Requests per status class (`2xx`, `4xx`, ...; `replayed`: answers an
     /// `Idempotency-Key` replayed from its store).

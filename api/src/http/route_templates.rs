@@ -1,0 +1,167 @@
+//! The route templates a request log record names: the API's own paths as its OpenAPI document
+//! lists them (`/api/v1/jobs/{id}/cancel`), matched segment by segment against the path a call
+//! asked for. A path no route serves is recorded as `unmatched`, so whatever a caller puts in a
+//! path (a scanner's guesses, say) stays in the record's `path`, which retention prunes, and
+//! never becomes a route of its own in the usage counts, which are kept.
+
+use std::collections::HashMap;
+
+/// The route recorded for a path that no template matches.
+pub const UNMATCHED: &str = "unmatched";
+
+/// One segment of a template: a fixed word, or a parameter that matches any segment.
+#[derive(Debug)]
+enum Segment {
+    Fixed(String),
+    Parameter,
+}
+
+#[derive(Debug)]
+struct Template {
+    route: String,
+    segments: Vec<Segment>,
+    /// How many segments are fixed: where two templates match, the more specific one wins.
+    fixed: usize,
+}
+
+impl Template {
+    fn new(route: &str) -> Self {
+        let segments: Vec<Segment> = route
+            .split('/')
+            .map(|s| match s.starts_with('{') && s.ends_with('}') {
+                true => Segment::Parameter,
+                false => Segment::Fixed(s.to_owned()),
+            })
+            .collect();
+        let fixed = segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Fixed(_)))
+            .count();
+        Template {
+            route: route.to_owned(),
+            segments,
+            fixed,
+        }
+    }
+
+    fn matches(&self, parts: &[&str]) -> bool {
+        self.segments
+            .iter()
+            .zip(parts)
+            .all(|(segment, part)| match segment {
+                Segment::Fixed(word) => word == part,
+                Segment::Parameter => !part.is_empty(),
+            })
+    }
+}
+
+/// The API's route templates, by their number of segments.
+#[derive(Debug, Default)]
+pub struct RouteTemplates {
+    by_length: HashMap<usize, Vec<Template>>,
+}
+
+impl RouteTemplates {
+    pub fn new<'a>(routes: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut by_length: HashMap<usize, Vec<Template>> = HashMap::new();
+        for route in routes {
+            let template = Template::new(route);
+            by_length
+                .entry(template.segments.len())
+                .or_default()
+                .push(template);
+        }
+        for templates in by_length.values_mut() {
+            templates.sort_by_key(|t| std::cmp::Reverse(t.fixed));
+        }
+        RouteTemplates { by_length }
+    }
+
+    /// The paths of an OpenAPI document (JSON), as `routes::service(…).spec()` writes it.
+    pub fn from_openapi(document: &str) -> Self {
+        let document: serde_json::Value =
+            serde_json::from_str(document).expect("the API's own OpenAPI document is JSON");
+        let paths = document["paths"]
+            .as_object()
+            .expect("an OpenAPI document has paths");
+        Self::new(paths.keys().map(String::as_str))
+    }
+
+    /// The template that serves `path` (the most specific, if several match), or `UNMATCHED`.
+    pub fn route_of(&self, path: &str) -> &str {
+        let parts: Vec<&str> = path.split('/').collect();
+        self.by_length
+            .get(&parts.len())
+            .and_then(|templates| templates.iter().find(|t| t.matches(&parts)))
+            .map_or(UNMATCHED, |t| t.route.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn templates() -> RouteTemplates {
+        RouteTemplates::new([
+            "/api/v1/jobs",
+            "/api/v1/jobs/{id}",
+            "/api/v1/jobs/{id}/cancel",
+            "/api/v1/events/{id}",
+            "/api/v1/events/stream",
+            "/api/v1/projects/{id}/members/{user_id}",
+        ])
+    }
+
+    #[test]
+    fn a_path_is_recorded_as_the_template_that_serves_it() {
+        let routes = templates();
+        assert_eq!(routes.route_of("/api/v1/jobs"), "/api/v1/jobs");
+        assert_eq!(
+            routes.route_of("/api/v1/jobs/01935a3e-0000-7000-8000-0000000000a1/cancel"),
+            "/api/v1/jobs/{id}/cancel"
+        );
+        // Whatever the id looks like: a malformed one is still this route's call.
+        assert_eq!(
+            routes.route_of("/api/v1/jobs/not-an-id"),
+            "/api/v1/jobs/{id}"
+        );
+        assert_eq!(
+            routes.route_of("/api/v1/projects/p/members/u"),
+            "/api/v1/projects/{id}/members/{user_id}"
+        );
+        // A fixed segment wins over a parameter in the same place.
+        assert_eq!(
+            routes.route_of("/api/v1/events/stream"),
+            "/api/v1/events/stream"
+        );
+        assert_eq!(routes.route_of("/api/v1/events/e1"), "/api/v1/events/{id}");
+    }
+
+    #[test]
+    fn a_path_no_route_serves_is_unmatched() {
+        let routes = templates();
+        for path in [
+            "/api/v1/wp-login.php",
+            "/api/v1/jobs/",
+            "/api/v1/jobs/x/y/z",
+            "/api/v1/jobs//cancel",
+            "/api/v2/jobs",
+        ] {
+            assert_eq!(routes.route_of(path), UNMATCHED, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_templates_come_from_the_openapi_document() {
+        let routes = RouteTemplates::from_openapi(&crate::openapi_document());
+        assert_eq!(
+            routes.route_of("/api/v1/webhooks/w/deliveries/d/resend"),
+            "/api/v1/webhooks/{id}/deliveries/{delivery_id}/resend"
+        );
+        assert_eq!(
+            routes.route_of("/api/v1/event-types"),
+            "/api/v1/event-types"
+        );
+        assert_eq!(routes.route_of("/api/v1/nothing-here"), UNMATCHED);
+    }
+}

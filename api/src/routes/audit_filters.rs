@@ -1,0 +1,79 @@
+//! Checks the request log's list and export filters before anything is read: a value no record
+//! can hold (an outcome or method that does not exist, a status outside 100–599, a range that
+//! ends before it starts) is a mistake the caller should hear about, not an empty page.
+
+use chrono::{DateTime, Utc};
+
+use crate::http::problem::ApiError;
+
+/// The outcomes a record can have.
+pub const OUTCOMES: [&str; 6] = [
+    "success",
+    "client_error",
+    "denied",
+    "rate_limited",
+    "server_error",
+    "replayed",
+];
+
+/// The methods the API serves (a filter is compared in upper case).
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// The time range: `from` must not come after `to`.
+pub fn range(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<(), ApiError> {
+    match (from, to) {
+        (Some(from), Some(to)) if from > to => {
+            Err(ApiError::field("from", "must not be after `to`"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The list's own filters besides the range.
+pub fn list(
+    method: Option<&str>,
+    status: Option<i32>,
+    outcome: Option<&str>,
+) -> Result<(), ApiError> {
+    if let Some(method) = method {
+        if !METHODS.iter().any(|m| m.eq_ignore_ascii_case(method)) {
+            return Err(ApiError::field(
+                "method",
+                &format!("must be one of {}", METHODS.join(", ")),
+            ));
+        }
+    }
+    if status.is_some_and(|s| !(100..=599).contains(&s)) {
+        return Err(ApiError::field(
+            "status",
+            "must be an HTTP status, 100 to 599",
+        ));
+    }
+    if outcome.is_some_and(|o| !OUTCOMES.contains(&o)) {
+        return Err(ApiError::field(
+            "outcome",
+            &format!("must be one of {}", OUTCOMES.join(", ")),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_no_record_can_hold_are_refused() {
+        assert!(list(Some("get"), Some(404), Some("denied")).is_ok());
+        assert!(list(None, None, None).is_ok());
+        assert!(list(Some("FETCH"), None, None).is_err());
+        assert!(list(None, Some(999), None).is_err());
+        assert!(list(None, Some(99), None).is_err());
+        assert!(list(None, None, Some("bogus")).is_err());
+        let (early, late) = (Utc::now(), Utc::now() + chrono::Duration::hours(1));
+        assert!(range(Some(early), Some(late)).is_ok());
+        assert!(range(Some(early), Some(early)).is_ok());
+        assert!(range(Some(late), Some(early)).is_err());
+        assert!(range(Some(late), None).is_ok());
+    }
+}

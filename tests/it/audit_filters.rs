@@ -1,0 +1,82 @@
+//! The request log's filters: a value no record can hold is refused with a problem naming the
+//! parameter (not answered with an empty page), and `key_id` / `user_id` each match their own
+//! kind of actor only.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::support::{problem, TestApp, PASSWORD};
+
+#[tokio::test]
+async fn filters_no_record_can_match_are_refused_with_the_parameter_named() {
+    let app = TestApp::spawn().await;
+    for (query, field) in [
+        ("outcome=bogus", "outcome"),
+        ("method=FETCH", "method"),
+        ("status=999", "status"),
+        ("from=2026-12-04T10:00:00Z&to=2026-12-04T09:00:00Z", "from"),
+    ] {
+        let path = format!("/api/v1/audit/requests?{query}");
+        let refused = app.get(&path, &app.admin_key).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{query}");
+        let body = problem(refused).await;
+        assert_eq!(body["code"], "VALIDATION_FAILED", "{body}");
+        assert_eq!(body["errors"][0]["field"], field, "{body}");
+    }
+    let export = app
+        .get(
+            "/api/v1/audit/requests/export?from=2026-12-04T10:00:00Z&to=2026-12-04T09:00:00Z",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(export.status(), StatusCode::BAD_REQUEST);
+    // Lower case is a method all the same; an empty range is not a mistake.
+    for query in [
+        "method=get&status=200&outcome=success",
+        "from=2026-12-04T10:00:00Z&to=2026-12-04T10:00:00Z",
+    ] {
+        let path = format!("/api/v1/audit/requests?{query}");
+        assert_eq!(
+            app.get(&path, &app.admin_key).await.status(),
+            StatusCode::OK,
+            "{query}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn key_id_and_user_id_match_their_own_kind_of_actor() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user("auditor@example.com", PASSWORD, true).await;
+    let token = app.login("auditor@example.com", PASSWORD).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = app
+        .as_user(reqwest::Method::GET, "/api/v1/auth/me", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+
+    let list = |query: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .get(&format!("/api/v1/audit/requests?{query}"), &app.admin_key)
+                .await;
+            assert_eq!(response.status(), StatusCode::OK, "{query}");
+            let body: Value = response.json().await.unwrap();
+            body["data"].as_array().unwrap().len()
+        }
+    };
+    assert!(
+        list(format!("user_id={user}")).await >= 1,
+        "the user's own records"
+    );
+    assert_eq!(
+        list(format!("key_id={user}")).await,
+        0,
+        "a user's id is no key's"
+    );
+}

@@ -1,0 +1,119 @@
+//! What usage and the request log group calls by: one usage entry per caller, project and
+//! bucket, however the caller's calls interleave across projects; and the route template that
+//! served a call, whatever its path held, or `unmatched` for a path no route serves.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{key_id, TestApp};
+
+async fn json_of(app: &TestApp, path: &str) -> Value {
+    let response = app.get(path, &app.admin_key).await;
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_caller_acting_in_two_projects_has_one_usage_entry_per_project() {
+    let app = TestApp::spawn().await;
+    let (a, key_a) = app.project_with_key(&["jobs:write"]).await;
+    let (b, key_b) = app.project_with_key(&["jobs:write"]).await;
+    let job_a = app.submit_job(&key_a, json!({"kind": "render"})).await;
+    let job_b = app.submit_job(&key_b, json!({"kind": "render"})).await;
+    // The admin key works in both projects, each route in A, then in B.
+    for job in [job_a, job_b] {
+        let read = app
+            .get(&format!("/api/v1/jobs/{job}"), &app.admin_key)
+            .await;
+        assert_eq!(read.status(), StatusCode::OK);
+    }
+    for job in [job_a, job_b] {
+        let cancel = app
+            .post(
+                &format!("/api/v1/jobs/{job}/cancel"),
+                &app.admin_key,
+                json!({}),
+            )
+            .await;
+        assert_eq!(cancel.status(), StatusCode::OK);
+    }
+
+    let report = json_of(
+        &app,
+        &format!(
+            "/api/v1/usage?key_id={}&granularity=day",
+            key_id(&app.admin_key)
+        ),
+    )
+    .await;
+    let entries = report["data"].as_array().unwrap();
+    for project in [a, b] {
+        let project = project.to_string();
+        let mine: Vec<&Value> = entries
+            .iter()
+            .filter(|e| e["project_id"] == project.as_str())
+            .collect();
+        assert_eq!(mine.len(), 1, "one entry for {project}: {entries:?}");
+        // Reading its job and cancelling it (creating the project acted in no project yet).
+        assert_eq!(mine[0]["requests"], 2, "{}", mine[0]);
+        assert_eq!(mine[0]["by_route_group"]["jobs"], 2, "{}", mine[0]);
+    }
+}
+
+#[tokio::test]
+async fn a_call_is_recorded_under_the_route_that_served_it_or_as_unmatched() {
+    let app = TestApp::spawn().await;
+    let unknown = app.get("/api/v1/wp-login.php", &app.admin_key).await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let malformed = app.get("/api/v1/jobs/not-a-job-id", &app.admin_key).await;
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let member = app
+        .get(
+            &format!(
+                "/api/v1/webhooks/{}/deliveries/{}",
+                uuid::Uuid::now_v7(),
+                "d1"
+            ),
+            &app.admin_key,
+        )
+        .await;
+    assert!(member.status().is_client_error());
+
+    let records = json_of(&app, "/api/v1/audit/requests?limit=100").await;
+    let route_of = |path: &str| -> String {
+        let record = records["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["path"] == path)
+            .unwrap_or_else(|| panic!("a record of {path}"));
+        record["route"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(route_of("/api/v1/wp-login.php"), "unmatched");
+    assert_eq!(route_of("/api/v1/jobs/not-a-job-id"), "/api/v1/jobs/{id}");
+    let delivery = records["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"].as_str().unwrap().starts_with("/api/v1/webhooks/"))
+        .unwrap();
+    assert_eq!(
+        delivery["route"],
+        "/api/v1/webhooks/{id}/deliveries/{delivery_id}"
+    );
+    // The route filter takes the template; unmatched calls count as the `other` route group.
+    let unmatched = json_of(&app, "/api/v1/audit/requests?route=unmatched").await;
+    assert_eq!(
+        unmatched["data"].as_array().unwrap().len(),
+        1,
+        "{unmatched}"
+    );
+    let usage = json_of(&app, "/api/v1/usage?granularity=day").await;
+    let other: i64 = usage["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["by_route_group"]["other"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(other, 1, "{usage}");
+}
