@@ -125,15 +125,10 @@ impl AppState {
     pub async fn authenticate(&self, credentials: &Credentials) -> Result<Caller, ApiError> {
         match self.identify(credentials).await {
             Ok(caller) => {
-                let (kind, id) = match &caller.principal {
-                    crate::auth::Principal::Key(id) => {
-                        self.verifier.count_use(id);
-                        ("api_key", id.to_string())
-                    }
-                    crate::auth::Principal::User { id, .. } => ("user", id.to_string()),
-                };
-                let project = caller.project_id().map(|p| p.as_uuid());
-                crate::http::context::set_actor(kind, id, project);
+                if let crate::auth::Principal::Key(id) = &caller.principal {
+                    self.verifier.count_use(id);
+                }
+                caller.note_as_actor();
                 self.spend(&caller).await?;
                 Ok(caller)
             }

@@ -157,3 +157,52 @@ async fn retention_pruning_while_the_log_is_verified_never_reads_as_a_gap() {
         (1, None)
     );
 }
+
+#[tokio::test]
+async fn newest_records_deleted_after_usage_counted_them_are_reported_at_once() {
+    let app = TestApp::spawn().await;
+    for _ in 0..6 {
+        app.get("/api/v1/jobs", &app.admin_key).await;
+    }
+    herald_projections::usage_count::count(&app.pool)
+        .await
+        .unwrap();
+    let (_, intact) = herald_api::audit::verify(&app.pool, None, None)
+        .await
+        .unwrap();
+    assert_eq!(intact, None, "a counted, intact log verifies");
+    let last: i64 = sqlx::query_scalar("SELECT max(seq) FROM request_log")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+
+    // The newest two go: nothing was written after them, yet the check reports them.
+    sqlx::query("DELETE FROM request_log WHERE seq >= $1")
+        .bind(last - 1)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (_, broken) = herald_api::audit::verify(&app.pool, None, None)
+        .await
+        .unwrap();
+    let (seq, what) = broken.expect("reported");
+    assert_eq!(seq, last - 1);
+    assert_eq!(what, format!("records {} to {last} are missing", last - 1));
+    // A range that ends before them does not reach the end, and is intact.
+    let before = chrono::Utc::now() - chrono::Duration::hours(1);
+    let (_, earlier) = herald_api::audit::verify(&app.pool, None, Some(before))
+        .await
+        .unwrap();
+    assert_eq!(earlier, None);
+
+    // All of it goes: an empty log is no proof of an empty history.
+    sqlx::query("DELETE FROM request_log")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (checked, broken) = herald_api::audit::verify(&app.pool, None, None)
+        .await
+        .unwrap();
+    assert_eq!(checked, 0);
+    assert_eq!(broken.map(|(seq, _)| seq), Some(1));
+}

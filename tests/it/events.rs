@@ -144,6 +144,20 @@ async fn callers_read_the_log_filtered_paged_and_limited_to_what_they_may_see() 
     let bad = app.get("/api/v1/events?order=sideways", &key).await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert_eq!(problem(bad).await["errors"][0]["field"], "order");
+    let bad = app.get("/api/v1/events?aggregate_type=jobs", &key).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(bad).await["errors"][0]["field"], "aggregate_type");
+    // A cursor is followed in the order it came from, not in the other one.
+    let first = events(&app, &app.admin_key, "limit=1").await;
+    let newest_first_cursor = first["next_cursor"].as_str().unwrap();
+    let turned = app
+        .get(
+            &format!("/api/v1/events?order=asc&cursor={newest_first_cursor}"),
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(turned.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(turned).await["errors"][0]["field"], "cursor");
 
     // A viewer sees its project's events; another project's are not there.
     let viewer = app.member_token(other, "viewer").await;

@@ -1,6 +1,7 @@
 //! What usage and the request log group calls by: one usage entry per caller, project and
-//! bucket, however the caller's calls interleave across projects; and the route template that
-//! served a call, whatever its path held, or `unmatched` for a path no route serves.
+//! bucket, however the caller's calls interleave across projects; the route template that
+//! served a call, whatever its path held, or `unmatched` for a path no route serves; and the
+//! caller of a call refused before any handler, named when its credentials are valid.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -91,6 +92,18 @@ async fn a_call_is_recorded_under_the_route_that_served_it_or_as_unmatched() {
     };
     assert_eq!(route_of("/api/v1/wp-login.php"), "unmatched");
     assert_eq!(route_of("/api/v1/jobs/not-a-job-id"), "/api/v1/jobs/{id}");
+    // Refused before any handler, yet with valid credentials: the record names their caller.
+    let admin = key_id(&app.admin_key);
+    let actor_of = |path: &str| {
+        let record = records["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["path"] == path);
+        record.unwrap()["actor_id"].clone()
+    };
+    assert_eq!(actor_of("/api/v1/wp-login.php"), admin);
+    assert_eq!(actor_of("/api/v1/jobs/not-a-job-id"), admin);
     let delivery = records["data"]
         .as_array()
         .unwrap()
@@ -116,4 +129,49 @@ async fn a_call_is_recorded_under_the_route_that_served_it_or_as_unmatched() {
         .map(|e| e["by_route_group"]["other"].as_i64().unwrap_or(0))
         .sum();
     assert_eq!(other, 1, "{usage}");
+}
+
+#[tokio::test]
+async fn a_malformed_call_is_found_under_the_key_that_made_it() {
+    let app = TestApp::spawn().await;
+    let (project, key) = app.project_with_key(&["jobs:write"]).await;
+    let malformed = app
+        .request(reqwest::Method::POST, "/api/v1/jobs", &key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let forged = app
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/jobs",
+            "hrld_live_AAAAAAAAAAAAAAAA_nope",
+        )
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+
+    let mine = json_of(
+        &app,
+        &format!("/api/v1/audit/requests?key_id={}", key_id(&key)),
+    )
+    .await;
+    let mine = mine["data"].as_array().unwrap();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["status"], 400);
+    assert_eq!(mine[0]["project_id"], project.to_string().as_str());
+    // Credentials that are not valid name nobody (the id they claim is not taken on trust).
+    let all = json_of(&app, "/api/v1/audit/requests?status=400").await;
+    let anonymous = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["actor_id"].is_null())
+        .count();
+    assert_eq!(anonymous, 1, "{all}");
 }

@@ -5,6 +5,11 @@
 //! nothing inside is skipped, which would read as a missing record. Records are read a page at
 //! a time, so a long log does not have to fit in memory, and all in one snapshot, so that
 //! retention pruning the range's start meanwhile does not read as a missing record either.
+//!
+//! The chain alone cannot show that its newest records were deleted: what is left still links
+//! up. A check that reaches the log's end (no `to`) also compares that end with the usage
+//! checkpoint, which only moves forward and only over records that were written: records it
+//! has passed (about a second behind the writers) that are no longer there were deleted.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -45,8 +50,13 @@ async fn verify_in(
     .bind(to)
     .fetch_one(&mut *db)
     .await?;
+    let to_the_end = to.is_none();
     let (Some(first), Some(last)) = (first, last) else {
-        return Ok((0, None));
+        let missing = match to_the_end {
+            true => missing_at_end(db).await?,
+            false => None,
+        };
+        return Ok((0, missing));
     };
     // The link into the range: the record before it, if it still exists, or the anchor that
     // retention left when it pruned that record.
@@ -86,5 +96,29 @@ async fn verify_in(
         }
         (prev_seq, prev_hash) = (end.seq, end.hash.clone());
     }
-    Ok((checked, None))
+    let missing = match to_the_end {
+        true => missing_at_end(db).await?,
+        false => None,
+    };
+    Ok((checked, missing))
+}
+
+/// The records past the log's end (its last record, or the anchor retention left) that usage
+/// has already counted: deleted after they were written.
+async fn missing_at_end(db: &mut PgConnection) -> sqlx::Result<Option<(i64, String)>> {
+    let (end, counted): (i64, i64) = sqlx::query_as(
+        "SELECT greatest((SELECT max(seq) FROM request_log), \
+                         (SELECT seq FROM request_log_anchor), 0), \
+                (SELECT seq FROM usage_checkpoint)",
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    Ok((counted > end).then(|| {
+        let first = end + 1;
+        let what = match counted == first {
+            true => format!("record {first} is missing"),
+            false => format!("records {first} to {counted} are missing"),
+        };
+        (first, what)
+    }))
 }

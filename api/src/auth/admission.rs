@@ -6,9 +6,11 @@
 //! `Idempotency-Key` middleware from its store, so its credentials are checked, and the request
 //! counted against the caller's limits, here before the stored answer goes out. And that
 //! middleware screens a request's credentials before it writes a claim, so a request refused
-//! for them writes nothing.
+//! for them writes nothing. A refusal made before any handler still names, in the request log,
+//! the caller whose valid credentials it presented.
 
-use poem::http::HeaderMap;
+use poem::http::header::{AUTHORIZATION, COOKIE};
+use poem::http::{HeaderMap, HeaderName, HeaderValue};
 use poem::{IntoResponse, Response};
 
 use super::scheme::Credentials;
@@ -21,6 +23,19 @@ impl AppState {
     /// else `None` (the refusal stands).
     pub async fn refuse_anonymous(&self) -> Option<Response> {
         self.spend_anonymous().await.err().map(answer)
+    }
+
+    /// For a request refused before any handler: names in the request log the caller whose
+    /// credentials it presented, when they are valid, so that a caller's malformed calls are
+    /// found under its id too. The request still spends the client IP's budget, not the
+    /// caller's: no handler accepted it.
+    pub async fn note_presented(&self, presented: &CredentialHeaders) {
+        let Some(credentials) = Credentials::from_headers(&presented.to_map()) else {
+            return;
+        };
+        if let Ok(caller) = self.identify(&credentials).await {
+            caller.note_as_actor();
+        }
     }
 
     /// Counts a request that came without credentials where none are required (open
@@ -68,4 +83,28 @@ impl AppState {
 
 fn answer(refusal: ApiError) -> Response {
     ErrorResponse::from(refusal).into_response()
+}
+
+/// The headers that can carry credentials, kept from a request (a header value shares its
+/// bytes, so keeping one copies nothing) in case it is refused before any handler reads them.
+/// Of several `Cookie` lines, the first.
+#[derive(Debug, Default)]
+pub struct CredentialHeaders([Option<HeaderValue>; 3]);
+
+impl CredentialHeaders {
+    fn names() -> [HeaderName; 3] {
+        [HeaderName::from_static("x-api-key"), AUTHORIZATION, COOKIE]
+    }
+
+    pub fn of(headers: &HeaderMap) -> Self {
+        CredentialHeaders(Self::names().map(|name| headers.get(name).cloned()))
+    }
+
+    fn to_map(&self) -> HeaderMap {
+        Self::names()
+            .into_iter()
+            .zip(&self.0)
+            .filter_map(|(name, value)| Some((name, value.clone()?)))
+            .collect()
+    }
 }

@@ -95,6 +95,17 @@ impl Caller {
         }))
     }
 
+    /// Names this caller (and its own project, if it has one) as the actor of the request
+    /// being handled, for the request log.
+    pub fn note_as_actor(&self) {
+        let (kind, id) = match &self.principal {
+            Principal::Key(id) => ("api_key", id.to_string()),
+            Principal::User { id, .. } => ("user", id.to_string()),
+        };
+        let project = self.project_id().map(|p| p.as_uuid());
+        crate::http::context::set_actor(kind, id, project);
+    }
+
     /// Whether a resource of `project` exists for this caller (others answer 404).
     pub fn can_see(&self, project: ProjectId) -> bool {
         match &self.grants {

@@ -17,6 +17,7 @@ pub mod session;
 mod users;
 mod verifier;
 
+pub use admission::CredentialHeaders;
 pub use caller::{Caller, Principal};
 pub use scheme::{Credentials, MaybeCredentials, Presented};
 pub use users::UserDirectory;

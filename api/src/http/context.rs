@@ -31,6 +31,7 @@ use super::headers::security_headers;
 use super::problem::Problem;
 use super::route_templates::RouteTemplates;
 use super::streamed_body::{limit_streamed, StreamedLimits};
+use crate::auth::CredentialHeaders;
 
 use super::request_context::REQUEST;
 pub use super::request_context::{
@@ -155,6 +156,7 @@ impl<E: Endpoint> EdgeInner<E> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(0);
+        let presented = CredentialHeaders::of(req.headers());
         req.set_data(context.clone());
         let streamed = self.streamed.for_request(&req);
         let exceeded = Arc::new(AtomicBool::new(false));
@@ -188,13 +190,16 @@ impl<E: Endpoint> EdgeInner<E> {
                 match body {
                     Err(_) => {
                         return self
-                            .spend_ip_budget(timeout_problem(
-                                StatusCode::REQUEST_TIMEOUT,
-                                "the request body arrived too slowly",
-                            ))
+                            .spend_ip_budget(
+                                &presented,
+                                timeout_problem(
+                                    StatusCode::REQUEST_TIMEOUT,
+                                    "the request body arrived too slowly",
+                                ),
+                            )
                             .await
                     }
-                    Ok(Err(refused)) => return self.spend_ip_budget(refused).await,
+                    Ok(Err(refused)) => return self.spend_ip_budget(&presented, refused).await,
                     Ok(Ok(())) => {}
                 }
                 // A handler that panics is answered (500) and recorded like any failure.
@@ -222,7 +227,7 @@ impl<E: Endpoint> EdgeInner<E> {
                 let before_handler = refused_before_handler(&response);
                 let response = as_problem(response, message).await;
                 if before_handler {
-                    return self.spend_ip_budget(response).await;
+                    return self.spend_ip_budget(&presented, response).await;
                 }
                 response
             })
@@ -264,8 +269,17 @@ impl<E: Endpoint> EdgeInner<E> {
 impl<E> EdgeInner<E> {
     /// `refusal`, made before any handler checked credentials, counted against the client
     /// IP's budget: or the 429 that replaces it once the IP is over that budget.
-    async fn spend_ip_budget(&self, refusal: Response) -> Response {
-        self.state.refuse_anonymous().await.unwrap_or(refusal)
+    /// A refusal made before any handler: it spends the client IP's budget, and, while that
+    /// lasts (so a flood of such requests does not look keys up), names the caller whose
+    /// valid credentials it presented, if any.
+    async fn spend_ip_budget(&self, presented: &CredentialHeaders, refusal: Response) -> Response {
+        match self.state.refuse_anonymous().await {
+            Some(over_budget) => over_budget,
+            None => {
+                self.state.note_presented(presented).await;
+                refusal
+            }
+        }
     }
 
     /// Reads the body up to the limit, so handlers never see more than `max_body_bytes`;

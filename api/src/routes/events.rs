@@ -48,6 +48,9 @@ fn type_list(types: Option<String>) -> Option<Vec<String>> {
     })
 }
 
+/// The kinds of resource whose events the log holds.
+const AGGREGATE_TYPES: [&str; 5] = ["job", "api_key", "webhook_endpoint", "project", "user"];
+
 /// Payload fields never shown (an API key's HMAC).
 const HIDDEN: &[&str] = &["key_hash"];
 
@@ -114,6 +117,31 @@ impl EventsApi {
             Some("asc") => true,
             Some(_) => return Err(ApiError::field("order", "must be `asc` or `desc`").into()),
         };
+        if let Some(kind) = aggregate_type.0.as_deref() {
+            if !AGGREGATE_TYPES.contains(&kind) {
+                let known = AGGREGATE_TYPES.join(", ");
+                return Err(
+                    ApiError::field("aggregate_type", &format!("must be one of {known}")).into(),
+                );
+            }
+        }
+        // A cursor carries the order it pages in: followed in the other order it would
+        // skip or repeat events.
+        let after = match cursor
+            .0
+            .as_deref()
+            .map(cursor::decode::<(i64, bool)>)
+            .transpose()?
+        {
+            Some((_, paged_ascending)) if paged_ascending != ascending => {
+                return Err(ApiError::field(
+                    "cursor",
+                    "this cursor pages in the other `order`: ask with the order it came from",
+                )
+                .into())
+            }
+            other => other.map(|(position, _)| position),
+        };
         let query = EventSearch {
             event_types: type_list(event_type.0),
             aggregate_type: aggregate_type.0,
@@ -123,7 +151,7 @@ impl EventsApi {
             from: from.0,
             to: to.0,
             visible,
-            after: cursor.0.as_deref().map(cursor::decode).transpose()?,
+            after,
             ascending,
             limit: limit + 1,
         };
@@ -133,7 +161,7 @@ impl EventsApi {
             .then(|| {
                 found
                     .last()
-                    .map(|(e, _)| cursor::encode(&e.global_position))
+                    .map(|(e, _)| cursor::encode(&(e.global_position, ascending)))
             })
             .flatten();
         let data = found
