@@ -1,6 +1,7 @@
 //! The request log's filters: a value no record can hold is refused with a problem naming the
 //! parameter (not answered with an empty page), and `key_id` / `user_id` each match their own
-//! kind of actor only.
+//! kind of actor only. A cursor the API did not issue, or a `limit` outside 1–100, is refused
+//! by both logs.
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -79,4 +80,24 @@ async fn key_id_and_user_id_match_their_own_kind_of_actor() {
         0,
         "a user's id is no key's"
     );
+}
+
+#[tokio::test]
+async fn both_logs_refuse_a_cursor_they_did_not_issue_and_a_limit_out_of_range() {
+    let app = TestApp::spawn().await;
+    for list in ["/api/v1/audit/requests", "/api/v1/events"] {
+        for (query, field) in [
+            ("cursor=not-a-cursor", "cursor"),
+            ("limit=0", "limit"),
+            ("limit=101", "limit"),
+        ] {
+            let path = format!("{list}?{query}");
+            let refused = app.get(&path, &app.admin_key).await;
+            assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{path}");
+            let body = problem(refused).await;
+            assert_eq!(body["errors"][0]["field"], field, "{path}: {body}");
+        }
+        let most = app.get(&format!("{list}?limit=100"), &app.admin_key).await;
+        assert_eq!(most.status(), StatusCode::OK, "{list}");
+    }
 }
