@@ -188,7 +188,12 @@ async fn newest_records_deleted_after_usage_counted_them_are_reported_at_once() 
     let (seq, what) = broken.expect("reported");
     assert_eq!(seq, last - 1);
     assert_eq!(what, format!("records {} to {last} are missing", last - 1));
-    // A range that ends before them does not reach the end, and is intact.
+    // So does a range that ends later than now; one that ends before them is intact.
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let (_, reaching) = herald_api::audit::verify(&app.pool, None, Some(later))
+        .await
+        .unwrap();
+    assert_eq!(reaching.map(|(seq, _)| seq), Some(last - 1));
     let before = chrono::Utc::now() - chrono::Duration::hours(1);
     let (_, earlier) = herald_api::audit::verify(&app.pool, None, Some(before))
         .await

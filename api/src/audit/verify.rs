@@ -7,9 +7,10 @@
 //! retention pruning the range's start meanwhile does not read as a missing record either.
 //!
 //! The chain alone cannot show that its newest records were deleted: what is left still links
-//! up. A check that reaches the log's end (no `to`) also compares that end with the usage
-//! checkpoint, which only moves forward and only over records that were written: records it
-//! has passed (about a second behind the writers) that are no longer there were deleted.
+//! up. A check that reaches the log's end (no `to`, or one still to come) also compares that
+//! end with the usage checkpoint, which only moves forward and only over records that were
+//! written: records it has passed (about a second behind the writers) that are no longer there
+//! were deleted.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -50,7 +51,8 @@ async fn verify_in(
     .bind(to)
     .fetch_one(&mut *db)
     .await?;
-    let to_the_end = to.is_none();
+    // Every record so far was stamped before now: a range that ends later reaches the end.
+    let to_the_end = to.is_none_or(|to| to > Utc::now());
     let (Some(first), Some(last)) = (first, last) else {
         let missing = match to_the_end {
             true => missing_at_end(db).await?,
