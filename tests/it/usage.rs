@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use crate::support::{key_id, TestApp};
 
-async fn json_of(app: &TestApp, path: &str, key: &str) -> Value {
+/// The JSON of a 200 answer to `GET path` with `key`.
+pub(crate) async fn json_of(app: &TestApp, path: &str, key: &str) -> Value {
     let response = app.get(path, key).await;
     assert_eq!(response.status(), StatusCode::OK, "{path}");
     response.json().await.unwrap()

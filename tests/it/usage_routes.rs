@@ -8,10 +8,9 @@ use serde_json::{json, Value};
 
 use crate::support::{key_id, TestApp};
 
-async fn json_of(app: &TestApp, path: &str) -> Value {
-    let response = app.get(path, &app.admin_key).await;
-    assert_eq!(response.status(), StatusCode::OK, "{path}");
-    response.json().await.unwrap()
+/// The JSON of a 200 answer to `GET path` with the admin key.
+async fn admin_json(app: &TestApp, path: &str) -> Value {
+    crate::usage::json_of(app, path, &app.admin_key).await
 }
 
 #[tokio::test]
@@ -39,7 +38,7 @@ async fn a_caller_acting_in_two_projects_has_one_usage_entry_per_project() {
         assert_eq!(cancel.status(), StatusCode::OK);
     }
 
-    let report = json_of(
+    let report = admin_json(
         &app,
         &format!(
             "/api/v1/usage?key_id={}&granularity=day",
@@ -80,7 +79,7 @@ async fn a_call_is_recorded_under_the_route_that_served_it_or_as_unmatched() {
         .await;
     assert!(member.status().is_client_error());
 
-    let records = json_of(&app, "/api/v1/audit/requests?limit=100").await;
+    let records = admin_json(&app, "/api/v1/audit/requests?limit=100").await;
     let route_of = |path: &str| -> String {
         let record = records["data"]
             .as_array()
@@ -115,13 +114,13 @@ async fn a_call_is_recorded_under_the_route_that_served_it_or_as_unmatched() {
         "/api/v1/webhooks/{id}/deliveries/{delivery_id}"
     );
     // The route filter takes the template; unmatched calls count as the `other` route group.
-    let unmatched = json_of(&app, "/api/v1/audit/requests?route=unmatched").await;
+    let unmatched = admin_json(&app, "/api/v1/audit/requests?route=unmatched").await;
     assert_eq!(
         unmatched["data"].as_array().unwrap().len(),
         1,
         "{unmatched}"
     );
-    let usage = json_of(&app, "/api/v1/usage?granularity=day").await;
+    let usage = admin_json(&app, "/api/v1/usage?granularity=day").await;
     let other: i64 = usage["data"]
         .as_array()
         .unwrap()
@@ -156,7 +155,7 @@ async fn a_malformed_call_is_found_under_the_key_that_made_it() {
         .unwrap();
     assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
 
-    let mine = json_of(
+    let mine = admin_json(
         &app,
         &format!("/api/v1/audit/requests?key_id={}", key_id(&key)),
     )
@@ -166,7 +165,7 @@ async fn a_malformed_call_is_found_under_the_key_that_made_it() {
     assert_eq!(mine[0]["status"], 400);
     assert_eq!(mine[0]["project_id"], project.to_string().as_str());
     // Credentials that are not valid name nobody (the id they claim is not taken on trust).
-    let all = json_of(&app, "/api/v1/audit/requests?status=400").await;
+    let all = admin_json(&app, "/api/v1/audit/requests?status=400").await;
     let anonymous = all["data"]
         .as_array()
         .unwrap()

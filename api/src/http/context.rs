@@ -156,7 +156,11 @@ impl<E: Endpoint> EdgeInner<E> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(0);
-        let presented = CredentialHeaders::of(req.headers());
+        // Kept for a record to name the caller of a refusal made before any handler.
+        let presented = match audit {
+            Some(_) => CredentialHeaders::of(req.headers()),
+            None => CredentialHeaders::default(),
+        };
         req.set_data(context.clone());
         let streamed = self.streamed.for_request(&req);
         let exceeded = Arc::new(AtomicBool::new(false));
@@ -268,10 +272,9 @@ impl<E: Endpoint> EdgeInner<E> {
 
 impl<E> EdgeInner<E> {
     /// `refusal`, made before any handler checked credentials, counted against the client
-    /// IP's budget: or the 429 that replaces it once the IP is over that budget.
-    /// A refusal made before any handler: it spends the client IP's budget, and, while that
-    /// lasts (so a flood of such requests does not look keys up), names the caller whose
-    /// valid credentials it presented, if any.
+    /// IP's budget: or the 429 that replaces it once the IP is over that budget. While the
+    /// budget lasts (so a flood of such requests does not look keys up), the record names the
+    /// caller whose valid credentials the request presented, if any.
     async fn spend_ip_budget(&self, presented: &CredentialHeaders, refusal: Response) -> Response {
         match self.state.refuse_anonymous().await {
             Some(over_budget) => over_budget,

@@ -20,28 +20,29 @@ enum Segment {
 struct Template {
     route: String,
     segments: Vec<Segment>,
-    /// How many segments are fixed: where two templates match, the more specific one wins.
-    fixed: usize,
 }
 
 impl Template {
     fn new(route: &str) -> Self {
-        let segments: Vec<Segment> = route
+        let segments = route
             .split('/')
             .map(|s| match s.starts_with('{') && s.ends_with('}') {
                 true => Segment::Parameter,
                 false => Segment::Fixed(s.to_owned()),
             })
             .collect();
-        let fixed = segments
-            .iter()
-            .filter(|s| matches!(s, Segment::Fixed(_)))
-            .count();
         Template {
             route: route.to_owned(),
             segments,
-            fixed,
         }
+    }
+
+    /// How many segments are fixed: where two templates match, the more specific one wins.
+    fn fixed(&self) -> usize {
+        self.segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Fixed(_)))
+            .count()
     }
 
     fn matches(&self, parts: &[&str]) -> bool {
@@ -72,7 +73,7 @@ impl RouteTemplates {
                 .push(template);
         }
         for templates in by_length.values_mut() {
-            templates.sort_by_key(|t| std::cmp::Reverse(t.fixed));
+            templates.sort_by_key(|t| std::cmp::Reverse(t.fixed()));
         }
         RouteTemplates { by_length }
     }
