@@ -33,8 +33,14 @@ start() {
       as_root apt-get update -qq >&2
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2
     }
-    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
-      --target "$deps" 'moto[server]' >&2
+    # A registry that fails once (a reset connection, a 5xx) gets two more tries.
+    for attempt in 1 2 3; do
+      PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
+        --upgrade --target "$deps" 'moto[server]' >&2 && installed && break
+      [ "$attempt" = 3 ] && { echo "could not install moto[server] from PyPI" >&2; exit 1; }
+      echo "installing moto failed (attempt $attempt of 3); trying again in 5 s" >&2
+      sleep 5
+    done
   fi
   mkdir -p "$dir"
   if ! answers; then
@@ -42,7 +48,8 @@ start() {
       >"$dir/moto.log" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$dir/moto.pid"
-    for _ in $(seq 1 150); do
+    # A first start on a cold, busy machine can take a while: up to 60 s.
+    for _ in $(seq 1 600); do
       answers && break
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
@@ -56,12 +63,19 @@ start() {
     }
   fi
   # Creating a bucket that exists already is fine (200 in us-east-1, 409 elsewhere).
-  code=$(curl -s -o "$dir/create-bucket.xml" -w '%{http_code}' --max-time 10 \
-    -X PUT "http://127.0.0.1:$port/$bucket")
-  case "$code" in
-    200 | 409) ;;
-    *) echo "creating the bucket $bucket answered HTTP $code:" >&2; cat "$dir/create-bucket.xml" >&2; exit 1 ;;
-  esac
+  for attempt in 1 2 3; do
+    code=$(curl -s -o "$dir/create-bucket.xml" -w '%{http_code}' --max-time 10 \
+      -X PUT "http://127.0.0.1:$port/$bucket" || true)
+    case "$code" in
+      200 | 409) break ;;
+    esac
+    if [ "$attempt" = 3 ]; then
+      echo "creating the bucket $bucket answered HTTP $code:" >&2
+      cat "$dir/create-bucket.xml" >&2 2>/dev/null || true
+      exit 1
+    fi
+    sleep 2
+  done
   echo "export TEST_S3_ENDPOINT=http://127.0.0.1:$port TEST_S3_BUCKET=$bucket"
 }
 
