@@ -5,9 +5,10 @@
 #     on: audit trail and rate limits (the default); off: neither; limits / audit: only that.
 #     env: BENCH_CONNECTIONS (wrk connections, 32), BENCH_BINARY (a binary to test instead of
 #     target/release/herald, which is built when it is used).
-# Prints wrk's rate and p99 and, over the middle of the run, the CPU used by Herald, PostgreSQL
-# and wrk and the cores' idle time (in 1/100 s, from /proc). Uses scripts/test-postgres.sh's
-# cluster; the database herald_pair is dropped at the end.
+# Prints wrk's rate and p99; over the middle of the run, the CPU used by Herald, PostgreSQL and
+# wrk and the cores' idle time (in 1/100 s, from /proc); and how many rows a commit of the event
+# log and of the request log held on average (their group commits). Uses
+# scripts/test-postgres.sh's cluster; the database herald_pair is dropped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,4 +81,8 @@ grep -q "Non-2xx" "$out" && echo "warning: non-2xx responses" >&2
 rate=$(awk '/Requests\/sec/ {print $2}' "$out")
 p99=$(awk '$1 == "99%" {print $2}' "$out")
 rm -f "$out"
-echo "$mode $what c=$connections: $rate req/s, p99 $p99; over $((seconds - 4)) s: herald $((h2 - h1)), postgres $((p2 - p1)), wrk $((w2 - w1)), idle $((i2 - i1)) (1/100 s)"
+# Rows per commit (rows of one transaction share its xmin): how large the group commits were.
+per_commit() {
+  psql -qtA "$db_url" -c "SELECT coalesce(round(count(*)::numeric / nullif(count(DISTINCT xmin::text), 0), 1)::text, '-') FROM $1"
+}
+echo "$mode $what c=$connections: $rate req/s, p99 $p99; over $((seconds - 4)) s: herald $((h2 - h1)), postgres $((p2 - p1)), wrk $((w2 - w1)), idle $((i2 - i1)) (1/100 s); rows per commit: events $(per_commit events), request log $(per_commit request_log)"
