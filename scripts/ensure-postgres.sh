@@ -24,7 +24,7 @@ as_root() {
 # herald switches to an unprivileged user with setpriv (util-linux) when it runs as root.
 if [[ $(id -u) -eq 0 ]] && ! command -v setpriv >/dev/null; then
     echo "setpriv not found; installing the OS package 'util-linux' with apt-get"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux
+    apt-get -o Acquire::Retries=3 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Retries=3 install -y -qq util-linux
 fi
 
 have_server && exit 0
@@ -34,7 +34,7 @@ if ! command -v apt-get >/dev/null; then
     echo "apt-get not found: install the PostgreSQL server (initdb, pg_ctl) yourself, or set DATABASE_URL" >&2
     exit 1
 fi
-as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+as_root apt-get -o Acquire::Retries=3 update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Retries=3 install -y -qq postgresql
 if ! have_server; then
     echo "the 'postgresql' package is installed but no initdb/pg_ctl was found under /usr/lib/postgresql/*/bin" >&2
     exit 1

@@ -14,8 +14,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 start() {
   if ! command -v redis-server >/dev/null; then
     echo "redis-server not found; installing the OS package 'redis-server' with apt-get" >&2
-    as_root apt-get update -qq >&2
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
+    as_root apt-get -o Acquire::Retries=3 update -qq >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Retries=3 install -y -qq redis-server >&2
   fi
   mkdir -p "$dir"
   if ! redis-cli -p "$port" ping >/dev/null 2>&1; then

@@ -30,8 +30,8 @@ start() {
   if ! installed; then
     echo "installing moto[server] from PyPI into $deps (the S3 storage tests use it)" >&2
     python3 -m pip --version >/dev/null 2>&1 || {
-      as_root apt-get update -qq >&2
-      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2
+      as_root apt-get -o Acquire::Retries=3 update -qq >&2
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Retries=3 install -y -qq python3-pip >&2
     }
     # A registry that fails once (a reset connection, a 5xx) gets two more tries.
     for attempt in 1 2 3; do
