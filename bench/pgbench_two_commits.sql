@@ -1,0 +1,5 @@
+-- One iteration of the two logs' group commits as the server makes them at 32 connections: 11
+-- events and 11 request-log records, each batch its own transaction (docs/PERFORMANCE.md,
+-- twentieth session; compare bench/pgbench_one_commit.sql). Needs a database Herald migrated.
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) SELECT 'job', gen_random_uuid()::text, 0, 'JobSubmitted', '1', '{"kind":"bench","priority":0,"input":{"a":1}}'::json, '{"actor":"k"}'::json FROM generate_series(1,11);
+INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, route, method, path, status, latency_us, request_bytes, response_bytes, client_ip, user_agent, outcome, error_code, hash) SELECT m + g, now(), 'rid', 'api_key', 'k', NULL, '/api/v1/jobs', 'POST', '/api/v1/jobs', 201, 1234, 20, 300, '127.0.0.1', 'wrk', 'success', NULL, repeat('ab',32) FROM generate_series(1,11) g, (SELECT coalesce(max(seq),0) m FROM request_log) s;
