@@ -90,7 +90,15 @@ impl AppState {
             Duration::from_secs(config.auth.login_window_seconds.into()),
         )
         .shared_through(rate_limiter.shared());
-        let appender = Some(Appender::start(pool.clone()));
+        // With the audit trail on, its writer appends the events too (one commit for both logs).
+        let (appender, audit) = if config.audit.enabled {
+            let (appender, events) = Appender::detached();
+            let audit = crate::audit::AuditLog::start(pool.clone(), Some(events));
+            (appender, Some(audit))
+        } else {
+            (Appender::start(pool.clone()), None)
+        };
+        let appender = Some(appender);
         let (a, p) = (&announcer, &pool);
         Self {
             calls: tokio_util::task::TaskTracker::new(),
@@ -109,10 +117,7 @@ impl AppState {
             verifier: Arc::new(KeyVerifier::new(pool.clone(), pepper)),
             login_limiter,
             rate_limiter,
-            audit: config
-                .audit
-                .enabled
-                .then(|| crate::audit::AuditLog::start(pool.clone())),
+            audit,
             storage,
             pool,
             config,

@@ -10,6 +10,7 @@
 pub mod aggregates;
 pub mod announce;
 mod appender;
+pub mod event_batch;
 pub mod log;
 pub mod metadata;
 mod repository;
@@ -18,6 +19,7 @@ pub mod search;
 pub use aggregates::{AggregateStore, CommandError, Committed};
 pub use announce::{Announcer, Coalescer};
 pub use appender::{has_nul_escape, Appender};
+pub use event_batch::{EventBatch, EventQueue};
 pub use log::{Position, StoredEvent};
 pub use metadata::{Actor, EventMetadata};
 

@@ -26,7 +26,7 @@ async fn a_time_range_is_verified_by_position_so_an_out_of_order_time_is_no_gap(
     // No retention: its first run, at start, would prune these records (dated 2020) if it
     // came after the first of them was written.
     let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
-    let writer = AuditLog::start(app.pool.clone());
+    let writer = AuditLog::start(app.pool.clone(), None);
     let base = utc("2020-01-01T00:00:00Z");
     // Written in this order: `late` was stamped after the range, as a replica that wrote it
     // just before the others' batch would have.
@@ -64,7 +64,7 @@ async fn a_time_range_is_verified_by_position_so_an_out_of_order_time_is_no_gap(
 
 /// Writes one record a second from `base`, named `prefix-0`, `prefix-1`, …, in that order.
 async fn write_records(app: &TestApp, base: DateTime<Utc>, prefix: &str, count: i64) {
-    let writer = AuditLog::start(app.pool.clone());
+    let writer = AuditLog::start(app.pool.clone(), None);
     for n in 0..count {
         let written = writer
             .record(record(

@@ -42,8 +42,8 @@ pub(crate) fn record_at(request_id: String, occurred_at: chrono::DateTime<chrono
 async fn two_writers_appending_at_once_keep_one_chain() {
     let app = TestApp::spawn().await;
     let writers = [
-        AuditLog::start(app.pool.clone()),
-        AuditLog::start(app.pool.clone()),
+        AuditLog::start(app.pool.clone(), None),
+        AuditLog::start(app.pool.clone(), None),
     ];
     // Hold the next position with an uncommitted record, so both writers' first batches wait
     // on it for the same positions; once it is rolled back, one batch takes them and the
@@ -178,7 +178,7 @@ async fn deleting_the_newest_record_is_caught_even_by_a_restarted_writer() {
         .unwrap();
     // A writer that has not seen the log before (a restarted server) appends after the gap
     // instead of reusing the deleted record's position.
-    let writer = AuditLog::start(app.pool.clone());
+    let writer = AuditLog::start(app.pool.clone(), None);
     assert!(writer.record(record(0)).await);
     let (_, broken) = audit::verify(&app.pool, None, None).await.unwrap();
     assert_eq!(broken.map(|(seq, _)| seq), Some(last), "reported missing");

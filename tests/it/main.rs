@@ -13,6 +13,7 @@ mod audit_export;
 mod audit_filters;
 mod audit_verify_range;
 mod audit_visibility;
+mod audit_shared_commit;
 mod audit_writers;
 mod bad_input;
 mod docs;

@@ -6,6 +6,7 @@
 //! replicas still append to one chain. Usage counts are kept from the log by a background task,
 //! off that path (`herald_projections::usage_count`); `verify` recomputes the chain.
 
+mod batches;
 pub mod chain;
 pub mod export;
 mod verify;
@@ -14,6 +15,7 @@ mod writer;
 use std::sync::Arc;
 
 use herald_projections::usage_count;
+use herald_store::EventQueue;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,9 +34,11 @@ pub struct AuditLog {
 impl AuditLog {
     /// Starts the writer on the current runtime; it stops when the last `AuditLog` handle is
     /// dropped.
-    pub fn start(pool: PgPool) -> Arc<Self> {
+    /// With `events`, the writer also appends the server's events, each batch in the same
+    /// statement as the records waiting with it (one commit for both logs).
+    pub fn start(pool: PgPool, events: Option<EventQueue>) -> Arc<Self> {
         let (queue, incoming) = mpsc::channel(16 * MAX_BATCH);
-        writer::spawn(pool, incoming);
+        batches::spawn(pool, incoming, events);
         Arc::new(Self { queue })
     }
 

@@ -1,40 +1,28 @@
-//! The request-log writer: one task that gathers the records of finished requests into batches
-//! and appends each batch in one statement, chained onto the log's last record and inserted only
-//! if the log does not go past it. When another replica appended meanwhile, the statement
-//! inserts nothing (or the primary key refuses it, when that replica's batch is still in
-//! flight), and the batch is chained again from the stored end.
+//! The request log's statements and the writer's connection: a batch of records is chained onto
+//! the log's last record (`link`) and inserted only if the log does not go past it
+//! (`append_at`). When another replica appended meanwhile, the statement inserts nothing (or
+//! the primary key refuses it, when that replica's batch is still in flight), and `append`
+//! chains the batch again from the stored end.
 //!
-//! The writer is a task on the server's runtime with a connection of its own, opened with the
-//! stricter settings `connect` describes. Nobody waits for a batch to fill: a batch is whatever
-//! queued while the previous one was written, so a lone caller's record is written at once.
-//! Under concurrent load (the last batch held more than one record) the writer yields to the
-//! scheduler once before taking a batch, so requests already running can finish and join it;
-//! no timer, as in the event appender (a timed wait on a thread of its own was measured slower
-//! at 32 connections: docs/PERFORMANCE.md). Connecting and each statement are limited to 10 s,
-//! so a hung database answers calls with 503 instead of holding them, and a commit waits for
-//! the local WAL flush even on a cluster that runs `synchronous_commit=off`. One batch is
-//! written at a time: two in flight (the second chained onto the first) were measured slower on
-//! a CPU-bound 2-core machine, since they halve the batch size.
+//! The writer (`batches`) has a connection of its own, opened with the stricter settings
+//! `connect` describes: connecting and each statement are limited to 10 s, so a hung database
+//! answers calls with 503 instead of holding them, and a commit waits for the local WAL flush
+//! even on a cluster that runs `synchronous_commit=off`.
 
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection, PgPool};
-use tokio::sync::{mpsc, oneshot};
-
-use super::{chain, Pending, Record, MAX_BATCH};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
+use super::{chain, Record};
 
 /// The end of the chain: sequence number and hash of its last record.
-type Head = (i64, String);
-
-/// Starts the writer on the current runtime; it ends when every sender of `incoming` is gone.
-pub(super) fn spawn(pool: PgPool, incoming: mpsc::Receiver<Pending>) {
-    tokio::spawn(write_batches(Db { pool, conn: None }, incoming));
-}
+pub(super) type Head = (i64, String);
 
 /// The writer's connection, opened with the pool's settings and opened again after an error.
-struct Db {
-    pool: PgPool,
-    conn: Option<PgConnection>,
+pub(super) struct Db {
+    pub(super) pool: PgPool,
+    pub(super) conn: Option<PgConnection>,
 }
 
 /// The longest the writer waits to connect or for one statement: every API response waits
@@ -43,7 +31,7 @@ const DB_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `work`, or a timeout error once the database has had `DB_TIMEOUT` and a second more to
 /// answer (it ends its own statements at `DB_TIMEOUT`; this covers one that does not answer).
-async fn within<T>(work: impl std::future::Future<Output = sqlx::Result<T>>) -> sqlx::Result<T> {
+pub(super) async fn within<T>(work: impl std::future::Future<Output = sqlx::Result<T>>) -> sqlx::Result<T> {
     match tokio::time::timeout(DB_TIMEOUT + Duration::from_secs(1), work).await {
         Ok(outcome) => outcome,
         Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
@@ -77,7 +65,7 @@ pub async fn connect(pool: &PgPool) -> sqlx::Result<PgConnection> {
 }
 
 impl Db {
-    async fn conn(&mut self) -> sqlx::Result<&mut PgConnection> {
+    pub(super) async fn conn(&mut self) -> sqlx::Result<&mut PgConnection> {
         if self.conn.is_none() {
             self.conn = Some(connect(&self.pool).await?);
         }
@@ -85,35 +73,9 @@ impl Db {
     }
 
     /// Forgets the connection after a failed statement (it may be broken).
-    fn failed(&mut self, error: &sqlx::Error, what: &str) {
+    pub(super) fn failed(&mut self, error: &sqlx::Error, what: &str) {
         tracing::error!(%error, "{what}");
         self.conn = None;
-    }
-}
-
-async fn write_batches(mut db: Db, mut incoming: mpsc::Receiver<Pending>) {
-    // Where the chain ends, as this writer last left it; `None`: read it from the database.
-    let mut head: Option<Head> = None;
-    // Whether the last batch held more than one record: requests are arriving concurrently.
-    let mut busy = false;
-    while let Some(first) = incoming.recv().await {
-        if busy {
-            tokio::task::yield_now().await;
-        }
-        let mut pending = vec![first];
-        while pending.len() < MAX_BATCH {
-            match incoming.try_recv() {
-                Ok(next) => pending.push(next),
-                Err(_) => break,
-            }
-        }
-        busy = pending.len() > 1;
-        let (mut records, acks): (Vec<Record>, Vec<oneshot::Sender<bool>>) =
-            pending.into_iter().unzip();
-        let committed = append(&mut db, &mut records, &mut head).await;
-        for ack in acks {
-            let _ = ack.send(committed);
-        }
     }
 }
 
@@ -122,7 +84,7 @@ async fn write_batches(mut db: Db, mut incoming: mpsc::Receiver<Pending>) {
 /// only moves forward: when the newest records were deleted by hand, the next batch leaves
 /// their positions empty, so verification reports them missing instead of their positions
 /// being reused.
-async fn stored_head(db: &mut Db) -> sqlx::Result<Head> {
+pub(super) async fn stored_head(db: &mut Db) -> sqlx::Result<Head> {
     let conn = db.conn().await?;
     within(
         sqlx::query_as(
@@ -137,7 +99,7 @@ async fn stored_head(db: &mut Db) -> sqlx::Result<Head> {
 }
 
 /// Numbers and chains `records` after `start`; returns the new end of the chain.
-fn link(records: &mut [Record], start: &Head) -> Head {
+pub(super) fn link(records: &mut [Record], start: &Head) -> Head {
     let (mut seq, mut prev) = start.clone();
     for record in records.iter_mut() {
         seq += 1;
@@ -151,7 +113,7 @@ fn link(records: &mut [Record], start: &Head) -> Head {
 /// Chains `records` onto the end this writer remembers (without one, the stored end) and
 /// appends them; while other replicas keep moving the end, chains them again from the stored
 /// one (up to a hundred times). On success `head` is the new end.
-async fn append(db: &mut Db, records: &mut [Record], head: &mut Option<Head>) -> bool {
+pub(super) async fn append(db: &mut Db, records: &mut [Record], head: &mut Option<Head>) -> bool {
     let mut remembered = head.take();
     for _ in 0..100 {
         let start = match remembered.take() {
@@ -187,45 +149,67 @@ async fn append(db: &mut Db, records: &mut [Record], head: &mut Option<Head>) ->
 /// the same positions first (the primary key refuses the second). ("Past", not "elsewhere":
 /// a log whose newest records were deleted by hand is appended after the gap.)
 async fn append_at(db: &mut Db, start: &Head, records: &[Record]) -> sqlx::Result<bool> {
-    // One fixed statement (prepared once, whatever the batch size), one array per column. The
-    // arrays are unnested in the select list, in lock-step and a value at a time: in `FROM
-    // unnest(a, b, …)` each array would fill a tuplestore of its own (docs/PERFORMANCE.md).
-    let col = |f: fn(&Record) -> Option<&str>| records.iter().map(f).collect::<Vec<_>>();
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_sql(1));
     let conn = db.conn().await?;
-    let statement = sqlx::query(
-        "INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, \
-           route, method, path, status, latency_us, request_bytes, response_bytes, client_ip, user_agent, \
-           outcome, error_code, hash) \
-         SELECT unnest($2::bigint[]), unnest($3::timestamptz[]), unnest($4::text[]), unnest($5::text[]), \
-           unnest($6::text[]), unnest($7::uuid[]), unnest($8::text[]), unnest($9::text[]), unnest($10::text[]), \
-           unnest($11::int[]), unnest($12::bigint[]), unnest($13::bigint[]), unnest($14::bigint[]), \
-           unnest($15::text[]), unnest($16::text[]), unnest($17::text[]), unnest($18::text[]), unnest($19::text[]) \
-          WHERE coalesce((SELECT max(seq) FROM request_log), (SELECT seq FROM request_log_anchor), 0) <= $1 \
-            AND (SELECT seq FROM usage_checkpoint) <= $1",
-    )
-    .bind(start.0)
-    .bind(records.iter().map(|r| r.seq).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
-    .bind(col(|r| Some(&r.request_id)))
-    .bind(col(|r| r.actor_type.as_deref()))
-    .bind(col(|r| r.actor_id.as_deref()))
-    .bind(records.iter().map(|r| r.project_id).collect::<Vec<_>>())
-    .bind(col(|r| Some(&r.route)))
-    .bind(col(|r| Some(&r.method)))
-    .bind(col(|r| Some(&r.path)))
-    .bind(records.iter().map(|r| r.status).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.latency_us).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.request_bytes).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.response_bytes).collect::<Vec<_>>())
-    .bind(col(|r| r.client_ip.as_deref()))
-    .bind(col(|r| r.user_agent.as_deref()))
-    .bind(col(|r| Some(&r.outcome)))
-    .bind(col(|r| r.error_code.as_deref()))
-    .bind(col(|r| Some(&r.hash)))
-    .execute(conn);
+    let statement = bind(sqlx::query(&SQL), start, records).execute(conn);
     match within(statement).await {
         Ok(done) => Ok(done.rows_affected() == records.len() as u64),
         Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Ok(false),
         Err(error) => Err(error),
     }
+}
+
+/// The records' `INSERT` with its guard, its parameters numbered from `$first` (the start's
+/// sequence number) on, as `bind` binds them. One fixed statement (prepared once, whatever the
+/// batch size), one array per column, unnested in the select list, in lock-step and a value at
+/// a time: in `FROM unnest(a, b, …)` each array would fill a tuplestore of its own
+/// (docs/PERFORMANCE.md).
+pub(super) fn insert_sql(first: usize) -> String {
+    const COLUMNS: [&str; 18] = [
+        "bigint", "timestamptz", "text", "text", "text", "uuid", "text", "text", "text", "int",
+        "bigint", "bigint", "bigint", "text", "text", "text", "text", "text",
+    ];
+    let values: Vec<String> = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, ty)| format!("unnest(${}::{ty}[])", first + 1 + i))
+        .collect();
+    format!(
+        "INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, \
+           route, method, path, status, latency_us, request_bytes, response_bytes, client_ip, \
+           user_agent, outcome, error_code, hash) \
+         SELECT {} \
+          WHERE coalesce((SELECT max(seq) FROM request_log), (SELECT seq FROM request_log_anchor), 0) <= ${first} \
+            AND (SELECT seq FROM usage_checkpoint) <= ${first}",
+        values.join(", ")
+    )
+}
+
+/// Binds the start's sequence number and then one array per column, in `insert_sql`'s order.
+pub(super) fn bind<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    start: &Head,
+    records: &'q [Record],
+) -> Query<'q, Postgres, PgArguments> {
+    let col = |f: fn(&Record) -> Option<&str>| records.iter().map(f).collect::<Vec<_>>();
+    query
+        .bind(start.0)
+        .bind(records.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+        .bind(col(|r| Some(&r.request_id)))
+        .bind(col(|r| r.actor_type.as_deref()))
+        .bind(col(|r| r.actor_id.as_deref()))
+        .bind(records.iter().map(|r| r.project_id).collect::<Vec<_>>())
+        .bind(col(|r| Some(&r.route)))
+        .bind(col(|r| Some(&r.method)))
+        .bind(col(|r| Some(&r.path)))
+        .bind(records.iter().map(|r| r.status).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.latency_us).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.request_bytes).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.response_bytes).collect::<Vec<_>>())
+        .bind(col(|r| r.client_ip.as_deref()))
+        .bind(col(|r| r.user_agent.as_deref()))
+        .bind(col(|r| Some(&r.outcome)))
+        .bind(col(|r| r.error_code.as_deref()))
+        .bind(col(|r| Some(&r.hash)))
 }

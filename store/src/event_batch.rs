@@ -1,0 +1,189 @@
+//! A batch of single-event appends and the one statement that writes it. The `Appender`'s
+//! handles queue appends into an `EventQueue`; whoever owns the queue takes batches from it and
+//! writes each as one multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING`: the appender's own
+//! task (`Appender::start`), or the request log's writer, which puts the batch's `INSERT` in
+//! the same statement as its records so that both logs share one commit
+//! (`Appender::detached`). A row the primary key refuses (another writer took that sequence
+//! number first) comes back missing: that command's optimistic-concurrency conflict, exactly as
+//! a lone insert would have reported it.
+
+use std::collections::HashSet;
+
+use cqrs_es::persist::{PersistenceError, SerializedEvent};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::Postgres;
+use tokio::sync::{mpsc, oneshot};
+
+/// At most this many appends go into one statement.
+const MAX_BATCH: usize = 256;
+
+/// One waiting append and where its outcome goes.
+pub(crate) struct Pending {
+    pub(crate) aggregate_type: &'static str,
+    pub(crate) event: SerializedEvent,
+    /// The payload and metadata as JSON text, which PostgreSQL only validates on its way into
+    /// the `json` columns (sent as `jsonb`, each document was parsed and printed back out).
+    pub(crate) payload: String,
+    pub(crate) metadata: String,
+    pub(crate) done: oneshot::Sender<Result<(), PersistenceError>>,
+}
+
+/// The receiving end of the appends: dropping it fails every append still waiting.
+pub struct EventQueue {
+    pub(crate) receiver: mpsc::UnboundedReceiver<Pending>,
+}
+
+impl EventQueue {
+    /// Waits for an append and takes it with whatever else is queued (up to a batch's size);
+    /// `None` once every `Appender` handle is gone and the queue is empty. With `gather`, yields
+    /// to the scheduler once after the first append arrives, so requests already running can
+    /// reach their appends and join the batch (no timer).
+    pub async fn next_batch(&mut self, gather: bool) -> Option<EventBatch> {
+        let mut batch = self.wait().await?;
+        if gather {
+            tokio::task::yield_now().await;
+        }
+        self.top_up(&mut batch);
+        Some(batch)
+    }
+
+    /// Waits for the next append and returns it as a batch of one, for `top_up` to fill;
+    /// `None` once every `Appender` handle is gone and the queue is empty. Cancel-safe: nothing
+    /// is taken from the queue unless this returns.
+    pub async fn wait(&mut self) -> Option<EventBatch> {
+        Some(EventBatch(vec![self.receiver.recv().await?]))
+    }
+
+    /// What is queued right now (up to a batch's size), without waiting; `None` when nothing is.
+    pub fn try_batch(&mut self) -> Option<EventBatch> {
+        let mut batch = EventBatch(vec![self.receiver.try_recv().ok()?]);
+        self.top_up(&mut batch);
+        Some(batch)
+    }
+
+    /// Adds to `batch` what is queued right now, up to a batch's size.
+    pub fn top_up(&mut self, batch: &mut EventBatch) {
+        while batch.0.len() < MAX_BATCH {
+            match self.receiver.try_recv() {
+                Ok(pending) => batch.0.push(pending),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Appends taken from the queue together; every one of them is answered by `settle` or
+/// `fail`, or fails as dropped when the batch is.
+pub struct EventBatch(Vec<Pending>);
+
+/// An inserted row: aggregate type, aggregate id and sequence number.
+pub type EventKey = (String, String, i64);
+
+impl EventBatch {
+    /// The batch's `INSERT`, bound to `$1` … `$7` by `bind`, returning the key of each row it
+    /// inserted. Usable alone or as a data-modifying `WITH` query of a larger statement.
+    pub const INSERT: &'static str =
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                             payload, metadata) \
+         SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::bigint[]), unnest($4::text[]), \
+                unnest($5::text[]), unnest($6::text[]::json[]), unnest($7::text[]::json[]) \
+         ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING \
+         RETURNING aggregate_type, aggregate_id, sequence";
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Puts the appends in key order, so two replicas' batches that share keys take their
+    /// locks in the same order instead of deadlocking; the sort is stable, so of two appends of
+    /// one key the first still comes first.
+    pub fn sort(&mut self) {
+        self.0.sort_by(|a, b| {
+            (a.aggregate_type, &a.event.aggregate_id, a.event.sequence).cmp(&(
+                b.aggregate_type,
+                &b.event.aggregate_id,
+                b.event.sequence,
+            ))
+        });
+    }
+
+    /// Binds the batch's columns as `$1` … `$7` of `query` (which binds nothing before them).
+    /// The arrays are unnested in the select list, not `FROM unnest(…)`: no tuplestore each.
+    pub fn bind<'q>(
+        &'q self,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        let text = |f: fn(&'q Pending) -> &'q str| self.0.iter().map(f).collect::<Vec<_>>();
+        query
+            .bind(text(|p| p.aggregate_type))
+            .bind(text(|p| &p.event.aggregate_id))
+            .bind(
+                self.0
+                    .iter()
+                    .map(|p| p.event.sequence as i64)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(text(|p| &p.event.event_type))
+            .bind(text(|p| &p.event.event_version))
+            .bind(text(|p| &p.payload))
+            .bind(text(|p| &p.metadata))
+    }
+
+    /// Writes the batch alone (one statement, one commit) and answers every append; the error,
+    /// if the statement failed (every append was failed with it).
+    pub async fn write<'c>(self, executor: impl sqlx::PgExecutor<'c>) -> sqlx::Result<()> {
+        let rows = self
+            .bind(sqlx::query(Self::INSERT))
+            .fetch_all(executor)
+            .await
+            .and_then(|rows| rows.iter().map(sqlx::FromRow::from_row).collect());
+        match rows {
+            Ok(rows) => {
+                self.settle(rows);
+                Ok(())
+            }
+            Err(error) => {
+                self.fail(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Answers every append from the keys of the rows that were inserted: an append whose row
+    /// is not among them lost its sequence number to another writer.
+    pub fn settle(self, inserted: Vec<EventKey>) {
+        let mut inserted: HashSet<EventKey> = inserted.into_iter().collect();
+        for pending in self.0 {
+            let key = (
+                pending.aggregate_type.to_owned(),
+                pending.event.aggregate_id.clone(),
+                pending.event.sequence as i64,
+            );
+            // Two appends of the same sequence in one batch: the first row is the one
+            // PostgreSQL inserted, so the first waiter claims it and the second conflicts.
+            let result = if inserted.remove(&key) {
+                Ok(())
+            } else {
+                Err(PersistenceError::OptimisticLockError)
+            };
+            let _ = pending.done.send(result);
+        }
+    }
+
+    /// Fails every append with `error` (the statement did not commit).
+    pub fn fail(self, error: &sqlx::Error) {
+        let message = error.to_string();
+        for pending in self.0 {
+            let failure = match error {
+                sqlx::Error::Database(_) => PersistenceError::UnknownError(message.clone().into()),
+                _ => PersistenceError::ConnectionError(message.clone().into()),
+            };
+            let _ = pending.done.send(Err(failure));
+        }
+    }
+}
