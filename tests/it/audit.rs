@@ -170,6 +170,27 @@ async fn a_server_killed_under_load_has_a_record_of_every_answer_it_gave() {
     )
     .await;
     let admin = String::from_utf8(admin.stdout).unwrap().trim().to_owned();
+    let project = crate::projections::herald(&url, &["projects", "create", "killed"]).await;
+    let project = String::from_utf8(project.stdout).unwrap().trim().to_owned();
+    let submitter = crate::projections::herald(
+        &url,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "submitter",
+            "--scopes",
+            "jobs:write",
+        ]
+        .into_iter()
+        .chain(["--project", &project])
+        .collect::<Vec<_>>(),
+    )
+    .await;
+    let submitter = String::from_utf8(submitter.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
     let port = crate::api_keys::free_port();
     let mut server = tokio::process::Command::new(crate::projections::herald_binary())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -177,12 +198,15 @@ async fn a_server_killed_under_load_has_a_record_of_every_answer_it_gave() {
         .env("HERALD_API_KEY_PEPPER", crate::support::PEPPER)
         .env("HERALD_LOG", "warn")
         .env("HERALD_RATE_LIMITS__READ_PER_MINUTE", "1000000")
+        .env("HERALD_RATE_LIMITS__WRITE_PER_MINUTE", "1000000")
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
-        if reqwest::get(format!("{base}/ready"))
+        if crate::support::http_client()
+            .get(format!("{base}/ready"))
+            .send()
             .await
             .is_ok_and(|r| r.status().is_success())
         {
@@ -190,39 +214,57 @@ async fn a_server_killed_under_load_has_a_record_of_every_answer_it_gave() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Eight clients read as fast as they can; the server is killed while they do.
+    // Eight clients, four reading and four submitting jobs as fast as they can (submissions'
+    // records share commits with their events); the server is killed while they do.
     let mut clients = Vec::new();
-    for _ in 0..8 {
-        let (base, admin) = (base.clone(), admin.clone());
+    for n in 0..8 {
+        let (base, admin, submitter) = (base.clone(), admin.clone(), submitter.clone());
         clients.push(tokio::spawn(async move {
             let client = crate::support::http_client();
             let mut answered = Vec::new();
-            while let Ok(response) = client
-                .get(format!("{base}/api/v1/projects"))
-                .header("X-API-Key", &admin)
-                .send()
-                .await
-            {
-                answered.push(
-                    response.headers()["x-request-id"]
-                        .to_str()
-                        .unwrap()
-                        .to_owned(),
-                );
+            let mut jobs = Vec::new();
+            loop {
+                let request = if n % 2 == 0 {
+                    client
+                        .get(format!("{base}/api/v1/projects"))
+                        .header("X-API-Key", &admin)
+                } else {
+                    client
+                        .post(format!("{base}/api/v1/jobs"))
+                        .header("X-API-Key", &submitter)
+                        .json(&json!({"kind": "killed"}))
+                };
+                let Ok(response) = request.send().await else {
+                    break;
+                };
+                let id = response.headers()["x-request-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                answered.push(id);
+                if response.status() == StatusCode::ACCEPTED {
+                    let Ok(job) = response.json::<Value>().await else {
+                        break;
+                    };
+                    jobs.push(job["id"].as_str().unwrap().to_owned());
+                }
             }
-            answered
+            (answered, jobs)
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.kill().await.unwrap();
-    let mut answered = BTreeSet::new();
+    let (mut answered, mut jobs) = (BTreeSet::new(), BTreeSet::new());
     for client in clients {
-        answered.extend(client.await.unwrap());
+        let (ids, submitted) = client.await.unwrap();
+        answered.extend(ids);
+        jobs.extend(submitted);
     }
     assert!(
-        answered.len() > 50,
-        "the load was too light to mean anything: {}",
-        answered.len()
+        answered.len() > 50 && jobs.len() > 10,
+        "the load was too light to mean anything: {} answers, {} jobs",
+        answered.len(),
+        jobs.len()
     );
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let recorded: Vec<String> = sqlx::query_scalar("SELECT request_id FROM request_log")
@@ -237,4 +279,20 @@ async fn a_server_killed_under_load_has_a_record_of_every_answer_it_gave() {
         missing.len(),
         answered.len()
     );
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT aggregate_id FROM events WHERE aggregate_type = 'job'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let stored: BTreeSet<String> = stored.into_iter().collect();
+    assert!(jobs.is_subset(&stored), "every job answered 202 was stored");
+    // The server's writer commits event batches with the records queued beside them.
+    let shared: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events e \
+          WHERE EXISTS (SELECT 1 FROM request_log r WHERE r.xmin::text = e.xmin::text)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(shared > 0, "no event shared a commit with a request record");
 }

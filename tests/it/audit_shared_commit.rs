@@ -65,7 +65,10 @@ async fn events_and_records_share_commits_and_both_logs_stay_whole() {
     assert!(committed.iter().all(|ok| *ok), "every record was committed");
     for pair in appended.chunks(2) {
         let wins = pair.iter().filter(|outcome| outcome.is_ok()).count();
-        assert_eq!(wins, 1, "one of two appends of one sequence number wins: {pair:?}");
+        assert_eq!(
+            wins, 1,
+            "one of two appends of one sequence number wins: {pair:?}"
+        );
         assert!(pair
             .iter()
             .any(|outcome| matches!(outcome, Err(PersistenceError::OptimisticLockError))));
@@ -118,9 +121,10 @@ async fn a_shared_statement_refused_as_a_whole_commits_each_part_alone() {
             let (appender, log) = (appender.clone(), log.clone());
             let record = record_at(format!("held-{w}"), chrono::Utc::now());
             let record = tokio::spawn(async move { log.record(record).await });
-            let appended = tokio::spawn(async move {
-                appender.append(TYPE, &event(&format!("held-{w}"))).await
-            });
+            let appended =
+                tokio::spawn(
+                    async move { appender.append(TYPE, &event(&format!("held-{w}"))).await },
+                );
             (appended, record)
         })
         .collect();

@@ -93,16 +93,7 @@ async fn write_events(
 ) -> bool {
     batch.sort();
     if records.is_empty() {
-        let written = match db.conn().await {
-            Ok(conn) => within(batch.write(conn)).await,
-            Err(error) => {
-                batch.fail(&error);
-                Err(error)
-            }
-        };
-        if let Err(error) = written {
-            db.failed(&error, "could not append a batch of events");
-        }
+        events_alone(db, batch).await;
         return true;
     }
     match together(db, batch, records, head).await {
@@ -111,21 +102,36 @@ async fn write_events(
         Ok(Together::EventsOnly) => append(db, records, head).await,
         // Refused as a whole (another replica took the same positions, or a deadlock with
         // one): nothing committed, so each log is written on its own.
-        Err((Some(batch), sqlx::Error::Database(error))) => {
+        Err((batch, sqlx::Error::Database(error))) => {
             tracing::debug!(%error, "writing events and records separately");
-            let _ = Box::pin(write_events(db, batch, &mut [], head)).await;
+            events_alone(db, batch).await;
             *head = None;
             append(db, records, head).await
         }
         Err((batch, error)) => {
-            if let Some(batch) = batch {
-                batch.fail(&error);
-            }
+            batch.fail(&error);
             db.failed(&error, "could not write the request log");
             false
         }
     }
 }
+
+/// Writes an event batch in a statement of its own on the writer's connection.
+async fn events_alone(db: &mut Db, batch: EventBatch) {
+    let written = match db.conn().await {
+        Ok(conn) => within(batch.write(conn)).await,
+        Err(error) => {
+            batch.fail(&error);
+            Err(error)
+        }
+    };
+    if let Err(error) = written {
+        db.failed(&error, "could not append a batch of events");
+    }
+}
+
+/// A row of the shared statement: an inserted event's key, or (key empty) the records' count.
+type SharedRow = (Option<String>, Option<String>, Option<i64>, Option<i64>);
 
 enum Together {
     Both,
@@ -140,7 +146,7 @@ async fn together(
     batch: EventBatch,
     records: &mut [Record],
     head: &mut Option<Head>,
-) -> Result<Together, (Option<EventBatch>, sqlx::Error)> {
+) -> Result<Together, (EventBatch, sqlx::Error)> {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "WITH ev AS ({}), rec AS ({} RETURNING 1) \
@@ -154,25 +160,24 @@ async fn together(
         Some(start) => start,
         None => match stored_head(db).await {
             Ok(start) => start,
-            Err(error) => return Err((Some(batch), error)),
+            Err(error) => return Err((batch, error)),
         },
     };
     let end = link(records, &start);
     let conn = match db.conn().await {
         Ok(conn) => conn,
-        Err(error) => return Err((Some(batch), error)),
+        Err(error) => return Err((batch, error)),
     };
     let query = writer::bind(batch.bind(sqlx::query(&SQL)), &start, records);
-    let rows: Vec<(Option<String>, Option<String>, Option<i64>, Option<i64>)> =
-        match within(async {
-            let rows = query.fetch_all(conn).await?;
-            rows.iter().map(sqlx::FromRow::from_row).collect()
-        })
-        .await
-        {
-            Ok(rows) => rows,
-            Err(error) => return Err((Some(batch), error)),
-        };
+    let rows: Vec<SharedRow> = match within(async {
+        let rows = query.fetch_all(conn).await?;
+        rows.iter().map(sqlx::FromRow::from_row).collect()
+    })
+    .await
+    {
+        Ok(rows) => rows,
+        Err(error) => return Err((batch, error)),
+    };
     let mut inserted = 0;
     let mut keys = Vec::with_capacity(rows.len());
     for row in rows {

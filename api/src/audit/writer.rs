@@ -11,10 +11,10 @@
 
 use std::time::Duration;
 
+use super::{chain, Record};
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
-use super::{chain, Record};
 
 /// The end of the chain: sequence number and hash of its last record.
 pub(super) type Head = (i64, String);
@@ -31,7 +31,9 @@ const DB_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `work`, or a timeout error once the database has had `DB_TIMEOUT` and a second more to
 /// answer (it ends its own statements at `DB_TIMEOUT`; this covers one that does not answer).
-pub(super) async fn within<T>(work: impl std::future::Future<Output = sqlx::Result<T>>) -> sqlx::Result<T> {
+pub(super) async fn within<T>(
+    work: impl std::future::Future<Output = sqlx::Result<T>>,
+) -> sqlx::Result<T> {
     match tokio::time::timeout(DB_TIMEOUT + Duration::from_secs(1), work).await {
         Ok(outcome) => outcome,
         Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
@@ -166,8 +168,24 @@ async fn append_at(db: &mut Db, start: &Head, records: &[Record]) -> sqlx::Resul
 /// (docs/PERFORMANCE.md).
 pub(super) fn insert_sql(first: usize) -> String {
     const COLUMNS: [&str; 18] = [
-        "bigint", "timestamptz", "text", "text", "text", "uuid", "text", "text", "text", "int",
-        "bigint", "bigint", "bigint", "text", "text", "text", "text", "text",
+        "bigint",
+        "timestamptz",
+        "text",
+        "text",
+        "text",
+        "uuid",
+        "text",
+        "text",
+        "text",
+        "int",
+        "bigint",
+        "bigint",
+        "bigint",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
     ];
     let values: Vec<String> = COLUMNS
         .iter()
