@@ -10,7 +10,7 @@ use futures::future::join_all;
 use herald_api::audit::{self, AuditLog};
 use herald_store::Appender;
 
-use crate::audit_writers::record_at;
+use crate::audit_writers::{assert_whole_chain_holds, hold_next_position, record_at};
 use crate::support::TestApp;
 
 /// An aggregate type no projection reads.
@@ -79,16 +79,7 @@ async fn events_and_records_share_commits_and_both_logs_stay_whole() {
         .await
         .unwrap();
     assert_eq!(stored, 100);
-    let (checked, broken) = audit::verify(&app.pool, None, None).await.unwrap();
-    assert_eq!(broken, None);
-    let ours: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT request_id) FROM request_log WHERE request_id LIKE 'shared-%'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(ours, 200);
-    assert!(checked >= 200, "{checked}");
+    assert_whole_chain_holds(&app, "shared-", 200).await;
     assert!(
         sharing_a_commit(&app).await > 0,
         "some events were committed with request records"
@@ -102,16 +93,7 @@ async fn a_shared_statement_refused_as_a_whole_commits_each_part_alone() {
     // Hold the next position with an uncommitted record, so both writers' shared statements
     // wait on it for the same positions; once it is rolled back, one statement takes them and
     // the primary key refuses the other, which rolls back that writer's events too.
-    let mut holder = app.pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO request_log (seq, occurred_at, request_id, route, method, path, status, \
-           latency_us, request_bytes, response_bytes, outcome, hash) \
-         SELECT coalesce(max(seq), 0) + 1, now(), 'holder', '/', 'GET', '/', 200, 0, 0, 0, 'success', '' \
-           FROM request_log",
-    )
-    .execute(&mut *holder)
-    .await
-    .unwrap();
+    let holder = hold_next_position(&app).await;
     // Spawned without a pause between them: on the test's one thread, each writer wakes only
     // after its record and its event are both queued, so they share a statement.
     let waiting: Vec<_> = writers

@@ -48,16 +48,7 @@ async fn two_writers_appending_at_once_keep_one_chain() {
     // Hold the next position with an uncommitted record, so both writers' first batches wait
     // on it for the same positions; once it is rolled back, one batch takes them and the
     // primary key refuses the other, which is chained again after it.
-    let mut holder = app.pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO request_log (seq, occurred_at, request_id, route, method, path, status, \
-           latency_us, request_bytes, response_bytes, outcome, hash) \
-         SELECT coalesce(max(seq), 0) + 1, now(), 'holder', '/', 'GET', '/', 200, 0, 0, 0, 'success', '' \
-           FROM request_log",
-    )
-    .execute(&mut *holder)
-    .await
-    .unwrap();
+    let holder = hold_next_position(&app).await;
     let waiting: Vec<_> = (0..2)
         .map(|w| {
             let writer = writers[w].clone();
@@ -75,16 +66,42 @@ async fn two_writers_appending_at_once_keep_one_chain() {
     let calls = (2..400).map(|n| writers[n % 2].record(record(n)));
     let committed = join_all(calls).await;
     assert!(committed.iter().all(|ok| *ok), "every record was committed");
+    assert_whole_chain_holds(&app, "writer-test-", 400).await;
+}
+
+/// Takes the request log's next position with an uncommitted record, so writers' batches wait
+/// on it for the same positions; once it is rolled back, one batch takes them and the primary
+/// key refuses the others.
+pub(crate) async fn hold_next_position(
+    app: &TestApp,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO request_log (seq, occurred_at, request_id, route, method, path, status, \
+           latency_us, request_bytes, response_bytes, outcome, hash) \
+         SELECT coalesce(max(seq), 0) + 1, now(), 'holder', '/', 'GET', '/', 200, 0, 0, 0, 'success', '' \
+           FROM request_log",
+    )
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    holder
+}
+
+/// The chain verifies unbroken and holds exactly `count` distinct records whose request id
+/// starts with `prefix`.
+pub(crate) async fn assert_whole_chain_holds(app: &TestApp, prefix: &str, count: i64) {
     let (checked, broken) = audit::verify(&app.pool, None, None).await.unwrap();
     assert_eq!(broken, None);
     let ours: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT request_id) FROM request_log WHERE request_id LIKE 'writer-test-%'",
+        "SELECT count(DISTINCT request_id) FROM request_log WHERE starts_with(request_id, $1)",
     )
+    .bind(prefix)
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert_eq!(ours, 400);
-    assert!(checked >= 400, "{checked}");
+    assert_eq!(ours, count);
+    assert!(checked as i64 >= count, "{checked}");
 }
 
 /// Forgets every count, as if the periodic counter had never run.
