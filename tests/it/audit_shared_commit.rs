@@ -2,8 +2,9 @@
 //! batch in one statement with the records waiting beside it. Below the HTTP layer, with two
 //! writers as two replicas would run them: both logs stay whole (every record committed and
 //! chained once, every event appended once, each conflict reported to exactly one caller), the
-//! logs really share commits, and a shared statement refused as a whole (another replica took
-//! the same positions) still commits both parts, each on its own.
+//! logs really share commits, a shared statement refused as a whole (another replica took
+//! the same positions) still commits both parts, each on its own, and one refused for any other
+//! reason fails its records at once but still commits its events, on a fresh connection.
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use futures::future::join_all;
@@ -122,4 +123,61 @@ async fn a_shared_statement_refused_as_a_whole_commits_each_part_alone() {
     assert_eq!(broken, None);
     // One writer's statement went through whole; the other's events were written alone.
     assert_eq!(sharing_a_commit(&app).await, 1);
+}
+
+#[tokio::test]
+async fn a_shared_statement_whose_connection_ends_fails_its_records_and_commits_its_events() {
+    let app = TestApp::spawn().await;
+    // The records' insert ends its own connection (FATAL 57P01, as an administrator's
+    // `pg_terminate_backend` or a restarting server would), counting each time it does.
+    sqlx::raw_sql(
+        "CREATE SEQUENCE doomed_attempts; \
+         CREATE FUNCTION doom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           PERFORM nextval('doomed_attempts'); \
+           PERFORM pg_terminate_backend(pg_backend_pid()); \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER doom BEFORE INSERT ON request_log FOR EACH ROW \
+           WHEN (NEW.request_id LIKE 'doomed-%') EXECUTE FUNCTION doom();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (appender, events) = Appender::detached();
+    let log = AuditLog::start(app.pool.clone(), Some(events));
+    // Queued together, so they share a statement (as in the test above).
+    let record = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            log.record(record_at("doomed-0".into(), chrono::Utc::now()))
+                .await
+        })
+    };
+    let appended = {
+        let appender = appender.clone();
+        tokio::spawn(async move { appender.append(TYPE, &event("survivor")).await })
+    };
+    let (appended, committed) = (appended.await.unwrap(), record.await.unwrap());
+    assert!(
+        appended.is_ok(),
+        "the events were written alone: {appended:?}"
+    );
+    assert!(!committed, "the record is reported not written");
+    let attempts: i64 = sqlx::query_scalar("SELECT last_value FROM doomed_attempts")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1, "the records were not tried again");
+    // The writer goes on from the stored end of the chain.
+    assert!(
+        log.record(record_at("after-0".into(), chrono::Utc::now()))
+            .await
+    );
+    assert!(appender.append(TYPE, &event("after")).await.is_ok());
+    assert_whole_chain_holds(&app, "after-", 1).await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = $1")
+        .bind(TYPE)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 2);
 }

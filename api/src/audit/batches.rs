@@ -102,11 +102,20 @@ async fn write_events(
         Ok(Together::EventsOnly) => append(db, records, head).await,
         // Refused as a whole (another replica took the same positions, or a deadlock with
         // one): nothing committed, so each log is written on its own.
-        Err((batch, sqlx::Error::Database(error))) => {
+        Err((batch, sqlx::Error::Database(error))) if contended(&*error) => {
             tracing::debug!(%error, "writing events and records separately");
             events_alone(db, batch).await;
             *head = None;
             append(db, records, head).await
+        }
+        // Refused for another reason (the statement ran out of time, the connection was ended):
+        // nothing committed. The records fail at once, as they would alone, so their answers
+        // are not held back further; the events get a statement of their own on a fresh
+        // connection, since their part may not be what failed.
+        Err((batch, error @ sqlx::Error::Database(_))) => {
+            db.failed(&error, "could not write the request log");
+            events_alone(db, batch).await;
+            false
         }
         Err((batch, error)) => {
             batch.fail(&error);
@@ -114,6 +123,13 @@ async fn write_events(
             false
         }
     }
+}
+
+/// Whether a statement was refused for running into another writer: the primary key of either
+/// log taken by a concurrent statement (`unique_violation`), or a deadlock with one. Chaining
+/// the records again is the answer to these, and to nothing else.
+fn contended(error: &dyn sqlx::error::DatabaseError) -> bool {
+    error.is_unique_violation() || error.code().as_deref() == Some("40P01")
 }
 
 /// Writes an event batch in a statement of its own on the writer's connection.
