@@ -43,39 +43,59 @@ start() {
     done
   fi
   mkdir -p "$dir"
-  if ! answers; then
-    PYTHONPATH=$deps setsid nohup python3 -m moto.server -H 127.0.0.1 -p "$port" \
-      >"$dir/moto.log" 2>&1 </dev/null &
-    pid=$!
-    echo "$pid" >"$dir/moto.pid"
-    # A first start on a cold, busy machine can take a while: up to 60 s.
-    for _ in $(seq 1 600); do
-      answers && break
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    answers || {
-      echo "moto did not start on port $port:" >&2
-      tail -n 20 "$dir/moto.log" >&2
-      kill "$pid" 2>/dev/null || true
-      rm -f "$dir/moto.pid"
-      exit 1
-    }
+  if answers; then
+    # A server left running by an earlier run is reused, unless it cannot create the bucket
+    # (its files may be gone, e.g. a deleted clone's): then it is replaced, once, if it is ours.
+    create_bucket quietly && { print_exports; return; }
+    echo "the S3 server already on port $port cannot create the bucket; starting a fresh one" >&2
+    stop
+    answers && { echo "port $port is taken by a server this script did not start" >&2; exit 1; }
   fi
-  # Creating a bucket that exists already is fine (200 in us-east-1, 409 elsewhere).
+  launch
+  create_bucket || exit 1
+  print_exports
+}
+
+launch() {
+  PYTHONPATH=$deps setsid nohup python3 -m moto.server -H 127.0.0.1 -p "$port" \
+    >"$dir/moto.log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$dir/moto.pid"
+  # A first start on a cold, busy machine can take a while: up to 60 s.
+  for _ in $(seq 1 600); do
+    answers && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  answers || {
+    echo "moto did not start on port $port:" >&2
+    tail -n 20 "$dir/moto.log" >&2
+    kill "$pid" 2>/dev/null || true
+    rm -f "$dir/moto.pid"
+    exit 1
+  }
+}
+
+# Creates the bucket (one that exists already is fine: 200 in us-east-1, 409 elsewhere); with
+# `quietly`, fails without printing the server's answer.
+create_bucket() {
   for attempt in 1 2 3; do
     code=$(curl -s -o "$dir/create-bucket.xml" -w '%{http_code}' --max-time 10 \
       -X PUT "http://127.0.0.1:$port/$bucket" || true)
     case "$code" in
-      200 | 409) break ;;
+      200 | 409) return 0 ;;
     esac
     if [ "$attempt" = 3 ]; then
+      [ "${1:-}" = quietly ] && return 1
       echo "creating the bucket $bucket answered HTTP $code:" >&2
       cat "$dir/create-bucket.xml" >&2 2>/dev/null || true
-      exit 1
+      return 1
     fi
     sleep 2
   done
+}
+
+print_exports() {
   echo "export TEST_S3_ENDPOINT=http://127.0.0.1:$port TEST_S3_BUCKET=$bucket"
 }
 
