@@ -5,6 +5,7 @@ mod files_support;
 mod support;
 
 mod account_webhooks;
+mod admin_keys;
 mod api_keys;
 mod appends;
 mod audit;

@@ -50,6 +50,10 @@ impl From<CommandError<ApiKeyError>> for ApiError {
             CommandError::Rejected(ApiKeyError::LimitsAdminOnly) => {
                 ApiError::Forbidden("only an admin sets a key's rate limits".into())
             }
+            CommandError::Rejected(ApiKeyError::AdminScopeOnProjectKey) => ApiError::field(
+                "scopes",
+                "`admin` is for keys bound to no project: leave `project_id` out",
+            ),
             CommandError::Rejected(rejected) => ApiError::Conflict {
                 code: rejected.code(),
                 detail: rejected.to_string(),

@@ -82,6 +82,11 @@ impl Caller {
     pub fn require(&mut self, scope: Scope) -> Result<(), ApiError> {
         self.demanded = Some(scope);
         let held = match &self.grants {
+            // `admin` is honoured only on a key bound to no project (none can be made
+            // otherwise; this guards keys made before that was refused).
+            Grants::Key { scopes, project } if scope == Scope::Admin => {
+                project.is_none() && scopes.allows(scope)
+            }
             Grants::Key { scopes, .. } => scopes.allows(scope),
             Grants::AdminUser => true,
             Grants::Member(roles) => roles.values().any(|role| role.scopes().allows(scope)),
@@ -243,7 +248,7 @@ impl Caller {
 
     pub fn is_admin(&self) -> bool {
         match &self.grants {
-            Grants::Key { scopes, .. } => scopes.allows(Scope::Admin),
+            Grants::Key { scopes, project } => project.is_none() && scopes.allows(Scope::Admin),
             Grants::AdminUser => true,
             Grants::Member(_) => false,
         }
@@ -320,9 +325,26 @@ mod tests {
     use super::*;
 
     fn key(project: Option<ProjectId>) -> Caller {
+        key_with(project, "jobs:write")
+    }
+
+    fn key_with(project: Option<ProjectId>, scope: &str) -> Caller {
         let id = KeyId::parse("Zp3kQ8rT2mN5vB7x").unwrap();
-        let scopes = Scopes::parse(["jobs:write"]).unwrap();
+        let scopes = Scopes::parse([scope]).unwrap();
         Caller::for_key(id.clone(), id, project, scopes, RateLimit::default())
+    }
+
+    #[test]
+    fn the_admin_scope_of_a_key_bound_to_a_project_grants_no_admin_rights() {
+        let own = ProjectId::generate();
+        let mut bound = key_with(Some(own), "admin");
+        assert!(!bound.is_admin());
+        assert!(bound.require(Scope::Admin).is_err());
+        // Within its own project it still reads and writes.
+        assert!(bound.require(Scope::JobsWrite).is_ok());
+        let mut unbound = key_with(None, "admin");
+        assert!(unbound.is_admin());
+        assert!(unbound.require(Scope::Admin).is_ok());
     }
 
     #[test]

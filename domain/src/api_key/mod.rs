@@ -25,7 +25,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::{KeyId, ProjectId, Scopes};
+use crate::{KeyId, ProjectId, Scope, Scopes};
 
 /// Everything a new key is created with.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +96,8 @@ pub enum ApiKeyError {
     ScopeEscalation,
     #[error("only an admin sets a key's rate limits")]
     LimitsAdminOnly,
+    #[error("the `admin` scope is for keys bound to no project")]
+    AdminScopeOnProjectKey,
 }
 
 impl ApiKeyError {
@@ -107,6 +109,7 @@ impl ApiKeyError {
             ApiKeyError::AlreadyRotated => "API_KEY_ALREADY_ROTATED",
             ApiKeyError::ScopeEscalation => "SCOPE_ESCALATION",
             ApiKeyError::LimitsAdminOnly => "RATE_LIMIT_ADMIN_ONLY",
+            ApiKeyError::AdminScopeOnProjectKey => "VALIDATION_FAILED",
         }
     }
 }
@@ -124,7 +127,12 @@ impl ApiKey {
     pub fn decide(&self, command: ApiKeyCommand) -> Result<Vec<ApiKeyEvent>, ApiKeyError> {
         let key = match (&self.state, command) {
             (Some(_), ApiKeyCommand::Create(..)) => return Err(ApiKeyError::AlreadyExists),
-            (None, ApiKeyCommand::Create(new, at)) => return Ok(vec![created(*new, at)]),
+            (None, ApiKeyCommand::Create(new, at)) => {
+                if new.project_id.is_some() && new.scopes.allows(Scope::Admin) {
+                    return Err(ApiKeyError::AdminScopeOnProjectKey);
+                }
+                return Ok(vec![created(*new, at)]);
+            }
             (None, _) => return Err(ApiKeyError::NotFound),
             (Some(key), command) => {
                 if key.revoked_at.is_some() {
@@ -145,6 +153,9 @@ impl ApiKey {
                 if let Some(scopes) = &update.scopes {
                     if !by_admin && !scopes.within(&key.scopes) {
                         return Err(ApiKeyError::ScopeEscalation);
+                    }
+                    if key.project_id.is_some() && scopes.allows(Scope::Admin) {
+                        return Err(ApiKeyError::AdminScopeOnProjectKey);
                     }
                 }
                 if update.rate_limit.is_some() && !by_admin {

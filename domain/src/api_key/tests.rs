@@ -235,3 +235,51 @@ fn a_key_spends_the_budgets_of_the_first_key_of_its_rotations() {
     let legacy: ApiKeyEvent = serde_json::from_value(stored).unwrap();
     assert_eq!(budget_of(legacy), previous);
 }
+
+fn new_key(project_id: Option<ProjectId>, list: &[&str]) -> ApiKeyCommand {
+    ApiKeyCommand::Create(
+        Box::new(NewApiKey {
+            name: KeyName::parse("ops").unwrap(),
+            description: None,
+            project_id,
+            scopes: scopes(list),
+            key_hash: "00".into(),
+            start: "hrld_live_abcd".into(),
+            expires_at: None,
+            ip_allowlist: IpAllowlist::default(),
+            rate_limit: RateLimit::default(),
+            rotated_from: None,
+            rotation_root: None,
+        }),
+        t(0),
+    )
+}
+
+#[test]
+fn the_admin_scope_is_refused_on_a_key_bound_to_a_project() {
+    let project = Some(ProjectId::from_uuid(uuid::Uuid::from_u128(7)));
+    Spec::with(())
+        .given_no_previous_events()
+        .when(new_key(project, &["admin"]))
+        .then_expect_error(ApiKeyError::AdminScopeOnProjectKey);
+    let mut bound = created(None);
+    if let ApiKeyEvent::Created { project_id, .. } = &mut bound {
+        *project_id = project;
+    }
+    Spec::with(())
+        .given(vec![bound])
+        .when(narrow_to(&["admin", "jobs:read"], true))
+        .then_expect_error(ApiKeyError::AdminScopeOnProjectKey);
+    // A key bound to no project may be made an admin key, by an admin.
+    Spec::with(())
+        .given(vec![created(None)])
+        .when(narrow_to(&["admin"], true))
+        .then_expect_events(vec![ApiKeyEvent::Updated {
+            name: None,
+            description: None,
+            scopes: Some(scopes(&["admin"])),
+            ip_allowlist: None,
+            rate_limit: None,
+            at: t(10),
+        }]);
+}
