@@ -112,6 +112,7 @@ impl EventsApi {
         let caller = self.state.authenticate(&auth).await?;
         let visible = caller.event_visibility()?;
         let limit = cursor::limit(limit.0)?;
+        super::audit_filters::range(from.0, to.0)?;
         let ascending = match order.0.as_deref() {
             None | Some("desc") => false,
             Some("asc") => true,
