@@ -38,6 +38,7 @@ mod security;
 mod security_edge;
 mod shared_budgets;
 mod shared_limits;
+mod shared_outage;
 mod streams;
 mod uploads;
 mod usage;

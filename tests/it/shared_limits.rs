@@ -19,7 +19,7 @@ pub(crate) fn redis_url() -> String {
     )
 }
 
-fn shared(config: &mut Config, redis: &str) {
+pub(crate) fn shared(config: &mut Config, redis: &str) {
     config.redis_url = Secret::new(redis);
     config.rate_limits.write_per_minute = 10;
     config.rate_limits.read_per_minute = 1_000_000;

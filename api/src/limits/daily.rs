@@ -106,32 +106,44 @@ impl RateLimiter {
     }
 
     /// Every replica's requests of today as stored, with this replica's own count (the other
-    /// replicas' last two seconds may be missing).
-    pub(super) async fn everyone_today(&self, pool: &PgPool, subject: &str) -> u64 {
+    /// replicas' last two seconds may be missing), and never less than this replica knows of;
+    /// `None` when the stored counts could not be read.
+    pub(super) async fn everyone_today(&self, pool: &PgPool, subject: &str) -> Option<u64> {
         let today = Utc::now().date_naive();
-        let others = self
-            .others_stored(pool, subject, today)
-            .await
-            .unwrap_or_else(|error| {
-                tracing::warn!(%error, "could not read the stored daily counts; counting 0");
-                0
-            });
+        let others = match self.others_stored(pool, subject, today).await {
+            Ok(others) => others,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the stored daily counts; deciding locally");
+                return None;
+            }
+        };
         // A lookup: no entry is made here (the decisions make them).
         let key = (subject.to_owned(), today);
-        let own = self
+        let (own, used) = self
             .daily
             .lock()
             .expect("lock")
             .get(&key)
-            .map_or(0, |c| c.own);
-        others + own
+            .map_or((0, 0), |c| (c.own, c.used));
+        Some((others + own).max(used))
+    }
+
+    /// The requests of today this replica knows `subject` made: what Redis last counted, plus
+    /// what this replica allowed on its own since (0 before it has seen the subject today).
+    pub(super) fn known_today(&self, subject: &str) -> u64 {
+        let key = (subject.to_owned(), Utc::now().date_naive());
+        self.daily
+            .lock()
+            .expect("lock")
+            .get(&key)
+            .map_or(0, |c| c.used)
     }
 
     /// Requests `subject` made today on every replica, as far as this one can tell: what the
     /// others have stored plus its own count, or the count it decides on if that is higher.
     pub async fn used_today(&self, pool: &PgPool, subject: &str) -> u64 {
         let decided = self.daily_used(pool, subject).await;
-        decided.max(self.everyone_today(pool, subject).await)
+        decided.max(self.everyone_today(pool, subject).await.unwrap_or(0))
     }
 
     /// Requests counted against `subject`'s daily quota today: this replica's count, which
@@ -163,10 +175,20 @@ impl RateLimiter {
         }
     }
 
+    /// Counts a request Redis allowed as this replica's own (to be stored). `used` is left to
+    /// what Redis answers (`note_used`): counted here as well, a reply that arrives after a
+    /// later one would count twice, and the count Redis is told this replica knows of would
+    /// run ahead of the true one.
+    pub(super) fn count_shared(&self, subject: &str) {
+        self.with_day(subject, Utc::now().date_naive(), |count| count.own += 1);
+    }
+
+    #[cfg(test)]
     pub(super) fn count_daily(&self, subject: &str) {
         self.count_daily_on(subject, Utc::now().date_naive());
     }
 
+    #[cfg(test)]
     pub(super) fn count_daily_on(&self, subject: &str, day: NaiveDate) {
         self.with_day(subject, day, |count| {
             count.used += 1;

@@ -185,11 +185,13 @@ impl RateLimiter {
         let shared = self.shared_connected()?;
         let today = Utc::now().date_naive();
         let reset = seconds_to_midnight();
-        let ask = |seed| shared.check(subject, name, quota, daily_quota, seed, today, reset);
+        let known = self.known_today(subject);
+        let ask = |seed| shared.check(subject, name, quota, daily_quota, seed, known, today, reset);
         let verdict = match ask(None).await? {
             Decision::Decided(verdict) => verdict,
             Decision::NeedsSeed => {
-                let seed = self.everyone_today(pool, subject).await;
+                // Unreadable stored counts are not taken for a fresh day: decide locally.
+                let seed = self.everyone_today(pool, subject).await?;
                 match ask(Some(seed)).await? {
                     Decision::Decided(verdict) => verdict,
                     Decision::NeedsSeed => return None,
@@ -198,7 +200,7 @@ impl RateLimiter {
         };
         if verdict.minute.allowed && verdict.daily_allowed {
             // This replica's share, added to the stored count so the quota survives restarts.
-            self.count_daily(subject);
+            self.count_shared(subject);
         }
         // What Redis counted for everyone is where local limits start if Redis goes away.
         self.note_used(subject, verdict.used_today);

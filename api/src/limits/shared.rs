@@ -41,7 +41,10 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 
 /// KEYS: the subject's TAT for the policy, its daily counter. ARGV: quota per minute, daily
 /// quota, the day's count to start from when Redis has none ('' when the caller has not read
-/// it: the script then answers `{-1}` and decides nothing), the counter's time to live.
+/// it: the script then answers `{-1}` and decides nothing), the counter's time to live, and
+/// the count the calling replica knows of (what Redis last told it plus what it allowed on its
+/// own while Redis was unreachable): the count never stays below it, so requests allowed
+/// during an outage are not forgotten when Redis answers again.
 /// Returns: minute allowed, remaining, microseconds until reset (or retry), daily allowed,
 /// used today. Times are whole microseconds, so the interval is rounded down and the burst
 /// tolerance is exactly `quota` intervals (a quota above 60 million a minute is held to one
@@ -55,8 +58,8 @@ end
 "#,
     gcra_preamble!(),
     r#"
-local used = tonumber(stored or ARGV[3])
-if not stored then
+local used = math.max(tonumber(stored or ARGV[3]), tonumber(ARGV[5]))
+if not stored or used > tonumber(stored) then
   -- Keep the start even if this request is refused, so the next one needs no seed.
   redis.call('SET', KEYS[2], used, 'EX', tonumber(ARGV[4]))
 end
@@ -150,6 +153,7 @@ impl SharedLimits {
         quota: u64,
         daily_quota: u64,
         seed: Option<u64>,
+        known: u64,
         day: chrono::NaiveDate,
         seconds_to_midnight: u64,
     ) -> Option<Decision> {
@@ -159,7 +163,8 @@ impl SharedLimits {
             .arg(quota)
             .arg(daily_quota)
             .arg(seed.map_or_else(String::new, |n| n.to_string()))
-            .arg(seconds_to_midnight + 3600);
+            .arg(seconds_to_midnight + 3600)
+            .arg(known);
         match self.run::<Vec<i64>>(&invocation).await? {
             reply if reply == [-1] => Some(Decision::NeedsSeed),
             reply if reply.len() == 5 => Some(Decision::Decided(SharedVerdict {
