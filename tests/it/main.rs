@@ -31,6 +31,7 @@ mod jobs_api;
 mod log_reads;
 mod openapi;
 mod projections;
+mod rate_limit_reset;
 mod rate_limits;
 mod roles;
 mod s3_storage;

@@ -1,6 +1,9 @@
 //! The rate-limit headers of a response: `X-RateLimit-Limit`, `-Remaining` and `-Reset` (epoch
 //! seconds) for the most restrictive policy, and the IETF draft fields `RateLimit-Policy` (every
-//! policy of the caller, the ones this request did not touch included) and `RateLimit` (the most restrictive one's remaining requests and seconds to reset).
+//! policy of the caller, the ones this request did not touch included) and `RateLimit` (the
+//! most restrictive one's remaining requests and seconds to reset). Times count from when the
+//! limits were decided, not from when the response is written: a handler that ran for a while
+//! does not push the reset later.
 
 use std::fmt::Write;
 
@@ -21,6 +24,8 @@ pub struct RateHeaders {
     pub applied: Vec<Applied>,
     /// Every policy of the caller, for `RateLimit-Policy` (when empty: the applied ones).
     pub policies: Vec<Policy>,
+    /// When the policies were decided (`None`: as the response is written).
+    pub decided_at: Option<std::time::SystemTime>,
 }
 
 /// A policy as `RateLimit-Policy` lists it.
@@ -52,7 +57,15 @@ impl RateHeaders {
         let Some(binding) = self.binding() else {
             return;
         };
-        let reset_at = chrono::Utc::now().timestamp() as u64 + binding.reset_seconds;
+        let now = std::time::SystemTime::now();
+        let decided = self.decided_at.unwrap_or(now);
+        let epoch = |at: std::time::SystemTime| {
+            at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs())
+        };
+        let reset_at = epoch(decided) + binding.reset_seconds;
+        // Seconds left from now, never below 0.
+        let reset_in = reset_at.saturating_sub(epoch(now));
         let headers = response.headers_mut();
         // One buffer for every value (each value copies what it needs): this runs on every
         // authenticated response.
@@ -92,7 +105,7 @@ impl RateHeaders {
         let _ = write!(
             text,
             "\"{}\";r={};t={}",
-            binding.name, binding.remaining, binding.reset_seconds
+            binding.name, binding.remaining, reset_in
         );
         set(&RATELIMIT, &mut text);
     }

@@ -1,0 +1,38 @@
+//! The rate-limit headers count from when the limits were decided: a request whose handler ran
+//! for seconds is told the same reset time as one answered at once, not one pushed later by the
+//! handler's time.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::TestApp;
+
+#[tokio::test]
+async fn a_slow_request_is_told_the_reset_its_limits_were_decided_with() {
+    // Six submissions a minute: after one, the budget is full again 10 s later.
+    let app = TestApp::spawn_with(|c| c.rate_limits.write_per_minute = 6).await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let sent_at = chrono::Utc::now().timestamp();
+    // The submission is decided at once and then waits 3 s for its event to be written.
+    let blocker = app.block_writes_to("events").await;
+    let submission = app.post("/api/v1/jobs", &key, json!({"kind": "slow"}));
+    let release = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        blocker.commit().await.unwrap();
+    };
+    let (response, ()) = tokio::join!(submission, release);
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(header("x-ratelimit-remaining"), "5");
+    let reset: i64 = header("x-ratelimit-reset").parse().unwrap();
+    assert!(
+        (sent_at + 10..=sent_at + 11).contains(&reset),
+        "reset {reset}, sent at {sent_at}: 10 s after the decision, not after the answer"
+    );
+    // `RateLimit` says how long is left now: about 7 of the 10 s.
+    let fields = header("ratelimit");
+    let left: i64 = fields.rsplit("t=").next().unwrap().parse().unwrap();
+    assert!((6..=8).contains(&left), "{fields}");
+}
