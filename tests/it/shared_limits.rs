@@ -1,7 +1,8 @@
 //! Rate limits shared through a real Redis (started by `scripts/test-redis.sh`): two `herald
 //! serve` processes on one database and one Redis together allow exactly one key's limit, per
 //! minute and per day; a day's count Redis lost starts again from every replica's stored
-//! share; with Redis unreachable a replica keeps serving and limits on its own, and says so.
+//! share; a budget's state in Redis expires once it lies in the past, whatever the window;
+//! with Redis unreachable a replica keeps serving and limits on its own, and says so.
 
 use std::time::Duration;
 
@@ -222,4 +223,30 @@ async fn without_redis_a_replica_limits_on_its_own_and_says_so() {
     assert_eq!(health["rate_limits"], "shared_unavailable_using_local");
     assert_eq!(health["status"], "degraded");
     assert_eq!(health["database"]["status"], "ok");
+}
+
+#[tokio::test]
+async fn a_budgets_state_in_redis_lives_as_long_as_it_matters_and_no_longer() {
+    let redis = redis_url();
+    let app = TestApp::spawn_with(|c| {
+        shared(c, &redis);
+        c.rate_limits.write_per_minute = 2;
+    })
+    .await;
+    until_shared(&app.base_url).await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let response = app.post("/api/v1/jobs", &key, json!({"kind": "k"})).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // Two a minute: the budget is full again 30 s after one request, and its state goes then
+    // (a second later), whatever the quota; a fixed lifetime would cut short a window longer
+    // than itself.
+    let id = key.split('_').nth(2).unwrap();
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("herald:rl:key:{id}:write"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!((29_000..=31_000).contains(&ttl), "{ttl} ms");
 }

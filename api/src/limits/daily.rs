@@ -128,10 +128,10 @@ impl RateLimiter {
         Some((others + own).max(used))
     }
 
-    /// The requests of today this replica knows `subject` made: what Redis last counted, plus
-    /// what this replica allowed on its own since (0 before it has seen the subject today).
-    pub(super) fn known_today(&self, subject: &str) -> u64 {
-        let key = (subject.to_owned(), Utc::now().date_naive());
+    /// The requests of `day` this replica knows `subject` made: what Redis last counted, plus
+    /// what this replica allowed on its own since (0 before it has seen the subject that day).
+    pub(super) fn known_on(&self, subject: &str, day: NaiveDate) -> u64 {
+        let key = (subject.to_owned(), day);
         self.daily
             .lock()
             .expect("lock")

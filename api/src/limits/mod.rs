@@ -185,7 +185,7 @@ impl RateLimiter {
         let shared = self.shared_connected()?;
         let today = Utc::now().date_naive();
         let reset = seconds_to_midnight();
-        let known = self.known_today(subject);
+        let known = self.known_on(subject, today);
         let ask = |seed| shared.check(subject, name, quota, daily_quota, seed, known, today, reset);
         let verdict = match ask(None).await? {
             Decision::Decided(verdict) => verdict,

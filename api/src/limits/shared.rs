@@ -48,7 +48,8 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 /// Returns: minute allowed, remaining, microseconds until reset (or retry), daily allowed,
 /// used today. Times are whole microseconds, so the interval is rounded down and the burst
 /// tolerance is exactly `quota` intervals (a quota above 60 million a minute is held to one
-/// request per microsecond after its burst).
+/// request per microsecond after its burst). A TAT is kept a second longer than it lies ahead
+/// (after that it is in the past, which a missing one means too), however long the window.
 const SCRIPT: &str = concat!(
     r#"
 local stored = redis.call('GET', KEYS[2])
@@ -73,7 +74,7 @@ if minute_ok then
   pending = new_tat - now
 end
 if minute_ok and daily_ok then
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', 120000)
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
   used = used + 1
   redis.call('SET', KEYS[2], used, 'EX', tonumber(ARGV[4]))
 end
@@ -89,7 +90,7 @@ const MINUTE_SCRIPT: &str = concat!(
     r#"
 local new_tat = math.max(tat, now) + interval
 if new_tat - now <= window then
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', 120000)
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
   return {1, math.floor((window - (new_tat - now)) / interval), new_tat - now}
 end
 return {0, 0, new_tat - now - window}
