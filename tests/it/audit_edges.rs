@@ -1,7 +1,8 @@
 //! Calls at the edges of what the request log sees: one whose client gives up (a timed-out
 //! client, a closed socket) is still handled to the end and recorded (the log has every call
 //! that changed something, even when nobody was left to receive the answer), and shutdown waits
-//! for it; a body sent without a declared length is recorded with its real size.
+//! for it; a body sent without a declared length is recorded with its real size; a path of
+//! any length is recorded cut to a bound.
 
 use std::time::Duration;
 
@@ -92,6 +93,25 @@ async fn shutdown_waits_for_a_call_whose_client_left() {
             .await
             .unwrap();
     assert_eq!(recorded, Some(202), "recorded before the server stopped");
+}
+
+#[tokio::test]
+async fn a_path_of_any_length_is_recorded_cut_to_a_bound() {
+    let app = TestApp::spawn().await;
+    let long = format!("/api/v1/{}", "a".repeat(20_000));
+    let response = app
+        .request(Method::GET, &long, &app.admin_key)
+        .header("X-Request-Id", "long-path-0001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let path: String = sqlx::query_scalar("SELECT path FROM request_log WHERE request_id = $1")
+        .bind("long-path-0001")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(path, format!("{}…", &long[..1024]));
 }
 
 /// Submits a job over a raw connection and closes it once the call has reached its handler

@@ -1,6 +1,8 @@
 //! Turns a finished API call into its request-log record and holds the response until the
 //! record is committed. Bodies are never recorded, only their sizes; the path is kept without
-//! its query string (which could carry data), beside the route template that served it.
+//! its query string (which could carry data), beside the route template that served it, and
+//! cut to `MAX_PATH` bytes (ending in `…` when cut), so a client cannot make one record, and
+//! every export and verification that reads it, as large as its URL.
 
 use std::time::Instant;
 
@@ -78,7 +80,7 @@ pub async fn record(
         project_id,
         route: seen.route.to_owned(),
         method: seen.method.to_owned(),
-        path: seen.path.to_owned(),
+        path: bounded(seen.path),
         status: i32::from(status),
         latency_us: seen.started.elapsed().as_micros() as i64,
         request_bytes: seen.request_bytes,
@@ -133,4 +135,34 @@ fn is_streamed(response: &Response) -> bool {
     ]
     .iter()
     .any(|streamed| content_type.starts_with(streamed))
+}
+
+/// The most of a path a record keeps, in bytes (no route of the API comes near it).
+pub(crate) const MAX_PATH: usize = 1024;
+
+/// `path`, or its first `MAX_PATH` bytes (at a character boundary) and `…` when it is longer.
+pub(crate) fn bounded(path: &str) -> String {
+    if path.len() <= MAX_PATH {
+        return path.to_owned();
+    }
+    let mut end = MAX_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &path[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_path_is_cut_at_a_character_boundary_and_marked() {
+        assert_eq!(bounded("/api/v1/jobs"), "/api/v1/jobs");
+        let exact = "a".repeat(MAX_PATH);
+        assert_eq!(bounded(&exact), exact);
+        let long = format!("{}é{}", "a".repeat(MAX_PATH - 1), "b".repeat(10));
+        let cut = bounded(&long);
+        assert_eq!(cut, format!("{}…", "a".repeat(MAX_PATH - 1)));
+    }
 }
