@@ -131,17 +131,16 @@ async fn two_herald_processes_together_allow_one_limit() {
     assert!(check["checked"].as_i64().unwrap() >= 51, "{check}");
 }
 
-#[tokio::test]
-async fn a_daily_count_redis_lost_starts_again_from_every_replicas_stored_share() {
-    let redis = redis_url();
-    let app = TestApp::spawn_with(|c| shared(c, &redis)).await;
+/// A key of a fresh app sharing its limits through Redis makes 2 reads here (stored), another
+/// replica has stored 10 of its own, and then Redis loses the day's count. Returns the key and
+/// the Redis key of its day's count.
+pub(crate) async fn a_day_redis_lost(app: &TestApp, redis: &str) -> (String, String) {
     until_shared(&app.base_url).await;
     let (_, key) = app.project_with_key(&["jobs:read"]).await;
     for _ in 0..2 {
         assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
     }
     app.state.rate_limiter.flush(&app.pool).await.unwrap();
-    // Another replica has flushed 10 requests of its own; then Redis loses the day's count.
     let id = key.split('_').nth(2).unwrap();
     let subject = format!("key:{id}");
     let today = chrono::Utc::now().date_naive();
@@ -153,15 +152,26 @@ async fn a_daily_count_redis_lost_starts_again_from_every_replicas_stored_share(
     .execute(&app.pool)
     .await
     .unwrap();
-    let client = redis::Client::open(redis.as_str()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let day_key = format!("herald:rl:{subject}:daily:{today}");
     let lost: i64 = redis::cmd("DEL")
-        .arg(format!("herald:rl:{subject}:daily:{today}"))
-        .query_async(&mut connection)
+        .arg(&day_key)
+        .query_async(&mut redis_connection(redis).await)
         .await
         .unwrap();
     assert_eq!(lost, 1, "the day's counter was in Redis");
+    (key, day_key)
+}
 
+pub(crate) async fn redis_connection(redis: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_daily_count_redis_lost_starts_again_from_every_replicas_stored_share() {
+    let redis = redis_url();
+    let app = TestApp::spawn_with(|c| shared(c, &redis)).await;
+    let (key, _) = a_day_redis_lost(&app, &redis).await;
     let next = app.get("/api/v1/jobs", &key).await;
     assert_eq!(next.status(), StatusCode::OK);
     assert_eq!(
@@ -241,11 +251,9 @@ async fn a_budgets_state_in_redis_lives_as_long_as_it_matters_and_no_longer() {
     // (a second later), whatever the quota; a fixed lifetime would cut short a window longer
     // than itself.
     let id = key.split('_').nth(2).unwrap();
-    let client = redis::Client::open(redis.as_str()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     let ttl: i64 = redis::cmd("PTTL")
         .arg(format!("herald:rl:key:{id}:write"))
-        .query_async(&mut connection)
+        .query_async(&mut redis_connection(&redis).await)
         .await
         .unwrap();
     assert!((29_000..=31_000).contains(&ttl), "{ttl} ms");

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::shared_limits::{redis_url, shared, until_shared};
+use crate::shared_limits::{a_day_redis_lost, redis_connection, redis_url, shared, until_shared};
 use crate::support::TestApp;
 
 /// Relays TCP connections to `target` until cut: cutting ends every relayed connection and
@@ -125,33 +125,8 @@ async fn requests_allowed_while_redis_was_unreachable_count_once_it_answers_agai
 async fn a_day_redis_lost_is_not_started_again_from_counts_that_could_not_be_read() {
     let redis = redis_url();
     let app = TestApp::spawn_with(|c| shared(c, &redis)).await;
-    until_shared(&app.base_url).await;
-    let (_, key) = app.project_with_key(&["jobs:read"]).await;
-    for _ in 0..2 {
-        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
-    }
-    app.state.rate_limiter.flush(&app.pool).await.unwrap();
-    // Another replica stored 10 requests; Redis loses the day's count; the stored counts
-    // cannot be read for a while.
-    let id = key.split('_').nth(2).unwrap();
-    let subject = format!("key:{id}");
-    let today = chrono::Utc::now().date_naive();
-    sqlx::query(
-        "INSERT INTO rate_limit_daily (subject, day, replica, used) VALUES ($1, $2, 'another', 10)",
-    )
-    .bind(&subject)
-    .bind(today)
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    let client = redis::Client::open(redis.as_str()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let day_key = format!("herald:rl:{subject}:daily:{today}");
-    let _: i64 = redis::cmd("DEL")
-        .arg(&day_key)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    let (key, day_key) = a_day_redis_lost(&app, &redis).await;
+    // The stored counts cannot be read for a while.
     sqlx::query("ALTER TABLE rate_limit_daily RENAME TO rate_limit_daily_away")
         .execute(&app.pool)
         .await
@@ -159,7 +134,7 @@ async fn a_day_redis_lost_is_not_started_again_from_counts_that_could_not_be_rea
     assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
     let seeded: Option<i64> = redis::cmd("GET")
         .arg(&day_key)
-        .query_async(&mut connection)
+        .query_async(&mut redis_connection(&redis).await)
         .await
         .unwrap();
     assert_eq!(
