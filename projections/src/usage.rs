@@ -56,16 +56,20 @@ pub async fn usage(
     .await
 }
 
-/// Jobs by status, active keys, jobs created per hour (last 24 h), average processing time
-/// and success rate of jobs finished in the last 24 h.
+/// Jobs by status, active keys, jobs created in each of the last 24 hours, average processing
+/// time and outcomes of jobs finished in the last 24 h.
 #[derive(Debug, Clone, Default)]
 pub struct JobStats {
     pub by_status: Vec<(String, i64)>,
     pub active_keys: i64,
+    /// One entry per hour, oldest first, hours without jobs included: the 23 whole hours
+    /// before the current one, and the current one so far.
     pub created_per_hour: Vec<(DateTime<Utc>, i64)>,
     pub average_processing_seconds: Option<f64>,
+    /// Every job that reached an end: succeeded, failed or cancelled.
     pub finished_last_24h: i64,
     pub succeeded_last_24h: i64,
+    pub failed_last_24h: i64,
 }
 
 pub async fn job_stats(pool: &sqlx::PgPool) -> sqlx::Result<JobStats> {
@@ -81,14 +85,19 @@ pub async fn job_stats(pool: &sqlx::PgPool) -> sqlx::Result<JobStats> {
     .fetch_one(pool)
     .await?;
     let created_per_hour = sqlx::query_as(
-        "SELECT date_trunc('hour', created_at, 'UTC'), count(*) FROM jobs \
-          WHERE created_at >= now() - interval '24 hours' GROUP BY 1 ORDER BY 1",
+        "WITH hours AS (SELECT generate_series(date_trunc('hour', now(), 'UTC') - interval '23 hours', \
+                                               date_trunc('hour', now(), 'UTC'), interval '1 hour') AS hour), \
+              created AS (SELECT date_trunc('hour', created_at, 'UTC') AS hour, count(*) AS jobs \
+                            FROM jobs WHERE created_at >= (SELECT min(hour) FROM hours) GROUP BY 1) \
+         SELECT hour, coalesce(jobs, 0) FROM hours LEFT JOIN created USING (hour) ORDER BY hour",
     )
     .fetch_all(pool)
     .await?;
-    let (average, finished, succeeded): (Option<f64>, i64, i64) = sqlx::query_as(
-        "SELECT avg(extract(epoch FROM finished_at - (doc->>'started_at')::timestamptz))::float8, \
-                count(*), count(*) FILTER (WHERE status = 'succeeded') \
+    let (average, finished, succeeded, failed): (Option<f64>, i64, i64, i64) = sqlx::query_as(
+        "SELECT (avg(extract(epoch FROM finished_at - (doc->>'started_at')::timestamptz)) \
+                   FILTER (WHERE status IN ('succeeded', 'failed')))::float8, \
+                count(*), count(*) FILTER (WHERE status = 'succeeded'), \
+                count(*) FILTER (WHERE status = 'failed') \
            FROM jobs WHERE finished_at >= now() - interval '24 hours' AND NOT deleted",
     )
     .fetch_one(pool)
@@ -100,6 +109,7 @@ pub async fn job_stats(pool: &sqlx::PgPool) -> sqlx::Result<JobStats> {
         average_processing_seconds: average,
         finished_last_24h: finished,
         succeeded_last_24h: succeeded,
+        failed_last_24h: failed,
     })
 }
 

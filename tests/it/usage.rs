@@ -245,8 +245,9 @@ async fn admin_summaries_report_finished_jobs_and_rate_limit_refusals() {
     let app = TestApp::spawn_with(|c| c.rate_limits.write_per_minute = 5).await;
     let (project, client) = app.project_with_key(&["jobs:write"]).await;
     let worker = app.create_key(Some(project), &["jobs:work"]).await;
+    let mut submitted = Vec::new();
     for _ in 0..5 {
-        app.submit_job(&client, json!({"kind": "render"})).await;
+        submitted.push(app.submit_job(&client, json!({"kind": "render"})).await);
     }
     let refused = app
         .post("/api/v1/jobs", &client, json!({"kind": "render"}))
@@ -272,10 +273,22 @@ async fn admin_summaries_report_finished_jobs_and_rate_limit_refusals() {
         )
         .await;
     assert_eq!(failed.status(), StatusCode::OK);
+    // A cancelled job finished, but it did not run to an outcome: the success rate leaves it out.
+    let last = submitted.last().unwrap();
+    let cancelled = app
+        .post(
+            &format!("/api/v1/jobs/{last}/cancel"),
+            &app.admin_key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
 
     app.wait_for_projections().await;
     let stats = json_of(&app, "/api/v1/admin/stats", &app.admin_key).await;
-    assert_eq!(stats["finished_last_24h"], 2, "{stats}");
+    assert_eq!(stats["finished_last_24h"], 3, "{stats}");
+    assert_eq!(stats["succeeded_last_24h"], 1, "{stats}");
+    assert_eq!(stats["failed_last_24h"], 1, "{stats}");
     assert_eq!(stats["success_rate"], 0.5, "{stats}");
     assert!(stats["average_processing_seconds"].as_f64().unwrap() >= 0.0);
     let by_status = &stats["jobs_by_status"];
@@ -283,10 +296,35 @@ async fn admin_summaries_report_finished_jobs_and_rate_limit_refusals() {
         (
             &by_status["queued"],
             &by_status["succeeded"],
-            &by_status["failed"]
+            &by_status["failed"],
+            &by_status["cancelled"]
         ),
-        (&json!(3), &json!(1), &json!(1)),
+        (&json!(2), &json!(1), &json!(1), &json!(1)),
         "{stats}"
+    );
+    // Every one of the last 24 hours, empty ones too, oldest first, ending with this one.
+    let hours = stats["jobs_per_hour"].as_array().unwrap();
+    assert_eq!(hours.len(), 24, "{stats}");
+    let hour_of = |entry: &Value| {
+        entry["hour"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    for pair in hours.windows(2) {
+        assert_eq!(
+            hour_of(&pair[1]) - hour_of(&pair[0]),
+            chrono::Duration::hours(1)
+        );
+    }
+    let now = chrono::Utc::now();
+    assert!(hour_of(&hours[23]) <= now && now - hour_of(&hours[23]) < chrono::Duration::hours(1));
+    let created: i64 = hours.iter().map(|h| h["jobs"].as_i64().unwrap()).sum();
+    assert_eq!(created, 5, "{stats}");
+    assert!(
+        hours.iter().filter(|h| h["jobs"] == 0).count() >= 22,
+        "hours without jobs are listed with 0: {stats}"
     );
     let security = json_of(&app, "/api/v1/admin/security", &app.admin_key).await;
     assert_eq!(security["rate_limited_24h"], 1, "{security}");

@@ -61,13 +61,18 @@ pub struct AdminStats {
     pub jobs_by_status: BTreeMap<String, i64>,
     /// Keys neither revoked nor expired.
     pub active_keys: i64,
-    /// Jobs created per hour over the last 24 hours.
+    /// Jobs created in each of the last 24 hours, oldest first: 24 entries, hours without jobs
+    /// included, the last one the current hour so far.
     pub jobs_per_hour: Vec<HourCount>,
-    /// Mean time from start to finish of jobs finished in the last 24 hours.
+    /// Mean time from start to finish of the jobs that succeeded or failed in the last 24 hours.
     pub average_processing_seconds: Option<f64>,
-    /// Share of the jobs finished in the last 24 hours that succeeded.
+    /// Of the jobs that succeeded or failed in the last 24 hours, the share that succeeded
+    /// (cancelled jobs did not run to an outcome and are left out); absent when none did.
     pub success_rate: Option<f64>,
+    /// Jobs that reached an end in the last 24 hours: succeeded, failed or cancelled.
     pub finished_last_24h: i64,
+    pub succeeded_last_24h: i64,
+    pub failed_last_24h: i64,
 }
 
 impl From<JobStats> for AdminStats {
@@ -81,9 +86,13 @@ impl From<JobStats> for AdminStats {
                 .map(|(hour, jobs)| HourCount { hour, jobs })
                 .collect(),
             average_processing_seconds: stats.average_processing_seconds,
-            success_rate: (stats.finished_last_24h > 0)
-                .then(|| stats.succeeded_last_24h as f64 / stats.finished_last_24h as f64),
+            success_rate: {
+                let ran = stats.succeeded_last_24h + stats.failed_last_24h;
+                (ran > 0).then(|| stats.succeeded_last_24h as f64 / ran as f64)
+            },
             finished_last_24h: stats.finished_last_24h,
+            succeeded_last_24h: stats.succeeded_last_24h,
+            failed_last_24h: stats.failed_last_24h,
         }
     }
 }
