@@ -148,29 +148,22 @@ impl AuditApi {
             (None, Some(user)) => (Some("user"), Some(user)),
             (None, None) => (None, None),
         };
-        let mut rows: Vec<Record> = sqlx::query_as(
-            "SELECT * FROM request_log WHERE ($1::text IS NULL OR actor_id = $1) \
-               AND ($2::uuid IS NULL OR project_id = $2) AND ($3::text IS NULL OR route = $3) \
-               AND ($4::text IS NULL OR method = upper($4)) AND ($5::int IS NULL OR status = $5) \
-               AND ($6::text IS NULL OR outcome = $6) AND ($7::timestamptz IS NULL OR occurred_at >= $7) \
-               AND ($8::timestamptz IS NULL OR occurred_at < $8) AND ($9::bigint IS NULL OR seq < $9) \
-               AND ($10::uuid[] IS NULL OR project_id = ANY($10)) \
-               AND ($12::text IS NULL OR actor_type = $12) ORDER BY seq DESC LIMIT $11",
-        )
-        .bind(actor)
-        .bind(project.0)
-        .bind(route.0)
-        .bind(method.0)
-        .bind(status.0)
-        .bind(outcome.0)
-        .bind(from.0)
-        .bind(to.0)
-        .bind(before)
-        .bind(caller.visible_projects())
-        .bind(limit + 1)
-        .bind(actor_type)
-        .fetch_all(&self.state.pool)
-        .await?;
+        let mut rows: Vec<Record> = sqlx::query_as(crate::audit::LIST_SQL)
+            .persistent(false)
+            .bind(actor)
+            .bind(project.0)
+            .bind(route.0)
+            .bind(method.0)
+            .bind(status.0)
+            .bind(outcome.0)
+            .bind(from.0)
+            .bind(to.0)
+            .bind(before)
+            .bind(caller.visible_projects())
+            .bind(limit + 1)
+            .bind(actor_type)
+            .fetch_all(&self.state.pool)
+            .await?;
         let has_more = cursor::page(&mut rows, limit);
         let next_cursor = has_more
             .then(|| rows.last().map(|r| cursor::encode(&r.seq)))
