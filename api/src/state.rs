@@ -146,8 +146,9 @@ impl AppState {
     pub(crate) async fn refused(&self, refusal: ApiError) -> ApiError {
         match refusal {
             ApiError::Unauthenticated => self.refuse_unauthenticated().await,
-            // Refused before anyone is identified (outside a key's IP allowlist, no CSRF
-            // token): spent from the client IP's budget like bad credentials.
+            // Refused before the caller is admitted (outside a key's IP allowlist, no CSRF
+            // token; the record names it): spent from the client IP's budget like bad
+            // credentials, never from the caller's.
             other => self.spend_anonymous().await.err().unwrap_or(other),
         }
     }
@@ -203,7 +204,8 @@ impl AppState {
                 .await
                 .map_err(|refusal| match refusal {
                     Refusal::Unauthenticated => ApiError::Unauthenticated,
-                    Refusal::IpNotAllowed => {
+                    Refusal::IpNotAllowed(caller) => {
+                        caller.note_as_actor();
                         ApiError::Forbidden("this key may not be used from this IP address".into())
                     }
                 }),
@@ -222,6 +224,9 @@ impl AppState {
                 let (_, session) = caller.user().expect("a session token names a user");
                 let keys = &self.users_directory.keys;
                 if state_changing && !csrf.is_some_and(|t| keys.csrf_matches(session, &t)) {
+                    // Recorded as the session's user (a forged request from a victim's
+                    // browser is found under the victim), granted and spent nothing.
+                    caller.note_as_actor();
                     return Err(ApiError::CsrfRequired);
                 }
                 Ok(caller)

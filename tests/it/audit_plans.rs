@@ -16,26 +16,24 @@ async fn plan(
     project: Option<Uuid>,
     visible: Option<Vec<Uuid>>,
 ) -> String {
-    let lines: Vec<String> = sqlx::query_scalar(&format!(
-        "EXPLAIN {}",
-        herald_api::audit::LIST_SQL
-    ))
-    .persistent(false)
-    .bind(actor)
-    .bind(project)
-    .bind(None::<String>)
-    .bind(None::<String>)
-    .bind(None::<i32>)
-    .bind(None::<String>)
-    .bind(None::<chrono::DateTime<chrono::Utc>>)
-    .bind(None::<chrono::DateTime<chrono::Utc>>)
-    .bind(None::<i64>)
-    .bind(visible)
-    .bind(21_i64)
-    .bind(actor.map(|_| "api_key"))
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
+    let lines: Vec<String> =
+        sqlx::query_scalar(&format!("EXPLAIN {}", herald_api::audit::LIST_SQL))
+            .persistent(false)
+            .bind(actor)
+            .bind(project)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<i32>)
+            .bind(None::<String>)
+            .bind(None::<chrono::DateTime<chrono::Utc>>)
+            .bind(None::<chrono::DateTime<chrono::Utc>>)
+            .bind(None::<i64>)
+            .bind(visible)
+            .bind(21_i64)
+            .bind(actor.map(|_| "api_key"))
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
     lines.join("\n")
 }
 

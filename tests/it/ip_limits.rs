@@ -95,6 +95,35 @@ async fn a_key_used_outside_its_allowlist_spends_the_ip_budget_not_the_keys() {
             StatusCode::TOO_MANY_REQUESTS
         ]
     );
+    // Each attempt is recorded under the key and its project, so a key tried from elsewhere
+    // is found by `key_id`.
+    let id = created["id"].as_str().unwrap();
+    let found: Value = app
+        .get(
+            &format!("/api/v1/audit/requests?key_id={id}"),
+            &app.admin_key,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let seen: Vec<(i64, &str)> = found["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_i64().unwrap(),
+                r["project_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let project = project.to_string();
+    assert_eq!(
+        seen,
+        [(429, &*project), (403, &project), (403, &project)],
+        "{found}"
+    );
 }
 
 #[tokio::test]

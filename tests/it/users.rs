@@ -282,7 +282,7 @@ async fn changing_the_password_ends_every_other_session() {
 #[tokio::test]
 async fn cookie_sessions_need_the_csrf_token_and_header_sessions_do_not() {
     let app = TestApp::spawn().await;
-    app.create_user("ada@example.com", PASSWORD, true).await;
+    let ada = app.create_user("ada@example.com", PASSWORD, true).await;
     let response = app
         .client
         .post(app.url("/api/v1/auth/login"))
@@ -336,6 +336,17 @@ async fn cookie_sessions_need_the_csrf_token_and_header_sessions_do_not() {
         before,
         "refused writes appended"
     );
+    // Both refusals are recorded under the session's user: a forged request from a victim's
+    // browser is found under the victim.
+    let recorded: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT actor_type, actor_id FROM request_log \
+          WHERE route = '/api/v1/projects' AND status = 403 ORDER BY seq",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let user = (Some("user".to_owned()), Some(ada.to_string()));
+    assert_eq!(recorded, [user.clone(), user]);
 
     let csrf: Value = with_cookie(Method::GET, "/api/v1/csrf-token")
         .send()

@@ -42,12 +42,14 @@ struct CachedKey {
 }
 
 /// Why a presented key was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Refusal {
     /// Missing, malformed, unknown, expired or revoked: one answer for all (401).
     Unauthenticated,
-    /// A valid key used from an address outside its allowlist (403).
-    IpNotAllowed,
+    /// A valid key used from an address outside its allowlist (403): who it would have been,
+    /// so the request log can name the key (a leaked key tried from elsewhere is found under
+    /// its id) while nothing is granted or spent.
+    IpNotAllowed(Box<Caller>),
 }
 
 pub struct KeyVerifier {
@@ -210,16 +212,17 @@ fn check(
     if !matches || !key.state.is_active(now) {
         return Err(Refusal::Unauthenticated);
     }
-    if !key.state.ip_allowlist.allows(client) {
-        return Err(Refusal::IpNotAllowed);
-    }
-    Ok(Caller::for_key(
+    let caller = Caller::for_key(
         token.id().clone(),
         key.state.budget_key(token.id()).clone(),
         key.state.project_id,
         key.state.scopes.clone(),
         key.state.rate_limit,
-    ))
+    );
+    if !key.state.ip_allowlist.allows(client) {
+        return Err(Refusal::IpNotAllowed(Box::new(caller)));
+    }
+    Ok(caller)
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
