@@ -20,17 +20,32 @@ pub struct UsageRow {
     pub requests: i64,
 }
 
-/// Usage in `[from, to)` by `hour` or `day` buckets (UTC; counted by whole hours, so the
-/// hours holding `from` and `to` count whole), for one caller or all, within the given
-/// projects (`None`: all).
+/// Where a page of usage entries starts: after this entry (bucket, actor id, actor type,
+/// project; absent ones as `""` and the nil UUID, the order entries come in).
+pub type EntryKey = (DateTime<Utc>, String, String, Uuid);
+
+/// Which usage to read: `[from, to)` by `hour` or `day` buckets (UTC; counted by whole hours,
+/// so the hours holding `from` and `to` count whole), for one caller or all, within the given
+/// projects (`None`: all); at most `entries` entries (one per bucket, caller and project),
+/// starting after `after`.
+#[derive(Debug, Clone)]
+pub struct UsageQuery<'a> {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub granularity: &'a str,
+    pub actor_id: Option<&'a str>,
+    pub projects: Option<Vec<Uuid>>,
+    pub after: Option<EntryKey>,
+    pub entries: i64,
+}
+
+/// The rows of the entries `query` asks for, ordered by entry (bucket, then caller, then
+/// project), each entry's rows adjacent.
 pub async fn usage(
     executor: impl PgExecutor<'_>,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    granularity: &str,
-    actor_id: Option<&str>,
-    projects: Option<Vec<Uuid>>,
+    query: &UsageQuery<'_>,
 ) -> sqlx::Result<Vec<UsageRow>> {
+    let after = query.after.clone();
     sqlx::query_as(
         "WITH counts AS ( \
            SELECT hour, actor_type, actor_id, project_id, route, method, status_class, requests \
@@ -39,19 +54,34 @@ pub async fn usage(
            SELECT date_trunc('hour', occurred_at, 'UTC'), actor_type, actor_id, project_id, route, \
                   method, CASE WHEN outcome = 'replayed' THEN 'replayed' \
                                ELSE (status / 100)::text || 'xx' END, 1 \
-             FROM request_log WHERE seq > (SELECT seq FROM usage_checkpoint)) \
-         SELECT date_trunc($3, hour, 'UTC') AS bucket, actor_type, actor_id, project_id, route, method, \
-                status_class, sum(requests)::bigint AS requests \
-           FROM counts \
-          WHERE hour >= date_trunc($3, $1, 'UTC') AND hour < $2 \
-            AND ($4::text IS NULL OR actor_id = $4) AND ($5::uuid[] IS NULL OR project_id = ANY($5)) \
-          GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 3, 2, 4, 5, 6, 7",
+             FROM request_log WHERE seq > (SELECT seq FROM usage_checkpoint)), \
+         grouped AS ( \
+           SELECT date_trunc($3, hour, 'UTC') AS bucket, actor_type, actor_id, project_id, route, \
+                  method, status_class, sum(requests)::bigint AS requests \
+             FROM counts \
+            WHERE hour >= date_trunc($3, $1, 'UTC') AND hour < $2 \
+              AND ($4::text IS NULL OR actor_id = $4) AND ($5::uuid[] IS NULL OR project_id = ANY($5)) \
+            GROUP BY 1, 2, 3, 4, 5, 6, 7), \
+         keyed AS ( \
+           SELECT *, (bucket, coalesce(actor_id, ''), coalesce(actor_type, ''), \
+                      coalesce(project_id, '00000000-0000-0000-0000-000000000000')) AS entry \
+             FROM grouped), \
+         ranked AS ( \
+           SELECT *, dense_rank() OVER (ORDER BY entry) AS n FROM keyed \
+            WHERE $6::timestamptz IS NULL OR entry > ($6, $7::text, $8::text, $9::uuid)) \
+         SELECT bucket, actor_type, actor_id, project_id, route, method, status_class, requests \
+           FROM ranked WHERE n <= $10 ORDER BY entry, route, method, status_class",
     )
-    .bind(from)
-    .bind(to)
-    .bind(granularity)
-    .bind(actor_id)
-    .bind(projects)
+    .bind(query.from)
+    .bind(query.to)
+    .bind(query.granularity)
+    .bind(query.actor_id)
+    .bind(query.projects.clone())
+    .bind(after.as_ref().map(|a| a.0))
+    .bind(after.as_ref().map(|a| a.1.clone()))
+    .bind(after.as_ref().map(|a| a.2.clone()))
+    .bind(after.as_ref().map(|a| a.3))
+    .bind(query.entries)
     .fetch_all(executor)
     .await
 }

@@ -3,6 +3,7 @@
 //! served a call, whatever its path held, or `unmatched` for a path no route serves; and the
 //! caller of a call refused before any handler, named when its credentials are valid.
 
+use chrono::DurationRound;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -173,4 +174,141 @@ async fn a_malformed_call_is_found_under_the_key_that_made_it() {
         .filter(|r| r["actor_id"].is_null())
         .count();
     assert_eq!(anonymous, 1, "{all}");
+}
+
+#[tokio::test]
+async fn a_usage_report_read_a_page_at_a_time_holds_exactly_the_whole_reports_entries() {
+    let app = TestApp::spawn().await;
+    // Counts of an hour two days ago, which no request of this test can add to: three hours
+    // by day make one bucket; callers with and without a key or project; one entry of four
+    // rows (two routes, two status classes), so a page must never split an entry.
+    let day = (chrono::Utc::now() - chrono::Duration::days(2))
+        .duration_trunc(chrono::Duration::days(1))
+        .unwrap();
+    let project = uuid::Uuid::new_v4();
+    let rows: [(
+        i64,
+        Option<&str>,
+        Option<&str>,
+        Option<uuid::Uuid>,
+        &str,
+        &str,
+    ); 9] = [
+        (
+            1,
+            Some("api_key"),
+            Some("key_a"),
+            Some(project),
+            "/api/v1/jobs",
+            "2xx",
+        ),
+        (
+            1,
+            Some("api_key"),
+            Some("key_a"),
+            Some(project),
+            "/api/v1/jobs",
+            "4xx",
+        ),
+        (
+            1,
+            Some("api_key"),
+            Some("key_a"),
+            Some(project),
+            "/api/v1/jobs/{id}",
+            "2xx",
+        ),
+        (
+            2,
+            Some("api_key"),
+            Some("key_a"),
+            Some(project),
+            "/api/v1/jobs/{id}",
+            "4xx",
+        ),
+        (
+            1,
+            Some("api_key"),
+            Some("key_a"),
+            None,
+            "/api/v1/projects",
+            "2xx",
+        ),
+        (
+            3,
+            Some("api_key"),
+            Some("key_b"),
+            Some(project),
+            "/api/v1/jobs",
+            "2xx",
+        ),
+        (1, None, None, None, "/api/v1/jobs", "4xx"),
+        (
+            2,
+            Some("user"),
+            Some("user_c"),
+            None,
+            "/api/v1/auth/me",
+            "2xx",
+        ),
+        (
+            5,
+            Some("user"),
+            Some("user_c"),
+            Some(project),
+            "/api/v1/jobs",
+            "2xx",
+        ),
+    ];
+    for (hour, actor_type, actor_id, project, route, class) in rows {
+        sqlx::query(
+            "INSERT INTO usage_hourly (hour, actor_type, actor_id, project_id, route, method, \
+               status_class, requests) VALUES ($1, $2, $3, $4, $5, 'GET', $6, 7)",
+        )
+        .bind(day + chrono::Duration::hours(hour))
+        .bind(actor_type)
+        .bind(actor_id)
+        .bind(project)
+        .bind(route)
+        .bind(class)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let range = format!(
+        "from={}&to={}&granularity=day",
+        day.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (day + chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+    .replace('+', "%2B");
+    let whole = admin_json(&app, &format!("/api/v1/usage?{range}")).await;
+    assert_eq!(whole["has_more"], false, "{whole}");
+    let entries = whole["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 6, "{whole}");
+    let first = entries
+        .iter()
+        .find(|e| e["actor_id"] == "key_a" && e["project_id"] == project.to_string().as_str())
+        .unwrap();
+    assert_eq!(first["requests"], 28, "one entry of four rows: {whole}");
+
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..10 {
+        let page = admin_json(&app, &format!("/api/v1/usage?{range}&limit=2{cursor}")).await;
+        paged.extend(page["data"].as_array().unwrap().iter().cloned());
+        if page["has_more"] == false {
+            assert!(page["next_cursor"].is_null(), "{page}");
+            break;
+        }
+        assert_eq!(page["data"].as_array().unwrap().len(), 2, "{page}");
+        cursor = format!("&cursor={}", page["next_cursor"].as_str().unwrap());
+    }
+    assert_eq!(&paged, entries);
+
+    for bad in ["limit=0", "limit=1001", "cursor=nonsense"] {
+        let refused = app
+            .get(&format!("/api/v1/usage?{range}&{bad}"), &app.admin_key)
+            .await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
 }

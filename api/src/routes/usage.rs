@@ -16,6 +16,7 @@ use poem_openapi::OpenApi;
 use super::usage_models::*;
 use super::ApiTags;
 use crate::auth::Credentials;
+use crate::http::cursor;
 use crate::http::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -81,8 +82,10 @@ impl UsageApi {
     /// daily quota used and remaining today. The range counted is `from` down to the start of
     /// its bucket and `to` up to the next whole hour; the report's `from` and `to` are that
     /// range. Counted from the request log, so the totals equal `GET /audit/requests` for the
-    /// report's range. Filter `key_id` (or a user id). Scope `usage:read`; a project key sees
-    /// its project's usage.
+    /// report's range. Filter `key_id` (or a user id). Ordered by bucket, then caller, then
+    /// project; `limit` entries a page (1–1000, 1000 by default), the next page with
+    /// `cursor=<next_cursor>` and the same other parameters. Scope `usage:read`; a project key
+    /// sees its project's usage.
     #[oai(path = "/usage", method = "get", operation_id = "getUsage")]
     async fn usage(
         &self,
@@ -91,6 +94,8 @@ impl UsageApi {
         to: Query<Option<DateTime<Utc>>>,
         granularity: Query<Option<String>>,
         key_id: Query<Option<String>>,
+        limit: Query<Option<i64>>,
+        cursor: Query<Option<String>>,
     ) -> ApiResult<Json<UsageReport>> {
         let caller = self.state.authorize(&auth, Scope::UsageRead).await?;
         let to = to.0.unwrap_or_else(Utc::now);
@@ -108,17 +113,23 @@ impl UsageApi {
             )
             .into());
         }
+        let entries = entries_limit(limit.0)?;
+        let after: Option<usage::EntryKey> = cursor.0.as_deref().map(cursor::decode).transpose()?;
         let (from, to) = counted_range(from, to, &granularity);
-        let rows = usage::usage(
-            &self.state.pool,
+        let query = usage::UsageQuery {
             from,
             to,
-            &granularity,
-            key_id.0.as_deref(),
-            caller.visible_projects(),
-        )
-        .await?;
-        let data = buckets(rows);
+            granularity: &granularity,
+            actor_id: key_id.0.as_deref(),
+            projects: caller.visible_projects(),
+            after,
+            entries: entries + 1,
+        };
+        let mut data = buckets(usage::usage(&self.state.pool, &query).await?);
+        let has_more = cursor::page(&mut data, entries);
+        let next_cursor = has_more
+            .then(|| data.last().map(|b| cursor::encode(&entry_key(b))))
+            .flatten();
         let mut keys: Vec<String> = data
             .iter()
             .filter(|b| b.actor_type.as_deref() == Some("api_key"))
@@ -138,6 +149,8 @@ impl UsageApi {
             to,
             granularity,
             data,
+            has_more,
+            next_cursor,
             quotas,
         }))
     }
@@ -216,6 +229,26 @@ impl UsageApi {
             remaining_today: u64::from(limit).saturating_sub(used),
         }))
     }
+}
+
+/// A usage page's `limit`: entries per page, 1–1000, 1000 when absent (a report is read
+/// whole more often than paged, so its page is larger than a list's).
+fn entries_limit(asked: Option<i64>) -> Result<i64, ApiError> {
+    match asked {
+        None => Ok(1000),
+        Some(n @ 1..=1000) => Ok(n),
+        Some(_) => Err(ApiError::field("limit", "must be between 1 and 1000")),
+    }
+}
+
+/// Where the page after `bucket` starts, as `usage::usage` orders entries.
+fn entry_key(bucket: &UsageBucket) -> usage::EntryKey {
+    (
+        bucket.start,
+        bucket.actor_id.clone().unwrap_or_default(),
+        bucket.actor_type.clone().unwrap_or_default(),
+        bucket.project_id.unwrap_or_default(),
+    )
 }
 
 /// The range usage is counted over: `from` down to the start of its bucket and `to` up to the

@@ -45,6 +45,9 @@ pub struct UsageReport {
     /// `hour` or `day`.
     pub granularity: String,
     pub data: Vec<UsageBucket>,
+    /// Whether more entries follow: ask again with `cursor` set to `next_cursor`.
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
     /// The daily quota of every key in `data` (and of `key_id`, when asked).
     pub quotas: Vec<KeyQuota>,
 }
