@@ -87,6 +87,7 @@ impl UsageApi {
     /// `cursor=<next_cursor>` and the same other parameters. Scope `usage:read`; a project key
     /// sees its project's usage.
     #[oai(path = "/usage", method = "get", operation_id = "getUsage")]
+    #[allow(clippy::too_many_arguments)]
     async fn usage(
         &self,
         auth: Credentials,
