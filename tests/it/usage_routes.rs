@@ -176,6 +176,17 @@ async fn a_malformed_call_is_found_under_the_key_that_made_it() {
     assert_eq!(anonymous, 1, "{all}");
 }
 
+/// A row of `usage_hourly`: hours after the day's start, actor type and id, project, route and
+/// status class.
+type Counted = (
+    i64,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<uuid::Uuid>,
+    &'static str,
+    &'static str,
+);
+
 #[tokio::test]
 async fn a_usage_report_read_a_page_at_a_time_holds_exactly_the_whole_reports_entries() {
     let app = TestApp::spawn().await;
@@ -186,14 +197,7 @@ async fn a_usage_report_read_a_page_at_a_time_holds_exactly_the_whole_reports_en
         .duration_trunc(chrono::Duration::days(1))
         .unwrap();
     let project = uuid::Uuid::new_v4();
-    let rows: [(
-        i64,
-        Option<&str>,
-        Option<&str>,
-        Option<uuid::Uuid>,
-        &str,
-        &str,
-    ); 9] = [
+    let rows: [Counted; 9] = [
         (
             1,
             Some("api_key"),
