@@ -93,7 +93,8 @@ pub struct JobStats {
     pub by_status: Vec<(String, i64)>,
     pub active_keys: i64,
     /// One entry per hour, oldest first, hours without jobs included: the 23 whole hours
-    /// before the current one, and the current one so far.
+    /// before the current one, and the current one so far; deleted jobs left out, as in
+    /// `by_status`.
     pub created_per_hour: Vec<(DateTime<Utc>, i64)>,
     pub average_processing_seconds: Option<f64>,
     /// Every job that reached an end: succeeded, failed or cancelled.
@@ -118,7 +119,8 @@ pub async fn job_stats(pool: &sqlx::PgPool) -> sqlx::Result<JobStats> {
         "WITH hours AS (SELECT generate_series(date_trunc('hour', now(), 'UTC') - interval '23 hours', \
                                                date_trunc('hour', now(), 'UTC'), interval '1 hour') AS hour), \
               created AS (SELECT date_trunc('hour', created_at, 'UTC') AS hour, count(*) AS jobs \
-                            FROM jobs WHERE created_at >= (SELECT min(hour) FROM hours) GROUP BY 1) \
+                            FROM jobs WHERE created_at >= (SELECT min(hour) FROM hours) AND NOT deleted \
+                           GROUP BY 1) \
          SELECT hour, coalesce(jobs, 0) FROM hours LEFT JOIN created USING (hour) ORDER BY hour",
     )
     .fetch_all(pool)

@@ -100,7 +100,9 @@ async fn log_end(pool: &PgPool) -> sqlx::Result<i64> {
         .await
 }
 
-/// Up to `PAGE` records in `range` after `after`, up to `end`.
+/// Up to `PAGE` records in `range` after `after`, up to `end`. Sent unprepared, as the list's
+/// page is (`super::LIST_SQL`): planned with its values, a project's export reads through
+/// `request_log_by_project`, where a kept generic plan would scan the whole log.
 async fn page(pool: &PgPool, range: &Range, after: i64, end: i64) -> sqlx::Result<Vec<Record>> {
     sqlx::query_as(
         "SELECT r.*, \
@@ -112,6 +114,7 @@ async fn page(pool: &PgPool, range: &Range, after: i64, end: i64) -> sqlx::Resul
            AND ($3::timestamptz IS NULL OR occurred_at < $3) \
            AND ($4::uuid[] IS NULL OR project_id = ANY($4)) ORDER BY seq LIMIT $5",
     )
+    .persistent(false)
     .bind(after)
     .bind(range.from)
     .bind(range.to)

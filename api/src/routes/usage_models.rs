@@ -64,8 +64,8 @@ pub struct AdminStats {
     pub jobs_by_status: BTreeMap<String, i64>,
     /// Keys neither revoked nor expired.
     pub active_keys: i64,
-    /// Jobs created in each of the last 24 hours, oldest first: 24 entries, hours without jobs
-    /// included, the last one the current hour so far.
+    /// Jobs created (and not deleted) in each hour, oldest first: 24 entries, the 23 whole
+    /// hours before the current one and the current one so far, hours without jobs included.
     pub jobs_per_hour: Vec<HourCount>,
     /// Mean time from start to finish of the jobs that succeeded or failed in the last 24 hours.
     pub average_processing_seconds: Option<f64>,
