@@ -45,7 +45,7 @@ pub async fn usage(
     executor: impl PgExecutor<'_>,
     query: &UsageQuery<'_>,
 ) -> sqlx::Result<Vec<UsageRow>> {
-    let after = query.after.clone();
+    let after = query.after.as_ref();
     sqlx::query_as(
         "WITH counts AS ( \
            SELECT hour, actor_type, actor_id, project_id, route, method, status_class, requests \
@@ -77,10 +77,10 @@ pub async fn usage(
     .bind(query.granularity)
     .bind(query.actor_id)
     .bind(query.projects.clone())
-    .bind(after.as_ref().map(|a| a.0))
-    .bind(after.as_ref().map(|a| a.1.clone()))
-    .bind(after.as_ref().map(|a| a.2.clone()))
-    .bind(after.as_ref().map(|a| a.3))
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1.as_str()))
+    .bind(after.map(|a| a.2.as_str()))
+    .bind(after.map(|a| a.3))
     .bind(query.entries)
     .fetch_all(executor)
     .await

@@ -22,9 +22,17 @@ pub fn decode<T: DeserializeOwned>(cursor: &str) -> Result<T, ApiError> {
 
 /// A list's `limit` parameter: 1–100, 20 when absent.
 pub fn limit(asked: Option<i64>) -> Result<i64, ApiError> {
-    let limit = asked.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::field("limit", "must be between 1 and 100"));
+    limit_within(asked, 20, 100)
+}
+
+/// A `limit` parameter of 1–`most`, `default` when absent.
+pub fn limit_within(asked: Option<i64>, default: i64, most: i64) -> Result<i64, ApiError> {
+    let limit = asked.unwrap_or(default);
+    if !(1..=most).contains(&limit) {
+        return Err(ApiError::field(
+            "limit",
+            &format!("must be between 1 and {most}"),
+        ));
     }
     Ok(limit)
 }

@@ -114,7 +114,8 @@ impl UsageApi {
             )
             .into());
         }
-        let entries = entries_limit(limit.0)?;
+        // A report is read whole more often than paged, so its page is larger than a list's.
+        let entries = cursor::limit_within(limit.0, 1000, 1000)?;
         let after: Option<usage::EntryKey> = cursor.0.as_deref().map(cursor::decode).transpose()?;
         let (from, to) = counted_range(from, to, &granularity);
         let query = usage::UsageQuery {
@@ -229,16 +230,6 @@ impl UsageApi {
             used_today: used,
             remaining_today: u64::from(limit).saturating_sub(used),
         }))
-    }
-}
-
-/// A usage page's `limit`: entries per page, 1–1000, 1000 when absent (a report is read
-/// whole more often than paged, so its page is larger than a list's).
-fn entries_limit(asked: Option<i64>) -> Result<i64, ApiError> {
-    match asked {
-        None => Ok(1000),
-        Some(n @ 1..=1000) => Ok(n),
-        Some(_) => Err(ApiError::field("limit", "must be between 1 and 1000")),
     }
 }
 
