@@ -20,6 +20,7 @@ mod audit_writers;
 mod bad_input;
 mod docs;
 mod downloads;
+mod event_projects;
 mod events;
 mod file_docs;
 mod file_removal;
