@@ -6,6 +6,8 @@
 //! listing, not a catch-up reader: a follower that must not miss a late commit uses
 //! `log::read_after` (or the event stream) instead.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -66,11 +68,65 @@ pub async fn explain(executor: impl PgExecutor<'_>, query: &EventSearch) -> sqlx
     Ok(lines.join("\n"))
 }
 
-/// The search's statement, after `prefix`.
+/// The search's statement, after `prefix`. For a caller limited to some projects, one branch per
+/// project, each reading `events_by_project` in position order and stopping at the page's end,
+/// merged by position: a rare project's page does not walk the whole log, and a busy one's
+/// does not fetch and sort all of its events.
 fn statement(prefix: &str, query: &EventSearch) -> QueryBuilder<'static, Postgres> {
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "{prefix}SELECT {COLUMNS}, project_id FROM events e WHERE true"
+    let order = if query.ascending { "ASC" } else { "DESC" };
+    let mut sql = QueryBuilder::new(prefix);
+    let Some(visible) = &query.visible else {
+        select(&mut sql, query, query.project, None);
+        sql.push(format!(" ORDER BY global_position {order} LIMIT "))
+            .push_bind(query.limit);
+        return sql;
+    };
+    let mut kinds: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
+    for (project, kind) in visible {
+        if query.project.is_none_or(|asked| asked == *project) {
+            kinds.entry(*project).or_default().push(kind.clone());
+        }
+    }
+    sql.push("SELECT * FROM (");
+    if kinds.is_empty() {
+        sql.push(format!(
+            "SELECT {COLUMNS}, project_id FROM events WHERE false"
+        ));
+    }
+    for (at, (project, kinds)) in kinds.into_iter().enumerate() {
+        if at > 0 {
+            sql.push(" UNION ALL ");
+        }
+        sql.push("(");
+        select(&mut sql, query, Some(project), Some(kinds));
+        sql.push(format!(" ORDER BY global_position {order} LIMIT "))
+            .push_bind(query.limit)
+            .push(")");
+    }
+    sql.push(format!(") found ORDER BY global_position {order} LIMIT "))
+        .push_bind(query.limit);
+    sql
+}
+
+/// `SELECT … FROM events` with the search's filters, limited to `project` and `kinds` (the
+/// aggregate types visible there) when given.
+fn select(
+    sql: &mut QueryBuilder<'static, Postgres>,
+    query: &EventSearch,
+    project: Option<Uuid>,
+    kinds: Option<Vec<String>>,
+) {
+    sql.push(format!(
+        "SELECT {COLUMNS}, project_id FROM events e WHERE true"
     ));
+    if let Some(project) = project {
+        sql.push(" AND e.project_id = ").push_bind(project);
+    }
+    if let Some(kinds) = kinds {
+        sql.push(" AND e.aggregate_type = ANY(")
+            .push_bind(kinds)
+            .push(")");
+    }
     if let Some(types) = &query.event_types {
         sql.push(" AND e.event_type = ANY(")
             .push_bind(types.clone())
@@ -96,31 +152,4 @@ fn statement(prefix: &str, query: &EventSearch) -> QueryBuilder<'static, Postgre
         let op = if query.ascending { " > " } else { " < " };
         sql.push(" AND e.global_position").push(op).push_bind(after);
     }
-    if let Some(project) = query.project {
-        sql.push(" AND e.project_id = ").push_bind(project);
-    }
-    if let Some(visible) = &query.visible {
-        let (projects, kinds): (Vec<Uuid>, Vec<String>) = visible.iter().cloned().unzip();
-        // One project (a bound key, a member of one project) is an equality, which reads
-        // `events_by_project` in position order and stops at the page's end.
-        let mut distinct = projects.clone();
-        distinct.sort();
-        distinct.dedup();
-        match distinct.as_slice() {
-            [only] => sql.push(" AND e.project_id = ").push_bind(*only),
-            _ => sql
-                .push(" AND e.project_id = ANY(")
-                .push_bind(distinct)
-                .push(")"),
-        };
-        sql.push(" AND (e.project_id, e.aggregate_type) IN (SELECT * FROM UNNEST(")
-            .push_bind(projects)
-            .push("::uuid[], ")
-            .push_bind(kinds)
-            .push("::text[]))");
-    }
-    let order = if query.ascending { "ASC" } else { "DESC" };
-    sql.push(format!(" ORDER BY global_position {order} LIMIT "))
-        .push_bind(query.limit);
-    sql
 }
