@@ -6,10 +6,13 @@
 -- (`project_id`), or to none (users, account-wide keys and endpoints).
 ALTER TABLE events ADD COLUMN project_id uuid;
 
--- Set on insert, for every writer (the batched appends, postgres-es's multi-event commits,
--- anything else): a later event copies its aggregate's first event's project. VOLATILE (the
--- default), so a later event inserted by the same statement as its first event sees that
--- first row. An id that is not a UUID leaves the project empty instead of refusing the append.
+-- Set on insert by whoever inserts it, or else by this trigger, for every writer (postgres-es's
+-- multi-event commits, anything else): the batched appends pass the project of the events
+-- that name it themselves (a project's own, an aggregate's first), so the trigger runs only
+-- for the rest (about 5.5 µs an event spared; docs/PERFORMANCE.md). A later event copies its
+-- aggregate's first event's project. VOLATILE (the default), so a later event inserted by the
+-- same statement as its first event sees that first row. An id that is not a UUID leaves the
+-- project empty instead of refusing the append.
 CREATE FUNCTION events_project() RETURNS trigger
     LANGUAGE plpgsql AS
 $$
@@ -36,6 +39,7 @@ $$;
 CREATE TRIGGER events_project
     BEFORE INSERT ON events
     FOR EACH ROW
+    WHEN (NEW.project_id IS NULL)
 EXECUTE FUNCTION events_project();
 
 -- The events already stored, first events before the rest. The log refuses updates

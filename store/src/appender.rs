@@ -15,7 +15,7 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::event_batch::{EventQueue, Pending};
+use crate::event_batch::{project_of, EventQueue, Pending};
 
 /// Whether JSON text holds a `\u0000` escape (an odd run of backslashes before the `u`: in
 /// `\\u0000` the backslash is itself escaped; raw NUL bytes are not valid JSON at all).
@@ -78,6 +78,7 @@ impl Appender {
             event: event.clone(),
             payload,
             metadata,
+            project_id: project_of(aggregate_type, event),
             done,
         };
         self.queue

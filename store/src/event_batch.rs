@@ -14,6 +14,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::Postgres;
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 /// At most this many appends go into one statement.
 const MAX_BATCH: usize = 256;
@@ -26,6 +27,9 @@ pub(crate) struct Pending {
     /// the `json` columns (sent as `jsonb`, each document was parsed and printed back out).
     pub(crate) payload: String,
     pub(crate) metadata: String,
+    /// The event's project when the event itself names it (`project_of`); otherwise the
+    /// database finds it from the aggregate's first event (migration 0020).
+    pub(crate) project_id: Option<Uuid>,
     pub(crate) done: oneshot::Sender<Result<(), PersistenceError>>,
 }
 
@@ -81,13 +85,14 @@ pub struct EventBatch(Vec<Pending>);
 pub type EventKey = (String, String, i64);
 
 impl EventBatch {
-    /// The batch's `INSERT`, bound to `$1` … `$7` by `bind`, returning the key of each row it
+    /// The batch's `INSERT`, bound to `$1` … `$8` by `bind`, returning the key of each row it
     /// inserted. Usable alone or as a data-modifying `WITH` query of a larger statement.
     pub const INSERT: &'static str =
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                             payload, metadata) \
+                             payload, metadata, project_id) \
          SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::bigint[]), unnest($4::text[]), \
-                unnest($5::text[]), unnest($6::text[]::json[]), unnest($7::text[]::json[]) \
+                unnest($5::text[]), unnest($6::text[]::json[]), unnest($7::text[]::json[]), \
+                unnest($8::uuid[]) \
          ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING \
          RETURNING aggregate_type, aggregate_id, sequence";
 
@@ -112,7 +117,7 @@ impl EventBatch {
         });
     }
 
-    /// Binds the batch's columns as `$1` … `$7` of `query` (which binds nothing before them).
+    /// Binds the batch's columns as `$1` … `$8` of `query` (which binds nothing before them).
     /// The arrays are unnested in the select list, not `FROM unnest(…)`: no tuplestore each.
     pub fn bind<'q>(
         &'q self,
@@ -132,6 +137,7 @@ impl EventBatch {
             .bind(text(|p| &p.event.event_version))
             .bind(text(|p| &p.payload))
             .bind(text(|p| &p.metadata))
+            .bind(self.0.iter().map(|p| p.project_id).collect::<Vec<_>>())
     }
 
     /// Writes the batch alone (one statement, one commit) and answers every append; the error,
@@ -185,5 +191,57 @@ impl EventBatch {
             };
             let _ = pending.done.send(Err(failure));
         }
+    }
+}
+
+/// The project an event names itself: a project's own events belong to it, and an aggregate's
+/// first event carries its project in the payload (`project_id`). `None` for the rest (later
+/// events, users, account-wide keys and endpoints), which the database then works out exactly
+/// as migration 0020 describes; this only spares the common appends its trigger.
+pub(crate) fn project_of(aggregate_type: &str, event: &SerializedEvent) -> Option<Uuid> {
+    let id = if aggregate_type == "project" {
+        event.aggregate_id.as_str()
+    } else if event.sequence == 1 {
+        event.payload.get("project_id")?.as_str()?
+    } else {
+        return None;
+    };
+    Uuid::parse_str(id).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(id: &str, sequence: usize, payload: serde_json::Value) -> SerializedEvent {
+        SerializedEvent {
+            aggregate_id: id.to_owned(),
+            sequence,
+            aggregate_type: String::new(),
+            event_type: "test".to_owned(),
+            event_version: "1".to_owned(),
+            payload,
+            metadata: json!({}),
+        }
+    }
+
+    #[test]
+    fn an_event_names_its_project_only_as_a_projects_or_an_aggregates_first() {
+        let project = Uuid::new_v4();
+        let first = event(
+            "job-1",
+            1,
+            json!({"type": "JobSubmitted", "project_id": project}),
+        );
+        assert_eq!(project_of("job", &first), Some(project));
+        // A later event's payload does not decide: the first event's project does.
+        let later = event("job-1", 2, json!({"project_id": Uuid::new_v4()}));
+        assert_eq!(project_of("job", &later), None);
+        let own = event(&project.to_string(), 3, json!({}));
+        assert_eq!(project_of("project", &own), Some(project));
+        let odd = event("job-2", 1, json!({"project_id": "not-a-uuid"}));
+        assert_eq!(project_of("job", &odd), None);
+        assert_eq!(project_of("user", &event("u-1", 1, json!({}))), None);
     }
 }

@@ -169,7 +169,7 @@ async fn together(
              SELECT aggregate_type, aggregate_id, sequence, NULL::bigint FROM ev \
              UNION ALL SELECT NULL, NULL, NULL, count(*) FROM rec",
             EventBatch::INSERT,
-            writer::insert_sql(8),
+            writer::insert_sql(9),
         )
     });
     let start = match head.take() {
