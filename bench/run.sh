@@ -102,11 +102,12 @@ CREATE TABLE bench_events (
     event_version text NOT NULL, payload json NOT NULL, metadata json NOT NULL,
     global_position bigint GENERATED ALWAYS AS IDENTITY,
     tx_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
-    recorded_at timestamptz NOT NULL DEFAULT now(),
+    recorded_at timestamptz NOT NULL DEFAULT now(), project_id uuid,
     PRIMARY KEY (aggregate_type, aggregate_id, sequence), UNIQUE (global_position));
 CREATE INDEX ON bench_events (tx_id, global_position);
-INSERT INTO bench_events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-SELECT 'seed', 'k' || g, 1, 'job.queued', '1', '{"kind": "bench"}', '{}' FROM generate_series(1, 100000) g;
+CREATE INDEX ON bench_events (project_id, global_position) WHERE project_id IS NOT NULL;
+INSERT INTO bench_events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, project_id)
+SELECT 'seed', 'k' || g, 1, 'job.queued', '1', '{"kind": "bench"}', '{}', '00000000-0000-4000-8000-000000000001' FROM generate_series(1, 100000) g;
 ANALYZE bench_events;
 SQL
 settle

@@ -4,6 +4,13 @@
 -- section). The project is what the search computed before: a project's own events belong to
 -- it; any other aggregate's events belong to the project named in its first event's payload
 -- (`project_id`), or to none (users, account-wide keys and endpoints).
+--
+-- The backfill rewrites every event that has a project while holding the table's exclusive
+-- lock: 16 s for a million events on the 2-core machine of docs/PERFORMANCE.md. Appends wait
+-- meanwhile, and with them every audited response (the request log's writer shares their
+-- statements, and gives up after 10 s: 503s on replicas still serving). On a large log, run
+-- `herald migrate` while the API is stopped or quiet. The updated rows' old versions leave the
+-- table and its indexes about twice their size until autovacuum reclaims them.
 ALTER TABLE events ADD COLUMN project_id uuid;
 
 -- Set on insert by whoever inserts it, or else by this trigger, for every writer (postgres-es's
@@ -11,8 +18,9 @@ ALTER TABLE events ADD COLUMN project_id uuid;
 -- that name it themselves (a project's own, an aggregate's first), so the trigger runs only
 -- for the rest (about 5.5 µs an event spared; docs/PERFORMANCE.md). A later event copies its
 -- aggregate's first event's project. VOLATILE (the default), so a later event inserted by the
--- same statement as its first event sees that first row. An id that is not a UUID leaves the
--- project empty instead of refusing the append.
+-- same statement as its first event sees that first row. An id that is not a UUID in its
+-- hyphenated form (the only one Herald writes) leaves the project empty instead of refusing
+-- the append.
 CREATE FUNCTION events_project() RETURNS trigger
     LANGUAGE plpgsql AS
 $$
@@ -56,7 +64,7 @@ UPDATE events
 UPDATE events e
    SET project_id = f.project_id
   FROM events f
- WHERE e.aggregate_type <> 'project' AND e.sequence > 1 AND f.project_id IS NOT NULL
+ WHERE e.aggregate_type <> 'project' AND e.sequence <> 1 AND f.project_id IS NOT NULL
    AND f.aggregate_type = e.aggregate_type AND f.aggregate_id = e.aggregate_id
    AND f.sequence = 1;
 ALTER TABLE events ENABLE TRIGGER events_append_only;

@@ -196,8 +196,9 @@ impl EventBatch {
 
 /// The project an event names itself: a project's own events belong to it, and an aggregate's
 /// first event carries its project in the payload (`project_id`). `None` for the rest (later
-/// events, users, account-wide keys and endpoints), which the database then works out exactly
-/// as migration 0020 describes; this only spares the common appends its trigger.
+/// events, users, account-wide keys and endpoints), which the database then works out as
+/// migration 0020 describes; this only spares the common appends its trigger, so it accepts
+/// only the hyphenated form, as the trigger does.
 pub(crate) fn project_of(aggregate_type: &str, event: &SerializedEvent) -> Option<Uuid> {
     let id = if aggregate_type == "project" {
         event.aggregate_id.as_str()
@@ -206,7 +207,7 @@ pub(crate) fn project_of(aggregate_type: &str, event: &SerializedEvent) -> Optio
     } else {
         return None;
     };
-    Uuid::parse_str(id).ok()
+    (id.len() == 36).then(|| Uuid::parse_str(id).ok()).flatten()
 }
 
 #[cfg(test)]
@@ -242,6 +243,12 @@ mod tests {
         assert_eq!(project_of("project", &own), Some(project));
         let odd = event("job-2", 1, json!({"project_id": "not-a-uuid"}));
         assert_eq!(project_of("job", &odd), None);
+        let simple = event(
+            "job-3",
+            1,
+            json!({"project_id": project.simple().to_string()}),
+        );
+        assert_eq!(project_of("job", &simple), None);
         assert_eq!(project_of("user", &event("u-1", 1, json!({}))), None);
     }
 }

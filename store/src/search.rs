@@ -1,8 +1,8 @@
 //! Searching the log for people (`GET /api/v1/events`): filters by type, resource, actor and
 //! time, restricted to what the caller may see, paged by global position. Each event comes
-//! with the project it belongs to: the `project_id` column, which the database sets as the
-//! event is inserted (from its aggregate's first event or, for a project's own events, its id;
-//! migration 0020), and `events_by_project` finds a project's events in order. This is a
+//! with the project it belongs to: the `project_id` column, written with the event (a
+//! project's own id, else its aggregate's first event's project; migration 0020), and
+//! `events_by_project` finds a project's events in order. This is a
 //! listing, not a catch-up reader: a follower that must not miss a late commit uses
 //! `log::read_after` (or the event stream) instead.
 
@@ -68,7 +68,12 @@ pub async fn explain(executor: impl PgExecutor<'_>, query: &EventSearch) -> sqlx
     Ok(lines.join("\n"))
 }
 
-/// The search's statement, after `prefix`. For a caller limited to some projects, one branch per
+/// Above this many projects a caller's search is one statement over all of them (their events
+/// found through the index, then sorted) instead of a branch each: a statement's parameters
+/// and its planning time grow with its branches.
+const MAX_BRANCHES: usize = 32;
+
+/// The search's statement, after `prefix`. For a caller limited to a few projects, a branch per
 /// project, each reading `events_by_project` in position order and stopping at the page's end,
 /// merged by position: a rare project's page does not walk the whole log, and a busy one's
 /// does not fetch and sort all of its events.
@@ -86,6 +91,25 @@ fn statement(prefix: &str, query: &EventSearch) -> QueryBuilder<'static, Postgre
         if query.project.is_none_or(|asked| asked == *project) {
             kinds.entry(*project).or_default().push(kind.clone());
         }
+    }
+    if kinds.len() > MAX_BRANCHES {
+        let (projects, kinds): (Vec<Uuid>, Vec<String>) = kinds
+            .into_iter()
+            .flat_map(|(project, kinds)| kinds.into_iter().map(move |kind| (project, kind)))
+            .unzip();
+        let mut distinct = projects.clone();
+        distinct.dedup();
+        select(&mut sql, query, None, None);
+        sql.push(" AND e.project_id = ANY(")
+            .push_bind(distinct)
+            .push(") AND (e.project_id, e.aggregate_type) IN (SELECT * FROM UNNEST(")
+            .push_bind(projects)
+            .push("::uuid[], ")
+            .push_bind(kinds)
+            .push("::text[]))");
+        sql.push(format!(" ORDER BY global_position {order} LIMIT "))
+            .push_bind(query.limit);
+        return sql;
     }
     sql.push("SELECT * FROM (");
     if kinds.is_empty() {

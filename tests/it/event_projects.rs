@@ -181,9 +181,50 @@ async fn a_projects_page_is_read_through_its_index() {
     // `project=` narrows a member's branches to that project.
     let narrowed = EventSearch {
         project: Some(rare),
-        ..two
+        ..two.clone()
     };
     let found = search(&pool, &narrowed).await.unwrap();
     assert_eq!(found.len(), 20);
     assert!(found.iter().all(|(_, project)| *project == Some(rare)));
+    // Oldest first, page after page, the merged branches give both projects' events in order,
+    // each once: the same positions as one query over both.
+    let everything: Vec<i64> = sqlx::query_scalar(
+        "SELECT global_position FROM events WHERE project_id = ANY($1) ORDER BY global_position",
+    )
+    .bind(vec![rare, busy[3]])
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(pages(&pool, &two).await, everything);
+    // A member of more projects than a statement takes branches is searched in one statement
+    // over all of them, with the same pages.
+    let mut many: Vec<(Uuid, String)> = (0..40).map(|_| (Uuid::new_v4(), "job".into())).collect();
+    many.extend(two.visible.clone().unwrap());
+    let wide = EventSearch {
+        visible: Some(many),
+        ..two
+    };
+    let plan = explain(&pool, &wide).await.unwrap();
+    assert!(!plan.contains("Merge Append"), "{plan}");
+    assert_eq!(pages(&pool, &wide).await, everything);
+}
+
+/// Every position `query` finds oldest first, read 100 at a time through the cursor.
+async fn pages(pool: &PgPool, query: &EventSearch) -> Vec<i64> {
+    let mut positions = Vec::new();
+    let mut after = None;
+    loop {
+        let page = EventSearch {
+            ascending: true,
+            after,
+            limit: 100,
+            ..query.clone()
+        };
+        let found = search(pool, &page).await.unwrap();
+        positions.extend(found.iter().map(|(e, _)| e.global_position));
+        match found.last() {
+            Some((last, _)) if found.len() == 100 => after = Some(last.global_position),
+            _ => return positions,
+        }
+    }
 }
