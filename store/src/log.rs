@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgExecutor;
+use uuid::Uuid;
 
 /// A reader's place in the log: the last `(tx_id, global_position)` it consumed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -31,6 +32,9 @@ pub struct StoredEvent {
     pub payload: Value,
     pub metadata: HashMap<String, String>,
     pub recorded_at: DateTime<Utc>,
+    /// The project the event belongs to (its aggregate's; migration 0020); `None` for users'
+    /// and account-wide resources' events.
+    pub project_id: Option<Uuid>,
 }
 
 impl StoredEvent {
@@ -53,6 +57,7 @@ pub(crate) struct Row {
     payload: Value,
     metadata: sqlx::types::Json<HashMap<String, String>>,
     recorded_at: DateTime<Utc>,
+    project_id: Option<Uuid>,
 }
 
 impl From<Row> for StoredEvent {
@@ -67,12 +72,13 @@ impl From<Row> for StoredEvent {
             payload: row.payload,
             metadata: row.metadata.0,
             recorded_at: row.recorded_at,
+            project_id: row.project_id,
         }
     }
 }
 
 pub(crate) const COLUMNS: &str = "global_position, tx_id::text::bigint AS tx_id, aggregate_type, \
-     aggregate_id, sequence, event_type, payload, metadata, recorded_at";
+     aggregate_id, sequence, event_type, payload, metadata, recorded_at, project_id";
 
 /// Where a page of the log starts, ends and is ordered. The order is spelled with the table's
 /// name: a bare `tx_id` would name the output column (the `bigint` that `COLUMNS` casts it
@@ -97,7 +103,7 @@ pub fn read_after_statement() -> String {
 pub fn read_page_statement() -> String {
     format!(
         "SELECT global_position, tx_id::text::bigint AS tx_id, aggregate_type, aggregate_id, \
-                sequence, event_type, recorded_at, \
+                sequence, event_type, recorded_at, project_id, \
                 CASE WHEN aggregate_type = ANY($4) THEN payload ELSE 'null' END AS payload, \
                 CASE WHEN aggregate_type = ANY($4) THEN metadata ELSE '{{}}' END AS metadata \
            FROM events {PAGE_AFTER}"

@@ -33,28 +33,19 @@ pub struct EventSearch {
     pub limit: i64,
 }
 
-/// The matching events with their project, in global-position order.
+/// The matching events, in global-position order.
 pub async fn search(
     executor: impl PgExecutor<'_>,
     query: &EventSearch,
-) -> sqlx::Result<Vec<(StoredEvent, Option<Uuid>)>> {
-    #[derive(sqlx::FromRow)]
-    struct Found {
-        #[sqlx(flatten)]
-        row: Row,
-        project_id: Option<Uuid>,
-    }
+) -> sqlx::Result<Vec<StoredEvent>> {
     // Sent unprepared, so each search is planned with its values: a plan kept for any project
     // could walk the whole log for a project that holds little of it.
-    let found: Vec<Found> = statement("", query)
+    let found: Vec<Row> = statement("", query)
         .build_query_as()
         .persistent(false)
         .fetch_all(executor)
         .await?;
-    Ok(found
-        .into_iter()
-        .map(|f| (StoredEvent::from(f.row), f.project_id))
-        .collect())
+    Ok(found.into_iter().map(StoredEvent::from).collect())
 }
 
 /// The plan PostgreSQL makes for `search`'s statement with these values (`EXPLAIN`, one line
@@ -113,9 +104,7 @@ fn statement(prefix: &str, query: &EventSearch) -> QueryBuilder<'static, Postgre
     }
     sql.push("SELECT * FROM (");
     if kinds.is_empty() {
-        sql.push(format!(
-            "SELECT {COLUMNS}, project_id FROM events WHERE false"
-        ));
+        sql.push(format!("SELECT {COLUMNS} FROM events WHERE false"));
     }
     for (at, (project, kinds)) in kinds.into_iter().enumerate() {
         if at > 0 {
@@ -140,9 +129,7 @@ fn select(
     project: Option<Uuid>,
     kinds: Option<Vec<String>>,
 ) {
-    sql.push(format!(
-        "SELECT {COLUMNS}, project_id FROM events e WHERE true"
-    ));
+    sql.push(format!("SELECT {COLUMNS} FROM events e WHERE true"));
     if let Some(project) = project {
         sql.push(" AND e.project_id = ").push_bind(project);
     }

@@ -89,7 +89,7 @@ async fn every_event_is_stored_with_its_aggregates_project() {
     let found = search(&pool, &bound).await.unwrap();
     let seen: Vec<(String, i64, Option<Uuid>)> = found
         .iter()
-        .map(|(e, p)| (e.aggregate_id.clone(), e.sequence, *p))
+        .map(|e| (e.aggregate_id.clone(), e.sequence, e.project_id))
         .collect();
     let expected = vec![
         ("job-1".to_owned(), 3, Some(project)),
@@ -161,7 +161,7 @@ async fn a_projects_page_is_read_through_its_index() {
 
     let found = search(&pool, &bound).await.unwrap();
     assert_eq!(found.len(), 20);
-    assert!(found.iter().all(|(_, project)| *project == Some(rare)));
+    assert!(found.iter().all(|e| e.project_id == Some(rare)));
     // The merged page is the newest 21 of both projects' events, in order.
     let expected: Vec<i64> = sqlx::query_scalar(
         "SELECT global_position FROM events WHERE project_id = ANY($1) \
@@ -175,7 +175,7 @@ async fn a_projects_page_is_read_through_its_index() {
         .await
         .unwrap()
         .iter()
-        .map(|(e, _)| e.global_position)
+        .map(|e| e.global_position)
         .collect();
     assert_eq!(page, expected);
     // `project=` narrows a member's branches to that project.
@@ -185,7 +185,7 @@ async fn a_projects_page_is_read_through_its_index() {
     };
     let found = search(&pool, &narrowed).await.unwrap();
     assert_eq!(found.len(), 20);
-    assert!(found.iter().all(|(_, project)| *project == Some(rare)));
+    assert!(found.iter().all(|e| e.project_id == Some(rare)));
     // Oldest first, page after page, the merged branches give both projects' events in order,
     // each once: the same positions as one query over both.
     let everything: Vec<i64> = sqlx::query_scalar(
@@ -221,9 +221,9 @@ async fn pages(pool: &PgPool, query: &EventSearch) -> Vec<i64> {
             ..query.clone()
         };
         let found = search(pool, &page).await.unwrap();
-        positions.extend(found.iter().map(|(e, _)| e.global_position));
+        positions.extend(found.iter().map(|e| e.global_position));
         match found.last() {
-            Some((last, _)) if found.len() == 100 => after = Some(last.global_position),
+            Some(last) if found.len() == 100 => after = Some(last.global_position),
             _ => return positions,
         }
     }

@@ -57,44 +57,6 @@ pub fn payload(event: &StoredEvent, project: Option<Uuid>) -> Value {
     })
 }
 
-/// The project an event belongs to, from the event itself or the aggregate's creating event.
-pub async fn project_of(
-    conn: &mut PgConnection,
-    cache: &mut HashMap<(String, String), Option<Uuid>>,
-    event: &StoredEvent,
-) -> anyhow::Result<Option<Uuid>> {
-    if event.aggregate_type == "project" {
-        return Ok(event.aggregate_id.parse().ok());
-    }
-    let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
-    if let Some(project) = cache.get(&key) {
-        return Ok(*project);
-    }
-    if event.sequence == 1 {
-        let project = project_in(&event.payload);
-        cache.insert(key, project);
-        return Ok(project);
-    }
-    // Jobs, keys and endpoints name their project in their first event (a primary-key read).
-    let first: Option<Value> = sqlx::query_scalar(
-        "SELECT payload FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = 1",
-    )
-    .bind(&key.0)
-    .bind(&key.1)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let project = first.as_ref().and_then(project_in);
-    cache.insert(key, project);
-    Ok(project)
-}
-
-fn project_in(payload: &Value) -> Option<Uuid> {
-    payload
-        .get("project_id")
-        .and_then(Value::as_str)
-        .and_then(|p| p.parse().ok())
-}
-
 /// The enabled endpoints that hear a project's events (its own and the account-wide ones; for
 /// events of no project, such as users', only the account-wide ones) and their settings.
 async fn endpoints_of(
@@ -114,7 +76,6 @@ async fn endpoints_of(
 
 #[derive(Default)]
 struct Page {
-    projects: HashMap<(String, String), Option<Uuid>>,
     endpoints: HashMap<Option<Uuid>, Vec<Endpoint>>,
     deliveries: Vec<Delivery>,
 }
@@ -245,7 +206,7 @@ impl Projection for WebhookProjector {
         let mut page = Page::default();
         for event in events {
             self.track(conn, &mut page, event).await?;
-            let project = project_of(conn, &mut page.projects, event).await?;
+            let project = event.project_id;
             let endpoints = match page.endpoints.entry(project) {
                 std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
                 std::collections::hash_map::Entry::Vacant(slot) => {

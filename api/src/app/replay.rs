@@ -5,13 +5,12 @@
 //! `webhook-id` are derived from the event and the endpoint exactly as the projector derives
 //! them, so receivers that dedupe on `webhook-id` see a replayed message as the same message.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use herald_domain::webhook_endpoint::EndpointState;
 use herald_webhooks::dispatcher::{active_secrets, record_attempt};
-use herald_webhooks::projector::{payload, project_of, webhook_id};
+use herald_webhooks::projector::{payload, webhook_id};
 use herald_webhooks::sender::Message;
 use poem_openapi::Object;
 use serde_json::Value;
@@ -163,7 +162,6 @@ async fn run(
 ) -> anyhow::Result<()> {
     // An account-wide endpoint hears every project; a project's endpoint only its own.
     let scope = endpoint.project_id.map(|p| p.as_uuid());
-    let mut projects = HashMap::new();
     let mut conn = state.pool.acquire().await?;
     while after < to {
         let events = herald_store::log::read_range(&mut *conn, after, to, 500).await?;
@@ -179,7 +177,7 @@ async fn run(
             if !wanted {
                 continue;
             }
-            let project = project_of(&mut conn, &mut projects, event).await?;
+            let project = event.project_id;
             if scope.is_some_and(|own| project != Some(own)) {
                 continue;
             }

@@ -162,12 +162,15 @@ impl EventsApi {
             .then(|| {
                 found
                     .last()
-                    .map(|(e, _)| cursor::encode(&(e.global_position, ascending)))
+                    .map(|e| cursor::encode(&(e.global_position, ascending)))
             })
             .flatten();
         let data = found
             .into_iter()
-            .map(|(event, project_id)| render(event, project_id))
+            .map(|event| {
+                let project = event.project_id;
+                render(event, project)
+            })
             .collect();
         Ok(Json(LogEventList {
             data,

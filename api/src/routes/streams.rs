@@ -5,7 +5,7 @@
 //! wait for the log to grow on the process's stream wake-up (local appends and other replicas'
 //! `NOTIFY`), with a one-second poll as the fallback.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +19,6 @@ use crate::state::AppState;
 
 const PAGE: i64 = 200;
 const POLL: Duration = Duration::from_secs(1);
-/// Aggregates whose project a stream remembers before it starts over.
-const PROJECT_CACHE: usize = 10_000;
 
 /// What a log stream sends: `None` for everything, else `(project, aggregate type)` pairs; and
 /// optionally only some event types.
@@ -80,7 +78,6 @@ struct LogCursor {
     after: Position,
     filter: LogFilter,
     ready: VecDeque<LogEvent>,
-    projects: HashMap<(String, String), Option<Uuid>>,
     wake: watch::Receiver<u64>,
 }
 
@@ -96,7 +93,6 @@ pub fn log(
         after,
         filter,
         ready: VecDeque::new(),
-        projects: HashMap::new(),
         wake,
     };
     Box::pin(futures::stream::unfold(cursor, |mut cursor| async move {
@@ -124,12 +120,8 @@ async fn next_page(cursor: &mut LogCursor) -> anyhow::Result<bool> {
         return Ok(false);
     };
     cursor.after = last.position();
-    if cursor.projects.len() > PROJECT_CACHE {
-        cursor.projects.clear(); // a long-lived stream must not grow without bound
-    }
     for event in events {
-        let project =
-            herald_webhooks::projector::project_of(&mut conn, &mut cursor.projects, &event).await?;
+        let project = event.project_id;
         if cursor.filter.wants(&event, project) {
             cursor.ready.push_back(render(event, project));
         }
