@@ -2,9 +2,9 @@
 //! time, restricted to what the caller may see, paged by global position. Each event comes
 //! with the project it belongs to: the `project_id` column, written with the event (a
 //! project's own id, else its aggregate's first event's project; migration 0020), and
-//! `events_by_project` finds a project's events in order. This is a
-//! listing, not a catch-up reader: a follower that must not miss a late commit uses
-//! `log::read_after` (or the event stream) instead.
+//! `events_by_project` finds a project's events in order. This is a listing, not a catch-up
+//! reader: a follower that must not miss a late commit uses `log::read_after` (or the event
+//! stream) instead.
 
 use std::collections::BTreeMap;
 
