@@ -18,7 +18,10 @@ use crate::StoredEvent;
 #[derive(Debug, Clone, Default)]
 pub struct EventSearch {
     pub event_types: Option<Vec<String>>,
-    pub aggregate_type: Option<String>,
+    /// One of these aggregate types. With `aggregate_id`, give every type it may have (not
+    /// `None`): the primary key `(aggregate_type, aggregate_id, sequence)` then finds the
+    /// aggregate's events, where an id alone would scan the whole log.
+    pub aggregate_types: Option<Vec<String>>,
     pub aggregate_id: Option<String>,
     /// An API key id or user id from the event's metadata.
     pub actor_id: Option<String>,
@@ -143,8 +146,10 @@ fn select(
             .push_bind(types.clone())
             .push(")");
     }
-    if let Some(kind) = &query.aggregate_type {
-        sql.push(" AND e.aggregate_type = ").push_bind(kind.clone());
+    if let Some(kinds) = &query.aggregate_types {
+        sql.push(" AND e.aggregate_type = ANY(")
+            .push_bind(kinds.clone())
+            .push(")");
     }
     if let Some(id) = &query.aggregate_id {
         sql.push(" AND e.aggregate_id = ").push_bind(id.clone());

@@ -137,6 +137,20 @@ async fn a_projects_page_is_read_through_its_index() {
     };
     let plan = explain(&pool, &asked).await.unwrap();
     assert!(plan.contains("events_by_project"), "{plan}");
+    // An aggregate's events by id, under every type it may have (as the route asks when no
+    // type is given): found through the primary key, not a scan of the log.
+    let kinds = ["job", "api_key", "webhook_endpoint", "project", "user"];
+    let one = EventSearch {
+        aggregate_id: Some("job-777".into()),
+        aggregate_types: Some(kinds.iter().map(|k| k.to_string()).collect()),
+        limit: 21,
+        ..EventSearch::default()
+    };
+    let plan = explain(&pool, &one).await.unwrap();
+    assert!(plan.contains("Index Scan using events_pkey"), "{plan}");
+    let found = search(&pool, &one).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].aggregate_id, "job-777");
     // A member of two projects: each project's branch reads the index backwards and stops at
     // the page's end, and the branches are merged in position order (no sort of a busy
     // project's every event).

@@ -145,7 +145,13 @@ impl EventsApi {
         };
         let query = EventSearch {
             event_types: type_list(event_type.0),
-            aggregate_type: aggregate_type.0,
+            // An id alone is looked up under every type Herald writes, so the primary key finds
+            // its events instead of a scan of the whole log.
+            aggregate_types: match (aggregate_type.0, &aggregate_id.0) {
+                (Some(kind), _) => Some(vec![kind]),
+                (None, Some(_)) => Some(AGGREGATE_TYPES.map(str::to_owned).to_vec()),
+                (None, None) => None,
+            },
             aggregate_id: aggregate_id.0,
             actor_id: actor.0,
             project: project.0,
