@@ -37,7 +37,7 @@ pub fn webhook_id(endpoint: Uuid, global_position: i64) -> String {
 
 /// What receivers get: `{"id", "type", "timestamp", "data"}`; `data` is the event's own fields
 /// plus the id of the resource it is about (`job_id`, `api_key_id`, ...) and its project.
-pub fn payload(event: &StoredEvent, project: Option<Uuid>) -> Value {
+pub fn payload(event: &StoredEvent) -> Value {
     let mut data = event.payload.clone();
     if let Some(fields) = data.as_object_mut() {
         fields.remove("type");
@@ -45,7 +45,7 @@ pub fn payload(event: &StoredEvent, project: Option<Uuid>) -> Value {
             format!("{}_id", event.aggregate_type),
             json!(event.aggregate_id),
         );
-        if let Some(project) = project {
+        if let Some(project) = event.project_id {
             fields.entry("project_id").or_insert(json!(project));
         }
     }
@@ -217,7 +217,7 @@ impl Projection for WebhookProjector {
             let mut body = None;
             for (endpoint, settings, _) in endpoints.iter() {
                 if settings.wants(&event.event_type) {
-                    let body = body.get_or_insert_with(|| payload(event, project));
+                    let body = body.get_or_insert_with(|| payload(event));
                     page.deliveries.push(Delivery {
                         id: Uuid::now_v7(),
                         endpoint: *endpoint,

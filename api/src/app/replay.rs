@@ -177,8 +177,7 @@ async fn run(
             if !wanted {
                 continue;
             }
-            let project = event.project_id;
-            if scope.is_some_and(|own| project != Some(own)) {
+            if scope.is_some_and(|own| event.project_id != Some(own)) {
                 continue;
             }
             let result = sqlx::query(
@@ -193,7 +192,7 @@ async fn run(
             .bind(event.global_position)
             .bind(&event.event_type)
             .bind(webhook_id(endpoint_id, event.global_position))
-            .bind(payload(event, project))
+            .bind(payload(event))
             .bind(only_failed)
             .execute(&mut *conn)
             .await?;

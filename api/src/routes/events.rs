@@ -171,13 +171,7 @@ impl EventsApi {
                     .map(|e| cursor::encode(&(e.global_position, ascending)))
             })
             .flatten();
-        let data = found
-            .into_iter()
-            .map(|event| {
-                let project = event.project_id;
-                render(event, project)
-            })
-            .collect();
+        let data = found.into_iter().map(render).collect();
         Ok(Json(LogEventList {
             data,
             has_more,
@@ -222,7 +216,7 @@ impl EventsApi {
 }
 
 /// An event as callers see it (the `type` tag and hidden fields left out of `data`).
-pub(crate) fn render(event: herald_store::StoredEvent, project_id: Option<Uuid>) -> LogEvent {
+pub(crate) fn render(event: herald_store::StoredEvent) -> LogEvent {
     let mut data = event.payload;
     if let Some(fields) = data.as_object_mut() {
         fields.remove("type");
@@ -238,7 +232,7 @@ pub(crate) fn render(event: herald_store::StoredEvent, project_id: Option<Uuid>)
         aggregate_type: event.aggregate_type,
         aggregate_id: event.aggregate_id,
         sequence: event.sequence,
-        project_id,
+        project_id: event.project_id,
         actor_type: meta("actor_type"),
         actor_id: meta("actor_id"),
         request_id: meta("request_id"),

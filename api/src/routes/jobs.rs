@@ -208,9 +208,8 @@ impl JobsApi {
                 .await?;
         let project = history
             .first()
-            .and_then(|e| e.payload.get("project_id"))
-            .and_then(|p| p.as_str())
-            .and_then(|p| p.parse::<ProjectId>().ok());
+            .and_then(|e| e.project_id)
+            .map(ProjectId::from_uuid);
         match project {
             Some(project) if caller.can_see(project) => caller.require_in(project)?,
             _ => return Err(app::not_found().into()),
@@ -234,12 +233,7 @@ impl JobsApi {
                     ApiError::field("Last-Event-ID", "not the id of one of this job's events")
                 })?,
         };
-        let stream = super::streams::job(
-            self.state.clone(),
-            id.0,
-            project.map(|p| p.as_uuid()),
-            after,
-        );
+        let stream = super::streams::job(self.state.clone(), id.0, after);
         Ok(JobHistory::Ok(HistoryBody::Stream(super::events::sse(
             stream,
         ))))

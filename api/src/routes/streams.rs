@@ -28,12 +28,12 @@ pub struct LogFilter {
 }
 
 impl LogFilter {
-    fn wants(&self, event: &StoredEvent, project: Option<Uuid>) -> bool {
+    fn wants(&self, event: &StoredEvent) -> bool {
         let typed = self
             .event_types
             .as_ref()
             .is_none_or(|types| types.contains(&event.event_type));
-        let visible = match (&self.visible, project) {
+        let visible = match (&self.visible, event.project_id) {
             (None, _) => true,
             (Some(pairs), Some(project)) => pairs
                 .iter()
@@ -121,9 +121,8 @@ async fn next_page(cursor: &mut LogCursor) -> anyhow::Result<bool> {
     };
     cursor.after = last.position();
     for event in events {
-        let project = event.project_id;
-        if cursor.filter.wants(&event, project) {
-            cursor.ready.push_back(render(event, project));
+        if cursor.filter.wants(&event) {
+            cursor.ready.push_back(render(event));
         }
     }
     Ok(true)
@@ -134,12 +133,7 @@ async fn wait(wake: &mut watch::Receiver<u64>) {
 }
 
 /// One job's events after its event at sequence `after`, for as long as the client listens.
-pub fn job(
-    state: Arc<AppState>,
-    id: Uuid,
-    project: Option<Uuid>,
-    after: i64,
-) -> BoxStream<'static, LogEvent> {
+pub fn job(state: Arc<AppState>, id: Uuid, after: i64) -> BoxStream<'static, LogEvent> {
     let wake = state.stream_wake.subscribe();
     let initial = (state, after, VecDeque::<LogEvent>::new(), wake);
     Box::pin(futures::stream::unfold(
@@ -161,7 +155,7 @@ pub fn job(
                     Ok(events) => {
                         for event in events {
                             after = event.sequence;
-                            ready.push_back(render(event, project));
+                            ready.push_back(render(event));
                         }
                     }
                     Err(error) => {
