@@ -9,6 +9,7 @@
 mod batches;
 pub mod chain;
 pub mod export;
+mod list;
 mod verify;
 mod writer;
 
@@ -52,20 +53,7 @@ impl AuditLog {
     }
 }
 
-/// One page of `GET /audit/requests`, newest first: `$1` actor id, `$2` project, `$3` route,
-/// `$4` method, `$5` status, `$6` outcome, `$7` from, `$8` to (excluded), `$9` before this
-/// sequence number (the cursor), `$10` the caller's visible projects (`NULL`: all), `$11` the
-/// page size, `$12` actor type; a `NULL` filter matches everything. Sent unprepared (each call
-/// planned with its values), so a filter given uses its index: `request_log_by_actor` for a
-/// caller, `request_log_by_project` for a project or a project-bound caller, instead of a walk
-/// back through every tenant's records.
-pub const LIST_SQL: &str = "SELECT * FROM request_log WHERE ($1::text IS NULL OR actor_id = $1) \
-       AND ($2::uuid IS NULL OR project_id = $2) AND ($3::text IS NULL OR route = $3) \
-       AND ($4::text IS NULL OR method = upper($4)) AND ($5::int IS NULL OR status = $5) \
-       AND ($6::text IS NULL OR outcome = $6) AND ($7::timestamptz IS NULL OR occurred_at >= $7) \
-       AND ($8::timestamptz IS NULL OR occurred_at < $8) AND ($9::bigint IS NULL OR seq < $9) \
-       AND ($10::uuid[] IS NULL OR project_id = ANY($10)) \
-       AND ($12::text IS NULL OR actor_type = $12) ORDER BY seq DESC LIMIT $11";
+pub use list::{list_sql, LIST_SQL, WINDOW_ROWS, WINDOW_SQL};
 
 /// Retention: removes the records up to the last one that occurred before `cutoff` (a prefix of
 /// the chain, in chunks), leaving that record's sequence number and hash as the anchor the

@@ -148,7 +148,8 @@ impl AuditApi {
             (None, Some(user)) => (Some("user"), Some(user)),
             (None, None) => (None, None),
         };
-        let mut rows: Vec<Record> = sqlx::query_as(crate::audit::LIST_SQL)
+        let statement = crate::audit::list_sql(&self.state.pool, from.0, to.0).await?;
+        let mut rows: Vec<Record> = sqlx::query_as(statement)
             .persistent(false)
             .bind(actor)
             .bind(project.0)
