@@ -15,6 +15,7 @@ pub mod log;
 pub mod metadata;
 mod repository;
 pub mod search;
+pub mod window;
 
 pub use aggregates::{AggregateStore, CommandError, Committed};
 pub use announce::{Announcer, Coalescer};

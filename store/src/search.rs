@@ -34,6 +34,9 @@ pub struct EventSearch {
     pub after: Option<i64>,
     pub ascending: bool,
     pub limit: i64,
+    /// Read the events in `from`/`to` first (through `events_by_time`) and sort them, instead
+    /// of walking the log in position order to them: `window::reads_window_first` decides.
+    pub window_first: bool,
 }
 
 /// The matching events, in global-position order.
@@ -74,6 +77,12 @@ const MAX_BRANCHES: usize = 32;
 fn statement(prefix: &str, query: &EventSearch) -> QueryBuilder<'static, Postgres> {
     let order = if query.ascending { "ASC" } else { "DESC" };
     let mut sql = QueryBuilder::new(prefix);
+    if query.window_first {
+        // Materialized, so the planner cannot fold it back into a walk in position order.
+        sql.push("WITH w AS MATERIALIZED (SELECT * FROM events e WHERE true");
+        times(&mut sql, query);
+        sql.push(") ");
+    }
     let Some(visible) = &query.visible else {
         select(&mut sql, query, query.project, None);
         sql.push(format!(" ORDER BY global_position {order} LIMIT "))
@@ -132,7 +141,8 @@ fn select(
     project: Option<Uuid>,
     kinds: Option<Vec<String>>,
 ) {
-    sql.push(format!("SELECT {COLUMNS} FROM events e WHERE true"));
+    let source = if query.window_first { "w" } else { "events" };
+    sql.push(format!("SELECT {COLUMNS} FROM {source} e WHERE true"));
     if let Some(project) = project {
         sql.push(" AND e.project_id = ").push_bind(project);
     }
@@ -158,14 +168,19 @@ fn select(
         sql.push(" AND e.metadata->>'actor_id' = ")
             .push_bind(actor.clone());
     }
+    times(sql, query);
+    if let Some(after) = query.after {
+        let op = if query.ascending { " > " } else { " < " };
+        sql.push(" AND e.global_position").push(op).push_bind(after);
+    }
+}
+
+/// The search's time bounds on `e.recorded_at`.
+fn times(sql: &mut QueryBuilder<'static, Postgres>, query: &EventSearch) {
     if let Some(from) = query.from {
         sql.push(" AND e.recorded_at >= ").push_bind(from);
     }
     if let Some(to) = query.to {
         sql.push(" AND e.recorded_at < ").push_bind(to);
-    }
-    if let Some(after) = query.after {
-        let op = if query.ascending { " > " } else { " < " };
-        sql.push(" AND e.global_position").push(op).push_bind(after);
     }
 }

@@ -21,6 +21,7 @@ mod bad_input;
 mod docs;
 mod downloads;
 mod event_projects;
+mod event_windows;
 mod events;
 mod file_docs;
 mod file_removal;

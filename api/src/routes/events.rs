@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use herald_store::search::{search, EventSearch};
+use herald_store::window;
 use poem::web::sse::Event;
 use poem_openapi::param::{Header, Query};
 use poem_openapi::payload::{EventStream, Json};
@@ -143,7 +144,7 @@ impl EventsApi {
             }
             other => other.map(|(position, _)| position),
         };
-        let query = EventSearch {
+        let mut query = EventSearch {
             event_types: type_list(event_type.0),
             // An id alone is looked up under every type Herald writes, so the primary key finds
             // its events instead of a scan of the whole log.
@@ -161,7 +162,9 @@ impl EventsApi {
             after,
             ascending,
             limit: limit + 1,
+            window_first: false,
         };
+        query.window_first = window::reads_window_first(&self.state.pool, &query).await?;
         let mut found = search(&self.state.pool, &query).await?;
         let has_more = cursor::page(&mut found, limit);
         let next_cursor = has_more
