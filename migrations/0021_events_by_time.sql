@@ -4,7 +4,8 @@
 -- with the table's physical order, so a summary per range of pages finds a window's pages, and
 -- an append costs next to nothing (a B-tree would cost every append an index entry).
 -- `autosummarize` summarizes each range once the next one is started, so the recent end of the
--- log is not left unsummarized (read by every window) until a vacuum.
+-- log is not left unsummarized (read by every window) until a vacuum; that takes autovacuum,
+-- which is on by default (without it, windows are still answered exactly, only more slowly).
 --
 -- Built in the migration's transaction, which holds back appends while it reads the table
 -- once (well under a second per million events). On a large log it can be created by hand

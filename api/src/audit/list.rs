@@ -2,7 +2,7 @@
 //!
 //! A page is the newest records that match, so PostgreSQL reads the log backwards by sequence
 //! number and stops at the page's end. For a time window that ends in the past that walk starts
-//! at the log's end and passes every record after the window before it finds one (about 140 ms
+//! at the log's end and passes every record after the window before it finds one (150–300 ms
 //! at a million records, growing with the log; docs/PERFORMANCE.md, twenty-seventh section):
 //! the planner takes the window's records to be spread over the whole log. A window that holds
 //! few records, a small part of what the log holds after it, is therefore read window first,
