@@ -4,7 +4,8 @@
 //! The plan is read from PostgreSQL for the listing's own statement, with its values bound as
 //! the route binds them, on a log of 20,000 records where the asked project holds 20. A time
 //! window that ends in the past and holds few records is read through `request_log_by_time`
-//! instead of backwards from the log's end.
+//! instead of backwards from the log's end, and `GET /admin/security` reads the last day's
+//! refusals through `request_log_refused`, which holds refused calls only.
 
 use chrono::{DateTime, Utc};
 use herald_api::audit::{list_sql, LIST_SQL, WINDOW_ROWS, WINDOW_SQL};
@@ -194,4 +195,54 @@ async fn a_window_that_ends_in_the_past_is_read_through_the_time_index() {
         list_sql(&app.pool, Some(from), None).await.unwrap(),
         LIST_SQL
     );
+}
+
+#[tokio::test]
+async fn the_security_summary_reads_refusals_through_their_own_index() {
+    use herald_projections::usage::{REFUSED_SQL, TOP_REFUSED_IPS_SQL};
+
+    let app = TestApp::spawn().await;
+    // 20,000 records of the last hour after the log's end: every thousandth refused (401), from
+    // one of two addresses.
+    sqlx::query(
+        "INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, \
+           route, method, path, status, latency_us, request_bytes, response_bytes, client_ip, \
+           user_agent, outcome, error_code, hash) \
+         SELECT m.seq + g, now() - (g % 3600) * interval '1 second', 'req_' || g, NULL, NULL, \
+                NULL, '/api/v1/jobs', 'GET', '/api/v1/jobs', \
+                CASE WHEN g % 1000 = 0 THEN 401 ELSE 200 END, 100, 0, 100, \
+                '10.0.0.' || (g % 2000 / 1000), 'curl', \
+                CASE WHEN g % 1000 = 0 THEN 'denied' ELSE 'success' END, NULL, repeat('0', 64) \
+           FROM generate_series(1, 20000) g, (SELECT coalesce(max(seq), 0) AS seq FROM request_log) m",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE request_log")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    for statement in [REFUSED_SQL, TOP_REFUSED_IPS_SQL] {
+        let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {statement}"))
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+        let plan = lines.join("\n");
+        assert!(plan.contains("request_log_refused"), "{plan}");
+    }
+    let response = app.get("/api/v1/admin/security", &app.admin_key).await;
+    assert_eq!(response.status(), 200);
+    let security: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(security["failed_authentications_24h"], 20, "{security}");
+    assert_eq!(
+        security["top_refused_ips"][0]["ip"], "10.0.0.0",
+        "{security}"
+    );
+    assert_eq!(security["top_refused_ips"][0]["refusals"], 10, "{security}");
+    assert_eq!(
+        security["top_refused_ips"][1]["ip"], "10.0.0.1",
+        "{security}"
+    );
+    assert!(security["audit_records_24h"].as_i64().unwrap() >= 20_000);
 }
