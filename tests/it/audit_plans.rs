@@ -14,6 +14,17 @@ use sqlx::types::Uuid;
 
 use crate::support::TestApp;
 
+/// `sql` with its `RECORD_COLUMNS` spelled out: every column of a request-log record, in the
+/// order the tests' inserts give them.
+fn records_sql(sql: &str) -> String {
+    sql.replace(
+        "RECORD_COLUMNS",
+        "seq, occurred_at, request_id, actor_type, actor_id, project_id, route, method, path, \
+         status, latency_us, request_bytes, response_bytes, client_ip, user_agent, outcome, \
+         error_code, hash",
+    )
+}
+
 /// The plan PostgreSQL makes for one page, with the project filter (`$2`), the caller's
 /// visible projects (`$10`) and the actor filter (`$1`) as given.
 async fn plan(
@@ -61,16 +72,14 @@ async fn a_page_of_one_project_or_one_caller_is_read_through_its_index() {
     let busy: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
     // 20,000 records after the log's end: every thousandth is the rare project's, the rest
     // spread over fifty busy projects and a thousand keys.
-    sqlx::query(
-        "INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, \
-           route, method, path, status, latency_us, request_bytes, response_bytes, client_ip, \
-           user_agent, outcome, error_code, hash) \
+    sqlx::query(&records_sql(
+        "INSERT INTO request_log (RECORD_COLUMNS) \
          SELECT m.seq + g, now(), 'req_' || g, 'api_key', 'key_' || (g % 1000), \
                 CASE WHEN g % 1000 = 0 THEN $1 ELSE ($2::uuid[])[1 + g % 50] END, \
                 '/api/v1/jobs/{id}', 'GET', '/api/v1/jobs/x', 200, 100, 0, 100, '127.0.0.1', \
                 'curl', 'success', NULL, repeat('0', 64) \
            FROM generate_series(1, 20000) g, (SELECT coalesce(max(seq), 0) AS seq FROM request_log) m",
-    )
+    ))
     .bind(rare)
     .bind(&busy)
     .execute(&app.pool)
@@ -117,22 +126,30 @@ fn records(page: &Value) -> Vec<(i64, DateTime<Utc>)> {
         .collect()
 }
 
+/// The statement `list_sql` takes for the window `from`..`to`, and the newest record of the
+/// window's first page, read through HTTP.
+async fn newest(app: &TestApp, from: &str, to: &str) -> (&'static str, (i64, DateTime<Utc>)) {
+    let statement = list_sql(&app.pool, Some(at(from)), Some(at(to)))
+        .await
+        .unwrap();
+    let first = page(app, &format!("from={from}&to={to}&limit=5")).await;
+    (statement, records(&first)[0])
+}
+
 #[tokio::test]
 async fn a_window_that_ends_in_the_past_is_read_through_the_time_index() {
     let app = TestApp::spawn().await;
     // 30,000 records after the log's end, one a second from 2026-01-01T00:00:01Z on.
-    let first: i64 = sqlx::query_scalar(
+    let first: i64 = sqlx::query_scalar(&records_sql(
         "WITH m AS (SELECT coalesce(max(seq), 0) AS seq FROM request_log), \
-              ins AS (INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, \
-                        project_id, route, method, path, status, latency_us, request_bytes, \
-                        response_bytes, client_ip, user_agent, outcome, error_code, hash) \
+              ins AS (INSERT INTO request_log (RECORD_COLUMNS) \
                       SELECT m.seq + g, timestamptz '2026-01-01T00:00:00Z' + g * interval '1 second', \
                              'req_' || g, 'api_key', 'key_' || (g % 10), NULL, '/api/v1/jobs/{id}', \
                              'GET', '/api/v1/jobs/x', 200, 100, 0, 100, '127.0.0.1', 'curl', \
                              'success', NULL, repeat('0', 64) \
                         FROM generate_series(1, 30000) g, m) \
          SELECT seq + 1 FROM m",
-    )
+    ))
     .fetch_one(&app.pool)
     .await
     .unwrap();
@@ -163,34 +180,17 @@ async fn a_window_that_ends_in_the_past_is_read_through_the_time_index() {
     assert!(keyed.windows(2).all(|w| w[1].0 == w[0].0 - 10));
 
     // Seven hours hold more than WINDOW_ROWS records: read backwards as any page, same answer.
-    let (from, to) = (at("2026-01-01T00:00:00Z"), at("2026-01-01T07:00:00Z"));
     const { assert!(7 * 3_600 > WINDOW_ROWS) };
-    let statement = list_sql(&app.pool, Some(from), Some(to)).await.unwrap();
+    let (statement, top) = newest(&app, "2026-01-01T00:00:00Z", "2026-01-01T07:00:00Z").await;
     assert_eq!(statement, LIST_SQL);
-    let wide = page(
-        &app,
-        "from=2026-01-01T00:00:00Z&to=2026-01-01T07:00:00Z&limit=5",
-    )
-    .await;
-    assert_eq!(
-        records(&wide)[0],
-        (first + 25_198, at("2026-01-01T06:59:59Z"))
-    );
+    assert_eq!(top, (first + 25_198, at("2026-01-01T06:59:59Z")));
     // Twenty minutes just before the last of those records: fewer records after the window
     // than in it, so the backwards read reaches it sooner.
-    let (from, to) = (at("2026-01-01T07:59:00Z"), at("2026-01-01T08:19:00Z"));
-    let statement = list_sql(&app.pool, Some(from), Some(to)).await.unwrap();
+    let (statement, top) = newest(&app, "2026-01-01T07:59:00Z", "2026-01-01T08:19:00Z").await;
     assert_eq!(statement, LIST_SQL);
-    let recent = page(
-        &app,
-        "from=2026-01-01T07:59:00Z&to=2026-01-01T08:19:00Z&limit=5",
-    )
-    .await;
-    assert_eq!(
-        records(&recent)[0],
-        (first + 29_938, at("2026-01-01T08:18:59Z"))
-    );
+    assert_eq!(top, (first + 29_938, at("2026-01-01T08:18:59Z")));
     // Without an end the window reaches the log's end, where the backwards read starts.
+    let from = at("2026-01-01T07:59:00Z");
     assert_eq!(
         list_sql(&app.pool, Some(from), None).await.unwrap(),
         LIST_SQL
@@ -204,17 +204,15 @@ async fn the_security_summary_reads_refusals_through_their_own_index() {
     let app = TestApp::spawn().await;
     // 20,000 records of the last hour after the log's end: every thousandth refused (401), from
     // one of two addresses.
-    sqlx::query(
-        "INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, \
-           route, method, path, status, latency_us, request_bytes, response_bytes, client_ip, \
-           user_agent, outcome, error_code, hash) \
+    sqlx::query(&records_sql(
+        "INSERT INTO request_log (RECORD_COLUMNS) \
          SELECT m.seq + g, now() - (g % 3600) * interval '1 second', 'req_' || g, NULL, NULL, \
                 NULL, '/api/v1/jobs', 'GET', '/api/v1/jobs', \
                 CASE WHEN g % 1000 = 0 THEN 401 ELSE 200 END, 100, 0, 100, \
                 '10.0.0.' || (g % 2000 / 1000), 'curl', \
                 CASE WHEN g % 1000 = 0 THEN 'denied' ELSE 'success' END, NULL, repeat('0', 64) \
            FROM generate_series(1, 20000) g, (SELECT coalesce(max(seq), 0) AS seq FROM request_log) m",
-    )
+    ))
     .execute(&app.pool)
     .await
     .unwrap();
