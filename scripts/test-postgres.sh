@@ -26,10 +26,18 @@ start() {
     as_pg "$bindir/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 >"$dir.initdb.log" 2>&1 \
       || { cat "$dir.initdb.log" >&2; exit 1; }
   fi
+  # A cluster started before pg_stat_statements was loaded here is restarted with it.
+  if as_pg "$bindir/pg_ctl" -D "$dir" status >/dev/null 2>&1 \
+     && [ "$("$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qtA \
+              -c 'SHOW shared_preload_libraries' 2>/dev/null)" != pg_stat_statements ]; then
+    as_pg "$bindir/pg_ctl" -D "$dir" -m fast -w stop >&2
+  fi
   if ! as_pg "$bindir/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    # pg_stat_statements lets a test see which statement a route sent (tests/it/support/sent.rs).
     as_pg "$bindir/pg_ctl" -D "$dir" -w -t 60 -l "$dir/server.log" \
       -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-          -c full_page_writes=off -c max_connections=400 -c shared_buffers=256MB" start >&2 \
+          -c full_page_writes=off -c max_connections=400 -c shared_buffers=256MB \
+          -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.max=50000" start >&2 \
       || { tail -n 30 "$dir/server.log" >&2; exit 1; }
   fi
   prune

@@ -4,7 +4,8 @@
 //! The plan is read from PostgreSQL for the listing's own statement, with its values bound as
 //! the route binds them, on a log of 20,000 records where the asked project holds 20. A time
 //! window that ends in the past and holds few records is read through `request_log_by_time`
-//! instead of backwards from the log's end, and `GET /admin/security` reads the last day's
+//! instead of backwards from the log's end (the statement the route sent is read from
+//! `pg_stat_statements`), and `GET /admin/security` reads the last day's
 //! refusals through `request_log_refused`, which holds refused calls only.
 
 use chrono::{DateTime, Utc};
@@ -12,6 +13,7 @@ use herald_api::audit::{list_sql, LIST_SQL, WINDOW_ROWS, WINDOW_SQL};
 use serde_json::Value;
 use sqlx::types::Uuid;
 
+use crate::support::sent::runs;
 use crate::support::TestApp;
 
 /// `sql` with its `RECORD_COLUMNS` spelled out: every column of a request-log record, in the
@@ -126,6 +128,10 @@ fn records(page: &Value) -> Vec<(i64, DateTime<Utc>)> {
         .collect()
 }
 
+/// How the window's statement and the listing's begin, as `pg_stat_statements` keeps them.
+const WINDOW_START: &str = "WITH w AS MATERIALIZED (SELECT * FROM request_log";
+const LIST_START: &str = "SELECT * FROM request_log WHERE";
+
 /// The statement `list_sql` takes for the window `from`..`to`, and the newest record of the
 /// window's first page, read through HTTP.
 async fn newest(app: &TestApp, from: &str, to: &str) -> (&'static str, (i64, DateTime<Utc>)) {
@@ -164,9 +170,15 @@ async fn a_window_that_ends_in_the_past_is_read_through_the_time_index() {
     assert_eq!(statement, WINDOW_SQL);
     let window = plan_of(&app, statement, None, None, None, Some((from, to))).await;
     assert!(window.contains("request_log_by_time"), "{window}");
-    // Its newest records first (the one at 02:59:59 is the 10,799th), then the next page.
+    // Its newest records first (the one at 02:59:59 is the 10,799th), then the next page, each
+    // read by the route with the window's statement.
     let hour = "from=2026-01-01T02:00:00Z&to=2026-01-01T03:00:00Z";
+    let (windowed, walked) = (
+        runs(&app.pool, WINDOW_START).await,
+        runs(&app.pool, LIST_START).await,
+    );
     let one = page(&app, &format!("{hour}&limit=100")).await;
+    assert_eq!(runs(&app.pool, WINDOW_START).await, windowed + 1);
     let seen = records(&one);
     assert_eq!(seen.len(), 100);
     assert_eq!(seen[0], (first + 10_798, at("2026-01-01T02:59:59Z")));
@@ -178,12 +190,16 @@ async fn a_window_that_ends_in_the_past_is_read_through_the_time_index() {
     let keyed = records(&page(&app, &format!("{hour}&key_id=key_3")).await);
     assert_eq!(keyed[0], (first + 10_792, at("2026-01-01T02:59:53Z")));
     assert!(keyed.windows(2).all(|w| w[1].0 == w[0].0 - 10));
+    assert_eq!(runs(&app.pool, WINDOW_START).await, windowed + 3);
+    assert_eq!(runs(&app.pool, LIST_START).await, walked);
 
     // Seven hours hold more than WINDOW_ROWS records: read backwards as any page, same answer.
     const { assert!(7 * 3_600 > WINDOW_ROWS) };
     let (statement, top) = newest(&app, "2026-01-01T00:00:00Z", "2026-01-01T07:00:00Z").await;
     assert_eq!(statement, LIST_SQL);
     assert_eq!(top, (first + 25_198, at("2026-01-01T06:59:59Z")));
+    assert_eq!(runs(&app.pool, LIST_START).await, walked + 1);
+    assert_eq!(runs(&app.pool, WINDOW_START).await, windowed + 3);
     // Twenty minutes just before the last of those records: fewer records after the window
     // than in it, so the backwards read reaches it sooner.
     let (statement, top) = newest(&app, "2026-01-01T07:59:00Z", "2026-01-01T08:19:00Z").await;

@@ -3,14 +3,19 @@
 //! `events_by_time` (migration 0021), instead of walking the log in position order to it; a
 //! window near that end keeps the walk. Both statements give the same page, for a caller who
 //! sees everything and for one limited to a project. On a log of 30,000 events, one a second.
+//! Through HTTP, the statement the route sent is read from `pg_stat_statements`: both give the
+//! same page, so the page alone could not show the route's choice.
 
 use chrono::{DateTime, Utc};
 use herald_store::search::{explain, search, EventSearch};
 use herald_store::window::reads_window_first;
+use serde_json::Value;
 use sqlx::types::Uuid;
 use sqlx::PgPool;
 
 use crate::support::db::fresh_database;
+use crate::support::sent::runs;
+use crate::support::TestApp;
 
 fn at(text: &str) -> Option<DateTime<Utc>> {
     Some(text.parse().unwrap())
@@ -105,4 +110,58 @@ async fn a_window_far_from_the_walks_start_is_read_first() {
         ..hour.clone()
     };
     assert!(!reads_window_first(&pool, &open).await.unwrap());
+}
+
+/// How the search's window-first statement begins, as `pg_stat_statements` keeps it.
+const WINDOW_START: &str = "WITH w AS MATERIALIZED (SELECT * FROM events e";
+
+/// The aggregate ids of a page of `GET /api/v1/events` with these query parameters.
+async fn page_ids(app: &TestApp, query: &str) -> Vec<String> {
+    let response = app
+        .get(&format!("/api/v1/events?{query}"), &app.admin_key)
+        .await;
+    assert_eq!(response.status(), 200);
+    let page: Value = response.json().await.unwrap();
+    let data = page["data"].as_array().unwrap();
+    data.iter()
+        .map(|e| e["aggregate_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_route_reads_a_far_window_first_and_walks_to_a_near_one() {
+    let app = TestApp::spawn().await;
+    // 30,000 events of a type no projection reads, one a second, before the app's own events.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                             payload, metadata, recorded_at) \
+         SELECT 'test', 'agg-' || g, 1, 'test.event', '1', '{}', '{}', \
+                timestamptz '2026-01-01T00:00:00Z' + g * interval '1 second' \
+           FROM generate_series(1, 30000) g ORDER BY g",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE events")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let before = runs(&app.pool, WINDOW_START).await;
+    let hour = page_ids(
+        &app,
+        "from=2026-01-01T02:00:00Z&to=2026-01-01T03:00:00Z&limit=3",
+    )
+    .await;
+    assert_eq!(hour, ["agg-10799", "agg-10798", "agg-10797"]);
+    assert_eq!(runs(&app.pool, WINDOW_START).await, before + 1);
+    // Twenty minutes near the newest end: fewer events after them (the last minute's and the
+    // app's own) than in them, so the walk from that end is kept.
+    let near = page_ids(
+        &app,
+        "from=2026-01-01T07:59:00Z&to=2026-01-01T08:19:00Z&limit=3",
+    )
+    .await;
+    assert_eq!(near, ["agg-29939", "agg-29938", "agg-29937"]);
+    assert_eq!(runs(&app.pool, WINDOW_START).await, before + 1);
 }

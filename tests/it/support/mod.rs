@@ -5,6 +5,7 @@
 pub mod db;
 pub mod receiver;
 pub mod scratch;
+pub mod sent;
 pub mod tls;
 
 use std::sync::Arc;

@@ -1,0 +1,25 @@
+//! Which statements a database was sent, read from `pg_stat_statements` (loaded by
+//! `scripts/test-postgres.sh`). A route that must choose between two statements giving the same
+//! answer (a page read window first, or walked to) is checked here: its pages alone could not
+//! tell the choices apart.
+
+use sqlx::PgPool;
+
+/// How many times `pool`'s database ran a statement whose text starts with `start`, counted
+/// by PostgreSQL as each statement finishes. Each test has a database of its own, so other
+/// tests' statements are never counted.
+pub async fn runs(pool: &PgPool, start: &str) -> i64 {
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements \
+          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+            AND starts_with(query, $1)",
+    )
+    .bind(start)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
