@@ -102,6 +102,10 @@ async fn run_with_database(
         }
         Command::Keys(KeysCommand::Create(args)) => create_key(config, pool, &metadata, args).await,
         Command::Audit(AuditCommand::Verify { from, to }) => {
+            // As the route answers 400: a range no record can lie in checks nothing.
+            if let (Some(from), Some(to)) = (from, to) {
+                anyhow::ensure!(from <= to, "--from ({from}) must not be after --to ({to})");
+            }
             let (checked, broken) = crate::audit::verify(pool, from, to).await?;
             match broken {
                 None => {

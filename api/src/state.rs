@@ -267,7 +267,7 @@ fn too_many(headers: &RateHeaders) -> Option<ApiError> {
     if violated.is_empty() {
         return None;
     }
-    let retry = headers.binding().map_or(1, |b| b.reset_seconds.max(1));
+    let retry = headers.binding().map_or(1, |b| b.reset_seconds().max(1));
     Some(ApiError::TooManyRequests {
         detail: format!("rate limit exceeded: {}", violated.join(", ")),
         retry_after_seconds: retry,

@@ -118,6 +118,27 @@ async fn an_edited_and_a_deleted_record_break_the_chain() {
         "{}",
         String::from_utf8_lossy(&cli.stdout)
     );
+    // A reversed range is refused, by the command as by the route, not reported intact.
+    let reversed = [
+        "--from",
+        "2026-12-07T00:00:00Z",
+        "--to",
+        "2026-12-06T00:00:00Z",
+    ];
+    let cli = crate::projections::herald(
+        &app.database_url,
+        &[&["audit", "verify"][..], &reversed[..]].concat(),
+    )
+    .await;
+    assert!(!cli.status.success());
+    assert!(String::from_utf8_lossy(&cli.stderr).contains("must not be after --to"));
+    let refused = app
+        .get(
+            "/api/v1/audit/verify?from=2026-12-07T00:00:00Z&to=2026-12-06T00:00:00Z",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
 
     sqlx::query("UPDATE request_log SET status = 500 WHERE seq = 3")
         .execute(&app.pool)

@@ -2,10 +2,11 @@
 //! client, a closed socket) is still handled to the end and recorded (the log has every call
 //! that changed something, even when nobody was left to receive the answer), and shutdown waits
 //! for it; a body sent without a declared length is recorded with its real size; a path of
-//! any length is recorded cut to a bound.
+//! any length is recorded cut to a bound; a user agent outside ASCII is recorded as sent.
 
 use std::time::Duration;
 
+use reqwest::header::HeaderValue;
 use reqwest::Method;
 use serde_json::json;
 
@@ -112,6 +113,37 @@ async fn a_path_of_any_length_is_recorded_cut_to_a_bound() {
         .await
         .unwrap();
     assert_eq!(path, format!("{}…", &long[..1024]));
+}
+
+#[tokio::test]
+async fn a_user_agent_outside_ascii_is_recorded_as_sent() {
+    let app = TestApp::spawn().await;
+    let sent: [(&str, &[u8]); 2] = [
+        ("agent-utf8-0001", "café-client/1.0 ☕".as_bytes()),
+        ("agent-latin1-0001", b"caf\xe9-client/1.0"),
+    ];
+    for (request_id, agent) in sent {
+        let response = app
+            .request(Method::GET, "/api/v1/jobs", &app.admin_key)
+            .header("X-Request-Id", request_id)
+            .header("User-Agent", HeaderValue::from_bytes(agent).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let agent = |request_id: &'static str| {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT user_agent FROM request_log WHERE request_id = $1",
+        )
+        .bind(request_id)
+        .fetch_one(&app.pool)
+    };
+    let utf8 = agent("agent-utf8-0001").await.unwrap();
+    assert_eq!(utf8.as_deref(), Some("café-client/1.0 ☕"));
+    // A byte that is not UTF-8 (Latin-1 é) is replaced, the rest kept.
+    let latin1 = agent("agent-latin1-0001").await.unwrap();
+    assert_eq!(latin1.as_deref(), Some("caf\u{fffd}-client/1.0"));
 }
 
 /// Submits a job over a raw connection and closes it once the call has reached its handler

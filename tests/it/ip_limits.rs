@@ -4,9 +4,10 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use sqlx::types::Uuid;
 
 use crate::rate_limits::number;
-use crate::support::{problem, TestApp};
+use crate::support::{key_id, problem, TestApp};
 
 #[tokio::test]
 async fn refused_credentials_spend_the_ip_budget_and_never_the_named_keys() {
@@ -134,7 +135,7 @@ async fn input_refused_before_any_handler_spends_the_ip_budget_not_the_keys() {
         c.http.max_body_bytes = 1024;
     })
     .await;
-    let (_, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let (project, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
     let submit = |body: &str| {
         app.client
             .post(app.url("/api/v1/jobs"))
@@ -164,6 +165,20 @@ async fn input_refused_before_any_handler_spends_the_ip_budget_not_the_keys() {
     assert_eq!(
         problem(blocked).await["violated-policies"],
         json!(["unauthenticated"])
+    );
+    // The 429 still names the key whose credentials came with it, as the refusals before it.
+    let named: Vec<(i32, Option<String>, Option<Uuid>)> = sqlx::query_as(
+        "SELECT status, actor_id, project_id FROM request_log \
+          WHERE route = '/api/v1/jobs' AND method = 'POST' ORDER BY seq",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let id = Some(key_id(&key).to_owned());
+    assert_eq!(named.last().unwrap(), &(429, id.clone(), Some(project)));
+    assert!(
+        named.iter().all(|n| (&n.1, n.2) == (&id, Some(project))),
+        "{named:?}"
     );
     // Nothing was appended, and the key's own budget is untouched.
     let jobs: i64 =

@@ -182,6 +182,14 @@ async fn only_admins_set_limits_and_a_change_keeps_the_limits_it_does_not_name()
     let own = patch_limits(&app, id, &key, json!({"read_per_minute": 1_000_000})).await;
     assert_eq!(own.status(), StatusCode::FORBIDDEN);
     assert_eq!(problem(own).await["code"], "FORBIDDEN");
+    // `null` is a change to the limits too (back to the defaults): refused, name unchanged.
+    let renamed = app
+        .request(Method::PATCH, &format!("/api/v1/api-keys/{id}"), &key)
+        .json(&json!({"name": "renamed", "rate_limit": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), StatusCode::FORBIDDEN);
     let created = app
         .request(Method::POST, "/api/v1/api-keys", &key)
         .json(
@@ -244,6 +252,19 @@ async fn only_admins_set_limits_and_a_change_keeps_the_limits_it_does_not_name()
     assert_eq!(
         number(&app.get("/api/v1/jobs", &key).await, "x-ratelimit-limit"),
         7
+    );
+    // An admin's `null` returns every limit to the default.
+    let reset: Value = patch_limits(&app, id, admin, Value::Null)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let defaults = json!({"read_per_minute": null, "write_per_minute": null, "daily_quota": null});
+    assert_eq!(reset["rate_limit"], defaults);
+    assert_ne!(reset["name"], "renamed");
+    assert_eq!(
+        number(&app.get("/api/v1/jobs", &key).await, "x-ratelimit-limit"),
+        100
     );
 }
 

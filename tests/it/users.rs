@@ -170,7 +170,17 @@ async fn login_answers_a_token_that_works_until_logout() {
     .unwrap();
     let types: Vec<&str> = actors.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(types, ["user.created", "user.logged_in", "user.logged_out"]);
+    assert_eq!(actors[1].1, id.to_string());
     assert_eq!(actors[2].1, id.to_string());
+    // The request log names the user as the login's actor too, so `user_id=` finds it.
+    let login: (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT actor_type, actor_id FROM request_log \
+          WHERE route = '/api/v1/auth/login' AND status = 200",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(login, (Some("user".into()), Some(id.to_string())));
 }
 
 #[tokio::test]

@@ -13,7 +13,9 @@ use poem::http::header::{AUTHORIZATION, COOKIE};
 use poem::http::{HeaderMap, HeaderName, HeaderValue};
 use poem::{IntoResponse, Response};
 
-use super::scheme::Credentials;
+use super::scheme::{Credentials, Presented};
+use super::verifier::Refusal;
+use crate::http::context::current_client_ip;
 use crate::http::problem::{ApiError, ErrorResponse};
 use crate::state::AppState;
 
@@ -35,6 +37,22 @@ impl AppState {
         };
         if let Ok(caller) = self.identify(&credentials).await {
             caller.note_as_actor();
+        }
+    }
+
+    /// As `note_presented`, for a request whose client IP is over its budget: only an API key
+    /// already in this replica's cache is named (checked as usual, without a lookup), so a
+    /// flood of such requests never reaches the database.
+    pub fn note_presented_cached(&self, presented: &CredentialHeaders) {
+        let Some(credentials) = Credentials::from_headers(&presented.to_map()) else {
+            return;
+        };
+        if let Presented::Key(key) = credentials.presented() {
+            match self.verifier.verify_cached(key, current_client_ip()) {
+                Ok(caller) => caller.note_as_actor(),
+                Err(Refusal::IpNotAllowed(caller)) => caller.note_as_actor(),
+                Err(Refusal::Unauthenticated) => {}
+            }
         }
     }
 

@@ -135,11 +135,14 @@ impl<E: Endpoint> EdgeInner<E> {
             request_id: request_id.clone(),
             ip: client_ip(peer, forwarded.as_deref(), &self.trusted_proxies)
                 .map(|ip| ip.to_string()),
-            user_agent: req
-                .headers()
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|ua| ua.chars().take(512).collect()),
+            // As sent when it is UTF-8 (bytes that are not become U+FFFD), so a client whose
+            // agent names itself outside ASCII is still recorded.
+            user_agent: req.headers().get(header::USER_AGENT).map(|ua| {
+                String::from_utf8_lossy(ua.as_bytes())
+                    .chars()
+                    .take(512)
+                    .collect()
+            }),
             state_changing: !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS),
             csrf_token: req
                 .headers()
@@ -272,12 +275,15 @@ impl<E: Endpoint> EdgeInner<E> {
 
 impl<E> EdgeInner<E> {
     /// `refusal`, made before any handler checked credentials, counted against the client
-    /// IP's budget: or the 429 that replaces it once the IP is over that budget. While the
-    /// budget lasts (so a flood of such requests does not look keys up), the record names the
-    /// caller whose valid credentials the request presented, if any.
+    /// IP's budget: or the 429 that replaces it once the IP is over that budget. The record
+    /// names the caller whose valid credentials the request presented, if any; over the budget
+    /// only a key this replica has cached (so a flood of such requests does not look keys up).
     async fn spend_ip_budget(&self, presented: &CredentialHeaders, refusal: Response) -> Response {
         match self.state.refuse_anonymous().await {
-            Some(over_budget) => over_budget,
+            Some(over_budget) => {
+                self.state.note_presented_cached(presented);
+                over_budget
+            }
             None => {
                 self.state.note_presented(presented).await;
                 refusal

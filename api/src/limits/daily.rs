@@ -66,7 +66,7 @@ impl RateLimiter {
             window_seconds: 86_400,
             allowed,
             remaining: quota.saturating_sub(count.used),
-            reset_seconds: seconds_to_midnight(),
+            reset_in: to_midnight(),
         };
         (minute, day)
     }
@@ -274,14 +274,14 @@ impl RateLimiter {
     }
 }
 
-/// Seconds until the next UTC midnight, rounded up (so "reset" is never announced early).
-pub(super) fn seconds_to_midnight() -> u64 {
-    seconds_to_midnight_from(Utc::now())
+/// How long until the next UTC midnight, when the daily quotas start again.
+pub(super) fn to_midnight() -> Duration {
+    to_midnight_from(Utc::now())
 }
 
-pub(super) fn seconds_to_midnight_from(now: chrono::DateTime<Utc>) -> u64 {
+/// As `to_midnight`, from `now`; never zero (at midnight itself, the next day's midnight).
+pub(super) fn to_midnight_from(now: chrono::DateTime<Utc>) -> Duration {
     let tomorrow = now.date_naive() + chrono::Days::new(1);
     let midnight = tomorrow.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-    let millis = (midnight - now).num_milliseconds().max(1) as u64;
-    millis.div_ceil(1000)
+    (midnight - now).to_std().unwrap_or_default()
 }

@@ -16,14 +16,14 @@ pub use headers::{Policy, RateHeaders};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 use herald_domain::api_key::RateLimit;
 use sqlx::PgPool;
 
 use crate::config::RateLimitsConfig;
-use daily::{seconds_to_midnight, DayCount};
+use daily::{to_midnight, DayCount};
 use shared::{Decision, SharedLimits};
 
 const MINUTE: u128 = 60_000_000_000;
@@ -36,8 +36,15 @@ pub struct Applied {
     pub window_seconds: u64,
     pub allowed: bool,
     pub remaining: u64,
-    /// Seconds until the quota is full again (allowed) or one more request is (refused).
-    pub reset_seconds: u64,
+    /// How long until the quota is full again (allowed) or one more request is (refused).
+    pub reset_in: Duration,
+}
+
+impl Applied {
+    /// `reset_in` in whole seconds, rounded up: what `Retry-After` says.
+    pub fn reset_seconds(&self) -> u64 {
+        self.reset_in.as_secs() + u64::from(self.reset_in.subsec_nanos() > 0)
+    }
 }
 
 pub struct RateLimiter {
@@ -116,7 +123,7 @@ impl RateLimiter {
             window_seconds: 60,
             allowed: verdict.allowed,
             remaining: verdict.remaining,
-            reset_seconds: pending.div_ceil(1_000_000_000) as u64,
+            reset_in: Duration::from_nanos(pending as u64),
         }
     }
 
@@ -184,7 +191,8 @@ impl RateLimiter {
     ) -> Option<Vec<Applied>> {
         let shared = self.shared_connected()?;
         let today = Utc::now().date_naive();
-        let reset = seconds_to_midnight();
+        let until_midnight = to_midnight();
+        let reset = until_midnight.as_secs() + 1;
         let known = self.known_on(subject, today);
         let ask = |seed| shared.check(subject, name, quota, daily_quota, seed, known, today, reset);
         let verdict = match ask(None).await? {
@@ -210,7 +218,7 @@ impl RateLimiter {
             window_seconds: 86_400,
             allowed: verdict.daily_allowed,
             remaining: daily_quota.saturating_sub(verdict.used_today),
-            reset_seconds: reset,
+            reset_in: until_midnight,
         };
         Some(vec![verdict.minute, daily])
     }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use chrono::TimeZone;
 
-use super::daily::{seconds_to_midnight_from, DayCount};
+use super::daily::{to_midnight_from, DayCount};
 use super::*;
 
 fn limiter() -> RateLimiter {
@@ -76,9 +76,30 @@ fn the_daily_reset_is_rounded_up_to_the_next_whole_second() {
         chrono::Utc.with_ymd_and_hms(2026, 11, 24, h, m, s).unwrap()
             + chrono::Duration::milliseconds(ms)
     };
-    assert_eq!(seconds_to_midnight_from(at(23, 59, 59, 300)), 1);
-    assert_eq!(seconds_to_midnight_from(at(23, 59, 58, 999)), 2);
-    assert_eq!(seconds_to_midnight_from(at(0, 0, 0, 0)), 86_400);
+    let seconds = |now| {
+        let reset_in = to_midnight_from(now);
+        let day = Applied {
+            name: "daily",
+            quota: 1,
+            window_seconds: 86_400,
+            allowed: false,
+            remaining: 0,
+            reset_in,
+        };
+        (reset_in, day.reset_seconds())
+    };
+    assert_eq!(
+        seconds(at(23, 59, 59, 300)),
+        (Duration::from_millis(700), 1)
+    );
+    assert_eq!(
+        seconds(at(23, 59, 58, 999)),
+        (Duration::from_millis(1_001), 2)
+    );
+    assert_eq!(
+        seconds(at(0, 0, 0, 0)),
+        (Duration::from_secs(86_400), 86_400)
+    );
 }
 
 #[tokio::test]

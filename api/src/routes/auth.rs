@@ -157,6 +157,8 @@ impl AuthApi {
         }
         let (claims, token, user) =
             app::login(&self.state, &anonymous(context), &body.email, body.password).await?;
+        // The user who logged in is this call's actor, as in the `user.logged_in` event.
+        crate::http::context::set_actor("user", claims.sub.to_string(), None);
         let expires_in = claims.exp - Utc::now().timestamp();
         let cookie = body
             .cookie
