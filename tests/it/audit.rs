@@ -162,6 +162,21 @@ async fn an_edited_and_a_deleted_record_break_the_chain() {
         .execute(&app.pool)
         .await
         .unwrap();
+    // A missing value made empty (the record had no error code) is an edit too.
+    let emptied = "UPDATE request_log SET error_code = '' WHERE seq = 4 AND error_code IS NULL";
+    let done = sqlx::query(emptied).execute(&app.pool).await.unwrap();
+    assert_eq!(done.rows_affected(), 1);
+    let edited: Value = app
+        .get("/api/v1/audit/verify", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(edited["first_broken_seq"], 4, "{edited}");
+    sqlx::query("UPDATE request_log SET error_code = NULL WHERE seq = 4")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     sqlx::query("DELETE FROM request_log WHERE seq = 5")
         .execute(&app.pool)
         .await

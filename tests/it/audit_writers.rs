@@ -33,6 +33,7 @@ pub(crate) fn record_at(request_id: String, occurred_at: chrono::DateTime<chrono
         user_agent: None,
         outcome: "success".into(),
         error_code: None,
+        chain_format: audit::CHAIN_FORMAT,
         prev_hash: String::new(),
         hash: String::new(),
     }

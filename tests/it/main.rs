@@ -12,6 +12,7 @@ mod audit;
 mod audit_edges;
 mod audit_export;
 mod audit_filters;
+mod audit_hash_doc;
 mod audit_plans;
 mod audit_shared_commit;
 mod audit_verify_range;

@@ -1,6 +1,8 @@
 //! The hash chain of the request log: each record's hash is SHA-256 over the previous hash and
 //! the record's fields in a fixed order, so changing, removing or reordering any record breaks
-//! every link after it, and verification names the first one.
+//! every link after it, and verification names the first one. A record says which format its
+//! hash has (`chain_format`): records are written in `CHAIN_FORMAT`, and those written before
+//! it (format 1, migration 0023) are still verified as they were hashed.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
@@ -26,6 +28,8 @@ pub struct Record {
     pub user_agent: Option<String>,
     pub outcome: String,
     pub error_code: Option<String>,
+    /// How `hash` was computed: 1 (a missing value hashed as an empty one) or `CHAIN_FORMAT`.
+    pub chain_format: i16,
     /// The previous record's hash. Not stored (the chain implies it): the export selects it,
     /// other queries leave it empty.
     #[sqlx(default)]
@@ -33,51 +37,76 @@ pub struct Record {
     pub hash: String,
 }
 
-/// The hash of `record` chained to `prev_hash` (the record's own `hash` is not an input): the
-/// fields in a fixed order, each as text prefixed by its length in bytes (so no two different
-/// field lists hash the same bytes), written straight into the digest.
+/// The format records are written in: format 1, and before the fields the format's number, and
+/// a missing optional value as a length no text has (`u64::MAX`, with no bytes after it).
+pub const CHAIN_FORMAT: i16 = 2;
+
+/// The hash of `record` chained to `prev_hash` (the record's own `hash` is not an input), in
+/// the record's `chain_format`: the fields in a fixed order, each as text prefixed by its length
+/// in bytes (so no two different field lists hash the same bytes), written straight into the
+/// digest. Format 1 hashes a missing optional value as an empty one; any later format hashes
+/// its own number first and a missing value as a length no text has.
 pub fn hash(prev_hash: &str, record: &Record) -> String {
-    let mut digest = Sha256::new();
-    let mut field = |text: &[u8]| {
-        digest.update((text.len() as u64).to_be_bytes());
-        digest.update(text);
-    };
     let mut number = Decimal::new();
     let mut uuid = Uuid::encode_buffer();
-    field(prev_hash.as_bytes());
-    field(number.format(record.seq).as_bytes());
+    let mut fields = Fields {
+        digest: Sha256::new(),
+        absent_differs: record.chain_format != 1,
+    };
+    if fields.absent_differs {
+        fields.text(number.format(i64::from(record.chain_format)).as_bytes());
+    }
+    fields.text(prev_hash.as_bytes());
+    fields.text(number.format(record.seq).as_bytes());
     let occurred = record
         .occurred_at
         .to_rfc3339_opts(SecondsFormat::Micros, true);
-    field(occurred.as_bytes());
-    field(record.request_id.as_bytes());
-    field(opt(&record.actor_type));
-    field(opt(&record.actor_id));
-    field(match record.project_id {
-        Some(project) => project.hyphenated().encode_lower(&mut uuid).as_bytes(),
-        None => b"",
-    });
-    field(record.route.as_bytes());
-    field(record.method.as_bytes());
-    field(record.path.as_bytes());
-    field(number.format(i64::from(record.status)).as_bytes());
-    field(number.format(record.latency_us).as_bytes());
-    field(number.format(record.request_bytes).as_bytes());
-    field(number.format(record.response_bytes).as_bytes());
-    field(opt(&record.client_ip));
-    field(opt(&record.user_agent));
-    field(record.outcome.as_bytes());
-    field(opt(&record.error_code));
+    fields.text(occurred.as_bytes());
+    fields.text(record.request_id.as_bytes());
+    fields.optional(record.actor_type.as_deref().map(str::as_bytes));
+    fields.optional(record.actor_id.as_deref().map(str::as_bytes));
+    let project = record
+        .project_id
+        .map(|p| p.hyphenated().encode_lower(&mut uuid).as_bytes());
+    fields.optional(project);
+    fields.text(record.route.as_bytes());
+    fields.text(record.method.as_bytes());
+    fields.text(record.path.as_bytes());
+    fields.text(number.format(i64::from(record.status)).as_bytes());
+    fields.text(number.format(record.latency_us).as_bytes());
+    fields.text(number.format(record.request_bytes).as_bytes());
+    fields.text(number.format(record.response_bytes).as_bytes());
+    fields.optional(record.client_ip.as_deref().map(str::as_bytes));
+    fields.optional(record.user_agent.as_deref().map(str::as_bytes));
+    fields.text(record.outcome.as_bytes());
+    fields.optional(record.error_code.as_deref().map(str::as_bytes));
     let mut hex = String::with_capacity(64);
-    for byte in digest.finalize() {
+    for byte in fields.digest.finalize() {
         hex.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
         hex.push(char::from(HEX_DIGITS[usize::from(byte & 0xf)]));
     }
     hex
 }
 
-fn opt(text: &Option<String>) -> &[u8] {
-    text.as_deref().unwrap_or_default().as_bytes()
+/// The digest of a record's fields, as `hash` writes them.
+struct Fields {
+    digest: Sha256,
+    /// A missing value hashed unlike an empty one (every format after the first).
+    absent_differs: bool,
+}
+
+impl Fields {
+    fn text(&mut self, text: &[u8]) {
+        self.digest.update((text.len() as u64).to_be_bytes());
+        self.digest.update(text);
+    }
+
+    fn optional(&mut self, text: Option<&[u8]>) {
+        match text {
+            None if self.absent_differs => self.digest.update(u64::MAX.to_be_bytes()),
+            text => self.text(text.unwrap_or_default()),
+        }
+    }
 }
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -154,6 +183,7 @@ mod tests {
                     user_agent: None,
                     outcome: "success".into(),
                     error_code: None,
+                    chain_format: CHAIN_FORMAT,
                     prev_hash: prev.clone(),
                     hash: String::new(),
                 };
@@ -165,9 +195,35 @@ mod tests {
     }
 
     /// Records already stored were hashed by earlier versions: the hash of a record with every
-    /// field set is pinned, so a change to the hashing that would break those chains fails here.
+    /// field set is pinned in each format, so a change to the hashing that would break those
+    /// chains fails here.
     #[test]
     fn the_hash_of_a_known_record_never_changes() {
+        let mut record = known_record();
+        record.chain_format = 1;
+        assert_eq!(
+            hash(&"ab".repeat(32), &record),
+            "ac34fc85371f1162d9023bf68b009219c0d0523c7fbd59de98906426adf7563b"
+        );
+        record.chain_format = 2;
+        assert_eq!(
+            hash(&"ab".repeat(32), &record),
+            "3a8a6c882a15ff9ca5f7f7a5863fbce0e104b9f5b0b8c3a505e2b74c8e27bc5a"
+        );
+        // And with every optional value missing.
+        (record.actor_type, record.actor_id, record.project_id) = (None, None, None);
+        (record.client_ip, record.user_agent, record.error_code) = (None, None, None);
+        assert_eq!(
+            hash(&"ab".repeat(32), &record),
+            "231ce2a7704d8563995177d9802845c47e91d4e68a1aa006d2c783f2674eb341"
+        );
+        for n in [i64::MIN, -1, 0, 7, i64::MAX] {
+            assert_eq!(Decimal::new().format(n), n.to_string());
+        }
+    }
+
+    /// A record with every field set.
+    fn known_record() -> Record {
         let mut record = chain(1).remove(0);
         record.seq = 42;
         record.occurred_at = DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap();
@@ -179,13 +235,33 @@ mod tests {
         record.latency_us = 1234;
         record.request_bytes = 56;
         record.response_bytes = -1;
-        for n in [i64::MIN, -1, 0, 7, i64::MAX] {
-            assert_eq!(Decimal::new().format(n), n.to_string());
+        record
+    }
+
+    /// In the first format a missing value and an empty one hash alike, so an edit between them
+    /// went unseen; since the second they differ, and a record moved back to the first format
+    /// no longer matches its hash either.
+    #[test]
+    fn a_missing_value_and_an_empty_one_hash_apart() {
+        let zero = "0".repeat(64);
+        let mut first = chain(1).remove(0);
+        first.chain_format = 1;
+        first.hash = hash(&zero, &first);
+        let mut emptied = first.clone();
+        emptied.error_code = Some(String::new());
+        assert_eq!(first_break(zero.clone(), 0, &[emptied]), None);
+
+        let written = chain(3);
+        for edit in [
+            |r: &mut Record| r.error_code = Some(String::new()),
+            |r: &mut Record| r.actor_type = None,
+            |r: &mut Record| r.project_id = Some(Uuid::nil()),
+            |r: &mut Record| r.chain_format = 1,
+        ] {
+            let mut edited = written.clone();
+            edit(&mut edited[1]);
+            assert_eq!(first_break(zero.clone(), 0, &edited).unwrap().0, 2);
         }
-        assert_eq!(
-            hash(&"ab".repeat(32), &record),
-            "ac34fc85371f1162d9023bf68b009219c0d0523c7fbd59de98906426adf7563b"
-        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub struct Range {
     pub projects: Option<Vec<Uuid>>,
 }
 
-const COLUMNS: [&str; 19] = [
+const COLUMNS: [&str; 20] = [
     "seq",
     "occurred_at",
     "request_id",
@@ -48,6 +48,7 @@ const COLUMNS: [&str; 19] = [
     "error_code",
     "prev_hash",
     "hash",
+    "chain_format",
 ];
 
 /// The export as a stream of chunks (a CSV export starts with its header line).
@@ -151,6 +152,7 @@ fn csv_line(r: &Record) -> String {
         opt(&r.error_code),
         r.prev_hash.clone(),
         r.hash.clone(),
+        r.chain_format.to_string(),
     ];
     let mut line = fields
         .iter()

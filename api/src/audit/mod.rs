@@ -20,7 +20,7 @@ use herald_store::EventQueue;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-pub use chain::Record;
+pub use chain::{Record, CHAIN_FORMAT};
 pub use verify::verify;
 pub use writer::connect as writer_connection;
 

@@ -100,12 +100,14 @@ pub(super) async fn stored_head(db: &mut Db) -> sqlx::Result<Head> {
     .await
 }
 
-/// Numbers and chains `records` after `start`; returns the new end of the chain.
+/// Numbers and chains `records` after `start`, in `CHAIN_FORMAT` (which `insert_sql` writes);
+/// returns the new end of the chain.
 pub(super) fn link(records: &mut [Record], start: &Head) -> Head {
     let (mut seq, mut prev) = start.clone();
     for record in records.iter_mut() {
         seq += 1;
         record.seq = seq;
+        record.chain_format = chain::CHAIN_FORMAT;
         record.hash = chain::hash(&prev, record);
         prev = record.hash.clone();
     }
@@ -195,11 +197,12 @@ pub(super) fn insert_sql(first: usize) -> String {
     format!(
         "INSERT INTO request_log (seq, occurred_at, request_id, actor_type, actor_id, project_id, \
            route, method, path, status, latency_us, request_bytes, response_bytes, client_ip, \
-           user_agent, outcome, error_code, hash) \
-         SELECT {} \
+           user_agent, outcome, error_code, hash, chain_format) \
+         SELECT {}, {} \
           WHERE coalesce((SELECT max(seq) FROM request_log), (SELECT seq FROM request_log_anchor), 0) <= ${first} \
             AND (SELECT seq FROM usage_checkpoint) <= ${first}",
-        values.join(", ")
+        values.join(", "),
+        chain::CHAIN_FORMAT
     )
 }
 

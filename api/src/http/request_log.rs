@@ -93,6 +93,7 @@ pub async fn record(
             outcome(status).to_owned()
         },
         error_code,
+        chain_format: crate::audit::CHAIN_FORMAT,
         prev_hash: String::new(),
         hash: String::new(),
     };

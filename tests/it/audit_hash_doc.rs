@@ -1,0 +1,110 @@
+//! The request log's hash, as docs/API.md describes it for a verifier of your own, recomputed
+//! here from the NDJSON export with nothing of Herald's code: calls with and without an actor,
+//! an error code or a user agent, so that both a missing value and a present one are covered.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::support::TestApp;
+
+/// One record's hash in format 2: each text as its length (8 bytes, big-endian) and its bytes,
+/// a missing value as the length 2^64 - 1 alone.
+fn documented_hash(prev_hash: &str, record: &Value) -> String {
+    let mut digest = Sha256::new();
+    let mut text = |value: Option<String>| match value {
+        Some(text) => {
+            digest.update((text.len() as u64).to_be_bytes());
+            digest.update(text.as_bytes());
+        }
+        None => digest.update(u64::MAX.to_be_bytes()),
+    };
+    text(Some(record["chain_format"].to_string()));
+    text(Some(prev_hash.to_owned()));
+    for name in [
+        "seq",
+        "occurred_at",
+        "request_id",
+        "actor_type",
+        "actor_id",
+        "project_id",
+    ] {
+        text(field(record, name));
+    }
+    for name in [
+        "route",
+        "method",
+        "path",
+        "status",
+        "latency_us",
+        "request_bytes",
+    ] {
+        text(field(record, name));
+    }
+    for name in [
+        "response_bytes",
+        "client_ip",
+        "user_agent",
+        "outcome",
+        "error_code",
+    ] {
+        text(field(record, name));
+    }
+    let digest = digest.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A field as the hash writes it: numbers in decimal, the time in RFC 3339 with microseconds.
+fn field(record: &Value, name: &str) -> Option<String> {
+    match &record[name] {
+        Value::Null => None,
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if name == "occurred_at" => {
+            let at: DateTime<Utc> = s.parse().unwrap();
+            Some(at.to_rfc3339_opts(SecondsFormat::Micros, true))
+        }
+        Value::String(s) => Some(s.clone()),
+        other => panic!("{name}: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn the_documented_hash_recomputes_every_exported_record() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    app.get("/api/v1/jobs", &key).await;
+    let nobody = format!("/api/v1/jobs/{}", uuid::Uuid::nil());
+    assert_eq!(app.get(&nobody, &key).await.status(), 404);
+    let anonymous = app
+        .client
+        .get(app.url("/api/v1/jobs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let response = app
+        .get(
+            "/api/v1/audit/requests/export?format=ndjson",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    let records: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(records.iter().any(|r| r["actor_id"].is_null()));
+    assert!(records.iter().any(|r| r["error_code"] == "JOB_NOT_FOUND"));
+    let mut prev = "0".repeat(64);
+    for record in &records {
+        assert_eq!(record["chain_format"], 2, "{record}");
+        assert_eq!(record["prev_hash"], prev.as_str());
+        assert_eq!(
+            record["hash"],
+            documented_hash(&prev, record).as_str(),
+            "{record}"
+        );
+        prev = documented_hash(&prev, record);
+    }
+}
