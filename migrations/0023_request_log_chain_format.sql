@@ -6,4 +6,6 @@
 --      hashed, so any such edit, or a changed format, breaks the chain.
 -- A constant default, so adding the column rewrites nothing; the servers of this version write
 -- 2 explicitly, so a server still running the version before it keeps writing 1, as it hashes.
+-- But such a server verifies every record as format 1, so it reports the chain broken at the
+-- first record of format 2: verify with this version (and do not roll back past it).
 ALTER TABLE request_log ADD COLUMN chain_format smallint NOT NULL DEFAULT 1;

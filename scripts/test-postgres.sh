@@ -26,10 +26,10 @@ start() {
     as_pg "$bindir/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 >"$dir.initdb.log" 2>&1 \
       || { cat "$dir.initdb.log" >&2; exit 1; }
   fi
-  # A cluster started before pg_stat_statements was loaded here is restarted with it.
+  # A cluster started before pg_stat_statements was loaded here is restarted with it (the
+  # options it runs with are in postmaster.opts, read without a connection).
   if as_pg "$bindir/pg_ctl" -D "$dir" status >/dev/null 2>&1 \
-     && [ "$("$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qtA \
-              -c 'SHOW shared_preload_libraries' 2>/dev/null)" != pg_stat_statements ]; then
+     && ! grep -q pg_stat_statements "$dir/postmaster.opts" 2>/dev/null; then
     as_pg "$bindir/pg_ctl" -D "$dir" -m fast -w stop >&2
   fi
   if ! as_pg "$bindir/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
@@ -45,12 +45,17 @@ start() {
 }
 
 # Every test creates a database of its own and leaves it for inspection; the ones left by
-# earlier runs are dropped here (any still in use is kept), so the cluster does not grow.
+# earlier runs are dropped here (any still in use is kept), with their statements' counts in
+# pg_stat_statements (which outlive a database), so neither the cluster nor the counts grow.
 prune() {
-  local psql=("$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qtA)
+  local psql=("$bindir/psql" -X -h 127.0.0.1 -p "$port" -U postgres -d postgres -qtA)
   for db in $("${psql[@]}" -c "SELECT datname FROM pg_database WHERE datname LIKE 'herald\_test\_%'"); do
     "${psql[@]}" -c "DROP DATABASE \"$db\"" >/dev/null 2>&1 || true
   done
+  "${psql[@]}" -c "SET client_min_messages = warning" \
+    -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+    -c "SELECT pg_stat_statements_reset(0, s.dbid, 0) FROM (SELECT DISTINCT dbid FROM pg_stat_statements \
+          WHERE dbid NOT IN (SELECT oid FROM pg_database)) s" >/dev/null
 }
 
 stop() {

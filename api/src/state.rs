@@ -167,7 +167,6 @@ impl AppState {
         let headers = RateHeaders {
             applied,
             policies: self.rate_limiter.policies(caller.limits),
-            decided_at: Some(std::time::SystemTime::now()),
         };
         let refusal = too_many(&headers);
         crate::http::context::set_rate_headers(headers);

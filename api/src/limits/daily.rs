@@ -66,7 +66,7 @@ impl RateLimiter {
             window_seconds: 86_400,
             allowed,
             remaining: quota.saturating_sub(count.used),
-            reset_in: to_midnight(),
+            reset_at: next_midnight(),
         };
         (minute, day)
     }
@@ -274,14 +274,13 @@ impl RateLimiter {
     }
 }
 
-/// How long until the next UTC midnight, when the daily quotas start again.
-pub(super) fn to_midnight() -> Duration {
-    to_midnight_from(Utc::now())
+/// The next UTC midnight, when the daily quotas start again.
+pub(super) fn next_midnight() -> std::time::SystemTime {
+    next_midnight_after(Utc::now()).into()
 }
 
-/// As `to_midnight`, from `now`; never zero (at midnight itself, the next day's midnight).
-pub(super) fn to_midnight_from(now: chrono::DateTime<Utc>) -> Duration {
+/// The first UTC midnight after `now` (at midnight itself, the next day's).
+pub(super) fn next_midnight_after(now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
     let tomorrow = now.date_naive() + chrono::Days::new(1);
-    let midnight = tomorrow.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-    (midnight - now).to_std().unwrap_or_default()
+    tomorrow.and_hms_opt(0, 0, 0).expect("midnight").and_utc()
 }

@@ -1,17 +1,16 @@
 //! The rate-limit headers of a response: `X-RateLimit-Limit`, `-Remaining` and `-Reset` (epoch
 //! seconds) for the most restrictive policy, and the IETF draft fields `RateLimit-Policy` (every
 //! policy of the caller, the ones this request did not touch included) and `RateLimit` (the
-//! most restrictive one's remaining requests and seconds to reset). Times count from when the
-//! limits were decided, not from when the response is written: a handler that ran for a while
-//! does not push the reset later.
+//! most restrictive one's remaining requests and seconds to reset). The reset is the time each
+//! policy fixed when it was checked: a handler that ran for a while does not push it later.
 
 use std::fmt::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use poem::http::{HeaderName, HeaderValue};
 use poem::Response;
 
-use super::Applied;
+use super::{whole_seconds, Applied};
 
 static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
@@ -25,8 +24,6 @@ pub struct RateHeaders {
     pub applied: Vec<Applied>,
     /// Every policy of the caller, for `RateLimit-Policy` (when empty: the applied ones).
     pub policies: Vec<Policy>,
-    /// When the policies were decided (`None`: as the response is written).
-    pub decided_at: Option<SystemTime>,
 }
 
 /// A policy as `RateLimit-Policy` lists it.
@@ -42,7 +39,7 @@ impl RateHeaders {
     pub fn binding(&self) -> Option<&Applied> {
         self.applied
             .iter()
-            .min_by_key(|a| (a.allowed, a.remaining, std::cmp::Reverse(a.reset_in)))
+            .min_by_key(|a| (a.allowed, a.remaining, std::cmp::Reverse(a.reset_at)))
     }
 
     /// Names of the policies that refused the request.
@@ -58,11 +55,10 @@ impl RateHeaders {
         let Some(binding) = self.binding() else {
             return;
         };
-        let now = SystemTime::now();
-        let reset = self.decided_at.unwrap_or(now) + binding.reset_in;
         // Both rounded up, so a client that waits until then is not refused again.
-        let reset_at = whole_seconds(reset.duration_since(UNIX_EPOCH).unwrap_or_default());
-        let reset_in = whole_seconds(reset.duration_since(now).unwrap_or_default());
+        let since_epoch = binding.reset_at.duration_since(UNIX_EPOCH);
+        let reset_at = whole_seconds(since_epoch.unwrap_or_default());
+        let reset_in = binding.reset_seconds();
         let headers = response.headers_mut();
         // One buffer for every value (each value copies what it needs): this runs on every
         // authenticated response.
@@ -108,17 +104,14 @@ impl RateHeaders {
     }
 }
 
-/// `duration` in whole seconds, rounded up.
-fn whole_seconds(duration: Duration) -> u64 {
-    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
     use super::*;
 
-    /// The headers of a response to a request whose `read` policy was decided at `decided`.
-    fn headers(decided: SystemTime, reset_in: Duration, allowed: bool) -> Response {
+    /// The headers of a response to a request whose `read` policy resets at `reset_at`.
+    fn headers(reset_at: SystemTime, allowed: bool) -> Response {
         let rate = RateHeaders {
             applied: vec![Applied {
                 name: "read",
@@ -126,10 +119,9 @@ mod tests {
                 window_seconds: 60,
                 allowed,
                 remaining: 0,
-                reset_in,
+                reset_at,
             }],
             policies: Vec::new(),
-            decided_at: Some(decided),
         };
         let mut response = Response::default();
         rate.apply(&mut response);
@@ -140,31 +132,22 @@ mod tests {
         response.headers().get(name).unwrap().to_str().unwrap()
     }
 
-    /// Decided at …208.954 s, with one more request allowed 59.5 s later (…268.454 s): the reset
-    /// is announced for …269, the first whole second after it, never for …268, when the request
-    /// would still be refused.
+    /// One more request allowed at …268.454 s: the reset is announced for …269, the first
+    /// whole second after it, never for …268, when the request would still be refused; a
+    /// reset on a whole second (a day's, at midnight) is announced for that second.
     #[test]
     fn the_reset_is_the_first_whole_second_at_which_the_request_is_allowed() {
-        let decided = UNIX_EPOCH + Duration::from_millis(1_796_535_208_954);
-        let refused = headers(decided, Duration::from_millis(59_500), false);
+        let at = |millis| UNIX_EPOCH + Duration::from_millis(millis);
+        let refused = headers(at(1_796_535_268_454), false);
         assert_eq!(header(&refused, "x-ratelimit-reset"), "1796535269");
-        let allowed = headers(decided, Duration::from_secs(60), true);
-        assert_eq!(header(&allowed, "x-ratelimit-reset"), "1796535269");
-        // On a whole second, that second.
-        let whole = UNIX_EPOCH + Duration::from_secs(1_796_535_208);
-        let on_time = headers(whole, Duration::from_secs(60), false);
-        assert_eq!(header(&on_time, "x-ratelimit-reset"), "1796535268");
+        let midnight = headers(at(1_796_601_600_000), false);
+        assert_eq!(header(&midnight, "x-ratelimit-reset"), "1796601600");
     }
 
     /// `RateLimit`'s `t` counts from the response: the seconds left, rounded up.
     #[test]
     fn the_seconds_left_are_rounded_up() {
-        let now = SystemTime::now();
-        let response = headers(now, Duration::from_millis(59_500), false);
-        let field = header(&response, "ratelimit");
-        assert!(
-            field == "\"read\";r=0;t=60" || field == "\"read\";r=0;t=59",
-            "{field}"
-        );
+        let response = headers(SystemTime::now() + Duration::from_millis(59_500), false);
+        assert_eq!(header(&response, "ratelimit"), "\"read\";r=0;t=60");
     }
 }

@@ -16,14 +16,14 @@ pub use headers::{Policy, RateHeaders};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{NaiveDate, Utc};
 use herald_domain::api_key::RateLimit;
 use sqlx::PgPool;
 
 use crate::config::RateLimitsConfig;
-use daily::{to_midnight, DayCount};
+use daily::{next_midnight, DayCount};
 use shared::{Decision, SharedLimits};
 
 const MINUTE: u128 = 60_000_000_000;
@@ -36,15 +36,25 @@ pub struct Applied {
     pub window_seconds: u64,
     pub allowed: bool,
     pub remaining: u64,
-    /// How long until the quota is full again (allowed) or one more request is (refused).
-    pub reset_in: Duration,
+    /// When the quota is full again (allowed) or one more request is (refused): fixed when the
+    /// policy is checked, so a response written later announces the same time.
+    pub reset_at: SystemTime,
 }
 
 impl Applied {
-    /// `reset_in` in whole seconds, rounded up: what `Retry-After` says.
+    /// The whole seconds from now to `reset_at`, rounded up: what `Retry-After` says.
     pub fn reset_seconds(&self) -> u64 {
-        self.reset_in.as_secs() + u64::from(self.reset_in.subsec_nanos() > 0)
+        whole_seconds(
+            self.reset_at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default(),
+        )
     }
+}
+
+/// `duration` in whole seconds, rounded up (a reset is never announced early).
+pub(crate) fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
 pub struct RateLimiter {
@@ -123,7 +133,7 @@ impl RateLimiter {
             window_seconds: 60,
             allowed: verdict.allowed,
             remaining: verdict.remaining,
-            reset_in: Duration::from_nanos(pending as u64),
+            reset_at: SystemTime::now() + Duration::from_nanos(pending as u64),
         }
     }
 
@@ -191,8 +201,12 @@ impl RateLimiter {
     ) -> Option<Vec<Applied>> {
         let shared = self.shared_connected()?;
         let today = Utc::now().date_naive();
-        let until_midnight = to_midnight();
-        let reset = until_midnight.as_secs() + 1;
+        let midnight = next_midnight();
+        let reset = whole_seconds(
+            midnight
+                .duration_since(SystemTime::now())
+                .unwrap_or_default(),
+        );
         let known = self.known_on(subject, today);
         let ask = |seed| shared.check(subject, name, quota, daily_quota, seed, known, today, reset);
         let verdict = match ask(None).await? {
@@ -218,7 +232,7 @@ impl RateLimiter {
             window_seconds: 86_400,
             allowed: verdict.daily_allowed,
             remaining: daily_quota.saturating_sub(verdict.used_today),
-            reset_in: until_midnight,
+            reset_at: midnight,
         };
         Some(vec![verdict.minute, daily])
     }

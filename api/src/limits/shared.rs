@@ -282,6 +282,6 @@ fn minute_policy(name: &'static str, quota: u64, reply: &[i64]) -> Applied {
         window_seconds: 60,
         allowed: reply[0] == 1,
         remaining: reply[1].max(0) as u64,
-        reset_in: Duration::from_micros(reply[2].max(0) as u64),
+        reset_at: std::time::SystemTime::now() + Duration::from_micros(reply[2].max(0) as u64),
     }
 }

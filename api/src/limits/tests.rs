@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use chrono::TimeZone;
 
-use super::daily::{to_midnight_from, DayCount};
+use super::daily::{next_midnight_after, DayCount};
 use super::*;
 
 fn limiter() -> RateLimiter {
@@ -71,35 +71,28 @@ fn a_count_made_before_midnight_stays_with_its_day() {
 }
 
 #[test]
-fn the_daily_reset_is_rounded_up_to_the_next_whole_second() {
+fn the_daily_reset_is_the_next_midnight_and_retry_after_rounds_up() {
     let at = |h, m, s, ms| {
         chrono::Utc.with_ymd_and_hms(2026, 11, 24, h, m, s).unwrap()
             + chrono::Duration::milliseconds(ms)
     };
-    let seconds = |now| {
-        let reset_in = to_midnight_from(now);
-        let day = Applied {
-            name: "daily",
-            quota: 1,
-            window_seconds: 86_400,
-            allowed: false,
-            remaining: 0,
-            reset_in,
-        };
-        (reset_in, day.reset_seconds())
+    let midnight = chrono::Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap();
+    assert_eq!(next_midnight_after(at(23, 59, 59, 300)), midnight);
+    assert_eq!(next_midnight_after(at(0, 0, 0, 0)), midnight);
+    assert_eq!(
+        next_midnight_after(midnight),
+        midnight + chrono::Days::new(1)
+    );
+    // `Retry-After` counts the whole seconds left, rounded up.
+    let day = Applied {
+        name: "daily",
+        quota: 1,
+        window_seconds: 86_400,
+        allowed: false,
+        remaining: 0,
+        reset_at: std::time::SystemTime::now() + Duration::from_millis(1_300),
     };
-    assert_eq!(
-        seconds(at(23, 59, 59, 300)),
-        (Duration::from_millis(700), 1)
-    );
-    assert_eq!(
-        seconds(at(23, 59, 58, 999)),
-        (Duration::from_millis(1_001), 2)
-    );
-    assert_eq!(
-        seconds(at(0, 0, 0, 0)),
-        (Duration::from_secs(86_400), 86_400)
-    );
+    assert_eq!(day.reset_seconds(), 2);
 }
 
 #[tokio::test]

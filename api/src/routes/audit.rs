@@ -53,6 +53,9 @@ pub struct RequestRecord {
     pub outcome: String,
     pub error_code: Option<String>,
     pub hash: String,
+    /// How `hash` was computed: 2, or 1 for records written by servers before migration 0023
+    /// (docs/API.md, the request log).
+    pub chain_format: i16,
 }
 
 impl From<Record> for RequestRecord {
@@ -76,6 +79,7 @@ impl From<Record> for RequestRecord {
             outcome: r.outcome,
             error_code: r.error_code,
             hash: r.hash,
+            chain_format: r.chain_format,
         }
     }
 }

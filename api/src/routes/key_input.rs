@@ -5,7 +5,6 @@
 use chrono::{Duration, Utc};
 use herald_domain::api_key::{parse_description, IpAllowlist, KeyName, KeyUpdate};
 use herald_domain::{FieldError, Scopes};
-use poem_openapi::types::MaybeUndefined;
 
 use super::key_models::{KeyCreate, KeyPatch, RateLimitPatch};
 use crate::app::keys::NewKey;
@@ -88,13 +87,10 @@ pub(super) fn key_update(body: KeyPatch) -> Result<KeyUpdate, ApiError> {
             .as_deref()
             .map(IpAllowlist::parse)
             .and_then(|r| collect(&mut errors, r)),
-        rate_limit: match body.rate_limit {
-            MaybeUndefined::Undefined => None,
-            MaybeUndefined::Null => Some(RateLimitPatch::reset_all()),
-            MaybeUndefined::Value(patch) => Some(patch),
-        }
-        .map(RateLimitPatch::parse)
-        .and_then(|r| r.map_err(|e| errors.extend(e)).ok()),
+        rate_limit: body
+            .rate_limit
+            .map(RateLimitPatch::parse)
+            .and_then(|r| r.map_err(|e| errors.extend(e)).ok()),
     };
     if errors.is_empty() {
         Ok(update)

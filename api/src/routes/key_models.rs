@@ -63,15 +63,6 @@ pub struct RateLimitPatch {
 }
 
 impl RateLimitPatch {
-    /// Every limit back to the server default (`"rate_limit": null`).
-    pub fn reset_all() -> Self {
-        Self {
-            read_per_minute: MaybeUndefined::Null,
-            write_per_minute: MaybeUndefined::Null,
-            daily_quota: MaybeUndefined::Null,
-        }
-    }
-
     pub fn parse(self) -> Result<RateLimitChange, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut change = |name: &str, value: MaybeUndefined<u32>| match value {
@@ -126,10 +117,9 @@ pub struct KeyPatch {
     /// Only narrowing, unless the caller is an admin.
     pub scopes: Option<Vec<String>>,
     pub ip_allowlist: Option<Vec<String>>,
-    /// Only an admin changes a key's limits; `null` returns all three to the defaults.
-    #[oai(default)]
-    #[serde(default)]
-    pub rate_limit: MaybeUndefined<RateLimitPatch>,
+    /// Only an admin changes a key's limits. `null`, as for every field here, is the same as
+    /// leaving it out.
+    pub rate_limit: Option<RateLimitPatch>,
 }
 
 /// `POST /api-keys/{id}/rotate` body.

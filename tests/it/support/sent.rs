@@ -7,7 +7,9 @@ use sqlx::PgPool;
 
 /// How many times `pool`'s database ran a statement whose text starts with `start`, counted
 /// by PostgreSQL as each statement finishes. Each test has a database of its own, so other
-/// tests' statements are never counted.
+/// tests' statements are never counted; the counts of databases dropped by earlier runs are
+/// cleared by `scripts/test-postgres.sh`, so the table never fills and evicts a running
+/// test's entry.
 pub async fn runs(pool: &PgPool, start: &str) -> i64 {
     sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         .execute(pool)
@@ -21,5 +23,5 @@ pub async fn runs(pool: &PgPool, start: &str) -> i64 {
     .bind(start)
     .fetch_one(pool)
     .await
-    .unwrap()
+    .expect("pg_stat_statements is not loaded: start the cluster with scripts/test-postgres.sh")
 }
