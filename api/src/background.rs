@@ -66,8 +66,8 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
             .flush_usage_periodically(state.pool.clone(), cancel.clone()),
     );
     tracker.spawn(crate::webhooks::dispatcher(state).run(cancel.clone()));
-    let limiter = state.rate_limiter.clone();
-    tracker.spawn(async move { limiter.connect_shared().await });
+    let (limiter, until) = (state.rate_limiter.clone(), cancel.clone());
+    tracker.spawn(async move { limiter.watch_shared(until).await });
     tracker.spawn(
         state
             .rate_limiter

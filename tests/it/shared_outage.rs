@@ -1,8 +1,10 @@
 //! The shared daily count through Redis outages and losses. Requests a replica allowed on its
 //! own while Redis was unreachable still count once Redis answers again: the shared count
 //! never stays below what the replica knows of (Redis is cut off and brought back through a TCP
-//! relay in front of a real Redis, so it keeps its counters, as after a network partition). And
-//! a day's count Redis lost is not started again from stored counts that could not be read.
+//! relay in front of a real Redis, so it keeps its counters, as after a network partition). A
+//! replica sees the outage and the recovery with no request to notice them, and a request that
+//! finds its connection dropped is still decided by Redis. And a day's count Redis lost is not
+//! started again from stored counts that could not be read.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +18,11 @@ use crate::shared_limits::{a_day_redis_lost, redis_connection, redis_url, shared
 use crate::support::TestApp;
 
 /// Relays TCP connections to `target` until cut: cutting ends every relayed connection and
-/// refuses new ones until it is mended.
+/// refuses new ones until it is mended; dropping ends the relayed connections only.
 struct Relay {
     port: u16,
     cut: Arc<watch::Sender<bool>>,
+    drops: Arc<watch::Sender<u64>>,
 }
 
 impl Relay {
@@ -27,7 +30,8 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(watch::channel(false).0);
-        let state = cut.clone();
+        let drops = Arc::new(watch::channel(0).0);
+        let (state, dropping) = (cut.clone(), drops.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if *state.borrow() {
@@ -35,6 +39,8 @@ impl Relay {
                 }
                 let target = target.clone();
                 let mut cut = state.subscribe();
+                let mut dropped = dropping.subscribe();
+                dropped.borrow_and_update();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(&target).await else {
                         return;
@@ -42,16 +48,47 @@ impl Relay {
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = cut.wait_for(|cut| *cut) => {}
+                        _ = dropped.changed() => {}
                     }
                 });
             }
         });
-        Self { port, cut }
+        Self { port, cut, drops }
     }
 
     fn set_cut(&self, cut: bool) {
         self.cut.send_replace(cut);
     }
+
+    /// Ends every relayed connection, as a Redis that restarted would; new ones go through.
+    fn drop_connections(&self) {
+        self.drops.send_modify(|n| *n += 1);
+    }
+}
+
+/// `app`'s limits shared through a relay in front of the tests' Redis.
+async fn behind_relay() -> (Relay, TestApp) {
+    let redis = redis_url();
+    let target = redis
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let relay = Relay::start(target).await;
+    let through_relay = format!("redis://127.0.0.1:{}", relay.port);
+    let app = TestApp::spawn_with(|c| shared(c, &through_relay)).await;
+    until_shared(&app.base_url).await;
+    (relay, app)
+}
+
+/// Polls `/health/detailed`, sending no API request, until it reports `state` (10 s at most).
+async fn until_state(app: &TestApp, state: &str) {
+    for _ in 0..50 {
+        if rate_limits_state(app).await == state {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the rate limits never became {state}");
 }
 
 async fn rate_limits_state(app: &TestApp) -> Value {
@@ -69,15 +106,7 @@ async fn rate_limits_state(app: &TestApp) -> Value {
 
 #[tokio::test]
 async fn requests_allowed_while_redis_was_unreachable_count_once_it_answers_again() {
-    let redis = redis_url();
-    let target = redis
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
-    let relay = Relay::start(target).await;
-    let through_relay = format!("redis://127.0.0.1:{}", relay.port);
-    let app = TestApp::spawn_with(|c| shared(c, &through_relay)).await;
-    until_shared(&app.base_url).await;
+    let (relay, app) = behind_relay().await;
     let (_, key) = app.project_with_key(&["jobs:read"]).await;
     let remaining = |response: &reqwest::Response| {
         assert_eq!(response.status(), StatusCode::OK);
@@ -91,33 +120,48 @@ async fn requests_allowed_while_redis_was_unreachable_count_once_it_answers_agai
         remaining(&app.get("/api/v1/jobs", &key).await);
     }
 
+    // The server asks Redis every second, so it sees the outage with no request at all.
     relay.set_cut(true);
+    until_state(&app, "shared_unavailable_using_local").await;
     for _ in 0..5 {
         remaining(&app.get("/api/v1/jobs", &key).await);
     }
-    assert_eq!(
-        rate_limits_state(&app).await,
-        "shared_unavailable_using_local"
-    );
 
+    // And it sees Redis answer again the same way, so it is back on Redis before any request.
     relay.set_cut(false);
-    // The server tries Redis again a second after it last failed, reconnecting meanwhile:
-    // another key's reads bring it back without spending this key's day.
-    let (_, waker) = app.project_with_key(&["jobs:read"]).await;
-    for attempt in 0.. {
-        assert!(attempt < 20, "Redis was never used again");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        remaining(&app.get("/api/v1/jobs", &waker).await);
-        if rate_limits_state(&app).await == "shared" {
-            break;
-        }
-    }
+    until_state(&app, "shared").await;
     let next = app.get("/api/v1/jobs", &key).await;
     assert_eq!(
         remaining(&next),
         25 - 8,
         "2 counted in Redis, 5 on this replica alone, and this one"
     );
+    assert_eq!(rate_limits_state(&app).await, "shared");
+}
+
+#[tokio::test]
+async fn a_request_that_finds_its_connection_dropped_is_still_decided_by_redis() {
+    let (relay, app) = behind_relay().await;
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    for _ in 0..2 {
+        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    }
+    // Redis restarting ends the connection; the request that finds it ended is sent again on
+    // a new one rather than decided by this replica alone, so Redis counts it.
+    relay.drop_connections();
+    let next = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(next.status(), StatusCode::OK);
+    let id = key.split('_').nth(2).unwrap();
+    let day_key = format!(
+        "herald:rl:key:{id}:daily:{}",
+        chrono::Utc::now().date_naive()
+    );
+    let counted: Option<i64> = redis::cmd("GET")
+        .arg(&day_key)
+        .query_async(&mut redis_connection(&redis_url()).await)
+        .await
+        .unwrap();
+    assert_eq!(counted, Some(3));
     assert_eq!(rate_limits_state(&app).await, "shared");
 }
 

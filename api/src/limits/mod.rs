@@ -10,6 +10,7 @@
 mod daily;
 pub mod gcra;
 mod headers;
+mod scripts;
 pub mod shared;
 
 pub use headers::{Policy, RateHeaders};
@@ -85,10 +86,11 @@ impl RateLimiter {
         }
     }
 
-    /// Connects to Redis, when limits are shared (requests until then use local limits).
-    pub async fn connect_shared(&self) {
+    /// Connects to Redis and keeps asking it whether it answers, when limits are shared
+    /// (requests until it first answers use local limits), until `cancel`.
+    pub async fn watch_shared(&self, cancel: tokio_util::sync::CancellationToken) {
         if let Some(shared) = &self.shared {
-            shared.connect().await;
+            shared.watch(cancel).await;
         }
     }
 

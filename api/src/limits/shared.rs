@@ -11,8 +11,10 @@
 //!
 //! When Redis cannot answer (down, or slower than the timeout), each replica falls back to its
 //! own in-memory limits, so the service stays up and every replica still enforces the limits
-//! on its own (together they may then allow up to one limit per replica); it retries Redis
-//! after a second. This is logged and shown by `/health/detailed`.
+//! on its own (together they may then allow up to one limit per replica). This is logged and
+//! shown by `/health/detailed`. A replica asks Redis every second whether it answers (`watch`),
+//! requests or none, so it sees an outage and the recovery within about a second; a command
+//! whose connection Redis dropped is sent once more on a new one (`within_timeout`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -20,82 +22,8 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::scripts::{MINUTE_SCRIPT, SCRIPT};
 use super::Applied;
-
-/// The Lua both scripts start their minute policy with: Redis's clock in microseconds (`now`),
-/// the policy's emission interval and window from the quota per minute in `ARGV[1]`, and the
-/// subject's stored theoretical arrival time (`tat`) from `KEYS[1]`. A macro, not a `const`, so
-/// that `concat!` can join it into each script at compile time.
-macro_rules! gcra_preamble {
-    () => {
-        r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local quota = math.max(tonumber(ARGV[1]), 1)
-local interval = math.max(math.floor(60000000 / quota), 1)
-local window = interval * quota
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-"#
-    };
-}
-
-/// KEYS: the subject's TAT for the policy, its daily counter. ARGV: quota per minute, daily
-/// quota, the day's count to start from when Redis has none ('' when the caller has not read
-/// it: the script then answers `{-1}` and decides nothing), the counter's time to live, and
-/// the count the calling replica knows of (what Redis last told it plus what it allowed on its
-/// own while Redis was unreachable): the count never stays below it, so requests allowed
-/// during an outage are not forgotten when Redis answers again.
-/// Returns: minute allowed, remaining, microseconds until reset (or retry), daily allowed,
-/// used today. Times are whole microseconds, so the interval is rounded down and the burst
-/// tolerance is exactly `quota` intervals (a quota above 60 million a minute is held to one
-/// request per microsecond after its burst). A TAT is kept a second longer than it lies ahead
-/// (after that it is in the past, which a missing one means too), however long the window.
-const SCRIPT: &str = concat!(
-    r#"
-local stored = redis.call('GET', KEYS[2])
-if not stored and ARGV[3] == '' then
-  return {-1}
-end
-"#,
-    gcra_preamble!(),
-    r#"
-local used = math.max(tonumber(stored or ARGV[3]), tonumber(ARGV[5]))
-if not stored or used > tonumber(stored) then
-  -- Keep the start even if this request is refused, so the next one needs no seed.
-  redis.call('SET', KEYS[2], used, 'EX', tonumber(ARGV[4]))
-end
-local daily_ok = used < tonumber(ARGV[2])
-local new_tat = math.max(tat, now) + interval
-local minute_ok = new_tat - now <= window
-local remaining = 0
-local pending = new_tat - now - window
-if minute_ok then
-  remaining = math.floor((window - (new_tat - now)) / interval)
-  pending = new_tat - now
-end
-if minute_ok and daily_ok then
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
-  used = used + 1
-  redis.call('SET', KEYS[2], used, 'EX', tonumber(ARGV[4]))
-end
-return {minute_ok and 1 or 0, remaining, math.floor(pending), daily_ok and 1 or 0, used}
-"#
-);
-
-/// KEYS: the subject's TAT for the policy. ARGV: quota per minute. Returns: allowed, remaining,
-/// microseconds until reset (or retry). `SCRIPT`'s minute policy alone, for a budget with no
-/// daily quota (the client IP's).
-const MINUTE_SCRIPT: &str = concat!(
-    gcra_preamble!(),
-    r#"
-local new_tat = math.max(tat, now) + interval
-if new_tat - now <= window then
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
-  return {1, math.floor((window - (new_tat - now)) / interval), new_tat - now}
-end
-return {0, 0, new_tat - now - window}
-"#
-);
 
 const TIMEOUT: Duration = Duration::from_millis(250);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -200,17 +128,52 @@ impl SharedLimits {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Option<T> {
-        let mut connection = self.connection()?;
-        match tokio::time::timeout(TIMEOUT, invocation.invoke_async(&mut connection)).await {
-            Ok(Ok(reply)) => {
-                self.healthy.store(true, Ordering::Relaxed);
-                Some(reply)
+        let connection = self.connection()?;
+        let answer = within_timeout(|| {
+            let mut connection = connection.clone();
+            async move { invocation.invoke_async(&mut connection).await }
+        });
+        self.settle(answer.await)
+    }
+
+    /// Keeps `healthy` true to Redis while limits are shared, requests or none: connects, then
+    /// asks Redis every second (`PING`, paused or not), so `/health/detailed` sees an outage
+    /// within about a second, and a replica that had fallen back to its own limits uses Redis
+    /// again about a second after it answers, before its next request rather than because of it.
+    pub async fn watch(&self, cancel: tokio_util::sync::CancellationToken) {
+        loop {
+            let connection = self.connection.lock().expect("lock").clone();
+            match connection {
+                None => self.connect().await,
+                Some(connection) => {
+                    let answer = within_timeout(|| {
+                        let mut connection = connection.clone();
+                        async move { redis::cmd("PING").query_async(&mut connection).await }
+                    });
+                    if self.settle::<()>(answer.await).is_some() {
+                        *self.paused_until.lock().expect("lock") = None;
+                    }
+                }
             }
-            Ok(Err(error)) => self.failed(&error.to_string()),
-            Err(_) => self.failed("Redis did not answer in time"),
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(RETRY_AFTER) => {}
+            }
         }
     }
 
+    /// Notes what Redis answered: healthy on a reply, paused for a second on a failure.
+    fn settle<T>(&self, answer: Result<T, String>) -> Option<T> {
+        match answer {
+            Ok(reply) => {
+                self.healthy.store(true, Ordering::Relaxed);
+                Some(reply)
+            }
+            Err(why) => self.failed(&why),
+        }
+    }
+
+    /// Notes that Redis could not answer; `None`.
     fn failed<T>(&self, why: &str) -> Option<T> {
         if self.healthy.swap(false, Ordering::Relaxed) {
             tracing::warn!(
@@ -284,4 +247,33 @@ fn minute_policy(name: &'static str, quota: u64, reply: &[i64]) -> Applied {
         remaining: reply[1].max(0) as u64,
         reset_at: std::time::SystemTime::now() + Duration::from_micros(reply[2].max(0) as u64),
     }
+}
+
+/// `attempt`'s reply within `TIMEOUT`, or why there is none. A connection Redis dropped (it
+/// restarted, say) fails the command sent on it, and the manager connects again for the next
+/// one: the command is sent once more, within the same time, rather than the request being
+/// decided without Redis. (A script that ran before its connection dropped then runs twice,
+/// counting its request twice: never more allowed than the limit.)
+async fn within_timeout<T, F, Fut>(mut attempt: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match tokio::time::timeout_at(deadline, attempt()).await {
+            Ok(Ok(reply)) => return Ok(reply),
+            Ok(Err(error)) if tries == 1 && dropped(&error) => continue,
+            Ok(Err(error)) => return Err(error.to_string()),
+            Err(_) => return Err("Redis did not answer in time".into()),
+        }
+    }
+}
+
+/// Whether `error` is a connection that ended or could not be made, not Redis refusing the
+/// command.
+fn dropped(error: &redis::RedisError) -> bool {
+    error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal()
 }

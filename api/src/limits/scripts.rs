@@ -1,0 +1,78 @@
+//! The Lua scripts Redis runs for the shared limits (`shared`): the minute policy and the daily
+//! quota of a caller together, and a minute policy alone (the client IP's budget). Each runs
+//! atomically in Redis, on Redis's clock.
+
+/// The Lua both scripts start their minute policy with: Redis's clock in microseconds (`now`),
+/// the policy's emission interval and window from the quota per minute in `ARGV[1]`, and the
+/// subject's stored theoretical arrival time (`tat`) from `KEYS[1]`. A macro, not a `const`, so
+/// that `concat!` can join it into each script at compile time.
+macro_rules! gcra_preamble {
+    () => {
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local quota = math.max(tonumber(ARGV[1]), 1)
+local interval = math.max(math.floor(60000000 / quota), 1)
+local window = interval * quota
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+"#
+    };
+}
+
+/// KEYS: the subject's TAT for the policy, its daily counter. ARGV: quota per minute, daily
+/// quota, the day's count to start from when Redis has none ('' when the caller has not read
+/// it: the script then answers `{-1}` and decides nothing), the counter's time to live, and
+/// the count the calling replica knows of (what Redis last told it plus what it allowed on its
+/// own while Redis was unreachable): the count never stays below it, so requests allowed
+/// during an outage are not forgotten when Redis answers again.
+/// Returns: minute allowed, remaining, microseconds until reset (or retry), daily allowed,
+/// used today. Times are whole microseconds, so the interval is rounded down and the burst
+/// tolerance is exactly `quota` intervals (a quota above 60 million a minute is held to one
+/// request per microsecond after its burst). A TAT is kept a second longer than it lies ahead
+/// (after that it is in the past, which a missing one means too), however long the window.
+pub(super) const SCRIPT: &str = concat!(
+    r#"
+local stored = redis.call('GET', KEYS[2])
+if not stored and ARGV[3] == '' then
+  return {-1}
+end
+"#,
+    gcra_preamble!(),
+    r#"
+local used = math.max(tonumber(stored or ARGV[3]), tonumber(ARGV[5]))
+if not stored or used > tonumber(stored) then
+  -- Keep the start even if this request is refused, so the next one needs no seed.
+  redis.call('SET', KEYS[2], used, 'EX', tonumber(ARGV[4]))
+end
+local daily_ok = used < tonumber(ARGV[2])
+local new_tat = math.max(tat, now) + interval
+local minute_ok = new_tat - now <= window
+local remaining = 0
+local pending = new_tat - now - window
+if minute_ok then
+  remaining = math.floor((window - (new_tat - now)) / interval)
+  pending = new_tat - now
+end
+if minute_ok and daily_ok then
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
+  used = used + 1
+  redis.call('SET', KEYS[2], used, 'EX', tonumber(ARGV[4]))
+end
+return {minute_ok and 1 or 0, remaining, math.floor(pending), daily_ok and 1 or 0, used}
+"#
+);
+
+/// KEYS: the subject's TAT for the policy. ARGV: quota per minute. Returns: allowed, remaining,
+/// microseconds until reset (or retry). `SCRIPT`'s minute policy alone, for a budget with no
+/// daily quota (the client IP's).
+pub(super) const MINUTE_SCRIPT: &str = concat!(
+    gcra_preamble!(),
+    r#"
+local new_tat = math.max(tat, now) + interval
+if new_tat - now <= window then
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
+  return {1, math.floor((window - (new_tat - now)) / interval), new_tat - now}
+end
+return {0, 0, new_tat - now - window}
+"#
+);
