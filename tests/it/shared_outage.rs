@@ -140,6 +140,46 @@ async fn requests_allowed_while_redis_was_unreachable_count_once_it_answers_agai
 }
 
 #[tokio::test]
+async fn replicas_cut_off_together_each_add_what_they_allowed() {
+    let (relay, app) = behind_relay().await;
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    for _ in 0..2 {
+        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    }
+    relay.set_cut(true);
+    until_state(&app, "shared_unavailable_using_local").await;
+    for _ in 0..5 {
+        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    }
+    // Meanwhile another replica, still reaching Redis (or cut off too and back first), had
+    // three more requests counted there.
+    let id = key.split('_').nth(2).unwrap();
+    let day_key = format!(
+        "herald:rl:key:{id}:daily:{}",
+        chrono::Utc::now().date_naive()
+    );
+    let theirs: i64 = redis::cmd("INCRBY")
+        .arg(&day_key)
+        .arg(3)
+        .query_async(&mut redis_connection(&redis_url()).await)
+        .await
+        .unwrap();
+    assert_eq!(theirs, 5);
+
+    relay.set_cut(false);
+    until_state(&app, "shared").await;
+    let next = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(
+        next.headers()["x-ratelimit-remaining"],
+        (25 - 11).to_string().as_str(),
+        "2 and 3 counted in Redis, 5 on this replica alone, and this one: none lost"
+    );
+    // Added once: the next request counts one more, not the five again.
+    let after = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(after.headers()["x-ratelimit-remaining"], "13");
+}
+
+#[tokio::test]
 async fn a_request_that_finds_its_connection_dropped_is_still_decided_by_redis() {
     let (relay, app) = behind_relay().await;
     let (_, key) = app.project_with_key(&["jobs:read"]).await;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDate, Utc};
 use sqlx::PgPool;
 
+use super::shared::Known;
 use super::{Applied, RateLimiter};
 
 /// One subject's use of one UTC day, as this replica knows it.
@@ -26,6 +27,9 @@ pub(super) struct DayCount {
     pub(super) seeded: bool,
     /// After a failed read of those counts: when a check may try again.
     pub(super) read_again_at: Option<Instant>,
+    /// Requests this replica allowed on its own (limits shared, Redis not answering) that Redis
+    /// has not counted yet: added to Redis's count when it answers again.
+    pub(super) unshared: u64,
 }
 
 impl DayCount {
@@ -59,6 +63,7 @@ impl RateLimiter {
         if allowed && minute.allowed {
             count.used += 1;
             count.own += 1;
+            count.unshared += u64::from(self.shared.is_some());
         }
         let day = Applied {
             name: "daily",
@@ -129,14 +134,25 @@ impl RateLimiter {
     }
 
     /// The requests of `day` this replica knows `subject` made: what Redis last counted, plus
-    /// what this replica allowed on its own since (0 before it has seen the subject that day).
-    pub(super) fn known_on(&self, subject: &str, day: NaiveDate) -> u64 {
+    /// what this replica allowed on its own since, which Redis has not counted (0 and 0 before
+    /// it has seen the subject that day).
+    pub(super) fn known_on(&self, subject: &str, day: NaiveDate) -> Known {
         let key = (subject.to_owned(), day);
         self.daily
             .lock()
             .expect("lock")
             .get(&key)
-            .map_or(0, |c| c.used)
+            .map_or(Known::default(), |c| Known {
+                used: c.used,
+                unshared: c.unshared,
+            })
+    }
+
+    /// Redis has counted `counted` of the requests this replica allowed on its own.
+    pub(super) fn shared_now(&self, subject: &str, day: NaiveDate, counted: u64) {
+        self.with_day(subject, day, |count| {
+            count.unshared = count.unshared.saturating_sub(counted);
+        });
     }
 
     /// Requests `subject` made today on every replica, as far as this one can tell: what the

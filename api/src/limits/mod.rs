@@ -226,8 +226,10 @@ impl RateLimiter {
             // This replica's share, added to the stored count so the quota survives restarts.
             self.count_shared(subject);
         }
-        // What Redis counted for everyone is where local limits start if Redis goes away.
+        // What Redis counted for everyone is where local limits start if Redis goes away; the
+        // requests this replica allowed on its own are in it now.
         self.note_used(subject, verdict.used_today);
+        self.shared_now(subject, today, known.unshared);
         let daily = Applied {
             name: "daily",
             quota: daily_quota,

@@ -21,10 +21,12 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 
 /// KEYS: the subject's TAT for the policy, its daily counter. ARGV: quota per minute, daily
 /// quota, the day's count to start from when Redis has none ('' when the caller has not read
-/// it: the script then answers `{-1}` and decides nothing), the counter's time to live, and
-/// the count the calling replica knows of (what Redis last told it plus what it allowed on its
-/// own while Redis was unreachable): the count never stays below it, so requests allowed
-/// during an outage are not forgotten when Redis answers again.
+/// it: the script then answers `{-1}` and decides nothing), the counter's time to live, the
+/// count the calling replica knows of (what Redis last told it plus what it allowed on its own
+/// while Redis was unreachable), and the part of it Redis has not counted. The count Redis has
+/// is raised by that part (the replicas cut off together each add their own: none is lost),
+/// and never stays below what the replica knows of (its count from before Redis lost the day,
+/// say); a count started from `ARGV[3]` already holds every replica's stored share.
 /// Returns: minute allowed, remaining, microseconds until reset (or retry), daily allowed,
 /// used today. Times are whole microseconds, so the interval is rounded down and the burst
 /// tolerance is exactly `quota` intervals (a quota above 60 million a minute is held to one
@@ -39,7 +41,7 @@ end
 "#,
     gcra_preamble!(),
     r#"
-local used = math.max(tonumber(stored or ARGV[3]), tonumber(ARGV[5]))
+local used = math.max(tonumber(stored or ARGV[3]) + (stored and tonumber(ARGV[6]) or 0), tonumber(ARGV[5]))
 if not stored or used > tonumber(stored) then
   -- Keep the start even if this request is refused, so the next one needs no seed.
   redis.call('SET', KEYS[2], used, 'EX', tonumber(ARGV[4]))

@@ -39,6 +39,15 @@ pub struct SharedLimits {
     healthy: AtomicBool,
 }
 
+/// What the calling replica knows of a subject's day (`RateLimiter::known_on`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Known {
+    /// The count Redis last gave it, plus what it allowed on its own since.
+    pub used: u64,
+    /// What it allowed on its own that Redis has not counted.
+    pub unshared: u64,
+}
+
 /// What Redis answered.
 pub enum Decision {
     Decided(SharedVerdict),
@@ -82,7 +91,7 @@ impl SharedLimits {
         quota: u64,
         daily_quota: u64,
         seed: Option<u64>,
-        known: u64,
+        known: Known,
         day: chrono::NaiveDate,
         seconds_to_midnight: u64,
     ) -> Option<Decision> {
@@ -93,7 +102,8 @@ impl SharedLimits {
             .arg(daily_quota)
             .arg(seed.map_or_else(String::new, |n| n.to_string()))
             .arg(seconds_to_midnight + 3600)
-            .arg(known);
+            .arg(known.used)
+            .arg(known.unshared);
         match self.run::<Vec<i64>>(&invocation).await? {
             reply if reply == [-1] => Some(Decision::NeedsSeed),
             reply if reply.len() == 5 => Some(Decision::Decided(SharedVerdict {

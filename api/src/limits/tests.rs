@@ -34,6 +34,7 @@ fn pruning_forgets_only_what_no_longer_limits() {
         stored: 5,
         seeded: true,
         read_again_at: None,
+        unshared: 0,
     };
     let pending = DayCount {
         stored: 4,
