@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_api::Config;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -68,6 +69,11 @@ impl Relay {
 
 /// `app`'s limits shared through a relay in front of the tests' Redis.
 async fn behind_relay() -> (Relay, TestApp) {
+    behind_relay_with(|_| {}).await
+}
+
+/// As `behind_relay`, with the configuration adjusted.
+async fn behind_relay_with(adjust: impl FnOnce(&mut Config)) -> (Relay, TestApp) {
     let redis = redis_url();
     let target = redis
         .trim_start_matches("redis://")
@@ -75,7 +81,11 @@ async fn behind_relay() -> (Relay, TestApp) {
         .to_owned();
     let relay = Relay::start(target).await;
     let through_relay = format!("redis://127.0.0.1:{}", relay.port);
-    let app = TestApp::spawn_with(|c| shared(c, &through_relay)).await;
+    let app = TestApp::spawn_with(|c| {
+        shared(c, &through_relay);
+        adjust(c);
+    })
+    .await;
     until_shared(&app.base_url).await;
     (relay, app)
 }
@@ -177,6 +187,26 @@ async fn replicas_cut_off_together_each_add_what_they_allowed() {
     // Added once: the next request counts one more, not the five again.
     let after = app.get("/api/v1/jobs", &key).await;
     assert_eq!(after.headers()["x-ratelimit-remaining"], "13");
+}
+
+#[tokio::test]
+async fn a_minute_budget_spent_while_redis_was_away_is_not_granted_again() {
+    let (relay, app) = behind_relay_with(|c| c.rate_limits.read_per_minute = 3).await;
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    relay.set_cut(true);
+    until_state(&app, "shared_unavailable_using_local").await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    }
+    let spent = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(spent.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Redis never saw those three; this replica tells it where its own budget stands.
+    relay.set_cut(false);
+    until_state(&app, "shared").await;
+    let next = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(next.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(rate_limits_state(&app).await, "shared");
 }
 
 #[tokio::test]

@@ -135,7 +135,7 @@ impl RateLimiter {
 
     /// The requests of `day` this replica knows `subject` made: what Redis last counted, plus
     /// what this replica allowed on its own since, which Redis has not counted (0 and 0 before
-    /// it has seen the subject that day).
+    /// it has seen the subject that day). The minute policy's part is left for the caller.
     pub(super) fn known_on(&self, subject: &str, day: NaiveDate) -> Known {
         let key = (subject.to_owned(), day);
         self.daily
@@ -145,6 +145,7 @@ impl RateLimiter {
             .map_or(Known::default(), |c| Known {
                 used: c.used,
                 unshared: c.unshared,
+                ..Known::default()
             })
     }
 

@@ -25,7 +25,7 @@ use sqlx::PgPool;
 
 use crate::config::RateLimitsConfig;
 use daily::{next_midnight, DayCount};
-use shared::{Decision, SharedLimits};
+use shared::{Decision, Known, SharedLimits};
 
 const MINUTE: u128 = 60_000_000_000;
 
@@ -139,6 +139,15 @@ impl RateLimiter {
         }
     }
 
+    /// How far ahead of now this replica's own TAT for `name` lies, in microseconds: the minute
+    /// budget `subject` spent here while Redis did not answer, which Redis then starts from.
+    fn ahead_us(&self, subject: &str, name: &'static str) -> u64 {
+        let now = self.origin.elapsed().as_nanos() + MINUTE;
+        let tats = self.tats.lock().expect("rate limiter lock");
+        let tat = tats.get(&(subject.to_owned(), name)).copied().unwrap_or(0);
+        (tat.saturating_sub(now) / 1_000) as u64
+    }
+
     /// Every policy of a caller with settings `own`: `read`, `write` and `daily`.
     pub fn policies(&self, own: RateLimit) -> Vec<Policy> {
         let d = &self.defaults;
@@ -209,7 +218,10 @@ impl RateLimiter {
                 .duration_since(SystemTime::now())
                 .unwrap_or_default(),
         );
-        let known = self.known_on(subject, today);
+        let known = Known {
+            minute_ahead_us: self.ahead_us(subject, name),
+            ..self.known_on(subject, today)
+        };
         let ask = |seed| shared.check(subject, name, quota, daily_quota, seed, known, today, reset);
         let verdict = match ask(None).await? {
             Decision::Decided(verdict) => verdict,
@@ -259,8 +271,9 @@ impl RateLimiter {
         let subject = format!("ip:{ip}");
         let quota = u64::from(self.defaults.unauthenticated_per_minute);
         if let Some(shared) = self.shared_connected() {
+            let ahead = self.ahead_us(&subject, "unauthenticated");
             if let Some(applied) = shared
-                .check_minute(&subject, "unauthenticated", quota)
+                .check_minute(&subject, "unauthenticated", quota, ahead)
                 .await
             {
                 return applied;

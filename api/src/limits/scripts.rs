@@ -26,7 +26,10 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 /// while Redis was unreachable), and the part of it Redis has not counted. The count Redis has
 /// is raised by that part (the replicas cut off together each add their own: none is lost),
 /// and never stays below what the replica knows of (its count from before Redis lost the day,
-/// say); a count started from `ARGV[3]` already holds every replica's stored share.
+/// say); a count started from `ARGV[3]` already holds every replica's stored share. Last, how far
+/// ahead of now (microseconds) the replica's own TAT lies: the minute budget it spent on its
+/// own, which the stored TAT is raised to, so a budget spent during an outage is not granted
+/// again when Redis answers.
 /// Returns: minute allowed, remaining, microseconds until reset (or retry), daily allowed,
 /// used today. Times are whole microseconds, so the interval is rounded down and the burst
 /// tolerance is exactly `quota` intervals (a quota above 60 million a minute is held to one
@@ -41,6 +44,7 @@ end
 "#,
     gcra_preamble!(),
     r#"
+tat = math.max(tat, now + tonumber(ARGV[7]))
 local used = math.max(tonumber(stored or ARGV[3]) + (stored and tonumber(ARGV[6]) or 0), tonumber(ARGV[5]))
 if not stored or used > tonumber(stored) then
   -- Keep the start even if this request is refused, so the next one needs no seed.
@@ -64,12 +68,14 @@ return {minute_ok and 1 or 0, remaining, math.floor(pending), daily_ok and 1 or 
 "#
 );
 
-/// KEYS: the subject's TAT for the policy. ARGV: quota per minute. Returns: allowed, remaining,
-/// microseconds until reset (or retry). `SCRIPT`'s minute policy alone, for a budget with no
-/// daily quota (the client IP's).
+/// KEYS: the subject's TAT for the policy. ARGV: quota per minute, how far ahead of now the
+/// replica's own TAT lies (as in `SCRIPT`). Returns: allowed, remaining, microseconds until
+/// reset (or retry). `SCRIPT`'s minute policy alone, for a budget with no daily quota (the
+/// client IP's).
 pub(super) const MINUTE_SCRIPT: &str = concat!(
     gcra_preamble!(),
     r#"
+tat = math.max(tat, now + tonumber(ARGV[2]))
 local new_tat = math.max(tat, now) + interval
 if new_tat - now <= window then
   redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)

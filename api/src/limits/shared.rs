@@ -46,6 +46,9 @@ pub struct Known {
     pub used: u64,
     /// What it allowed on its own that Redis has not counted.
     pub unshared: u64,
+    /// How far ahead of now its own TAT for the minute policy lies (microseconds): the minute
+    /// budget spent on its own, which Redis's TAT is raised to.
+    pub minute_ahead_us: u64,
 }
 
 /// What Redis answered.
@@ -103,7 +106,8 @@ impl SharedLimits {
             .arg(seed.map_or_else(String::new, |n| n.to_string()))
             .arg(seconds_to_midnight + 3600)
             .arg(known.used)
-            .arg(known.unshared);
+            .arg(known.unshared)
+            .arg(known.minute_ahead_us);
         match self.run::<Vec<i64>>(&invocation).await? {
             reply if reply == [-1] => Some(Decision::NeedsSeed),
             reply if reply.len() == 5 => Some(Decision::Decided(SharedVerdict {
@@ -116,16 +120,18 @@ impl SharedLimits {
     }
 
     /// Decides one request against a minute policy alone; `None` when Redis could not.
+    /// `ahead_us`: how far ahead of now this replica's own TAT for it lies (`Known`).
     pub async fn check_minute(
         &self,
         subject: &str,
         name: &'static str,
         quota: u64,
+        ahead_us: u64,
     ) -> Option<Applied> {
         let mut invocation = self
             .minute_script
             .key(format!("herald:rl:{subject}:{name}"));
-        invocation.arg(quota);
+        invocation.arg(quota).arg(ahead_us);
         match self.run::<Vec<i64>>(&invocation).await? {
             reply if reply.len() == 3 => Some(minute_policy(name, quota, &reply)),
             _ => self.failed("unexpected reply from the rate-limit script"),
