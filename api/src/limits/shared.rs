@@ -13,7 +13,7 @@
 //! own in-memory limits, so the service stays up and every replica still enforces the limits
 //! on its own (together they may then allow up to one limit per replica). This is logged and
 //! shown by `/health/detailed`. A replica asks Redis every second whether it answers (`watch`),
-//! requests or none, so it sees an outage and the recovery within about a second; a command
+//! requests or none, so it sees an outage and the recovery within a second or two; a command
 //! whose connection Redis dropped is sent once more on a new one (`within_timeout`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +39,8 @@ pub struct SharedLimits {
     healthy: AtomicBool,
 }
 
-/// What the calling replica knows of a subject's day (`RateLimiter::known_on`).
+/// What the calling replica knows of a subject's day (`RateLimiter::known_on`) and of its
+/// minute policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Known {
     /// The count Redis last gave it, plus what it allowed on its own since.
