@@ -97,6 +97,12 @@ async fn every_call_is_recorded_with_its_outcome_and_never_a_secret() {
     assert!(!everything.contains(&key) && !everything.contains("hunter2"));
 }
 
+/// What `GET /api/v1/audit/verify` answers the admin.
+async fn verified(app: &TestApp) -> Value {
+    let response = app.get("/api/v1/audit/verify", &app.admin_key).await;
+    response.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn an_edited_and_a_deleted_record_break_the_chain() {
     let app = TestApp::spawn().await;
@@ -104,12 +110,7 @@ async fn an_edited_and_a_deleted_record_break_the_chain() {
     for _ in 0..6 {
         app.get("/api/v1/jobs", &key).await;
     }
-    let intact: Value = app
-        .get("/api/v1/audit/verify", &app.admin_key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let intact = verified(&app).await;
     assert_eq!(intact["ok"], true, "{intact}");
     assert!(intact["checked"].as_i64() >= Some(6));
     let cli = crate::projections::herald(&app.database_url, &["audit", "verify"]).await;
@@ -144,12 +145,7 @@ async fn an_edited_and_a_deleted_record_break_the_chain() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let edited: Value = app
-        .get("/api/v1/audit/verify", &app.admin_key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let edited = verified(&app).await;
     assert_eq!(
         (edited["ok"].clone(), edited["first_broken_seq"].clone()),
         (json!(false), json!(3))
@@ -166,12 +162,7 @@ async fn an_edited_and_a_deleted_record_break_the_chain() {
     let emptied = "UPDATE request_log SET error_code = '' WHERE seq = 4 AND error_code IS NULL";
     let done = sqlx::query(emptied).execute(&app.pool).await.unwrap();
     assert_eq!(done.rows_affected(), 1);
-    let edited: Value = app
-        .get("/api/v1/audit/verify", &app.admin_key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let edited = verified(&app).await;
     assert_eq!(edited["first_broken_seq"], 4, "{edited}");
     sqlx::query("UPDATE request_log SET error_code = NULL WHERE seq = 4")
         .execute(&app.pool)
@@ -181,12 +172,7 @@ async fn an_edited_and_a_deleted_record_break_the_chain() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let deleted: Value = app
-        .get("/api/v1/audit/verify", &app.admin_key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let deleted = verified(&app).await;
     assert_eq!(
         (deleted["ok"].clone(), deleted["first_broken_seq"].clone()),
         (json!(false), json!(5)),
