@@ -13,7 +13,8 @@ async fn filters_no_record_can_match_are_refused_with_the_parameter_named() {
     let app = TestApp::spawn().await;
     for (query, field) in [
         ("outcome=bogus", "outcome"),
-        ("method=FETCH", "method"),
+        ("method=GE%20T", "method"),
+        ("method=", "method"),
         ("status=999", "status"),
         ("from=2026-12-04T10:00:00Z&to=2026-12-04T09:00:00Z", "from"),
     ] {
@@ -41,6 +42,32 @@ async fn filters_no_record_can_match_are_refused_with_the_parameter_named() {
             app.get(&path, &app.admin_key).await.status(),
             StatusCode::OK,
             "{query}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn any_method_a_client_sent_is_found_as_sent_or_in_upper_case() {
+    let app = TestApp::spawn().await;
+    let odd = reqwest::Method::from_bytes(b"FOO").unwrap();
+    let sent = app
+        .request(odd, "/api/v1/jobs", &app.admin_key)
+        .send()
+        .await;
+    assert!(sent.unwrap().status().is_client_error());
+    app.get("/api/v1/jobs", &app.admin_key).await;
+    for (query, method) in [("method=FOO", "FOO"), ("method=get", "GET")] {
+        let path = format!("/api/v1/audit/requests?{query}");
+        let page: Value = app.get(&path, &app.admin_key).await.json().await.unwrap();
+        let methods: Vec<&str> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["method"].as_str().unwrap())
+            .collect();
+        assert!(
+            !methods.is_empty() && methods.iter().all(|m| *m == method),
+            "{page}"
         );
     }
 }

@@ -2,7 +2,8 @@
 //! the first and the last record it names, since positions and times can disagree a little
 //! (replicas stamp a record's time before their batches get positions), and a record inside
 //! that is edited is still caught. A range whose first records retention pruned is verified
-//! from the anchor, and verification running while the pruner works reads no gap.
+//! from the anchor, and verification running while the pruner works reads no gap. Records
+//! deleted from a range's end, or all of a range's records, are reported.
 
 use chrono::{DateTime, Duration, Utc};
 use herald_api::audit::{self, AuditLog, Record};
@@ -210,4 +211,66 @@ async fn newest_records_deleted_after_usage_counted_them_are_reported_at_once() 
         .unwrap();
     assert_eq!(checked, 0);
     assert_eq!(broken.map(|(seq, _)| seq), Some(1));
+}
+
+/// What the route and the command say about `from..to`: the first broken seq, if any.
+async fn broken_in(app: &TestApp, from: &str, to: &str) -> (Option<i64>, Option<i64>) {
+    let url = format!("/api/v1/audit/verify?from={from}&to={to}");
+    let check: Value = app.get(&url, &app.admin_key).await.json().await.unwrap();
+    let args = ["audit", "verify", "--from", from, "--to", to];
+    let cli = crate::projections::herald(&app.database_url, &args).await;
+    let said = String::from_utf8_lossy(&cli.stdout).to_string();
+    let cli_seq = (!cli.status.success()).then(|| {
+        let at = said.split("broken at record ").nth(1).expect(&said);
+        at.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    });
+    (check["first_broken_seq"].as_i64(), cli_seq)
+}
+
+#[tokio::test]
+async fn records_deleted_from_a_ranges_end_or_a_whole_range_are_reported() {
+    let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
+    let base = utc("2021-05-01T00:00:00Z");
+    write_records(&app, base, "ends", 12).await;
+    let seq = |n: i64| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT seq FROM request_log WHERE request_id = $1")
+                .bind(format!("range-test-ends-{n}"))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let (third, sixth) = (seq(3).await, seq(6).await);
+    let (early, middle) = (
+        ("2021-05-01T00:00:00Z", "2021-05-01T00:00:05Z"),
+        ("2021-05-01T00:00:06Z", "2021-05-01T00:00:09Z"),
+    );
+    assert_eq!(broken_in(&app, early.0, early.1).await, (None, None));
+
+    // The range's last two records (3 s and 4 s) go: what is left of it still links up.
+    sqlx::query("DELETE FROM request_log WHERE seq IN ($1, $1 + 1)")
+        .bind(third)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let reported = broken_in(&app, early.0, early.1).await;
+    assert_eq!(reported, (Some(third), Some(third)));
+
+    // Every record of a later range (6 s to 8 s) goes: nothing is left in it to check.
+    sqlx::query("DELETE FROM request_log WHERE seq BETWEEN $1 AND $1 + 2")
+        .bind(sixth)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let reported = broken_in(&app, middle.0, middle.1).await;
+    assert_eq!(reported, (Some(sixth), Some(sixth)));
+    // A range in which nothing happened, with its neighbours intact, is no gap.
+    let (quiet, _) = broken_in(&app, "2021-05-01T00:00:09.5Z", "2021-05-01T00:00:10Z").await;
+    assert_eq!(quiet, None);
 }

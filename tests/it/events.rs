@@ -147,6 +147,15 @@ async fn callers_read_the_log_filtered_paged_and_limited_to_what_they_may_see() 
     let bad = app.get("/api/v1/events?aggregate_type=jobs", &key).await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert_eq!(problem(bad).await["errors"][0]["field"], "aggregate_type");
+    for (url, field) in [
+        ("/api/v1/events?type=", "type"),
+        ("/api/v1/events?type=%20,", "type"),
+        ("/api/v1/events/stream?types=", "types"),
+    ] {
+        let bad = app.get(url, &key).await;
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST, "{url}");
+        assert_eq!(problem(bad).await["errors"][0]["field"], field);
+    }
     // A cursor is followed in the order it came from, not in the other one.
     let first = events(&app, &app.admin_key, "limit=1").await;
     let newest_first_cursor = first["next_cursor"].as_str().unwrap();

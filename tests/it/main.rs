@@ -32,6 +32,7 @@ mod ip_limits;
 mod job_files;
 mod job_lifecycle;
 mod jobs_api;
+mod limit_changes;
 mod log_reads;
 mod openapi;
 mod projections;

@@ -23,6 +23,28 @@ fn the_committed_openapi_document_matches_the_code() {
     );
 }
 
+/// A field the API sends as `null` when it has no value is declared so: clients generated from
+/// the document (OpenAPI 3.0, where a property is not `null` unless it says `nullable`) must
+/// accept it.
+#[test]
+fn fields_sent_as_null_are_declared_nullable() {
+    let document: serde_json::Value =
+        serde_json::from_str(&herald_api::openapi_document()).unwrap();
+    let schemas = &document["components"]["schemas"];
+    for (schema, field) in [
+        ("UsageBucket", "actor_type"),
+        ("UsageBucket", "project_id"),
+        ("KeyDto", "description"),
+        ("KeyDto", "expires_at"),
+        ("RateLimitDto", "daily_quota"),
+    ] {
+        let property = &schemas[schema]["properties"][field];
+        assert_eq!(property["nullable"], true, "{schema}.{field}: {property}");
+    }
+    // A field that always has a value is not.
+    assert!(schemas["UsageBucket"]["properties"]["start"]["nullable"].is_null());
+}
+
 #[tokio::test]
 async fn the_document_and_its_viewers_are_served() {
     let app = TestApp::spawn().await;

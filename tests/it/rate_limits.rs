@@ -258,13 +258,39 @@ async fn only_admins_set_limits_and_a_change_keeps_the_limits_it_does_not_name()
         number(&app.get("/api/v1/jobs", &key).await, "x-ratelimit-limit"),
         7
     );
-    // An admin's `null` too leaves them as they are.
+    // An admin's `null` too leaves them as they are, and a change of nothing records nothing.
+    let recorded = history_len(&app, id).await;
     let kept: Value = patch_limits(&app, id, admin, Value::Null)
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(kept["rate_limit"]["read_per_minute"], 7);
+    for same in [
+        json!({}),
+        json!({"read_per_minute": 7, "daily_quota": null}),
+    ] {
+        let kept = patch_limits(&app, id, admin, same).await;
+        assert_eq!(kept.status(), StatusCode::OK);
+    }
+    let renamed_again = app
+        .request(Method::PATCH, &format!("/api/v1/api-keys/{id}"), admin)
+        .json(&json!({"name": "renamed", "scopes": ["jobs:read", "keys:write"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed_again.status(), StatusCode::OK);
+    assert_eq!(
+        history_len(&app, id).await,
+        recorded,
+        "no-op updates recorded"
+    );
+}
+
+async fn history_len(app: &TestApp, id: &str) -> usize {
+    let url = format!("/api/v1/api-keys/{id}/history");
+    let history: Value = app.get(&url, &app.admin_key).await.json().await.unwrap();
+    history["data"].as_array().unwrap().len()
 }
 
 #[tokio::test]

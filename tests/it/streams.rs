@@ -1,6 +1,7 @@
 //! Server-sent event streams over real HTTP: the log stream resumed with `Last-Event-ID` after a
 //! disconnect in the middle of a burst of writes loses nothing and repeats nothing, and shows a
-//! caller only its own project; a job's stream sends its history and then its new events live.
+//! caller only its own project; a job's stream sends its history and then its new events live;
+//! a stream whose key is revoked ends.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -71,6 +72,22 @@ impl Stream {
                 .ok()??;
             self.buffer
                 .push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    }
+}
+
+impl Stream {
+    /// What the stream sends until it ends, if it ends within `within`.
+    async fn rest(mut self, within: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Err(_) => return None,
+                Ok(None) => return Some(self.buffer),
+                Ok(Some(chunk)) => self
+                    .buffer
+                    .push_str(&String::from_utf8_lossy(&chunk.unwrap())),
+            }
         }
     }
 }
@@ -221,4 +238,40 @@ async fn a_jobs_stream_sends_its_history_then_each_new_event() {
         .await
         .unwrap();
     assert_eq!(history["data"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn streams_end_when_their_key_is_revoked() {
+    let app = TestApp::spawn().await;
+    let (project, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let writer = app.create_key(Some(project), &["jobs:write"]).await;
+    let mut log = open_log(&app, &key, None).await;
+    let job = app.submit_job(&key, json!({"kind": "render"})).await;
+    let mut history = Stream::open(
+        app.request(
+            reqwest::Method::GET,
+            &format!("/api/v1/jobs/{job}/events"),
+            &key,
+        )
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    for stream in [&mut log, &mut history] {
+        let queued = stream.next(Duration::from_secs(5)).await.expect("an event");
+        assert_eq!(queued.data["aggregate_id"], job.to_string().as_str());
+    }
+
+    let id = key.split('_').nth(2).unwrap();
+    let revoke = format!("/api/v1/api-keys/{id}/revoke");
+    let revoked = app.request(reqwest::Method::POST, &revoke, &app.admin_key);
+    assert_eq!(revoked.send().await.unwrap().status(), StatusCode::OK);
+    let later = app.submit_job(&writer, json!({"kind": "render"})).await;
+    for stream in [log, history] {
+        let rest = stream.rest(Duration::from_secs(5)).await;
+        let rest = rest.expect("the stream ended");
+        assert!(!rest.contains(&later.to_string()), "{rest}");
+    }
 }

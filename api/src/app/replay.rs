@@ -36,6 +36,7 @@ pub struct ReplayDto {
     /// `running`, `completed` or `failed`.
     pub status: String,
     pub created_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
 }
 

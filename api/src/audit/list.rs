@@ -19,7 +19,7 @@ macro_rules! filters {
     () => {
         "($1::text IS NULL OR actor_id = $1) \
          AND ($2::uuid IS NULL OR project_id = $2) AND ($3::text IS NULL OR route = $3) \
-         AND ($4::text IS NULL OR method = upper($4)) AND ($5::int IS NULL OR status = $5) \
+         AND ($4::text IS NULL OR method IN ($4, upper($4))) AND ($5::int IS NULL OR status = $5) \
          AND ($6::text IS NULL OR outcome = $6) AND ($7::timestamptz IS NULL OR occurred_at >= $7) \
          AND ($8::timestamptz IS NULL OR occurred_at < $8) AND ($9::bigint IS NULL OR seq < $9) \
          AND ($10::uuid[] IS NULL OR project_id = ANY($10)) \

@@ -5,12 +5,14 @@
 //! nothing inside is skipped, which would read as a missing record. Records are read a page at
 //! a time, so a long log does not have to fit in memory, and all in one snapshot, so that
 //! retention pruning the range's start meanwhile does not read as a missing record either.
+//! Both ends are linked: the range's first record to the one before it (or the anchor), and the
+//! record after its last to that last, so records deleted from either end of a range, or all of
+//! a range's records, leave a gap that is reported.
 //!
 //! The chain alone cannot show that its newest records were deleted: what is left still links
-//! up. A check that reaches the log's end (no `to`, or one still to come) also compares that
-//! end with the usage checkpoint, which only moves forward and only over records that were
-//! written: records it has passed (about a second behind the writers) that are no longer there
-//! were deleted.
+//! up. When nothing follows the range (it reaches the log's end), its end is compared with the
+//! usage checkpoint, which only moves forward and only over records that were written: records
+//! it has passed (about a second behind the writers) that are no longer there were deleted.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -32,11 +34,7 @@ pub async fn verify(
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *snapshot)
         .await?;
-    let (checked, mut broken) = verify_in(&mut snapshot, from, to).await?;
-    // Every record so far was stamped before now: a range that ends later reaches the end.
-    if broken.is_none() && to.is_none_or(|to| to > Utc::now()) {
-        broken = missing_at_end(&mut snapshot).await?;
-    }
+    let (checked, broken) = verify_in(&mut snapshot, from, to).await?;
     snapshot.commit().await?;
     Ok((checked, broken))
 }
@@ -46,18 +44,7 @@ async fn verify_in(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> sqlx::Result<(usize, Option<(i64, String)>)> {
-    let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT min(seq), max(seq) FROM request_log \
-          WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) \
-            AND ($2::timestamptz IS NULL OR occurred_at < $2)",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_one(&mut *db)
-    .await?;
-    let (Some(first), Some(last)) = (first, last) else {
-        return Ok((0, None));
-    };
+    let (first, last) = span(db, from, to).await?;
     // The link into the range: the record before it, if it still exists, or the anchor that
     // retention left when it pruned that record.
     let before: Option<(i64, String)> = sqlx::query_as(
@@ -96,7 +83,51 @@ async fn verify_in(
         }
         (prev_seq, prev_hash) = (end.seq, end.hash.clone());
     }
-    Ok((checked, None))
+    // The link out of the range: the next record must follow the last one checked, so records
+    // deleted from the range's end (or all of an otherwise empty range) leave a gap here.
+    let next: Option<Record> =
+        sqlx::query_as("SELECT * FROM request_log WHERE seq > $1 ORDER BY seq LIMIT 1")
+            .bind(prev_seq)
+            .fetch_optional(&mut *db)
+            .await?;
+    let broken = match next {
+        Some(next) => chain::first_break(prev_hash, prev_seq, &[next]),
+        None => missing_at_end(db).await?,
+    };
+    Ok((checked, broken))
+}
+
+/// The positions to check for `from <= occurred_at < to`: from the first to the last record in
+/// the range or, for a range with no records, none: it starts after the last record before it
+/// in time (or where the log starts) and ends there, so only its link out is checked.
+async fn span(
+    db: &mut PgConnection,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> sqlx::Result<(i64, i64)> {
+    let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT min(seq), max(seq) FROM request_log \
+          WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) \
+            AND ($2::timestamptz IS NULL OR occurred_at < $2)",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(&mut *db)
+    .await?;
+    if let (Some(first), Some(last)) = (first, last) {
+        return Ok((first, last));
+    }
+    let first: i64 = sqlx::query_scalar(
+        "SELECT coalesce((SELECT seq + 1 FROM request_log \
+                           WHERE $1::timestamptz IS NOT NULL AND occurred_at < $1 \
+                           ORDER BY occurred_at DESC LIMIT 1), \
+                         (SELECT min(seq) FROM request_log), \
+                         (SELECT seq + 1 FROM request_log_anchor), 1)",
+    )
+    .bind(from)
+    .fetch_one(&mut *db)
+    .await?;
+    Ok((first, first - 1))
 }
 
 /// The records past the log's end (its last record, or the anchor retention left) that usage

@@ -22,8 +22,8 @@ pub struct Verdict {
 /// Decides one request at `now` for a subject whose TAT is `tat`; returns the verdict and the
 /// new TAT (unchanged when refused).
 pub fn check(tat: Tat, now: u128, quota: u64, window: u128) -> (Verdict, Tat) {
+    let interval = interval(quota, window);
     let quota = u128::from(quota.max(1));
-    let interval = (window / quota).max(1);
     // The burst tolerance: exactly `quota` intervals, so rounding the interval down can never
     // let one more request through (with 700 million per minute, `window / interval` is 5% more).
     let window = interval * quota;
@@ -50,6 +50,21 @@ pub fn check(tat: Tat, now: u128, quota: u64, window: u128) -> (Verdict, Tat) {
         },
         new_tat,
     )
+}
+
+/// The time one request takes back under a quota of `quota` per `window` (at least 1).
+fn interval(quota: u64, window: u128) -> u128 {
+    (window / u128::from(quota.max(1))).max(1)
+}
+
+/// A TAT kept under a quota of `from` per `window`, carried over to a quota of `to`: the same
+/// number of requests still owed, each now taking the new interval to come back. So a raised
+/// limit frees the difference at once, and a lowered one counts what was used against it.
+pub fn rescale(tat: Tat, now: u128, from: u64, to: u64, window: u128) -> Tat {
+    if from == to || tat <= now {
+        return tat;
+    }
+    now + ((tat - now) * interval(to, window)).div_ceil(interval(from, window))
 }
 
 #[cfg(test)]
@@ -115,6 +130,23 @@ mod tests {
                 .0
                 .allowed
         );
+    }
+
+    #[test]
+    fn a_changed_quota_counts_what_was_used_against_the_new_one() {
+        let spend = |count, quota| (0..count).fold(0, |tat, _| check(tat, MINUTE, quota, MINUTE).1);
+        // Three of three used, then the limit is raised to 100: 97 are left at once.
+        let raised = rescale(spend(3, 3), MINUTE, 3, 100, MINUTE);
+        assert_eq!(check(raised, MINUTE, 100, MINUTE).0.remaining, 96);
+        // Ten of 100 used, then lowered to 20: ten are left, not one more.
+        let mut lowered = rescale(spend(10, 100), MINUTE, 100, 20, MINUTE);
+        let mut allowed = 0;
+        while let (Verdict { allowed: true, .. }, next) = check(lowered, MINUTE, 20, MINUTE) {
+            (lowered, allowed) = (next, allowed + 1);
+        }
+        assert_eq!(allowed, 10);
+        // A TAT in the past owes nothing, whatever the quota.
+        assert_eq!(rescale(5, MINUTE, 3, 100, MINUTE), 5);
     }
 
     #[test]

@@ -58,10 +58,13 @@ pub(crate) fn whole_seconds(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
+/// A subject's TAT for a minute policy, and the quota it was kept under.
+type KeptTat = (gcra::Tat, u64);
+
 pub struct RateLimiter {
     defaults: RateLimitsConfig,
     origin: Instant,
-    tats: Mutex<HashMap<(String, &'static str), gcra::Tat>>,
+    tats: Mutex<HashMap<(String, &'static str), KeptTat>>,
     /// Per subject and UTC day: the requests counted (`daily`).
     daily: Mutex<HashMap<(String, NaiveDate), DayCount>>,
     /// This process's name in `rate_limit_daily`, where each replica stores its own counts.
@@ -119,10 +122,12 @@ impl RateLimiter {
     ) -> Applied {
         let mut tats = self.tats.lock().expect("rate limiter lock");
         let key = (subject.to_owned(), name);
-        let tat = tats.get(&key).copied().unwrap_or(0);
+        let tat = tats.get(&key).map_or(0, |&(tat, kept)| {
+            gcra::rescale(tat, now, kept, quota, MINUTE)
+        });
         let (verdict, next) = gcra::check(tat, now, quota, MINUTE);
         if commit {
-            tats.insert(key, next);
+            tats.insert(key, (next, quota));
         }
         let pending = if verdict.allowed {
             verdict.reset_in
@@ -141,10 +146,14 @@ impl RateLimiter {
 
     /// How far ahead of now this replica's own TAT for `name` lies, in microseconds: the minute
     /// budget `subject` spent here while Redis did not answer, which Redis then starts from.
-    fn ahead_us(&self, subject: &str, name: &'static str) -> u64 {
+    fn ahead_us(&self, subject: &str, name: &'static str, quota: u64) -> u64 {
         let now = self.origin.elapsed().as_nanos() + MINUTE;
         let tats = self.tats.lock().expect("rate limiter lock");
-        let tat = tats.get(&(subject.to_owned(), name)).copied().unwrap_or(0);
+        let tat = tats
+            .get(&(subject.to_owned(), name))
+            .map_or(0, |&(tat, kept)| {
+                gcra::rescale(tat, now, kept, quota, MINUTE)
+            });
         (tat.saturating_sub(now) / 1_000) as u64
     }
 
@@ -219,7 +228,7 @@ impl RateLimiter {
                 .unwrap_or_default(),
         );
         let known = Known {
-            minute_ahead_us: self.ahead_us(subject, name),
+            minute_ahead_us: self.ahead_us(subject, name, quota),
             ..self.known_on(subject, today)
         };
         let ask = |seed| shared.check(subject, name, quota, daily_quota, seed, known, today, reset);
@@ -271,7 +280,7 @@ impl RateLimiter {
         let subject = format!("ip:{ip}");
         let quota = u64::from(self.defaults.unauthenticated_per_minute);
         if let Some(shared) = self.shared_connected() {
-            let ahead = self.ahead_us(&subject, "unauthenticated");
+            let ahead = self.ahead_us(&subject, "unauthenticated", quota);
             if let Some(applied) = shared
                 .check_minute(&subject, "unauthenticated", quota, ahead)
                 .await
@@ -294,7 +303,10 @@ impl RateLimiter {
     }
 
     fn prune_at(&self, now: u128, today: NaiveDate) {
-        self.tats.lock().expect("lock").retain(|_, tat| *tat > now);
+        self.tats
+            .lock()
+            .expect("lock")
+            .retain(|_, (tat, _)| *tat > now);
         let mut daily = self.daily.lock().expect("lock");
         daily.retain(|(_, day), count| *day == today || count.pending());
     }

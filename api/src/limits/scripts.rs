@@ -4,8 +4,11 @@
 
 /// The Lua both scripts start their minute policy with: Redis's clock in microseconds (`now`),
 /// the policy's emission interval and window from the quota per minute in `ARGV[1]`, and the
-/// subject's stored theoretical arrival time (`tat`) from `KEYS[1]`. A macro, not a `const`, so
-/// that `concat!` can join it into each script at compile time.
+/// subject's stored theoretical arrival time (`tat`) from `KEYS[1]`, carried over to this quota
+/// when it was kept under another (the last key, which `keep_tat` writes): the requests still
+/// owed stay owed, each taking the new interval to come back (`gcra::rescale`). A TAT with no
+/// quota beside it (written by an earlier version) is taken as kept under this one. A macro,
+/// not a `const`, so that `concat!` can join it into each script at compile time.
 macro_rules! gcra_preamble {
     () => {
         r#"
@@ -15,13 +18,23 @@ local quota = math.max(tonumber(ARGV[1]), 1)
 local interval = math.max(math.floor(60000000 / quota), 1)
 local window = interval * quota
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local kept = tonumber(redis.call('GET', KEYS[#KEYS]) or '')
+if kept and kept ~= quota and tat > now then
+  tat = now + math.ceil((tat - now) * interval / math.max(math.floor(60000000 / kept), 1))
+end
+local function keep_tat(new_tat)
+  local ttl = math.floor((new_tat - now) / 1000) + 1000
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl)
+  redis.call('SET', KEYS[#KEYS], quota, 'PX', ttl)
+end
 "#
     };
 }
 
-/// KEYS: the subject's TAT for the policy, its daily counter. ARGV: quota per minute, daily
-/// quota, the day's count to start from when Redis has none ('' when the caller has not read
-/// it: the script then answers `{-1}` and decides nothing), the counter's time to live, the
+/// KEYS: the subject's TAT for the policy, its daily counter, the quota the TAT was kept under.
+/// ARGV: quota per minute, daily quota, the day's count to start from when Redis has none (''
+/// when the caller has not read it: the script then answers `{-1}` and decides nothing), the
+/// counter's time to live, the
 /// count the calling replica knows of (what Redis last told it plus what it allowed on its own
 /// while Redis was unreachable), and the part of it Redis has not counted. The count Redis has
 /// is raised by that part (the replicas cut off together each add their own: none is lost),
@@ -60,7 +73,7 @@ if minute_ok then
   pending = new_tat - now
 end
 if minute_ok and daily_ok then
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
+  keep_tat(new_tat)
   used = used + 1
   redis.call('SET', KEYS[2], used, 'EX', tonumber(ARGV[4]))
 end
@@ -68,7 +81,7 @@ return {minute_ok and 1 or 0, remaining, math.floor(pending), daily_ok and 1 or 
 "#
 );
 
-/// KEYS: the subject's TAT for the policy. ARGV: quota per minute, how far ahead of now the
+/// KEYS: the subject's TAT for the policy, the quota it was kept under. ARGV: quota per minute, how far ahead of now the
 /// replica's own TAT lies (as in `SCRIPT`). Returns: allowed, remaining, microseconds until
 /// reset (or retry). `SCRIPT`'s minute policy alone, for a budget with no daily quota (the
 /// client IP's).
@@ -78,7 +91,7 @@ pub(super) const MINUTE_SCRIPT: &str = concat!(
 tat = math.max(tat, now + tonumber(ARGV[2]))
 local new_tat = math.max(tat, now) + interval
 if new_tat - now <= window then
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
+  keep_tat(new_tat)
   return {1, math.floor((window - (new_tat - now)) / interval), new_tat - now}
 end
 return {0, 0, new_tat - now - window}

@@ -102,6 +102,7 @@ impl SharedLimits {
         let mut invocation = self.script.key(format!("herald:rl:{subject}:{name}"));
         invocation
             .key(format!("herald:rl:{subject}:daily:{day}"))
+            .key(format!("herald:rl:{subject}:{name}:quota"))
             .arg(quota)
             .arg(daily_quota)
             .arg(seed.map_or_else(String::new, |n| n.to_string()))
@@ -132,7 +133,10 @@ impl SharedLimits {
         let mut invocation = self
             .minute_script
             .key(format!("herald:rl:{subject}:{name}"));
-        invocation.arg(quota).arg(ahead_us);
+        invocation
+            .key(format!("herald:rl:{subject}:{name}:quota"))
+            .arg(quota)
+            .arg(ahead_us);
         match self.run::<Vec<i64>>(&invocation).await? {
             reply if reply.len() == 3 => Some(minute_policy(name, quota, &reply)),
             _ => self.failed("unexpected reply from the rate-limit script"),

@@ -33,8 +33,11 @@ pub struct RequestRecord {
     pub occurred_at: DateTime<Utc>,
     pub request_id: String,
     /// `api_key` or `user`; absent when the credentials were refused.
+    #[oai(nullable)]
     pub actor_type: Option<String>,
+    #[oai(nullable)]
     pub actor_id: Option<String>,
+    #[oai(nullable)]
     pub project_id: Option<Uuid>,
     /// The route template that served the call (`/api/v1/jobs/{id}`), or `unmatched` for a
     /// path no route serves.
@@ -46,11 +49,14 @@ pub struct RequestRecord {
     pub latency_us: i64,
     pub request_bytes: i64,
     pub response_bytes: i64,
+    #[oai(nullable)]
     pub client_ip: Option<String>,
+    #[oai(nullable)]
     pub user_agent: Option<String>,
     /// `success`, `client_error`, `denied`, `rate_limited`, `server_error`, or `replayed` (an
     /// answer an `Idempotency-Key` replayed from its store).
     pub outcome: String,
+    #[oai(nullable)]
     pub error_code: Option<String>,
     pub hash: String,
     /// How `hash` was computed: 2, or 1 for records written by servers before migration 0023
@@ -88,6 +94,7 @@ impl From<Record> for RequestRecord {
 pub struct RequestRecordList {
     pub data: Vec<RequestRecord>,
     pub has_more: bool,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -97,7 +104,9 @@ pub struct ChainCheck {
     pub ok: bool,
     pub checked: i64,
     /// The first record whose link is broken.
+    #[oai(nullable)]
     pub first_broken_seq: Option<i64>,
+    #[oai(nullable)]
     pub reason: Option<String>,
 }
 

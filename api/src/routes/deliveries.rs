@@ -39,7 +39,9 @@ pub struct DeliveryDto {
     pub status: String,
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub last_status: Option<i32>,
+    #[oai(nullable)]
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -49,6 +51,7 @@ pub struct DeliveryDto {
 pub struct DeliveryList {
     pub data: Vec<DeliveryDto>,
     pub has_more: bool,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -67,10 +70,14 @@ pub struct DeliveryDetail {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
+    #[oai(nullable)]
     pub since: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub from_position: Option<i64>,
+    #[oai(nullable)]
     pub event_types: Option<Vec<String>>,
     /// Only send again what failed (and what was never sent); default false.
+    #[oai(nullable)]
     pub only_failed: Option<bool>,
 }
 

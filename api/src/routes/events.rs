@@ -39,14 +39,19 @@ pub(crate) fn sse(stream: BoxStream<'static, LogEvent>) -> LogEventStream {
         .keep_alive(std::time::Duration::from_secs(15))
 }
 
-/// `types=a,b` as a list.
-fn type_list(types: Option<String>) -> Option<Vec<String>> {
-    types.map(|list| {
-        list.split(',')
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .collect()
-    })
+/// `types=a,b` as a list; one that names no type (`types=`) is refused, not taken to match
+/// nothing. A type no event has matches nothing, as in Stripe's events list.
+fn type_list(field: &str, types: Option<String>) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(list) = types else { return Ok(None) };
+    let list: Vec<String> = list
+        .split(',')
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    match list.is_empty() {
+        true => Err(ApiError::field(field, "must name at least one event type")),
+        false => Ok(Some(list)),
+    }
 }
 
 /// The kinds of resource whose events the log holds.
@@ -69,10 +74,14 @@ pub struct LogEvent {
     /// Position in the resource's own history, from 1.
     pub sequence: i64,
     /// The project the resource belongs to (none for users and admin keys).
+    #[oai(nullable)]
     pub project_id: Option<Uuid>,
     pub data: serde_json::Value,
+    #[oai(nullable)]
     pub actor_type: Option<String>,
+    #[oai(nullable)]
     pub actor_id: Option<String>,
+    #[oai(nullable)]
     pub request_id: Option<String>,
     pub recorded_at: DateTime<Utc>,
 }
@@ -81,6 +90,7 @@ pub struct LogEvent {
 pub struct LogEventList {
     pub data: Vec<LogEvent>,
     pub has_more: bool,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -145,7 +155,7 @@ impl EventsApi {
             other => other.map(|(position, _)| position),
         };
         let mut query = EventSearch {
-            event_types: type_list(event_type.0),
+            event_types: type_list("type", event_type.0)?,
             // An id alone is looked up under every type Herald writes, so the primary key finds
             // its events instead of a scan of the whole log.
             aggregate_types: match (aggregate_type.0, &aggregate_id.0) {
@@ -212,9 +222,11 @@ impl EventsApi {
         };
         let filter = super::streams::LogFilter {
             visible,
-            event_types: type_list(types.0),
+            event_types: type_list("types", types.0)?,
         };
-        Ok(sse(super::streams::log(self.state.clone(), after, filter)))
+        let listener = super::listener::Listener::of(&auth);
+        let stream = super::streams::log(self.state.clone(), listener, after, filter);
+        Ok(sse(stream))
     }
 }
 

@@ -16,9 +16,13 @@ pub struct HistoryEvent {
     pub event_type: String,
     /// The event's data.
     pub data: serde_json::Value,
+    #[oai(nullable)]
     pub actor_type: Option<String>,
+    #[oai(nullable)]
     pub actor_id: Option<String>,
+    #[oai(nullable)]
     pub request_id: Option<String>,
+    #[oai(nullable)]
     pub ip: Option<String>,
     pub recorded_at: DateTime<Utc>,
 }

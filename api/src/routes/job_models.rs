@@ -53,23 +53,28 @@ pub struct JobCreate {
     /// What kind of work this is, e.g. `captions.generate`.
     pub kind: String,
     /// Free-form input for the worker.
-    #[oai(default)]
+    #[oai(nullable, default)]
     pub input: Option<Value>,
     /// 0 (lowest) to 9 (highest); default 5.
+    #[oai(nullable)]
     pub priority: Option<i64>,
     /// String labels (at most 50 keys).
-    #[oai(default)]
+    #[oai(nullable, default)]
     pub metadata: Option<BTreeMap<String, String>>,
     /// Starts allowed before the job fails for good; default 3.
+    #[oai(nullable)]
     pub max_attempts: Option<i64>,
     /// Required for keys not bound to one project; otherwise must be the key's project.
+    #[oai(nullable)]
     pub project_id: Option<Uuid>,
 }
 
 #[derive(Debug, Object)]
 pub struct ProgressDto {
     pub percent: u8,
+    #[oai(nullable)]
     pub stage: Option<String>,
+    #[oai(nullable)]
     pub message: Option<String>,
 }
 
@@ -77,6 +82,7 @@ pub struct ProgressDto {
 pub struct ReviewDto {
     /// `approved` or `rejected`.
     pub decision: String,
+    #[oai(nullable)]
     pub comment: Option<String>,
     pub at: DateTime<Utc>,
 }
@@ -95,18 +101,26 @@ pub struct JobDto {
     /// How many times the job has been started.
     pub attempt: u32,
     pub max_attempts: u32,
+    #[oai(nullable)]
     pub result: Option<Value>,
+    #[oai(nullable)]
     pub error: Option<String>,
+    #[oai(nullable)]
     pub review: Option<ReviewDto>,
     /// For a running job: when the worker's lease ends unless it heartbeats.
+    #[oai(nullable)]
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub started_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
     /// When a finished job's files and results expire.
+    #[oai(nullable)]
     pub expires_at: Option<DateTime<Utc>>,
     /// When the job expired (`job.expired`); its status stays the outcome.
+    #[oai(nullable)]
     pub expired_at: Option<DateTime<Utc>>,
     /// Files submitted with the job (gone once it expires).
     pub input_files: Vec<FileDto>,
@@ -170,6 +184,7 @@ pub struct JobList {
     pub data: Vec<JobDto>,
     pub has_more: bool,
     /// Pass as `cursor` to get the next page; absent on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -186,6 +201,7 @@ pub struct MetadataUpdate {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewRequest {
+    #[oai(nullable)]
     pub comment: Option<String>,
 }
 
@@ -194,7 +210,9 @@ pub struct ReviewRequest {
 pub struct JobProgressDto {
     pub status: JobStatusDto,
     pub percent: u8,
+    #[oai(nullable)]
     pub stage: Option<String>,
+    #[oai(nullable)]
     pub message: Option<String>,
 }
 
@@ -215,6 +233,7 @@ pub struct LeaseRequest {
     #[serde(default)]
     pub kinds: Vec<String>,
     /// Lease length; defaults to the server's `jobs.default_lease_seconds`.
+    #[oai(nullable)]
     pub lease_seconds: Option<i64>,
 }
 
@@ -227,8 +246,11 @@ pub struct HeartbeatRequest {
     #[oai(default)]
     #[serde(default)]
     pub progress: i64,
+    #[oai(nullable)]
     pub stage: Option<String>,
+    #[oai(nullable)]
     pub message: Option<String>,
+    #[oai(nullable)]
     pub lease_seconds: Option<i64>,
 }
 
@@ -236,6 +258,7 @@ pub struct HeartbeatRequest {
 pub struct HeartbeatResponse {
     /// True when the job was cancelled: stop working on it.
     pub cancel_requested: bool,
+    #[oai(nullable)]
     pub lease_expires_at: Option<DateTime<Utc>>,
 }
 
@@ -244,9 +267,10 @@ pub struct HeartbeatResponse {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
-    #[oai(default)]
+    #[oai(nullable, default)]
     pub result: Option<Value>,
     /// Completed uploads to attach as result files.
+    #[oai(nullable)]
     pub files: Option<Vec<ResultFile>>,
 }
 
@@ -265,5 +289,6 @@ pub struct ResultFile {
 pub struct FailRequest {
     pub error: String,
     /// Whether another attempt may succeed (default true).
+    #[oai(nullable)]
     pub retryable: Option<bool>,
 }

@@ -210,10 +210,11 @@ impl JobsApi {
             .first()
             .and_then(|e| e.project_id)
             .map(ProjectId::from_uuid);
-        match project {
-            Some(project) if caller.can_see(project) => caller.require_in(project)?,
+        let project = match project {
+            Some(project) if caller.can_see(project) => project,
             _ => return Err(app::not_found().into()),
-        }
+        };
+        caller.require_in(project)?;
         let streamed = request
             .header("accept")
             .is_some_and(|accept| accept.contains("text/event-stream"));
@@ -233,7 +234,8 @@ impl JobsApi {
                     ApiError::field("Last-Event-ID", "not the id of one of this job's events")
                 })?,
         };
-        let stream = super::streams::job(self.state.clone(), id.0, after);
+        let listener = super::listener::Listener::of(&auth);
+        let stream = super::streams::job(self.state.clone(), listener, (id.0, project), after);
         Ok(JobHistory::Ok(HistoryBody::Stream(super::events::sse(
             stream,
         ))))

@@ -14,8 +14,11 @@ use uuid::Uuid;
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitDto {
+    #[oai(nullable)]
     pub read_per_minute: Option<u32>,
+    #[oai(nullable)]
     pub write_per_minute: Option<u32>,
+    #[oai(nullable)]
     pub daily_quota: Option<u32>,
 }
 
@@ -55,10 +58,13 @@ fn zero(name: &str) -> FieldError {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitPatch {
     #[serde(default)]
+    #[oai(nullable)]
     pub read_per_minute: MaybeUndefined<u32>,
     #[serde(default)]
+    #[oai(nullable)]
     pub write_per_minute: MaybeUndefined<u32>,
     #[serde(default)]
+    #[oai(nullable)]
     pub daily_quota: MaybeUndefined<u32>,
 }
 
@@ -93,17 +99,21 @@ impl RateLimitPatch {
 #[serde(deny_unknown_fields)]
 pub struct KeyCreate {
     pub name: String,
+    #[oai(nullable)]
     pub description: Option<String>,
     /// Required for admin callers creating a project key; project keys create keys in their own project.
+    #[oai(nullable)]
     pub project_id: Option<Uuid>,
     /// Never more than the caller holds.
     pub scopes: Vec<String>,
+    #[oai(nullable)]
     pub expires_in_days: Option<u32>,
     /// IPv4/IPv6 addresses or CIDRs the key may be used from; empty: anywhere.
     #[oai(default)]
     #[serde(default)]
     pub ip_allowlist: Vec<String>,
     /// Only an admin sets a key's own limits.
+    #[oai(nullable)]
     pub rate_limit: Option<RateLimitDto>,
 }
 
@@ -112,13 +122,18 @@ pub struct KeyCreate {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPatch {
+    #[oai(nullable)]
     pub name: Option<String>,
+    #[oai(nullable)]
     pub description: Option<String>,
     /// Only narrowing, unless the caller is an admin.
+    #[oai(nullable)]
     pub scopes: Option<Vec<String>>,
+    #[oai(nullable)]
     pub ip_allowlist: Option<Vec<String>>,
     /// Only an admin changes a key's limits. `null`, as for every field here, is the same as
     /// leaving it out.
+    #[oai(nullable)]
     pub rate_limit: Option<RateLimitPatch>,
 }
 
@@ -128,6 +143,7 @@ pub struct KeyPatch {
 #[serde(deny_unknown_fields)]
 pub struct KeyRotate {
     /// How long the old key keeps working: default 86400 (24 h), at most 604800 (7 days).
+    #[oai(nullable)]
     pub grace_period_seconds: Option<i64>,
 }
 
@@ -136,7 +152,9 @@ pub struct KeyRotate {
 pub struct KeyDto {
     pub id: String,
     pub name: String,
+    #[oai(nullable)]
     pub description: Option<String>,
+    #[oai(nullable)]
     pub project_id: Option<Uuid>,
     pub scopes: Vec<String>,
     /// `active`, `expired` or `revoked`.
@@ -146,13 +164,18 @@ pub struct KeyDto {
     pub ip_allowlist: Vec<String>,
     pub rate_limit: RateLimitDto,
     pub created_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub expires_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub revoked_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub last_used_at: Option<DateTime<Utc>>,
     pub usage_count: i64,
     /// The key this one replaced, if it came from a rotation.
+    #[oai(nullable)]
     pub rotated_from: Option<String>,
     /// The key that replaces this one, once rotated.
+    #[oai(nullable)]
     pub replaced_by: Option<String>,
 }
 
@@ -199,5 +222,6 @@ pub struct KeyWithSecret {
 pub struct KeyList {
     pub data: Vec<KeyDto>,
     pub has_more: bool,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }

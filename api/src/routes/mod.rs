@@ -17,6 +17,7 @@ mod job_submit;
 mod jobs;
 mod key_input;
 mod key_models;
+mod listener;
 mod members;
 mod projects;
 mod ranges;

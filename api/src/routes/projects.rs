@@ -45,6 +45,7 @@ pub struct ProjectDto {
 pub struct ProjectList {
     pub data: Vec<ProjectDto>,
     pub has_more: bool,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 

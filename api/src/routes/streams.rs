@@ -3,18 +3,21 @@
 //! global position) continues exactly after that event: nothing lost, nothing repeated. `job`
 //! follows one job by its own sequence, which its aggregate only ever appends in order. Both
 //! wait for the log to grow on the process's stream wake-up (local appends and other replicas'
-//! `NOTIFY`), with a one-second poll as the fallback.
+//! `NOTIFY`), with a one-second poll as the fallback. Before each read, the `Listener` is checked
+//! again: a stream whose caller may no longer read it ends.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
+use herald_domain::ProjectId;
 use herald_store::{Position, StoredEvent};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::events::{render, LogEvent};
+use super::listener::Listener;
 use crate::state::AppState;
 
 const PAGE: i64 = 200;
@@ -75,6 +78,7 @@ pub async fn start(state: &AppState, last_event_id: Option<i64>) -> sqlx::Result
 
 struct LogCursor {
     state: Arc<AppState>,
+    listener: Listener,
     after: Position,
     filter: LogFilter,
     ready: VecDeque<LogEvent>,
@@ -84,12 +88,14 @@ struct LogCursor {
 /// The log from `after` on, as the caller may see it, for as long as the client listens.
 pub fn log(
     state: Arc<AppState>,
+    listener: Listener,
     after: Position,
     filter: LogFilter,
 ) -> BoxStream<'static, LogEvent> {
     let wake = state.stream_wake.subscribe();
     let cursor = LogCursor {
         state,
+        listener,
         after,
         filter,
         ready: VecDeque::new(),
@@ -100,6 +106,9 @@ pub fn log(
             if let Some(event) = cursor.ready.pop_front() {
                 return Some((event, cursor));
             }
+            // What the caller may see now (a page already read was sent as it could then).
+            let caller = cursor.listener.caller(&cursor.state).await;
+            cursor.filter.visible = caller?.event_visibility().ok()?;
             match next_page(&mut cursor).await {
                 Ok(true) => continue,
                 Ok(false) => wait(&mut cursor.wake).await,
@@ -132,30 +141,45 @@ async fn wait(wake: &mut watch::Receiver<u64>) {
     let _ = tokio::time::timeout(POLL, wake.changed()).await;
 }
 
-/// One job's events after its event at sequence `after`, for as long as the client listens.
-pub fn job(state: Arc<AppState>, id: Uuid, after: i64) -> BoxStream<'static, LogEvent> {
+/// One job's events after its event at sequence `after`, for as long as the client listens and
+/// may read the jobs of the job's `project`.
+pub fn job(
+    state: Arc<AppState>,
+    listener: Listener,
+    (id, project): (Uuid, ProjectId),
+    after: i64,
+) -> BoxStream<'static, LogEvent> {
     let wake = state.stream_wake.subscribe();
-    let initial = (state, after, VecDeque::<LogEvent>::new(), wake);
+    let cursor = JobCursor {
+        state,
+        listener,
+        after,
+        ready: VecDeque::new(),
+        wake,
+    };
     Box::pin(futures::stream::unfold(
-        initial,
-        move |(state, mut after, mut ready, mut wake)| async move {
+        cursor,
+        move |mut cursor| async move {
             loop {
-                if let Some(event) = ready.pop_front() {
-                    return Some((event, (state, after, ready, wake)));
+                if let Some(event) = cursor.ready.pop_front() {
+                    return Some((event, cursor));
+                }
+                if !cursor.listener.reads_jobs_of(&cursor.state, project).await {
+                    return None;
                 }
                 let history = herald_store::log::aggregate_history_after(
-                    &state.pool,
+                    &cursor.state.pool,
                     "job",
                     &id.to_string(),
-                    after,
+                    cursor.after,
                 )
                 .await;
                 match history {
-                    Ok(events) if events.is_empty() => wait(&mut wake).await,
+                    Ok(events) if events.is_empty() => wait(&mut cursor.wake).await,
                     Ok(events) => {
                         for event in events {
-                            after = event.sequence;
-                            ready.push_back(render(event));
+                            cursor.after = event.sequence;
+                            cursor.ready.push_back(render(event));
                         }
                     }
                     Err(error) => {
@@ -166,4 +190,13 @@ pub fn job(state: Arc<AppState>, id: Uuid, after: i64) -> BoxStream<'static, Log
             }
         },
     ))
+}
+
+struct JobCursor {
+    state: Arc<AppState>,
+    listener: Listener,
+    /// The sequence of the job's last event read.
+    after: i64,
+    ready: VecDeque<LogEvent>,
+    wake: watch::Receiver<u64>,
 }

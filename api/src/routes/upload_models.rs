@@ -17,12 +17,16 @@ pub struct UploadCreate {
     /// The whole file's size in bytes.
     pub size: i64,
     /// Bytes per chunk (default 8 MiB); every chunk but the last has exactly this size.
+    #[oai(nullable)]
     pub chunk_size: Option<i64>,
     /// Default `application/octet-stream`.
+    #[oai(nullable)]
     pub content_type: Option<String>,
     /// Hex SHA-256 of the whole file, checked when the upload completes.
+    #[oai(nullable)]
     pub sha256: Option<String>,
     /// Required for callers not bound to one project.
+    #[oai(nullable)]
     pub project_id: Option<Uuid>,
 }
 
@@ -56,12 +60,16 @@ pub struct UploadDto {
     /// The chunk numbers (from 0) still to send, ascending.
     pub missing_chunks: Vec<i32>,
     /// Hex SHA-256: the declared one until the upload is complete, then the stored bytes'.
+    #[oai(nullable)]
     pub sha256: Option<String>,
     /// The job using the file, once one does.
+    #[oai(nullable)]
     pub job_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub completed_at: Option<DateTime<Utc>>,
     /// When the upload goes unless a job has taken it.
+    #[oai(nullable)]
     pub expires_at: Option<DateTime<Utc>>,
 }
 

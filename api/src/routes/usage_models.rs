@@ -13,8 +13,11 @@ pub struct UsageBucket {
     /// Start of the hour or day (UTC).
     pub start: DateTime<Utc>,
     /// `api_key` or `user`; absent for requests whose credentials were refused.
+    #[oai(nullable)]
     pub actor_type: Option<String>,
+    #[oai(nullable)]
     pub actor_id: Option<String>,
+    #[oai(nullable)]
     pub project_id: Option<Uuid>,
     pub requests: i64,
     /// Requests per resource (`jobs`, `api-keys`, `webhooks`, ...; `other`: paths no route
@@ -47,6 +50,7 @@ pub struct UsageReport {
     pub data: Vec<UsageBucket>,
     /// Whether more entries follow: ask again with `cursor` set to `next_cursor`.
     pub has_more: bool,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
     /// The daily quota of every key in `data` (and of `key_id`, when asked).
     pub quotas: Vec<KeyQuota>,
@@ -68,9 +72,11 @@ pub struct AdminStats {
     /// hours before the current one and the current one so far, hours without jobs included.
     pub jobs_per_hour: Vec<HourCount>,
     /// Mean time from start to finish of the jobs that succeeded or failed in the last 24 hours.
+    #[oai(nullable)]
     pub average_processing_seconds: Option<f64>,
     /// Of the jobs that succeeded or failed in the last 24 hours, the share that succeeded
     /// (cancelled jobs did not run to an outcome and are left out); absent when none did.
+    #[oai(nullable)]
     pub success_rate: Option<f64>,
     /// Jobs that reached an end in the last 24 hours: succeeded, failed or cancelled.
     pub finished_last_24h: i64,

@@ -17,6 +17,7 @@ pub struct RegisterRequest {
     /// At least 10 characters.
     pub password: String,
     /// `member` (default) or `admin`; only admins may create admins.
+    #[oai(nullable)]
     pub role: Option<String>,
 }
 
@@ -28,6 +29,7 @@ pub struct LoginRequest {
     pub email: String,
     pub password: String,
     /// Also set the `herald_session` cookie (for browsers). Default false.
+    #[oai(nullable)]
     pub cookie: Option<bool>,
 }
 

@@ -17,19 +17,24 @@ use uuid::Uuid;
 pub struct WebhookCreate {
     /// Where deliveries are POSTed (http or https).
     pub url: String,
+    #[oai(nullable)]
     pub description: Option<String>,
     /// Event types from `GET /event-types`, or `["*"]` for every type.
     pub event_types: Vec<String>,
     /// Extra headers sent with every delivery.
+    #[oai(nullable)]
     pub headers: Option<BTreeMap<String, String>>,
     /// Most deliveries per second to this endpoint (default: no limit).
+    #[oai(nullable)]
     pub rate_limit_per_second: Option<u32>,
     /// Default true.
+    #[oai(nullable)]
     pub enabled: Option<bool>,
     /// Required unless the caller is a key bound to one project. `null` (admins only) makes an
     /// account-wide endpoint: it hears every project's events and the account's own
     /// (`user.created`, `project.created`).
     #[serde(default)]
+    #[oai(nullable)]
     pub project_id: MaybeUndefined<Uuid>,
 }
 
@@ -38,12 +43,18 @@ pub struct WebhookCreate {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookPatch {
+    #[oai(nullable)]
     pub url: Option<String>,
+    #[oai(nullable)]
     pub description: Option<String>,
+    #[oai(nullable)]
     pub event_types: Option<Vec<String>>,
+    #[oai(nullable)]
     pub headers: Option<BTreeMap<String, String>>,
+    #[oai(nullable)]
     pub rate_limit_per_second: Option<u32>,
     /// `true` re-enables a disabled endpoint.
+    #[oai(nullable)]
     pub enabled: Option<bool>,
 }
 
@@ -52,14 +63,18 @@ pub struct WebhookPatch {
 pub struct WebhookDto {
     pub id: Uuid,
     /// `null` for an account-wide endpoint.
+    #[oai(nullable)]
     pub project_id: Option<Uuid>,
     pub url: String,
+    #[oai(nullable)]
     pub description: Option<String>,
     pub event_types: Vec<String>,
     pub headers: BTreeMap<String, String>,
+    #[oai(nullable)]
     pub rate_limit_per_second: Option<u32>,
     pub enabled: bool,
     /// Why Herald disabled it, if it did.
+    #[oai(nullable)]
     pub disabled_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -97,6 +112,7 @@ pub struct WebhookWithSecret {
 pub struct WebhookList {
     pub data: Vec<WebhookDto>,
     pub has_more: bool,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -106,6 +122,7 @@ pub struct WebhookList {
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     /// How long the previous secret keeps signing: default 86400, at most 604800.
+    #[oai(nullable)]
     pub grace_period_seconds: Option<i64>,
 }
 
@@ -121,11 +138,14 @@ pub struct NewSecret {
 pub struct AttemptDto {
     pub attempted_at: DateTime<Utc>,
     pub succeeded: bool,
+    #[oai(nullable)]
     pub status_code: Option<i32>,
     pub duration_ms: f64,
     /// `http_status`, `timeout`, `connect`, `refused_address`, ... (absent on success).
+    #[oai(nullable)]
     pub error_class: Option<String>,
     /// The start of the receiver's answer (at most 20 kB).
+    #[oai(nullable)]
     pub response_body: Option<String>,
     /// True for resends and tests, false for the dispatcher's attempts.
     pub manual: bool,

@@ -161,14 +161,30 @@ impl ApiKey {
                 if update.rate_limit.is_some() && !by_admin {
                     return Err(ApiKeyError::LimitsAdminOnly);
                 }
-                Ok(vec![ApiKeyEvent::Updated {
-                    name: update.name,
-                    description: update.description,
-                    scopes: update.scopes,
-                    ip_allowlist: update.ip_allowlist,
-                    rate_limit: update.rate_limit.map(|change| change.apply(key.rate_limit)),
+                // Only what differs from the key is recorded; a change of nothing is no event.
+                fn changed<T: PartialEq>(new: Option<T>, now: &T) -> Option<T> {
+                    new.filter(|new| new != now)
+                }
+                let rate_limit = update.rate_limit.map(|change| change.apply(key.rate_limit));
+                let event = ApiKeyEvent::Updated {
+                    name: changed(update.name, &key.name),
+                    description: changed(update.description, &key.description),
+                    scopes: changed(update.scopes, &key.scopes),
+                    ip_allowlist: changed(update.ip_allowlist, &key.ip_allowlist),
+                    rate_limit: changed(rate_limit, &key.rate_limit),
                     at: now,
-                }])
+                };
+                Ok(match event {
+                    ApiKeyEvent::Updated {
+                        name: None,
+                        description: None,
+                        scopes: None,
+                        ip_allowlist: None,
+                        rate_limit: None,
+                        ..
+                    } => vec![],
+                    event => vec![event],
+                })
             }
             (
                 key,

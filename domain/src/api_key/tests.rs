@@ -72,6 +72,44 @@ fn scopes_can_be_narrowed_but_not_widened_except_by_an_admin() {
 }
 
 #[test]
+fn an_update_records_only_what_changed_and_nothing_when_nothing_did() {
+    let update = |update: KeyUpdate| ApiKeyCommand::Update {
+        update,
+        by_admin: true,
+        now: t(10),
+    };
+    let same = KeyUpdate {
+        name: Some(KeyName::parse("ci").unwrap()),
+        description: Some(None),
+        scopes: Some(scopes(&["jobs:write", "jobs:read"])),
+        ip_allowlist: Some(IpAllowlist::default()),
+        rate_limit: Some(RateLimitChange {
+            read_per_minute: LimitChange::Reset,
+            ..RateLimitChange::default()
+        }),
+    };
+    Spec::with(())
+        .given(vec![created(None)])
+        .when(update(same.clone()))
+        .then_expect_events(vec![]);
+    let renamed = KeyUpdate {
+        name: Some(KeyName::parse("nightly").unwrap()),
+        ..same
+    };
+    Spec::with(())
+        .given(vec![created(None)])
+        .when(update(renamed))
+        .then_expect_events(vec![ApiKeyEvent::Updated {
+            name: Some(KeyName::parse("nightly").unwrap()),
+            description: None,
+            scopes: None,
+            ip_allowlist: None,
+            rate_limit: None,
+            at: t(10),
+        }]);
+}
+
+#[test]
 fn only_an_admin_changes_rate_limits_and_the_change_is_merged() {
     let change = |by_admin| ApiKeyCommand::Update {
         update: KeyUpdate {

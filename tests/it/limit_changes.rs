@@ -1,0 +1,77 @@
+//! A key's per-minute limit changed by an admin applies from the key's next request, and what
+//! the key used this minute counts against the new limit: raised, the difference is there at
+//! once; lowered, no more than the new limit passes. In one replica's memory and through Redis.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::rate_limits::number;
+use crate::shared_limits::{redis_connection, redis_url, until_shared};
+use crate::support::TestApp;
+
+async fn set_read_limit(app: &TestApp, id: &str, per_minute: u32) {
+    let patched = app
+        .request(
+            Method::PATCH,
+            &format!("/api/v1/api-keys/{id}"),
+            &app.admin_key,
+        )
+        .json(&json!({"rate_limit": {"read_per_minute": per_minute}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+}
+
+/// Three reads a minute, all used; raised to six (one every 10 s), then lowered to four (one
+/// every 15 s). Each step takes far less than the 10 s a read takes to come back.
+/// Returns the key's id.
+async fn a_changed_limit_counts_what_was_used(app: &TestApp) -> String {
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    let id = key.split('_').nth(2).unwrap();
+    set_read_limit(app, id, 3).await;
+    for remaining in [2, 1, 0] {
+        let read = app.get("/api/v1/jobs", &key).await;
+        assert_eq!(read.status(), StatusCode::OK);
+        assert_eq!(number(&read, "x-ratelimit-remaining"), remaining);
+    }
+    let refused = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    set_read_limit(app, id, 6).await;
+    let raised = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(raised.status(), StatusCode::OK, "three of six were used");
+    assert_eq!(number(&raised, "x-ratelimit-limit"), 6);
+    assert_eq!(number(&raised, "x-ratelimit-remaining"), 2);
+
+    set_read_limit(app, id, 4).await;
+    let lowered = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(
+        lowered.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "four of four were used"
+    );
+    assert_eq!(number(&lowered, "x-ratelimit-limit"), 4);
+    id.to_owned()
+}
+
+#[tokio::test]
+async fn a_changed_limit_applies_at_once_in_one_replica() {
+    let app = TestApp::spawn().await;
+    a_changed_limit_counts_what_was_used(&app).await;
+}
+
+#[tokio::test]
+async fn a_changed_limit_applies_at_once_through_redis() {
+    let redis = redis_url();
+    let app = TestApp::spawn_with(|c| c.redis_url = herald_api::config::Secret::new(&redis)).await;
+    until_shared(&app.base_url).await;
+    let id = a_changed_limit_counts_what_was_used(&app).await;
+    // Redis decided: it keeps the quota of the last TAT it wrote (the refused read wrote none).
+    let kept: Option<String> = redis::cmd("GET")
+        .arg(format!("herald:rl:key:{id}:read:quota"))
+        .query_async(&mut redis_connection(&redis).await)
+        .await
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some("6"));
+}
