@@ -2,7 +2,8 @@
 //! client, a closed socket) is still handled to the end and recorded (the log has every call
 //! that changed something, even when nobody was left to receive the answer), and shutdown waits
 //! for it; a body sent without a declared length is recorded with its real size; a path of
-//! any length is recorded cut to a bound; a user agent outside ASCII is recorded as sent.
+//! any length is recorded cut to a bound; a user agent outside ASCII is recorded as sent; an
+//! API key pasted into a path is recorded without its secret.
 
 use std::time::Duration;
 
@@ -189,4 +190,37 @@ async fn assert_handled_and_recorded(app: &TestApp, request_id: &str) {
     .await
     .unwrap();
     assert_eq!(queued, 1);
+}
+
+#[tokio::test]
+async fn an_api_key_pasted_into_a_path_is_recorded_without_its_secret() {
+    let app = TestApp::spawn().await;
+    let key = &app.admin_key;
+    let id = key.split('_').nth(2).unwrap();
+    let pasted = app
+        .request(Method::GET, &format!("/api/v1/api-keys/{key}"), key)
+        .header("X-Request-Id", "pasted-key-0001")
+        .send()
+        .await
+        .unwrap();
+    assert!(pasted.status().is_client_error());
+    let (path, route): (String, String) =
+        sqlx::query_as("SELECT path, route FROM request_log WHERE request_id = 'pasted-key-0001'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (path.as_str(), route.as_str()),
+        (
+            format!("/api/v1/api-keys/hrld_live_{id}_[redacted]").as_str(),
+            "/api/v1/api-keys/{id}"
+        )
+    );
+    let secret = key.rsplit('_').next().unwrap();
+    let leaked: i64 = sqlx::query_scalar("SELECT count(*) FROM request_log WHERE path LIKE $1")
+        .bind(format!("%{secret}%"))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(leaked, 0);
 }

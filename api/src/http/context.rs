@@ -263,7 +263,7 @@ impl<E: Endpoint> EdgeInner<E> {
         }
         tracing::info!(
             http.method = %method,
-            http.path = %super::request_log::bounded(&path),
+            http.path = %super::request_log::bounded(&super::request_log::redact_keys(&path)),
             http.status = response.status().as_u16(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             request_id = %request_id,

@@ -2,7 +2,8 @@
 //! record is committed. Bodies are never recorded, only their sizes; the path is kept without
 //! its query string (which could carry data), beside the route template that served it, and
 //! cut to `MAX_PATH` bytes (ending in `…` when cut), so a client cannot make one record, and
-//! every export and verification that reads it, as large as its URL.
+//! every export and verification that reads it, as large as its URL; an API key's secret in a
+//! path is redacted.
 
 use std::time::Instant;
 
@@ -80,7 +81,7 @@ pub async fn record(
         project_id,
         route: seen.route.to_owned(),
         method: seen.method.to_owned(),
-        path: bounded(seen.path),
+        path: bounded(&redact_keys(seen.path)),
         status: i32::from(status),
         latency_us: seen.started.elapsed().as_micros() as i64,
         request_bytes: seen.request_bytes,
@@ -138,6 +139,34 @@ fn is_streamed(response: &Response) -> bool {
     .any(|streamed| content_type.starts_with(streamed))
 }
 
+/// `path` with the secret of every API key in it (`hrld_live_<id>_<secret>`, pasted where an id
+/// belongs, say) replaced by `[redacted]`: a record never holds a credential. The key id, which
+/// is public, stays, so the record still says which key it was.
+pub(crate) fn redact_keys(path: &str) -> std::borrow::Cow<'_, str> {
+    const PREFIX: &str = "hrld_live_";
+    if !path.contains(PREFIX) {
+        return path.into();
+    }
+    let mut kept = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(at) = rest.find(PREFIX) {
+        let (before, key) = rest.split_at(at + PREFIX.len());
+        kept.push_str(before);
+        let token = key
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .unwrap_or(key.len());
+        // The id is the token's first part; whatever follows its `_` is secret.
+        let id = key[..token].find('_').map_or(0, |end| end + 1);
+        kept.push_str(&key[..id]);
+        if id < token {
+            kept.push_str("[redacted]");
+        }
+        rest = &key[token..];
+    }
+    kept.push_str(rest);
+    kept.into()
+}
+
 /// The most of a path a record keeps, in bytes (no route of the API comes near it).
 pub(crate) const MAX_PATH: usize = 1024;
 
@@ -156,6 +185,23 @@ pub(crate) fn bounded(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_api_key_in_a_path_keeps_its_id_and_loses_its_secret() {
+        let key = "hrld_live_AbCdEfGh12345678_s3cretS3cretS3cretS3cretS3cretS3cretS3cr000000";
+        assert_eq!(
+            redact_keys(&format!("/api/v1/api-keys/{key}/rotate")),
+            "/api/v1/api-keys/hrld_live_AbCdEfGh12345678_[redacted]/rotate"
+        );
+        assert_eq!(
+            redact_keys(&format!("/api/v1/jobs/{key}{key}")),
+            "/api/v1/jobs/hrld_live_AbCdEfGh12345678_[redacted]"
+        );
+        // Something like a key without its id: all of it may be secret.
+        assert_eq!(redact_keys("/x/hrld_live_abc"), "/x/hrld_live_[redacted]");
+        assert_eq!(redact_keys("/x/hrld_live_"), "/x/hrld_live_");
+        assert_eq!(redact_keys("/api/v1/jobs"), "/api/v1/jobs");
+    }
 
     #[test]
     fn a_long_path_is_cut_at_a_character_boundary_and_marked() {

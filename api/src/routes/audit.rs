@@ -32,7 +32,7 @@ pub struct RequestRecord {
     pub seq: i64,
     pub occurred_at: DateTime<Utc>,
     pub request_id: String,
-    /// `api_key` or `user`; absent when the credentials were refused.
+    /// `api_key` or `user`; `null` when the credentials were refused.
     #[oai(nullable)]
     pub actor_type: Option<String>,
     #[oai(nullable)]

@@ -183,7 +183,7 @@ impl JobDto {
 pub struct JobList {
     pub data: Vec<JobDto>,
     pub has_more: bool,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` to get the next page; `null` on the last page.
     #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
@@ -228,7 +228,7 @@ pub struct JobResultDto {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
-    /// Kinds this worker handles; empty or absent: any kind.
+    /// Kinds this worker handles; empty, `null` or absent: any kind.
     #[oai(default)]
     #[serde(default)]
     pub kinds: Vec<String>,

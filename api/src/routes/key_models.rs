@@ -9,7 +9,7 @@ use poem_openapi::Object;
 use serde::Deserialize;
 use uuid::Uuid;
 
-/// Per-key rate-limit settings; absent fields use the server defaults.
+/// Per-key rate-limit settings; a `null` (or absent) field uses the server default.
 #[derive(Debug, Clone, Copy, Default, Object, Deserialize)]
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]

@@ -12,7 +12,7 @@ use uuid::Uuid;
 pub struct UsageBucket {
     /// Start of the hour or day (UTC).
     pub start: DateTime<Utc>,
-    /// `api_key` or `user`; absent for requests whose credentials were refused.
+    /// `api_key` or `user`; `null` for requests whose credentials were refused.
     #[oai(nullable)]
     pub actor_type: Option<String>,
     #[oai(nullable)]
@@ -75,7 +75,7 @@ pub struct AdminStats {
     #[oai(nullable)]
     pub average_processing_seconds: Option<f64>,
     /// Of the jobs that succeeded or failed in the last 24 hours, the share that succeeded
-    /// (cancelled jobs did not run to an outcome and are left out); absent when none did.
+    /// (cancelled jobs did not run to an outcome and are left out); `null` when none did.
     #[oai(nullable)]
     pub success_rate: Option<f64>,
     /// Jobs that reached an end in the last 24 hours: succeeded, failed or cancelled.

@@ -141,7 +141,7 @@ pub struct AttemptDto {
     #[oai(nullable)]
     pub status_code: Option<i32>,
     pub duration_ms: f64,
-    /// `http_status`, `timeout`, `connect`, `refused_address`, ... (absent on success).
+    /// `http_status`, `timeout`, `connect`, `refused_address`, ... (`null` on success).
     #[oai(nullable)]
     pub error_class: Option<String>,
     /// The start of the receiver's answer (at most 20 kB).
