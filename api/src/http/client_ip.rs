@@ -27,13 +27,34 @@ pub fn client_ip(
     // keys with an allowlist refuse.
     let mut nearest = peer;
     for hop in header.rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) if is_trusted(&ip) => nearest = ip,
-            Ok(ip) => return Some(ip),
-            Err(_) => return None,
+        match parse_hop(hop.trim()) {
+            Some(ip) if is_trusted(&ip) => nearest = ip,
+            Some(ip) => return Some(ip),
+            None => return None,
         }
     }
     Some(nearest)
+}
+
+/// One hop as proxies write it: an address, or one with a port (`1.2.3.4:5678`,
+/// `[2001:db8::1]:5678`) or in brackets (`[2001:db8::1]`), as some load balancers send.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Some(bracketed) = hop.strip_prefix('[') {
+        let (v6, after) = bracketed.split_once(']')?;
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
+        return port_ok.then(|| v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))?;
+    }
+    let (v4, port) = hop.split_once(':')?;
+    is_port(port)
+        .then(|| v4.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4))
+        .flatten()
+}
+
+fn is_port(text: &str) -> bool {
+    text.parse::<u16>().is_ok()
 }
 
 #[cfg(test)]
@@ -84,5 +105,25 @@ mod tests {
             "only proxies: the furthest one"
         );
         assert_eq!(client_ip(None, None, &trusted), None);
+    }
+
+    #[test]
+    fn a_hop_with_a_port_or_in_brackets_is_read() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        for (header, client) in [
+            ("1.2.3.4:5678", "1.2.3.4"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("1.2.3.4:5678, 10.0.0.7:80", "1.2.3.4"),
+        ] {
+            assert_eq!(client_ip(ip("10.0.0.2"), Some(header), &trusted), ip(client));
+        }
+        for unreadable in ["1.2.3.4:port", "1.2.3.4:99999", "[2001:db8::1", "[1.2.3.4]:80"] {
+            assert_eq!(
+                client_ip(ip("10.0.0.2"), Some(unreadable), &trusted),
+                None,
+                "{unreadable}"
+            );
+        }
     }
 }
