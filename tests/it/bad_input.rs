@@ -202,13 +202,17 @@ async fn unknown_routes_methods_and_ids_answer_problems() {
         "JOB_NOT_FOUND",
     )
     .await;
-    refused(
+    let malformed = refused(
         &app,
         app.request(reqwest::Method::GET, "/api/v1/jobs/not-a-uuid", &key),
         StatusCode::BAD_REQUEST,
         "INVALID_PARAMETER",
     )
     .await;
+    assert_eq!(
+        malformed["errors"][0]["field"], "id",
+        "named as the route names it"
+    );
     refused(
         &app,
         app.request(reqwest::Method::GET, "/api/v1/jobs?limit=500", &key),
@@ -299,4 +303,25 @@ async fn text_holding_a_nul_character_is_refused_before_it_reaches_the_log() {
         .await
         .unwrap();
     assert_eq!(job["input"]["s"], "\\u0000");
+}
+
+#[tokio::test]
+async fn a_method_a_route_does_not_answer_is_told_which_it_does() {
+    let app = TestApp::spawn().await;
+    let cancel = "/api/v1/jobs/0193a000-0000-7000-8000-000000000001/cancel";
+    for (method, path, allow) in [
+        ("DELETE", "/api/v1/jobs", "GET, HEAD, POST"),
+        ("FOO", "/api/v1/jobs", "GET, HEAD, POST"),
+        ("GET", cancel, "POST"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = app.request(method, path, &app.admin_key).send().await;
+        let response = response.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(response.headers()["allow"], allow, "{path}");
+        assert_eq!(problem(response).await["code"], "METHOD_NOT_ALLOWED");
+    }
+    // As `Allow` says, a GET route answers HEAD.
+    let head = app.request(reqwest::Method::HEAD, "/api/v1/jobs", &app.admin_key);
+    assert_eq!(head.send().await.unwrap().status(), StatusCode::OK);
 }

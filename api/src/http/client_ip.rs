@@ -116,9 +116,17 @@ mod tests {
             ("[2001:db8::1]", "2001:db8::1"),
             ("1.2.3.4:5678, 10.0.0.7:80", "1.2.3.4"),
         ] {
-            assert_eq!(client_ip(ip("10.0.0.2"), Some(header), &trusted), ip(client));
+            assert_eq!(
+                client_ip(ip("10.0.0.2"), Some(header), &trusted),
+                ip(client)
+            );
         }
-        for unreadable in ["1.2.3.4:port", "1.2.3.4:99999", "[2001:db8::1", "[1.2.3.4]:80"] {
+        for unreadable in [
+            "1.2.3.4:port",
+            "1.2.3.4:99999",
+            "[2001:db8::1",
+            "[1.2.3.4]:80",
+        ] {
             assert_eq!(
                 client_ip(ip("10.0.0.2"), Some(unreadable), &trusted),
                 None,

@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use super::client_ip::client_ip;
 use super::edge_problems::{
-    abandoned, as_problem, panicked, problem_response, refused_before_handler, set_request_id,
-    timeout_problem, too_large,
+    abandoned, as_problem, name_path_params, panicked, problem_response, refused_before_handler,
+    set_request_id, timeout_problem, too_large,
 };
 use super::headers::security_headers;
 use super::problem::Problem;
@@ -220,6 +220,7 @@ impl<E: Endpoint> EdgeInner<E> {
                     Ok(Ok(Ok(output))) => (output.into_response(), None),
                     Ok(Ok(Err(error))) => {
                         let message = error.to_string();
+                        let message = name_path_params(message, self.routes.route_of(&path));
                         (error.into_response(), Some(message))
                     }
                     Err(_) => {
@@ -232,7 +233,13 @@ impl<E: Endpoint> EdgeInner<E> {
                 // No handler checked any credentials (none sent, input that does not parse, no
                 // such route): the refusal spends the client IP's budget.
                 let before_handler = refused_before_handler(&response);
-                let response = as_problem(response, message).await;
+                let mut response = as_problem(response, message).await;
+                if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+                    let allow = self.routes.allow_of(&path).and_then(|a| a.parse().ok());
+                    if let Some(allow) = allow {
+                        response.headers_mut().insert(header::ALLOW, allow);
+                    }
+                }
                 if before_handler {
                     return self.spend_ip_budget(&presented, response).await;
                 }

@@ -149,6 +149,17 @@ fn problem_for(status: StatusCode, message: &str) -> Problem {
     }
 }
 
+/// `message` with poem-openapi's own names for path parameters (`param0`, `param1`, … in the
+/// order they appear) replaced by the names `route` gives them (`/api/v1/jobs/{id}`: `id`).
+pub(super) fn name_path_params(message: String, route: &str) -> String {
+    let names = route
+        .split('/')
+        .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'));
+    names.enumerate().fold(message, |message, (n, name)| {
+        message.replace(&format!("`param{n}`"), &format!("`{name}`"))
+    })
+}
+
 /// Best-effort field name from a poem-openapi parse error ("... `kind` ..." or "\"kind\"").
 fn field_of(message: &str) -> String {
     for quote in ['`', '"'] {
@@ -160,4 +171,19 @@ fn field_of(message: &str) -> String {
         }
     }
     "body".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_parameters_are_named_as_the_route_names_them() {
+        let message = "failed to parse parameter `param1`: not a UUID".to_owned();
+        let named = name_path_params(message, "/api/v1/projects/{project}/members/{user}");
+        assert_eq!(named, "failed to parse parameter `user`: not a UUID");
+        assert_eq!(field_of(&named), "user");
+        let unmatched = name_path_params("`param0`".into(), "unmatched");
+        assert_eq!(unmatched, "`param0`");
+    }
 }

@@ -9,6 +9,11 @@ use std::collections::HashMap;
 /// The route recorded for a path that no template matches.
 pub const UNMATCHED: &str = "unmatched";
 
+/// The keys of an OpenAPI path item that are operations.
+const HTTP_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
 /// One segment of a template: a fixed word, or a parameter that matches any segment.
 #[derive(Debug)]
 enum Segment {
@@ -20,10 +25,12 @@ enum Segment {
 struct Template {
     route: String,
     segments: Vec<Segment>,
+    /// The methods the route answers, as an `Allow` header lists them (`GET, POST`).
+    allow: String,
 }
 
 impl Template {
-    fn new(route: &str) -> Self {
+    fn new(route: &str, allow: String) -> Self {
         let segments = route
             .split('/')
             .map(|s| match s.starts_with('{') && s.ends_with('}') {
@@ -34,6 +41,7 @@ impl Template {
         Template {
             route: route.to_owned(),
             segments,
+            allow,
         }
     }
 
@@ -64,9 +72,14 @@ pub struct RouteTemplates {
 
 impl RouteTemplates {
     pub fn new<'a>(routes: impl IntoIterator<Item = &'a str>) -> Self {
+        Self::with_methods(routes.into_iter().map(|route| (route, String::new())))
+    }
+
+    /// Templates with the methods each answers (`Allow`).
+    fn with_methods<'a>(routes: impl IntoIterator<Item = (&'a str, String)>) -> Self {
         let mut by_length: HashMap<usize, Vec<Template>> = HashMap::new();
-        for route in routes {
-            let template = Template::new(route);
+        for (route, allow) in routes {
+            let template = Template::new(route, allow);
             by_length
                 .entry(template.segments.len())
                 .or_default()
@@ -78,23 +91,49 @@ impl RouteTemplates {
         RouteTemplates { by_length }
     }
 
-    /// The paths of an OpenAPI document (JSON), as `routes::service(…).spec()` writes it.
+    /// The paths of an OpenAPI document (JSON), as `routes::service(…).spec()` writes it, and
+    /// the operations of each.
     pub fn from_openapi(document: &str) -> Self {
         let document: serde_json::Value =
             serde_json::from_str(document).expect("the API's own OpenAPI document is JSON");
         let paths = document["paths"]
             .as_object()
             .expect("an OpenAPI document has paths");
-        Self::new(paths.keys().map(String::as_str))
+        Self::with_methods(paths.iter().map(|(route, operations)| {
+            let mut methods: Vec<String> = operations
+                .as_object()
+                .into_iter()
+                .flat_map(|operations| operations.keys())
+                .filter(|key| HTTP_METHODS.contains(&key.as_str()))
+                .map(|method| method.to_ascii_uppercase())
+                .collect();
+            // A GET route answers HEAD too (poem calls it without the body).
+            if methods.iter().any(|m| m == "GET") && !methods.iter().any(|m| m == "HEAD") {
+                methods.push("HEAD".into());
+            }
+            methods.sort();
+            (route.as_str(), methods.join(", "))
+        }))
     }
 
-    /// The template that serves `path` (the most specific, if several match), or `UNMATCHED`.
-    pub fn route_of(&self, path: &str) -> &str {
+    fn template_of(&self, path: &str) -> Option<&Template> {
         let parts: Vec<&str> = path.split('/').collect();
         self.by_length
             .get(&parts.len())
             .and_then(|templates| templates.iter().find(|t| t.matches(&parts)))
+    }
+
+    /// The template that serves `path` (the most specific, if several match), or `UNMATCHED`.
+    pub fn route_of(&self, path: &str) -> &str {
+        self.template_of(path)
             .map_or(UNMATCHED, |t| t.route.as_str())
+    }
+
+    /// The methods the route serving `path` answers, for a 405's `Allow` header.
+    pub fn allow_of(&self, path: &str) -> Option<&str> {
+        self.template_of(path)
+            .map(|t| t.allow.as_str())
+            .filter(|allow| !allow.is_empty())
     }
 }
 
@@ -155,6 +194,9 @@ mod tests {
     #[test]
     fn the_templates_come_from_the_openapi_document() {
         let routes = RouteTemplates::from_openapi(&crate::openapi_document());
+        assert_eq!(routes.allow_of("/api/v1/jobs"), Some("GET, HEAD, POST"));
+        assert_eq!(routes.allow_of("/api/v1/jobs/j1/cancel"), Some("POST"));
+        assert_eq!(routes.allow_of("/api/v1/nothing"), None);
         assert_eq!(
             routes.route_of("/api/v1/webhooks/w/deliveries/d/resend"),
             "/api/v1/webhooks/{id}/deliveries/{delivery_id}/resend"
