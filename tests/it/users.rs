@@ -238,6 +238,20 @@ async fn login_is_limited_per_email_and_per_ip() {
         .parse()
         .unwrap();
     assert!((890..=900).contains(&retry_after), "{retry_after}");
+    // The headers every 429 carries, naming the login policy.
+    let header = |name: &str| limited.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(
+        (header("x-ratelimit-limit"), header("x-ratelimit-remaining")),
+        ("3".to_owned(), "0".to_owned())
+    );
+    let reset: u64 = header("x-ratelimit-reset").parse().unwrap();
+    let now = chrono::Utc::now().timestamp() as u64;
+    assert!(
+        reset.abs_diff(now + retry_after) <= 1,
+        "{reset} vs now + {retry_after}"
+    );
+    assert_eq!(header("ratelimit-policy"), "\"login\";q=3;w=900");
+    assert!(header("ratelimit").starts_with("\"login\";r=0;t="));
     assert_eq!(problem(limited).await["code"], "RATE_LIMIT_EXCEEDED");
     // Same IP, other email: the IP's budget is spent as well.
     assert_eq!(

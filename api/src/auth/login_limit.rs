@@ -7,9 +7,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::limits::shared::SharedLimits;
+use crate::limits::Applied;
 
 /// KEYS: one sorted set of attempt times (µs, Redis's clock) per subject. ARGV: attempts
 /// allowed, window in µs. Drops attempts older than the window; if every subject has room,
@@ -79,6 +80,19 @@ impl LoginLimiter {
             }
         }
         self.attempt_at(subjects, Instant::now())
+    }
+
+    /// The login policy as it refused an attempt that must wait `wait`: what the rate-limit
+    /// headers of the 429 say (`login`, the attempts per window, none left until then).
+    pub fn refused(&self, wait: Duration) -> Applied {
+        Applied {
+            name: "login",
+            quota: self.attempts as u64,
+            window_seconds: self.window.as_secs(),
+            allowed: false,
+            remaining: 0,
+            reset_at: SystemTime::now() + wait,
+        }
     }
 
     /// `attempt` in this replica's memory, at `now`.

@@ -148,9 +148,15 @@ impl AuthApi {
             format!("email:{}", body.email.trim().to_lowercase()),
         ];
         if let Err(wait) = self.state.login_limiter.attempt(&subjects).await {
+            let refused = self.state.login_limiter.refused(wait);
+            let retry_after_seconds = refused.reset_seconds().max(1);
+            crate::http::context::set_rate_headers(crate::limits::RateHeaders {
+                applied: vec![refused],
+                ..Default::default()
+            });
             return Err(ApiError::TooManyRequests {
                 detail: "too many login attempts; try again later".into(),
-                retry_after_seconds: wait.as_secs_f64().ceil() as u64,
+                retry_after_seconds,
                 violated: vec!["login".into()],
             }
             .into());
