@@ -61,6 +61,30 @@ async fn a_chunked_body_is_recorded_with_the_size_that_arrived() {
 }
 
 #[tokio::test]
+async fn a_chunked_body_refused_as_too_large_is_recorded_as_more_than_the_limit() {
+    let app = TestApp::spawn_with(|c| c.http.max_body_bytes = 1024).await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..8).map(|_| Ok(vec![b' '; 512])).collect();
+    let response = app
+        .request(Method::POST, "/api/v1/jobs", &key)
+        .header("Content-Type", "application/json")
+        .header("X-Request-Id", "chunked-too-large-0001")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT request_bytes FROM request_log WHERE request_id = $1")
+            .bind("chunked-too-large-0001")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(recorded, 1025, "at least one byte over the limit arrived");
+}
+
+#[tokio::test]
 async fn a_submission_whose_connection_closed_is_still_handled_and_recorded() {
     let app = TestApp::spawn().await;
     let (_, key) = app.project_with_key(&["jobs:write"]).await;

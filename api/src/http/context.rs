@@ -187,7 +187,10 @@ impl<E: Endpoint> EdgeInner<E> {
                                 read_bytes = read;
                                 Ok(Ok(()))
                             }
-                            Ok(Err(refused)) => Ok(Err(refused)),
+                            Ok(Err((refused, read))) => {
+                                read_bytes = read;
+                                Ok(Err(refused))
+                            }
                             Err(elapsed) => Err(elapsed),
                         }
                     }
@@ -300,8 +303,10 @@ impl<E> EdgeInner<E> {
 
     /// Reads the body up to the limit, so handlers never see more than `max_body_bytes`;
     /// returns its size.
-    async fn limit_body(&self, req: &mut Request) -> Result<usize, Response> {
-        let refuse = || too_large(self.max_body_bytes as u64);
+    /// Reads a body of at most `max_body_bytes`: its size, or the refusal and what the body is
+    /// known to have held (a body without a declared length that ran over it: one byte over).
+    async fn limit_body(&self, req: &mut Request) -> Result<usize, (Response, usize)> {
+        let refuse = || (too_large(self.max_body_bytes as u64), 0);
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -319,12 +324,17 @@ impl<E> EdgeInner<E> {
                 req.set_body(bytes);
                 Ok(read)
             }
-            Err(poem::error::ReadBodyError::PayloadTooLarge) => Err(refuse()),
-            Err(_) => Err(problem_response(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "BODY_UNREADABLE",
-                "the request body could not be read",
-            ))),
+            Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+                Err((refuse().0, self.max_body_bytes + 1))
+            }
+            Err(_) => Err((
+                problem_response(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "BODY_UNREADABLE",
+                    "the request body could not be read",
+                )),
+                0,
+            )),
         }
     }
 }
