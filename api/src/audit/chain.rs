@@ -12,6 +12,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
 pub struct Record {
     pub seq: i64,
+    /// Serialized (in the NDJSON export) exactly as it is hashed: six fractional digits.
+    #[serde(serialize_with = "micros")]
     pub occurred_at: DateTime<Utc>,
     pub request_id: String,
     pub actor_type: Option<String>,
@@ -35,6 +37,12 @@ pub struct Record {
     #[sqlx(default)]
     pub prev_hash: String,
     pub hash: String,
+}
+
+/// `at` as `hash` writes it (RFC 3339, microseconds, `Z`), so a record's export can be hashed
+/// again from its text.
+fn micros<S: serde::Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
 /// The format records are written in: format 1, and before the fields the format's number, and
