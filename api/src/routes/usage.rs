@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{DateTime, Duration, Timelike, Utc};
 use herald_domain::Scope;
 use herald_projections::usage::{self, UsageRow};
 use poem_openapi::param::Query;
@@ -250,14 +250,58 @@ fn counted_range(
     to: DateTime<Utc>,
     granularity: &str,
 ) -> (DateTime<Utc>, DateTime<Utc>) {
-    let hour = Duration::hours(1);
-    let bucket = if granularity == "day" {
-        Duration::days(1)
-    } else {
-        hour
+    // By calendar fields, not `duration_trunc`, which fails for times past 2262 (nanoseconds
+    // since 1970 overflow).
+    let to_hour = |at: DateTime<Utc>| {
+        at.with_nanosecond(0)
+            .and_then(|at| at.with_second(0))
+            .and_then(|at| at.with_minute(0))
+            .expect("zero is a valid minute, second and nanosecond")
     };
-    let from = from.duration_trunc(bucket).unwrap_or(from);
-    let to_hour = to.duration_trunc(hour).unwrap_or(to);
-    let to = if to_hour == to { to } else { to_hour + hour };
+    let from = match granularity {
+        "day" => to_hour(from).with_hour(0).expect("zero is a valid hour"),
+        _ => to_hour(from),
+    };
+    let to = match to_hour(to) {
+        whole if whole == to => to,
+        whole => whole + Duration::hours(1),
+    };
     (from, to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_counted_range_is_rounded_out_to_whole_buckets_at_any_date() {
+        for (from, to, granularity, counted) in [
+            (
+                "2026-12-06T10:30:00Z",
+                "2026-12-06T12:00:00Z",
+                "hour",
+                ("2026-12-06T10:00:00Z", "2026-12-06T12:00:00Z"),
+            ),
+            (
+                "2026-12-06T10:30:00Z",
+                "2026-12-07T12:00:01Z",
+                "day",
+                ("2026-12-06T00:00:00Z", "2026-12-07T13:00:00Z"),
+            ),
+            // Past 2262, where nanoseconds since 1970 no longer fit an i64.
+            (
+                "2300-01-01T10:30:00Z",
+                "2300-01-02T10:30:00Z",
+                "day",
+                ("2300-01-01T00:00:00Z", "2300-01-02T11:00:00Z"),
+            ),
+        ] {
+            let range = counted_range(at(from), at(to), granularity);
+            assert_eq!(range, (at(counted.0), at(counted.1)), "{from} {to}");
+        }
+    }
 }
