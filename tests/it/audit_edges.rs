@@ -240,6 +240,21 @@ async fn an_api_key_pasted_into_a_path_is_recorded_without_its_secret() {
             "/api/v1/api-keys/{id}"
         )
     );
+    // Percent-encoded, which routing decodes to the same key.
+    let encoded = key.replace('_', "%5F");
+    let pasted = app
+        .request(Method::GET, &format!("/api/v1/api-keys/{encoded}"), key)
+        .header("X-Request-Id", "pasted-key-0002")
+        .send()
+        .await
+        .unwrap();
+    assert!(pasted.status().is_client_error());
+    let path: String =
+        sqlx::query_scalar("SELECT path FROM request_log WHERE request_id = 'pasted-key-0002'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(path, format!("/api/v1/api-keys/hrld_live_{id}_[redacted]"));
     let secret = key.rsplit('_').next().unwrap();
     let leaked: i64 = sqlx::query_scalar("SELECT count(*) FROM request_log WHERE path LIKE $1")
         .bind(format!("%{secret}%"))

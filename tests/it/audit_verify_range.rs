@@ -274,3 +274,40 @@ async fn records_deleted_from_a_ranges_end_or_a_whole_range_are_reported() {
     let (quiet, _) = broken_in(&app, "2021-05-01T00:00:09.5Z", "2021-05-01T00:00:10Z").await;
     assert_eq!(quiet, None);
 }
+
+#[tokio::test]
+async fn a_range_reaching_now_checks_the_logs_end_even_if_an_earlier_stamp_follows_it() {
+    let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
+    let base = utc("2021-06-01T00:00:00Z");
+    let writer = AuditLog::start(app.pool.clone(), None);
+    // Written in this order: the last two were stamped before the second, as another replica's
+    // batch would have them.
+    for (name, offset) in [("a", 0), ("b", 2000), ("c", 1000), ("d", 1200)] {
+        let written = writer
+            .record(record(name, base + Duration::milliseconds(offset)))
+            .await;
+        assert!(written);
+    }
+    herald_projections::usage_count::count(&app.pool)
+        .await
+        .unwrap();
+    let newest: i64 = sqlx::query_scalar("SELECT max(seq) FROM request_log")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let from = Some(base + Duration::milliseconds(1500));
+    assert_eq!(audit::verify(&app.pool, from, None).await.unwrap().1, None);
+
+    // The newest record goes: the range (only `b`) is followed by `c`, which still links.
+    sqlx::query("DELETE FROM request_log WHERE seq = $1")
+        .bind(newest)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (_, broken) = audit::verify(&app.pool, from, None).await.unwrap();
+    assert_eq!(broken.map(|(seq, _)| seq), Some(newest));
+    // So does a range after every record, which has none.
+    let after = Some(base + Duration::seconds(10));
+    let (_, broken) = audit::verify(&app.pool, after, None).await.unwrap();
+    assert_eq!(broken.map(|(seq, _)| seq), Some(newest));
+}

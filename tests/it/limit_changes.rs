@@ -1,6 +1,7 @@
 //! A key's per-minute limit changed by an admin applies from the key's next request, and what
 //! the key used this minute counts against the new limit: raised, the difference is there at
-//! once; lowered, no more than the new limit passes. In one replica's memory and through Redis.
+//! once; lowered, no more than the new limit passes, and never more than a window is owed. In
+//! one replica's memory and through Redis.
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -52,6 +53,13 @@ async fn a_changed_limit_counts_what_was_used(app: &TestApp) -> String {
         "four of four were used"
     );
     assert_eq!(number(&lowered, "x-ratelimit-limit"), 4);
+
+    // Lowered to one a minute: four reads' worth is owed, but never more than a window.
+    set_read_limit(app, id, 1).await;
+    let cut = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(cut.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after = number(&cut, "retry-after");
+    assert!((55..=60).contains(&retry_after), "{retry_after}");
     id.to_owned()
 }
 
@@ -67,11 +75,17 @@ async fn a_changed_limit_applies_at_once_through_redis() {
     let app = TestApp::spawn_with(|c| c.redis_url = herald_api::config::Secret::new(&redis)).await;
     until_shared(&app.base_url).await;
     let id = a_changed_limit_counts_what_was_used(&app).await;
-    // Redis decided: it keeps the quota of the last TAT it wrote (the refused read wrote none).
-    let kept: Option<String> = redis::cmd("GET")
-        .arg(format!("herald:rl:key:{id}:read:quota"))
-        .query_async(&mut redis_connection(&redis).await)
+    // Redis decided: it keeps the quota of the last TAT it wrote (the refused reads wrote none),
+    // with that TAT.
+    let mut redis = redis_connection(&redis).await;
+    let get = |key: String| redis::cmd("GET").arg(key).clone();
+    let kept: String = get(format!("herald:rl:key:{id}:read:quota"))
+        .query_async(&mut redis)
         .await
         .unwrap();
-    assert_eq!(kept.as_deref(), Some("6"));
+    let tat: String = get(format!("herald:rl:key:{id}:read"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(kept, format!("6:{tat}"));
 }

@@ -22,6 +22,10 @@ use super::{chain, Record};
 /// Records read per query.
 const PAGE: i64 = 5_000;
 
+/// How far a record's time can lie from its position's: a record is stamped when its request
+/// ends and positioned when its batch is written, well under a second later on any replica.
+const SKEW: &str = "1 minute";
+
 /// Verifies the chain over the records from the first to the last position that has
 /// `from <= occurred_at < to` (all when absent): the number checked and the first broken link,
 /// if any.
@@ -90,16 +94,22 @@ async fn verify_in(
             .bind(prev_seq)
             .fetch_optional(&mut *db)
             .await?;
-    let broken = match next {
-        Some(next) => chain::first_break(prev_hash, prev_seq, &[next]),
-        None => missing_at_end(db).await?,
+    let broken = match &next {
+        Some(next) => chain::first_break(prev_hash, prev_seq, std::slice::from_ref(next)),
+        None => None,
     };
+    // Nothing follows (the range ends the log), or the range reaches now: a record stamped
+    // earlier may sit at a later position, so the log's end is checked either way.
+    if broken.is_none() && (next.is_none() || to.is_none_or(|to| to > Utc::now())) {
+        return Ok((checked, missing_at_end(db).await?));
+    }
     Ok((checked, broken))
 }
 
 /// The positions to check for `from <= occurred_at < to`: from the first to the last record in
-/// the range or, for a range with no records, none: it starts after the last record before it
-/// in time (or where the log starts) and ends there, so only its link out is checked.
+/// the range or, for a range with no records, none: it starts after the last position among
+/// the records stamped in the minute before it (`SKEW`; or where the log starts) and ends
+/// there, so only its link out is checked.
 async fn span(
     db: &mut PgConnection,
     from: Option<DateTime<Utc>>,
@@ -118,13 +128,15 @@ async fn span(
         return Ok((first, last));
     }
     let first: i64 = sqlx::query_scalar(
-        "SELECT coalesce((SELECT seq + 1 FROM request_log \
-                           WHERE $1::timestamptz IS NOT NULL AND occurred_at < $1 \
-                           ORDER BY occurred_at DESC LIMIT 1), \
+        "SELECT coalesce((SELECT max(seq) + 1 FROM request_log \
+                           WHERE occurred_at < $1 AND occurred_at >= \
+                                 (SELECT max(occurred_at) FROM request_log WHERE occurred_at < $1) \
+                                 - $2::interval), \
                          (SELECT min(seq) FROM request_log), \
                          (SELECT seq + 1 FROM request_log_anchor), 1)",
     )
     .bind(from)
+    .bind(SKEW)
     .fetch_one(&mut *db)
     .await?;
     Ok((first, first - 1))

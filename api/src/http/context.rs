@@ -301,10 +301,9 @@ impl<E> EdgeInner<E> {
         }
     }
 
-    /// Reads the body up to the limit, so handlers never see more than `max_body_bytes`;
-    /// returns its size.
-    /// Reads a body of at most `max_body_bytes`: its size, or the refusal and what the body is
-    /// known to have held (a body without a declared length that ran over it: one byte over).
+    /// Reads the body up to the limit, so handlers never see more than `max_body_bytes`: its
+    /// size, or the refusal and what the body is known to have held (a body without a declared
+    /// length that ran over it: one byte over).
     async fn limit_body(&self, req: &mut Request) -> Result<usize, (Response, usize)> {
         let refuse = || (too_large(self.max_body_bytes as u64), 0);
         let declared = req

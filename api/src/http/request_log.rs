@@ -141,14 +141,19 @@ fn is_streamed(response: &Response) -> bool {
 
 /// `path` with the secret of every API key in it (`hrld_live_<id>_<secret>`, pasted where an id
 /// belongs, say) replaced by `[redacted]`: a record never holds a credential. The key id, which
-/// is public, stays, so the record still says which key it was.
+/// is public, stays, so the record still says which key it was. A key may come percent-encoded
+/// (`hrld%5Flive%5F…`), which routing decodes: a path holding one is matched, and kept, decoded.
 pub(crate) fn redact_keys(path: &str) -> std::borrow::Cow<'_, str> {
     const PREFIX: &str = "hrld_live_";
-    if !path.contains(PREFIX) {
+    let decoded = match path.contains('%') {
+        true => percent_decoded(path),
+        false => path.into(),
+    };
+    if !decoded.contains(PREFIX) {
         return path.into();
     }
-    let mut kept = String::with_capacity(path.len());
-    let mut rest = path;
+    let mut kept = String::with_capacity(decoded.len());
+    let mut rest = decoded.as_ref();
     while let Some(at) = rest.find(PREFIX) {
         let (before, key) = rest.split_at(at + PREFIX.len());
         kept.push_str(before);
@@ -165,6 +170,29 @@ pub(crate) fn redact_keys(path: &str) -> std::borrow::Cow<'_, str> {
     }
     kept.push_str(rest);
     kept.into()
+}
+
+/// `text` with each `%XX` turned into its byte (other `%`s kept), read as UTF-8 (lossily).
+fn percent_decoded(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let hex = bytes
+            .get(at + 1..at + 3)
+            .and_then(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok());
+        match (bytes[at], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                at += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned().into()
 }
 
 /// The most of a path a record keeps, in bytes (no route of the API comes near it).
@@ -201,6 +229,17 @@ mod tests {
         assert_eq!(redact_keys("/x/hrld_live_abc"), "/x/hrld_live_[redacted]");
         assert_eq!(redact_keys("/x/hrld_live_"), "/x/hrld_live_");
         assert_eq!(redact_keys("/api/v1/jobs"), "/api/v1/jobs");
+        // Percent-encoded, as routing would decode it: matched and kept decoded.
+        let encoded = key.replace('_', "%5F").replacen('h', "%68", 1);
+        assert_eq!(
+            redact_keys(&format!("/api/v1/api-keys/{encoded}")),
+            "/api/v1/api-keys/hrld_live_AbCdEfGh12345678_[redacted]"
+        );
+        // A path with a `%` and no key is kept as sent.
+        assert_eq!(
+            redact_keys("/api/v1/jobs/a%20b%zz"),
+            "/api/v1/jobs/a%20b%zz"
+        );
     }
 
     #[test]

@@ -58,13 +58,17 @@ fn interval(quota: u64, window: u128) -> u128 {
 }
 
 /// A TAT kept under a quota of `from` per `window`, carried over to a quota of `to`: the same
-/// number of requests still owed, each now taking the new interval to come back. So a raised
-/// limit frees the difference at once, and a lowered one counts what was used against it.
+/// number of requests still owed, each now taking the new interval to come back, but never
+/// more than the new quota (a full window). So a raised limit frees the difference at once,
+/// and a lowered one counts what was used against it: no more than the new limit passes, and
+/// the subject is full again within one window, as with any use of that limit.
 pub fn rescale(tat: Tat, now: u128, from: u64, to: u64, window: u128) -> Tat {
     if from == to || tat <= now {
         return tat;
     }
-    now + ((tat - now) * interval(to, window)).div_ceil(interval(from, window))
+    let (to_interval, from_interval) = (interval(to, window), interval(from, window));
+    let owed = ((tat - now) * to_interval).div_ceil(from_interval);
+    now + owed.min(to_interval * u128::from(to.max(1)))
 }
 
 #[cfg(test)]
@@ -145,6 +149,12 @@ mod tests {
             (lowered, allowed) = (next, allowed + 1);
         }
         assert_eq!(allowed, 10);
+        // All 100 of 100 used, then lowered to 3: refused, but full again within a minute,
+        // not after the 33 minutes 100 requests take at 3 a minute.
+        let cut = rescale(spend(100, 100), MINUTE, 100, 3, MINUTE);
+        let (refused, _) = check(cut, MINUTE, 3, MINUTE);
+        assert!(!refused.allowed);
+        assert_eq!((refused.reset_in, refused.retry_in), (MINUTE, 20 * SECOND));
         // A TAT in the past owes nothing, whatever the quota.
         assert_eq!(rescale(5, MINUTE, 3, 100, MINUTE), 5);
     }

@@ -5,10 +5,12 @@
 /// The Lua both scripts start their minute policy with: Redis's clock in microseconds (`now`),
 /// the policy's emission interval and window from the quota per minute in `ARGV[1]`, and the
 /// subject's stored theoretical arrival time (`tat`) from `KEYS[1]`, carried over to this quota
-/// when it was kept under another (the last key, which `keep_tat` writes): the requests still
-/// owed stay owed, each taking the new interval to come back (`gcra::rescale`). A TAT with no
-/// quota beside it (written by an earlier version) is taken as kept under this one. A macro,
-/// not a `const`, so that `concat!` can join it into each script at compile time.
+/// when it was kept under another: the requests still owed stay owed, each taking the new
+/// interval to come back, at most a window (`gcra::rescale`). The last key, which `keep_tat`
+/// writes, says which quota: `<quota>:<tat>`, believed only while that TAT is the stored one,
+/// so a TAT with no quota beside it, or one an earlier version wrote after it (during a rolling
+/// upgrade), is taken as kept under this quota. A macro, not a `const`, so that `concat!` can
+/// join it into each script at compile time.
 macro_rules! gcra_preamble {
     () => {
         r#"
@@ -17,15 +19,19 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local quota = math.max(tonumber(ARGV[1]), 1)
 local interval = math.max(math.floor(60000000 / quota), 1)
 local window = interval * quota
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local kept = tonumber(redis.call('GET', KEYS[#KEYS]) or '')
-if kept and kept ~= quota and tat > now then
-  tat = now + math.ceil((tat - now) * interval / math.max(math.floor(60000000 / kept), 1))
+local stored_tat = redis.call('GET', KEYS[1]) or '0'
+local tat = tonumber(stored_tat)
+local kept, kept_tat = string.match(redis.call('GET', KEYS[#KEYS]) or '', '^(%d+):(%d+)$')
+kept = tonumber(kept)
+if kept and kept_tat == stored_tat and kept ~= quota and tat > now then
+  local owed = math.ceil((tat - now) * interval / math.max(math.floor(60000000 / kept), 1))
+  tat = now + math.min(owed, window)
 end
 local function keep_tat(new_tat)
   local ttl = math.floor((new_tat - now) / 1000) + 1000
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl)
-  redis.call('SET', KEYS[#KEYS], quota, 'PX', ttl)
+  local text = string.format('%.0f', new_tat)
+  redis.call('SET', KEYS[1], text, 'PX', ttl)
+  redis.call('SET', KEYS[#KEYS], string.format('%.0f', quota) .. ':' .. text, 'PX', ttl)
 end
 "#
     };

@@ -1,10 +1,12 @@
 //! Who listens to an event stream: the credentials it was opened with, checked again before
-//! each read of the log (at least once a second), so that a key revoked or expired, a session
-//! ended, or a scope or role taken away while a stream is open ends the stream (or narrows what
-//! it sends) instead of sending on what the caller may no longer see. Both checks are the
-//! cached ones every request makes, and count nothing.
+//! each read of the log and, while events already read are being sent, at least once a second
+//! (`due`), so that a key revoked or expired, a session ended, or a scope or role taken away
+//! while a stream is open ends the stream (or narrows what it sends) instead of sending on what
+//! the caller may no longer see. Both checks are the cached ones every request makes, and count
+//! nothing.
 
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use herald_domain::{ProjectId, Scope};
 
@@ -16,7 +18,12 @@ pub struct Listener {
     secret: Secret,
     /// The client address the stream was opened from (a key's IP allowlist applies to it).
     client: Option<IpAddr>,
+    /// When the credentials were last checked.
+    checked: Instant,
 }
+
+/// How long events already read may be sent without checking the credentials again.
+const RECHECK: Duration = Duration::from_secs(1);
 
 enum Secret {
     Key(String),
@@ -34,11 +41,18 @@ impl Listener {
         Self {
             secret,
             client: current_client_ip(),
+            checked: Instant::now(),
         }
     }
 
+    /// Whether the credentials are to be checked again before more is sent.
+    pub fn due(&self) -> bool {
+        self.checked.elapsed() >= RECHECK
+    }
+
     /// Who the credentials name now; `None` when they no longer admit anyone.
-    pub async fn caller(&self, state: &AppState) -> Option<Caller> {
+    pub async fn caller(&mut self, state: &AppState) -> Option<Caller> {
+        self.checked = Instant::now();
         match &self.secret {
             Secret::Key(key) => state.verifier.verify(key, self.client).await.ok(),
             Secret::Session(token) => state.users_directory.verify(token).await,
@@ -46,7 +60,7 @@ impl Listener {
     }
 
     /// Whether the credentials still read `project`'s jobs.
-    pub async fn reads_jobs_of(&self, state: &AppState, project: ProjectId) -> bool {
+    pub async fn reads_jobs_of(&mut self, state: &AppState, project: ProjectId) -> bool {
         self.caller(state).await.is_some_and(|caller| {
             caller.can_see(project)
                 && caller

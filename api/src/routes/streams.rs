@@ -36,14 +36,18 @@ impl LogFilter {
             .event_types
             .as_ref()
             .is_none_or(|types| types.contains(&event.event_type));
-        let visible = match (&self.visible, event.project_id) {
+        typed && self.shows(event.project_id, &event.aggregate_type)
+    }
+
+    /// Whether the caller may see an event of `aggregate_type` in `project`.
+    fn shows(&self, project: Option<Uuid>, aggregate_type: &str) -> bool {
+        match (&self.visible, project) {
             (None, _) => true,
             (Some(pairs), Some(project)) => pairs
                 .iter()
-                .any(|(p, kind)| *p == project && *kind == event.aggregate_type),
+                .any(|(p, kind)| *p == project && kind == aggregate_type),
             (Some(_), None) => false,
-        };
-        typed && visible
+        }
     }
 }
 
@@ -103,12 +107,16 @@ pub fn log(
     };
     Box::pin(futures::stream::unfold(cursor, |mut cursor| async move {
         loop {
+            if cursor.ready.is_empty() || cursor.listener.due() {
+                // What the caller may see now, events already read but not sent included.
+                let caller = cursor.listener.caller(&cursor.state).await;
+                cursor.filter.visible = caller?.event_visibility().ok()?;
+                let filter = &cursor.filter;
+                (cursor.ready).retain(|e| filter.shows(e.project_id, &e.aggregate_type));
+            }
             if let Some(event) = cursor.ready.pop_front() {
                 return Some((event, cursor));
             }
-            // What the caller may see now (a page already read was sent as it could then).
-            let caller = cursor.listener.caller(&cursor.state).await;
-            cursor.filter.visible = caller?.event_visibility().ok()?;
             match next_page(&mut cursor).await {
                 Ok(true) => continue,
                 Ok(false) => wait(&mut cursor.wake).await,
@@ -161,11 +169,12 @@ pub fn job(
         cursor,
         move |mut cursor| async move {
             loop {
+                let check = cursor.ready.is_empty() || cursor.listener.due();
+                if check && !cursor.listener.reads_jobs_of(&cursor.state, project).await {
+                    return None;
+                }
                 if let Some(event) = cursor.ready.pop_front() {
                     return Some((event, cursor));
-                }
-                if !cursor.listener.reads_jobs_of(&cursor.state, project).await {
-                    return None;
                 }
                 let history = herald_store::log::aggregate_history_after(
                     &cursor.state.pool,

@@ -264,7 +264,7 @@ fn counted_range(
     };
     let to = match to_hour(to) {
         whole if whole == to => to,
-        whole => whole + Duration::hours(1),
+        whole => whole.checked_add_signed(Duration::hours(1)).unwrap_or(to),
     };
     (from, to)
 }

@@ -170,7 +170,9 @@ impl ApiKey {
                     name: changed(update.name, &key.name),
                     description: changed(update.description, &key.description),
                     scopes: changed(update.scopes, &key.scopes),
-                    ip_allowlist: changed(update.ip_allowlist, &key.ip_allowlist),
+                    ip_allowlist: update
+                        .ip_allowlist
+                        .filter(|new| !new.same_networks(&key.ip_allowlist)),
                     rate_limit: changed(rate_limit, &key.rate_limit),
                     at: now,
                 };

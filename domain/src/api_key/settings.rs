@@ -44,8 +44,23 @@ impl IpAllowlist {
                         FieldError::new(format!("ip_allowlist[{i}]"), "not an IP address or CIDR")
                     })
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Self)
+            .collect::<Result<Vec<IpNet>, _>>()
+            .map(|mut nets| {
+                // The same network twice allows nothing more: kept once, where it came first.
+                let mut seen = std::collections::HashSet::new();
+                nets.retain(|net| seen.insert(*net));
+                Self(nets)
+            })
+    }
+
+    /// Whether both allow the same networks, in whatever order (order carries no meaning).
+    pub fn same_networks(&self, other: &Self) -> bool {
+        let sorted = |list: &Self| {
+            let mut nets = list.0.clone();
+            nets.sort();
+            nets
+        };
+        sorted(self) == sorted(other)
     }
 
     /// Whether a request from `client` is allowed. An empty list allows every client; a

@@ -92,6 +92,24 @@ fn an_update_records_only_what_changed_and_nothing_when_nothing_did() {
         .given(vec![created(None)])
         .when(update(same.clone()))
         .then_expect_events(vec![]);
+    // An allowlist in another order, or with a network twice, allows the same clients.
+    let mut fenced = created(None);
+    if let ApiKeyEvent::Created { ip_allowlist, .. } = &mut fenced {
+        *ip_allowlist = IpAllowlist::parse(&["10.0.0.0/8", "127.0.0.1"]).unwrap();
+    }
+    let reordered = IpAllowlist::parse(&["127.0.0.1/32", "10.0.0.0/8", "127.0.0.1"]).unwrap();
+    assert_eq!(
+        reordered.entries().count(),
+        2,
+        "a network listed twice is kept once"
+    );
+    Spec::with(())
+        .given(vec![fenced])
+        .when(update(KeyUpdate {
+            ip_allowlist: Some(reordered),
+            ..KeyUpdate::default()
+        }))
+        .then_expect_events(vec![]);
     let renamed = KeyUpdate {
         name: Some(KeyName::parse("nightly").unwrap()),
         ..same
