@@ -21,9 +21,8 @@ body = s[s.index('pub(super) const MINUTE_SCRIPT: &str = concat!('):]
 body = body[:body.index('\n);')]
 parts = re.findall(r'r#"(.*?)"#|(gcra_preamble!\(\))', body, re.S)
 built = ''.join(text if text or not macro else pre for text, macro in parts)
-rescale = re.search(r"local kept = .*?\nend\n", built, re.S).group(0)
-keep = "  redis.call('SET', KEYS[#KEYS], quota, 'PX', ttl)\n"
-assert rescale and keep in built
+rescale = re.search(r"local kept, kept_tat = .*?\nend\n", built, re.S).group(0)
+keep = re.search(r"  redis.call\('SET', KEYS\[#KEYS\].*\n", built).group(0)
 open('/tmp/herald_minute_built.lua', 'w').write(built)
 open('/tmp/herald_minute_tat_only.lua', 'w').write(built.replace(rescale, '').replace(keep, ''))
 PY
