@@ -11,7 +11,7 @@ use anyhow::Context;
 use poem::http::Method;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Cors;
-use poem::{EndpointExt, Route, Server};
+use poem::{get, EndpointExt, Route, Server};
 use rand::RngCore;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -135,6 +135,15 @@ impl Application {
     }
 }
 
+/// The routes outside the OpenAPI document that answer GET only.
+const SYSTEM_ROUTES: [&str; 5] = [
+    "/openapi.json",
+    "/health",
+    "/live",
+    "/ready",
+    "/health/detailed",
+];
+
 /// The whole HTTP application: versioned API, documents, system endpoints, edge middleware.
 pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
     let http = &state.config.http;
@@ -150,7 +159,7 @@ pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
         trusted_proxies: state.config.trusted_proxy_nets().unwrap_or_default(),
         audit: state.audit.clone(),
         state: state.clone(),
-        routes: Arc::new(RouteTemplates::from_openapi(&api.spec())),
+        routes: Arc::new(RouteTemplates::from_openapi(&api.spec()).and_get_only(&SYSTEM_ROUTES)),
     };
     // Explicit origins only: poem's `Cors::new()` alone would allow every origin.
     let origins = &state.config.cors_allowed_origins;
@@ -184,16 +193,17 @@ pub fn routes_for(state: &Arc<AppState>) -> impl poem::Endpoint + 'static {
             ])
             .max_age(600)
     });
+    // The system routes answer GET (and so HEAD) only; the edge's 405 names them (`SYSTEM_ROUTES`).
     Route::new()
-        .at("/openapi.json", api.spec_endpoint())
+        .at("/openapi.json", get(api.spec_endpoint()))
         .nest("/docs", api.swagger_ui())
         .nest("/redoc", api.redoc())
-        .at("/health", routes::system::live)
-        .at("/live", routes::system::live)
-        .at("/ready", routes::system::ready.data(state.clone()))
+        .at("/health", get(routes::system::live))
+        .at("/live", get(routes::system::live))
+        .at("/ready", get(routes::system::ready.data(state.clone())))
         .at(
             "/health/detailed",
-            routes::system::detailed.data(state.clone()),
+            get(routes::system::detailed.data(state.clone())),
         )
         .nest("/", api)
         .with_if(cors.is_some(), cors.unwrap_or_default())

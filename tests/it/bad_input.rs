@@ -324,4 +324,29 @@ async fn a_method_a_route_does_not_answer_is_told_which_it_does() {
     // As `Allow` says, a GET route answers HEAD.
     let head = app.request(reqwest::Method::HEAD, "/api/v1/jobs", &app.admin_key);
     assert_eq!(head.send().await.unwrap().status(), StatusCode::OK);
+    // So do the system routes outside the API, which answer nothing else.
+    for path in [
+        "/health",
+        "/live",
+        "/ready",
+        "/health/detailed",
+        "/openapi.json",
+    ] {
+        for (method, status) in [
+            (reqwest::Method::GET, StatusCode::OK),
+            (reqwest::Method::HEAD, StatusCode::OK),
+            (reqwest::Method::PUT, StatusCode::METHOD_NOT_ALLOWED),
+        ] {
+            let response = app
+                .client
+                .request(method.clone(), app.url(path))
+                .send()
+                .await;
+            let response = response.unwrap();
+            assert_eq!(response.status(), status, "{method} {path}");
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                assert_eq!(response.headers()["allow"], "GET, HEAD", "{path}");
+            }
+        }
+    }
 }

@@ -116,6 +116,17 @@ impl RouteTemplates {
         }))
     }
 
+    /// These templates too, each answering GET (and so HEAD) only: routes outside the document.
+    pub fn and_get_only(mut self, routes: &[&str]) -> Self {
+        for route in routes {
+            let template = Template::new(route, "GET, HEAD".into());
+            let templates = self.by_length.entry(template.segments.len()).or_default();
+            templates.push(template);
+            templates.sort_by_key(|t| std::cmp::Reverse(t.fixed()));
+        }
+        self
+    }
+
     fn template_of(&self, path: &str) -> Option<&Template> {
         let parts: Vec<&str> = path.split('/').collect();
         self.by_length
