@@ -10,9 +10,10 @@
 //! a range's records, leave a gap that is reported.
 //!
 //! The chain alone cannot show that its newest records were deleted: what is left still links
-//! up. When nothing follows the range (it reaches the log's end), its end is compared with the
-//! usage checkpoint, which only moves forward and only over records that were written: records
-//! it has passed (about a second behind the writers) that are no longer there were deleted.
+//! up. When nothing follows the range, or the range reaches now, the log's end is compared with
+//! the usage checkpoint, which only moves forward and only over records that were written:
+//! records it has passed (about a second behind the writers) that are no longer there were
+//! deleted.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
