@@ -60,6 +60,14 @@ async fn a_changed_limit_counts_what_was_used(app: &TestApp) -> String {
     assert_eq!(cut.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry_after = number(&cut, "retry-after");
     assert!((55..=60).contains(&retry_after), "{retry_after}");
+
+    // The refusals changed nothing: raised to 100, the four reads owed at six a minute are
+    // still owed (95 left after this one; 96 if more than 0.6 s passed since the raise to six).
+    set_read_limit(app, id, 100).await;
+    let again = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    let remaining = number(&again, "x-ratelimit-remaining");
+    assert!((95..=96).contains(&remaining), "{remaining}");
     id.to_owned()
 }
 
@@ -75,8 +83,7 @@ async fn a_changed_limit_applies_at_once_through_redis() {
     let app = TestApp::spawn_with(|c| c.redis_url = herald_api::config::Secret::new(&redis)).await;
     until_shared(&app.base_url).await;
     let id = a_changed_limit_counts_what_was_used(&app).await;
-    // Redis decided: it keeps the quota of the last TAT it wrote (the refused reads wrote none),
-    // with that TAT.
+    // Redis decided: it keeps the quota of the last TAT it wrote, with that TAT.
     let mut redis = redis_connection(&redis).await;
     let get = |key: String| redis::cmd("GET").arg(key).clone();
     let kept: String = get(format!("herald:rl:key:{id}:read:quota"))
@@ -87,5 +94,5 @@ async fn a_changed_limit_applies_at_once_through_redis() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    assert_eq!(kept, format!("6:{tat}"));
+    assert_eq!(kept, format!("100:{tat}"));
 }

@@ -142,13 +142,21 @@ fn is_streamed(response: &Response) -> bool {
 /// `path` with the secret of every API key in it (`hrld_live_<id>_<secret>`, pasted where an id
 /// belongs, say) replaced by `[redacted]`: a record never holds a credential. The key id, which
 /// is public, stays, so the record still says which key it was. A key may come percent-encoded
-/// (`hrld%5Flive%5F…`), which routing decodes: a path holding one is matched, and kept, decoded.
+/// (`hrld%5Flive%5F…`, even twice): a path holding one is matched, and kept, decoded.
 pub(crate) fn redact_keys(path: &str) -> std::borrow::Cow<'_, str> {
     const PREFIX: &str = "hrld_live_";
-    let decoded = match path.contains('%') {
-        true => percent_decoded(path),
-        false => path.into(),
-    };
+    // Decoded again while it changes (a few times at most), so a key encoded twice is found.
+    let mut decoded = std::borrow::Cow::Borrowed(path);
+    for _ in 0..3 {
+        if !decoded.contains('%') {
+            break;
+        }
+        let again = percent_decoded(&decoded).into_owned();
+        if again == decoded {
+            break;
+        }
+        decoded = again.into();
+    }
     if !decoded.contains(PREFIX) {
         return path.into();
     }
@@ -234,6 +242,11 @@ mod tests {
         assert_eq!(
             redact_keys(&format!("/api/v1/api-keys/{encoded}")),
             "/api/v1/api-keys/hrld_live_AbCdEfGh12345678_[redacted]"
+        );
+        // Encoded twice: decoded twice.
+        assert_eq!(
+            redact_keys(&format!("/api/v1/jobs/{}", key.replace('_', "%255F"))),
+            "/api/v1/jobs/hrld_live_AbCdEfGh12345678_[redacted]"
         );
         // A path with a `%` and no key is kept as sent.
         assert_eq!(

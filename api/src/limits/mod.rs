@@ -126,7 +126,9 @@ impl RateLimiter {
             gcra::rescale(tat, now, kept, quota, MINUTE)
         });
         let (verdict, next) = gcra::check(tat, now, quota, MINUTE);
-        if commit {
+        // A refusal changes nothing: the TAT stays as it was kept, under the quota it was kept
+        // under (as in Redis), so a limit lowered and raised again owes what it owed.
+        if commit && verdict.allowed {
             tats.insert(key, (next, quota));
         }
         let pending = if verdict.allowed {

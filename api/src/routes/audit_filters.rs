@@ -2,7 +2,7 @@
 //! can hold (an outcome or method that does not exist, a status outside 100–599, a range that
 //! ends before it starts) is a mistake the caller should hear about, not an empty page.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
 use crate::http::problem::ApiError;
 
@@ -25,12 +25,26 @@ fn is_method(method: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// The time range: `from` must not come after `to`.
+/// The time range: each end within the years RFC 3339 writes (0001–9999, which PostgreSQL
+/// stores too), and `from` not after `to`.
 pub fn range(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<(), ApiError> {
+    within_years("from", from)?;
+    within_years("to", to)?;
     match (from, to) {
         (Some(from), Some(to)) if from > to => {
             Err(ApiError::field("from", "must not be after `to`"))
         }
+        _ => Ok(()),
+    }
+}
+
+/// `at`, if given, lies in the years 0001 to 9999.
+pub fn within_years(field: &str, at: Option<DateTime<Utc>>) -> Result<(), ApiError> {
+    match at.map(|at| at.year()) {
+        Some(year) if !(1..=9999).contains(&year) => Err(ApiError::field(
+            field,
+            "must be a time in the years 0001 to 9999",
+        )),
         _ => Ok(()),
     }
 }
@@ -90,5 +104,9 @@ mod tests {
         assert!(range(Some(early), Some(early)).is_ok());
         assert!(range(Some(late), Some(early)).is_err());
         assert!(range(Some(late), None).is_ok());
+        let year = |text: &str| Some(text.parse::<DateTime<Utc>>().unwrap());
+        assert!(range(year("0001-01-01T00:00:00Z"), year("9999-12-31T23:59:59Z")).is_ok());
+        assert!(range(year("-4714-11-24T00:00:00Z"), None).is_err());
+        assert!(range(None, year("+10000-01-01T00:00:00Z")).is_err());
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 use herald_domain::Scope;
 use herald_projections::usage::{self, UsageRow};
 use poem_openapi::param::Query;
@@ -99,8 +99,11 @@ impl UsageApi {
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<UsageReport>> {
         let caller = self.state.authorize(&auth, Scope::UsageRead).await?;
+        super::audit_filters::within_years("to", to.0)?;
         let to = to.0.unwrap_or_else(Utc::now);
+        super::audit_filters::within_years("from", from.0)?;
         let from = from.0.unwrap_or(to - Duration::hours(24));
+        super::audit_filters::within_years("from", Some(from))?;
         let granularity = granularity.0.unwrap_or_else(|| "hour".into());
         let longest = match granularity.as_str() {
             "hour" => Duration::days(31),
@@ -262,9 +265,12 @@ fn counted_range(
         "day" => to_hour(from).with_hour(0).expect("zero is a valid hour"),
         _ => to_hour(from),
     };
+    // Not past the last year RFC 3339 writes (the end of 9999 is counted as asked).
     let to = match to_hour(to) {
         whole if whole == to => to,
-        whole => whole.checked_add_signed(Duration::hours(1)).unwrap_or(to),
+        whole => Some(whole + Duration::hours(1))
+            .filter(|up| up.year() <= 9999)
+            .unwrap_or(to),
     };
     (from, to)
 }
