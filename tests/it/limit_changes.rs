@@ -61,20 +61,45 @@ async fn a_changed_limit_counts_what_was_used(app: &TestApp) -> String {
     let retry_after = number(&cut, "retry-after");
     assert!((55..=60).contains(&retry_after), "{retry_after}");
 
-    // The refusals changed nothing: raised to 100, the four reads owed at six a minute are
-    // still owed (95 left after this one; 96 if more than 0.6 s passed since the raise to six).
+    // And the wait it announced is the wait there is: what the key owed was carried over to
+    // one a minute (one read, capped), so raised to 100 it owes that one (98 left after this;
+    // 99 if more than 0.6 s passed).
     set_read_limit(app, id, 100).await;
     let again = app.get("/api/v1/jobs", &key).await;
     assert_eq!(again.status(), StatusCode::OK);
     let remaining = number(&again, "x-ratelimit-remaining");
-    assert!((95..=96).contains(&remaining), "{remaining}");
+    assert!((98..=99).contains(&remaining), "{remaining}");
     id.to_owned()
+}
+
+/// 300 of 600 reads a minute used (30 s owed), then lowered to 30 a minute (one every 2 s): a
+/// minute is owed at most, so the refusal says 2 s, and 2 s later a read passes.
+async fn a_refusal_under_a_lowered_limit_says_how_long_it_is(app: &TestApp) {
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    let id = key.split('_').nth(2).unwrap();
+    set_read_limit(app, id, 600).await;
+    for _ in 0..300 {
+        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    }
+    set_read_limit(app, id, 30).await;
+    let refused = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after = number(&refused, "retry-after");
+    assert_eq!(retry_after, 2);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let later = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(
+        later.status(),
+        StatusCode::OK,
+        "Retry-After was the wait there was"
+    );
 }
 
 #[tokio::test]
 async fn a_changed_limit_applies_at_once_in_one_replica() {
     let app = TestApp::spawn().await;
     a_changed_limit_counts_what_was_used(&app).await;
+    a_refusal_under_a_lowered_limit_says_how_long_it_is(&app).await;
 }
 
 #[tokio::test]
@@ -82,6 +107,7 @@ async fn a_changed_limit_applies_at_once_through_redis() {
     let redis = redis_url();
     let app = TestApp::spawn_with(|c| c.redis_url = herald_api::config::Secret::new(&redis)).await;
     until_shared(&app.base_url).await;
+    a_refusal_under_a_lowered_limit_says_how_long_it_is(&app).await;
     let id = a_changed_limit_counts_what_was_used(&app).await;
     // Redis decided: it keeps the quota of the last TAT it wrote, with that TAT.
     let mut redis = redis_connection(&redis).await;

@@ -126,9 +126,9 @@ impl RateLimiter {
             gcra::rescale(tat, now, kept, quota, MINUTE)
         });
         let (verdict, next) = gcra::check(tat, now, quota, MINUTE);
-        // A refusal changes nothing: the TAT stays as it was kept, under the quota it was kept
-        // under (as in Redis), so a limit lowered and raised again owes what it owed.
-        if commit && verdict.allowed {
+        // Kept under this quota from now on, refused or not (a refusal leaves the TAT as carried
+        // over), so the wait a refusal announces is the wait there is.
+        if commit {
             tats.insert(key, (next, quota));
         }
         let pending = if verdict.allowed {

@@ -9,8 +9,9 @@
 /// interval to come back, at most a window (`gcra::rescale`). The last key, which `keep_tat`
 /// writes, says which quota: `<quota>:<tat>`, believed only while that TAT is the stored one,
 /// so a TAT with no quota beside it, or one an earlier version wrote after it (during a rolling
-/// upgrade), is taken as kept under this quota. A macro, not a `const`, so that `concat!` can
-/// join it into each script at compile time.
+/// upgrade), is taken as kept under this quota. A TAT carried over is stored even when the
+/// request is refused, so the wait the refusal announces is the wait there is. A macro, not a
+/// `const`, so that `concat!` can join it into each script at compile time.
 macro_rules! gcra_preamble {
     () => {
         r#"
@@ -23,7 +24,8 @@ local stored_tat = redis.call('GET', KEYS[1]) or '0'
 local tat = tonumber(stored_tat)
 local kept, kept_tat = string.match(redis.call('GET', KEYS[#KEYS]) or '', '^(%d+):(%d+)$')
 kept = tonumber(kept)
-if kept and kept_tat == stored_tat and kept ~= quota and tat > now then
+local rescaled = kept and kept_tat == stored_tat and kept ~= quota and tat > now
+if rescaled then
   local owed = math.ceil((tat - now) * interval / math.max(math.floor(60000000 / kept), 1))
   tat = now + math.min(owed, window)
 end
@@ -82,6 +84,8 @@ if minute_ok and daily_ok then
   keep_tat(new_tat)
   used = used + 1
   redis.call('SET', KEYS[2], used, 'EX', tonumber(ARGV[4]))
+elseif rescaled then
+  keep_tat(tat)
 end
 return {minute_ok and 1 or 0, remaining, math.floor(pending), daily_ok and 1 or 0, used}
 "#
@@ -99,6 +103,9 @@ local new_tat = math.max(tat, now) + interval
 if new_tat - now <= window then
   keep_tat(new_tat)
   return {1, math.floor((window - (new_tat - now)) / interval), new_tat - now}
+end
+if rescaled then
+  keep_tat(tat)
 end
 return {0, 0, new_tat - now - window}
 "#
