@@ -23,8 +23,11 @@ parts = re.findall(r'r#"(.*?)"#|(gcra_preamble!\(\))', body, re.S)
 built = ''.join(text if text or not macro else pre for text, macro in parts)
 rescale = re.search(r"local kept, kept_tat = .*?\nend\n", built, re.S).group(0)
 keep = re.search(r"  redis.call\('SET', KEYS\[#KEYS\].*\n", built).group(0)
+carry = "if rescaled then\n  keep_tat(tat)\nend\n"
+assert carry in built
+built_tat_only = built.replace(rescale, '').replace(keep, '').replace(carry, '')
 open('/tmp/herald_minute_built.lua', 'w').write(built)
-open('/tmp/herald_minute_tat_only.lua', 'w').write(built.replace(rescale, '').replace(keep, ''))
+open('/tmp/herald_minute_tat_only.lua', 'w').write(built_tat_only)
 PY
 declare -A sha
 for variant in built tat_only; do
