@@ -51,13 +51,17 @@ async fn a_chunked_body_is_recorded_with_the_size_that_arrived() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let recorded: i64 =
-        sqlx::query_scalar("SELECT request_bytes FROM request_log WHERE request_id = $1")
-            .bind("chunked-body-0001")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let recorded = request_bytes(&app, "chunked-body-0001").await;
     assert_eq!(recorded, body.len() as i64);
+}
+
+/// The `request_bytes` the call `request_id` was recorded with.
+async fn request_bytes(app: &TestApp, request_id: &str) -> i64 {
+    sqlx::query_scalar("SELECT request_bytes FROM request_log WHERE request_id = $1")
+        .bind(request_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -75,12 +79,7 @@ async fn a_chunked_body_refused_as_too_large_is_recorded_as_more_than_the_limit(
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
-    let recorded: i64 =
-        sqlx::query_scalar("SELECT request_bytes FROM request_log WHERE request_id = $1")
-            .bind("chunked-too-large-0001")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let recorded = request_bytes(&app, "chunked-too-large-0001").await;
     assert_eq!(recorded, 1025, "at least one byte over the limit arrived");
 }
 

@@ -3,24 +3,16 @@
 //! once; lowered, no more than the new limit passes, and never more than a window is owed. In
 //! one replica's memory and through Redis.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::rate_limits::number;
+use crate::rate_limits::{number, patch_limits};
 use crate::shared_limits::{redis_connection, redis_url, until_shared};
 use crate::support::TestApp;
 
 async fn set_read_limit(app: &TestApp, id: &str, per_minute: u32) {
-    let patched = app
-        .request(
-            Method::PATCH,
-            &format!("/api/v1/api-keys/{id}"),
-            &app.admin_key,
-        )
-        .json(&json!({"rate_limit": {"read_per_minute": per_minute}}))
-        .send()
-        .await
-        .unwrap();
+    let limit = json!({"read_per_minute": per_minute});
+    let patched = patch_limits(app, id, &app.admin_key, limit).await;
     assert_eq!(patched.status(), StatusCode::OK);
 }
 

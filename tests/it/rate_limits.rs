@@ -166,7 +166,12 @@ async fn a_keys_own_limits_replace_the_defaults() {
     );
 }
 
-async fn patch_limits(app: &TestApp, id: &str, by: &str, limits: Value) -> reqwest::Response {
+pub(crate) async fn patch_limits(
+    app: &TestApp,
+    id: &str,
+    by: &str,
+    limits: Value,
+) -> reqwest::Response {
     app.request(Method::PATCH, &format!("/api/v1/api-keys/{id}"), by)
         .json(&json!({ "rate_limit": limits }))
         .send()

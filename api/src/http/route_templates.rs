@@ -77,18 +77,18 @@ impl RouteTemplates {
 
     /// Templates with the methods each answers (`Allow`).
     fn with_methods<'a>(routes: impl IntoIterator<Item = (&'a str, String)>) -> Self {
-        let mut by_length: HashMap<usize, Vec<Template>> = HashMap::new();
+        RouteTemplates::default().adding(routes)
+    }
+
+    /// These templates too, each among those of its length, the more specific first.
+    fn adding<'a>(mut self, routes: impl IntoIterator<Item = (&'a str, String)>) -> Self {
         for (route, allow) in routes {
             let template = Template::new(route, allow);
-            by_length
-                .entry(template.segments.len())
-                .or_default()
-                .push(template);
-        }
-        for templates in by_length.values_mut() {
+            let templates = self.by_length.entry(template.segments.len()).or_default();
+            templates.push(template);
             templates.sort_by_key(|t| std::cmp::Reverse(t.fixed()));
         }
-        RouteTemplates { by_length }
+        self
     }
 
     /// The paths of an OpenAPI document (JSON), as `routes::service(…).spec()` writes it, and
@@ -117,14 +117,8 @@ impl RouteTemplates {
     }
 
     /// These templates too, each answering GET (and so HEAD) only: routes outside the document.
-    pub fn and_get_only(mut self, routes: &[&str]) -> Self {
-        for route in routes {
-            let template = Template::new(route, "GET, HEAD".into());
-            let templates = self.by_length.entry(template.segments.len()).or_default();
-            templates.push(template);
-            templates.sort_by_key(|t| std::cmp::Reverse(t.fixed()));
-        }
-        self
+    pub fn and_get_only(self, routes: &[&str]) -> Self {
+        self.adding(routes.iter().map(|route| (*route, "GET, HEAD".to_owned())))
     }
 
     fn template_of(&self, path: &str) -> Option<&Template> {

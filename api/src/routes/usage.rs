@@ -101,7 +101,6 @@ impl UsageApi {
         let caller = self.state.authorize(&auth, Scope::UsageRead).await?;
         super::audit_filters::within_years("to", to.0)?;
         let to = to.0.unwrap_or_else(Utc::now);
-        super::audit_filters::within_years("from", from.0)?;
         let from = from.0.unwrap_or(to - Duration::hours(24));
         super::audit_filters::within_years("from", Some(from))?;
         let granularity = granularity.0.unwrap_or_else(|| "hour".into());
