@@ -45,6 +45,7 @@ mod security_edge;
 mod shared_budgets;
 mod shared_limits;
 mod shared_outage;
+mod stream_backpressure;
 mod streams;
 mod uploads;
 mod usage;
