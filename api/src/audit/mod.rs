@@ -55,19 +55,23 @@ impl AuditLog {
 
 pub use list::{list_sql, LIST_SQL, WINDOW_ROWS, WINDOW_SQL};
 
-/// Retention: removes the records up to the last one that occurred before `cutoff` (a prefix of
-/// the chain, in chunks), leaving that record's sequence number and hash as the anchor the
-/// chain is verified from. Records are counted into usage first, and only counted ones go.
+/// Retention: removes the log's leading run of records that occurred before `cutoff` (a prefix
+/// of the chain, in chunks), leaving its last record's sequence number and hash as the anchor
+/// the chain is verified from. The run ends at the first record still within retention, so a
+/// record stamped in the past by a replica whose clock was behind, written after recent ones,
+/// waits for them instead of taking them with it. Records are counted into usage first, and
+/// only counted ones go.
 /// Returns how many records were removed.
 pub async fn prune(pool: &PgPool, cutoff: chrono::DateTime<chrono::Utc>) -> sqlx::Result<u64> {
     usage_count::count(pool).await?;
     let mut removed = 0;
     loop {
         let deleted = sqlx::query(
-            "WITH last AS (SELECT max(seq) AS seq FROM request_log \
-                           WHERE occurred_at < $1 AND seq <= (SELECT seq FROM usage_checkpoint)), \
-                  doomed AS (SELECT r.seq, r.hash FROM request_log r, last WHERE r.seq <= last.seq \
-                              ORDER BY r.seq LIMIT 10000), \
+            "WITH kept AS (SELECT seq FROM request_log WHERE occurred_at >= $1 ORDER BY seq LIMIT 1), \
+                  doomed AS (SELECT seq, hash FROM request_log \
+                              WHERE seq <= (SELECT seq FROM usage_checkpoint) \
+                                AND seq < coalesce((SELECT seq FROM kept), 9223372036854775807) \
+                              ORDER BY seq LIMIT 10000), \
                   newest AS (SELECT seq, hash FROM doomed ORDER BY seq DESC LIMIT 1), \
                   anchor AS (INSERT INTO request_log_anchor (id, seq, hash) SELECT 1, seq, hash FROM newest \
                              ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash \

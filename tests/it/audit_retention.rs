@@ -1,0 +1,43 @@
+//! Retention prunes the leading run of the request log that is older than the cutoff, and
+//! nothing after the first record still within it: a record stamped long ago by a replica whose
+//! clock was wrong, written after recent records, does not take them with it.
+
+use chrono::{DateTime, Duration, Utc};
+use herald_api::audit::{self, AuditLog};
+
+use crate::audit_writers::record_at;
+use crate::support::TestApp;
+
+#[tokio::test]
+async fn a_record_stamped_in_the_past_after_recent_ones_prunes_nothing_after_them() {
+    let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
+    let writer = AuditLog::start(app.pool.clone(), None);
+    let now = Utc::now();
+    let cutoff = now - Duration::days(90);
+    // In log order: one record older than the cutoff, three recent ones, then one stamped
+    // 100 days ago (a replica that booted with its clock behind).
+    let stamps: [(&str, DateTime<Utc>); 5] = [
+        ("old", now - Duration::days(200)),
+        ("recent-0", now),
+        ("recent-1", now),
+        ("recent-2", now),
+        ("skewed", now - Duration::days(100)),
+    ];
+    for (name, at) in stamps {
+        assert!(writer.record(record_at(format!("retention-{name}"), at)).await);
+    }
+
+    assert_eq!(audit::prune(&app.pool, cutoff).await.unwrap(), 1, "only `old`");
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT request_id FROM request_log ORDER BY seq")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let left: Vec<&str> = left.iter().filter_map(|r| r.strip_prefix("retention-")).collect();
+    assert_eq!(left, ["recent-0", "recent-1", "recent-2", "skewed"]);
+    assert_eq!(audit::verify(&app.pool, None, None).await.unwrap(), (4, None));
+
+    // Once the recent records are old enough themselves, the run through `skewed` goes.
+    let later = now + Duration::seconds(1);
+    assert_eq!(audit::prune(&app.pool, later).await.unwrap(), 4);
+}
