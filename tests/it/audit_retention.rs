@@ -24,18 +24,31 @@ async fn a_record_stamped_in_the_past_after_recent_ones_prunes_nothing_after_the
         ("skewed", now - Duration::days(100)),
     ];
     for (name, at) in stamps {
-        assert!(writer.record(record_at(format!("retention-{name}"), at)).await);
+        assert!(
+            writer
+                .record(record_at(format!("retention-{name}"), at))
+                .await
+        );
     }
 
-    assert_eq!(audit::prune(&app.pool, cutoff).await.unwrap(), 1, "only `old`");
-    let left: Vec<String> =
-        sqlx::query_scalar("SELECT request_id FROM request_log ORDER BY seq")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
-    let left: Vec<&str> = left.iter().filter_map(|r| r.strip_prefix("retention-")).collect();
+    assert_eq!(
+        audit::prune(&app.pool, cutoff).await.unwrap(),
+        1,
+        "only `old`"
+    );
+    let left: Vec<String> = sqlx::query_scalar("SELECT request_id FROM request_log ORDER BY seq")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    let left: Vec<&str> = left
+        .iter()
+        .filter_map(|r| r.strip_prefix("retention-"))
+        .collect();
     assert_eq!(left, ["recent-0", "recent-1", "recent-2", "skewed"]);
-    assert_eq!(audit::verify(&app.pool, None, None).await.unwrap(), (4, None));
+    assert_eq!(
+        audit::verify(&app.pool, None, None).await.unwrap(),
+        (4, None)
+    );
 
     // Once the recent records are old enough themselves, the run through `skewed` goes.
     let later = now + Duration::seconds(1);

@@ -57,6 +57,17 @@ async fn malformed_or_mistyped_bodies_are_refused_without_effect() {
             .contains("colour"),
         "{unknown}"
     );
+    // An array for the body's object (which serde alone would read field by field).
+    let listed = refused(
+        &app,
+        post(r#"["render"]"#),
+        StatusCode::BAD_REQUEST,
+        "INVALID_BODY",
+    )
+    .await;
+    assert_eq!(listed["errors"][0]["field"], "body", "{listed}");
+    let message = listed["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("expected an object"), "{listed}");
     refused(
         &app,
         post(r#"{"kind": 5}"#),

@@ -271,6 +271,12 @@ async fn only_admins_set_limits_and_a_change_keeps_the_limits_it_does_not_name()
         .await
         .unwrap();
     assert_eq!(kept["rate_limit"]["read_per_minute"], 7);
+    // Limits given as an array (which serde alone would read field by field) are refused.
+    for listed in [json!([1, 2]), json!([null, null, null]), json!([])] {
+        let refused = patch_limits(&app, id, admin, listed).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(problem(refused).await["errors"][0]["field"], "rate_limit");
+    }
     for same in [
         json!({}),
         json!({"read_per_minute": 7, "daily_quota": null}),

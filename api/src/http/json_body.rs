@@ -4,7 +4,8 @@
 //! its errors do not name the offending field. `JsonBody` documents the same schema (from the
 //! poem-openapi `Type` of `T`) but parses with serde, strictly, through `serde_path_to_error`,
 //! so a refusal says exactly which field is wrong: `{"field": "priority", "message": "invalid
-//! type: string \"high\", expected i64"}`. An empty body without a content type counts as `{}`,
+//! type: string \"high\", expected i64"}`; an array where the schema wants an object, which
+//! serde would take field by field, is refused first (`json_shape`). An empty body without a content type counts as `{}`,
 //! so `POST /jobs/{id}/cancel`-style calls need no body.
 
 use poem::http::StatusCode;
@@ -86,6 +87,13 @@ impl<T: Type + DeserializeOwned> ParsePayload for JsonBody<T> {
                 "text must not contain the NUL character (\\u0000), which PostgreSQL cannot store"
                     .into(),
             ));
+        }
+        if data.contains(&b'[') {
+            let shaped = serde_json::from_slice(data).ok();
+            if let Some(field) = shaped.and_then(|v| super::json_shape::array_for_object::<T>(&v)) {
+                let message = "invalid type: sequence, expected an object".to_owned();
+                return Err(invalid_body(field, message));
+            }
         }
         let mut deserializer = serde_json::Deserializer::from_slice(data);
         serde_path_to_error::deserialize(&mut deserializer)

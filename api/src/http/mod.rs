@@ -11,6 +11,7 @@ mod edge_tests;
 pub mod headers;
 pub mod idempotency;
 pub mod json_body;
+mod json_shape;
 pub mod payloads;
 pub mod problem;
 pub mod request_context;
