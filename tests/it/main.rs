@@ -46,6 +46,7 @@ mod security_edge;
 mod shared_budgets;
 mod shared_limits;
 mod shared_outage;
+mod shared_restart;
 mod stream_backpressure;
 mod streams;
 mod uploads;

@@ -20,7 +20,7 @@ use crate::support::TestApp;
 
 /// Relays TCP connections to `target` until cut: cutting ends every relayed connection and
 /// refuses new ones until it is mended; dropping ends the relayed connections only.
-struct Relay {
+pub(crate) struct Relay {
     port: u16,
     cut: Arc<watch::Sender<bool>>,
     drops: Arc<watch::Sender<u64>>,
@@ -57,7 +57,7 @@ impl Relay {
         Self { port, cut, drops }
     }
 
-    fn set_cut(&self, cut: bool) {
+    pub(crate) fn set_cut(&self, cut: bool) {
         self.cut.send_replace(cut);
     }
 
@@ -68,7 +68,7 @@ impl Relay {
 }
 
 /// `app`'s limits shared through a relay in front of the tests' Redis.
-async fn behind_relay() -> (Relay, TestApp) {
+pub(crate) async fn behind_relay() -> (Relay, TestApp) {
     behind_relay_with(|_| {}).await
 }
 
@@ -91,7 +91,7 @@ async fn behind_relay_with(adjust: impl FnOnce(&mut Config)) -> (Relay, TestApp)
 }
 
 /// Polls `/health/detailed`, sending no API request, until it reports `state` (10 s at most).
-async fn until_state(app: &TestApp, state: &str) {
+pub(crate) async fn until_state(app: &TestApp, state: &str) {
     for _ in 0..50 {
         if rate_limits_state(app).await == state {
             return;

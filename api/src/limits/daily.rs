@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDate, Utc};
 use sqlx::PgPool;
 
-use super::shared::Known;
+use super::shared::{Known, Seed};
 use super::{Applied, RateLimiter};
 
 /// One subject's use of one UTC day, as this replica knows it.
@@ -91,32 +91,56 @@ impl RateLimiter {
         });
     }
 
-    /// What the other replicas (this process's predecessors included) have stored for the day.
+    /// What each of the other replicas (this process's predecessors included) has stored for
+    /// the day.
+    async fn others_shares(
+        &self,
+        pool: &PgPool,
+        subject: &str,
+        day: NaiveDate,
+    ) -> sqlx::Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT replica, used FROM rate_limit_daily \
+             WHERE subject = $1 AND day = $2 AND replica <> $3",
+        )
+        .bind(subject)
+        .bind(day)
+        .bind(&self.replica)
+        .fetch_all(pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(r, n)| (r, n.max(0) as u64))
+            .collect())
+    }
+
+    /// What the other replicas have stored for the day, together.
     async fn others_stored(
         &self,
         pool: &PgPool,
         subject: &str,
         day: NaiveDate,
     ) -> sqlx::Result<u64> {
-        let stored: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(used), 0)::bigint FROM rate_limit_daily \
-             WHERE subject = $1 AND day = $2 AND replica <> $3",
-        )
-        .bind(subject)
-        .bind(day)
-        .bind(&self.replica)
-        .fetch_one(pool)
-        .await?;
-        Ok(stored.max(0) as u64)
+        let shares = self.others_shares(pool, subject, day).await?;
+        Ok(shares.iter().map(|(_, n)| n).sum())
     }
 
     /// Every replica's requests of today as stored, with this replica's own count (the other
     /// replicas' last two seconds may be missing), and never less than this replica knows of;
     /// `None` when the stored counts could not be read.
     pub(super) async fn everyone_today(&self, pool: &PgPool, subject: &str) -> Option<u64> {
+        self.shares_today(pool, subject)
+            .await
+            .map(|seed| seed.total)
+    }
+
+    /// `everyone_today`, with each replica's share in it: what a day's count Redis lost starts
+    /// again from, so that a replica adding what it allowed on its own meanwhile can tell how
+    /// much of that its stored share already brought in.
+    pub(super) async fn shares_today(&self, pool: &PgPool, subject: &str) -> Option<Seed> {
         let today = Utc::now().date_naive();
-        let others = match self.others_stored(pool, subject, today).await {
-            Ok(others) => others,
+        let mut shares = match self.others_shares(pool, subject, today).await {
+            Ok(shares) => shares,
             Err(error) => {
                 tracing::warn!(%error, "could not read the stored daily counts; deciding locally");
                 return None;
@@ -130,7 +154,12 @@ impl RateLimiter {
             .expect("lock")
             .get(&key)
             .map_or((0, 0), |c| (c.own, c.used));
-        Some((others + own).max(used))
+        let others: u64 = shares.iter().map(|(_, n)| n).sum();
+        shares.push((self.replica.clone(), own));
+        Some(Seed {
+            total: (others + own).max(used),
+            shares,
+        })
     }
 
     /// The requests of `day` this replica knows `subject` made: what Redis last counted, plus
@@ -145,6 +174,7 @@ impl RateLimiter {
             .map_or(Known::default(), |c| Known {
                 used: c.used,
                 unshared: c.unshared,
+                own: c.own,
                 ..Known::default()
             })
     }

@@ -76,15 +76,16 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `redis_url` (may be empty): share the limits of every replica through Redis.
     pub fn new(defaults: RateLimitsConfig, redis_url: &str) -> Self {
+        let replica = uuid::Uuid::new_v4().to_string();
         let shared = (!redis_url.is_empty())
-            .then(|| SharedLimits::new(redis_url).expect("redis_url is checked at start"))
+            .then(|| SharedLimits::new(redis_url, &replica).expect("redis_url is checked at start"))
             .map(Arc::new);
         Self {
             defaults,
             origin: Instant::now(),
             tats: Mutex::new(HashMap::new()),
             daily: Mutex::new(HashMap::new()),
-            replica: uuid::Uuid::new_v4().to_string(),
+            replica,
             shared,
         }
     }
@@ -238,8 +239,8 @@ impl RateLimiter {
             Decision::Decided(verdict) => verdict,
             Decision::NeedsSeed => {
                 // Unreadable stored counts are not taken for a fresh day: decide locally.
-                let seed = self.everyone_today(pool, subject).await?;
-                match ask(Some(seed)).await? {
+                let seed = self.shares_today(pool, subject).await?;
+                match ask(Some(&seed)).await? {
                     Decision::Decided(verdict) => verdict,
                     Decision::NeedsSeed => return None,
                 }

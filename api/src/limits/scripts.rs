@@ -39,18 +39,21 @@ end
     };
 }
 
-/// KEYS: the subject's TAT for the policy, its daily counter, the quota the TAT was kept under.
+/// KEYS: the subject's TAT for the policy, its daily counter, the replicas' shares the counter
+/// was started from, the quota the TAT was kept under.
 /// ARGV: quota per minute, daily quota, the day's count to start from when Redis has none (''
 /// when the caller has not read it: the script then answers `{-1}` and decides nothing), the
-/// counter's time to live, the
-/// count the calling replica knows of (what Redis last told it plus what it allowed on its own
-/// while Redis was unreachable), and the part of it Redis has not counted. The count Redis has
-/// is raised by that part (the replicas cut off together each add their own: none is lost),
-/// and never stays below what the replica knows of (its count from before Redis lost the day,
-/// say); a count started from `ARGV[3]` already holds every replica's stored share. Last, how far
-/// ahead of now (microseconds) the replica's own TAT lies: the minute budget it spent on its
-/// own, which the stored TAT is raised to, so a budget spent during an outage is not granted
-/// again when Redis answers.
+/// counter's time to live, the count the calling replica knows of (what Redis last told it plus
+/// what it allowed on its own while Redis was unreachable), the part of it Redis has not
+/// counted, how far ahead of now (microseconds) the replica's own TAT lies, the replica's name,
+/// every request it counted that day, and, with a start, each replica's share of it (name,
+/// count pairs). The count Redis has is raised by the part it has not counted (the replicas cut
+/// off together each add their own: none is lost), less what the replica's share brought in
+/// when the count was started again from the stored shares (Redis lost the day during the
+/// outage and another replica restarted it), and never stays below what the replica knows of;
+/// a count started here already holds every replica's share. The TAT is raised to the
+/// replica's own: the minute budget it spent on its own is not granted again when Redis
+/// answers.
 /// Returns: minute allowed, remaining, microseconds until reset (or retry), daily allowed,
 /// used today. Times are whole microseconds, so the interval is rounded down and the burst
 /// tolerance is exactly `quota` intervals (a quota above 60 million a minute is held to one
@@ -66,7 +69,22 @@ end
     gcra_preamble!(),
     r#"
 tat = math.max(tat, now + tonumber(ARGV[7]))
-local used = math.max(tonumber(stored or ARGV[3]) + (stored and tonumber(ARGV[6]) or 0), tonumber(ARGV[5]))
+local unshared = tonumber(ARGV[6])
+if stored and unshared > 0 then
+  -- The last `unshared` of the replica's `own` requests: those its share in the count's start
+  -- held are in the count already.
+  local share = tonumber(redis.call('HGET', KEYS[3], ARGV[8]) or '0')
+  local before = tonumber(ARGV[9]) - unshared
+  unshared = unshared - math.min(unshared, math.max(share - before, 0))
+end
+local used = math.max(tonumber(stored or ARGV[3]) + (stored and unshared or 0), tonumber(ARGV[5]))
+if not stored then
+  redis.call('DEL', KEYS[3])
+  for i = 10, #ARGV - 1, 2 do
+    redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  end
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
+end
 if not stored or used > tonumber(stored) then
   -- Keep the start even if this request is refused, so the next one needs no seed.
   redis.call('SET', KEYS[2], used, 'EX', tonumber(ARGV[4]))

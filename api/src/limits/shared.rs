@@ -37,6 +37,8 @@ pub struct SharedLimits {
     paused_until: Mutex<Option<Instant>>,
     connecting: AtomicBool,
     healthy: AtomicBool,
+    /// This replica's name, as in `rate_limit_daily`.
+    replica: String,
 }
 
 /// What the calling replica knows of a subject's day (`RateLimiter::known_on`) and of its
@@ -50,6 +52,16 @@ pub struct Known {
     /// How far ahead of now its own TAT for the minute policy lies (microseconds): the minute
     /// budget spent on its own, which Redis's TAT is raised to.
     pub minute_ahead_us: u64,
+    /// Every request it counted that day (`unshared` are the last of them).
+    pub own: u64,
+}
+
+/// The day's count to start from when Redis has none: every replica's stored share (this
+/// replica's own count for its own), and their sum, never less than this replica knows of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seed {
+    pub total: u64,
+    pub shares: Vec<(String, u64)>,
 }
 
 /// What Redis answered.
@@ -68,7 +80,7 @@ pub struct SharedVerdict {
 }
 
 impl SharedLimits {
-    pub fn new(url: &str) -> anyhow::Result<Self> {
+    pub fn new(url: &str, replica: &str) -> anyhow::Result<Self> {
         Ok(Self {
             client: redis::Client::open(url)?,
             script: redis::Script::new(SCRIPT),
@@ -77,6 +89,7 @@ impl SharedLimits {
             paused_until: Mutex::new(None),
             connecting: AtomicBool::new(false),
             healthy: AtomicBool::new(false),
+            replica: replica.to_owned(),
         })
     }
 
@@ -94,7 +107,7 @@ impl SharedLimits {
         name: &'static str,
         quota: u64,
         daily_quota: u64,
-        seed: Option<u64>,
+        seed: Option<&Seed>,
         known: Known,
         day: chrono::NaiveDate,
         seconds_to_midnight: u64,
@@ -102,14 +115,20 @@ impl SharedLimits {
         let mut invocation = self.script.key(format!("herald:rl:{subject}:{name}"));
         invocation
             .key(format!("herald:rl:{subject}:daily:{day}"))
+            .key(format!("herald:rl:{subject}:daily:{day}:shares"))
             .key(format!("herald:rl:{subject}:{name}:quota"))
             .arg(quota)
             .arg(daily_quota)
-            .arg(seed.map_or_else(String::new, |n| n.to_string()))
+            .arg(seed.map_or_else(String::new, |s| s.total.to_string()))
             .arg(seconds_to_midnight + 3600)
             .arg(known.used)
             .arg(known.unshared)
-            .arg(known.minute_ahead_us);
+            .arg(known.minute_ahead_us)
+            .arg(&self.replica)
+            .arg(known.own);
+        for (replica, share) in seed.map_or(&[][..], |s| &s.shares[..]) {
+            invocation.arg(replica).arg(share);
+        }
         match self.run::<Vec<i64>>(&invocation).await? {
             reply if reply == [-1] => Some(Decision::NeedsSeed),
             reply if reply.len() == 5 => Some(Decision::Decided(SharedVerdict {
