@@ -130,6 +130,38 @@ async fn the_request_log_exports_as_ndjson_and_csv_within_the_callers_projects()
         .get("/api/v1/audit/requests/export?format=xml", &key)
         .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+
+    // RFC 4180 lines end with CRLF.
+    assert!(csv.ends_with("\r\n") && !csv.replace("\r\n", "").contains('\n'));
+
+    // The list's filters apply to the export, checked as the list checks them.
+    let key_id = crate::support::key_id(&key);
+    let (_, _, mine) = export(
+        &app,
+        &app.admin_key,
+        &format!("?key_id={key_id}&status=200"),
+    )
+    .await;
+    let mine: Vec<Value> = mine
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(mine.len(), 5, "three reads, the formula's and its own export");
+    assert!(mine
+        .iter()
+        .all(|r| r["actor_id"] == key_id && r["status"] == 200));
+    let (_, _, denied) = export(&app, &app.admin_key, "?outcome=denied&method=get").await;
+    assert_eq!(denied.lines().count(), 1, "the unknown key's 401: {denied}");
+    for refused in [
+        "?outcome=bogus",
+        "?status=999",
+        "?key_id=a&user_id=b",
+        "?method=G%20T",
+    ] {
+        let url = format!("/api/v1/audit/requests/export{refused}");
+        let answer = app.get(&url, &app.admin_key).await;
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{refused}");
+    }
 }
 
 #[tokio::test]

@@ -26,6 +26,21 @@ pub struct Range {
     pub to: Option<DateTime<Utc>>,
     /// The projects whose records are visible; `None`: all.
     pub projects: Option<Vec<Uuid>>,
+    pub filters: Filters,
+}
+
+/// The list's filters (`GET /audit/requests`); `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    /// `api_key` or `user`, with `actor` (its id).
+    pub actor_type: Option<&'static str>,
+    pub actor: Option<String>,
+    pub project: Option<Uuid>,
+    pub route: Option<String>,
+    /// Matched as given or upper-cased, as the list matches it.
+    pub method: Option<String>,
+    pub status: Option<i32>,
+    pub outcome: Option<String>,
 }
 
 const COLUMNS: [&str; 20] = [
@@ -57,7 +72,7 @@ pub fn stream(
     range: Range,
     format: Format,
 ) -> impl Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
-    let header = (format == Format::Csv).then(|| (COLUMNS.join(",") + "\n").into_bytes());
+    let header = (format == Format::Csv).then(|| (COLUMNS.join(",") + "\r\n").into_bytes());
     // The state: the last sequence number exported and the log's end when the export began
     // (`None` before the first page); `None` when done.
     let pages = futures::stream::try_unfold(Some((0_i64, None)), move |state| {
@@ -105,6 +120,7 @@ async fn log_end(pool: &PgPool) -> sqlx::Result<i64> {
 /// page is (`super::LIST_SQL`): planned with its values, a project's export reads through
 /// `request_log_by_project`, where a kept generic plan would scan the whole log.
 async fn page(pool: &PgPool, range: &Range, after: i64, end: i64) -> sqlx::Result<Vec<Record>> {
+    let filters = &range.filters;
     sqlx::query_as(
         "SELECT r.*, \
                 coalesce((SELECT p.hash FROM request_log p WHERE p.seq = r.seq - 1), \
@@ -113,7 +129,12 @@ async fn page(pool: &PgPool, range: &Range, after: i64, end: i64) -> sqlx::Resul
            FROM request_log r WHERE seq > $1 AND seq <= $6 \
            AND ($2::timestamptz IS NULL OR occurred_at >= $2) \
            AND ($3::timestamptz IS NULL OR occurred_at < $3) \
-           AND ($4::uuid[] IS NULL OR project_id = ANY($4)) ORDER BY seq LIMIT $5",
+           AND ($4::uuid[] IS NULL OR project_id = ANY($4)) \
+           AND ($7::text IS NULL OR actor_type = $7) AND ($8::text IS NULL OR actor_id = $8) \
+           AND ($9::uuid IS NULL OR project_id = $9) AND ($10::text IS NULL OR route = $10) \
+           AND ($11::text IS NULL OR method IN ($11, upper($11))) \
+           AND ($12::int IS NULL OR status = $12) AND ($13::text IS NULL OR outcome = $13) \
+         ORDER BY seq LIMIT $5",
     )
     .persistent(false)
     .bind(after)
@@ -122,6 +143,13 @@ async fn page(pool: &PgPool, range: &Range, after: i64, end: i64) -> sqlx::Resul
     .bind(range.projects.clone())
     .bind(PAGE)
     .bind(end)
+    .bind(filters.actor_type)
+    .bind(&filters.actor)
+    .bind(filters.project)
+    .bind(&filters.route)
+    .bind(&filters.method)
+    .bind(filters.status)
+    .bind(&filters.outcome)
     .fetch_all(pool)
     .await
 }
@@ -159,7 +187,7 @@ fn csv_line(r: &Record) -> String {
         .map(|f| csv_field(f))
         .collect::<Vec<_>>()
         .join(",");
-    line.push('\n');
+    line.push_str("\r\n");
     line
 }
 
@@ -175,7 +203,8 @@ fn defused(value: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// RFC 4180: a field with a comma, quote or line break is quoted, its quotes doubled.
+/// RFC 4180: a field with a comma, quote or line break is quoted, its quotes doubled (and each
+/// line ends with CRLF).
 fn csv_field(value: &str) -> String {
     if value.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", value.replace('"', "\"\""))

@@ -150,17 +150,7 @@ impl AuditApi {
         let before: Option<i64> = cursor.0.as_deref().map(cursor::decode).transpose()?;
         audit_filters::list(method.0.as_deref(), status.0, outcome.0.as_deref())?;
         audit_filters::range(from.0, to.0)?;
-        // A key's records or a user's: an id names one kind of actor only.
-        let (actor_type, actor) = match (key_id.0, user_id.0) {
-            (Some(_), Some(_)) => {
-                return Err(
-                    ApiError::field("user_id", "give `key_id` or `user_id`, not both").into(),
-                )
-            }
-            (Some(key), None) => (Some("api_key"), Some(key)),
-            (None, Some(user)) => (Some("user"), Some(user)),
-            (None, None) => (None, None),
-        };
+        let (actor_type, actor) = audit_filters::actor(key_id.0, user_id.0)?;
         let statement = crate::audit::list_sql(&self.state.pool, from.0, to.0).await?;
         let mut rows: Vec<Record> = sqlx::query_as(statement)
             .persistent(false)
@@ -191,8 +181,10 @@ impl AuditApi {
 
     /// Export recorded API calls
     ///
-    /// Streams every record with `from <= occurred_at < to` (everything by default), oldest
-    /// first, as NDJSON (default) or CSV (`format=csv`), up to where the log ended when the
+    /// Streams every record with `from <= occurred_at < to` (everything by default) that
+    /// matches the list's filters (`key_id`, `user_id`, `project`, `route`, `method`,
+    /// `status`, `outcome`, checked as the list checks them), oldest first, as NDJSON (default)
+    /// or CSV (`format=csv`, RFC 4180: CRLF line ends), up to where the log ended when the
     /// export began (records appended meanwhile are left to the next export). Scope
     /// `audit:read`; a project key exports its project's records.
     #[oai(
@@ -200,9 +192,17 @@ impl AuditApi {
         method = "get",
         operation_id = "exportRequestRecords"
     )]
+    #[allow(clippy::too_many_arguments)]
     async fn export(
         &self,
         auth: Credentials,
+        key_id: Query<Option<String>>,
+        user_id: Query<Option<String>>,
+        project: Query<Option<Uuid>>,
+        route: Query<Option<String>>,
+        method: Query<Option<String>>,
+        status: Query<Option<i32>>,
+        outcome: Query<Option<String>>,
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
         format: Query<Option<String>>,
@@ -213,11 +213,22 @@ impl AuditApi {
             Some("csv") => (export::Format::Csv, "text/csv; charset=utf-8", "csv"),
             Some(_) => return Err(ApiError::field("format", "must be `ndjson` or `csv`").into()),
         };
+        audit_filters::list(method.0.as_deref(), status.0, outcome.0.as_deref())?;
         audit_filters::range(from.0, to.0)?;
+        let (actor_type, actor) = audit_filters::actor(key_id.0, user_id.0)?;
         let range = export::Range {
             from: from.0,
             to: to.0,
             projects: caller.visible_projects(),
+            filters: export::Filters {
+                actor_type,
+                actor,
+                project: project.0,
+                route: route.0,
+                method: method.0,
+                status: status.0,
+                outcome: outcome.0,
+            },
         };
         let body = Body::from_bytes_stream(export::stream(self.state.pool.clone(), range, format));
         let disposition = format!("attachment; filename=\"herald-requests.{extension}\"");

@@ -49,6 +49,22 @@ pub fn within_years(field: &str, at: Option<DateTime<Utc>>) -> Result<(), ApiErr
     }
 }
 
+/// The actor named: a key's records (`api_key`) or a user's, an id naming one kind only.
+pub fn actor(
+    key_id: Option<String>,
+    user_id: Option<String>,
+) -> Result<(Option<&'static str>, Option<String>), ApiError> {
+    match (key_id, user_id) {
+        (Some(_), Some(_)) => Err(ApiError::field(
+            "user_id",
+            "give `key_id` or `user_id`, not both",
+        )),
+        (Some(key), None) => Ok((Some("api_key"), Some(key))),
+        (None, Some(user)) => Ok((Some("user"), Some(user))),
+        (None, None) => Ok((None, None)),
+    }
+}
+
 /// The list's own filters besides the range.
 pub fn list(
     method: Option<&str>,
