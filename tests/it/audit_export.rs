@@ -146,7 +146,11 @@ async fn the_request_log_exports_as_ndjson_and_csv_within_the_callers_projects()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(mine.len(), 5, "three reads, the formula's and its own export");
+    assert_eq!(
+        mine.len(),
+        5,
+        "three reads, the formula's and its own export"
+    );
     assert!(mine
         .iter()
         .all(|r| r["actor_id"] == key_id && r["status"] == 200));

@@ -309,6 +309,36 @@ async fn a_usage_report_read_a_page_at_a_time_holds_exactly_the_whole_reports_en
     }
     assert_eq!(&paged, entries);
 
+    // A cursor from the hourly report of the same day names an hour no daily bucket starts at:
+    // refused, not read as the end of the daily report.
+    let hourly_range = range.replace("granularity=day", "granularity=hour");
+    let hourly = admin_json(&app, &format!("/api/v1/usage?{hourly_range}")).await;
+    let at = hourly["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|e| !e["start"].as_str().unwrap().contains("T00:00:00"))
+        .expect("an entry after midnight");
+    let page = admin_json(
+        &app,
+        &format!("/api/v1/usage?{hourly_range}&limit={}", at + 1),
+    )
+    .await;
+    let hour_cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let elsewhere = app
+        .get(
+            &format!("/api/v1/usage?{range}&cursor={hour_cursor}"),
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(elsewhere.status(), StatusCode::BAD_REQUEST);
+    let next = admin_json(
+        &app,
+        &format!("/api/v1/usage?{hourly_range}&cursor={hour_cursor}"),
+    )
+    .await;
+    assert!(!next["data"].as_array().unwrap().is_empty(), "{next}");
+
     for bad in ["limit=0", "limit=1001", "cursor=nonsense"] {
         let refused = app
             .get(&format!("/api/v1/usage?{range}&{bad}"), &app.admin_key)

@@ -148,6 +148,9 @@ impl AuditApi {
         let caller = self.state.authorize(&auth, Scope::AuditRead).await?;
         let limit = cursor::limit(limit.0)?;
         let before: Option<i64> = cursor.0.as_deref().map(cursor::decode).transpose()?;
+        if before.is_some_and(|seq| seq < 1) {
+            return Err(ApiError::field("cursor", "not a cursor returned by this API").into());
+        }
         audit_filters::list(method.0.as_deref(), status.0, outcome.0.as_deref())?;
         audit_filters::range(from.0, to.0)?;
         let (actor_type, actor) = audit_filters::actor(key_id.0, user_id.0)?;

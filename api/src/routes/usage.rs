@@ -120,6 +120,13 @@ impl UsageApi {
         let entries = cursor::limit_within(limit.0, 1000, 1000)?;
         let after: Option<usage::EntryKey> = cursor.0.as_deref().map(cursor::decode).transpose()?;
         let (from, to) = counted_range(from, to, &granularity);
+        if after
+            .as_ref()
+            .is_some_and(|a| !is_bucket(a.0, from, to, &granularity))
+        {
+            let message = "was returned for another range or granularity: page with the same ones";
+            return Err(ApiError::field("cursor", message).into());
+        }
         let query = usage::UsageQuery {
             from,
             to,
@@ -233,6 +240,20 @@ impl UsageApi {
             remaining_today: u64::from(limit).saturating_sub(used),
         }))
     }
+}
+
+/// Whether `start` can begin a bucket of a report over `from`..`to` by `granularity`: a cursor
+/// from another report would otherwise skip this one's buckets and read as an empty page.
+fn is_bucket(
+    start: DateTime<Utc>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    granularity: &str,
+) -> bool {
+    use chrono::Timelike;
+    let whole_hour = start.minute() == 0 && start.second() == 0 && start.nanosecond() == 0;
+    let aligned = whole_hour && (granularity == "hour" || start.hour() == 0);
+    aligned && from <= start && start < to
 }
 
 /// Where the page after `bucket` starts, as `usage::usage` orders entries.
