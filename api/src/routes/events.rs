@@ -100,8 +100,8 @@ impl EventsApi {
     ///
     /// Newest first (`order=asc` for oldest first). Filters: `type` (comma-separated event
     /// types), `aggregate_type`, `aggregate_id`, `actor` (an API key id or user id), `project`,
-    /// `from`, `to` (recorded time). Admins and `audit:read` keys bound to no project see every
-    /// event; others see the events of their projects that their scopes read (`jobs:read`: job
+    /// `from`, `to` (recorded time). Admins (admin users and admin keys, the only keys bound to
+    /// no project) see every event; others see the events of their projects that their scopes read (`jobs:read`: job
     /// events, `keys:read`: key events, `webhooks:read`: endpoint events, any of them: the
     /// project's own, `audit:read`: all of the project's).
     #[oai(path = "/events", method = "get", operation_id = "listEvents")]
