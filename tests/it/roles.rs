@@ -196,6 +196,11 @@ async fn every_row_of_the_roles_table_holds() {
                 Some(app.admin_key.clone()),
                 Some(app.create_key(Some(project), &every_project_scope).await),
             ),
+            // The event log: any scope that reads a resource shows that resource's events.
+            "a read scope" => (
+                Some(app.create_key(Some(project), &["jobs:read"]).await),
+                Some(app.create_key(Some(project), &["jobs:work"]).await),
+            ),
             scope => {
                 let other = if scope == "jobs:read" {
                     "usage:read"
