@@ -1,5 +1,7 @@
 //! Who the client is. `X-Forwarded-For` is believed only when the TCP peer is a configured
-//! trusted proxy, and then only the hops that trusted proxies appended.
+//! trusted proxy, and then only the hops that trusted proxies appended. An IPv4 address seen
+//! as IPv6 (`::ffff:203.0.113.9`, as a dual-stack listener on `[::]` sees IPv4 peers) is taken
+//! as the IPv4 address it is, so IPv4 trusted proxies, allowlists and per-IP budgets hold.
 
 use std::net::IpAddr;
 
@@ -14,7 +16,7 @@ pub fn client_ip(
     trusted: &[IpNet],
 ) -> Option<IpAddr> {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let peer = peer?;
+    let peer = peer?.to_canonical();
     if !is_trusted(&peer) {
         return Some(peer);
     }
@@ -27,7 +29,7 @@ pub fn client_ip(
     // keys with an allowlist refuse.
     let mut nearest = peer;
     for hop in header.rsplit(',') {
-        match parse_hop(hop.trim()) {
+        match parse_hop(hop.trim()).map(|ip| ip.to_canonical()) {
             Some(ip) if is_trusted(&ip) => nearest = ip,
             Some(ip) => return Some(ip),
             None => return None,
@@ -77,6 +79,24 @@ mod tests {
             ip("1.2.3.4")
         );
         assert_eq!(client_ip(ip("10.0.0.2"), None, &trusted), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn ipv4_addresses_seen_as_ipv6_are_taken_as_ipv4() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(
+            client_ip(ip("::ffff:203.0.113.9"), None, &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            client_ip(ip("::ffff:10.0.0.2"), Some("::ffff:1.2.3.4"), &trusted),
+            ip("1.2.3.4"),
+            "a mapped peer is a trusted proxy, and a mapped hop is its IPv4 client"
+        );
+        assert_eq!(
+            client_ip(ip("2001:db8::1"), None, &trusted),
+            ip("2001:db8::1")
+        );
     }
 
     #[test]
