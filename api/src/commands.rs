@@ -113,7 +113,9 @@ async fn run_with_database(
                     Ok(())
                 }
                 Some((seq, reason)) => {
-                    println!("broken at record {seq}: {reason} ({checked} records checked)");
+                    println!(
+                        "broken at record {seq}: {reason} ({checked} records intact before it)"
+                    );
                     anyhow::bail!("the request log's hash chain is broken at record {seq}")
                 }
             }

@@ -150,9 +150,12 @@ async fn an_edited_and_a_deleted_record_break_the_chain() {
         (edited["ok"].clone(), edited["first_broken_seq"].clone()),
         (json!(false), json!(3))
     );
+    assert_eq!(edited["checked"], 2, "the records intact before the break");
     let cli = crate::projections::herald(&app.database_url, &["audit", "verify"]).await;
     assert!(!cli.status.success());
-    assert!(String::from_utf8_lossy(&cli.stdout).contains("broken at record 3"));
+    let said = String::from_utf8_lossy(&cli.stdout);
+    assert!(said.contains("broken at record 3"), "{said}");
+    assert!(said.contains("(2 records intact before it)"), "{said}");
 
     sqlx::query("UPDATE request_log SET status = 200 WHERE seq = 3")
         .execute(&app.pool)

@@ -53,6 +53,32 @@ async fn a_chunked_body_is_recorded_with_the_size_that_arrived() {
     assert_eq!(response.status(), 202);
     let recorded = request_bytes(&app, "chunked-body-0001").await;
     assert_eq!(recorded, body.len() as i64);
+
+    // A multipart form carrying a file, whose body streams to storage, is counted as it flows.
+    let form = [
+        "--b\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\nchunked\r\n",
+        "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\n",
+        "Content-Type: application/octet-stream\r\n\r\n",
+        &"y".repeat(50_000),
+        "\r\n--b--\r\n",
+    ]
+    .concat();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = form
+        .as_bytes()
+        .chunks(4096)
+        .map(|chunk| Ok(chunk.to_vec()))
+        .collect();
+    let response = app
+        .request(Method::POST, "/api/v1/jobs", &key)
+        .header("Content-Type", "multipart/form-data; boundary=b")
+        .header("X-Request-Id", "chunked-form-0001")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+    let recorded = request_bytes(&app, "chunked-form-0001").await;
+    assert_eq!(recorded, form.len() as i64);
 }
 
 /// The `request_bytes` the call `request_id` was recorded with.

@@ -15,6 +15,7 @@ mod audit_filters;
 mod audit_hash_doc;
 mod audit_plans;
 mod audit_retention;
+mod audit_secrets;
 mod audit_shared_commit;
 mod audit_verify_range;
 mod audit_visibility;

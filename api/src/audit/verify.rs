@@ -28,8 +28,8 @@ const PAGE: i64 = 5_000;
 const SKEW: &str = "1 minute";
 
 /// Verifies the chain over the records from the first to the last position that has
-/// `from <= occurred_at < to` (all when absent): the number checked and the first broken link,
-/// if any.
+/// `from <= occurred_at < to` (all when absent): the number of records found intact (before the
+/// first broken link, if there is one) and that link.
 pub async fn verify(
     pool: &PgPool,
     from: Option<DateTime<Utc>>,
@@ -82,10 +82,12 @@ async fn verify_in(
         .fetch_all(&mut *db)
         .await?;
         let Some(end) = page.last() else { break };
-        checked += page.len();
         if let Some(broken) = chain::first_break(prev_hash, prev_seq, &page) {
+            // Counted: the records found intact before the break.
+            checked += page.iter().take_while(|r| r.seq < broken.0).count();
             return Ok((checked, Some(broken)));
         }
+        checked += page.len();
         (prev_seq, prev_hash) = (end.seq, end.hash.clone());
     }
     // The link out of the range: the next record must follow the last one checked, so records

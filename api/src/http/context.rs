@@ -11,7 +11,7 @@
 //! query string, which could hold data). Each call runs in a task of its own, so a client that
 //! leaves cannot cut its handling or its record short.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use super::edge_problems::{
 use super::headers::security_headers;
 use super::problem::Problem;
 use super::route_templates::RouteTemplates;
-use super::streamed_body::{limit_streamed, StreamedLimits};
+use super::streamed_body::{limit_streamed, Meter, StreamedLimits};
 use crate::auth::CredentialHeaders;
 
 use super::request_context::REQUEST;
@@ -112,7 +112,8 @@ fn incoming_request_id(req: &Request) -> Option<String> {
         && id.len() <= 128
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        && !super::redact::holds_secret(id);
     sane.then(|| id.to_owned())
 }
 
@@ -166,7 +167,7 @@ impl<E: Endpoint> EdgeInner<E> {
         };
         req.set_data(context.clone());
         let streamed = self.streamed.for_request(&req);
-        let exceeded = Arc::new(AtomicBool::new(false));
+        let meter = Arc::new(Meter::default());
         // The body's size as read (a chunked body declares none).
         let mut read_bytes = 0;
         let response = REQUEST
@@ -178,7 +179,7 @@ impl<E: Endpoint> EdgeInner<E> {
                 let deadline = tokio::time::Instant::now() + timeout;
                 let body = match streamed {
                     Some(limit) => {
-                        Ok(limit_streamed(&mut req, limit, exceeded.clone()).map_or(Ok(()), Err))
+                        Ok(limit_streamed(&mut req, limit, meter.clone()).map_or(Ok(()), Err))
                     }
                     None => {
                         let read = tokio::time::timeout_at(deadline, self.limit_body(&mut req));
@@ -215,7 +216,7 @@ impl<E: Endpoint> EdgeInner<E> {
                 // A handler that panics is answered (500) and recorded like any failure.
                 let call = std::panic::AssertUnwindSafe(self.inner.call(req)).catch_unwind();
                 let answer = tokio::time::timeout_at(deadline, call).await;
-                if exceeded.load(Ordering::Relaxed) {
+                if meter.exceeded.load(Ordering::Relaxed) {
                     return too_large(streamed.unwrap_or_default());
                 }
                 let (response, message) = match answer {
@@ -261,7 +262,9 @@ impl<E: Endpoint> EdgeInner<E> {
                 started,
                 client_ip: context_ip,
                 user_agent,
-                request_bytes: declared_bytes.max(read_bytes as i64),
+                request_bytes: declared_bytes
+                    .max(read_bytes as i64)
+                    .max(meter.read.load(Ordering::Relaxed) as i64),
             };
             response = super::request_log::record(audit, seen, notes, response).await;
         }
@@ -273,7 +276,7 @@ impl<E: Endpoint> EdgeInner<E> {
         }
         tracing::info!(
             http.method = %method,
-            http.path = %super::request_log::bounded(&super::request_log::redact_keys(&path)),
+            http.path = %super::request_log::bounded(&super::redact::redact_secrets(&path)),
             http.status = response.status().as_u16(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             request_id = %request_id,

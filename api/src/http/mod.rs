@@ -14,6 +14,7 @@ pub mod json_body;
 mod json_shape;
 pub mod payloads;
 pub mod problem;
+mod redact;
 pub mod request_context;
 pub mod request_log;
 pub mod route_templates;

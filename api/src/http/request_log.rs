@@ -2,8 +2,8 @@
 //! record is committed. Bodies are never recorded, only their sizes; the path is kept without
 //! its query string (which could carry data), beside the route template that served it, and
 //! cut to `MAX_PATH` bytes (ending in `…` when cut), so a client cannot make one record, and
-//! every export and verification that reads it, as large as its URL; an API key's secret in a
-//! path is redacted.
+//! every export and verification that reads it, as large as its URL; a credential in the path
+//! or the user agent is redacted (`redact`).
 
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use poem::Response;
 use super::context::Notes;
 use super::edge_problems::problem_response;
 use super::problem::Problem;
+use super::redact::redact_secrets;
 use crate::audit::{AuditLog, Record};
 
 /// What the edge saw of a request.
@@ -81,13 +82,13 @@ pub async fn record(
         project_id,
         route: seen.route.to_owned(),
         method: seen.method.to_owned(),
-        path: bounded(&redact_keys(seen.path)),
+        path: bounded(&redact_secrets(seen.path)),
         status: i32::from(status),
         latency_us: seen.started.elapsed().as_micros() as i64,
         request_bytes: seen.request_bytes,
         response_bytes,
         client_ip: seen.client_ip,
-        user_agent: seen.user_agent,
+        user_agent: seen.user_agent.map(|ua| redact_secrets(&ua).into_owned()),
         outcome: if response.headers().contains_key("idempotent-replayed") {
             "replayed".to_owned()
         } else {
@@ -139,70 +140,6 @@ fn is_streamed(response: &Response) -> bool {
     .any(|streamed| content_type.starts_with(streamed))
 }
 
-/// `path` with the secret of every API key in it (`hrld_live_<id>_<secret>`, pasted where an id
-/// belongs, say) replaced by `[redacted]`: a record never holds a credential. The key id, which
-/// is public, stays, so the record still says which key it was. A key may come percent-encoded
-/// (`hrld%5Flive%5F…`, even twice): a path holding one is matched, and kept, decoded.
-pub(crate) fn redact_keys(path: &str) -> std::borrow::Cow<'_, str> {
-    const PREFIX: &str = "hrld_live_";
-    // Decoded again while it changes (a few times at most), so a key encoded twice is found.
-    let mut decoded = std::borrow::Cow::Borrowed(path);
-    for _ in 0..3 {
-        if !decoded.contains('%') {
-            break;
-        }
-        let again = percent_decoded(&decoded).into_owned();
-        if again == decoded {
-            break;
-        }
-        decoded = again.into();
-    }
-    if !decoded.contains(PREFIX) {
-        return path.into();
-    }
-    let mut kept = String::with_capacity(decoded.len());
-    let mut rest = decoded.as_ref();
-    while let Some(at) = rest.find(PREFIX) {
-        let (before, key) = rest.split_at(at + PREFIX.len());
-        kept.push_str(before);
-        let token = key
-            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-            .unwrap_or(key.len());
-        // The id is the token's first part; whatever follows its `_` is secret.
-        let id = key[..token].find('_').map_or(0, |end| end + 1);
-        kept.push_str(&key[..id]);
-        if id < token {
-            kept.push_str("[redacted]");
-        }
-        rest = &key[token..];
-    }
-    kept.push_str(rest);
-    kept.into()
-}
-
-/// `text` with each `%XX` turned into its byte (other `%`s kept), read as UTF-8 (lossily).
-fn percent_decoded(text: &str) -> std::borrow::Cow<'_, str> {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while at < bytes.len() {
-        let hex = bytes
-            .get(at + 1..at + 3)
-            .and_then(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok());
-        match (bytes[at], hex) {
-            (b'%', Some(byte)) => {
-                decoded.push(byte);
-                at += 3;
-            }
-            (byte, _) => {
-                decoded.push(byte);
-                at += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded).into_owned().into()
-}
-
 /// The most of a path a record keeps, in bytes (no route of the API comes near it).
 pub(crate) const MAX_PATH: usize = 1024;
 
@@ -221,39 +158,6 @@ pub(crate) fn bounded(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_api_key_in_a_path_keeps_its_id_and_loses_its_secret() {
-        let key = "hrld_live_AbCdEfGh12345678_s3cretS3cretS3cretS3cretS3cretS3cretS3cr000000";
-        assert_eq!(
-            redact_keys(&format!("/api/v1/api-keys/{key}/rotate")),
-            "/api/v1/api-keys/hrld_live_AbCdEfGh12345678_[redacted]/rotate"
-        );
-        assert_eq!(
-            redact_keys(&format!("/api/v1/jobs/{key}{key}")),
-            "/api/v1/jobs/hrld_live_AbCdEfGh12345678_[redacted]"
-        );
-        // Something like a key without its id: all of it may be secret.
-        assert_eq!(redact_keys("/x/hrld_live_abc"), "/x/hrld_live_[redacted]");
-        assert_eq!(redact_keys("/x/hrld_live_"), "/x/hrld_live_");
-        assert_eq!(redact_keys("/api/v1/jobs"), "/api/v1/jobs");
-        // Percent-encoded, as routing would decode it: matched and kept decoded.
-        let encoded = key.replace('_', "%5F").replacen('h', "%68", 1);
-        assert_eq!(
-            redact_keys(&format!("/api/v1/api-keys/{encoded}")),
-            "/api/v1/api-keys/hrld_live_AbCdEfGh12345678_[redacted]"
-        );
-        // Encoded twice: decoded twice.
-        assert_eq!(
-            redact_keys(&format!("/api/v1/jobs/{}", key.replace('_', "%255F"))),
-            "/api/v1/jobs/hrld_live_AbCdEfGh12345678_[redacted]"
-        );
-        // A path with a `%` and no key is kept as sent.
-        assert_eq!(
-            redact_keys("/api/v1/jobs/a%20b%zz"),
-            "/api/v1/jobs/a%20b%zz"
-        );
-    }
 
     #[test]
     fn a_long_path_is_cut_at_a_character_boundary_and_marked() {

@@ -5,7 +5,7 @@
 //! past it), and their own, longer, timeout. Every other body is read whole under
 //! `http.max_body_bytes`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,14 @@ pub struct StreamedLimits {
     pub chunk_bytes: u64,
     pub multipart_bytes: u64,
     pub timeout: Duration,
+}
+
+/// What was read of a streamed body: its bytes so far (a chunked body declares none, and its
+/// record counts what arrived), and whether it went past its limit.
+#[derive(Debug, Default)]
+pub struct Meter {
+    pub read: AtomicU64,
+    pub exceeded: AtomicBool,
 }
 
 /// Room for the form fields and part headers around a multipart file.
@@ -44,13 +52,9 @@ impl StreamedLimits {
     }
 }
 
-/// Leaves a streamed body unread but counted: more than `limit` bytes fails the read and
-/// sets `exceeded`. A declared length over the limit is refused at once (the refusal).
-pub fn limit_streamed(
-    req: &mut Request,
-    limit: u64,
-    exceeded: Arc<AtomicBool>,
-) -> Option<Response> {
+/// Leaves a streamed body unread but counted (`meter`): more than `limit` bytes fails the read
+/// and sets `exceeded`. A declared length over the limit is refused at once (the refusal).
+pub fn limit_streamed(req: &mut Request, limit: u64, meter: Arc<Meter>) -> Option<Response> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -59,20 +63,20 @@ pub fn limit_streamed(
     if declared.is_some_and(|len| len > limit) {
         return Some(too_large(limit));
     }
-    let body = limited(req.take_body(), limit, exceeded);
+    let body = limited(req.take_body(), limit, meter);
     req.set_body(body);
     None
 }
 
-/// Wraps `body` so that reading past `limit` bytes fails, and sets `exceeded` when it does
-/// (the edge then answers 413 whatever the handler made of the failed read).
-pub fn limited(body: Body, limit: u64, exceeded: Arc<AtomicBool>) -> Body {
-    let mut seen = 0u64;
+/// Wraps `body` so that what is read is counted in `meter`, and reading past `limit` bytes
+/// fails and sets `exceeded` (the edge then answers 413 whatever the handler made of the
+/// failed read).
+pub fn limited(body: Body, limit: u64, meter: Arc<Meter>) -> Body {
     let stream = body.into_bytes_stream().map(move |chunk| {
         let chunk = chunk?;
-        seen += chunk.len() as u64;
+        let seen = meter.read.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
         if seen > limit {
-            exceeded.store(true, Ordering::Relaxed);
+            meter.exceeded.store(true, Ordering::Relaxed);
             return Err(std::io::Error::other(
                 "the request body is larger than allowed",
             ));
@@ -127,13 +131,18 @@ mod tests {
 
     #[tokio::test]
     async fn reading_past_the_limit_fails_and_says_so() {
-        let exceeded = Arc::new(AtomicBool::new(false));
-        let body = limited(Body::from_vec(vec![0; 11]), 10, exceeded.clone());
+        let meter = Arc::new(Meter::default());
+        let body = limited(Body::from_vec(vec![0; 11]), 10, meter.clone());
         assert!(body.into_bytes().await.is_err());
-        assert!(exceeded.load(Ordering::Relaxed));
-        let exceeded = Arc::new(AtomicBool::new(false));
-        let body = limited(Body::from_vec(vec![0; 10]), 10, exceeded.clone());
+        assert!(meter.exceeded.load(Ordering::Relaxed));
+        let meter = Arc::new(Meter::default());
+        let body = limited(Body::from_vec(vec![0; 10]), 10, meter.clone());
         assert_eq!(body.into_bytes().await.unwrap().len(), 10);
-        assert!(!exceeded.load(Ordering::Relaxed));
+        assert!(!meter.exceeded.load(Ordering::Relaxed));
+        assert_eq!(
+            meter.read.load(Ordering::Relaxed),
+            10,
+            "what was read is counted"
+        );
     }
 }

@@ -102,6 +102,7 @@ pub struct RequestRecordList {
 pub struct ChainCheck {
     /// True when every record in the range links to the one before and matches its hash.
     pub ok: bool,
+    /// The records found intact (before the first broken link, when there is one).
     pub checked: i64,
     /// The first record whose link is broken.
     #[oai(nullable)]

@@ -22,8 +22,8 @@ use crate::state::AppState;
 /// `POST /jobs` as `multipart/form-data`: the input file and the job's fields as text.
 #[derive(Debug, Multipart)]
 pub struct JobForm {
-    /// The input file (at most `uploads.max_multipart_bytes`, 25 MiB by default); the job's
-    /// `input.upload_id` is set to its id.
+    /// The input file (the whole form at most `uploads.max_multipart_bytes` + 1 MiB, 26 MiB by
+    /// default); the job's `input.upload_id` is set to its id.
     pub file: Upload,
     pub kind: String,
     /// A JSON object.
