@@ -1,6 +1,7 @@
 //! Retention prunes the leading run of the request log that is older than the cutoff, and
 //! nothing after the first record still within it: a record stamped long ago by a replica whose
-//! clock was wrong, written after recent records, does not take them with it.
+//! clock was wrong, written after recent records, does not take them with it; a backlog larger
+//! than one chunk goes chunk after chunk, the chain still verifying.
 
 use chrono::{DateTime, Duration, Utc};
 use herald_api::audit::{self, AuditLog};
@@ -53,4 +54,25 @@ async fn a_record_stamped_in_the_past_after_recent_ones_prunes_nothing_after_the
     // Once the recent records are old enough themselves, the run through `skewed` goes.
     let later = now + Duration::seconds(1);
     assert_eq!(audit::prune(&app.pool, later).await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn a_backlog_larger_than_a_chunk_is_pruned_chunk_after_chunk() {
+    let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
+    let writer = AuditLog::start(app.pool.clone(), None);
+    let old = Utc::now() - Duration::days(200);
+    let written = futures::future::join_all((0..10_050).map(|n| {
+        let writer = writer.clone();
+        async move { writer.record(record_at(format!("backlog-{n}"), old)).await }
+    }))
+    .await;
+    assert!(written.iter().all(|w| *w));
+    assert!(writer.record(record_at("recent".into(), Utc::now())).await);
+
+    let cutoff = Utc::now() - Duration::days(90);
+    assert_eq!(audit::prune(&app.pool, cutoff).await.unwrap(), 10_050);
+    assert_eq!(
+        audit::verify(&app.pool, None, None).await.unwrap(),
+        (1, None)
+    );
 }

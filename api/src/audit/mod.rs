@@ -60,33 +60,55 @@ pub use list::{list_sql, LIST_SQL, WINDOW_ROWS, WINDOW_SQL};
 /// the chain is verified from. The run ends at the first record still within retention, so a
 /// record stamped in the past by a replica whose clock was behind, written after recent ones,
 /// waits for them instead of taking them with it. Records are counted into usage first, and
-/// only counted ones go.
+/// only counted ones go. The periodic task takes `cutoff` from the database's clock.
 /// Returns how many records were removed.
 pub async fn prune(pool: &PgPool, cutoff: chrono::DateTime<chrono::Utc>) -> sqlx::Result<u64> {
     usage_count::count(pool).await?;
-    let mut removed = 0;
+    let (counted, first_kept): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT seq FROM usage_checkpoint), \
+                (SELECT seq FROM request_log WHERE occurred_at >= $1 ORDER BY seq LIMIT 1)",
+    )
+    .bind(cutoff)
+    .fetch_one(pool)
+    .await?;
+    let Some(counted) = counted else {
+        return Ok(0);
+    };
+    let last = first_kept.map_or(counted, |kept| counted.min(kept - 1));
+    // In chunks, each starting after the last one's end (not over what it deleted).
+    let (mut removed, mut after) = (0, 0);
     loop {
-        let deleted = sqlx::query(
-            "WITH kept AS (SELECT seq FROM request_log WHERE occurred_at >= $1 ORDER BY seq LIMIT 1), \
-                  doomed AS (SELECT seq, hash FROM request_log \
-                              WHERE seq <= (SELECT seq FROM usage_checkpoint) \
-                                AND seq < coalesce((SELECT seq FROM kept), 9223372036854775807) \
+        let (deleted, newest): (i64, Option<i64>) = sqlx::query_as(
+            "WITH doomed AS (SELECT seq, hash FROM request_log WHERE seq > $1 AND seq <= $2 \
                               ORDER BY seq LIMIT 10000), \
                   newest AS (SELECT seq, hash FROM doomed ORDER BY seq DESC LIMIT 1), \
                   anchor AS (INSERT INTO request_log_anchor (id, seq, hash) SELECT 1, seq, hash FROM newest \
                              ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash \
-                             WHERE request_log_anchor.seq < excluded.seq) \
-             DELETE FROM request_log WHERE seq IN (SELECT seq FROM doomed)",
+                             WHERE request_log_anchor.seq < excluded.seq), \
+                  gone AS (DELETE FROM request_log WHERE seq IN (SELECT seq FROM doomed) RETURNING seq) \
+             SELECT count(*), max(seq) FROM gone",
         )
-        .bind(cutoff)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        removed += deleted;
-        if deleted < 10_000 {
-            return Ok(removed);
+        .bind(after)
+        .bind(last)
+        .fetch_one(pool)
+        .await?;
+        removed += deleted as u64;
+        match newest {
+            Some(newest) if deleted == 10_000 => after = newest,
+            _ => return Ok(removed),
         }
     }
+}
+
+/// The cutoff for `retention`, by the database's clock: one replica whose clock runs ahead
+/// must not prune records the others still keep.
+async fn cutoff(
+    pool: &PgPool,
+    retention: chrono::Duration,
+) -> sqlx::Result<chrono::DateTime<chrono::Utc>> {
+    let now: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
+    Ok(now - retention)
 }
 
 /// Prunes records older than `retention` now and then every hour, until cancelled.
@@ -96,7 +118,11 @@ pub async fn prune_periodically(
     cancel: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        match prune(&pool, chrono::Utc::now() - retention).await {
+        let pruned = match cutoff(&pool, retention).await {
+            Ok(cutoff) => prune(&pool, cutoff).await,
+            Err(error) => Err(error),
+        };
+        match pruned {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "pruned the request log"),
             Err(error) => tracing::warn!(%error, "could not prune the request log"),
