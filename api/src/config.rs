@@ -330,7 +330,8 @@ impl Config {
 }
 
 impl Config {
-    /// The trusted proxies as networks (a bare address is a single host).
+    /// The trusted proxies as networks (a bare address is a single host; an IPv4-mapped IPv6
+    /// one is the IPv4 network it is, as clients are taken).
     pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
         self.trusted_proxies
             .iter()
@@ -338,6 +339,7 @@ impl Config {
                 entry
                     .parse::<ipnet::IpNet>()
                     .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|net| herald_domain::api_key::canonical_net(&net))
                     .map_err(|_| {
                         ConfigError::Invalid(format!("trusted_proxies: `{entry}` is not a CIDR"))
                     })
@@ -379,6 +381,15 @@ mod tests {
             ["https://a.example", "https://b.example"]
         );
         assert_eq!(config.trusted_proxy_nets().unwrap().len(), 1);
+        let mut mapped = config.clone();
+        mapped.trusted_proxies = vec!["::ffff:127.0.0.1".into(), "::ffff:10.0.0.0/104".into()];
+        let nets: Vec<String> = mapped
+            .trusted_proxy_nets()
+            .unwrap()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["127.0.0.1/32", "10.0.0.0/8"], "IPv4-mapped: as IPv4");
         let mut wildcard = config.clone();
         wildcard.cors_allowed_origins = vec!["*".into()];
         assert!(wildcard.validate().is_err());

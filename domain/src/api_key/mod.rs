@@ -15,7 +15,7 @@ mod tests;
 
 pub use events::ApiKeyEvent;
 pub use settings::{
-    parse_description, IpAllowlist, KeyName, LimitChange, RateLimit, RateLimitChange,
+    canonical_net, parse_description, IpAllowlist, KeyName, LimitChange, RateLimit, RateLimitChange,
 };
 pub use state::ApiKeyState;
 pub use token::{ApiKeyToken, TokenError, TOKEN_LEN};

@@ -20,7 +20,8 @@ pub fn parse_description(raw: Option<String>) -> Result<Option<String>, FieldErr
 }
 
 /// The client networks a key may be used from; empty means anywhere. IPv4 and IPv6 CIDRs (a
-/// bare address is a /32 or /128). IPv4-mapped IPv6 clients match IPv4 entries.
+/// bare address is a /32 or /128). IPv4-mapped IPv6 clients match IPv4 entries, and entries
+/// written IPv4-mapped (`::ffff:192.0.2.0/120`) match as the IPv4 networks they are.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct IpAllowlist(Vec<IpNet>);
@@ -79,11 +80,26 @@ impl IpAllowlist {
                 .unwrap_or(client),
             v4 => v4,
         };
-        self.0.iter().any(|net| net.contains(&client))
+        self.0
+            .iter()
+            .any(|net| canonical_net(net).contains(&client))
     }
 
     pub fn entries(&self) -> impl Iterator<Item = String> + '_ {
         self.0.iter().map(|net| net.to_string())
+    }
+}
+
+/// `net` as IPv4 when it is an IPv4-mapped IPv6 network (`::ffff:192.0.2.0/120` is
+/// `192.0.2.0/24`), which is how a dual-stack listener sees IPv4 clients; else `net`.
+pub fn canonical_net(net: &IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+            .network()
+            .to_ipv4_mapped()
+            .and_then(|v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+            .map_or(*net, IpNet::V4),
+        _ => *net,
     }
 }
 
@@ -156,6 +172,13 @@ mod tests {
         );
         assert!(!list.allows(None), "no client address means deny");
         assert!(IpAllowlist::default().allows(None));
+        let mapped = IpAllowlist::parse(&["::ffff:192.0.2.0/120", "::ffff:127.0.0.1"]).unwrap();
+        assert!(
+            mapped.allows(ip("192.0.2.44")),
+            "a mapped entry is its IPv4 network"
+        );
+        assert!(mapped.allows(ip("::ffff:127.0.0.1")));
+        assert!(!mapped.allows(ip("192.0.3.1")));
     }
 
     #[test]
