@@ -127,10 +127,16 @@ async fn both_logs_refuse_a_cursor_they_did_not_issue_and_a_limit_out_of_range()
         let most = app.get(&format!("{list}?limit=100"), &app.admin_key).await;
         assert_eq!(most.status(), StatusCode::OK, "{list}");
     }
-    // A record's position is 1 or more: a cursor naming 0 or -5 was never issued.
-    for forged in ["MA", "LTU"] {
-        let path = format!("/api/v1/audit/requests?cursor={forged}");
-        let refused = app.get(&path, &app.admin_key).await;
+    // A position is 1 or more: a cursor naming 0 or -5 was never issued (`[0,false]` and
+    // `[-5,true]` for the event log, which pages in either order).
+    let forged = [
+        "/api/v1/audit/requests?cursor=MA",
+        "/api/v1/audit/requests?cursor=LTU",
+        "/api/v1/events?cursor=WzAsZmFsc2Vd",
+        "/api/v1/events?order=asc&cursor=Wy01LHRydWVd",
+    ];
+    for path in forged {
+        let refused = app.get(path, &app.admin_key).await;
         assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{path}");
     }
 }

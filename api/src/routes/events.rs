@@ -152,6 +152,10 @@ impl EventsApi {
                 )
                 .into())
             }
+            // Positions start at 1: a cursor naming less was never issued.
+            Some((position, _)) if position < 1 => {
+                return Err(ApiError::field("cursor", "not a cursor returned by this API").into())
+            }
             other => other.map(|(position, _)| position),
         };
         let mut query = EventSearch {
