@@ -137,9 +137,11 @@ impl<E: Endpoint> EdgeInner<E> {
             ip: client_ip(peer, forwarded.as_deref(), &self.trusted_proxies)
                 .map(|ip| ip.to_string()),
             // As sent when it is UTF-8 (bytes that are not become U+FFFD), so a client whose
-            // agent names itself outside ASCII is still recorded.
+            // agent names itself outside ASCII is still recorded; a credential in it redacted
+            // before it is cut, so no part of one is kept (in the record or an event).
             user_agent: req.headers().get(header::USER_AGENT).map(|ua| {
-                String::from_utf8_lossy(ua.as_bytes())
+                let ua = String::from_utf8_lossy(ua.as_bytes());
+                super::redact::redact_secrets(&ua)
                     .chars()
                     .take(512)
                     .collect()

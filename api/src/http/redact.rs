@@ -7,27 +7,31 @@ use std::borrow::Cow;
 
 const KEY_PREFIX: &str = "hrld_live_";
 
-/// `text` with every API key's secret and every session token in it redacted.
+/// `text` with every API key's secret and every session token in it redacted. Either may come
+/// percent-encoded (`hrld%5Flive%5F…`, `eyJ…%2EeyJ…`, even encoded twice), as routing would
+/// decode it: text holding one is matched, and kept, decoded, its control characters (a NUL,
+/// a line break) written back as `%XX`, so a record can always be stored and a log line
+/// cannot be split. Text holding none is kept as it came.
 pub(crate) fn redact_secrets(text: &str) -> Cow<'_, str> {
-    match redact_keys(text) {
-        Cow::Borrowed(kept) => redact_tokens(kept),
-        Cow::Owned(kept) => Cow::Owned(redact_tokens(&kept).into_owned()),
+    let decoded = fully_decoded(text);
+    if !decoded.contains(KEY_PREFIX) && !decoded.contains("eyJ") {
+        return text.into();
     }
+    let redacted = redact_tokens(&redact_keys(&decoded)).into_owned();
+    if redacted == decoded {
+        return text.into();
+    }
+    escape_controls(&redacted).into()
 }
 
 /// Whether `text` holds an API key or a session token.
 pub(crate) fn holds_secret(text: &str) -> bool {
-    !matches!(redact_secrets(text), Cow::Borrowed(_)) || text.contains(KEY_PREFIX)
+    !matches!(redact_secrets(text), Cow::Borrowed(_)) || fully_decoded(text).contains(KEY_PREFIX)
 }
 
-/// `path` with the secret of every API key in it (`hrld_live_<id>_<secret>`, pasted where an id
-/// belongs, say) replaced by `[redacted]`: a record never holds a credential. The key id, which
-/// is public, stays, so the record still says which key it was. A key may come percent-encoded
-/// (`hrld%5Flive%5F…`, even twice): a path holding one is matched, and kept, decoded.
-fn redact_keys(path: &str) -> Cow<'_, str> {
-    const PREFIX: &str = KEY_PREFIX;
-    // Decoded again while it changes (a few times at most), so a key encoded twice is found.
-    let mut decoded = Cow::Borrowed(path);
+/// `text` percent-decoded again while that changes it (three times at most).
+fn fully_decoded(text: &str) -> Cow<'_, str> {
+    let mut decoded = Cow::Borrowed(text);
     for _ in 0..3 {
         if !decoded.contains('%') {
             break;
@@ -38,11 +42,32 @@ fn redact_keys(path: &str) -> Cow<'_, str> {
         }
         decoded = again.into();
     }
+    decoded
+}
+
+/// `text` with each control character written as `%XX`.
+fn escape_controls(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii_control() {
+            escaped.push_str(&format!("%{:02X}", c as u8));
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
+/// `decoded` with the secret of every API key in it (`hrld_live_<id>_<secret>`, pasted where
+/// an id belongs, say) replaced by `[redacted]`. The key id, which is public, stays, so the
+/// record still says which key it was.
+fn redact_keys(decoded: &str) -> Cow<'_, str> {
+    const PREFIX: &str = KEY_PREFIX;
     if !decoded.contains(PREFIX) {
-        return path.into();
+        return decoded.into();
     }
     let mut kept = String::with_capacity(decoded.len());
-    let mut rest = decoded.as_ref();
+    let mut rest = decoded;
     while let Some(at) = rest.find(PREFIX) {
         let (before, key) = rest.split_at(at + PREFIX.len());
         kept.push_str(before);
@@ -121,31 +146,34 @@ mod tests {
     fn an_api_key_in_a_path_keeps_its_id_and_loses_its_secret() {
         let key = "hrld_live_AbCdEfGh12345678_s3cretS3cretS3cretS3cretS3cretS3cretS3cr000000";
         assert_eq!(
-            redact_keys(&format!("/api/v1/api-keys/{key}/rotate")),
+            redact_secrets(&format!("/api/v1/api-keys/{key}/rotate")),
             "/api/v1/api-keys/hrld_live_AbCdEfGh12345678_[redacted]/rotate"
         );
         assert_eq!(
-            redact_keys(&format!("/api/v1/jobs/{key}{key}")),
+            redact_secrets(&format!("/api/v1/jobs/{key}{key}")),
             "/api/v1/jobs/hrld_live_AbCdEfGh12345678_[redacted]"
         );
         // Something like a key without its id: all of it may be secret.
-        assert_eq!(redact_keys("/x/hrld_live_abc"), "/x/hrld_live_[redacted]");
-        assert_eq!(redact_keys("/x/hrld_live_"), "/x/hrld_live_");
-        assert_eq!(redact_keys("/api/v1/jobs"), "/api/v1/jobs");
+        assert_eq!(
+            redact_secrets("/x/hrld_live_abc"),
+            "/x/hrld_live_[redacted]"
+        );
+        assert_eq!(redact_secrets("/x/hrld_live_"), "/x/hrld_live_");
+        assert_eq!(redact_secrets("/api/v1/jobs"), "/api/v1/jobs");
         // Percent-encoded, as routing would decode it: matched and kept decoded.
         let encoded = key.replace('_', "%5F").replacen('h', "%68", 1);
         assert_eq!(
-            redact_keys(&format!("/api/v1/api-keys/{encoded}")),
+            redact_secrets(&format!("/api/v1/api-keys/{encoded}")),
             "/api/v1/api-keys/hrld_live_AbCdEfGh12345678_[redacted]"
         );
         // Encoded twice: decoded twice.
         assert_eq!(
-            redact_keys(&format!("/api/v1/jobs/{}", key.replace('_', "%255F"))),
+            redact_secrets(&format!("/api/v1/jobs/{}", key.replace('_', "%255F"))),
             "/api/v1/jobs/hrld_live_AbCdEfGh12345678_[redacted]"
         );
         // A path with a `%` and no key is kept as sent.
         assert_eq!(
-            redact_keys("/api/v1/jobs/a%20b%zz"),
+            redact_secrets("/api/v1/jobs/a%20b%zz"),
             "/api/v1/jobs/a%20b%zz"
         );
     }
@@ -171,5 +199,29 @@ mod tests {
         assert_eq!(redact_secrets("curl/8.5.0"), "curl/8.5.0");
         assert!(holds_secret(key) && holds_secret(jwt) && holds_secret("hrld_live_"));
         assert!(!holds_secret("req-0001.a.b"));
+    }
+
+    #[test]
+    fn an_encoded_secret_is_found_and_its_control_characters_stay_escaped() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl";
+        let encoded = jwt.replace('.', "%2E");
+        assert_eq!(
+            redact_secrets(&format!("/api/v1/jobs/{encoded}")),
+            "/api/v1/jobs/[redacted]"
+        );
+        let key = "hrld_live_abcdefghijklmnop_XXXXXXXXXXXX";
+        assert_eq!(
+            redact_secrets(&format!("/api/v1/jobs/{key}%00")),
+            "/api/v1/jobs/hrld_live_abcdefghijklmnop_[redacted]%00"
+        );
+        assert_eq!(
+            redact_secrets(&format!("/x/{key}%0A2026 INFO fake")),
+            "/x/hrld_live_abcdefghijklmnop_[redacted]%0A2026 INFO fake"
+        );
+        // Nothing secret: kept as it came, encoded.
+        assert_eq!(
+            redact_secrets("/api/v1/jobs/a%00b%0A"),
+            "/api/v1/jobs/a%00b%0A"
+        );
     }
 }

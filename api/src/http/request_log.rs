@@ -3,7 +3,7 @@
 //! its query string (which could carry data), beside the route template that served it, and
 //! cut to `MAX_PATH` bytes (ending in `…` when cut), so a client cannot make one record, and
 //! every export and verification that reads it, as large as its URL; a credential in the path
-//! or the user agent is redacted (`redact`).
+//! is redacted (`redact`; the edge redacts the user agent as it reads it).
 
 use std::time::Instant;
 
@@ -88,7 +88,7 @@ pub async fn record(
         request_bytes: seen.request_bytes,
         response_bytes,
         client_ip: seen.client_ip,
-        user_agent: seen.user_agent.map(|ua| redact_secrets(&ua).into_owned()),
+        user_agent: seen.user_agent,
         outcome: if response.headers().contains_key("idempotent-replayed") {
             "replayed".to_owned()
         } else {

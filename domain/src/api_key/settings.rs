@@ -21,7 +21,8 @@ pub fn parse_description(raw: Option<String>) -> Result<Option<String>, FieldErr
 
 /// The client networks a key may be used from; empty means anywhere. IPv4 and IPv6 CIDRs (a
 /// bare address is a /32 or /128). IPv4-mapped IPv6 clients match IPv4 entries, and entries
-/// written IPv4-mapped (`::ffff:192.0.2.0/120`) match as the IPv4 networks they are.
+/// written IPv4-mapped (`::ffff:192.0.2.0/120`) are kept as the IPv4 networks they are (and
+/// match as such even when an earlier version stored them mapped).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct IpAllowlist(Vec<IpNet>);
@@ -40,7 +41,7 @@ impl IpAllowlist {
                 entry
                     .parse::<IpNet>()
                     .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map(|net| net.trunc())
+                    .map(|net| canonical_net(&net.trunc()))
                     .map_err(|_| {
                         FieldError::new(format!("ip_allowlist[{i}]"), "not an IP address or CIDR")
                     })
@@ -179,6 +180,10 @@ mod tests {
         );
         assert!(mapped.allows(ip("::ffff:127.0.0.1")));
         assert!(!mapped.allows(ip("192.0.3.1")));
+        let entries: Vec<String> = mapped.entries().collect();
+        assert_eq!(entries, ["192.0.2.0/24", "127.0.0.1/32"], "kept as IPv4");
+        let twice = IpAllowlist::parse(&["127.0.0.1", "::ffff:127.0.0.1"]).unwrap();
+        assert_eq!(twice.entries().count(), 1, "the same network twice");
     }
 
     #[test]
