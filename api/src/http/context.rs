@@ -255,11 +255,13 @@ impl<E: Endpoint> EdgeInner<E> {
         let mut response = response;
         let mut notes = std::mem::take(&mut *notes.lock().expect("request notes lock"));
         let rate = notes.rate.take();
+        // The path as the record and the log line show it: credentials redacted, length bounded.
+        let shown_path = super::request_log::bounded(&super::redact::redact_secrets(&path));
         if let Some(audit) = audit {
             let seen = super::request_log::Seen {
                 request_id: &request_id,
                 method: method.as_str(),
-                path: &path,
+                path: &shown_path,
                 route: self.routes.route_of(&path),
                 started,
                 client_ip: context_ip,
@@ -278,7 +280,7 @@ impl<E: Endpoint> EdgeInner<E> {
         }
         tracing::info!(
             http.method = %method,
-            http.path = %super::request_log::bounded(&super::redact::redact_secrets(&path)),
+            http.path = %shown_path,
             http.status = response.status().as_u16(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             request_id = %request_id,

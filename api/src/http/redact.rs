@@ -26,7 +26,8 @@ pub(crate) fn redact_secrets(text: &str) -> Cow<'_, str> {
 
 /// Whether `text` holds an API key or a session token.
 pub(crate) fn holds_secret(text: &str) -> bool {
-    !matches!(redact_secrets(text), Cow::Borrowed(_)) || fully_decoded(text).contains(KEY_PREFIX)
+    let decoded = fully_decoded(text);
+    decoded.contains(KEY_PREFIX) || redact_tokens(&decoded) != decoded
 }
 
 /// `text` percent-decoded again while that changes it (three times at most).

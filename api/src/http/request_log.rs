@@ -2,8 +2,9 @@
 //! record is committed. Bodies are never recorded, only their sizes; the path is kept without
 //! its query string (which could carry data), beside the route template that served it, and
 //! cut to `MAX_PATH` bytes (ending in `…` when cut), so a client cannot make one record, and
-//! every export and verification that reads it, as large as its URL; a credential in the path
-//! is redacted (`redact`; the edge redacts the user agent as it reads it).
+//! every export and verification that reads it, as large as its URL. The edge hands it the path
+//! that way, with any credential in it redacted (`redact`), as its own log line shows it, and
+//! redacts the user agent as it reads it.
 
 use std::time::Instant;
 
@@ -15,15 +16,15 @@ use poem::Response;
 use super::context::Notes;
 use super::edge_problems::problem_response;
 use super::problem::Problem;
-use super::redact::redact_secrets;
 use crate::audit::{AuditLog, Record};
 
 /// What the edge saw of a request.
 pub struct Seen<'a> {
     pub request_id: &'a str,
     pub method: &'a str,
+    /// The path as recorded: credentials redacted, cut to `MAX_PATH` (`bounded`).
     pub path: &'a str,
-    /// The route template that serves `path` (`route_templates`).
+    /// The route template that serves the path (`route_templates`).
     pub route: &'a str,
     pub started: Instant,
     pub client_ip: Option<String>,
@@ -82,7 +83,7 @@ pub async fn record(
         project_id,
         route: seen.route.to_owned(),
         method: seen.method.to_owned(),
-        path: bounded(&redact_secrets(seen.path)),
+        path: seen.path.to_owned(),
         status: i32::from(status),
         latency_us: seen.started.elapsed().as_micros() as i64,
         request_bytes: seen.request_bytes,
