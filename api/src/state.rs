@@ -179,8 +179,8 @@ impl AppState {
         if !self.rate_limiter.enabled() {
             return ApiError::Unauthenticated;
         }
-        let ip = current_client_ip().map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        let applied = self.rate_limiter.check_unauthenticated(&ip).await;
+        let subject = crate::limits::client::ip_subject(current_client_ip());
+        let applied = self.rate_limiter.check_unauthenticated(&subject).await;
         if applied.allowed {
             return ApiError::Unauthenticated;
         }

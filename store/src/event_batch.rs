@@ -194,15 +194,16 @@ impl EventBatch {
     }
 }
 
-/// The project an event names itself: a project's own events belong to it, and an aggregate's
-/// first event carries its project in the payload (`project_id`). `None` for the rest (later
-/// events, users, account-wide keys and endpoints), which the database then works out as
-/// migration 0020 describes; this only spares the common appends its trigger, so it accepts
-/// only the hyphenated form, as the trigger does.
+/// The project an event names itself: a project's own events belong to it, an aggregate's
+/// first event carries its project in the payload (`project_id`), and so does each of a user's
+/// project-role events (migration 0024). `None` for the rest (later events, a user's other
+/// events, account-wide keys and endpoints), which the database then works out as migrations
+/// 0020 and 0024 describe; this only spares the common appends its trigger, so it accepts only
+/// the hyphenated form, as the trigger does.
 pub(crate) fn project_of(aggregate_type: &str, event: &SerializedEvent) -> Option<Uuid> {
     let id = if aggregate_type == "project" {
         event.aggregate_id.as_str()
-    } else if event.sequence == 1 {
+    } else if event.sequence == 1 || aggregate_type == "user" {
         event.payload.get("project_id")?.as_str()?
     } else {
         return None;
@@ -250,5 +251,9 @@ mod tests {
         );
         assert_eq!(project_of("job", &simple), None);
         assert_eq!(project_of("user", &event("u-1", 1, json!({}))), None);
+        // A user's role event names the project the role is in.
+        let granted = event("u-1", 4, json!({"project_id": project}));
+        assert_eq!(project_of("user", &granted), Some(project));
+        assert_eq!(project_of("user", &event("u-1", 5, json!({}))), None);
     }
 }

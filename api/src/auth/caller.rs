@@ -303,7 +303,8 @@ impl Caller {
 /// all; otherwise each resource's read scope reads its own, and any of them the project's.
 fn readable_aggregates(scopes: &Scopes) -> Vec<&'static str> {
     if scopes.allows(Scope::AuditRead) {
-        return vec!["job", "api_key", "webhook_endpoint", "project"];
+        // `user`: the role events of the project's members (migration 0024).
+        return vec!["job", "api_key", "webhook_endpoint", "project", "user"];
     }
     let mut kinds: Vec<&'static str> = [
         (Scope::JobsRead, "job"),

@@ -7,6 +7,7 @@
 //! on first use, so it survives a restart. State is per replica (in memory) and pruned of
 //! whatever no longer limits anyone every two seconds; `shared` moves it to Redis.
 
+pub mod client;
 mod daily;
 pub mod gcra;
 mod headers;
@@ -277,22 +278,22 @@ impl RateLimiter {
         Some(shared)
     }
 
-    /// Checks the per-IP budget of a request whose credentials were refused: through Redis
-    /// when the limits are shared, else (or when Redis fails) in this replica's memory.
-    pub async fn check_unauthenticated(&self, ip: &str) -> Applied {
-        let subject = format!("ip:{ip}");
+    /// Checks the per-IP budget (`client::ip_subject`) of a request whose credentials were
+    /// refused: through Redis when the limits are shared, else (or when Redis fails) in this
+    /// replica's memory.
+    pub async fn check_unauthenticated(&self, subject: &str) -> Applied {
         let quota = u64::from(self.defaults.unauthenticated_per_minute);
         if let Some(shared) = self.shared_connected() {
-            let ahead = self.ahead_us(&subject, "unauthenticated", quota);
+            let ahead = self.ahead_us(subject, "unauthenticated", quota);
             if let Some(applied) = shared
-                .check_minute(&subject, "unauthenticated", quota, ahead)
+                .check_minute(subject, "unauthenticated", quota, ahead)
                 .await
             {
                 return applied;
             }
         }
         let now = self.origin.elapsed().as_nanos() + MINUTE;
-        self.minute_policy(&subject, "unauthenticated", quota, now, true)
+        self.minute_policy(subject, "unauthenticated", quota, now, true)
     }
 
     /// Forgets what no longer limits anyone, so rotating client IPs or keys cannot grow the

@@ -144,7 +144,7 @@ impl AuthApi {
     ) -> ApiResult<LoggedIn> {
         let body = body.0;
         let subjects = [
-            format!("ip:{}", context.ip.as_deref().unwrap_or("unknown")),
+            crate::limits::client::ip_subject(context.ip.as_deref().and_then(|ip| ip.parse().ok())),
             format!("email:{}", body.email.trim().to_lowercase()),
         ];
         if let Err(wait) = self.state.login_limiter.attempt(&subjects).await {

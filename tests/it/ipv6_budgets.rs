@@ -1,0 +1,76 @@
+//! Per-IP budgets for IPv6 clients are per /64: every address of one /64 spends the same
+//! `unauthenticated` budget and the same login count, so a client holding a /64 cannot start
+//! afresh by changing its address, while a neighbouring /64 has budgets of its own. The client
+//! address comes from `X-Forwarded-For` through a trusted proxy (the test's loopback).
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::TestApp;
+
+#[tokio::test]
+async fn ipv6_clients_share_the_unauthenticated_budget_of_their_64() {
+    let app = TestApp::spawn_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".into()];
+        c.rate_limits.unauthenticated_per_minute = 3;
+    })
+    .await;
+    let anonymous = |client: &str| {
+        app.client
+            .get(app.url("/api/v1/jobs"))
+            .header("X-Forwarded-For", client)
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for host in 1..=4 {
+        let client = format!("2001:db8:1:2::{host:x}");
+        statuses.push(anonymous(&client).await.unwrap().status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ],
+        "four addresses of one /64 had budgets of their own"
+    );
+    let far = anonymous("2001:db8:1:2:ffff:ffff:ffff:fffe").await.unwrap();
+    assert_eq!(far.status(), StatusCode::TOO_MANY_REQUESTS);
+    // The next /64, and an IPv4 client, each have a budget of their own.
+    let neighbour = anonymous("2001:db8:1:3::1").await.unwrap();
+    assert_eq!(neighbour.status(), StatusCode::UNAUTHORIZED);
+    let v4 = anonymous("203.0.113.9").await.unwrap();
+    assert_eq!(v4.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn ipv6_clients_share_the_login_count_of_their_64() {
+    let app = TestApp::spawn_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".into()];
+        c.auth.login_attempts = 2;
+    })
+    .await;
+    let attempt = |client: &str, email: &str| {
+        app.client
+            .post(app.url("/api/v1/auth/login"))
+            .header("X-Forwarded-For", client)
+            .json(&json!({"email": email, "password": "not the password"}))
+            .send()
+    };
+    // Other emails each time, so only the per-IP count can refuse.
+    let first = attempt("2001:db8:9:9::1", "a@example.com").await.unwrap();
+    let second = attempt("2001:db8:9:9::2", "b@example.com").await.unwrap();
+    let third = attempt("2001:db8:9:9:1::3", "c@example.com").await.unwrap();
+    assert_eq!(
+        [first.status(), second.status(), third.status()],
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let neighbour = attempt("2001:db8:9:a::1", "d@example.com").await.unwrap();
+    assert_eq!(neighbour.status(), StatusCode::UNAUTHORIZED);
+}

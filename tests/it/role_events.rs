@@ -1,0 +1,104 @@
+//! A user's role in a project is an event of that project (migration 0024): the project's
+//! auditors (its owners, its keys with `audit:read`) see who was given or lost a role in it
+//! through `GET /api/v1/events`, and nobody bound to other projects does. A user's other
+//! events still belong to no project.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::support::{TestApp, PASSWORD};
+
+const ROLE_EVENTS: &str = "type=user.project_role_granted,user.project_role_revoked";
+
+/// The role events a request sees: `(type, user, project)`, oldest first.
+async fn role_events(request: reqwest::RequestBuilder) -> Vec<(String, String, String)> {
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page: Value = response.json().await.unwrap();
+    let mut seen: Vec<_> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (
+                text(&e["type"]),
+                text(&e["aggregate_id"]),
+                text(&e["project_id"]),
+            )
+        })
+        .collect();
+    seen.reverse();
+    seen
+}
+
+#[tokio::test]
+async fn a_projects_auditors_see_its_role_events_and_nobody_elses() {
+    let app = TestApp::spawn().await;
+    let mine = app.create_project("mine").await;
+    let theirs = app.create_project("theirs").await;
+    let owner = app.member_token(mine, "owner").await;
+    let other_owner = app.member_token(theirs, "owner").await;
+    let viewer = app.member_token(mine, "viewer").await;
+    // A user given a role in each project, then removed from mine.
+    let both = app.create_user("both@example.com", PASSWORD, false).await;
+    let member = |project: Uuid| format!("/api/v1/projects/{project}/members/{both}");
+    for project in [mine, theirs] {
+        let granted = app
+            .request(Method::PUT, &member(project), &app.admin_key)
+            .json(&json!({"role": "editor"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(granted.status(), StatusCode::OK);
+    }
+    let removed = app
+        .request(Method::DELETE, &member(mine), &app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+
+    let path = format!("/api/v1/events?{ROLE_EVENTS}&limit=100");
+    let (mine, theirs, both) = (mine.to_string(), theirs.to_string(), both.to_string());
+    let owners_view = role_events(app.as_user(Method::GET, &path, &owner)).await;
+    let in_mine: Vec<_> = owners_view.iter().filter(|e| e.2 == mine).collect();
+    assert_eq!(owners_view.len(), in_mine.len(), "{owners_view:?}");
+    // The owner's own grant, the viewer's, then the user's grant and its removal.
+    let kinds: Vec<&str> = owners_view.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "user.project_role_granted",
+            "user.project_role_granted",
+            "user.project_role_granted",
+            "user.project_role_revoked"
+        ]
+    );
+    assert_eq!(owners_view[3].1, both);
+    // The other project's owner sees its own grant and the user's grant there, nothing of mine.
+    let others_view = role_events(app.as_user(Method::GET, &path, &other_owner)).await;
+    assert_eq!(others_view.len(), 2, "{others_view:?}");
+    assert!(others_view.iter().all(|e| e.2 == theirs));
+    assert_eq!(others_view[1].1, both);
+    // A viewer reads the project's jobs, keys and endpoints, not its audit: no role events.
+    let viewers_view = role_events(app.as_user(Method::GET, &path, &viewer)).await;
+    assert_eq!(viewers_view, []);
+    // A project key with `audit:read` sees them; an admin sees both projects'.
+    let key = app
+        .create_key(Some(mine.parse().unwrap()), &["audit:read"])
+        .await;
+    let keys_view = role_events(app.request(Method::GET, &path, &key)).await;
+    assert_eq!(keys_view, owners_view);
+    let admins_view = role_events(app.request(Method::GET, &path, &app.admin_key)).await;
+    assert_eq!(admins_view.len(), 6, "{admins_view:?}");
+    // A user's other events still belong to no project.
+    let created = role_events(app.request(
+        Method::GET,
+        &format!("/api/v1/events?type=user.created&aggregate_id={both}"),
+        &app.admin_key,
+    ))
+    .await;
+    assert_eq!(created, [("user.created".to_owned(), both, String::new())]);
+}
