@@ -106,7 +106,13 @@ async fn run_with_database(
             if let (Some(from), Some(to)) = (from, to) {
                 anyhow::ensure!(from <= to, "--from ({from}) must not be after --to ({to})");
             }
-            let (checked, broken) = crate::audit::verify(pool, from, to).await?;
+            // The chain key comes from the servers' pepper; a new one would fail every record.
+            let pepper = crate::startup::existing_pepper(config).context(
+                "verifying needs the servers' pepper (HERALD_API_KEY_PEPPER, or the \
+                 api-key-pepper file of their data directory, HERALD_DATA_DIR)",
+            )?;
+            let key = crate::audit::ChainKey::from_pepper(&pepper);
+            let (checked, broken) = crate::audit::verify(pool, &key, from, to).await?;
             match broken {
                 None => {
                     println!("ok: {checked} records, the chain is intact");

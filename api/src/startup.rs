@@ -44,13 +44,10 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
 
 /// The configured pepper, or the one generated on first start and kept in the data directory.
 pub fn pepper(config: &Config) -> anyhow::Result<Vec<u8>> {
-    if !config.api_key_pepper.is_empty() {
-        return Ok(config.api_key_pepper.expose().as_bytes().to_vec());
+    if let Some(existing) = existing_pepper(config) {
+        return Ok(existing);
     }
     let path = config.data_dir.join("api-key-pepper");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        return Ok(existing.trim().as_bytes().to_vec());
-    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let mut bytes = [0u8; 32];
@@ -59,6 +56,17 @@ pub fn pepper(config: &Config) -> anyhow::Result<Vec<u8>> {
     write_private(&path, &value)?;
     tracing::info!(path = %path.display(), "generated a new API-key pepper");
     Ok(value.into_bytes())
+}
+
+/// The configured pepper, or the one kept in the data directory, without generating one:
+/// what commands that read the servers' data with their keys (`herald audit verify`) use.
+pub fn existing_pepper(config: &Config) -> Option<Vec<u8>> {
+    if !config.api_key_pepper.is_empty() {
+        return Some(config.api_key_pepper.expose().as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("api-key-pepper");
+    let existing = std::fs::read_to_string(path).ok()?;
+    Some(existing.trim().as_bytes().to_vec())
 }
 
 fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {

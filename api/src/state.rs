@@ -54,6 +54,8 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     /// The request log writer (`None` when the audit trail is turned off).
     pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// The key the request log is chained under, derived from the pepper (`audit::key`).
+    pub chain_key: crate::audit::ChainKey,
     /// Where uploaded and result files are kept.
     pub storage: crate::storage::Storage,
 }
@@ -91,9 +93,11 @@ impl AppState {
         )
         .shared_through(rate_limiter.shared());
         // With the audit trail on, its writer appends the events too (one commit for both logs).
+        let chain_key = crate::audit::ChainKey::from_pepper(&pepper);
         let (appender, audit) = if config.audit.enabled {
             let (appender, events) = Appender::detached();
-            let audit = crate::audit::AuditLog::start(pool.clone(), Some(events));
+            let audit =
+                crate::audit::AuditLog::start(pool.clone(), chain_key.clone(), Some(events));
             (appender, Some(audit))
         } else {
             (Appender::start(pool.clone()), None)
@@ -118,6 +122,7 @@ impl AppState {
             login_limiter,
             rate_limiter,
             audit,
+            chain_key,
             storage,
             pool,
             config,

@@ -1,23 +1,32 @@
 //! The request log's hash, as docs/API.md describes it for a verifier of your own, recomputed
-//! here from the NDJSON export with nothing of Herald's code: calls with and without an actor,
-//! an error code or a user agent, so that both a missing value and a present one are covered.
+//! here from the NDJSON export and the servers' pepper with nothing of Herald's code: calls with
+//! and without an actor, an error code or a user agent, so that both a missing value and a
+//! present one are covered.
 
 use chrono::{SecondsFormat, SubsecRound, Utc};
+use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
-use crate::support::TestApp;
+use crate::support::{TestApp, PEPPER};
 
-/// One record's hash in format 2: each text as its length (8 bytes, big-endian) and its bytes,
-/// a missing value as the length 2^64 - 1 alone.
+/// The chain key: HMAC-SHA256(pepper, "herald request log chain").
+fn documented_key() -> Vec<u8> {
+    let mut derive = Hmac::<Sha256>::new_from_slice(PEPPER.as_bytes()).unwrap();
+    derive.update(b"herald request log chain");
+    derive.finalize().into_bytes().to_vec()
+}
+
+/// One record's hash in format 3: HMAC-SHA256 under the chain key over each text as its
+/// length (8 bytes, big-endian) and its bytes, a missing value as the length 2^64 - 1 alone.
 fn documented_hash(prev_hash: &str, record: &Value) -> String {
-    let mut digest = Sha256::new();
+    let mut digest = Hmac::<Sha256>::new_from_slice(&documented_key()).unwrap();
     let mut text = |value: Option<String>| match value {
         Some(text) => {
-            digest.update((text.len() as u64).to_be_bytes());
+            digest.update(&(text.len() as u64).to_be_bytes());
             digest.update(text.as_bytes());
         }
-        None => digest.update(u64::MAX.to_be_bytes()),
+        None => digest.update(&u64::MAX.to_be_bytes()),
     };
     text(Some(record["chain_format"].to_string()));
     text(Some(prev_hash.to_owned()));
@@ -50,7 +59,7 @@ fn documented_hash(prev_hash: &str, record: &Value) -> String {
     ] {
         text(field(record, name));
     }
-    let digest = digest.finalize();
+    let digest = digest.finalize().into_bytes();
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -81,7 +90,8 @@ async fn the_documented_hash_recomputes_every_exported_record() {
     assert_eq!(anonymous.status(), 401);
     // A record at a whole second: its time still has all six digits, as hashed.
     let whole_second = Utc::now().trunc_subsecs(0);
-    let writer = herald_api::audit::AuditLog::start(app.pool.clone(), None);
+    let writer =
+        herald_api::audit::AuditLog::start(app.pool.clone(), crate::support::chain_key(), None);
     let record = crate::audit_writers::record_at("whole-second".into(), whole_second);
     assert!(writer.record(record).await);
     let response = app
@@ -103,7 +113,7 @@ async fn the_documented_hash_recomputes_every_exported_record() {
     assert_eq!(exported.unwrap()["occurred_at"], expected.as_str());
     let mut prev = "0".repeat(64);
     for record in &records {
-        assert_eq!(record["chain_format"], 2, "{record}");
+        assert_eq!(record["chain_format"], 3, "{record}");
         assert_eq!(record["prev_hash"], prev.as_str());
         assert_eq!(
             record["hash"],

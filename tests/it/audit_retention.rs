@@ -12,7 +12,7 @@ use crate::support::TestApp;
 #[tokio::test]
 async fn a_record_stamped_in_the_past_after_recent_ones_prunes_nothing_after_them() {
     let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
-    let writer = AuditLog::start(app.pool.clone(), None);
+    let writer = AuditLog::start(app.pool.clone(), crate::support::chain_key(), None);
     let now = Utc::now();
     let cutoff = now - Duration::days(90);
     // In log order: one record older than the cutoff, three recent ones, then one stamped
@@ -47,7 +47,9 @@ async fn a_record_stamped_in_the_past_after_recent_ones_prunes_nothing_after_the
         .collect();
     assert_eq!(left, ["recent-0", "recent-1", "recent-2", "skewed"]);
     assert_eq!(
-        audit::verify(&app.pool, None, None).await.unwrap(),
+        audit::verify(&app.pool, &crate::support::chain_key(), None, None)
+            .await
+            .unwrap(),
         (4, None)
     );
 
@@ -59,7 +61,7 @@ async fn a_record_stamped_in_the_past_after_recent_ones_prunes_nothing_after_the
 #[tokio::test]
 async fn a_backlog_larger_than_a_chunk_is_pruned_chunk_after_chunk() {
     let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
-    let writer = AuditLog::start(app.pool.clone(), None);
+    let writer = AuditLog::start(app.pool.clone(), crate::support::chain_key(), None);
     let old = Utc::now() - Duration::days(200);
     let written = futures::future::join_all((0..10_050).map(|n| {
         let writer = writer.clone();
@@ -72,7 +74,9 @@ async fn a_backlog_larger_than_a_chunk_is_pruned_chunk_after_chunk() {
     let cutoff = Utc::now() - Duration::days(90);
     assert_eq!(audit::prune(&app.pool, cutoff).await.unwrap(), 10_050);
     assert_eq!(
-        audit::verify(&app.pool, None, None).await.unwrap(),
+        audit::verify(&app.pool, &crate::support::chain_key(), None, None)
+            .await
+            .unwrap(),
         (1, None)
     );
 }

@@ -32,7 +32,10 @@ fn event(aggregate: &str) -> SerializedEvent {
 fn writers(app: &TestApp) -> [(Appender, std::sync::Arc<AuditLog>); 2] {
     [(); 2].map(|_| {
         let (appender, events) = Appender::detached();
-        (appender, AuditLog::start(app.pool.clone(), Some(events)))
+        (
+            appender,
+            AuditLog::start(app.pool.clone(), crate::support::chain_key(), Some(events)),
+        )
     })
 }
 
@@ -119,7 +122,9 @@ async fn a_shared_statement_refused_as_a_whole_commits_each_part_alone() {
         assert!(appended.is_ok(), "{appended:?}");
         assert!(committed, "the refused writer's record is chained again");
     }
-    let (_, broken) = audit::verify(&app.pool, None, None).await.unwrap();
+    let (_, broken) = audit::verify(&app.pool, &crate::support::chain_key(), None, None)
+        .await
+        .unwrap();
     assert_eq!(broken, None);
     // One writer's statement went through whole; the other's events were written alone.
     assert_eq!(sharing_a_commit(&app).await, 1);
@@ -143,7 +148,7 @@ async fn a_shared_statement_whose_connection_ends_fails_its_records_and_commits_
     .await
     .unwrap();
     let (appender, events) = Appender::detached();
-    let log = AuditLog::start(app.pool.clone(), Some(events));
+    let log = AuditLog::start(app.pool.clone(), crate::support::chain_key(), Some(events));
     // Queued together, so they share a statement (as in the test above).
     let record = {
         let log = log.clone();

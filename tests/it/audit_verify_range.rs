@@ -27,7 +27,7 @@ async fn a_time_range_is_verified_by_position_so_an_out_of_order_time_is_no_gap(
     // No retention: its first run, at start, would prune these records (dated 2020) if it
     // came after the first of them was written.
     let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
-    let writer = AuditLog::start(app.pool.clone(), None);
+    let writer = AuditLog::start(app.pool.clone(), crate::support::chain_key(), None);
     let base = utc("2020-01-01T00:00:00Z");
     // Written in this order: `late` was stamped after the range, as a replica that wrote it
     // just before the others' batch would have.
@@ -38,7 +38,12 @@ async fn a_time_range_is_verified_by_position_so_an_out_of_order_time_is_no_gap(
         assert!(written);
     }
     let (from, to) = (Some(base), Some(base + Duration::seconds(5)));
-    assert_eq!(audit::verify(&app.pool, from, to).await.unwrap(), (4, None));
+    assert_eq!(
+        audit::verify(&app.pool, &crate::support::chain_key(), from, to)
+            .await
+            .unwrap(),
+        (4, None)
+    );
     let url = "/api/v1/audit/verify?from=2020-01-01T00:00:00Z&to=2020-01-01T00:00:05Z";
     let check: Value = app.get(url, &app.admin_key).await.json().await.unwrap();
     assert_eq!(
@@ -53,7 +58,9 @@ async fn a_time_range_is_verified_by_position_so_an_out_of_order_time_is_no_gap(
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    let (_, broken) = audit::verify(&app.pool, from, to).await.unwrap();
+    let (_, broken) = audit::verify(&app.pool, &crate::support::chain_key(), from, to)
+        .await
+        .unwrap();
     assert_eq!(
         broken.map(|b| b.0),
         Some(late),
@@ -65,7 +72,7 @@ async fn a_time_range_is_verified_by_position_so_an_out_of_order_time_is_no_gap(
 
 /// Writes one record a second from `base`, named `prefix-0`, `prefix-1`, …, in that order.
 async fn write_records(app: &TestApp, base: DateTime<Utc>, prefix: &str, count: i64) {
-    let writer = AuditLog::start(app.pool.clone(), None);
+    let writer = AuditLog::start(app.pool.clone(), crate::support::chain_key(), None);
     for n in 0..count {
         let written = writer
             .record(record(
@@ -90,11 +97,15 @@ async fn a_range_whose_first_records_were_pruned_is_verified_from_the_anchor() {
     // The range still names its pruned start; what is left links to the anchor.
     let range = (Some(base), Some(base + Duration::seconds(5)));
     assert_eq!(
-        audit::verify(&app.pool, range.0, range.1).await.unwrap(),
+        audit::verify(&app.pool, &crate::support::chain_key(), range.0, range.1)
+            .await
+            .unwrap(),
         (3, None)
     );
     assert_eq!(
-        audit::verify(&app.pool, None, None).await.unwrap(),
+        audit::verify(&app.pool, &crate::support::chain_key(), None, None)
+            .await
+            .unwrap(),
         (3, None)
     );
     let url = "/api/v1/audit/verify?from=2021-03-01T00:00:00Z&to=2021-03-01T00:00:05Z";
@@ -111,7 +122,9 @@ async fn a_range_whose_first_records_were_pruned_is_verified_from_the_anchor() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    let (_, broken) = audit::verify(&app.pool, range.0, range.1).await.unwrap();
+    let (_, broken) = audit::verify(&app.pool, &crate::support::chain_key(), range.0, range.1)
+        .await
+        .unwrap();
     assert_eq!(broken.map(|b| b.0), Some(first));
 
     // Without the anchor, the pruned records read as removed.
@@ -121,7 +134,9 @@ async fn a_range_whose_first_records_were_pruned_is_verified_from_the_anchor() {
         .unwrap();
     let broken = (1, "records 1 to 2 are missing".to_string());
     assert_eq!(
-        audit::verify(&app.pool, None, None).await.unwrap(),
+        audit::verify(&app.pool, &crate::support::chain_key(), None, None)
+            .await
+            .unwrap(),
         (0, Some(broken))
     );
 }
@@ -144,7 +159,9 @@ async fn retention_pruning_while_the_log_is_verified_never_reads_as_a_gap() {
     };
     let mut verified = 0;
     while !pruner.is_finished() {
-        let (checked, broken) = audit::verify(&app.pool, None, None).await.unwrap();
+        let (checked, broken) = audit::verify(&app.pool, &crate::support::chain_key(), None, None)
+            .await
+            .unwrap();
         assert_eq!(
             broken, None,
             "after {verified} verifications ({checked} records)"
@@ -154,7 +171,9 @@ async fn retention_pruning_while_the_log_is_verified_never_reads_as_a_gap() {
     pruner.await.unwrap();
     assert!(verified > 1, "verification ran while records were pruned");
     assert_eq!(
-        audit::verify(&app.pool, None, None).await.unwrap(),
+        audit::verify(&app.pool, &crate::support::chain_key(), None, None)
+            .await
+            .unwrap(),
         (1, None)
     );
 }
@@ -168,9 +187,10 @@ async fn newest_records_deleted_after_usage_counted_them_are_reported_at_once() 
     herald_projections::usage_count::count(&app.pool)
         .await
         .unwrap();
-    let (_, intact) = herald_api::audit::verify(&app.pool, None, None)
-        .await
-        .unwrap();
+    let (_, intact) =
+        herald_api::audit::verify(&app.pool, &crate::support::chain_key(), None, None)
+            .await
+            .unwrap();
     assert_eq!(intact, None, "a counted, intact log verifies");
     let last: i64 = sqlx::query_scalar("SELECT max(seq) FROM request_log")
         .fetch_one(&app.pool)
@@ -183,22 +203,25 @@ async fn newest_records_deleted_after_usage_counted_them_are_reported_at_once() 
         .execute(&app.pool)
         .await
         .unwrap();
-    let (_, broken) = herald_api::audit::verify(&app.pool, None, None)
-        .await
-        .unwrap();
+    let (_, broken) =
+        herald_api::audit::verify(&app.pool, &crate::support::chain_key(), None, None)
+            .await
+            .unwrap();
     let (seq, what) = broken.expect("reported");
     assert_eq!(seq, last - 1);
     assert_eq!(what, format!("records {} to {last} are missing", last - 1));
     // So does a range that ends later than now; one that ends before them is intact.
     let later = chrono::Utc::now() + chrono::Duration::hours(1);
-    let (_, reaching) = herald_api::audit::verify(&app.pool, None, Some(later))
-        .await
-        .unwrap();
+    let (_, reaching) =
+        herald_api::audit::verify(&app.pool, &crate::support::chain_key(), None, Some(later))
+            .await
+            .unwrap();
     assert_eq!(reaching.map(|(seq, _)| seq), Some(last - 1));
     let before = chrono::Utc::now() - chrono::Duration::hours(1);
-    let (_, earlier) = herald_api::audit::verify(&app.pool, None, Some(before))
-        .await
-        .unwrap();
+    let (_, earlier) =
+        herald_api::audit::verify(&app.pool, &crate::support::chain_key(), None, Some(before))
+            .await
+            .unwrap();
     assert_eq!(earlier, None);
 
     // All of it goes: an empty log is no proof of an empty history.
@@ -206,9 +229,10 @@ async fn newest_records_deleted_after_usage_counted_them_are_reported_at_once() 
         .execute(&app.pool)
         .await
         .unwrap();
-    let (checked, broken) = herald_api::audit::verify(&app.pool, None, None)
-        .await
-        .unwrap();
+    let (checked, broken) =
+        herald_api::audit::verify(&app.pool, &crate::support::chain_key(), None, None)
+            .await
+            .unwrap();
     assert_eq!(checked, 0);
     assert_eq!(broken.map(|(seq, _)| seq), Some(1));
 }
@@ -279,7 +303,7 @@ async fn records_deleted_from_a_ranges_end_or_a_whole_range_are_reported() {
 async fn a_range_reaching_now_checks_the_logs_end_even_if_an_earlier_stamp_follows_it() {
     let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
     let base = utc("2021-06-01T00:00:00Z");
-    let writer = AuditLog::start(app.pool.clone(), None);
+    let writer = AuditLog::start(app.pool.clone(), crate::support::chain_key(), None);
     // Written in this order: the last two were stamped before the second, as another replica's
     // batch would have them.
     for (name, offset) in [("a", 0), ("b", 2000), ("c", 1000), ("d", 1200)] {
@@ -296,7 +320,13 @@ async fn a_range_reaching_now_checks_the_logs_end_even_if_an_earlier_stamp_follo
         .await
         .unwrap();
     let from = Some(base + Duration::milliseconds(1500));
-    assert_eq!(audit::verify(&app.pool, from, None).await.unwrap().1, None);
+    assert_eq!(
+        audit::verify(&app.pool, &crate::support::chain_key(), from, None)
+            .await
+            .unwrap()
+            .1,
+        None
+    );
 
     // The newest record goes: the range (only `b`) is followed by `c`, which still links.
     sqlx::query("DELETE FROM request_log WHERE seq = $1")
@@ -304,10 +334,14 @@ async fn a_range_reaching_now_checks_the_logs_end_even_if_an_earlier_stamp_follo
         .execute(&app.pool)
         .await
         .unwrap();
-    let (_, broken) = audit::verify(&app.pool, from, None).await.unwrap();
+    let (_, broken) = audit::verify(&app.pool, &crate::support::chain_key(), from, None)
+        .await
+        .unwrap();
     assert_eq!(broken.map(|(seq, _)| seq), Some(newest));
     // So does a range after every record, which has none.
     let after = Some(base + Duration::seconds(10));
-    let (_, broken) = audit::verify(&app.pool, after, None).await.unwrap();
+    let (_, broken) = audit::verify(&app.pool, &crate::support::chain_key(), after, None)
+        .await
+        .unwrap();
     assert_eq!(broken.map(|(seq, _)| seq), Some(newest));
 }

@@ -43,8 +43,8 @@ pub(crate) fn record_at(request_id: String, occurred_at: chrono::DateTime<chrono
 async fn two_writers_appending_at_once_keep_one_chain() {
     let app = TestApp::spawn().await;
     let writers = [
-        AuditLog::start(app.pool.clone(), None),
-        AuditLog::start(app.pool.clone(), None),
+        AuditLog::start(app.pool.clone(), crate::support::chain_key(), None),
+        AuditLog::start(app.pool.clone(), crate::support::chain_key(), None),
     ];
     // Hold the next position with an uncommitted record, so both writers' first batches wait
     // on it for the same positions; once it is rolled back, one batch takes them and the
@@ -92,7 +92,9 @@ pub(crate) async fn hold_next_position(
 /// The chain verifies unbroken and holds exactly `count` distinct records whose request id
 /// starts with `prefix`.
 pub(crate) async fn assert_whole_chain_holds(app: &TestApp, prefix: &str, count: i64) {
-    let (checked, broken) = audit::verify(&app.pool, None, None).await.unwrap();
+    let (checked, broken) = audit::verify(&app.pool, &crate::support::chain_key(), None, None)
+        .await
+        .unwrap();
     assert_eq!(broken, None);
     let ours: i64 = sqlx::query_scalar(
         "SELECT count(DISTINCT request_id) FROM request_log WHERE starts_with(request_id, $1)",
@@ -196,9 +198,11 @@ async fn deleting_the_newest_record_is_caught_even_by_a_restarted_writer() {
         .unwrap();
     // A writer that has not seen the log before (a restarted server) appends after the gap
     // instead of reusing the deleted record's position.
-    let writer = AuditLog::start(app.pool.clone(), None);
+    let writer = AuditLog::start(app.pool.clone(), crate::support::chain_key(), None);
     assert!(writer.record(record(0)).await);
-    let (_, broken) = audit::verify(&app.pool, None, None).await.unwrap();
+    let (_, broken) = audit::verify(&app.pool, &crate::support::chain_key(), None, None)
+        .await
+        .unwrap();
     assert_eq!(broken.map(|(seq, _)| seq), Some(last), "reported missing");
 }
 

@@ -17,12 +17,22 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::writer::{self, append, link, stored_head, within, Db, Head};
-use super::{Pending, Record, MAX_BATCH};
+use super::{ChainKey, Pending, Record, MAX_BATCH};
 
-/// Starts the writer on the current runtime; it ends when every sender of `incoming` and every
-/// handle of the `events` queue's appender are gone.
-pub(super) fn spawn(pool: PgPool, incoming: mpsc::Receiver<Pending>, events: Option<EventQueue>) {
-    tokio::spawn(write_batches(Db { pool, conn: None }, incoming, events));
+/// Starts the writer on the current runtime, chaining records under `key`; it ends when every
+/// sender of `incoming` and every handle of the `events` queue's appender are gone.
+pub(super) fn spawn(
+    pool: PgPool,
+    key: ChainKey,
+    incoming: mpsc::Receiver<Pending>,
+    events: Option<EventQueue>,
+) {
+    let db = Db {
+        pool,
+        conn: None,
+        key,
+    };
+    tokio::spawn(write_batches(db, incoming, events));
 }
 
 async fn write_batches(
@@ -179,7 +189,7 @@ async fn together(
             Err(error) => return Err((batch, error)),
         },
     };
-    let end = link(records, &start);
+    let end = link(&db.key, records, &start);
     let conn = match db.conn().await {
         Ok(conn) => conn,
         Err(error) => return Err((batch, error)),

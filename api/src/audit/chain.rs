@@ -1,12 +1,19 @@
-//! The hash chain of the request log: each record's hash is SHA-256 over the previous hash and
-//! the record's fields in a fixed order, so changing, removing or reordering any record breaks
+//! The hash chain of the request log: each record's hash covers the previous hash and the
+//! record's fields in a fixed order, so changing, removing or reordering any record breaks
 //! every link after it, and verification names the first one. A record says which format its
-//! hash has (`chain_format`): records are written in `CHAIN_FORMAT`, and those written before
-//! it (format 1, migration 0023) are still verified as they were hashed.
+//! hash has (`chain_format`): records are written in `CHAIN_FORMAT`, HMAC-SHA256 under the
+//! chain key (`key`), and those written before it are still verified as they were hashed:
+//! SHA-256 without a key, format 1 (migration 0023) or 2. A chain never goes back from keyed
+//! records to unkeyed ones: an unkeyed record after a keyed one is a broken link, so edits
+//! cannot be hidden by hashing the records after them again in an older format.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use hmac::Mac;
+use sha2::digest::Update;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+use super::key::ChainKey;
 
 /// One request, as recorded.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
@@ -45,73 +52,92 @@ fn micros<S: serde::Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::
     serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
-/// The format records are written in: format 1, and before the fields the format's number, and
-/// a missing optional value as a length no text has (`u64::MAX`, with no bytes after it).
-pub const CHAIN_FORMAT: i16 = 2;
+/// The format records are written in: format 2's fields, hashed with HMAC-SHA256 under the
+/// chain key instead of SHA-256. Format 2 was format 1 with the format's number before the
+/// fields and a missing optional value as a length no text has (`u64::MAX`, no bytes after it).
+pub const CHAIN_FORMAT: i16 = 3;
+
+/// The first keyed format: records of it and later formats are hashed under the chain key.
+pub const KEYED_FORMAT: i16 = 3;
 
 /// The hash of `record` chained to `prev_hash` (the record's own `hash` is not an input), in
 /// the record's `chain_format`: the fields in a fixed order, each as text prefixed by its length
 /// in bytes (so no two different field lists hash the same bytes), written straight into the
 /// digest. Format 1 hashes a missing optional value as an empty one; any later format hashes
-/// its own number first and a missing value as a length no text has.
-pub fn hash(prev_hash: &str, record: &Record) -> String {
-    let mut number = Decimal::new();
-    let mut uuid = Uuid::encode_buffer();
-    let mut fields = Fields {
-        digest: Sha256::new(),
-        absent_differs: record.chain_format != 1,
+/// its own number first and a missing value as a length no text has; keyed formats
+/// (`KEYED_FORMAT` on) are HMAC-SHA256 under `key`, the others SHA-256.
+pub fn hash(key: &ChainKey, prev_hash: &str, record: &Record) -> String {
+    let digest: [u8; 32] = if record.chain_format >= KEYED_FORMAT {
+        let mut fields = Fields {
+            digest: key.mac(),
+            absent_differs: true,
+        };
+        fields.record(prev_hash, record);
+        fields.digest.finalize().into_bytes().into()
+    } else {
+        let mut fields = Fields {
+            digest: Sha256::new(),
+            absent_differs: record.chain_format != 1,
+        };
+        fields.record(prev_hash, record);
+        fields.digest.finalize().into()
     };
-    if fields.absent_differs {
-        fields.text(number.format(i64::from(record.chain_format)).as_bytes());
-    }
-    fields.text(prev_hash.as_bytes());
-    fields.text(number.format(record.seq).as_bytes());
-    let occurred = record
-        .occurred_at
-        .to_rfc3339_opts(SecondsFormat::Micros, true);
-    fields.text(occurred.as_bytes());
-    fields.text(record.request_id.as_bytes());
-    fields.optional(record.actor_type.as_deref().map(str::as_bytes));
-    fields.optional(record.actor_id.as_deref().map(str::as_bytes));
-    let project = record
-        .project_id
-        .map(|p| p.hyphenated().encode_lower(&mut uuid).as_bytes());
-    fields.optional(project);
-    fields.text(record.route.as_bytes());
-    fields.text(record.method.as_bytes());
-    fields.text(record.path.as_bytes());
-    fields.text(number.format(i64::from(record.status)).as_bytes());
-    fields.text(number.format(record.latency_us).as_bytes());
-    fields.text(number.format(record.request_bytes).as_bytes());
-    fields.text(number.format(record.response_bytes).as_bytes());
-    fields.optional(record.client_ip.as_deref().map(str::as_bytes));
-    fields.optional(record.user_agent.as_deref().map(str::as_bytes));
-    fields.text(record.outcome.as_bytes());
-    fields.optional(record.error_code.as_deref().map(str::as_bytes));
     let mut hex = String::with_capacity(64);
-    for byte in fields.digest.finalize() {
+    for byte in digest {
         hex.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
         hex.push(char::from(HEX_DIGITS[usize::from(byte & 0xf)]));
     }
     hex
 }
 
-/// The digest of a record's fields, as `hash` writes them.
-struct Fields {
-    digest: Sha256,
+/// The digest (or MAC) of a record's fields, as `hash` writes them.
+struct Fields<D> {
+    digest: D,
     /// A missing value hashed unlike an empty one (every format after the first).
     absent_differs: bool,
 }
 
-impl Fields {
+impl<D: Update> Fields<D> {
+    fn record(&mut self, prev_hash: &str, record: &Record) {
+        let mut number = Decimal::new();
+        let mut uuid = Uuid::encode_buffer();
+        if self.absent_differs {
+            self.text(number.format(i64::from(record.chain_format)).as_bytes());
+        }
+        self.text(prev_hash.as_bytes());
+        self.text(number.format(record.seq).as_bytes());
+        let occurred = record
+            .occurred_at
+            .to_rfc3339_opts(SecondsFormat::Micros, true);
+        self.text(occurred.as_bytes());
+        self.text(record.request_id.as_bytes());
+        self.optional(record.actor_type.as_deref().map(str::as_bytes));
+        self.optional(record.actor_id.as_deref().map(str::as_bytes));
+        let project = record
+            .project_id
+            .map(|p| p.hyphenated().encode_lower(&mut uuid).as_bytes());
+        self.optional(project);
+        self.text(record.route.as_bytes());
+        self.text(record.method.as_bytes());
+        self.text(record.path.as_bytes());
+        self.text(number.format(i64::from(record.status)).as_bytes());
+        self.text(number.format(record.latency_us).as_bytes());
+        self.text(number.format(record.request_bytes).as_bytes());
+        self.text(number.format(record.response_bytes).as_bytes());
+        self.optional(record.client_ip.as_deref().map(str::as_bytes));
+        self.optional(record.user_agent.as_deref().map(str::as_bytes));
+        self.text(record.outcome.as_bytes());
+        self.optional(record.error_code.as_deref().map(str::as_bytes));
+    }
+
     fn text(&mut self, text: &[u8]) {
-        self.digest.update((text.len() as u64).to_be_bytes());
+        self.digest.update(&(text.len() as u64).to_be_bytes());
         self.digest.update(text);
     }
 
     fn optional(&mut self, text: Option<&[u8]>) {
         match text {
-            None if self.absent_differs => self.digest.update(u64::MAX.to_be_bytes()),
+            None if self.absent_differs => self.digest.update(&u64::MAX.to_be_bytes()),
             text => self.text(text.unwrap_or_default()),
         }
     }
@@ -146,146 +172,54 @@ impl Decimal {
     }
 }
 
-/// The first broken link in `records` (ordered by `seq`), given the hash and seq before them.
-pub fn first_break(
-    mut prev_hash: String,
-    mut prev_seq: i64,
-    records: &[Record],
-) -> Option<(i64, String)> {
-    for record in records {
-        if record.seq != prev_seq + 1 {
-            return Some((prev_seq + 1, format!("record {} is missing", prev_seq + 1)));
+/// Where a walk along the chain stands: the last record found intact (or the chain's start).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub seq: i64,
+    pub hash: String,
+    /// Whether that record was keyed: then every later record must be too.
+    pub keyed: bool,
+}
+
+impl Link {
+    /// Before the chain's first record: position 0, a hash of zeros.
+    pub fn start() -> Self {
+        Self::unkeyed(0, "0".repeat(64))
+    }
+
+    /// A link whose record's format is unknown (the anchor retention left), taken as unkeyed.
+    pub fn unkeyed(seq: i64, hash: String) -> Self {
+        Self {
+            seq,
+            hash,
+            keyed: false,
         }
-        if hash(&prev_hash, record) != record.hash {
+    }
+}
+
+/// The first broken link in `records` (ordered by `seq`), walking on from `at`, which is left
+/// at the last record found intact.
+pub fn first_break(key: &ChainKey, at: &mut Link, records: &[Record]) -> Option<(i64, String)> {
+    for record in records {
+        if record.seq != at.seq + 1 {
+            return Some((at.seq + 1, format!("record {} is missing", at.seq + 1)));
+        }
+        if at.keyed && record.chain_format < KEYED_FORMAT {
+            let why = "it is not keyed but follows keyed records (hashed again in an older \
+                       format, or written by a server older than this version)";
+            return Some((record.seq, why.into()));
+        }
+        if hash(key, &at.hash, record) != record.hash {
             return Some((record.seq, "its contents do not match its hash".into()));
         }
-        prev_hash = record.hash.clone();
-        prev_seq = record.seq;
+        *at = Link {
+            seq: record.seq,
+            hash: record.hash.clone(),
+            keyed: record.chain_format >= KEYED_FORMAT,
+        };
     }
     None
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn chain(n: i64) -> Vec<Record> {
-        let mut prev = "0".repeat(64);
-        (1..=n)
-            .map(|seq| {
-                let mut record = Record {
-                    seq,
-                    occurred_at: DateTime::from_timestamp(1_700_000_000 + seq, 0).unwrap(),
-                    request_id: format!("r{seq}"),
-                    actor_type: Some("api_key".into()),
-                    actor_id: Some("k".into()),
-                    project_id: None,
-                    route: "/api/v1/jobs".into(),
-                    method: "GET".into(),
-                    path: "/api/v1/jobs".into(),
-                    status: 200,
-                    latency_us: 10,
-                    request_bytes: 0,
-                    response_bytes: 2,
-                    client_ip: None,
-                    user_agent: None,
-                    outcome: "success".into(),
-                    error_code: None,
-                    chain_format: CHAIN_FORMAT,
-                    prev_hash: prev.clone(),
-                    hash: String::new(),
-                };
-                record.hash = hash(&prev, &record);
-                prev = record.hash.clone();
-                record
-            })
-            .collect()
-    }
-
-    /// Records already stored were hashed by earlier versions: the hash of a record with every
-    /// field set is pinned in each format, so a change to the hashing that would break those
-    /// chains fails here.
-    #[test]
-    fn the_hash_of_a_known_record_never_changes() {
-        let mut record = known_record();
-        record.chain_format = 1;
-        assert_eq!(
-            hash(&"ab".repeat(32), &record),
-            "ac34fc85371f1162d9023bf68b009219c0d0523c7fbd59de98906426adf7563b"
-        );
-        record.chain_format = 2;
-        assert_eq!(
-            hash(&"ab".repeat(32), &record),
-            "3a8a6c882a15ff9ca5f7f7a5863fbce0e104b9f5b0b8c3a505e2b74c8e27bc5a"
-        );
-        // And with every optional value missing.
-        (record.actor_type, record.actor_id, record.project_id) = (None, None, None);
-        (record.client_ip, record.user_agent, record.error_code) = (None, None, None);
-        assert_eq!(
-            hash(&"ab".repeat(32), &record),
-            "231ce2a7704d8563995177d9802845c47e91d4e68a1aa006d2c783f2674eb341"
-        );
-        for n in [i64::MIN, -1, 0, 7, i64::MAX] {
-            assert_eq!(Decimal::new().format(n), n.to_string());
-        }
-    }
-
-    /// A record with every field set.
-    fn known_record() -> Record {
-        let mut record = chain(1).remove(0);
-        record.seq = 42;
-        record.occurred_at = DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap();
-        record.project_id = Some(Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef));
-        record.client_ip = Some("203.0.113.7".into());
-        record.user_agent = Some("curl/8.5".into());
-        record.error_code = Some("JOB_NOT_FOUND".into());
-        record.status = 404;
-        record.latency_us = 1234;
-        record.request_bytes = 56;
-        record.response_bytes = -1;
-        record
-    }
-
-    /// In the first format a missing value and an empty one hash alike, so an edit between them
-    /// went unseen; since the second they differ, and a record moved back to the first format
-    /// no longer matches its hash either.
-    #[test]
-    fn a_missing_value_and_an_empty_one_hash_apart() {
-        let zero = "0".repeat(64);
-        let mut first = chain(1).remove(0);
-        first.chain_format = 1;
-        first.hash = hash(&zero, &first);
-        let mut emptied = first.clone();
-        emptied.error_code = Some(String::new());
-        assert_eq!(first_break(zero.clone(), 0, &[emptied]), None);
-
-        let written = chain(3);
-        for edit in [
-            |r: &mut Record| r.error_code = Some(String::new()),
-            |r: &mut Record| r.actor_type = None,
-            |r: &mut Record| r.project_id = Some(Uuid::nil()),
-            |r: &mut Record| r.chain_format = 1,
-        ] {
-            let mut edited = written.clone();
-            edit(&mut edited[1]);
-            assert_eq!(first_break(zero.clone(), 0, &edited).unwrap().0, 2);
-        }
-    }
-
-    #[test]
-    fn an_intact_chain_verifies_and_edits_and_gaps_are_found() {
-        let zero = "0".repeat(64);
-        assert_eq!(first_break(zero.clone(), 0, &chain(5)), None);
-        let mut edited = chain(5);
-        edited[2].status = 500;
-        assert_eq!(first_break(zero.clone(), 0, &edited).unwrap().0, 3);
-        // Rewritten together with a matching hash of its own, the record after it breaks.
-        let mut rewritten = chain(5);
-        rewritten[1].status = 500;
-        rewritten[1].hash = hash(&rewritten[0].hash, &rewritten[1]);
-        assert_eq!(first_break(zero.clone(), 0, &rewritten).unwrap().0, 3);
-        let mut gap = chain(5);
-        gap.remove(1);
-        assert_eq!(first_break(zero, 0, &gap).unwrap().0, 2);
-    }
-}
+mod tests;

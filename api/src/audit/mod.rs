@@ -9,6 +9,7 @@
 mod batches;
 pub mod chain;
 pub mod export;
+pub mod key;
 mod list;
 mod verify;
 mod writer;
@@ -21,6 +22,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 pub use chain::{Record, CHAIN_FORMAT};
+pub use key::ChainKey;
 pub use verify::verify;
 pub use writer::connect as writer_connection;
 
@@ -33,13 +35,13 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the writer on the current runtime; it stops when the last `AuditLog` handle is
-    /// dropped.
+    /// Starts the writer on the current runtime, chaining records under `key`; it stops when
+    /// the last `AuditLog` handle is dropped.
     /// With `events`, the writer also appends the server's events, each batch in the same
     /// statement as the records waiting with it (one commit for both logs).
-    pub fn start(pool: PgPool, events: Option<EventQueue>) -> Arc<Self> {
+    pub fn start(pool: PgPool, key: ChainKey, events: Option<EventQueue>) -> Arc<Self> {
         let (queue, incoming) = mpsc::channel(16 * MAX_BATCH);
-        batches::spawn(pool, incoming, events);
+        batches::spawn(pool, key, incoming, events);
         Arc::new(Self { queue })
     }
 

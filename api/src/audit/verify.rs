@@ -18,7 +18,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
-use super::{chain, Record};
+use super::chain::{self, Link, KEYED_FORMAT};
+use super::{ChainKey, Record};
 
 /// Records read per query.
 const PAGE: i64 = 5_000;
@@ -27,11 +28,12 @@ const PAGE: i64 = 5_000;
 /// ends and positioned when its batch is written, well under a second later on any replica.
 const SKEW: &str = "1 minute";
 
-/// Verifies the chain over the records from the first to the last position that has
-/// `from <= occurred_at < to` (all when absent): the number of records found intact (before the
-/// first broken link, if there is one) and that link.
+/// Verifies the chain (keyed records under `key`) over the records from the first to the last
+/// position that has `from <= occurred_at < to` (all when absent): the number of records found
+/// intact (before the first broken link, if there is one) and that link.
 pub async fn verify(
     pool: &PgPool,
+    key: &ChainKey,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> sqlx::Result<(usize, Option<(i64, String)>)> {
@@ -39,31 +41,35 @@ pub async fn verify(
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *snapshot)
         .await?;
-    let (checked, broken) = verify_in(&mut snapshot, from, to).await?;
+    let (checked, broken) = verify_in(&mut snapshot, key, from, to).await?;
     snapshot.commit().await?;
     Ok((checked, broken))
 }
 
 async fn verify_in(
     db: &mut PgConnection,
+    key: &ChainKey,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> sqlx::Result<(usize, Option<(i64, String)>)> {
     let (first, last) = span(db, from, to).await?;
     // The link into the range: the record before it, if it still exists, or the anchor that
-    // retention left when it pruned that record.
-    let before: Option<(i64, String)> = sqlx::query_as(
-        "SELECT seq, hash FROM (SELECT seq, hash FROM request_log WHERE seq < $1 \
-                                UNION ALL SELECT seq, hash FROM request_log_anchor WHERE seq < $1) b \
+    // retention left when it pruned that record (its format unknown: taken as unkeyed).
+    let before: Option<(i64, String, bool)> = sqlx::query_as(
+        "SELECT seq, hash, keyed FROM (SELECT seq, hash, chain_format >= $2 AS keyed \
+                                         FROM request_log WHERE seq < $1 \
+                                       UNION ALL SELECT seq, hash, false FROM request_log_anchor \
+                                        WHERE seq < $1) b \
           ORDER BY seq DESC LIMIT 1",
     )
     .bind(first)
+    .bind(KEYED_FORMAT)
     .fetch_optional(&mut *db)
     .await?;
-    let (mut prev_seq, mut prev_hash) = match before {
-        Some(before) => before,
+    let mut at = match before {
+        Some((seq, hash, keyed)) => Link { seq, hash, keyed },
         // The range starts the log: the chain starts from zeros.
-        None if first == 1 => (0, "0".repeat(64)),
+        None if first == 1 => Link::start(),
         None => {
             return Ok((
                 0,
@@ -72,33 +78,35 @@ async fn verify_in(
         }
     };
     let mut checked = 0;
-    while prev_seq < last {
+    while at.seq < last {
         let page: Vec<Record> = sqlx::query_as(
             "SELECT * FROM request_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
         )
-        .bind(prev_seq)
+        .bind(at.seq)
         .bind(last)
         .bind(PAGE)
         .fetch_all(&mut *db)
         .await?;
-        let Some(end) = page.last() else { break };
-        if let Some(broken) = chain::first_break(prev_hash, prev_seq, &page) {
-            // Counted: the records found intact before the break.
-            checked += page.iter().take_while(|r| r.seq < broken.0).count();
-            return Ok((checked, Some(broken)));
+        if page.is_empty() {
+            break;
         }
-        checked += page.len();
-        (prev_seq, prev_hash) = (end.seq, end.hash.clone());
+        let start = at.seq;
+        let broken = chain::first_break(key, &mut at, &page);
+        // Counted: the records found intact (all of the page's, or those before the break).
+        checked += (at.seq - start) as usize;
+        if broken.is_some() {
+            return Ok((checked, broken));
+        }
     }
     // The link out of the range: the next record must follow the last one checked, so records
     // deleted from the range's end (or all of an otherwise empty range) leave a gap here.
     let next: Option<Record> =
         sqlx::query_as("SELECT * FROM request_log WHERE seq > $1 ORDER BY seq LIMIT 1")
-            .bind(prev_seq)
+            .bind(at.seq)
             .fetch_optional(&mut *db)
             .await?;
     let broken = match &next {
-        Some(next) => chain::first_break(prev_hash, prev_seq, std::slice::from_ref(next)),
+        Some(next) => chain::first_break(key, &mut at, std::slice::from_ref(next)),
         None => None,
     };
     // Nothing follows (the range ends the log), or the range reaches now: a record stamped

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::{chain, Record};
+use super::{chain, ChainKey, Record};
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
@@ -19,10 +19,12 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 /// The end of the chain: sequence number and hash of its last record.
 pub(super) type Head = (i64, String);
 
-/// The writer's connection, opened with the pool's settings and opened again after an error.
+/// The writer's connection, opened with the pool's settings and opened again after an error,
+/// and the key its records are chained under.
 pub(super) struct Db {
     pub(super) pool: PgPool,
     pub(super) conn: Option<PgConnection>,
+    pub(super) key: ChainKey,
 }
 
 /// The longest the writer waits to connect or for one statement: every API response waits
@@ -100,15 +102,15 @@ pub(super) async fn stored_head(db: &mut Db) -> sqlx::Result<Head> {
     .await
 }
 
-/// Numbers and chains `records` after `start`, in `CHAIN_FORMAT` (which `insert_sql` writes);
-/// returns the new end of the chain.
-pub(super) fn link(records: &mut [Record], start: &Head) -> Head {
+/// Numbers and chains `records` after `start` under `key`, in `CHAIN_FORMAT` (which
+/// `insert_sql` writes); returns the new end of the chain.
+pub(super) fn link(key: &ChainKey, records: &mut [Record], start: &Head) -> Head {
     let (mut seq, mut prev) = start.clone();
     for record in records.iter_mut() {
         seq += 1;
         record.seq = seq;
         record.chain_format = chain::CHAIN_FORMAT;
-        record.hash = chain::hash(&prev, record);
+        record.hash = chain::hash(key, &prev, record);
         prev = record.hash.clone();
     }
     (seq, prev)
@@ -130,7 +132,7 @@ pub(super) async fn append(db: &mut Db, records: &mut [Record], head: &mut Optio
                 }
             },
         };
-        let end = link(records, &start);
+        let end = link(&db.key, records, &start);
         match append_at(db, &start, records).await {
             Ok(true) => {
                 *head = Some(end);

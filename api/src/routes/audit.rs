@@ -59,8 +59,8 @@ pub struct RequestRecord {
     #[oai(nullable)]
     pub error_code: Option<String>,
     pub hash: String,
-    /// How `hash` was computed: 2, or 1 for records written by servers before migration 0023
-    /// (docs/API.md, the request log).
+    /// How `hash` was computed: 3 (HMAC-SHA256 under the chain key), or 2 or 1 (SHA-256) for
+    /// records written by older servers (docs/API.md, the request log).
     pub chain_format: i16,
 }
 
@@ -261,7 +261,8 @@ impl AuditApi {
             return Err(ApiError::Forbidden("the whole chain is checked by admins".into()).into());
         }
         audit_filters::range(from.0, to.0)?;
-        let (checked, broken) = crate::audit::verify(&self.state.pool, from.0, to.0).await?;
+        let (checked, broken) =
+            crate::audit::verify(&self.state.pool, &self.state.chain_key, from.0, to.0).await?;
         Ok(Json(ChainCheck {
             ok: broken.is_none(),
             checked: checked as i64,

@@ -47,6 +47,11 @@ pub struct TestApp {
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// The key the test servers chain the request log under (derived from `PEPPER`).
+pub fn chain_key() -> herald_api::audit::ChainKey {
+    herald_api::audit::ChainKey::from_pepper(PEPPER.as_bytes())
+}
+
 /// The configuration tests run with: random port, fast polling, a fixed pepper.
 pub fn test_config(database_url: &str) -> Config {
     let mut config = Config::defaults();
