@@ -58,6 +58,10 @@ pub enum AuditCommand {
         /// Only records before this time (RFC 3339).
         #[arg(long)]
         to: Option<chrono::DateTime<chrono::Utc>>,
+        /// `SEQ:HASH` of a record an earlier check printed as its last: it must still be
+        /// there with that hash (or pruned by retention).
+        #[arg(long)]
+        witness: Option<crate::audit::Witness>,
     },
 }
 

@@ -101,7 +101,7 @@ async fn run_with_database(
             Ok(())
         }
         Command::Keys(KeysCommand::Create(args)) => create_key(config, pool, &metadata, args).await,
-        Command::Audit(AuditCommand::Verify { from, to }) => {
+        Command::Audit(AuditCommand::Verify { from, to, witness }) => {
             // As the route answers 400: a range no record can lie in checks nothing.
             if let (Some(from), Some(to)) = (from, to) {
                 anyhow::ensure!(from <= to, "--from ({from}) must not be after --to ({to})");
@@ -112,10 +112,15 @@ async fn run_with_database(
                  api-key-pepper file of their data directory, HERALD_DATA_DIR)",
             )?;
             let key = crate::audit::ChainKey::from_pepper(&pepper);
-            let (checked, broken) = crate::audit::verify(pool, &key, from, to).await?;
-            match broken {
+            let verified =
+                crate::audit::verify_with(pool, &key, from, to, witness.as_ref()).await?;
+            let checked = verified.checked;
+            match verified.broken {
                 None => {
                     println!("ok: {checked} records, the chain is intact");
+                    if let Some(last) = verified.last {
+                        println!("last: {}:{}", last.seq, last.hash);
+                    }
                     Ok(())
                 }
                 Some((seq, reason)) => {

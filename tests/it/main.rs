@@ -20,6 +20,7 @@ mod audit_secrets;
 mod audit_shared_commit;
 mod audit_verify_range;
 mod audit_visibility;
+mod audit_witness;
 mod audit_writers;
 mod bad_input;
 mod docs;

@@ -13,7 +13,10 @@
 //! up. When nothing follows the range, or the range reaches now, the log's end is compared with
 //! the usage checkpoint, which only moves forward and only over records that were written:
 //! records it has passed (about a second behind the writers) that are no longer there were
-//! deleted.
+//! deleted. Someone who can write to the database can move the checkpoint back as well; a
+//! witness kept outside it cannot be: a record's position and hash from an earlier check
+//! (`Witness`), which must still be there, unchanged, so neither the records up to it (which
+//! its hash covers, through the chain) nor it can have been removed or rewritten since.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -28,6 +31,45 @@ const PAGE: i64 = 5_000;
 /// ends and positioned when its batch is written, well under a second later on any replica.
 const SKEW: &str = "1 minute";
 
+/// A record's position and hash as an earlier check reported them (`Verified::last`), kept
+/// outside the database: the record must still be there with that hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Witness {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl std::str::FromStr for Witness {
+    type Err = &'static str;
+
+    /// `SEQ:HASH`, as `herald audit verify` prints them: a position of 1 or more and 64
+    /// lowercase hex digits.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        const FORM: &str = "must be SEQ:HASH, a position and its record's 64-digit hex hash";
+        let (seq, hash) = text.split_once(':').ok_or(FORM)?;
+        let seq: i64 = seq.parse().map_err(|_| FORM)?;
+        let hex = hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if seq < 1 || !hex {
+            return Err(FORM);
+        }
+        Ok(Self {
+            seq,
+            hash: hash.to_owned(),
+        })
+    }
+}
+
+/// What a check found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    /// The records found intact (before the first broken link, if there is one).
+    pub checked: usize,
+    /// The first broken link: its position and why.
+    pub broken: Option<(i64, String)>,
+    /// The last record found intact, as a witness for later checks.
+    pub last: Option<Witness>,
+}
+
 /// Verifies the chain (keyed records under `key`) over the records from the first to the last
 /// position that has `from <= occurred_at < to` (all when absent): the number of records found
 /// intact (before the first broken link, if there is one) and that link.
@@ -37,21 +79,74 @@ pub async fn verify(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> sqlx::Result<(usize, Option<(i64, String)>)> {
+    let verified = verify_with(pool, key, from, to, None).await?;
+    Ok((verified.checked, verified.broken))
+}
+
+/// `verify`, also checking `witness` (in the same snapshot), and reporting the last record
+/// found intact. Of two broken links, the earlier one is reported.
+pub async fn verify_with(
+    pool: &PgPool,
+    key: &ChainKey,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    witness: Option<&Witness>,
+) -> sqlx::Result<Verified> {
     let mut snapshot = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *snapshot)
         .await?;
-    let (checked, broken) = verify_in(&mut snapshot, key, from, to).await?;
+    let (checked, mut broken, last) = verify_in(&mut snapshot, key, from, to).await?;
+    if let Some(witness) = witness {
+        if let Some(differs) = witnessed(&mut snapshot, witness).await? {
+            if broken.as_ref().is_none_or(|b| differs.0 < b.0) {
+                broken = Some(differs);
+            }
+        }
+    }
     snapshot.commit().await?;
-    Ok((checked, broken))
+    Ok(Verified {
+        checked,
+        broken,
+        last,
+    })
 }
 
+/// Whether `witness` still holds: its record is there with its hash, or retention pruned it
+/// (the anchor is at or past it, with the same hash when at it).
+async fn witnessed(
+    db: &mut PgConnection,
+    witness: &Witness,
+) -> sqlx::Result<Option<(i64, String)>> {
+    let (stored, anchor): (Option<String>, Option<(i64, String)>) = (
+        sqlx::query_scalar("SELECT hash FROM request_log WHERE seq = $1")
+            .bind(witness.seq)
+            .fetch_optional(&mut *db)
+            .await?,
+        sqlx::query_as("SELECT seq, hash FROM request_log_anchor")
+            .fetch_optional(&mut *db)
+            .await?,
+    );
+    let differs = |what: &str| Some((witness.seq, what.to_owned()));
+    Ok(match (stored, anchor) {
+        (Some(hash), _) if hash == witness.hash => None,
+        (Some(_), _) => differs("its hash is not the one witnessed"),
+        (None, Some((seq, hash)))
+            if seq > witness.seq || (seq, &hash) == (witness.seq, &witness.hash) =>
+        {
+            None
+        }
+        (None, _) => differs("the witnessed record is missing"),
+    })
+}
+
+/// The chain's check (see `verify`), and the last record found intact.
 async fn verify_in(
     db: &mut PgConnection,
     key: &ChainKey,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
-) -> sqlx::Result<(usize, Option<(i64, String)>)> {
+) -> sqlx::Result<(usize, Option<(i64, String)>, Option<Witness>)> {
     let (first, last) = span(db, from, to).await?;
     // The link into the range: the record before it, if it still exists, or the anchor that
     // retention left when it pruned that record (its format unknown: taken as unkeyed).
@@ -71,10 +166,8 @@ async fn verify_in(
         // The range starts the log: the chain starts from zeros.
         None if first == 1 => Link::start(),
         None => {
-            return Ok((
-                0,
-                Some((1, format!("records 1 to {} are missing", first - 1))),
-            ))
+            let missing = format!("records 1 to {} are missing", first - 1);
+            return Ok((0, Some((1, missing)), None));
         }
     };
     let mut checked = 0;
@@ -95,7 +188,7 @@ async fn verify_in(
         // Counted: the records found intact (all of the page's, or those before the break).
         checked += (at.seq - start) as usize;
         if broken.is_some() {
-            return Ok((checked, broken));
+            return Ok((checked, broken, last_intact(&at)));
         }
     }
     // The link out of the range: the next record must follow the last one checked, so records
@@ -111,10 +204,19 @@ async fn verify_in(
     };
     // Nothing follows (the range ends the log), or the range reaches now: a record stamped
     // earlier may sit at a later position, so the log's end is checked either way.
+    let last = last_intact(&at);
     if broken.is_none() && (next.is_none() || to.is_none_or(|to| to > Utc::now())) {
-        return Ok((checked, missing_at_end(db).await?));
+        return Ok((checked, missing_at_end(db).await?, last));
     }
-    Ok((checked, broken))
+    Ok((checked, broken, last))
+}
+
+/// The witness a walk that stopped at `at` leaves: none before the chain's first record.
+fn last_intact(at: &Link) -> Option<Witness> {
+    (at.seq > 0).then(|| Witness {
+        seq: at.seq,
+        hash: at.hash.clone(),
+    })
 }
 
 /// The positions to check for `from <= occurred_at < to`: from the first to the last record in

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::audit_filters;
 use super::ApiTags;
-use crate::audit::{export, Record};
+use crate::audit::{export, verify_with, Record, Witness};
 use crate::auth::Credentials;
 use crate::http::cursor;
 use crate::http::problem::{ApiError, ApiResult};
@@ -109,6 +109,10 @@ pub struct ChainCheck {
     pub first_broken_seq: Option<i64>,
     #[oai(nullable)]
     pub reason: Option<String>,
+    /// The last record found intact, as `SEQ:HASH`: keep it outside the database and pass it
+    /// as `witness` to a later check (null when no record was checked).
+    #[oai(nullable)]
+    pub last: Option<String>,
 }
 
 #[derive(ApiResponse)]
@@ -244,7 +248,9 @@ impl AuditApi {
     ///
     /// Recomputes the chain over the records from the first to the last position with
     /// `from <= occurred_at < to` (everything by default) and reports the first broken link:
-    /// an edited, removed or reordered record. Scope `audit:read` on an admin key or admin user.
+    /// an edited, removed or reordered record. With `witness=SEQ:HASH` (the `last` of an
+    /// earlier check), the record at SEQ must still be there with that hash (or pruned by
+    /// retention). Scope `audit:read` on an admin key or admin user.
     #[oai(
         path = "/audit/verify",
         method = "get",
@@ -255,19 +261,23 @@ impl AuditApi {
         auth: Credentials,
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
+        witness: Query<Option<String>>,
     ) -> ApiResult<Json<ChainCheck>> {
         let caller = self.state.authorize(&auth, Scope::AuditRead).await?;
         if caller.visible_projects().is_some() {
             return Err(ApiError::Forbidden("the whole chain is checked by admins".into()).into());
         }
         audit_filters::range(from.0, to.0)?;
-        let (checked, broken) =
-            crate::audit::verify(&self.state.pool, &self.state.chain_key, from.0, to.0).await?;
+        let witness = (witness.0.as_deref().map(str::parse::<Witness>).transpose())
+            .map_err(|message| ApiError::field("witness", message))?;
+        let key = &self.state.chain_key;
+        let verified = verify_with(&self.state.pool, key, from.0, to.0, witness.as_ref()).await?;
         Ok(Json(ChainCheck {
-            ok: broken.is_none(),
-            checked: checked as i64,
-            first_broken_seq: broken.as_ref().map(|b| b.0),
-            reason: broken.map(|b| b.1),
+            ok: verified.broken.is_none(),
+            checked: verified.checked as i64,
+            first_broken_seq: verified.broken.as_ref().map(|b| b.0),
+            reason: verified.broken.map(|b| b.1),
+            last: verified.last.map(|w| format!("{}:{}", w.seq, w.hash)),
         }))
     }
 }
