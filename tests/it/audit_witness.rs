@@ -72,7 +72,7 @@ async fn a_witness_finds_a_cut_end_and_a_rewritten_log() {
     assert_eq!(stored, hash);
     let (status, again) = verified(&app, &format!("?witness={witness}")).await;
     assert_eq!((status, &again["ok"]), (200, &Value::Bool(true)), "{again}");
-    assert_eq!(cli(&app, &witness).await.0, true);
+    assert!(cli(&app, &witness).await.0);
 
     // Every record hashed again, unkeyed, from the start: the chain alone looks intact.
     rehash_all(&app, 2, &chain_key()).await;
