@@ -33,6 +33,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(config).await
         }
         command => {
+            // The chain key comes from the servers' pepper (a new one would fail every record):
+            // asked for before anything touches the database.
+            if matches!(command, Command::Audit(AuditCommand::Verify { .. })) {
+                crate::startup::existing_pepper(&config)?.context(
+                    "verifying needs the servers' pepper (HERALD_API_KEY_PEPPER, or the \
+                     api-key-pepper file of their data directory, HERALD_DATA_DIR)",
+                )?;
+            }
             let database = Database::open(&config).await?;
             let outcome = run_with_database(&config, &database, command).await;
             database.close().await?;
@@ -57,6 +65,17 @@ fn init_logging(config: &Config) {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let pepper = pepper(&config)?;
     let database = Database::open(&config).await?;
+    let key = crate::audit::ChainKey::from_pepper(&pepper);
+    if let Some(seq) = crate::audit::newest_under_other_key(&database.pool, &key).await? {
+        tracing::error!(
+            seq,
+            "the request log's newest record does not match its hash under this server's \
+             pepper: either HERALD_API_KEY_PEPPER (or the data directory's api-key-pepper) is \
+             not the one the servers that wrote the log use, and API keys created under theirs \
+             will not verify either, or the record was edited; `herald audit verify` checks \
+             the whole log"
+        );
+    }
     let app = Application::build(config, database.pool.clone(), pepper).await?;
     let url = app.base_url().to_owned();
     tracing::info!("Herald is listening on {url}");
@@ -106,11 +125,7 @@ async fn run_with_database(
             if let (Some(from), Some(to)) = (from, to) {
                 anyhow::ensure!(from <= to, "--from ({from}) must not be after --to ({to})");
             }
-            // The chain key comes from the servers' pepper; a new one would fail every record.
-            let pepper = crate::startup::existing_pepper(config).context(
-                "verifying needs the servers' pepper (HERALD_API_KEY_PEPPER, or the \
-                 api-key-pepper file of their data directory, HERALD_DATA_DIR)",
-            )?;
+            let pepper = crate::startup::existing_pepper(config)?.context("checked in `run`")?;
             let key = crate::audit::ChainKey::from_pepper(&pepper);
             let verified =
                 crate::audit::verify_with(pool, &key, from, to, witness.as_ref()).await?;

@@ -44,42 +44,71 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
 
 /// The configured pepper, or the one generated on first start and kept in the data directory.
 pub fn pepper(config: &Config) -> anyhow::Result<Vec<u8>> {
-    if let Some(existing) = existing_pepper(config) {
+    if let Some(existing) = existing_pepper(config)? {
         return Ok(existing);
     }
-    let path = config.data_dir.join("api-key-pepper");
+    let path = config.data_dir.join(PEPPER_FILE);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(&path, &value)?;
+    if !write_once(&path, &value)? {
+        // Another process started at the same moment and wrote its own first: use that one.
+        return Ok(existing_pepper(config)?.expect("just written"));
+    }
     tracing::info!(path = %path.display(), "generated a new API-key pepper");
     Ok(value.into_bytes())
 }
 
+/// The file in the data directory the generated pepper is kept in.
+const PEPPER_FILE: &str = "api-key-pepper";
+
 /// The configured pepper, or the one kept in the data directory, without generating one:
-/// what commands that read the servers' data with their keys (`herald audit verify`) use.
-pub fn existing_pepper(config: &Config) -> Option<Vec<u8>> {
+/// what commands that read the servers' data with their keys (`herald audit verify`) use. A
+/// kept pepper shorter than a configured one may be (16 characters) is refused: an empty or
+/// cut file would otherwise hash keys and chain the request log under a key anyone can guess.
+pub fn existing_pepper(config: &Config) -> anyhow::Result<Option<Vec<u8>>> {
     if !config.api_key_pepper.is_empty() {
-        return Some(config.api_key_pepper.expose().as_bytes().to_vec());
+        return Ok(Some(config.api_key_pepper.expose().as_bytes().to_vec()));
     }
-    let path = config.data_dir.join("api-key-pepper");
-    let existing = std::fs::read_to_string(path).ok()?;
-    Some(existing.trim().as_bytes().to_vec())
+    let path = config.data_dir.join(PEPPER_FILE);
+    let Ok(existing) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let existing = existing.trim();
+    anyhow::ensure!(
+        existing.len() >= 16,
+        "{} holds {} characters, fewer than a pepper's 16 (an empty or cut file): restore it \
+         from a backup, or set HERALD_API_KEY_PEPPER to the servers' pepper",
+        path.display(),
+        existing.len()
+    );
+    Ok(Some(existing.as_bytes().to_vec()))
 }
 
-fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
+/// Writes `value` to `path` whole or not at all, readable by the owner only: into a file of
+/// its own, flushed to disk, then linked to `path`, so a crash never leaves `path` empty or
+/// cut. False when `path` already exists (nothing is changed then).
+fn write_once(path: &Path, value: &str) -> anyhow::Result<bool> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let staged = path.with_extension(format!("new-{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+        .open(&staged)
+        .with_context(|| format!("writing {}", staged.display()))?;
     file.write_all(value.as_bytes())?;
-    Ok(())
+    file.sync_all()?;
+    let linked = std::fs::hard_link(&staged, path);
+    std::fs::remove_file(&staged)?;
+    match linked {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(error) => Err(error).with_context(|| format!("writing {}", path.display())),
+    }
 }
 
 pub struct Application {

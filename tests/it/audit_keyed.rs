@@ -69,7 +69,10 @@ async fn an_edit_hashed_again_without_the_pepper_is_found() {
     edit_and_rehash(&app, 3, &guessed).await;
     let forged = verified(&app).await;
     assert_eq!(forged["first_broken_seq"], 3, "{forged}");
-    assert_eq!(forged["reason"], "its contents do not match its hash");
+    assert_eq!(
+        forged["reason"],
+        "its contents do not match its hash (or it was chained under another pepper)"
+    );
     let cli = crate::projections::herald(&app.database_url, &["audit", "verify"]).await;
     assert!(!cli.status.success());
     let said = String::from_utf8_lossy(&cli.stdout);
@@ -120,4 +123,84 @@ async fn verifying_needs_the_servers_pepper() {
     assert!(said.contains("broken at record 1"), "{said}");
     let right = crate::projections::herald(&app.database_url, &["audit", "verify"]).await;
     assert!(right.status.success());
+}
+
+/// A pepper generated into the data directory is written whole (no staging file is left), and
+/// an empty or cut one is refused rather than used: it would make the chain key guessable.
+#[tokio::test]
+async fn a_kept_pepper_is_written_whole_and_a_cut_one_is_refused() {
+    let app = TestApp::spawn().await;
+    let dir = std::env::temp_dir().join(format!("herald-pepper-{}", uuid::Uuid::new_v4()));
+    let run = |args: &'static [&'static str]| {
+        tokio::process::Command::new(crate::projections::herald_binary())
+            .args(args)
+            .env("DATABASE_URL", &app.database_url)
+            .env("HERALD_DATA_DIR", &dir)
+            .env_remove("HERALD_API_KEY_PEPPER")
+            .env("HERALD_LOG", "warn")
+            .output()
+    };
+    let created = run(&["keys", "create", "--name", "a", "--scopes", "admin"])
+        .await
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["api-key-pepper"]);
+    let kept = std::fs::read_to_string(dir.join("api-key-pepper")).unwrap();
+    assert_eq!(kept.len(), 64);
+
+    for cut in ["", "\n", "0123456789abcde"] {
+        std::fs::write(dir.join("api-key-pepper"), cut).unwrap();
+        for args in [
+            &["keys", "create", "--name", "b", "--scopes", "admin"][..],
+            &["audit", "verify"][..],
+        ] {
+            let refused = run(args).await.unwrap();
+            assert!(!refused.status.success(), "{args:?} with {cut:?}");
+            let said = String::from_utf8_lossy(&refused.stderr);
+            assert!(said.contains("fewer than a pepper's 16"), "{said}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A server started with another pepper than the one the log was chained under says so at
+/// once, in its log: it would chain every record it writes under another key.
+#[tokio::test]
+async fn a_server_with_another_pepper_says_so_when_it_starts() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    app.get("/api/v1/jobs", &key).await;
+    let port = crate::api_keys::free_port();
+    let mut server = tokio::process::Command::new(crate::projections::herald_binary())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &app.database_url)
+        .env("HERALD_API_KEY_PEPPER", "another pepper, 0123456789")
+        .env("HERALD_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    let mut stderr = server.stderr.take().unwrap();
+    let read = async {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0u8; 4096];
+        while !said.contains("Herald is listening") {
+            let n = stderr.read(&mut buffer).await.unwrap();
+            assert!(n > 0, "the server ended: {said}");
+            said.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), read)
+        .await
+        .expect("the server started");
+    server.kill().await.unwrap();
+    assert!(
+        said.contains("does not match its hash under this server's pepper"),
+        "{said}"
+    );
 }

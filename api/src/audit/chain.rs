@@ -204,13 +204,26 @@ pub fn first_break(key: &ChainKey, at: &mut Link, records: &[Record]) -> Option<
         if record.seq != at.seq + 1 {
             return Some((at.seq + 1, format!("record {} is missing", at.seq + 1)));
         }
+        if !(1..=CHAIN_FORMAT).contains(&record.chain_format) {
+            let why = format!(
+                "its chain format ({}) is unknown (records have formats 1 to {CHAIN_FORMAT})",
+                record.chain_format
+            );
+            return Some((record.seq, why));
+        }
         if at.keyed && record.chain_format < KEYED_FORMAT {
             let why = "it is not keyed but follows keyed records (hashed again in an older \
                        format, or written by a server older than this version)";
             return Some((record.seq, why.into()));
         }
         if hash(key, &at.hash, record) != record.hash {
-            return Some((record.seq, "its contents do not match its hash".into()));
+            let why = match record.chain_format >= KEYED_FORMAT {
+                true => {
+                    "its contents do not match its hash (or it was chained under another pepper)"
+                }
+                false => "its contents do not match its hash",
+            };
+            return Some((record.seq, why.into()));
         }
         *at = Link {
             seq: record.seq,

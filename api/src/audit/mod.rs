@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use chain::{Record, CHAIN_FORMAT};
 pub use key::ChainKey;
-pub use verify::{verify, verify_with, Verified, Witness};
+pub use verify::{newest_under_other_key, verify, verify_with, Verified, Witness};
 pub use writer::connect as writer_connection;
 
 const MAX_BATCH: usize = 1000;

@@ -140,6 +140,31 @@ async fn witnessed(
     })
 }
 
+/// The newest record's position when it is keyed and does not match its hash under `key`
+/// (chained onto the record, or anchor, just before it): a server whose pepper differs from
+/// the one that wrote it would chain every record it writes under another key, so it says so
+/// when it starts (`herald serve`). `None` when it matches, or cannot be checked alone.
+pub async fn newest_under_other_key(pool: &PgPool, key: &ChainKey) -> sqlx::Result<Option<i64>> {
+    let newest: Option<Record> =
+        sqlx::query_as("SELECT * FROM request_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
+    let Some(newest) = newest.filter(|r| r.chain_format >= KEYED_FORMAT) else {
+        return Ok(None);
+    };
+    let before: Option<String> = sqlx::query_scalar(
+        "SELECT hash FROM request_log WHERE seq = $1 \
+         UNION ALL SELECT hash FROM request_log_anchor WHERE seq = $1 \
+         UNION ALL SELECT repeat('0', 64) WHERE $1 = 0 LIMIT 1",
+    )
+    .bind(newest.seq - 1)
+    .fetch_optional(pool)
+    .await?;
+    Ok(before
+        .filter(|before| chain::hash(key, before, &newest) != newest.hash)
+        .map(|_| newest.seq))
+}
+
 /// The chain's check (see `verify`), and the last record found intact.
 async fn verify_in(
     db: &mut PgConnection,

@@ -197,3 +197,16 @@ fn unkeyed_records_before_keyed_ones_verify() {
     let formats: Vec<i16> = upgraded.iter().map(|r| r.chain_format).collect();
     assert_eq!(formats, [1, 1, 2, 2, 3, 3]);
 }
+
+/// Formats no version has written are broken links, whatever their hash.
+#[test]
+fn an_unknown_format_is_a_broken_link() {
+    for format in [0, -1, 4, i16::MAX] {
+        let mut records = chain(3);
+        records[1].chain_format = format;
+        rehash(&mut records, 1, &key());
+        let (seq, why) = verify(&records).unwrap();
+        assert_eq!(seq, 2, "{format}");
+        assert!(why.contains("is unknown"), "{why}");
+    }
+}
