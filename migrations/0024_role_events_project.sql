@@ -2,7 +2,9 @@
 -- belong to the project their payload names, so the project's auditors (its owners, its keys
 -- with `audit:read`) see who was given or lost a role in it through `GET /api/v1/events`.
 -- Until now a user's events all took the user's first event's project (none), so only admins
--- saw them. A user's other events still belong to no project.
+-- saw them. A user's other events still belong to no project, even one whose payload named a
+-- project. (Webhooks: only account-wide endpoints hear user events, as before; see
+-- `herald_webhooks::projector::audience`.)
 CREATE OR REPLACE FUNCTION events_project() RETURNS trigger
     LANGUAGE plpgsql AS
 $$
@@ -11,7 +13,9 @@ DECLARE
 BEGIN
     IF NEW.aggregate_type = 'project' THEN
         id := NEW.aggregate_id;
-    ELSIF NEW.sequence = 1 OR NEW.aggregate_type = 'user' THEN
+    ELSIF NEW.sequence = 1
+       OR (NEW.aggregate_type = 'user'
+           AND NEW.event_type IN ('user.project_role_granted', 'user.project_role_revoked')) THEN
         id := NEW.payload->>'project_id';
     ELSE
         NEW.project_id := (SELECT f.project_id FROM events f

@@ -203,12 +203,20 @@ impl EventBatch {
 pub(crate) fn project_of(aggregate_type: &str, event: &SerializedEvent) -> Option<Uuid> {
     let id = if aggregate_type == "project" {
         event.aggregate_id.as_str()
-    } else if event.sequence == 1 || aggregate_type == "user" {
+    } else if event.sequence == 1 || (aggregate_type == "user" && is_role_event(event)) {
         event.payload.get("project_id")?.as_str()?
     } else {
         return None;
     };
     (id.len() == 36).then(|| Uuid::parse_str(id).ok()).flatten()
+}
+
+/// A user's role in a project given or taken (the user events that belong to that project).
+fn is_role_event(event: &SerializedEvent) -> bool {
+    matches!(
+        event.event_type.as_str(),
+        "user.project_role_granted" | "user.project_role_revoked"
+    )
 }
 
 #[cfg(test)]
@@ -251,9 +259,11 @@ mod tests {
         );
         assert_eq!(project_of("job", &simple), None);
         assert_eq!(project_of("user", &event("u-1", 1, json!({}))), None);
-        // A user's role event names the project the role is in.
-        let granted = event("u-1", 4, json!({"project_id": project}));
+        // A user's role event names the project the role is in; no other user event does.
+        let mut granted = event("u-1", 4, json!({"project_id": project}));
+        granted.event_type = "user.project_role_granted".to_owned();
         assert_eq!(project_of("user", &granted), Some(project));
-        assert_eq!(project_of("user", &event("u-1", 5, json!({}))), None);
+        granted.event_type = "user.logged_in".to_owned();
+        assert_eq!(project_of("user", &granted), None);
     }
 }

@@ -102,3 +102,61 @@ async fn a_projects_auditors_see_its_role_events_and_nobody_elses() {
     .await;
     assert_eq!(created, [("user.created".to_owned(), both, String::new())]);
 }
+
+/// An endpoint for every event, of `project` or (without one) account-wide.
+async fn endpoint(app: &TestApp, project: Option<Uuid>) -> Uuid {
+    let body = json!({"url": "https://hooks.example.com/herald", "event_types": ["*"],
+                      "project_id": project});
+    let created = app.post("/api/v1/webhooks", &app.admin_key, body).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    created["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// The user events `endpoint` has deliveries of.
+async fn heard(app: &TestApp, endpoint: Uuid) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT event_type FROM webhook_deliveries WHERE endpoint_id = $1 \
+          AND event_type LIKE 'user.%' ORDER BY global_position",
+    )
+    .bind(endpoint)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// Webhooks: only account-wide endpoints hear user events, role events included; a project's
+/// own endpoint (which its editors may set up and replay) hears none, neither as they happen
+/// nor through a replay of the project's history.
+#[tokio::test]
+async fn only_account_wide_endpoints_hear_role_events() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("hooked").await;
+    let own = endpoint(&app, Some(project)).await;
+    let account = endpoint(&app, None).await;
+    app.member_token(project, "editor").await;
+    app.wait_for_projections().await;
+    let expected = ["user.created", "user.project_role_granted", "user.logged_in"];
+    assert_eq!(heard(&app, account).await, expected);
+    assert_eq!(heard(&app, own).await, Vec::<String>::new());
+
+    let replay = app
+        .post(
+            &format!("/api/v1/webhooks/{own}/replay"),
+            &app.admin_key,
+            json!({"from_position": 0}),
+        )
+        .await;
+    assert_eq!(replay.status(), StatusCode::ACCEPTED);
+    let location = replay.headers()["location"].to_str().unwrap().to_owned();
+    let path = location.trim_start_matches(&app.base_url).to_owned();
+    for _ in 0..200 {
+        let status: Value = app.get(&path, &app.admin_key).await.json().await.unwrap();
+        if status["status"] != "running" {
+            assert_eq!(status["status"], "completed", "{status}");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(heard(&app, own).await, Vec::<String>::new());
+}

@@ -57,6 +57,14 @@ pub fn payload(event: &StoredEvent) -> Value {
     })
 }
 
+/// The project whose own endpoints hear `event` (account-wide endpoints hear every event):
+/// the event's project, except for a user's events, which only account-wide endpoints hear. A
+/// user's role in a project is that project's event for its auditors (`audit:read`), not for
+/// everyone who may read or set up the project's endpoints.
+pub fn audience(event: &StoredEvent) -> Option<Uuid> {
+    event.project_id.filter(|_| event.aggregate_type != "user")
+}
+
 /// The enabled endpoints that hear a project's events (its own and the account-wide ones; for
 /// events of no project, such as users', only the account-wide ones) and their settings.
 async fn endpoints_of(
@@ -206,7 +214,7 @@ impl Projection for WebhookProjector {
         let mut page = Page::default();
         for event in events {
             self.track(conn, &mut page, event).await?;
-            let project = event.project_id;
+            let project = audience(event);
             let endpoints = match page.endpoints.entry(project) {
                 std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
                 std::collections::hash_map::Entry::Vacant(slot) => {

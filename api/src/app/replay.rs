@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use herald_domain::webhook_endpoint::EndpointState;
 use herald_webhooks::dispatcher::{active_secrets, record_attempt};
-use herald_webhooks::projector::{payload, webhook_id};
+use herald_webhooks::projector::{audience, payload, webhook_id};
 use herald_webhooks::sender::Message;
 use poem_openapi::Object;
 use serde_json::Value;
@@ -178,7 +178,7 @@ async fn run(
             if !wanted {
                 continue;
             }
-            if scope.is_some_and(|own| event.project_id != Some(own)) {
+            if scope.is_some_and(|own| audience(event) != Some(own)) {
                 continue;
             }
             let result = sqlx::query(
