@@ -5,6 +5,7 @@
 //! `projections` crate folds them into read models.
 
 pub mod api_key;
+pub mod client_network;
 pub mod file;
 pub mod ids;
 pub mod job;

@@ -4,6 +4,7 @@
 //! `GET /admin/stats` and `GET /admin/security`.
 
 use chrono::{DateTime, Utc};
+use herald_domain::client_network::client_network_of;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
@@ -152,7 +153,9 @@ pub struct SecurityStats {
     pub forbidden: i64,
     pub rate_limited: i64,
     pub requests: i64,
-    /// Client IPs with the most refused requests (401, 403, 429): `(ip, refusals)`.
+    /// Client networks with the most refused requests (401, 403, 429): `(network,
+    /// refusals)`, each network as its budget counts it (`client_network`: an IPv6 client's
+    /// /64), so an attacker spreading over its /64 shows as one.
     pub top_refused_ips: Vec<(String, i64)>,
 }
 
@@ -162,11 +165,12 @@ pub const REFUSED_SQL: &str = "SELECT count(*) FILTER (WHERE status = 401), \
         count(*) FILTER (WHERE status = 403), count(*) FILTER (WHERE status = 429) \
    FROM request_log WHERE occurred_at >= now() - interval '24 hours' AND status IN (401, 403, 429)";
 
-/// The client IPs with the most refusals in the last 24 hours, through the same index.
+/// The refusals of the last 24 hours per client address, through the same index (grouped
+/// into networks by `security_stats`).
 pub const TOP_REFUSED_IPS_SQL: &str = "SELECT client_ip, count(*) FROM request_log \
   WHERE occurred_at >= now() - interval '24 hours' AND status IN (401, 403, 429) \
     AND client_ip IS NOT NULL \
-  GROUP BY client_ip ORDER BY count(*) DESC, client_ip LIMIT 10";
+  GROUP BY client_ip";
 
 /// The last 24 hours for `GET /admin/security`: the records counted through
 /// `request_log_by_time` (an index-only count once the log is vacuumed), the refusals through
@@ -179,7 +183,15 @@ pub async fn security_stats(pool: &sqlx::PgPool) -> sqlx::Result<SecurityStats> 
     .await?;
     let (failed, forbidden, limited): (i64, i64, i64) =
         sqlx::query_as(REFUSED_SQL).fetch_one(pool).await?;
-    let top_refused_ips = sqlx::query_as(TOP_REFUSED_IPS_SQL).fetch_all(pool).await?;
+    let per_address: Vec<(String, i64)> =
+        sqlx::query_as(TOP_REFUSED_IPS_SQL).fetch_all(pool).await?;
+    let mut per_network = std::collections::HashMap::<String, i64>::new();
+    for (address, refusals) in per_address {
+        *per_network.entry(client_network_of(&address)).or_default() += refusals;
+    }
+    let mut top_refused_ips: Vec<(String, i64)> = per_network.into_iter().collect();
+    top_refused_ips.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    top_refused_ips.truncate(10);
     Ok(SecurityStats {
         failed_authentications: failed,
         forbidden,

@@ -74,3 +74,58 @@ async fn ipv6_clients_share_the_login_count_of_their_64() {
     let neighbour = attempt("2001:db8:9:a::1", "d@example.com").await.unwrap();
     assert_eq!(neighbour.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_security_summary_counts_refusals_per_64_and_nat64_per_ipv4() {
+    let app = TestApp::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1/32".into()]).await;
+    let refuse = |client: String| {
+        app.client
+            .get(app.url("/api/v1/jobs"))
+            .header("X-Forwarded-For", client)
+            .send()
+    };
+    // Five addresses of one /64, four calls from one IPv4 address, three NAT64 clients.
+    for host in [":1", ":2", ":3", "ffff:ffff:ffff:ffff", "abcd:0:0:1"] {
+        let refused = refuse(format!("2001:db8:10:1:{host}")).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    }
+    for _ in 0..4 {
+        refuse("198.51.100.7".into()).await.unwrap();
+    }
+    for client in ["64:ff9b::1.1.1.1", "64:ff9b::1.1.1.1", "64:ff9b::9.9.9.9"] {
+        refuse(client.into()).await.unwrap();
+    }
+    let security: serde_json::Value = app
+        .get("/api/v1/admin/security", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let top: Vec<(String, i64)> = security["top_refused_ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["ip"].as_str().unwrap().to_owned(),
+                e["refusals"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("2001:db8:10:1::/64", 5),
+        ("198.51.100.7", 4),
+        ("1.1.1.1", 2),
+        ("9.9.9.9", 1),
+    ];
+    let expected: Vec<(String, i64)> = expected.iter().map(|(n, c)| (n.to_string(), *c)).collect();
+    assert_eq!(top, expected, "{security}");
+    // The request log keeps each client's own address.
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT client_ip) FROM request_log WHERE client_ip LIKE '2001:db8:10:1:%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, 5);
+}

@@ -136,7 +136,11 @@ async fn only_account_wide_endpoints_hear_role_events() {
     let account = endpoint(&app, None).await;
     app.member_token(project, "editor").await;
     app.wait_for_projections().await;
-    let expected = ["user.created", "user.project_role_granted", "user.logged_in"];
+    let expected = [
+        "user.created",
+        "user.project_role_granted",
+        "user.logged_in",
+    ];
     assert_eq!(heard(&app, account).await, expected);
     assert_eq!(heard(&app, own).await, Vec::<String>::new());
 

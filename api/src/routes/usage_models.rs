@@ -108,6 +108,8 @@ impl From<JobStats> for AdminStats {
 
 #[derive(Debug, Object)]
 pub struct RefusedIp {
+    /// The client's network, as per-IP budgets count it: an IPv4 address, or an IPv6 client's
+    /// /64 (`2001:db8:1:2::/64`).
     pub ip: String,
     pub refusals: i64,
 }
