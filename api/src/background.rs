@@ -88,6 +88,7 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
         let retention = chrono::Duration::days(i64::from(retention_days));
         tracker.spawn(crate::audit::prune_periodically(
             state.pool.clone(),
+            state.chain_key.clone(),
             retention,
             cancel.clone(),
         ));

@@ -179,9 +179,13 @@ async fn pruning_keeps_the_chain_verifiable_from_its_anchor() {
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    let removed = herald_api::audit::prune(&app.pool, fifth_at + chrono::Duration::microseconds(1))
-        .await
-        .unwrap();
+    let removed = herald_api::audit::prune(
+        &app.pool,
+        &crate::support::chain_key(),
+        fifth_at + chrono::Duration::microseconds(1),
+    )
+    .await
+    .unwrap();
     assert!(removed >= 5, "at least the first five: {removed}");
     let first_kept: i64 = sqlx::query_scalar("SELECT min(seq) FROM request_log")
         .fetch_one(&app.pool)
@@ -220,9 +224,13 @@ async fn pruning_keeps_the_chain_verifiable_from_its_anchor() {
         assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
     }
     // Pruning again changes nothing; a record removed by hand is still caught.
-    let again = herald_api::audit::prune(&app.pool, fifth_at + chrono::Duration::microseconds(1))
-        .await
-        .unwrap();
+    let again = herald_api::audit::prune(
+        &app.pool,
+        &crate::support::chain_key(),
+        fifth_at + chrono::Duration::microseconds(1),
+    )
+    .await
+    .unwrap();
     assert_eq!(again, 0);
     sqlx::query("DELETE FROM request_log WHERE seq = $1")
         .bind(first_kept + 2)

@@ -33,7 +33,9 @@ async fn a_record_stamped_in_the_past_after_recent_ones_prunes_nothing_after_the
     }
 
     assert_eq!(
-        audit::prune(&app.pool, cutoff).await.unwrap(),
+        audit::prune(&app.pool, &crate::support::chain_key(), cutoff)
+            .await
+            .unwrap(),
         1,
         "only `old`"
     );
@@ -55,7 +57,12 @@ async fn a_record_stamped_in_the_past_after_recent_ones_prunes_nothing_after_the
 
     // Once the recent records are old enough themselves, the run through `skewed` goes.
     let later = now + Duration::seconds(1);
-    assert_eq!(audit::prune(&app.pool, later).await.unwrap(), 4);
+    assert_eq!(
+        audit::prune(&app.pool, &crate::support::chain_key(), later)
+            .await
+            .unwrap(),
+        4
+    );
 }
 
 #[tokio::test]
@@ -72,7 +79,12 @@ async fn a_backlog_larger_than_a_chunk_is_pruned_chunk_after_chunk() {
     assert!(writer.record(record_at("recent".into(), Utc::now())).await);
 
     let cutoff = Utc::now() - Duration::days(90);
-    assert_eq!(audit::prune(&app.pool, cutoff).await.unwrap(), 10_050);
+    assert_eq!(
+        audit::prune(&app.pool, &crate::support::chain_key(), cutoff)
+            .await
+            .unwrap(),
+        10_050
+    );
     assert_eq!(
         audit::verify(&app.pool, &crate::support::chain_key(), None, None)
             .await

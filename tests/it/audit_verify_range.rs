@@ -89,9 +89,13 @@ async fn a_range_whose_first_records_were_pruned_is_verified_from_the_anchor() {
     let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
     let base = utc("2021-03-01T00:00:00Z");
     write_records(&app, base, "pruned", 5).await;
-    let pruned = audit::prune(&app.pool, base + Duration::milliseconds(1500))
-        .await
-        .unwrap();
+    let pruned = audit::prune(
+        &app.pool,
+        &crate::support::chain_key(),
+        base + Duration::milliseconds(1500),
+    )
+    .await
+    .unwrap();
     assert_eq!(pruned, 2, "the records at 0 s and 1 s");
 
     // The range still names its pruned start; what is left links to the anchor.
@@ -153,7 +157,12 @@ async fn retention_pruning_while_the_log_is_verified_never_reads_as_a_gap() {
         tokio::spawn(async move {
             for n in 0..count - 1 {
                 let cutoff = base + Duration::seconds(n) + Duration::milliseconds(500);
-                assert_eq!(audit::prune(&pool, cutoff).await.unwrap(), 1);
+                assert_eq!(
+                    audit::prune(&pool, &crate::support::chain_key(), cutoff)
+                        .await
+                        .unwrap(),
+                    1
+                );
             }
         })
     };

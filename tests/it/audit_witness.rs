@@ -119,20 +119,21 @@ async fn a_pruned_witness_holds_and_a_malformed_one_is_refused() {
     let witness = first["last"].as_str().unwrap().to_owned();
     let (seq, hash) = witness.split_once(':').unwrap();
     let seq: i64 = seq.parse().unwrap();
-    // Pruned as retention prunes: the records up to the witness go, the anchor keeps it.
-    let mut prune = app.pool.begin().await.unwrap();
-    sqlx::query("DELETE FROM request_log WHERE seq <= $1")
-        .bind(seq)
-        .execute(&mut *prune)
+    // Pruned by retention: the records up to the witness go, the sealed anchor keeps it.
+    let occurred: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT occurred_at FROM request_log WHERE seq = $1")
+            .bind(seq)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let cutoff = occurred + chrono::Duration::microseconds(1);
+    let pruned = herald_api::audit::prune(&app.pool, &chain_key(), cutoff).await;
+    assert_eq!(pruned.unwrap(), seq as u64);
+    let anchor: (i64, String) = sqlx::query_as("SELECT seq, hash FROM request_log_anchor")
+        .fetch_one(&app.pool)
         .await
         .unwrap();
-    sqlx::query("INSERT INTO request_log_anchor (id, seq, hash) VALUES (1, $1, $2)")
-        .bind(seq)
-        .bind(hash)
-        .execute(&mut *prune)
-        .await
-        .unwrap();
-    prune.commit().await.unwrap();
+    assert_eq!(anchor, (seq, hash.to_owned()));
     let (_, pruned) = verified(&app, &format!("?witness={witness}")).await;
     assert_eq!(pruned["ok"], true, "{pruned}");
     let other = format!("{seq}:{}", "0".repeat(64));

@@ -162,7 +162,9 @@ async fn usage_counts_each_record_once_even_when_retention_prunes_it() {
 
     // Forget the counts again; retention counts what it prunes before it prunes it.
     forget_counts(&app).await;
-    let removed = audit::prune(&app.pool, chrono::Utc::now()).await.unwrap();
+    let removed = audit::prune(&app.pool, &crate::support::chain_key(), chrono::Utc::now())
+        .await
+        .unwrap();
     assert_eq!(removed as i64, last, "the whole log was pruned");
     let anchor: i64 = sqlx::query_scalar("SELECT seq FROM request_log_anchor")
         .fetch_one(&app.pool)

@@ -9,6 +9,7 @@ mod admin_keys;
 mod api_keys;
 mod appends;
 mod audit;
+mod audit_anchor;
 mod audit_edges;
 mod audit_export;
 mod audit_filters;

@@ -33,6 +33,18 @@ impl ChainKey {
     pub(super) fn mac(&self) -> Hmac<Sha256> {
         self.0.clone()
     }
+
+    /// The seal of the anchor retention leaves (migration 0025): HMAC-SHA256 under the key over
+    /// `anchor`, its position, its hash and whether its record was keyed, as lowercase hex.
+    pub fn seal_anchor(&self, seq: i64, hash: &str, keyed: bool) -> String {
+        let mut mac = self.mac();
+        mac.update(format!("anchor\n{seq}\n{hash}\n{keyed}").as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for ChainKey {

@@ -12,6 +12,7 @@ pub mod export;
 pub mod key;
 mod list;
 mod verify;
+mod witness;
 mod writer;
 
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use chain::{Record, CHAIN_FORMAT};
 pub use key::ChainKey;
-pub use verify::{newest_under_other_key, verify, verify_with, Verified, Witness};
+pub use verify::{newest_under_other_key, verify, verify_with, Verified};
+pub use witness::Witness;
 pub use writer::connect as writer_connection;
 
 const MAX_BATCH: usize = 1000;
@@ -59,12 +61,16 @@ pub use list::{list_sql, LIST_SQL, WINDOW_ROWS, WINDOW_SQL};
 
 /// Retention: removes the log's leading run of records that occurred before `cutoff` (a prefix
 /// of the chain, in chunks), leaving its last record's sequence number and hash as the anchor
-/// the chain is verified from. The run ends at the first record still within retention, so a
-/// record stamped in the past by a replica whose clock was behind, written after recent ones,
-/// waits for them instead of taking them with it. Records are counted into usage first, and
-/// only counted ones go. The periodic task takes `cutoff` from the database's clock.
-/// Returns how many records were removed.
-pub async fn prune(pool: &PgPool, cutoff: chrono::DateTime<chrono::Utc>) -> sqlx::Result<u64> {
+/// the chain is verified from, sealed under `key` (`ChainKey::seal_anchor`). The run ends at
+/// the first record still within retention, so a record stamped in the past by a replica whose
+/// clock was behind, written after recent ones, waits for them instead of taking them with it.
+/// Records are counted into usage first, and only counted ones go. The periodic task takes
+/// `cutoff` from the database's clock. Returns how many records were removed.
+pub async fn prune(
+    pool: &PgPool,
+    key: &ChainKey,
+    cutoff: chrono::DateTime<chrono::Utc>,
+) -> sqlx::Result<u64> {
     usage_count::count(pool).await?;
     let (counted, first_kept): (Option<i64>, Option<i64>) = sqlx::query_as(
         "SELECT (SELECT seq FROM usage_checkpoint), \
@@ -77,28 +83,45 @@ pub async fn prune(pool: &PgPool, cutoff: chrono::DateTime<chrono::Utc>) -> sqlx
         return Ok(0);
     };
     let last = first_kept.map_or(counted, |kept| counted.min(kept - 1));
-    // In chunks, each starting after the last one's end (not over what it deleted).
+    // In chunks, each starting after the last one's end (not over what it deleted): the
+    // chunk's last record becomes the anchor, and the chunk goes, in one transaction.
     let (mut removed, mut after) = (0, 0);
     loop {
-        let (deleted, newest): (i64, Option<i64>) = sqlx::query_as(
-            "WITH doomed AS (SELECT seq, hash FROM request_log WHERE seq > $1 AND seq <= $2 \
-                              ORDER BY seq LIMIT 10000), \
-                  newest AS (SELECT seq, hash FROM doomed ORDER BY seq DESC LIMIT 1), \
-                  anchor AS (INSERT INTO request_log_anchor (id, seq, hash) SELECT 1, seq, hash FROM newest \
-                             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash \
-                             WHERE request_log_anchor.seq < excluded.seq), \
-                  gone AS (DELETE FROM request_log WHERE seq IN (SELECT seq FROM doomed) RETURNING seq) \
-             SELECT count(*), max(seq) FROM gone",
+        let mut chunk = pool.begin().await?;
+        let newest: Option<(i64, String, bool)> = sqlx::query_as(
+            "SELECT seq, hash, chain_format >= $3 FROM (SELECT seq, hash, chain_format \
+               FROM request_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT 10000) doomed \
+              ORDER BY seq DESC LIMIT 1",
         )
         .bind(after)
         .bind(last)
-        .fetch_one(pool)
+        .bind(chain::KEYED_FORMAT)
+        .fetch_optional(&mut *chunk)
         .await?;
-        removed += deleted as u64;
-        match newest {
-            Some(newest) if deleted == 10_000 => after = newest,
-            _ => return Ok(removed),
-        }
+        let Some((newest, hash, keyed)) = newest else {
+            return Ok(removed);
+        };
+        sqlx::query(
+            "INSERT INTO request_log_anchor (id, seq, hash, keyed, seal) VALUES (1, $1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
+                 keyed = excluded.keyed, seal = excluded.seal \
+             WHERE request_log_anchor.seq < excluded.seq",
+        )
+        .bind(newest)
+        .bind(&hash)
+        .bind(keyed)
+        .bind(key.seal_anchor(newest, &hash, keyed))
+        .execute(&mut *chunk)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM request_log WHERE seq > $1 AND seq <= $2")
+            .bind(after)
+            .bind(newest)
+            .execute(&mut *chunk)
+            .await?
+            .rows_affected();
+        chunk.commit().await?;
+        removed += deleted;
+        after = newest;
     }
 }
 
@@ -116,12 +139,13 @@ async fn cutoff(
 /// Prunes records older than `retention` now and then every hour, until cancelled.
 pub async fn prune_periodically(
     pool: PgPool,
+    key: ChainKey,
     retention: chrono::Duration,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     loop {
         let pruned = match cutoff(&pool, retention).await {
-            Ok(cutoff) => prune(&pool, cutoff).await,
+            Ok(cutoff) => prune(&pool, &key, cutoff).await,
             Err(error) => Err(error),
         };
         match pruned {

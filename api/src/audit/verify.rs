@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
 use super::chain::{self, Link, KEYED_FORMAT};
+use super::witness::{witnessed, Witness};
 use super::{ChainKey, Record};
 
 /// Records read per query.
@@ -30,34 +31,6 @@ const PAGE: i64 = 5_000;
 /// How far a record's time can lie from its position's: a record is stamped when its request
 /// ends and positioned when its batch is written, well under a second later on any replica.
 const SKEW: &str = "1 minute";
-
-/// A record's position and hash as an earlier check reported them (`Verified::last`), kept
-/// outside the database: the record must still be there with that hash.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Witness {
-    pub seq: i64,
-    pub hash: String,
-}
-
-impl std::str::FromStr for Witness {
-    type Err = &'static str;
-
-    /// `SEQ:HASH`, as `herald audit verify` prints them: a position of 1 or more and 64
-    /// lowercase hex digits.
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        const FORM: &str = "must be SEQ:HASH, a position and its record's 64-digit hex hash";
-        let (seq, hash) = text.split_once(':').ok_or(FORM)?;
-        let seq: i64 = seq.parse().map_err(|_| FORM)?;
-        let hex = hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if seq < 1 || !hex {
-            return Err(FORM);
-        }
-        Ok(Self {
-            seq,
-            hash: hash.to_owned(),
-        })
-    }
-}
 
 /// What a check found.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,34 +85,6 @@ pub async fn verify_with(
     })
 }
 
-/// Whether `witness` still holds: its record is there with its hash, or retention pruned it
-/// (the anchor is at or past it, with the same hash when at it).
-async fn witnessed(
-    db: &mut PgConnection,
-    witness: &Witness,
-) -> sqlx::Result<Option<(i64, String)>> {
-    let (stored, anchor): (Option<String>, Option<(i64, String)>) = (
-        sqlx::query_scalar("SELECT hash FROM request_log WHERE seq = $1")
-            .bind(witness.seq)
-            .fetch_optional(&mut *db)
-            .await?,
-        sqlx::query_as("SELECT seq, hash FROM request_log_anchor")
-            .fetch_optional(&mut *db)
-            .await?,
-    );
-    let differs = |what: &str| Some((witness.seq, what.to_owned()));
-    Ok(match (stored, anchor) {
-        (Some(hash), _) if hash == witness.hash => None,
-        (Some(_), _) => differs("its hash is not the one witnessed"),
-        (None, Some((seq, hash)))
-            if seq > witness.seq || (seq, &hash) == (witness.seq, &witness.hash) =>
-        {
-            None
-        }
-        (None, _) => differs("the witnessed record is missing"),
-    })
-}
-
 /// The newest record's position when it is keyed and does not match its hash under `key`
 /// (chained onto the record, or anchor, just before it): a server whose pepper differs from
 /// the one that wrote it would chain every record it writes under another key, so it says so
@@ -172,14 +117,17 @@ async fn verify_in(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> sqlx::Result<(usize, Option<(i64, String)>, Option<Witness>)> {
+    if let Some(broken) = unsealed_anchor(db, key).await? {
+        return Ok((0, Some(broken), None));
+    }
     let (first, last) = span(db, from, to).await?;
     // The link into the range: the record before it, if it still exists, or the anchor that
-    // retention left when it pruned that record (its format unknown: taken as unkeyed).
+    // retention left when it pruned that record (keyed as its seal says; unsealed: unkeyed).
     let before: Option<(i64, String, bool)> = sqlx::query_as(
         "SELECT seq, hash, keyed FROM (SELECT seq, hash, chain_format >= $2 AS keyed \
                                          FROM request_log WHERE seq < $1 \
-                                       UNION ALL SELECT seq, hash, false FROM request_log_anchor \
-                                        WHERE seq < $1) b \
+                                       UNION ALL SELECT seq, hash, seal IS NOT NULL AND keyed \
+                                         FROM request_log_anchor WHERE seq < $1) b \
           ORDER BY seq DESC LIMIT 1",
     )
     .bind(first)
@@ -241,6 +189,32 @@ fn last_intact(at: &Link) -> Option<Witness> {
     (at.seq > 0).then(|| Witness {
         seq: at.seq,
         hash: at.hash.clone(),
+    })
+}
+
+/// The anchor's broken link, if it has one: a seal that is not the anchor's under `key`, or no
+/// seal (an anchor written before seals, migration 0025) with a keyed record after it, which
+/// only a server that seals its anchors can have written. Either way the log's first records
+/// may have been deleted and the anchor moved past them, which would read as retention.
+async fn unsealed_anchor(
+    db: &mut PgConnection,
+    key: &ChainKey,
+) -> sqlx::Result<Option<(i64, String)>> {
+    let anchor: Option<(i64, String, Option<bool>, Option<String>, Option<i16>)> = sqlx::query_as(
+        "SELECT a.seq, a.hash, a.keyed, a.seal, \
+                (SELECT chain_format FROM request_log WHERE seq = a.seq + 1) \
+           FROM request_log_anchor a",
+    )
+    .fetch_optional(&mut *db)
+    .await?;
+    Ok(match anchor {
+        Some((seq, hash, keyed, Some(seal), _)) => (seal != key.seal_anchor(seq, &hash, keyed.unwrap_or(false)))
+            .then(|| (seq, "the anchor retention left here is not sealed under this server's key (moved or edited)".to_owned())),
+        Some((seq, _, _, None, Some(next))) if next >= KEYED_FORMAT => Some((
+            seq + 1,
+            "the anchor before it is not sealed, but it is keyed (the log's first records deleted and the anchor moved?)".to_owned(),
+        )),
+        _ => None,
     })
 }
 
