@@ -192,6 +192,10 @@ fn last_intact(at: &Link) -> Option<Witness> {
     })
 }
 
+/// The anchor: its position, hash, whether it was keyed and its seal (both absent before
+/// migration 0025), and the format of the record after it, if any.
+type AnchorRow = (i64, String, Option<bool>, Option<String>, Option<i16>);
+
 /// The anchor's broken link, if it has one: a seal that is not the anchor's under `key`, or no
 /// seal (an anchor written before seals, migration 0025) with a keyed record after it, which
 /// only a server that seals its anchors can have written. Either way the log's first records
@@ -200,7 +204,7 @@ async fn unsealed_anchor(
     db: &mut PgConnection,
     key: &ChainKey,
 ) -> sqlx::Result<Option<(i64, String)>> {
-    let anchor: Option<(i64, String, Option<bool>, Option<String>, Option<i16>)> = sqlx::query_as(
+    let anchor: Option<AnchorRow> = sqlx::query_as(
         "SELECT a.seq, a.hash, a.keyed, a.seal, \
                 (SELECT chain_format FROM request_log WHERE seq = a.seq + 1) \
            FROM request_log_anchor a",
