@@ -69,8 +69,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(seq) = crate::audit::newest_under_other_key(&database.pool, &key).await? {
         tracing::error!(
             seq,
-            "the request log's newest record does not match its hash under this server's \
-             pepper: either HERALD_API_KEY_PEPPER (or the data directory's api-key-pepper) is \
+            "the request log's newest record (or retention's anchor) does not match its hash \
+             (or seal) under this server's pepper: either HERALD_API_KEY_PEPPER (or the data directory's api-key-pepper) is \
              not the one the servers that wrote the log use, and API keys created under theirs \
              will not verify either, or the record was edited; `herald audit verify` checks \
              the whole log"

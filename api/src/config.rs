@@ -281,7 +281,7 @@ impl Config {
         {
             return fail("intervals must be positive");
         }
-        if !self.api_key_pepper.is_empty() && self.api_key_pepper.expose().len() < 16 {
+        if !self.api_key_pepper.is_empty() && self.api_key_pepper.expose().chars().count() < 16 {
             return fail("api_key_pepper must be at least 16 characters");
         }
         if let Some(bad) = self

@@ -55,7 +55,8 @@ pub fn pepper(config: &Config) -> anyhow::Result<Vec<u8>> {
     let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     if !write_once(&path, &value)? {
         // Another process started at the same moment and wrote its own first: use that one.
-        return Ok(existing_pepper(config)?.expect("just written"));
+        return existing_pepper(config)?
+            .with_context(|| format!("{} exists but cannot be read", path.display()));
     }
     tracing::info!(path = %path.display(), "generated a new API-key pepper");
     Ok(value.into_bytes())
@@ -73,16 +74,19 @@ pub fn existing_pepper(config: &Config) -> anyhow::Result<Option<Vec<u8>>> {
         return Ok(Some(config.api_key_pepper.expose().as_bytes().to_vec()));
     }
     let path = config.data_dir.join(PEPPER_FILE);
-    let Ok(existing) = std::fs::read_to_string(&path) else {
-        return Ok(None);
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(existing) => existing,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // Unreadable (a directory, not text, no permission): not a pepper to make up anew.
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
     };
     let existing = existing.trim();
     anyhow::ensure!(
-        existing.len() >= 16,
+        existing.chars().count() >= 16,
         "{} holds {} characters, fewer than a pepper's 16 (an empty or cut file): restore it \
          from a backup, or set HERALD_API_KEY_PEPPER to the servers' pepper",
         path.display(),
-        existing.len()
+        existing.chars().count()
     );
     Ok(Some(existing.as_bytes().to_vec()))
 }
@@ -93,7 +97,8 @@ pub fn existing_pepper(config: &Config) -> anyhow::Result<Option<Vec<u8>>> {
 fn write_once(path: &Path, value: &str) -> anyhow::Result<bool> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let staged = path.with_extension(format!("new-{}", std::process::id()));
+    // A name of its own, not the process id: in containers every first process is 1.
+    let staged = path.with_extension(format!("new-{:016x}", rand::random::<u64>()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

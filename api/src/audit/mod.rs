@@ -11,19 +11,20 @@ pub mod chain;
 pub mod export;
 pub mod key;
 mod list;
+mod retention;
 mod verify;
 mod witness;
 mod writer;
 
 use std::sync::Arc;
 
-use herald_projections::usage_count;
 use herald_store::EventQueue;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 pub use chain::{Record, CHAIN_FORMAT};
 pub use key::ChainKey;
+pub use retention::{prune, PruneError};
 pub use verify::{newest_under_other_key, verify, verify_with, Verified};
 pub use witness::Witness;
 pub use writer::connect as writer_connection;
@@ -59,72 +60,6 @@ impl AuditLog {
 
 pub use list::{list_sql, LIST_SQL, WINDOW_ROWS, WINDOW_SQL};
 
-/// Retention: removes the log's leading run of records that occurred before `cutoff` (a prefix
-/// of the chain, in chunks), leaving its last record's sequence number and hash as the anchor
-/// the chain is verified from, sealed under `key` (`ChainKey::seal_anchor`). The run ends at
-/// the first record still within retention, so a record stamped in the past by a replica whose
-/// clock was behind, written after recent ones, waits for them instead of taking them with it.
-/// Records are counted into usage first, and only counted ones go. The periodic task takes
-/// `cutoff` from the database's clock. Returns how many records were removed.
-pub async fn prune(
-    pool: &PgPool,
-    key: &ChainKey,
-    cutoff: chrono::DateTime<chrono::Utc>,
-) -> sqlx::Result<u64> {
-    usage_count::count(pool).await?;
-    let (counted, first_kept): (Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT (SELECT seq FROM usage_checkpoint), \
-                (SELECT seq FROM request_log WHERE occurred_at >= $1 ORDER BY seq LIMIT 1)",
-    )
-    .bind(cutoff)
-    .fetch_one(pool)
-    .await?;
-    let Some(counted) = counted else {
-        return Ok(0);
-    };
-    let last = first_kept.map_or(counted, |kept| counted.min(kept - 1));
-    // In chunks, each starting after the last one's end (not over what it deleted): the
-    // chunk's last record becomes the anchor, and the chunk goes, in one transaction.
-    let (mut removed, mut after) = (0, 0);
-    loop {
-        let mut chunk = pool.begin().await?;
-        let newest: Option<(i64, String, bool)> = sqlx::query_as(
-            "SELECT seq, hash, chain_format >= $3 FROM (SELECT seq, hash, chain_format \
-               FROM request_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT 10000) doomed \
-              ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(after)
-        .bind(last)
-        .bind(chain::KEYED_FORMAT)
-        .fetch_optional(&mut *chunk)
-        .await?;
-        let Some((newest, hash, keyed)) = newest else {
-            return Ok(removed);
-        };
-        sqlx::query(
-            "INSERT INTO request_log_anchor (id, seq, hash, keyed, seal) VALUES (1, $1, $2, $3, $4) \
-             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
-                 keyed = excluded.keyed, seal = excluded.seal \
-             WHERE request_log_anchor.seq < excluded.seq",
-        )
-        .bind(newest)
-        .bind(&hash)
-        .bind(keyed)
-        .bind(key.seal_anchor(newest, &hash, keyed))
-        .execute(&mut *chunk)
-        .await?;
-        let deleted = sqlx::query("DELETE FROM request_log WHERE seq > $1 AND seq <= $2")
-            .bind(after)
-            .bind(newest)
-            .execute(&mut *chunk)
-            .await?
-            .rows_affected();
-        chunk.commit().await?;
-        removed += deleted;
-        after = newest;
-    }
-}
-
 /// The cutoff for `retention`, by the database's clock: one replica whose clock runs ahead
 /// must not prune records the others still keep.
 async fn cutoff(
@@ -146,11 +81,14 @@ pub async fn prune_periodically(
     loop {
         let pruned = match cutoff(&pool, retention).await {
             Ok(cutoff) => prune(&pool, &key, cutoff).await,
-            Err(error) => Err(error),
+            Err(error) => Err(error.into()),
         };
         match pruned {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "pruned the request log"),
+            Err(error @ PruneError::Broken { .. }) => {
+                tracing::error!(%error, "not pruning the request log")
+            }
             Err(error) => tracing::warn!(%error, "could not prune the request log"),
         }
         tokio::select! {

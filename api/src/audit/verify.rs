@@ -86,16 +86,27 @@ pub async fn verify_with(
 }
 
 /// The newest record's position when it is keyed and does not match its hash under `key`
-/// (chained onto the record, or anchor, just before it): a server whose pepper differs from
-/// the one that wrote it would chain every record it writes under another key, so it says so
-/// when it starts (`herald serve`). `None` when it matches, or cannot be checked alone.
+/// (chained onto the record, or anchor, just before it), or, with no keyed record, the sealed
+/// anchor's when its seal does not match: a server whose pepper differs from the one that
+/// wrote the log would chain every record it writes under another key, so it says so when it
+/// starts (`herald serve`). `None` when it matches, or cannot be checked alone.
 pub async fn newest_under_other_key(pool: &PgPool, key: &ChainKey) -> sqlx::Result<Option<i64>> {
     let newest: Option<Record> =
         sqlx::query_as("SELECT * FROM request_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(pool)
             .await?;
     let Some(newest) = newest.filter(|r| r.chain_format >= KEYED_FORMAT) else {
-        return Ok(None);
+        // No keyed record to check: retention's sealed anchor, if there is one, tells instead.
+        let anchor: Option<(i64, String, Option<bool>, String)> = sqlx::query_as(
+            "SELECT seq, hash, keyed, seal FROM request_log_anchor WHERE seal IS NOT NULL",
+        )
+        .fetch_optional(pool)
+        .await?;
+        return Ok(anchor
+            .filter(|(seq, hash, keyed, seal)| {
+                *seal != key.seal_anchor(*seq, hash, keyed.unwrap_or(false))
+            })
+            .map(|(seq, ..)| seq));
     };
     let before: Option<String> = sqlx::query_scalar(
         "SELECT hash FROM request_log WHERE seq = $1 \
@@ -117,7 +128,7 @@ async fn verify_in(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> sqlx::Result<(usize, Option<(i64, String)>, Option<Witness>)> {
-    if let Some(broken) = unsealed_anchor(db, key).await? {
+    if let Some(broken) = anchor_break(db, key).await? {
         return Ok((0, Some(broken), None));
     }
     let (first, last) = span(db, from, to).await?;
@@ -126,7 +137,7 @@ async fn verify_in(
     let before: Option<(i64, String, bool)> = sqlx::query_as(
         "SELECT seq, hash, keyed FROM (SELECT seq, hash, chain_format >= $2 AS keyed \
                                          FROM request_log WHERE seq < $1 \
-                                       UNION ALL SELECT seq, hash, seal IS NOT NULL AND keyed \
+                                       UNION ALL SELECT seq, hash, seal IS NOT NULL AND coalesce(keyed, false) \
                                          FROM request_log_anchor WHERE seq < $1) b \
           ORDER BY seq DESC LIMIT 1",
     )
@@ -197,10 +208,11 @@ fn last_intact(at: &Link) -> Option<Witness> {
 type AnchorRow = (i64, String, Option<bool>, Option<String>, Option<i16>);
 
 /// The anchor's broken link, if it has one: a seal that is not the anchor's under `key`, or no
-/// seal (an anchor written before seals, migration 0025) with a keyed record after it, which
-/// only a server that seals its anchors can have written. Either way the log's first records
-/// may have been deleted and the anchor moved past them, which would read as retention.
-async fn unsealed_anchor(
+/// seal (an anchor written before seals, migration 0025) without an unkeyed record right after
+/// it: servers of this version seal every anchor they write, and those before keyed records
+/// did not exist followed theirs with unkeyed ones. Either way the log's first records may have
+/// been deleted and the anchor moved past them, which would read as retention.
+pub(super) async fn anchor_break(
     db: &mut PgConnection,
     key: &ChainKey,
 ) -> sqlx::Result<Option<(i64, String)>> {
@@ -211,13 +223,25 @@ async fn unsealed_anchor(
     )
     .fetch_optional(&mut *db)
     .await?;
+    let why = |text: &str| text.to_owned();
     Ok(match anchor {
-        Some((seq, hash, keyed, Some(seal), _)) => (seal != key.seal_anchor(seq, &hash, keyed.unwrap_or(false)))
-            .then(|| (seq, "the anchor retention left here is not sealed under this server's key (moved or edited)".to_owned())),
-        Some((seq, _, _, None, Some(next))) if next >= KEYED_FORMAT => Some((
-            seq + 1,
-            "the anchor before it is not sealed, but it is keyed (the log's first records deleted and the anchor moved?)".to_owned(),
-        )),
+        Some((seq, hash, keyed, Some(seal), _)) => {
+            (seal != key.seal_anchor(seq, &hash, keyed.unwrap_or(false))).then(|| {
+                let moved = "the anchor retention left here is not sealed under this server's key \
+                         (moved or edited)";
+                (seq, why(moved))
+            })
+        }
+        Some((seq, _, _, None, Some(next))) if next >= KEYED_FORMAT => {
+            let keyed = "the anchor before it is not sealed, but it is keyed (the log's first \
+                         records deleted and the anchor moved?)";
+            Some((seq + 1, why(keyed)))
+        }
+        Some((seq, _, _, None, None)) => {
+            let bare = "the anchor before it is not sealed and it is missing (the log emptied \
+                        and the anchor moved?)";
+            Some((seq + 1, why(bare)))
+        }
         _ => None,
     })
 }
