@@ -184,14 +184,9 @@ pub struct Link {
 impl Link {
     /// Before the chain's first record: position 0, a hash of zeros.
     pub fn start() -> Self {
-        Self::unkeyed(0, "0".repeat(64))
-    }
-
-    /// A link whose record's format is unknown (the anchor retention left), taken as unkeyed.
-    pub fn unkeyed(seq: i64, hash: String) -> Self {
         Self {
-            seq,
-            hash,
+            seq: 0,
+            hash: "0".repeat(64),
             keyed: false,
         }
     }

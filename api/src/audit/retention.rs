@@ -8,7 +8,7 @@
 use sqlx::PgPool;
 
 use super::chain::{self, Link, KEYED_FORMAT};
-use super::verify::anchor_break;
+use super::verify::anchor_link;
 use super::{ChainKey, Record};
 use herald_projections::usage_count;
 
@@ -54,16 +54,10 @@ pub async fn prune(
         // Each chunk in a transaction of its own: checked from the anchor, which then moves to
         // the chunk's last record, and the chunk goes.
         let mut chunk = pool.begin().await?;
-        if let Some((seq, reason)) = anchor_break(&mut chunk, key).await? {
-            return Err(PruneError::Broken { seq, reason });
-        }
-        let anchor: Option<(i64, String, bool)> = sqlx::query_as(
-            "SELECT seq, hash, seal IS NOT NULL AND coalesce(keyed, false) FROM request_log_anchor",
-        )
-        .fetch_optional(&mut *chunk)
-        .await?;
-        let mut at =
-            anchor.map_or_else(Link::start, |(seq, hash, keyed)| Link { seq, hash, keyed });
+        let mut at = match anchor_link(&mut chunk, key).await? {
+            Ok(anchor) => anchor.unwrap_or_else(Link::start),
+            Err((seq, reason)) => return Err(PruneError::Broken { seq, reason }),
+        };
         let records: Vec<Record> = sqlx::query_as(
             "SELECT * FROM request_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
         )

@@ -128,7 +128,7 @@ async fn verify_in(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> sqlx::Result<(usize, Option<(i64, String)>, Option<Witness>)> {
-    if let Some(broken) = anchor_break(db, key).await? {
+    if let Err(broken) = anchor_link(db, key).await? {
         return Ok((0, Some(broken), None));
     }
     let (first, last) = span(db, from, to).await?;
@@ -207,15 +207,16 @@ fn last_intact(at: &Link) -> Option<Witness> {
 /// migration 0025), and the format of the record after it, if any.
 type AnchorRow = (i64, String, Option<bool>, Option<String>, Option<i16>);
 
-/// The anchor's broken link, if it has one: a seal that is not the anchor's under `key`, or no
-/// seal (an anchor written before seals, migration 0025) without an unkeyed record right after
-/// it: servers of this version seal every anchor they write, and those before keyed records
-/// did not exist followed theirs with unkeyed ones. Either way the log's first records may have
-/// been deleted and the anchor moved past them, which would read as retention.
-pub(super) async fn anchor_break(
+/// The anchor as the link the chain goes on from (keyed as its seal says), or its broken link:
+/// a seal that is not the anchor's under `key`, or no seal (an anchor written before seals,
+/// migration 0025) without an unkeyed record right after it: servers of this version seal
+/// every anchor they write, and those before keyed records did not exist followed theirs with
+/// unkeyed ones. Either way the log's first records may have been deleted and the anchor moved
+/// past them, which would read as retention. `Ok(None)`: no anchor.
+pub(super) async fn anchor_link(
     db: &mut PgConnection,
     key: &ChainKey,
-) -> sqlx::Result<Option<(i64, String)>> {
+) -> sqlx::Result<Result<Option<Link>, (i64, String)>> {
     let anchor: Option<AnchorRow> = sqlx::query_as(
         "SELECT a.seq, a.hash, a.keyed, a.seal, \
                 (SELECT chain_format FROM request_log WHERE seq = a.seq + 1) \
@@ -223,26 +224,34 @@ pub(super) async fn anchor_break(
     )
     .fetch_optional(&mut *db)
     .await?;
-    let why = |text: &str| text.to_owned();
+    let broken = |seq: i64, why: &str| Err((seq, why.to_owned()));
     Ok(match anchor {
+        None => Ok(None),
         Some((seq, hash, keyed, Some(seal), _)) => {
-            (seal != key.seal_anchor(seq, &hash, keyed.unwrap_or(false))).then(|| {
-                let moved = "the anchor retention left here is not sealed under this server's key \
-                         (moved or edited)";
-                (seq, why(moved))
-            })
+            let keyed = keyed.unwrap_or(false);
+            if seal == key.seal_anchor(seq, &hash, keyed) {
+                Ok(Some(Link { seq, hash, keyed }))
+            } else {
+                let moved = "the anchor retention left here is not sealed under this server's \
+                             key (moved or edited)";
+                broken(seq, moved)
+            }
         }
-        Some((seq, _, _, None, Some(next))) if next >= KEYED_FORMAT => {
+        Some((seq, hash, _, None, Some(next))) if next < KEYED_FORMAT => Ok(Some(Link {
+            seq,
+            hash,
+            keyed: false,
+        })),
+        Some((seq, _, _, None, Some(_))) => {
             let keyed = "the anchor before it is not sealed, but it is keyed (the log's first \
                          records deleted and the anchor moved?)";
-            Some((seq + 1, why(keyed)))
+            broken(seq + 1, keyed)
         }
         Some((seq, _, _, None, None)) => {
             let bare = "the anchor before it is not sealed and it is missing (the log emptied \
                         and the anchor moved?)";
-            Some((seq + 1, why(bare)))
+            broken(seq + 1, bare)
         }
-        _ => None,
     })
 }
 

@@ -41,7 +41,7 @@ pub(super) async fn witnessed(
     db: &mut PgConnection,
     witness: &Witness,
 ) -> sqlx::Result<Option<(i64, String)>> {
-    // Only a sealed anchor (checked by `anchor_break`) stands for records that retention
+    // Only a sealed anchor (checked by `anchor_link`) stands for records that retention
     // pruned: no witness is older than seals.
     let (stored, anchor): (Option<String>, Option<(i64, String)>) = (
         sqlx::query_scalar("SELECT hash FROM request_log WHERE seq = $1")
