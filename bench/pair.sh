@@ -4,7 +4,7 @@
 #   usage: bench/pair.sh on|off|limits|audit get|post [SECONDS]
 #     on: audit trail and rate limits (the default); off: neither; limits / audit: only that.
 #     env: BENCH_CONNECTIONS (wrk connections, 32), BENCH_BINARY (a binary to test instead of
-#     target/release/herald, which is built when it is used).
+#     target/release/herald, which is built when it is used), BENCH_SQL (run after migrating).
 # Prints wrk's rate and p99; over the middle of the run, the CPU used by Herald, PostgreSQL and
 # wrk and the cores' idle time (in 1/100 s, from /proc); and how many rows a commit of the event
 # log and of the request log held on average (their group commits). Uses
@@ -34,6 +34,9 @@ case $mode in
   *) echo "mode: on, off, limits or audit" >&2; exit 1 ;;
 esac
 $herald migrate >/dev/null
+# BENCH_SQL: statements run on the fresh database after its migrations (to measure without an
+# index, say); none by default.
+[[ -z ${BENCH_SQL:-} ]] || psql -q "$db_url" -c "$BENCH_SQL"
 project=$($herald projects create bench)
 KEY=$($herald keys create --name bench --scopes jobs:read,jobs:write --project "$project")
 export KEY

@@ -106,6 +106,9 @@ CREATE TABLE bench_events (
     PRIMARY KEY (aggregate_type, aggregate_id, sequence), UNIQUE (global_position));
 CREATE INDEX ON bench_events (tx_id, global_position);
 CREATE INDEX ON bench_events (project_id, global_position) WHERE project_id IS NOT NULL;
+CREATE INDEX ON bench_events USING brin (recorded_at) WITH (autosummarize = on);
+CREATE INDEX ON bench_events ((metadata ->> 'actor_id'), global_position);
+CREATE INDEX ON bench_events (event_type, global_position);
 INSERT INTO bench_events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, project_id)
 SELECT 'seed', 'k' || g, 1, 'job.queued', '1', '{"kind": "bench"}', '{}', '00000000-0000-4000-8000-000000000001' FROM generate_series(1, 100000) g;
 ANALYZE bench_events;

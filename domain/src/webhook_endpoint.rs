@@ -37,6 +37,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "webhook_endpoint.deleted",
     "project.created",
     "user.created",
+    "user.project_role_granted",
+    "user.project_role_revoked",
     "webhook.ping",
 ];
 

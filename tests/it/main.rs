@@ -26,6 +26,7 @@ mod audit_writers;
 mod bad_input;
 mod docs;
 mod downloads;
+mod event_indexes;
 mod event_projects;
 mod event_windows;
 mod events;

@@ -1,12 +1,16 @@
 //! A user's role in a project is an event of that project (migration 0024): the project's
 //! auditors (its owners, its keys with `audit:read`) see who was given or lost a role in it
 //! through `GET /api/v1/events`, and nobody bound to other projects does. A user's other
-//! events still belong to no project.
+//! events still belong to no project. Webhooks: only account-wide endpoints hear user events,
+//! and they can subscribe to the two role event types alone.
+
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::support::receiver::{signature_valid, Receiver};
 use crate::support::{TestApp, PASSWORD};
 
 const ROLE_EVENTS: &str = "type=user.project_role_granted,user.project_role_revoked";
@@ -163,4 +167,94 @@ async fn only_account_wide_endpoints_hear_role_events() {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert_eq!(heard(&app, own).await, Vec::<String>::new());
+}
+
+/// The two role event types are in the webhook catalogue: an account-wide endpoint subscribed
+/// to them alone receives a grant and a removal (with the user, the project and the role),
+/// signed, and none of the other events around them; the catalogue's examples carry the same
+/// fields.
+#[tokio::test]
+async fn an_account_wide_endpoint_can_follow_role_changes_alone() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    let types = ["user.project_role_granted", "user.project_role_revoked"];
+    let created = app
+        .post(
+            "/api/v1/webhooks",
+            &app.admin_key,
+            json!({"url": receiver.url, "project_id": null, "event_types": types}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    let endpoint: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+
+    let project = app.create_project("followed").await;
+    let user = app.create_user("role@example.com", PASSWORD, false).await;
+    let member = format!("/api/v1/projects/{project}/members/{user}");
+    let granted = app
+        .request(Method::PUT, &member, &app.admin_key)
+        .json(&json!({"role": "editor"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), StatusCode::OK);
+    let removed = app
+        .request(Method::DELETE, &member, &app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+
+    let got = receiver.wait_for(2, Duration::from_secs(10)).await;
+    assert!(got.iter().all(|r| signature_valid(&secret, r)));
+    let body = |kind: &str| {
+        got.iter()
+            .map(|r| r.json())
+            .find(|b| b["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let (user, project) = (user.to_string(), project.to_string());
+    let grant = body(types[0]);
+    assert_eq!(grant["data"]["user_id"], user, "{grant}");
+    assert_eq!(grant["data"]["project_id"], project, "{grant}");
+    assert_eq!(grant["data"]["role"], "editor", "{grant}");
+    let removal = body(types[1]);
+    assert_eq!(removal["data"]["user_id"], user, "{removal}");
+    assert_eq!(removal["data"]["project_id"], project, "{removal}");
+    // Only those two: not `user.created`, `project.created` or the admin's own events.
+    app.wait_for_projections().await;
+    let delivered: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY global_position",
+    )
+    .bind(endpoint)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(delivered, types);
+
+    let catalogue: Value = app
+        .get("/api/v1/event-types", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    for kind in types {
+        let entry = catalogue["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == kind)
+            .unwrap_or_else(|| panic!("{kind} is not in the catalogue"));
+        let example = &entry["example"];
+        assert_eq!(example["type"], kind);
+        assert!(example["data"]["user_id"].is_string(), "{example}");
+        assert!(example["data"]["project_id"].is_string(), "{example}");
+        assert_eq!(
+            example["data"]["role"].is_string(),
+            kind == types[0],
+            "{example}"
+        );
+    }
 }

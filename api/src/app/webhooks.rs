@@ -204,7 +204,16 @@ pub fn example_payload(kind: &str) -> Value {
             json!({"project_id": project, "name": "Render farm", "at": "2026-01-01T12:00:00Z"})
         }
         "user" => {
-            json!({"user_id": "01935a3e-0000-7000-8000-0000000000c1", "email": "ada@example.com", "role": "member"})
+            let user = "01935a3e-0000-7000-8000-0000000000c1";
+            match kind {
+                "user.project_role_granted" => {
+                    json!({"user_id": user, "project_id": project, "role": "editor", "at": "2026-01-01T12:00:00Z"})
+                }
+                "user.project_role_revoked" => {
+                    json!({"user_id": user, "project_id": project, "at": "2026-01-01T12:00:00Z"})
+                }
+                _ => json!({"user_id": user, "email": "ada@example.com", "role": "member"}),
+            }
         }
         _ => {
             json!({"webhook_endpoint_id": "01935a3e-0000-7000-8000-0000000000b1", "project_id": project})
