@@ -3,13 +3,14 @@
 //! caller's from `request_log_by_actor`, not from a walk back through every tenant's records.
 //! The plan is read from PostgreSQL for the listing's own statement, with its values bound as
 //! the route binds them, on a log of 20,000 records where the asked project holds 20. A time
-//! window that ends in the past and holds few records is read through `request_log_by_time`
-//! instead of backwards from the log's end (the statement the route sent is read from
-//! `pg_stat_statements`), and `GET /admin/security` reads the last day's
+//! window that ends in the past, with more than twice as many records after it as in it, is
+//! walked only between its own first and last sequence numbers (found through
+//! `request_log_by_time`) instead of backwards from the log's end (the statement the route
+//! sent is read from `pg_stat_statements`), and `GET /admin/security` reads the last day's
 //! refusals through `request_log_refused`, which holds refused calls only.
 
 use chrono::{DateTime, Utc};
-use herald_api::audit::{list_sql, LIST_SQL, WINDOW_ROWS, WINDOW_SQL};
+use herald_api::audit::{walk, Walk, LIST_SQL, RANGE_SQL};
 use serde_json::Value;
 use sqlx::types::Uuid;
 
@@ -38,16 +39,18 @@ async fn plan(
     plan_of(app, LIST_SQL, actor, project, visible, None).await
 }
 
-/// The plan of `statement` (the listing's or the window's) with these values bound.
+/// The plan of `statement` (the listing's, or the bounded one with its `range`) with these
+/// values bound.
 async fn plan_of(
     app: &TestApp,
     statement: &str,
     actor: Option<&str>,
     project: Option<Uuid>,
     visible: Option<Vec<Uuid>>,
-    window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    range: Option<(i64, i64)>,
 ) -> String {
-    let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {statement}"))
+    let sql = format!("EXPLAIN {statement}");
+    let mut query = sqlx::query_scalar(&sql)
         .persistent(false)
         .bind(actor)
         .bind(project)
@@ -55,15 +58,16 @@ async fn plan_of(
         .bind(None::<String>)
         .bind(None::<i32>)
         .bind(None::<String>)
-        .bind(window.map(|w| w.0))
-        .bind(window.map(|w| w.1))
+        .bind(None::<DateTime<Utc>>)
+        .bind(None::<DateTime<Utc>>)
         .bind(None::<i64>)
         .bind(visible)
         .bind(21_i64)
-        .bind(actor.map(|_| "api_key"))
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
+        .bind(actor.map(|_| "api_key"));
+    if let Some((low, high)) = range {
+        query = query.bind(low).bind(high);
+    }
+    let lines: Vec<String> = query.fetch_all(&app.pool).await.unwrap();
     lines.join("\n")
 }
 
@@ -128,32 +132,36 @@ fn records(page: &Value) -> Vec<(i64, DateTime<Utc>)> {
         .collect()
 }
 
-/// How the window's statement and the listing's begin, as `pg_stat_statements` keeps them.
-const WINDOW_START: &str = "WITH w AS MATERIALIZED (SELECT * FROM request_log";
-const LIST_START: &str = "SELECT * FROM request_log WHERE";
+/// How the bounded statement and the listing's begin, as `pg_stat_statements` keeps them.
+const RANGE_START: &str = "SELECT * FROM request_log WHERE seq BETWEEN";
+const LIST_START: &str = "SELECT * FROM request_log WHERE ($1::text IS NULL";
 
-/// The statement `list_sql` takes for the window `from`..`to`, and the newest record of the
-/// window's first page, read through HTTP.
-async fn newest(app: &TestApp, from: &str, to: &str) -> (&'static str, (i64, DateTime<Utc>)) {
-    let statement = list_sql(&app.pool, Some(at(from)), Some(at(to)))
-        .await
-        .unwrap();
-    let first = page(app, &format!("from={from}&to={to}&limit=5")).await;
-    (statement, records(&first)[0])
+/// How a page of the window `from`..`to` walks.
+async fn walk_of(app: &TestApp, from: Option<&str>, to: Option<&str>) -> Walk {
+    walk(&app.pool, from.map(at), to.map(at)).await.unwrap()
+}
+
+/// The newest record of the first page of the window `from`..`to`, read through HTTP.
+async fn newest(app: &TestApp, from: &str, to: &str) -> (i64, DateTime<Utc>) {
+    records(&page(app, &format!("from={from}&to={to}&limit=5")).await)[0]
 }
 
 #[tokio::test]
-async fn a_window_that_ends_in_the_past_is_read_through_the_time_index() {
+async fn a_window_that_ends_in_the_past_bounds_its_walk() {
     let app = TestApp::spawn().await;
-    // 30,000 records after the log's end, one a second from 2026-01-01T00:00:01Z on.
+    // 50,000 records after the log's end, one a second from 2026-01-01T00:00:01Z on (record g
+    // is `first + g - 1`), then one more whose request began at 02:30:00.5 and ended last (a
+    // long upload's, say).
     let first: i64 = sqlx::query_scalar(&records_sql(
         "WITH m AS (SELECT coalesce(max(seq), 0) AS seq FROM request_log), \
               ins AS (INSERT INTO request_log (RECORD_COLUMNS) \
-                      SELECT m.seq + g, timestamptz '2026-01-01T00:00:00Z' + g * interval '1 second', \
+                      SELECT m.seq + g, timestamptz '2026-01-01T00:00:00Z' + \
+                               CASE WHEN g <= 50000 THEN g * interval '1 second' \
+                                    ELSE interval '02:30:00.5' END, \
                              'req_' || g, 'api_key', 'key_' || (g % 10), NULL, '/api/v1/jobs/{id}', \
                              'GET', '/api/v1/jobs/x', 200, 100, 0, 100, '127.0.0.1', 'curl', \
                              'success', NULL, repeat('0', 64) \
-                        FROM generate_series(1, 30000) g, m) \
+                        FROM generate_series(1, 50001) g, m) \
          SELECT seq + 1 FROM m",
     ))
     .fetch_one(&app.pool)
@@ -163,54 +171,86 @@ async fn a_window_that_ends_in_the_past_is_read_through_the_time_index() {
         .execute(&app.pool)
         .await
         .unwrap();
+    let (late, at_late) = (first + 50_000, at("2026-01-01T02:30:00.5Z"));
 
-    // An hour, 3,600 records, far behind the log's end: read window first, through the index.
-    let (from, to) = (at("2026-01-01T02:00:00Z"), at("2026-01-01T03:00:00Z"));
-    let statement = list_sql(&app.pool, Some(from), Some(to)).await.unwrap();
-    assert_eq!(statement, WINDOW_SQL);
-    let window = plan_of(&app, statement, None, None, None, Some((from, to))).await;
-    assert!(window.contains("request_log_by_time"), "{window}");
-    // Its newest records first (the one at 02:59:59 is the 10,799th), then the next page, each
-    // read by the route with the window's statement.
-    let hour = "from=2026-01-01T02:00:00Z&to=2026-01-01T03:00:00Z";
-    let (windowed, walked) = (
-        runs(&app.pool, WINDOW_START).await,
+    // An hour, 3,601 records (the late one among them), far behind the log's end: the walk is
+    // bounded to the window's sequence numbers, found through the time index.
+    let hour = (Some("2026-01-01T02:00:00Z"), Some("2026-01-01T03:00:00Z"));
+    let bounded = walk_of(&app, hour.0, hour.1).await;
+    assert_eq!(bounded, Walk::Between(first + 7_199, late));
+    let Walk::Between(low, high) = bounded else {
+        unreachable!()
+    };
+    let plan = plan_of(&app, RANGE_SQL, None, None, None, Some((low, high))).await;
+    assert!(plan.contains("request_log_pkey"), "{plan}");
+    // Its newest records first (the late one, then the one at 02:59:59, the 10,799th), then the
+    // next page, each read by the route with the bounded statement.
+    let query = "from=2026-01-01T02:00:00Z&to=2026-01-01T03:00:00Z";
+    let (ranged, walked) = (
+        runs(&app.pool, RANGE_START).await,
         runs(&app.pool, LIST_START).await,
     );
-    let one = page(&app, &format!("{hour}&limit=100")).await;
-    assert_eq!(runs(&app.pool, WINDOW_START).await, windowed + 1);
+    let one = page(&app, &format!("{query}&limit=100")).await;
+    assert_eq!(runs(&app.pool, RANGE_START).await, ranged + 1);
     let seen = records(&one);
     assert_eq!(seen.len(), 100);
-    assert_eq!(seen[0], (first + 10_798, at("2026-01-01T02:59:59Z")));
-    assert!(seen.windows(2).all(|w| w[1].0 == w[0].0 - 1));
+    assert_eq!(seen[0], (late, at_late));
+    assert_eq!(seen[1], (first + 10_798, at("2026-01-01T02:59:59Z")));
+    assert!(seen[1..].windows(2).all(|w| w[1].0 == w[0].0 - 1));
     let cursor = one["next_cursor"].as_str().unwrap();
-    let two = page(&app, &format!("{hour}&limit=100&cursor={cursor}")).await;
-    assert_eq!(records(&two)[0].0, first + 10_698);
+    let two = page(&app, &format!("{query}&limit=100&cursor={cursor}")).await;
+    assert_eq!(records(&two)[0].0, first + 10_699);
     // With a key filter too: every tenth record is key_3's.
-    let keyed = records(&page(&app, &format!("{hour}&key_id=key_3")).await);
+    let keyed = records(&page(&app, &format!("{query}&key_id=key_3")).await);
     assert_eq!(keyed[0], (first + 10_792, at("2026-01-01T02:59:53Z")));
     assert!(keyed.windows(2).all(|w| w[1].0 == w[0].0 - 10));
-    assert_eq!(runs(&app.pool, WINDOW_START).await, windowed + 3);
+    assert_eq!(runs(&app.pool, RANGE_START).await, ranged + 3);
     assert_eq!(runs(&app.pool, LIST_START).await, walked);
 
-    // Seven hours hold more than WINDOW_ROWS records: read backwards as any page, same answer.
-    const { assert!(7 * 3_600 > WINDOW_ROWS) };
-    let (statement, top) = newest(&app, "2026-01-01T00:00:00Z", "2026-01-01T07:00:00Z").await;
-    assert_eq!(statement, LIST_SQL);
-    assert_eq!(top, (first + 25_198, at("2026-01-01T06:59:59Z")));
-    assert_eq!(runs(&app.pool, LIST_START).await, walked + 1);
-    assert_eq!(runs(&app.pool, WINDOW_START).await, windowed + 3);
-    // Twenty minutes just before the last of those records: fewer records after the window
-    // than in it, so the backwards read reaches it sooner.
-    let (statement, top) = newest(&app, "2026-01-01T07:59:00Z", "2026-01-01T08:19:00Z").await;
-    assert_eq!(statement, LIST_SQL);
-    assert_eq!(top, (first + 29_938, at("2026-01-01T08:18:59Z")));
-    // Without an end the window reaches the log's end, where the backwards read starts.
-    let from = at("2026-01-01T07:59:00Z");
+    // Four hours, 14,401 records, and 32,000 after them (more than twice as many): bounded.
+    // Five hours, 18,001, and 28,400 after them: walked from the end. Both give the same page.
+    let four = ("2026-01-01T01:00:00Z", "2026-01-01T05:00:00Z");
     assert_eq!(
-        list_sql(&app.pool, Some(from), None).await.unwrap(),
-        LIST_SQL
+        walk_of(&app, Some(four.0), Some(four.1)).await,
+        Walk::Between(first + 3_599, late)
     );
+    assert_eq!(newest(&app, four.0, four.1).await, (late, at_late));
+    let five = ("2026-01-01T01:00:00Z", "2026-01-01T06:00:00Z");
+    assert_eq!(walk_of(&app, Some(five.0), Some(five.1)).await, Walk::Whole);
+    assert_eq!(newest(&app, five.0, five.1).await, (late, at_late));
+    assert_eq!(runs(&app.pool, RANGE_START).await, ranged + 4);
+    assert_eq!(runs(&app.pool, LIST_START).await, walked + 1);
+    // Everything before 02:00 (no start): the first 7,199 records (the app's own are newer).
+    assert_eq!(
+        walk_of(&app, None, hour.0).await,
+        Walk::Between(first, first + 7_198)
+    );
+    // A window with no records: an empty range, an empty page.
+    let empty = (Some("2025-01-01T00:00:00Z"), Some("2025-01-02T00:00:00Z"));
+    assert_eq!(walk_of(&app, empty.0, empty.1).await, Walk::Between(1, 0));
+    let none = page(&app, "from=2025-01-01T00:00:00Z&to=2025-01-02T00:00:00Z").await;
+    assert_eq!(none["data"], serde_json::json!([]));
+    assert_eq!(runs(&app.pool, RANGE_START).await, ranged + 5);
+
+    // Ten hours hold more records than the log holds after them: walked from the end, same
+    // answer.
+    let ten = ("2026-01-01T00:00:00Z", "2026-01-01T10:00:00Z");
+    assert_eq!(walk_of(&app, Some(ten.0), Some(ten.1)).await, Walk::Whole);
+    assert_eq!(
+        newest(&app, ten.0, ten.1).await,
+        (late, at_late),
+        "the late record is the newest of these ten hours too"
+    );
+    assert_eq!(runs(&app.pool, LIST_START).await, walked + 2);
+    // Twenty minutes just before the last of the one-a-second records: fewer after than in it.
+    let near = ("2026-01-01T13:30:00Z", "2026-01-01T13:50:00Z");
+    assert_eq!(walk_of(&app, Some(near.0), Some(near.1)).await, Walk::Whole);
+    assert_eq!(
+        newest(&app, near.0, near.1).await,
+        (first + 49_798, at("2026-01-01T13:49:59Z"))
+    );
+    // Without an end the window reaches the log's end, where the walk starts.
+    assert_eq!(walk_of(&app, hour.0, None).await, Walk::Whole);
 }
 
 #[tokio::test]

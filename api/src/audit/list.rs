@@ -5,8 +5,11 @@
 //! at the log's end and passes every record after the window before it finds one (150–300 ms
 //! at a million records, growing with the log; docs/PERFORMANCE.md, twenty-seventh section):
 //! the planner takes the window's records to be spread over the whole log. A window that holds
-//! few records, a small part of what the log holds after it, is therefore read window first,
-//! through `request_log_by_time`, and sorted.
+//! fewer records than the log holds after it is therefore first bounded: the smallest and
+//! largest sequence numbers of its records, read through `request_log_by_time`, and the walk
+//! then starts at the largest and stops at the smallest (docs/PERFORMANCE.md, thirty-first
+//! section). The bounds are exact, however late a long request's record was written, so both
+//! walks give the same page.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -37,56 +40,98 @@ pub const LIST_SQL: &str = concat!(
     " ORDER BY seq DESC LIMIT $11"
 );
 
-/// The same page for a window that ends at `$8` and holds at most `WINDOW_ROWS` records: the
-/// window's records first (through `request_log_by_time`), then the other filters and the
-/// sort, so nothing after the window is read. Same parameters as `LIST_SQL`.
-pub const WINDOW_SQL: &str = concat!(
-    "WITH w AS MATERIALIZED (SELECT * FROM request_log \
-       WHERE ($7::timestamptz IS NULL OR occurred_at >= $7) AND occurred_at < $8) \
-     SELECT * FROM w WHERE ",
+/// The same page with its walk bounded to the window's sequence numbers, `$13` to `$14`: it
+/// starts at the window's last record, not at the log's end. `LIST_SQL`'s parameters and these
+/// two.
+pub const RANGE_SQL: &str = concat!(
+    "SELECT * FROM request_log WHERE seq BETWEEN $13 AND $14 AND ",
     filters!(),
     " ORDER BY seq DESC LIMIT $11"
 );
 
-/// The most records a window may hold to be read window first: reading and sorting them costs
-/// at most a few tens of milliseconds, whatever the log's size.
-pub const WINDOW_ROWS: i64 = 20_000;
+/// How a page walks the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    /// From the log's end (`LIST_SQL`).
+    Whole,
+    /// Between these sequence numbers, both included (`RANGE_SQL`); `Between(1, 0)` for a
+    /// window with no records.
+    Between(i64, i64),
+}
 
-/// How many records walking back past costs as much as reading and sorting one of the window's
-/// (about 0.6 µs against 1.7 µs at a million records; docs/PERFORMANCE.md).
-const WALK_PER_READ: i64 = 3;
+impl Walk {
+    pub fn statement(self) -> &'static str {
+        match self {
+            Walk::Whole => LIST_SQL,
+            Walk::Between(..) => RANGE_SQL,
+        }
+    }
+}
 
-/// The statement for a page with these time bounds: `WINDOW_SQL` when the window has an end,
-/// holds at most `WINDOW_ROWS` records, and the log holds more than `WALK_PER_READ` times as
-/// many after it (reading the window then costs less than walking back to it), else
-/// `LIST_SQL`. Both are counted through the index, each count stopping once the answer is
-/// known; the cursor is left out, so every page of one window takes the same statement.
-pub async fn list_sql(
+/// How many records after the window make bounding it worth its read: bounding reads every
+/// record of the window (about 0.3–0.5 µs each through `request_log_by_time`) where the walk
+/// passes every record after it (about 0.2 µs each): about twice as many cost the same.
+const AFTER_PER_HELD: i64 = 2;
+
+/// How a page with these time bounds walks: `Between` the window's first and last sequence
+/// numbers when the window has an end and the log holds more than `AFTER_PER_HELD` times as
+/// many records after it as in it (reading the window's bounds then costs less than walking
+/// back to it), else `Whole`. The sizes are estimated from three probes of the indexes, one
+/// record each: the log's last sequence number, and those of the last record that began
+/// before `to` and the first that began at or after `from`. Sequence numbers follow the time
+/// records began closely enough to choose with; the bounds themselves are exact. The cursor is
+/// left out, so every page of one window walks the same range.
+pub async fn walk(
     pool: &PgPool,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
-) -> sqlx::Result<&'static str> {
+) -> sqlx::Result<Walk> {
     let Some(to) = to else {
-        return Ok(LIST_SQL);
+        return Ok(Walk::Whole);
     };
-    let (held, after): (i64, i64) = sqlx::query_as(
-        "WITH w AS (SELECT count(*) AS n FROM (SELECT 1 FROM request_log \
-                      WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) AND occurred_at < $2 \
-                      LIMIT $3) x) \
-         SELECT n, (SELECT count(*) FROM (SELECT 1 FROM request_log WHERE occurred_at >= $2 \
-                      LIMIT (SELECT $4 * n + 1 FROM w)) a) \
-           FROM w",
+    let (end, last, first): (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT max(seq) FROM request_log), \
+                (SELECT seq FROM request_log WHERE occurred_at < $2 \
+                  ORDER BY occurred_at DESC LIMIT 1), \
+                (SELECT seq FROM request_log WHERE occurred_at >= coalesce($1, '-infinity') \
+                  ORDER BY occurred_at LIMIT 1)",
     )
     .persistent(false)
     .bind(from)
     .bind(to)
-    .bind(WINDOW_ROWS + 1)
-    .bind(WALK_PER_READ)
     .fetch_one(pool)
     .await?;
-    Ok(if held <= WINDOW_ROWS && after > WALK_PER_READ * held {
-        WINDOW_SQL
+    let (Some(end), Some(last), Some(first)) = (end, last, first) else {
+        // Nothing began before `to`, or nothing at or after `from`: an empty window.
+        return Ok(Walk::Between(1, 0));
+    };
+    let held = (last - first + 1).max(0);
+    if end - last > AFTER_PER_HELD * held {
+        bounds(pool, from, to).await
     } else {
-        LIST_SQL
+        Ok(Walk::Whole)
+    }
+}
+
+/// The window's first and last sequence numbers. `OFFSET 0` keeps the window's read through
+/// `request_log_by_time`: without it PostgreSQL answers `min`/`max` by walking the primary key
+/// from each end, the walk this avoids.
+async fn bounds(
+    pool: &PgPool,
+    from: Option<DateTime<Utc>>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Walk> {
+    let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT min(seq), max(seq) FROM (SELECT seq FROM request_log \
+           WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) AND occurred_at < $2 OFFSET 0) w",
+    )
+    .persistent(false)
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await?;
+    Ok(match (first, last) {
+        (Some(first), Some(last)) => Walk::Between(first, last),
+        _ => Walk::Between(1, 0),
     })
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::audit_filters;
 use super::ApiTags;
-use crate::audit::{export, verify_with, Record, Witness};
+use crate::audit::{export, verify_with, Record, Walk, Witness};
 use crate::auth::Credentials;
 use crate::http::cursor;
 use crate::http::problem::{ApiError, ApiResult};
@@ -159,8 +159,8 @@ impl AuditApi {
         audit_filters::list(method.0.as_deref(), status.0, outcome.0.as_deref())?;
         audit_filters::range(from.0, to.0)?;
         let (actor_type, actor) = audit_filters::actor(key_id.0, user_id.0)?;
-        let statement = crate::audit::list_sql(&self.state.pool, from.0, to.0).await?;
-        let mut rows: Vec<Record> = sqlx::query_as(statement)
+        let walk = crate::audit::walk(&self.state.pool, from.0, to.0).await?;
+        let mut query = sqlx::query_as(walk.statement())
             .persistent(false)
             .bind(actor)
             .bind(project.0)
@@ -173,9 +173,11 @@ impl AuditApi {
             .bind(before)
             .bind(caller.visible_projects())
             .bind(limit + 1)
-            .bind(actor_type)
-            .fetch_all(&self.state.pool)
-            .await?;
+            .bind(actor_type);
+        if let Walk::Between(first, last) = walk {
+            query = query.bind(first).bind(last);
+        }
+        let mut rows: Vec<Record> = query.fetch_all(&self.state.pool).await?;
         let has_more = cursor::page(&mut rows, limit);
         let next_cursor = has_more
             .then(|| rows.last().map(|r| cursor::encode(&r.seq)))

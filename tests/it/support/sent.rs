@@ -1,7 +1,7 @@
 //! Which statements a database was sent, read from `pg_stat_statements` (loaded by
 //! `scripts/test-postgres.sh`). A route that must choose between two statements giving the same
-//! answer (a page read window first, or walked to) is checked here: its pages alone could not
-//! tell the choices apart.
+//! answer (a page read window first, or bounded, or walked to) is checked here: its pages alone
+//! could not tell the choices apart.
 
 use sqlx::PgPool;
 
