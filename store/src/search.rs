@@ -34,9 +34,10 @@ pub struct EventSearch {
     pub after: Option<i64>,
     pub ascending: bool,
     pub limit: i64,
-    /// Read the events in `from`/`to` first (through `events_by_time`) and sort them, instead
-    /// of walking the log in position order to them: `window::reads_window_first` decides.
-    pub window_first: bool,
+    /// Walk only between these global positions, both included: the first and last events
+    /// of the `from`/`to` window (`window::bounds` finds them), so a window far from the end
+    /// the walk starts at is not walked to.
+    pub positions: Option<(i64, i64)>,
 }
 
 /// The matching events, in global-position order.
@@ -77,12 +78,6 @@ const MAX_BRANCHES: usize = 32;
 fn statement(prefix: &str, query: &EventSearch) -> QueryBuilder<'static, Postgres> {
     let order = if query.ascending { "ASC" } else { "DESC" };
     let mut sql = QueryBuilder::new(prefix);
-    if query.window_first {
-        // Materialized, so the planner cannot fold it back into a walk in position order.
-        sql.push("WITH w AS MATERIALIZED (SELECT * FROM events e WHERE true");
-        times(&mut sql, query);
-        sql.push(") ");
-    }
     let Some(visible) = &query.visible else {
         select(&mut sql, query, query.project, None);
         sql.push(format!(" ORDER BY global_position {order} LIMIT "))
@@ -141,8 +136,13 @@ fn select(
     project: Option<Uuid>,
     kinds: Option<Vec<String>>,
 ) {
-    let source = if query.window_first { "w" } else { "events" };
-    sql.push(format!("SELECT {COLUMNS} FROM {source} e WHERE true"));
+    sql.push(format!("SELECT {COLUMNS} FROM events e WHERE true"));
+    if let Some((first, last)) = query.positions {
+        sql.push(" AND e.global_position BETWEEN ")
+            .push_bind(first)
+            .push(" AND ")
+            .push_bind(last);
+    }
     if let Some(project) = project {
         sql.push(" AND e.project_id = ").push_bind(project);
     }
@@ -176,7 +176,7 @@ fn select(
 }
 
 /// The search's time bounds on `e.recorded_at`.
-fn times(sql: &mut QueryBuilder<'static, Postgres>, query: &EventSearch) {
+pub(crate) fn times(sql: &mut QueryBuilder<'static, Postgres>, query: &EventSearch) {
     if let Some(from) = query.from {
         sql.push(" AND e.recorded_at >= ").push_bind(from);
     }

@@ -176,9 +176,9 @@ impl EventsApi {
             after,
             ascending,
             limit: limit + 1,
-            window_first: false,
+            positions: None,
         };
-        query.window_first = window::reads_window_first(&self.state.pool, &query).await?;
+        query.positions = window::bounds(&self.state.pool, &query).await?;
         let mut found = search(&self.state.pool, &query).await?;
         let has_more = cursor::page(&mut found, limit);
         let next_cursor = has_more

@@ -25,3 +25,17 @@ pub async fn runs(pool: &PgPool, start: &str) -> i64 {
     .await
     .expect("pg_stat_statements is not loaded: start the cluster with scripts/test-postgres.sh")
 }
+
+/// How many times `pool`'s database ran a statement whose text holds `fragment` (as `runs`).
+pub async fn runs_containing(pool: &PgPool, fragment: &str) -> i64 {
+    runs(pool, "").await;
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements \
+          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+            AND strpos(query, $1) > 0",
+    )
+    .bind(fragment)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
