@@ -75,6 +75,8 @@ pub struct RateLimitsConfig {
     pub write_per_minute: u32,
     pub daily_quota: u32,
     pub unauthenticated_per_minute: u32,
+    /// The prefix length of the IPv6 network a client's per-IP budgets count (32–128).
+    pub ipv6_prefix: u8,
 }
 
 /// A list given either as a TOML array or as one comma-separated string (handy in env vars).
@@ -307,6 +309,9 @@ impl Config {
         {
             return fail("rate_limits: every limit must be positive (set rate_limits.enabled = false to turn them off)");
         }
+        if !(32..=128).contains(&limits.ipv6_prefix) {
+            return fail("rate_limits.ipv6_prefix must be between 32 and 128 (64 by default)");
+        }
         self.webhooks.schedule()?;
         self.webhooks.allow_nets()?;
         self.webhooks.ca_pem()?;
@@ -366,6 +371,16 @@ mod tests {
         config.jobs.default_lease_seconds = 0;
         let message = config.validate().unwrap_err().to_string();
         assert!(message.contains("jobs.default_lease_seconds"), "{message}");
+        for prefix in [0, 31, 129] {
+            let mut config = Config::defaults();
+            config.rate_limits.ipv6_prefix = prefix;
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains("rate_limits.ipv6_prefix"), "{message}");
+        }
+        let mut config = Config::defaults();
+        assert_eq!(config.rate_limits.ipv6_prefix, 64);
+        config.rate_limits.ipv6_prefix = 128;
+        config.validate().unwrap();
     }
 
     #[test]

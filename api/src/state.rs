@@ -184,7 +184,10 @@ impl AppState {
         if !self.rate_limiter.enabled() {
             return ApiError::Unauthenticated;
         }
-        let subject = crate::limits::client::ip_subject(current_client_ip());
+        let subject = crate::limits::client::ip_subject(
+            current_client_ip(),
+            self.config.rate_limits.ipv6_prefix,
+        );
         let applied = self.rate_limiter.check_unauthenticated(&subject).await;
         if applied.allowed {
             return ApiError::Unauthenticated;

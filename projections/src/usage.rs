@@ -155,7 +155,7 @@ pub struct SecurityStats {
     pub requests: i64,
     /// Client networks with the most refused requests (401, 403, 429): `(network,
     /// refusals)`, each network as its budget counts it (`client_network`: an IPv6 client's
-    /// /64), so an attacker spreading over its /64 shows as one.
+    /// /64 by default), so an attacker spreading over its /64 shows as one.
     pub top_refused_ips: Vec<(String, i64)>,
 }
 
@@ -175,7 +175,8 @@ pub const TOP_REFUSED_IPS_SQL: &str = "SELECT client_ip, count(*) FROM request_l
 /// The last 24 hours for `GET /admin/security`: the records counted through
 /// `request_log_by_time` (an index-only count once the log is vacuumed), the refusals through
 /// `request_log_refused`.
-pub async fn security_stats(pool: &sqlx::PgPool) -> sqlx::Result<SecurityStats> {
+/// `ipv6_prefix`: the prefix length of an IPv6 client's network (`client_network`).
+pub async fn security_stats(pool: &sqlx::PgPool, ipv6_prefix: u8) -> sqlx::Result<SecurityStats> {
     let requests: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM request_log WHERE occurred_at >= now() - interval '24 hours'",
     )
@@ -187,7 +188,9 @@ pub async fn security_stats(pool: &sqlx::PgPool) -> sqlx::Result<SecurityStats> 
         sqlx::query_as(TOP_REFUSED_IPS_SQL).fetch_all(pool).await?;
     let mut per_network = std::collections::HashMap::<String, i64>::new();
     for (address, refusals) in per_address {
-        *per_network.entry(client_network_of(&address)).or_default() += refusals;
+        *per_network
+            .entry(client_network_of(&address, ipv6_prefix))
+            .or_default() += refusals;
     }
     let mut top_refused_ips: Vec<(String, i64)> = per_network.into_iter().collect();
     top_refused_ips.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

@@ -1,7 +1,8 @@
 //! Per-IP budgets for IPv6 clients are per /64: every address of one /64 spends the same
 //! `unauthenticated` budget and the same login count, so a client holding a /64 cannot start
-//! afresh by changing its address, while a neighbouring /64 has budgets of its own. The client
-//! address comes from `X-Forwarded-For` through a trusted proxy (the test's loopback).
+//! afresh by changing its address, while a neighbouring /64 has budgets of its own; with
+//! `rate_limits.ipv6_prefix` set, per network of that size. The client address comes from
+//! `X-Forwarded-For` through a trusted proxy (the test's loopback).
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -128,4 +129,50 @@ async fn the_security_summary_counts_refusals_per_64_and_nat64_per_ipv4() {
     .await
     .unwrap();
     assert_eq!(recorded, 5);
+}
+
+#[tokio::test]
+async fn the_ipv6_prefix_is_configurable() {
+    let app = TestApp::spawn_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".into()];
+        c.rate_limits.unauthenticated_per_minute = 2;
+        c.rate_limits.ipv6_prefix = 56;
+    })
+    .await;
+    let anonymous = |client: &str| {
+        app.client
+            .get(app.url("/api/v1/jobs"))
+            .header("X-Forwarded-For", client)
+            .send()
+    };
+    // Three /64s of one /56 share its budget; the next /56 has its own.
+    let mut statuses = Vec::new();
+    for client in [
+        "2001:db8:1:200::1",
+        "2001:db8:1:2aa::1",
+        "2001:db8:1:2ff::1",
+    ] {
+        statuses.push(anonymous(client).await.unwrap().status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let next = anonymous("2001:db8:1:300::1").await.unwrap();
+    assert_eq!(next.status(), StatusCode::UNAUTHORIZED);
+    // The security summary groups them the same way.
+    let security: serde_json::Value = app
+        .get("/api/v1/admin/security", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let top = &security["top_refused_ips"];
+    assert_eq!(top[0]["ip"], "2001:db8:1:200::/56", "{security}");
+    assert_eq!(top[0]["refusals"], 3, "{security}");
+    assert_eq!(top[1]["ip"], "2001:db8:1:300::/56", "{security}");
 }

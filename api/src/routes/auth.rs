@@ -144,7 +144,10 @@ impl AuthApi {
     ) -> ApiResult<LoggedIn> {
         let body = body.0;
         let subjects = [
-            crate::limits::client::ip_subject(context.ip.as_deref().and_then(|ip| ip.parse().ok())),
+            crate::limits::client::ip_subject(
+                context.ip.as_deref().and_then(|ip| ip.parse().ok()),
+                self.state.config.rate_limits.ipv6_prefix,
+            ),
             format!("email:{}", body.email.trim().to_lowercase()),
         ];
         if let Err(wait) = self.state.login_limiter.attempt(&subjects).await {

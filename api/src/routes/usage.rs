@@ -189,7 +189,8 @@ impl UsageApi {
     )]
     async fn security(&self, auth: Credentials) -> ApiResult<Json<AdminSecurity>> {
         self.state.authorize(&auth, Scope::Admin).await?;
-        let stats = usage::security_stats(&self.state.pool).await?;
+        let prefix = self.state.config.rate_limits.ipv6_prefix;
+        let stats = usage::security_stats(&self.state.pool, prefix).await?;
         let jobs = usage::job_stats(&self.state.pool).await?;
         Ok(Json(AdminSecurity::new(stats, jobs.active_keys)))
     }
