@@ -39,7 +39,9 @@ pub fn client_ip(
 }
 
 /// One hop as proxies write it: an address, or one with a port (`1.2.3.4:5678`,
-/// `[2001:db8::1]:5678`) or in brackets (`[2001:db8::1]`), as some load balancers send.
+/// `[2001:db8::1]:5678`) or in brackets (`[2001:db8::1]`), as some load balancers send. An IPv6
+/// address's zone (`fe80::1%eth0`, a link-local client's interface on the proxy) is dropped:
+/// it names the proxy's interface, not the client.
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Ok(ip) = hop.parse() {
         return Some(ip);
@@ -47,12 +49,28 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Some(bracketed) = hop.strip_prefix('[') {
         let (v6, after) = bracketed.split_once(']')?;
         let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
-        return port_ok.then(|| v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))?;
+        return port_ok.then(|| unzoned_v6(v6))?;
+    }
+    if hop.contains('%') {
+        return unzoned_v6(hop);
     }
     let (v4, port) = hop.split_once(':')?;
     is_port(port)
         .then(|| v4.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4))
         .flatten()
+}
+
+/// An IPv6 address, without its zone if it has one (an interface name: letters, digits, `-`,
+/// `_`, `.`; anything else, a port say, makes the hop unreadable).
+fn unzoned_v6(text: &str) -> Option<IpAddr> {
+    let address = match text.split_once('%') {
+        Some((address, zone)) => {
+            let name = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+            (!zone.is_empty() && zone.chars().all(name)).then_some(address)?
+        }
+        None => text,
+    };
+    address.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
 fn is_port(text: &str) -> bool {
@@ -135,6 +153,8 @@ mod tests {
             ("[2001:db8::1]:443", "2001:db8::1"),
             ("[2001:db8::1]", "2001:db8::1"),
             ("1.2.3.4:5678, 10.0.0.7:80", "1.2.3.4"),
+            ("fe80::1%eth0", "fe80::1"),
+            ("[fe80::1%25eth0]:443", "fe80::1"),
         ] {
             assert_eq!(
                 client_ip(ip("10.0.0.2"), Some(header), &trusted),
@@ -146,6 +166,8 @@ mod tests {
             "1.2.3.4:99999",
             "[2001:db8::1",
             "[1.2.3.4]:80",
+            "1.2.3.4%eth0",
+            "fe80::1%eth0:443",
         ] {
             assert_eq!(
                 client_ip(ip("10.0.0.2"), Some(unreadable), &trusted),
