@@ -135,10 +135,13 @@ fn records(page: &Value) -> Vec<(i64, DateTime<Utc>)> {
 /// How the bounded statement and the listing's begin, as `pg_stat_statements` keeps them.
 const RANGE_START: &str = "SELECT * FROM request_log WHERE seq BETWEEN";
 const LIST_START: &str = "SELECT * FROM request_log WHERE ($1::text IS NULL";
+const BOUNDS_START: &str = "SELECT min(seq), max(seq) FROM (SELECT seq FROM request_log";
 
 /// How a page of the window `from`..`to` walks.
 async fn walk_of(app: &TestApp, from: Option<&str>, to: Option<&str>) -> Walk {
-    walk(&app.pool, from.map(at), to.map(at)).await.unwrap()
+    walk(&app.pool, from.map(at), to.map(at), false, None)
+        .await
+        .unwrap()
 }
 
 /// The newest record of the first page of the window `from`..`to`, read through HTTP.
@@ -184,11 +187,14 @@ async fn a_window_that_ends_in_the_past_bounds_its_walk() {
     let plan = plan_of(&app, RANGE_SQL, None, None, None, Some((low, high))).await;
     assert!(plan.contains("request_log_pkey"), "{plan}");
     // Its newest records first (the late one, then the one at 02:59:59, the 10,799th), then the
-    // next page, each read by the route with the bounded statement.
+    // next pages, each read by the route with the bounded statement; the bounds are read for
+    // the first page only (later ones take them from the cursor), and the last page ends at the
+    // window's first record.
     let query = "from=2026-01-01T02:00:00Z&to=2026-01-01T03:00:00Z";
-    let (ranged, walked) = (
+    let (ranged, walked, bounded_reads) = (
         runs(&app.pool, RANGE_START).await,
         runs(&app.pool, LIST_START).await,
+        runs(&app.pool, BOUNDS_START).await,
     );
     let one = page(&app, &format!("{query}&limit=100")).await;
     assert_eq!(runs(&app.pool, RANGE_START).await, ranged + 1);
@@ -197,15 +203,47 @@ async fn a_window_that_ends_in_the_past_bounds_its_walk() {
     assert_eq!(seen[0], (late, at_late));
     assert_eq!(seen[1], (first + 10_798, at("2026-01-01T02:59:59Z")));
     assert!(seen[1..].windows(2).all(|w| w[1].0 == w[0].0 - 1));
-    let cursor = one["next_cursor"].as_str().unwrap();
-    let two = page(&app, &format!("{query}&limit=100&cursor={cursor}")).await;
-    assert_eq!(records(&two)[0].0, first + 10_699);
-    // With a key filter too: every tenth record is key_3's.
+    let mut all = seen;
+    let second = one["next_cursor"].as_str().unwrap().to_owned();
+    let mut cursor = second.clone();
+    let mut pages = 1;
+    loop {
+        let next = page(&app, &format!("{query}&limit=100&cursor={cursor}")).await;
+        pages += 1;
+        all.extend(records(&next));
+        match next["next_cursor"].as_str() {
+            Some(more) => cursor = more.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(all.len(), 3_601);
+    assert_eq!(all[100].0, first + 10_699);
+    assert_eq!(all[3_600], (first + 7_199, at("2026-01-01T02:00:00Z")));
+    assert_eq!(runs(&app.pool, RANGE_START).await, ranged + pages);
+    assert_eq!(runs(&app.pool, BOUNDS_START).await, bounded_reads + 1);
+    // The first page's cursor sent with another window (its first half hour) is followed from
+    // its position alone (before the 10,700th record), not within the range it carries.
+    let other = page(
+        &app,
+        &format!("from=2026-01-01T02:00:00Z&to=2026-01-01T02:30:00Z&limit=2&cursor={second}"),
+    )
+    .await;
+    let got: Vec<i64> = records(&other).iter().map(|r| r.0).collect();
+    assert_eq!(got, [first + 8_998, first + 8_997]);
+    assert_eq!(runs(&app.pool, LIST_START).await, walked + 1);
+    // With a key filter, the key's own index is walked from the end as before: every tenth
+    // record is key_3's.
     let keyed = records(&page(&app, &format!("{query}&key_id=key_3")).await);
     assert_eq!(keyed[0], (first + 10_792, at("2026-01-01T02:59:53Z")));
     assert!(keyed.windows(2).all(|w| w[1].0 == w[0].0 - 10));
-    assert_eq!(runs(&app.pool, RANGE_START).await, ranged + 3);
-    assert_eq!(runs(&app.pool, LIST_START).await, walked);
+    assert_eq!(runs(&app.pool, LIST_START).await, walked + 2);
+    let hour_of = |indexed| walk(&app.pool, hour.0.map(at), hour.1.map(at), indexed, None);
+    assert_eq!(hour_of(true).await.unwrap(), Walk::Whole);
+    assert_eq!(hour_of(false).await.unwrap(), bounded);
+    let (ranged, walked) = (
+        runs(&app.pool, RANGE_START).await,
+        runs(&app.pool, LIST_START).await,
+    );
 
     // Four hours, 14,401 records, and 32,000 after them (more than twice as many): bounded.
     // Five hours, 18,001, and 28,400 after them: walked from the end. Both give the same page.
@@ -218,7 +256,7 @@ async fn a_window_that_ends_in_the_past_bounds_its_walk() {
     let five = ("2026-01-01T01:00:00Z", "2026-01-01T06:00:00Z");
     assert_eq!(walk_of(&app, Some(five.0), Some(five.1)).await, Walk::Whole);
     assert_eq!(newest(&app, five.0, five.1).await, (late, at_late));
-    assert_eq!(runs(&app.pool, RANGE_START).await, ranged + 4);
+    assert_eq!(runs(&app.pool, RANGE_START).await, ranged + 1);
     assert_eq!(runs(&app.pool, LIST_START).await, walked + 1);
     // Everything before 02:00 (no start): the first 7,199 records (the app's own are newer).
     assert_eq!(
@@ -230,7 +268,7 @@ async fn a_window_that_ends_in_the_past_bounds_its_walk() {
     assert_eq!(walk_of(&app, empty.0, empty.1).await, Walk::Between(1, 0));
     let none = page(&app, "from=2025-01-01T00:00:00Z&to=2025-01-02T00:00:00Z").await;
     assert_eq!(none["data"], serde_json::json!([]));
-    assert_eq!(runs(&app.pool, RANGE_START).await, ranged + 5);
+    assert_eq!(runs(&app.pool, RANGE_START).await, ranged + 2);
 
     // Ten hours hold more records than the log holds after them: walked from the end, same
     // answer.

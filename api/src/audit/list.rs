@@ -12,6 +12,7 @@
 //! walks give the same page.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 /// The filters of a page: `$1` actor id, `$2` project, `$3` route, `$4` method, `$5` status,
@@ -66,6 +67,51 @@ impl Walk {
             Walk::Between(..) => RANGE_SQL,
         }
     }
+
+    /// The cursor of the page after one that ended at `seq`, walked this way for this window.
+    pub fn resume(
+        self,
+        seq: i64,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Resume {
+        match (self, to) {
+            (Walk::Between(first, last), Some(to)) => Resume::Within {
+                before: seq,
+                first,
+                last,
+                from: from.map(|t| t.timestamp_micros()),
+                to: to.timestamp_micros(),
+            },
+            _ => Resume::Before(seq),
+        }
+    }
+}
+
+/// Where the next page starts, as its cursor carries it: before a sequence number, and for a
+/// bounded window also the range its first page found, with the window it belongs to
+/// (microseconds), so later pages of that window read no bounds again and the last of them
+/// stops at the window's first record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Resume {
+    Before(i64),
+    Within {
+        before: i64,
+        first: i64,
+        last: i64,
+        from: Option<i64>,
+        to: i64,
+    },
+}
+
+impl Resume {
+    /// The sequence number the next page's records come before.
+    pub fn before(self) -> i64 {
+        match self {
+            Resume::Before(seq) | Resume::Within { before: seq, .. } => seq,
+        }
+    }
 }
 
 /// How many records after the window make bounding it worth its read: bounding reads every
@@ -79,14 +125,36 @@ const AFTER_PER_HELD: i64 = 2;
 /// back to it), else `Whole`. The sizes are estimated from three probes of the indexes, one
 /// record each: the log's last sequence number, and those of the last record that began
 /// before `to` and the first that began at or after `from`. Sequence numbers follow the time
-/// records began closely enough to choose with; the bounds themselves are exact. The cursor is
-/// left out, so every page of one window walks the same range.
+/// records began closely enough to choose with; the bounds themselves are exact.
+///
+/// A page after the first (`resume`) walks as the first did: the range its cursor carries, for
+/// the same window, read again from nowhere. A page filtered by `indexed` (a caller or a
+/// project, each with an index of its own) walks that index from the end as before, which is
+/// cheaper than reading every tenant's records of the window.
 pub async fn walk(
     pool: &PgPool,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
+    indexed: bool,
+    resume: Option<Resume>,
 ) -> sqlx::Result<Walk> {
-    let Some(to) = to else {
+    if let Some(resume) = resume {
+        return Ok(match resume {
+            Resume::Within {
+                first,
+                last,
+                from: f,
+                to: t,
+                ..
+            } if f == from.map(|t| t.timestamp_micros())
+                && Some(t) == to.map(|t| t.timestamp_micros()) =>
+            {
+                Walk::Between(first, last)
+            }
+            _ => Walk::Whole,
+        });
+    }
+    let Some(to) = to.filter(|_| !indexed) else {
         return Ok(Walk::Whole);
     };
     let (end, last, first): (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(

@@ -58,7 +58,7 @@ impl AuditLog {
     }
 }
 
-pub use list::{walk, Walk, LIST_SQL, RANGE_SQL};
+pub use list::{walk, Resume, Walk, LIST_SQL, RANGE_SQL};
 
 /// The cutoff for `retention`, by the database's clock: one replica whose clock runs ahead
 /// must not prune records the others still keep.

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::audit_filters;
 use super::ApiTags;
-use crate::audit::{export, verify_with, Record, Walk, Witness};
+use crate::audit::{export, verify_with, Record, Resume, Walk, Witness};
 use crate::auth::Credentials;
 use crate::http::cursor;
 use crate::http::problem::{ApiError, ApiResult};
@@ -152,14 +152,17 @@ impl AuditApi {
     ) -> ApiResult<Json<RequestRecordList>> {
         let caller = self.state.authorize(&auth, Scope::AuditRead).await?;
         let limit = cursor::limit(limit.0)?;
-        let before: Option<i64> = cursor.0.as_deref().map(cursor::decode).transpose()?;
+        let resume: Option<Resume> = cursor.0.as_deref().map(cursor::decode).transpose()?;
+        let before = resume.map(Resume::before);
         if before.is_some_and(|seq| seq < 1) {
             return Err(ApiError::field("cursor", "not a cursor returned by this API").into());
         }
         audit_filters::list(method.0.as_deref(), status.0, outcome.0.as_deref())?;
         audit_filters::range(from.0, to.0)?;
         let (actor_type, actor) = audit_filters::actor(key_id.0, user_id.0)?;
-        let walk = crate::audit::walk(&self.state.pool, from.0, to.0).await?;
+        // A caller's or a project's own index beats reading every tenant's records of a window.
+        let indexed = actor.is_some() || project.0.is_some();
+        let walk = crate::audit::walk(&self.state.pool, from.0, to.0, indexed, resume).await?;
         let mut query = sqlx::query_as(walk.statement())
             .persistent(false)
             .bind(actor)
@@ -180,7 +183,10 @@ impl AuditApi {
         let mut rows: Vec<Record> = query.fetch_all(&self.state.pool).await?;
         let has_more = cursor::page(&mut rows, limit);
         let next_cursor = has_more
-            .then(|| rows.last().map(|r| cursor::encode(&r.seq)))
+            .then(|| {
+                rows.last()
+                    .map(|r| cursor::encode(&walk.resume(r.seq, from.0, to.0)))
+            })
             .flatten();
         Ok(Json(RequestRecordList {
             data: rows.into_iter().map(Into::into).collect(),
