@@ -13,6 +13,7 @@ use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::log::{Row, COLUMNS};
+use crate::window::Walk;
 use crate::StoredEvent;
 
 #[derive(Debug, Clone, Default)]
@@ -34,10 +35,9 @@ pub struct EventSearch {
     pub after: Option<i64>,
     pub ascending: bool,
     pub limit: i64,
-    /// Walk only between these global positions, both included: the first and last events
-    /// of the `from`/`to` window (`window::bounds` finds them), so a window far from the end
-    /// the walk starts at is not walked to.
-    pub positions: Option<(i64, i64)>,
+    /// How the page walks the log (`window::walk` decides): from its end, only between the
+    /// `from`/`to` window's first and last positions, or the window read first and sorted.
+    pub walk: Walk,
 }
 
 /// The matching events, in global-position order.
@@ -78,6 +78,12 @@ const MAX_BRANCHES: usize = 32;
 fn statement(prefix: &str, query: &EventSearch) -> QueryBuilder<'static, Postgres> {
     let order = if query.ascending { "ASC" } else { "DESC" };
     let mut sql = QueryBuilder::new(prefix);
+    if query.walk == Walk::WindowFirst {
+        // Materialized, so the planner cannot fold it back into a walk in position order.
+        sql.push("WITH w AS MATERIALIZED (SELECT * FROM events e WHERE true");
+        times(&mut sql, query);
+        sql.push(") ");
+    }
     let Some(visible) = &query.visible else {
         select(&mut sql, query, query.project, None);
         sql.push(format!(" ORDER BY global_position {order} LIMIT "))
@@ -136,8 +142,13 @@ fn select(
     project: Option<Uuid>,
     kinds: Option<Vec<String>>,
 ) {
-    sql.push(format!("SELECT {COLUMNS} FROM events e WHERE true"));
-    if let Some((first, last)) = query.positions {
+    let source = if query.walk == Walk::WindowFirst {
+        "w"
+    } else {
+        "events"
+    };
+    sql.push(format!("SELECT {COLUMNS} FROM {source} e WHERE true"));
+    if let Walk::Between(first, last) = query.walk {
         sql.push(" AND e.global_position BETWEEN ")
             .push_bind(first)
             .push(" AND ")

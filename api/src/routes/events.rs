@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use herald_store::search::{search, EventSearch};
-use herald_store::window;
+use herald_store::window::{self, Resume, Walk};
 use poem::web::sse::Event;
 use poem_openapi::param::{Header, Query};
 use poem_openapi::payload::{EventStream, Json};
@@ -139,13 +139,13 @@ impl EventsApi {
         }
         // A cursor carries the order it pages in: followed in the other order it would
         // skip or repeat events.
-        let after = match cursor
+        let resume = cursor
             .0
             .as_deref()
-            .map(cursor::decode::<(i64, bool)>)
-            .transpose()?
-        {
-            Some((_, paged_ascending)) if paged_ascending != ascending => {
+            .map(cursor::decode::<Resume>)
+            .transpose()?;
+        match resume {
+            Some(r) if r.ascending() != ascending => {
                 return Err(ApiError::field(
                     "cursor",
                     "this cursor pages in the other `order`: ask with the order it came from",
@@ -153,11 +153,12 @@ impl EventsApi {
                 .into())
             }
             // Positions start at 1: a cursor naming less was never issued.
-            Some((position, _)) if position < 1 => {
+            Some(r) if r.after() < 1 => {
                 return Err(ApiError::field("cursor", "not a cursor returned by this API").into())
             }
-            other => other.map(|(position, _)| position),
-        };
+            _ => {}
+        }
+        let after = resume.map(Resume::after);
         let mut query = EventSearch {
             event_types: type_list("type", event_type.0)?,
             // An id alone is looked up under every type Herald writes, so the primary key finds
@@ -176,16 +177,16 @@ impl EventsApi {
             after,
             ascending,
             limit: limit + 1,
-            positions: None,
+            walk: Walk::Whole,
         };
-        query.positions = window::bounds(&self.state.pool, &query).await?;
+        query.walk = window::walk(&self.state.pool, &query, resume).await?;
         let mut found = search(&self.state.pool, &query).await?;
         let has_more = cursor::page(&mut found, limit);
         let next_cursor = has_more
             .then(|| {
                 found
                     .last()
-                    .map(|e| cursor::encode(&(e.global_position, ascending)))
+                    .map(|e| cursor::encode(&Resume::next(query.walk, e.global_position, &query)))
             })
             .flatten();
         let data = found.into_iter().map(render).collect();
