@@ -212,7 +212,9 @@ pub fn example_payload(kind: &str) -> Value {
                 "user.project_role_revoked" => {
                     json!({"user_id": user, "project_id": project, "at": "2026-01-01T12:00:00Z"})
                 }
-                _ => json!({"user_id": user, "email": "ada@example.com", "role": "member"}),
+                _ => {
+                    json!({"user_id": user, "email": "ada@example.com", "role": "member", "at": "2026-01-01T12:00:00Z"})
+                }
             }
         }
         _ => {
