@@ -57,11 +57,20 @@ pub enum Resume {
     },
 }
 
+/// How long ago a window must have ended for its range to be carried by cursors. An event's
+/// position is taken when it is appended and its `recorded_at` is its transaction's start, so
+/// an event still being appended when the first page read the range (or, with no end, any
+/// later one) could land in the window outside it; appends give up after 11 seconds.
+const SETTLED: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
 impl Resume {
-    /// The cursor of the page after one that ended at `position`, for `query` walked by `walk`.
+    /// The cursor of the page after one that ended at `position`, for `query` walked by `walk`:
+    /// with the range for a window that ended at least `SETTLED` ago, else the position alone
+    /// (the next page decides again).
     pub fn next(walk: Walk, position: i64, query: &EventSearch) -> Resume {
+        let settled = query.to.is_some_and(|to| to <= Utc::now() - SETTLED);
         match walk {
-            Walk::Between(first, last) => Resume::Within {
+            Walk::Between(first, last) if settled => Resume::Within {
                 after: position,
                 ascending: query.ascending,
                 first,

@@ -116,6 +116,18 @@ async fn a_window_far_from_the_walks_start_is_walked_between_its_bounds() {
         ..hour.clone()
     };
     assert_ne!(walk(&pool, &half_hour, Some(cursor)).await.unwrap(), range);
+    // A window that has not long ended (or has no end) keeps no range in its cursors: an event
+    // still being appended could land in it.
+    for to in [
+        None,
+        Some(chrono::Utc::now() - chrono::TimeDelta::minutes(1)),
+    ] {
+        let open = EventSearch { to, ..hour.clone() };
+        assert_eq!(
+            Resume::next(range, after, &open),
+            Resume::After(after, false)
+        );
+    }
     for filtered in [
         EventSearch {
             actor_id: Some("someone".into()),
