@@ -4,8 +4,8 @@
 //! the window's events to be spread over the whole log (about 200 ms for a day in the middle of
 //! a million events; docs/PERFORMANCE.md, twenty-seventh section). Such a window is first
 //! bounded: the smallest and largest global positions of its events, read through
-//! `events_by_time`, and the walk stays between them; later pages take the range from their
-//! cursor (docs/PERFORMANCE.md, thirty-first section). The sizes that decide it are
+//! `events_by_time`, and the walk stays between them; later pages of a window that ended a
+//! while ago take the range from their cursor (docs/PERFORMANCE.md, thirty-first section). The sizes that decide it are
 //! PostgreSQL's estimates (from its statistics, without reading the log); the bounds are exact,
 //! so they choose the plan, never the answer.
 

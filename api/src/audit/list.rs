@@ -5,11 +5,11 @@
 //! at the log's end and passes every record after the window before it finds one (150–300 ms
 //! at a million records, growing with the log; docs/PERFORMANCE.md, twenty-seventh section):
 //! the planner takes the window's records to be spread over the whole log. A window that holds
-//! fewer records than the log holds after it is therefore first bounded: the smallest and
+//! less than half of what the log holds after it is therefore first bounded: the smallest and
 //! largest sequence numbers of its records, read through `request_log_by_time`, and the walk
-//! then starts at the largest and stops at the smallest (docs/PERFORMANCE.md, thirty-first
-//! section). The bounds are exact, however late a long request's record was written, so both
-//! walks give the same page.
+//! then starts at the largest and stops at the smallest; later pages take the range from their
+//! cursor (docs/PERFORMANCE.md, thirty-first section). The bounds are exact, however late a
+//! long request's record was written, so both walks give the same page.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -127,10 +127,11 @@ const AFTER_PER_HELD: i64 = 2;
 /// before `to` and the first that began at or after `from`. Sequence numbers follow the time
 /// records began closely enough to choose with; the bounds themselves are exact.
 ///
-/// A page after the first (`resume`) walks as the first did: the range its cursor carries, for
-/// the same window, read again from nowhere. A page filtered by `indexed` (a caller or a
-/// project, each with an index of its own) walks that index from the end as before, which is
-/// cheaper than reading every tenant's records of the window.
+/// A page after the first (`resume`) walks as the first did: between the range its cursor
+/// carries when the cursor was made for the same window (nothing is read again), else from its
+/// position. A page filtered by `indexed` (a caller or a project, each with an index of its
+/// own) walks that index from the end as before, which is cheaper than reading every tenant's
+/// records of the window.
 pub async fn walk(
     pool: &PgPool,
     from: Option<DateTime<Utc>>,
