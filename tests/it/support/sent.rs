@@ -11,31 +11,28 @@ use sqlx::PgPool;
 /// cleared by `scripts/test-postgres.sh`, so the table never fills and evicts a running
 /// test's entry.
 pub async fn runs(pool: &PgPool, start: &str) -> i64 {
-    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        .execute(pool)
-        .await
-        .unwrap();
-    sqlx::query_scalar(
-        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements \
-          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-            AND starts_with(query, $1)",
-    )
-    .bind(start)
-    .fetch_one(pool)
-    .await
-    .expect("pg_stat_statements is not loaded: start the cluster with scripts/test-postgres.sh")
+    calls(pool, "starts_with(query, $1)", start).await
 }
 
 /// How many times `pool`'s database ran a statement whose text holds `fragment` (as `runs`).
 pub async fn runs_containing(pool: &PgPool, fragment: &str) -> i64 {
-    runs(pool, "").await;
-    sqlx::query_scalar(
+    calls(pool, "strpos(query, $1) > 0", fragment).await
+}
+
+/// The calls of `pool`'s database's statements whose text `matches` (a condition on `query`
+/// with `text` as `$1`).
+async fn calls(pool: &PgPool, matches: &str, text: &str) -> i64 {
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar(&format!(
         "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements \
           WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-            AND strpos(query, $1) > 0",
-    )
-    .bind(fragment)
+            AND {matches}"
+    ))
+    .bind(text)
     .fetch_one(pool)
     .await
-    .unwrap()
+    .expect("pg_stat_statements is not loaded: start the cluster with scripts/test-postgres.sh")
 }
