@@ -77,6 +77,8 @@ pub struct RateLimitsConfig {
     pub unauthenticated_per_minute: u32,
     /// The prefix length of the IPv6 network a client's per-IP budgets count (32–128).
     pub ipv6_prefix: u8,
+    /// How long a replica waits for Redis before deciding a request on its own (10–10,000 ms).
+    pub redis_timeout_ms: u32,
 }
 
 /// A list given either as a TOML array or as one comma-separated string (handy in env vars).
@@ -312,6 +314,11 @@ impl Config {
         if !(32..=128).contains(&limits.ipv6_prefix) {
             return fail("rate_limits.ipv6_prefix must be between 32 and 128 (64 by default)");
         }
+        if !(10..=10_000).contains(&limits.redis_timeout_ms) {
+            return fail(
+                "rate_limits.redis_timeout_ms must be between 10 and 10000 (250 by default)",
+            );
+        }
         self.webhooks.schedule()?;
         self.webhooks.allow_nets()?;
         self.webhooks.ca_pem()?;
@@ -381,6 +388,16 @@ mod tests {
         assert_eq!(config.rate_limits.ipv6_prefix, 64);
         config.rate_limits.ipv6_prefix = 128;
         config.validate().unwrap();
+        for timeout in [0, 9, 10_001] {
+            let mut config = Config::defaults();
+            config.rate_limits.redis_timeout_ms = timeout;
+            let message = config.validate().unwrap_err().to_string();
+            assert!(
+                message.contains("rate_limits.redis_timeout_ms"),
+                "{message}"
+            );
+        }
+        assert_eq!(Config::defaults().rate_limits.redis_timeout_ms, 250);
     }
 
     #[test]

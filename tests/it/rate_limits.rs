@@ -35,6 +35,7 @@ async fn limited(read: u32, write: u32, daily: u32) -> TestApp {
 async fn writes_are_limited_per_minute_with_headers_and_a_consistent_retry_after() {
     let app = limited(100, 3, 10_000).await;
     let (_, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let started = std::time::Instant::now();
     for remaining in [2, 1, 0] {
         let response = app.post("/api/v1/jobs", &key, json!({"kind": "k"})).await;
         assert_eq!(response.status(), StatusCode::ACCEPTED);
@@ -52,9 +53,12 @@ async fn writes_are_limited_per_minute_with_headers_and_a_consistent_retry_after
     let retry_after = number(&refused, "retry-after");
     let reset = number(&refused, "x-ratelimit-reset");
     let now = chrono::Utc::now().timestamp();
+    // One write frees every 20 s, counted from the first: what is left of those 20 s, rounded
+    // up (a slow machine may have spent a few of them on the four requests).
+    let spent = started.elapsed().as_secs_f64().ceil() as i64;
     assert!(
-        (19..=20).contains(&retry_after),
-        "one write frees every 20 s: {retry_after}"
+        (20 - spent..=20).contains(&retry_after),
+        "one write frees every 20 s: {retry_after} after {spent} s"
     );
     assert!(
         (reset - now - retry_after).abs() <= 1,
@@ -78,10 +82,10 @@ async fn writes_are_limited_per_minute_with_headers_and_a_consistent_retry_after
 
 #[tokio::test]
 async fn a_refused_caller_gets_through_once_retry_after_has_passed_and_no_sooner_again() {
-    let app = limited(20, 100, 10_000).await; // one read frees every 3 s
+    let app = limited(6, 100, 10_000).await; // one read frees every 10 s
     let (_, key) = app.project_with_key(&["jobs:read"]).await;
     let mut refused = None;
-    for _ in 0..40 {
+    for _ in 0..12 {
         let response = app.get("/api/v1/jobs", &key).await;
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
             refused = Some(response);
@@ -90,7 +94,7 @@ async fn a_refused_caller_gets_through_once_retry_after_has_passed_and_no_sooner
     }
     let refused = refused.expect("the read budget ran out");
     let retry_after = number(&refused, "retry-after");
-    assert!((1..=3).contains(&retry_after), "{retry_after}");
+    assert!((1..=10).contains(&retry_after), "{retry_after}");
     tokio::time::sleep(std::time::Duration::from_secs(retry_after as u64)).await;
     let again = app.get("/api/v1/jobs", &key).await;
     assert_eq!(

@@ -79,7 +79,11 @@ impl RateLimiter {
     pub fn new(defaults: RateLimitsConfig, redis_url: &str) -> Self {
         let replica = uuid::Uuid::new_v4().to_string();
         let shared = (!redis_url.is_empty())
-            .then(|| SharedLimits::new(redis_url, &replica).expect("redis_url is checked at start"))
+            .then(|| {
+                let timeout = Duration::from_millis(defaults.redis_timeout_ms.into());
+                SharedLimits::new(redis_url, &replica, timeout)
+                    .expect("redis_url is checked at start")
+            })
             .map(Arc::new);
         Self {
             defaults,

@@ -25,7 +25,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::scripts::{MINUTE_SCRIPT, SCRIPT};
 use super::Applied;
 
-const TIMEOUT: Duration = Duration::from_millis(250);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 pub struct SharedLimits {
@@ -39,6 +38,9 @@ pub struct SharedLimits {
     healthy: AtomicBool,
     /// This replica's name, as in `rate_limit_daily`.
     replica: String,
+    /// How long a command may take before the replica decides on its own
+    /// (`rate_limits.redis_timeout_ms`).
+    timeout: Duration,
 }
 
 /// What the calling replica knows of a subject's day (`RateLimiter::known_on`) and of its
@@ -80,7 +82,7 @@ pub struct SharedVerdict {
 }
 
 impl SharedLimits {
-    pub fn new(url: &str, replica: &str) -> anyhow::Result<Self> {
+    pub fn new(url: &str, replica: &str, timeout: Duration) -> anyhow::Result<Self> {
         Ok(Self {
             client: redis::Client::open(url)?,
             script: redis::Script::new(SCRIPT),
@@ -90,6 +92,7 @@ impl SharedLimits {
             connecting: AtomicBool::new(false),
             healthy: AtomicBool::new(false),
             replica: replica.to_owned(),
+            timeout,
         })
     }
 
@@ -162,14 +165,14 @@ impl SharedLimits {
         }
     }
 
-    /// Runs a script in Redis within `TIMEOUT`: its reply, or `None` when Redis could not
+    /// Runs a script in Redis within the timeout: its reply, or `None` when Redis could not
     /// answer (it is then not asked again for a second).
     pub async fn run<T: redis::FromRedisValue>(
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Option<T> {
         let connection = self.connection()?;
-        let answer = within_timeout(|| {
+        let answer = within_timeout(self.timeout, || {
             let mut connection = connection.clone();
             async move { invocation.invoke_async(&mut connection).await }
         });
@@ -186,7 +189,7 @@ impl SharedLimits {
             match connection {
                 None => self.connect().await,
                 Some(connection) => {
-                    let answer = within_timeout(|| {
+                    let answer = within_timeout(self.timeout, || {
                         let mut connection = connection.clone();
                         async move { redis::cmd("PING").query_async(&mut connection).await }
                     });
@@ -247,11 +250,11 @@ impl SharedLimits {
             return;
         }
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(TIMEOUT)
-            .set_response_timeout(TIMEOUT)
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
             .set_number_of_retries(1);
         let made = tokio::time::timeout(
-            TIMEOUT * 4,
+            self.timeout * 4,
             self.client.get_connection_manager_with_config(config),
         )
         .await;
@@ -289,17 +292,17 @@ fn minute_policy(name: &'static str, quota: u64, reply: &[i64]) -> Applied {
     }
 }
 
-/// `attempt`'s reply within `TIMEOUT`, or why there is none. A connection Redis dropped (it
+/// `attempt`'s reply within `timeout`, or why there is none. A connection Redis dropped (it
 /// restarted, say) fails the command sent on it, and the manager connects again for the next
 /// one: the command is sent once more, within the same time, rather than the request being
 /// decided without Redis. (A script that ran before its connection dropped then runs twice,
 /// counting its request twice: never more allowed than the limit.)
-async fn within_timeout<T, F, Fut>(mut attempt: F) -> Result<T, String>
+async fn within_timeout<T, F, Fut>(timeout: Duration, mut attempt: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = redis::RedisResult<T>>,
 {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut tries = 0;
     loop {
         tries += 1;

@@ -72,6 +72,9 @@ pub fn test_config(database_url: &str) -> Config {
     config.rate_limits.write_per_minute = 1_000_000;
     config.rate_limits.daily_quota = 100_000_000;
     config.rate_limits.unauthenticated_per_minute = 1_000_000;
+    // A loaded test machine can stall a replica's runtime past the default 250 ms; a Redis
+    // decided locally would let a shared-limit test's extra request through.
+    config.rate_limits.redis_timeout_ms = 2_000;
     // Each application keeps its files in a directory of its own.
     let files = std::env::temp_dir().join(format!("herald-test-files-{}", Uuid::now_v7()));
     config.storage.path = files.display().to_string();
@@ -350,6 +353,7 @@ pub async fn herald_serve(
         .env("DATABASE_URL", database_url)
         .env("HERALD_API_KEY_PEPPER", PEPPER)
         .env("HERALD_LOG", "warn")
+        .env("HERALD_RATE_LIMITS__REDIS_TIMEOUT_MS", "2000")
         .kill_on_drop(true);
     for (name, value) in env {
         command.env(name, value);
