@@ -5,6 +5,7 @@
 //! from when its body has arrived until it is answered.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -242,8 +243,10 @@ async fn a_server_killed_under_load_has_a_record_of_every_answer_it_gave() {
     // Eight clients, four reading and four submitting jobs as fast as they can (submissions'
     // records share commits with their events); the server is killed while they do.
     let mut clients = Vec::new();
+    let counts = std::sync::Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
     for n in 0..8 {
         let (base, admin, submitter) = (base.clone(), admin.clone(), submitter.clone());
+        let counts = counts.clone();
         clients.push(tokio::spawn(async move {
             let client = crate::support::http_client();
             let mut answered = Vec::new();
@@ -267,17 +270,27 @@ async fn a_server_killed_under_load_has_a_record_of_every_answer_it_gave() {
                     .unwrap()
                     .to_owned();
                 answered.push(id);
+                counts.0.fetch_add(1, Ordering::Relaxed);
                 if response.status() == StatusCode::ACCEPTED {
                     let Ok(job) = response.json::<Value>().await else {
                         break;
                     };
                     jobs.push(job["id"].as_str().unwrap().to_owned());
+                    counts.1.fetch_add(1, Ordering::Relaxed);
                 }
             }
             (answered, jobs)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Under load for at least 1.5 s, and until enough has been answered to mean something (a
+    // slow machine takes longer to get there).
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1500)
+        || (counts.0.load(Ordering::Relaxed) <= 50 || counts.1.load(Ordering::Relaxed) <= 10)
+            && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.kill().await.unwrap();
     let (mut answered, mut jobs) = (BTreeSet::new(), BTreeSet::new());
     for client in clients {

@@ -114,8 +114,22 @@ async fn a_shared_statement_refused_as_a_whole_commits_each_part_alone() {
             (appended, record)
         })
         .collect();
-    // Briefly: an open transaction id holds back the projections of every test's database.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Until both statements wait on the holder (briefly: an open transaction id holds back the
+    // projections of every test's database).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+              WHERE NOT l.granted AND a.datname = current_database()",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if waiting >= 2 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     holder.rollback().await.unwrap();
     for (appended, committed) in waiting {
         let (appended, committed) = (appended.await.unwrap(), committed.await.unwrap());

@@ -24,10 +24,26 @@ async fn announce(pool: &PgPool, payload: &str) {
         .unwrap();
 }
 
-async fn woken(target: &Notify) -> bool {
-    tokio::time::timeout(Duration::from_millis(500), target.notified())
+async fn woken_within(target: &Notify, wait: Duration) -> bool {
+    tokio::time::timeout(wait, target.notified()).await.is_ok()
+}
+
+/// Until the listener's `LISTEN` has run on its connection (an announcement before it is lost).
+async fn until_listening(pool: &PgPool) {
+    for _ in 0..500 {
+        let listening: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+              WHERE datname = current_database() AND query ILIKE 'LISTEN%')",
+        )
+        .fetch_one(pool)
         .await
-        .is_ok()
+        .unwrap();
+        if listening {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the listener never ran LISTEN");
 }
 
 #[tokio::test]
@@ -38,22 +54,31 @@ async fn a_listener_wakes_for_other_origins_and_skips_its_own_echo() {
     let cancel = CancellationToken::new();
     let wakeups = LogWakeups::new(vec![target.clone()], "origin:this".into());
     let listening = tokio::spawn(wakeups.run(pool.clone(), cancel.clone()));
-    // LISTEN takes a moment; announce until the first foreign one gets through.
-    let mut ready = false;
-    for _ in 0..20 {
-        announce(&pool, "origin:another").await;
-        if woken(&target).await {
-            ready = true;
-            break;
-        }
-    }
-    assert!(ready, "another replica's announcement wakes the runners");
+    until_listening(&pool).await;
+    announce(&pool, "origin:another").await;
+    assert!(
+        woken_within(&target, Duration::from_secs(10)).await,
+        "another replica's announcement wakes the runners"
+    );
 
+    // The echo, then an announcement without origin, delivered in that order: waiting from
+    // before both, exactly one wake-up comes (had the echo woken the runners, the second
+    // announcement's wake-up would be stored and found after it).
+    let first = target.notified();
+    tokio::pin!(first);
+    first.as_mut().enable();
     announce(&pool, "origin:this").await;
-    assert!(!woken(&target).await, "the process's own echo is skipped");
-
     announce(&pool, "").await;
-    assert!(woken(&target).await, "an announcement without origin wakes");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), first)
+            .await
+            .is_ok(),
+        "an announcement without origin wakes"
+    );
+    assert!(
+        !woken_within(&target, Duration::from_secs(1)).await,
+        "the process's own echo is skipped"
+    );
 
     cancel.cancel();
     listening.await.unwrap();

@@ -164,7 +164,7 @@ async fn a_server_killed_mid_delivery_delivers_after_a_restart() {
         .unwrap();
 
     // The first server has sent the delivery and waits for the (slow) receiver: kill it.
-    for _ in 0..100 {
+    for _ in 0..1_000 {
         if receiver.behaviour.calls.load(Ordering::SeqCst) > 0 {
             break;
         }
