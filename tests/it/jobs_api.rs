@@ -242,7 +242,7 @@ async fn shutdown_lets_an_in_flight_request_finish() {
         .send();
     let in_flight = tokio::spawn(request);
     sender.send(Ok(b"{\"kind\": ".to_vec())).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    app.until_a_call_is_handled().await;
     let base_url = app.base_url.clone();
     let stopping = tokio::spawn(app.stop());
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -52,7 +52,7 @@ async fn two_herald_processes_together_allow_one_limit() {
     let (_, key) = setup.project_with_key(&["jobs:read", "jobs:write"]).await;
     let env = [
         ("REDIS_URL", redis.as_str()),
-        ("HERALD_RATE_LIMITS__WRITE_PER_MINUTE", "10"),
+        ("HERALD_RATE_LIMITS__WRITE_PER_MINUTE", "5"),
         ("HERALD_RATE_LIMITS__READ_PER_MINUTE", "1000000"),
         ("HERALD_RATE_LIMITS__DAILY_QUOTA", "25"),
     ];
@@ -69,8 +69,9 @@ async fn two_herald_processes_together_allow_one_limit() {
             .send()
     };
 
-    // Thirty submissions at once, alternating processes: ten pass, whichever took them.
-    let attempts = (0..30).map(|i| submit(if i % 2 == 0 { &first } else { &second }));
+    // Fifteen submissions at once, alternating processes: five pass, whichever took them (one
+    // slot frees every 12 s, far longer than the burst takes).
+    let attempts = (0..15).map(|i| submit(if i % 2 == 0 { &first } else { &second }));
     let statuses: Vec<StatusCode> = join_all(attempts)
         .await
         .into_iter()
@@ -84,7 +85,7 @@ async fn two_herald_processes_together_allow_one_limit() {
         .iter()
         .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
         .count();
-    assert_eq!((accepted, refused), (10, 20), "{statuses:?}");
+    assert_eq!((accepted, refused), (5, 10), "{statuses:?}");
     let refusal = submit(&second).await.unwrap();
     assert_eq!(refusal.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = refusal.headers()["retry-after"]
@@ -93,15 +94,15 @@ async fn two_herald_processes_together_allow_one_limit() {
         .parse()
         .unwrap();
     assert!(
-        (1..=6).contains(&retry),
-        "one slot frees every 6 s: {retry}"
+        (1..=12).contains(&retry),
+        "one slot frees every 12 s: {retry}"
     );
     let body: Value = refusal.json().await.unwrap();
     assert_eq!(body["violated-policies"], json!(["write"]));
 
-    // The day is shared too: 25 in all, 10 spent above (refusals count nothing).
+    // The day is shared too: 25 in all, 5 spent above (refusals count nothing).
     let mut passed = 0;
-    for i in 0..20 {
+    for i in 0..26 {
         let base = if i % 2 == 0 { &first } else { &second };
         let response = client
             .get(format!("{base}/api/v1/jobs"))
@@ -118,7 +119,7 @@ async fn two_herald_processes_together_allow_one_limit() {
             other => panic!("unexpected {other}"),
         }
     }
-    assert_eq!(passed, 25 - 10, "reads until the shared day is used up");
+    assert_eq!(passed, 25 - 5, "reads until the shared day is used up");
 
     // Three writers appended to one request log meanwhile; its chain is whole.
     let check: Value = setup
@@ -128,7 +129,7 @@ async fn two_herald_processes_together_allow_one_limit() {
         .await
         .unwrap();
     assert_eq!(check["ok"], true, "{check}");
-    assert!(check["checked"].as_i64().unwrap() >= 51, "{check}");
+    assert!(check["checked"].as_i64().unwrap() >= 42, "{check}");
 }
 
 /// A key of a fresh app sharing its limits through Redis makes 2 reads here (stored), another
@@ -245,6 +246,7 @@ async fn a_budgets_state_in_redis_lives_as_long_as_it_matters_and_no_longer() {
     .await;
     until_shared(&app.base_url).await;
     let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let sent = std::time::Instant::now();
     let response = app.post("/api/v1/jobs", &key, json!({"kind": "k"})).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     // Two a minute: the budget is full again 30 s after one request, and its state goes then
@@ -256,5 +258,10 @@ async fn a_budgets_state_in_redis_lives_as_long_as_it_matters_and_no_longer() {
         .query_async(&mut redis_connection(&redis).await)
         .await
         .unwrap();
-    assert!((29_000..=31_000).contains(&ttl), "{ttl} ms");
+    // 31 s when the script ran, less what has passed since (at most the time since sending).
+    let since = sent.elapsed().as_millis() as i64;
+    assert!(
+        (31_000 - since..=31_000).contains(&ttl),
+        "{ttl} ms, {since} ms after sending"
+    );
 }

@@ -237,6 +237,36 @@ impl TestApp {
         blocker
     }
 
+    /// Until the server is handling at least one call (10 s at most).
+    pub async fn until_a_call_is_handled(&self) {
+        for _ in 0..1_000 {
+            if !self.state.calls.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no call reached the server");
+    }
+
+    /// Until a backend of this app's database waits for a lock, such as one a test holds with
+    /// `block_writes_to` (10 s at most).
+    pub async fn until_a_backend_waits_on_a_lock(&self) {
+        for _ in 0..1_000 {
+            let waiting: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                  WHERE NOT l.granted AND a.datname = current_database())",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            if waiting {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no backend waited on a lock");
+    }
+
     pub async fn get(&self, path: &str, key: &str) -> Response {
         self.request(Method::GET, path, key).send().await.unwrap()
     }
