@@ -42,6 +42,12 @@ pub const EVENT_TYPES: &[&str] = &[
     "webhook.ping",
 ];
 
+/// Whether only account-wide endpoints receive events of `kind`: a user's events (the role ones
+/// included) are never sent to a project's endpoints, whatever they subscribe to.
+pub fn account_wide_only(kind: &str) -> bool {
+    kind.starts_with("user.")
+}
+
 /// An endpoint's settings, as created or replaced by an update.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointSettings {
@@ -100,6 +106,34 @@ impl EndpointSettings {
         }
         if self.rate_limit_per_second == Some(0) {
             errors.push(FieldError::new("rate_limit_per_second", "must be positive"));
+        }
+        errors
+    }
+
+    /// `validate`, and for an endpoint of a project (`project`), no type that only account-wide
+    /// endpoints receive: subscribing to it would be a promise never kept. A type the endpoint
+    /// already had (`before`) is let through, so endpoints stored before this check keep their
+    /// list through changes to other settings.
+    pub fn validate_for(
+        &self,
+        project: Option<ProjectId>,
+        before: Option<&EndpointSettings>,
+    ) -> Vec<FieldError> {
+        let mut errors = self.validate();
+        if project.is_none() {
+            return errors;
+        }
+        let had = |kind: &String| before.is_some_and(|b| b.event_types.contains(kind));
+        for kind in &self.event_types {
+            if account_wide_only(kind) && EVENT_TYPES.contains(&kind.as_str()) && !had(kind) {
+                errors.push(FieldError::new(
+                    "event_types",
+                    format!(
+                        "`{kind}` is sent only to account-wide endpoints (`\"project_id\": null`); \
+                         a project's endpoints never receive user events"
+                    ),
+                ));
+            }
         }
         errors
     }
@@ -337,6 +371,31 @@ mod tests {
             settings: settings(),
             at: t(0),
         }
+    }
+
+    #[test]
+    fn a_project_endpoint_cannot_newly_subscribe_to_user_events() {
+        let project = Some(ProjectId::from_uuid(uuid::Uuid::from_u128(1)));
+        let mut users = settings();
+        users.event_types = vec!["job.succeeded".into(), "user.project_role_granted".into()];
+        assert!(users.validate().is_empty());
+        assert!(users.validate_for(None, None).is_empty(), "account-wide");
+        let refused = users.validate_for(project, None);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].field, "event_types");
+        assert!(refused[0].message.contains("user.project_role_granted"));
+        assert_eq!(users.validate_for(project, Some(&settings())).len(), 1);
+        // An endpoint stored with it before keeps it through other changes.
+        let mut renamed = users.clone();
+        renamed.description = Some("renamed".into());
+        assert!(renamed.validate_for(project, Some(&users)).is_empty());
+        let mut all = settings();
+        all.event_types = vec!["*".into()];
+        assert!(
+            all.validate_for(project, None).is_empty(),
+            "* hears what it can"
+        );
+        assert!(account_wide_only("user.created") && !account_wide_only("project.created"));
     }
 
     #[test]

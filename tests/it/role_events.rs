@@ -258,3 +258,83 @@ async fn an_account_wide_endpoint_can_follow_role_changes_alone() {
         );
     }
 }
+
+/// A project's endpoint never hears user events, so it cannot subscribe to them: creating one
+/// with a user event type, or adding one by a change, is refused (400, the type named) and
+/// appends nothing; the catalogue marks those types; an account-wide endpoint takes them.
+#[tokio::test]
+async fn a_project_endpoint_cannot_subscribe_to_user_events() {
+    let app = TestApp::spawn().await;
+    let (project, key) = app.project_with_key(&["webhooks:write"]).await;
+    let url = "https://hooks.example.com/herald";
+    let before = crate::support::event_count(&app.pool).await;
+    for (caller, body) in [
+        (
+            &key,
+            json!({"url": url, "event_types": ["job.succeeded", "user.created"]}),
+        ),
+        (
+            &app.admin_key,
+            json!({"url": url, "event_types": ["user.project_role_granted"], "project_id": project}),
+        ),
+    ] {
+        let refused = app.post("/api/v1/webhooks", caller, body).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        let problem: Value = refused.json().await.unwrap();
+        assert_eq!(problem["code"], "VALIDATION_FAILED", "{problem}");
+        assert!(problem.to_string().contains("account-wide"), "{problem}");
+    }
+    assert_eq!(crate::support::event_count(&app.pool).await, before);
+
+    let body = json!({"url": url, "event_types": ["job.succeeded"]});
+    let created: Value = app
+        .post("/api/v1/webhooks", &key, body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let before = crate::support::event_count(&app.pool).await;
+    let change = |types: Value| {
+        app.request(Method::PATCH, &format!("/api/v1/webhooks/{id}"), &key)
+            .json(&json!({"event_types": types}))
+            .send()
+    };
+    let refused = change(json!(["job.succeeded", "user.project_role_revoked"]))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(crate::support::event_count(&app.pool).await, before);
+    let all = change(json!(["*"])).await.unwrap();
+    assert_eq!(
+        all.status(),
+        StatusCode::OK,
+        "`*` hears what the endpoint can"
+    );
+
+    let account = json!({"url": url, "event_types": ["user.created"], "project_id": null});
+    let created = app.post("/api/v1/webhooks", &app.admin_key, account).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+
+    let catalogue: Value = app
+        .get("/api/v1/event-types", &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let marked: Vec<&str> = catalogue["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["account_wide_only"] == true)
+        .map(|t| t["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        marked,
+        [
+            "user.created",
+            "user.project_role_granted",
+            "user.project_role_revoked"
+        ]
+    );
+}

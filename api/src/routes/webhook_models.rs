@@ -171,6 +171,9 @@ impl AttemptDto {
 pub struct EventTypeDto {
     #[oai(rename = "type")]
     pub event_type: String,
+    /// Sent only to account-wide endpoints (`"project_id": null`): a project's endpoints
+    /// cannot subscribe to it (a user's events).
+    pub account_wide_only: bool,
     /// A payload as a receiver gets it.
     pub example: serde_json::Value,
 }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use herald_domain::webhook_endpoint::{EndpointCommand, EndpointSettings, EVENT_TYPES};
+use herald_domain::webhook_endpoint::{
+    account_wide_only, EndpointCommand, EndpointSettings, EVENT_TYPES,
+};
 use herald_domain::Scope;
 use herald_webhooks::sender::Message;
 use poem::web::Data;
@@ -66,7 +68,7 @@ impl WebhooksApi {
             rate_limit_per_second: body.rate_limit_per_second,
             enabled: body.enabled.unwrap_or(true),
         };
-        let errors = settings.validate();
+        let errors = settings.validate_for(project, None);
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors).into());
         }
@@ -166,7 +168,7 @@ impl WebhooksApi {
         if let Some(enabled) = patch.enabled {
             settings.enabled = enabled;
         }
-        let errors = settings.validate();
+        let errors = settings.validate_for(current.project_id, Some(&current.settings));
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors).into());
         }
@@ -284,6 +286,7 @@ impl WebhooksApi {
             .iter()
             .map(|t| EventTypeDto {
                 event_type: (*t).to_owned(),
+                account_wide_only: account_wide_only(t),
                 example: app::example_payload(t),
             })
             .collect();
