@@ -34,15 +34,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         command => {
             // The chain key comes from the servers' pepper (a new one would fail every record):
-            // asked for before anything touches the database.
-            if matches!(command, Command::Audit(AuditCommand::Verify { .. })) {
-                crate::startup::existing_pepper(&config)?.context(
-                    "verifying needs the servers' pepper (HERALD_API_KEY_PEPPER, or the \
-                     api-key-pepper file of their data directory, HERALD_DATA_DIR)",
-                )?;
-            }
+            // read once, before anything touches the database.
+            let chain_key = match command {
+                Command::Audit(AuditCommand::Verify { .. }) => {
+                    let pepper = crate::startup::existing_pepper(&config)?.context(
+                        "verifying needs the servers' pepper (HERALD_API_KEY_PEPPER, or the \
+                         api-key-pepper file of their data directory, HERALD_DATA_DIR)",
+                    )?;
+                    Some(crate::audit::ChainKey::from_pepper(&pepper))
+                }
+                _ => None,
+            };
             let database = Database::open(&config).await?;
-            let outcome = run_with_database(&config, &database, command).await;
+            let outcome = run_with_database(&config, &database, command, chain_key).await;
             database.close().await?;
             outcome
         }
@@ -98,10 +102,13 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
+/// `chain_key`: the request log's, read from the pepper before the database was opened (for
+/// `audit verify` only).
 async fn run_with_database(
     config: &Config,
     database: &Database,
     command: Command,
+    chain_key: Option<crate::audit::ChainKey>,
 ) -> anyhow::Result<()> {
     let pool = &database.pool;
     let metadata = EventMetadata::system("cli");
@@ -125,8 +132,7 @@ async fn run_with_database(
             if let (Some(from), Some(to)) = (from, to) {
                 anyhow::ensure!(from <= to, "--from ({from}) must not be after --to ({to})");
             }
-            let pepper = crate::startup::existing_pepper(config)?.context("checked in `run`")?;
-            let key = crate::audit::ChainKey::from_pepper(&pepper);
+            let key = chain_key.context("read in `run`")?;
             let verified =
                 crate::audit::verify_with(pool, &key, from, to, witness.as_ref()).await?;
             let checked = verified.checked;
