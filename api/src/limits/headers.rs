@@ -147,7 +147,7 @@ mod tests {
     /// `RateLimit`'s `t` counts from the response: the seconds left, rounded up.
     #[test]
     fn the_seconds_left_are_rounded_up() {
-        let response = headers(SystemTime::now() + Duration::from_millis(59_500), false);
+        let response = headers(SystemTime::now() + Duration::from_millis(59_900), false);
         assert_eq!(header(&response, "ratelimit"), "\"read\";r=0;t=60");
     }
 }

@@ -91,7 +91,7 @@ fn the_daily_reset_is_the_next_midnight_and_retry_after_rounds_up() {
         window_seconds: 86_400,
         allowed: false,
         remaining: 0,
-        reset_at: std::time::SystemTime::now() + Duration::from_millis(1_300),
+        reset_at: std::time::SystemTime::now() + Duration::from_millis(1_900),
     };
     assert_eq!(day.reset_seconds(), 2);
 }
