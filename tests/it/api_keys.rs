@@ -252,7 +252,7 @@ async fn revocation_is_seen_at_once_here_and_within_a_second_by_another_server_p
     );
 
     let port = free_port();
-    let replica = tokio::process::Command::new(crate::projections::herald_binary())
+    let mut replica = tokio::process::Command::new(crate::projections::herald_binary())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("DATABASE_URL", &app.database_url)
         .env("HERALD_API_KEY_PEPPER", PEPPER)
@@ -261,6 +261,16 @@ async fn revocation_is_seen_at_once_here_and_within_a_second_by_another_server_p
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    // Read its logs as they come: debug logging fills a pipe nobody reads within seconds, and
+    // the replica would then stall on writing them.
+    let mut stderr = replica.stderr.take().unwrap();
+    let logs = tokio::spawn(async move {
+        let mut text = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut text)
+            .await
+            .unwrap();
+        text
+    });
     let other = format!("http://127.0.0.1:{port}");
     let mut ready = false;
     for _ in 0..100 {
@@ -323,8 +333,9 @@ async fn revocation_is_seen_at_once_here_and_within_a_second_by_another_server_p
     eprintln!("the other replica refused the revoked key after {refused_after:?}");
 
     nix_terminate(&replica);
-    let output = replica.wait_with_output().await.unwrap();
-    let logs = String::from_utf8_lossy(&output.stderr);
+    replica.wait().await.unwrap();
+    let logs = logs.await.unwrap();
+    let logs = String::from_utf8_lossy(&logs);
     assert!(
         logs.contains("request"),
         "the replica logged its requests at debug level"
