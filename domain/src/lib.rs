@@ -18,6 +18,10 @@ pub mod user;
 pub mod validation;
 pub mod webhook_endpoint;
 
+/// Event payload fields never shown outside the log: not to API callers (`GET /events`, a
+/// key's history) nor to webhook receivers. A key's HMAC under the pepper.
+pub const HIDDEN_FIELDS: &[&str] = &["key_hash"];
+
 pub use file::FileRef;
 pub use ids::{JobId, KeyId, ProjectId, SessionId, UserId};
 pub use scope::{Scope, Scopes};

@@ -235,7 +235,7 @@ pub fn free_port() -> u16 {
 }
 
 #[tokio::test]
-async fn revocation_is_seen_at_once_here_and_within_a_second_by_another_server_process() {
+async fn revocation_is_seen_at_once_here_and_through_notify_by_another_server_process() {
     let app = TestApp::spawn().await;
     let (_, manager) = app
         .project_with_key(&["keys:read", "keys:write", "jobs:read"])

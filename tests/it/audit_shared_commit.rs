@@ -120,14 +120,19 @@ async fn a_shared_statement_refused_as_a_whole_commits_each_part_alone() {
     loop {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-              WHERE NOT l.granted AND a.datname = current_database()",
+              WHERE NOT l.granted AND l.locktype = 'transactionid' \
+                AND a.datname = current_database()",
         )
         .fetch_one(&app.pool)
         .await
         .unwrap();
-        if waiting >= 2 || std::time::Instant::now() > deadline {
+        if waiting >= 2 {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both statements never waited on the holder"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     holder.rollback().await.unwrap();

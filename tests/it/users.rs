@@ -414,7 +414,7 @@ async fn cookie_sessions_need_the_csrf_token_and_header_sessions_do_not() {
 }
 
 #[tokio::test]
-async fn a_logout_is_seen_by_another_replica_within_a_second() {
+async fn a_logout_is_seen_by_another_replica_through_notify() {
     let first = TestApp::spawn().await;
     let second = TestApp::start(test_config(&first.database_url)).await;
     first.create_user("ada@example.com", PASSWORD, false).await;

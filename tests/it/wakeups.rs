@@ -33,7 +33,7 @@ async fn until_listening(pool: &PgPool) {
     for _ in 0..500 {
         let listening: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
-              WHERE datname = current_database() AND query ILIKE 'LISTEN%')",
+              WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND state = 'idle')",
         )
         .fetch_one(pool)
         .await

@@ -94,6 +94,12 @@ fn the_daily_reset_is_the_next_midnight_and_retry_after_rounds_up() {
         reset_at: std::time::SystemTime::now() + Duration::from_millis(1_900),
     };
     assert_eq!(day.reset_seconds(), 2);
+    // Rounded up, not to the nearest second.
+    let whole = |millis| super::whole_seconds(Duration::from_millis(millis));
+    assert_eq!(
+        [whole(0), whole(1_000), whole(1_001), whole(1_300)],
+        [0, 1, 2, 2]
+    );
 }
 
 #[tokio::test]

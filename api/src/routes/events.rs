@@ -57,9 +57,6 @@ fn type_list(field: &str, types: Option<String>) -> Result<Option<Vec<String>>, 
 /// The kinds of resource whose events the log holds.
 const AGGREGATE_TYPES: [&str; 5] = ["job", "api_key", "webhook_endpoint", "project", "user"];
 
-/// Payload fields never shown (an API key's HMAC).
-const HIDDEN: &[&str] = &["key_hash"];
-
 /// One event of the log.
 #[derive(Debug, Object)]
 pub struct LogEvent {
@@ -240,7 +237,7 @@ pub(crate) fn render(event: herald_store::StoredEvent) -> LogEvent {
     let mut data = event.payload;
     if let Some(fields) = data.as_object_mut() {
         fields.remove("type");
-        for hidden in HIDDEN {
+        for hidden in herald_domain::HIDDEN_FIELDS {
             fields.remove(*hidden);
         }
     }

@@ -19,7 +19,8 @@ pub struct WebhookCreate {
     pub url: String,
     #[oai(nullable)]
     pub description: Option<String>,
-    /// Event types from `GET /event-types`, or `["*"]` for every type.
+    /// Event types from `GET /event-types`, or `["*"]` for every type. A project's endpoint
+    /// cannot list types marked `account_wide_only` (user events; 400).
     pub event_types: Vec<String>,
     /// Extra headers sent with every delivery.
     #[oai(nullable)]
@@ -47,6 +48,7 @@ pub struct WebhookPatch {
     pub url: Option<String>,
     #[oai(nullable)]
     pub description: Option<String>,
+    /// Replaces the list; a project's endpoint cannot add types marked `account_wide_only`.
     #[oai(nullable)]
     pub event_types: Option<Vec<String>>,
     #[oai(nullable)]
