@@ -64,6 +64,7 @@ mod verify_example;
 mod wakeups;
 mod webhook_docs;
 mod webhook_failures;
+mod webhook_payloads;
 mod webhook_replays;
 mod webhook_tls;
 mod webhooks;
