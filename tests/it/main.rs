@@ -24,6 +24,7 @@ mod audit_visibility;
 mod audit_witness;
 mod audit_writers;
 mod bad_input;
+mod catalogue_events;
 mod docs;
 mod downloads;
 mod event_indexes;

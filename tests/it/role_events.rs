@@ -333,6 +333,9 @@ async fn a_project_endpoint_cannot_subscribe_to_user_events() {
         marked,
         [
             "user.created",
+            "user.logged_in",
+            "user.logged_out",
+            "user.password_changed",
             "user.project_role_granted",
             "user.project_role_revoked"
         ]

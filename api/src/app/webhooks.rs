@@ -197,6 +197,10 @@ pub fn example_payload(kind: &str) -> Value {
         "api_key" => {
             json!({"api_key_id": "Zp3kQ8rT2mN5vB7x", "project_id": project, "at": "2026-01-01T12:00:00Z"})
         }
+        "webhook_endpoint" if kind == "webhook_endpoint.secret_rotated" => {
+            json!({"webhook_endpoint_id": "01935a3e-0000-7000-8000-0000000000b1", "project_id": project,
+                   "previous_valid_until": "2026-01-02T12:00:00Z", "at": "2026-01-01T12:00:00Z"})
+        }
         "webhook_endpoint" => {
             json!({"webhook_endpoint_id": "01935a3e-0000-7000-8000-0000000000b1", "project_id": project, "at": "2026-01-01T12:00:00Z"})
         }
@@ -205,12 +209,22 @@ pub fn example_payload(kind: &str) -> Value {
         }
         "user" => {
             let user = "01935a3e-0000-7000-8000-0000000000c1";
+            let session = "01935a3e-0000-7000-8000-0000000000d1";
             match kind {
                 "user.project_role_granted" => {
                     json!({"user_id": user, "project_id": project, "role": "editor", "at": "2026-01-01T12:00:00Z"})
                 }
                 "user.project_role_revoked" => {
                     json!({"user_id": user, "project_id": project, "at": "2026-01-01T12:00:00Z"})
+                }
+                "user.logged_in" => {
+                    json!({"user_id": user, "session_id": session, "expires_at": "2026-01-02T12:00:00Z", "at": "2026-01-01T12:00:00Z"})
+                }
+                "user.logged_out" => {
+                    json!({"user_id": user, "session_id": session, "at": "2026-01-01T12:00:00Z"})
+                }
+                "user.password_changed" => {
+                    json!({"user_id": user, "kept_session": session, "at": "2026-01-01T12:00:00Z"})
                 }
                 _ => {
                     json!({"user_id": user, "email": "ada@example.com", "role": "member", "at": "2026-01-01T12:00:00Z"})
