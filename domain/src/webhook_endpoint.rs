@@ -37,6 +37,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "webhook_endpoint.deleted",
     "webhook_endpoint.secret_rotated",
     "project.created",
+    "project.renamed",
     "user.created",
     "user.logged_in",
     "user.logged_out",
@@ -375,6 +376,37 @@ mod tests {
             settings: settings(),
             at: t(0),
         }
+    }
+
+    /// Every event an aggregate records can be subscribed to by name (`["*"]` sends them all,
+    /// so the catalogue must name them all), read from the events' serde names.
+    #[test]
+    fn the_catalogue_names_every_event_the_aggregates_record() {
+        let sources = [
+            include_str!("job/events.rs"),
+            include_str!("api_key/events.rs"),
+            include_str!("user/events.rs"),
+            include_str!("project.rs"),
+            include_str!("webhook_endpoint.rs"),
+        ];
+        let mut recorded = 0;
+        for source in sources {
+            for rest in source.split("#[serde(rename = \"").skip(1) {
+                let kind = &rest[..rest.find('"').unwrap()];
+                if kind.contains('.') {
+                    recorded += 1;
+                    assert!(
+                        EVENT_TYPES.contains(&kind),
+                        "{kind} is not in the catalogue"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            recorded,
+            EVENT_TYPES.len() - 1,
+            "all but webhook.ping are recorded events"
+        );
     }
 
     #[test]

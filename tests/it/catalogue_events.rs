@@ -1,7 +1,7 @@
 //! Every type `["*"]` delivers is in the catalogue and can be subscribed to alone: a session's
 //! events (`user.logged_in`, `user.logged_out`, `user.password_changed`) reach an account-wide
-//! endpoint, a secret rotation (`webhook_endpoint.secret_rotated`) the project's endpoint, each
-//! with the fields its catalogue example shows.
+//! endpoint, a secret rotation (`webhook_endpoint.secret_rotated`) and a new name
+//! (`project.renamed`) the project's endpoint, each with the fields its catalogue example shows.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -48,7 +48,7 @@ async fn session_and_secret_events_are_in_the_catalogue_and_delivered_as_shown()
         &app,
         Some(project),
         &own.url,
-        &["webhook_endpoint.secret_rotated"],
+        &["webhook_endpoint.secret_rotated", "project.renamed"],
     )
     .await;
 
@@ -78,6 +78,17 @@ async fn session_and_secret_events_are_in_the_catalogue_and_delivered_as_shown()
         )
         .await;
     assert_eq!(rotated.status(), StatusCode::OK);
+    let renamed = app
+        .request(
+            Method::PATCH,
+            &format!("/api/v1/projects/{project}"),
+            &app.admin_key,
+        )
+        .json(&json!({"name": "rotated"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), StatusCode::OK);
 
     let catalogue: Value = app
         .get("/api/v1/event-types", &app.admin_key)
@@ -106,8 +117,12 @@ async fn session_and_secret_events_are_in_the_catalogue_and_delivered_as_shown()
         ["user.logged_in", "user.password_changed", "user.logged_out"],
         "one of each, in the order they happened"
     );
-    let heard_own = fields(&own.wait_for(1, Duration::from_secs(10)).await);
-    assert_eq!(heard_own.len(), 1);
+    let heard_own = fields(&own.wait_for(2, Duration::from_secs(10)).await);
+    let types: Vec<&str> = heard_own.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        ["webhook_endpoint.secret_rotated", "project.renamed"]
+    );
     for (kind, keys) in heard.iter().chain(&heard_own) {
         assert_eq!(
             keys,
