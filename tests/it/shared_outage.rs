@@ -209,6 +209,26 @@ async fn a_minute_budget_spent_while_redis_was_away_is_not_granted_again() {
     assert_eq!(rate_limits_state(&app).await, "shared");
 }
 
+/// The other way round: a replica that falls back to its own limits starts from the minute
+/// budget Redis last told it was spent, not from a full one.
+#[tokio::test]
+async fn a_minute_budget_spent_through_redis_is_not_granted_again_when_it_goes_away() {
+    let (relay, app) = behind_relay_with(|c| c.rate_limits.read_per_minute = 3).await;
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    for remaining in ["2", "1"] {
+        let read = app.get("/api/v1/jobs", &key).await;
+        assert_eq!(read.status(), StatusCode::OK);
+        assert_eq!(read.headers()["x-ratelimit-remaining"], remaining);
+    }
+    relay.set_cut(true);
+    until_state(&app, "shared_unavailable_using_local").await;
+    let last = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(last.status(), StatusCode::OK);
+    assert_eq!(last.headers()["x-ratelimit-remaining"], "0");
+    let spent = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(spent.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
 #[tokio::test]
 async fn a_request_that_finds_its_connection_dropped_is_still_decided_by_redis() {
     let (relay, app) = behind_relay().await;

@@ -65,7 +65,11 @@ type KeptTat = (gcra::Tat, u64);
 pub struct RateLimiter {
     defaults: RateLimitsConfig,
     origin: Instant,
+    /// Minute policies as decided here: without Redis, or while it does not answer.
     tats: Mutex<HashMap<(String, &'static str), KeptTat>>,
+    /// Minute policies as Redis last answered them to this replica (`keep_shared_tat`), where
+    /// its own decisions start from while Redis does not answer.
+    shared_tats: Mutex<HashMap<(String, &'static str), KeptTat>>,
     /// Per subject and UTC day: the requests counted (`daily`).
     daily: Mutex<HashMap<(String, NaiveDate), DayCount>>,
     /// This process's name in `rate_limit_daily`, where each replica stores its own counts.
@@ -89,6 +93,7 @@ impl RateLimiter {
             defaults,
             origin: Instant::now(),
             tats: Mutex::new(HashMap::new()),
+            shared_tats: Mutex::new(HashMap::new()),
             daily: Mutex::new(HashMap::new()),
             replica,
             shared,
@@ -126,11 +131,18 @@ impl RateLimiter {
         now: u128,
         commit: bool,
     ) -> Applied {
-        let mut tats = self.tats.lock().expect("rate limiter lock");
         let key = (subject.to_owned(), name);
-        let tat = tats.get(&key).map_or(0, |&(tat, kept)| {
-            gcra::rescale(tat, now, kept, quota, MINUTE)
-        });
+        let carried = |&(tat, kept): &KeptTat| gcra::rescale(tat, now, kept, quota, MINUTE);
+        // Deciding alone while Redis does not answer: from what Redis last said, if later.
+        let shared = match self.shared {
+            Some(_) => {
+                let shared_tats = self.shared_tats.lock().expect("rate limiter lock");
+                shared_tats.get(&key).map_or(0, carried)
+            }
+            None => 0,
+        };
+        let mut tats = self.tats.lock().expect("rate limiter lock");
+        let tat = tats.get(&key).map_or(0, carried).max(shared);
         let (verdict, next) = gcra::check(tat, now, quota, MINUTE);
         // Kept under this quota from now on, refused or not (a refusal leaves the TAT as carried
         // over), so the wait a refusal announces is the wait there is.
@@ -150,6 +162,26 @@ impl RateLimiter {
             remaining: verdict.remaining,
             reset_at: SystemTime::now() + Duration::from_nanos(pending as u64),
         }
+    }
+
+    /// Keeps the TAT Redis answered for `subject`'s minute policy (`ahead_us` past `sent`, when
+    /// the request left for Redis): if Redis goes away, this replica's own decisions start
+    /// from the budget spent (as far as it saw), not a full one. Kept apart from its own TATs,
+    /// which it sends Redis as `ahead_us`, so Redis's answers are never sent back to it.
+    fn keep_shared_tat(
+        &self,
+        subject: &str,
+        name: &'static str,
+        quota: u64,
+        sent: u128,
+        ahead_us: Option<u64>,
+    ) {
+        let Some(ahead_us) = ahead_us else { return };
+        let tat = sent + u128::from(ahead_us) * 1_000;
+        let mut tats = self.shared_tats.lock().expect("rate limiter lock");
+        let kept = tats.entry((subject.to_owned(), name)).or_insert((0, quota));
+        let own = gcra::rescale(kept.0, sent, kept.1, quota, MINUTE);
+        *kept = (own.max(tat), quota);
     }
 
     /// How far ahead of now this replica's own TAT for `name` lies, in microseconds: the minute
@@ -239,6 +271,7 @@ impl RateLimiter {
             minute_ahead_us: self.ahead_us(subject, name, quota),
             ..self.known_on(subject, today)
         };
+        let sent = self.origin.elapsed().as_nanos() + MINUTE;
         let ask = |seed| shared.check(subject, name, quota, daily_quota, seed, known, today, reset);
         let verdict = match ask(None).await? {
             Decision::Decided(verdict) => verdict,
@@ -255,6 +288,7 @@ impl RateLimiter {
             // This replica's share, added to the stored count so the quota survives restarts.
             self.count_shared(subject);
         }
+        self.keep_shared_tat(subject, name, quota, sent, verdict.minute_ahead_us);
         // What Redis counted for everyone is where local limits start if Redis goes away; the
         // requests this replica allowed on its own are in it now.
         self.note_used(subject, verdict.used_today);
@@ -289,10 +323,12 @@ impl RateLimiter {
         let quota = u64::from(self.defaults.unauthenticated_per_minute);
         if let Some(shared) = self.shared_connected() {
             let ahead = self.ahead_us(subject, "unauthenticated", quota);
-            if let Some(applied) = shared
+            let sent = self.origin.elapsed().as_nanos() + MINUTE;
+            if let Some((applied, after)) = shared
                 .check_minute(subject, "unauthenticated", quota, ahead)
                 .await
             {
+                self.keep_shared_tat(subject, "unauthenticated", quota, sent, after);
                 return applied;
             }
         }
@@ -311,10 +347,9 @@ impl RateLimiter {
     }
 
     fn prune_at(&self, now: u128, today: NaiveDate) {
-        self.tats
-            .lock()
-            .expect("lock")
-            .retain(|_, (tat, _)| *tat > now);
+        for tats in [&self.tats, &self.shared_tats] {
+            tats.lock().expect("lock").retain(|_, (tat, _)| *tat > now);
+        }
         let mut daily = self.daily.lock().expect("lock");
         daily.retain(|(_, day), count| *day == today || count.pending());
     }

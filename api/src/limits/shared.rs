@@ -11,7 +11,8 @@
 //!
 //! When Redis cannot answer (down, or slower than the timeout), each replica falls back to its
 //! own in-memory limits, so the service stays up and every replica still enforces the limits
-//! on its own (together they may then allow up to one limit per replica). This is logged and
+//! on its own (together they may then allow up to one limit per replica), starting from what
+//! Redis last answered it (the day's count, and each minute policy's TAT). This is logged and
 //! shown by `/health/detailed`. A replica asks Redis every second whether it answers (`watch`),
 //! requests or none, so it sees an outage and the recovery within a second or two; a command
 //! whose connection Redis dropped is sent once more on a new one (`within_timeout`).
@@ -77,6 +78,9 @@ pub enum Decision {
 /// The two policies as Redis decided them, and the day's count after this request.
 pub struct SharedVerdict {
     pub minute: Applied,
+    /// How far ahead of now (microseconds) the minute policy's TAT lies after an allowed
+    /// request (`None` when refused): what `RateLimiter` keeps as its own.
+    pub minute_ahead_us: Option<u64>,
     pub daily_allowed: bool,
     pub used_today: u64,
 }
@@ -136,6 +140,7 @@ impl SharedLimits {
             reply if reply == [-1] => Some(Decision::NeedsSeed),
             reply if reply.len() == 5 => Some(Decision::Decided(SharedVerdict {
                 minute: minute_policy(name, quota, &reply),
+                minute_ahead_us: ahead_after(&reply),
                 daily_allowed: reply[3] == 1,
                 used_today: reply[4].max(0) as u64,
             })),
@@ -143,15 +148,16 @@ impl SharedLimits {
         }
     }
 
-    /// Decides one request against a minute policy alone; `None` when Redis could not.
-    /// `ahead_us`: how far ahead of now this replica's own TAT for it lies (`Known`).
+    /// Decides one request against a minute policy alone, and how far ahead the TAT lies after
+    /// it when allowed (as `SharedVerdict`); `None` when Redis could not. `ahead_us`: how far
+    /// ahead of now this replica's own TAT for it lies (`Known`).
     pub async fn check_minute(
         &self,
         subject: &str,
         name: &'static str,
         quota: u64,
         ahead_us: u64,
-    ) -> Option<Applied> {
+    ) -> Option<(Applied, Option<u64>)> {
         let mut invocation = self
             .minute_script
             .key(format!("herald:rl:{subject}:{name}"));
@@ -160,7 +166,9 @@ impl SharedLimits {
             .arg(quota)
             .arg(ahead_us);
         match self.run::<Vec<i64>>(&invocation).await? {
-            reply if reply.len() == 3 => Some(minute_policy(name, quota, &reply)),
+            reply if reply.len() == 3 => {
+                Some((minute_policy(name, quota, &reply), ahead_after(&reply)))
+            }
             _ => self.failed("unexpected reply from the rate-limit script"),
         }
     }
@@ -290,6 +298,11 @@ fn minute_policy(name: &'static str, quota: u64, reply: &[i64]) -> Applied {
         remaining: reply[1].max(0) as u64,
         reset_at: std::time::SystemTime::now() + Duration::from_micros(reply[2].max(0) as u64),
     }
+}
+
+/// After an allowed request, the script's third answer is how far ahead of now the TAT lies.
+fn ahead_after(reply: &[i64]) -> Option<u64> {
+    (reply[0] == 1).then(|| reply[2].max(0) as u64)
 }
 
 /// `attempt`'s reply within `timeout`, or why there is none. A connection Redis dropped (it
