@@ -165,18 +165,19 @@ impl RateLimiter {
     }
 
     /// Keeps the TAT Redis answered for `subject`'s minute policy (`ahead_us` past `sent`, when
-    /// the request left for Redis): if Redis goes away, this replica's own decisions start
-    /// from the budget spent (as far as it saw), not a full one. Kept apart from its own TATs,
-    /// which it sends Redis as `ahead_us`, so Redis's answers are never sent back to it.
+    /// the request left for Redis, so never later than Redis's own): if Redis goes away, this
+    /// replica's own decisions start from the budget spent (as far as it saw), not a full one.
+    /// Kept apart from its own TATs, which it sends Redis as `ahead_us`: Redis's answers reach
+    /// those only through a decision taken here, and Redis only ever raises its TAT to what it
+    /// is sent, so one sent back changes nothing.
     fn keep_shared_tat(
         &self,
         subject: &str,
         name: &'static str,
         quota: u64,
         sent: u128,
-        ahead_us: Option<u64>,
+        ahead_us: u64,
     ) {
-        let Some(ahead_us) = ahead_us else { return };
         let tat = sent + u128::from(ahead_us) * 1_000;
         let mut tats = self.shared_tats.lock().expect("rate limiter lock");
         let kept = tats.entry((subject.to_owned(), name)).or_insert((0, quota));
@@ -271,13 +272,15 @@ impl RateLimiter {
             minute_ahead_us: self.ahead_us(subject, name, quota),
             ..self.known_on(subject, today)
         };
-        let sent = self.origin.elapsed().as_nanos() + MINUTE;
         let ask = |seed| shared.check(subject, name, quota, daily_quota, seed, known, today, reset);
+        // When the deciding call left for Redis, on this replica's clock.
+        let mut sent = self.origin.elapsed().as_nanos() + MINUTE;
         let verdict = match ask(None).await? {
             Decision::Decided(verdict) => verdict,
             Decision::NeedsSeed => {
                 // Unreadable stored counts are not taken for a fresh day: decide locally.
                 let seed = self.shares_today(pool, subject).await?;
+                sent = self.origin.elapsed().as_nanos() + MINUTE;
                 match ask(Some(&seed)).await? {
                     Decision::Decided(verdict) => verdict,
                     Decision::NeedsSeed => return None,

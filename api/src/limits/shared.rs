@@ -78,9 +78,9 @@ pub enum Decision {
 /// The two policies as Redis decided them, and the day's count after this request.
 pub struct SharedVerdict {
     pub minute: Applied,
-    /// How far ahead of now (microseconds) the minute policy's TAT lies after an allowed
-    /// request (`None` when refused): what `RateLimiter` keeps as its own.
-    pub minute_ahead_us: Option<u64>,
+    /// How far ahead of now (microseconds) the minute policy's TAT lies after this request,
+    /// allowed or not (`stored_ahead`): where `RateLimiter` starts if Redis goes away.
+    pub minute_ahead_us: u64,
     pub daily_allowed: bool,
     pub used_today: u64,
 }
@@ -140,7 +140,7 @@ impl SharedLimits {
             reply if reply == [-1] => Some(Decision::NeedsSeed),
             reply if reply.len() == 5 => Some(Decision::Decided(SharedVerdict {
                 minute: minute_policy(name, quota, &reply),
-                minute_ahead_us: ahead_after(&reply),
+                minute_ahead_us: stored_ahead(&reply, quota, reply[3] == 1),
                 daily_allowed: reply[3] == 1,
                 used_today: reply[4].max(0) as u64,
             })),
@@ -157,7 +157,7 @@ impl SharedLimits {
         name: &'static str,
         quota: u64,
         ahead_us: u64,
-    ) -> Option<(Applied, Option<u64>)> {
+    ) -> Option<(Applied, u64)> {
         let mut invocation = self
             .minute_script
             .key(format!("herald:rl:{subject}:{name}"));
@@ -167,7 +167,8 @@ impl SharedLimits {
             .arg(ahead_us);
         match self.run::<Vec<i64>>(&invocation).await? {
             reply if reply.len() == 3 => {
-                Some((minute_policy(name, quota, &reply), ahead_after(&reply)))
+                let ahead = stored_ahead(&reply, quota, reply[0] == 1);
+                Some((minute_policy(name, quota, &reply), ahead))
             }
             _ => self.failed("unexpected reply from the rate-limit script"),
         }
@@ -300,9 +301,20 @@ fn minute_policy(name: &'static str, quota: u64, reply: &[i64]) -> Applied {
     }
 }
 
-/// After an allowed request, the script's third answer is how far ahead of now the TAT lies.
-fn ahead_after(reply: &[i64]) -> Option<u64> {
-    (reply[0] == 1).then(|| reply[2].max(0) as u64)
+/// How far ahead of now (µs) a script left the minute policy's TAT, from its answers (the
+/// interval and window as the script computes them): the third answer is that once an allowed
+/// request is `counted`; one interval less when the minute policy allowed it but the day did
+/// not (nothing was spent); and when the minute policy refused, the wait until one more is
+/// allowed, which is the TAT ahead less a window plus an interval.
+pub(super) fn stored_ahead(reply: &[i64], quota: u64, counted: bool) -> u64 {
+    let interval = (60_000_000 / quota.max(1)).max(1);
+    let window = interval * quota.max(1);
+    let answer = reply[2].max(0) as u64;
+    match (reply[0] == 1, counted) {
+        (true, true) => answer,
+        (true, false) => answer.saturating_sub(interval),
+        (false, _) => answer + window - interval,
+    }
 }
 
 /// `attempt`'s reply within `timeout`, or why there is none. A connection Redis dropped (it

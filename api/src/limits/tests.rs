@@ -308,3 +308,52 @@ async fn scratch_database() -> (sqlx::PgPool, impl std::future::Future<Output = 
     };
     (pool, drop_database)
 }
+
+/// Where Redis left a policy's TAT, from the script's answers: 3 a minute (one every 20 s).
+#[test]
+fn the_tat_redis_left_is_read_from_its_answers() {
+    let quota = 3;
+    // Allowed and counted, 20 s after: the TAT lies 20 s ahead.
+    assert_eq!(
+        shared::stored_ahead(&[1, 2, 20_000_000], quota, true),
+        20_000_000
+    );
+    // Allowed by the minute policy, refused by the day: nothing spent, one interval less.
+    assert_eq!(shared::stored_ahead(&[1, 2, 20_000_000], quota, false), 0);
+    // Refused, one more allowed in 5 s: the TAT lies 5 s + a window (60 s) - an interval ahead.
+    assert_eq!(
+        shared::stored_ahead(&[0, 0, 5_000_000], quota, false),
+        45_000_000
+    );
+}
+
+/// A replica whose limits are shared starts from what Redis last answered it when it decides
+/// alone: two of three spent through Redis leave one; its own decisions are not sent back to
+/// Redis as spend of its own; and the kept TAT is pruned like its own.
+#[test]
+fn local_decisions_start_from_the_tat_redis_answered() {
+    let limiter = RateLimiter::new(crate::Config::defaults().rate_limits, "redis://127.0.0.1:1");
+    let now = MINUTE;
+    // Two of three spent: Redis's TAT lies 40 s ahead when the second answer left.
+    limiter.keep_shared_tat("key:a", "read", 3, now, 40_000_000);
+    assert_eq!(
+        limiter.ahead_us("key:a", "read", 3),
+        0,
+        "not this replica's own spend"
+    );
+    // An older answer never moves it back.
+    limiter.keep_shared_tat("key:a", "read", 3, now, 20_000_000);
+    let last = limiter.minute_policy("key:a", "read", 3, now, true);
+    assert!(last.allowed);
+    assert_eq!(last.remaining, 0);
+    assert!(!limiter.minute_policy("key:a", "read", 3, now, true).allowed);
+    // Another caller starts full.
+    assert_eq!(
+        limiter
+            .minute_policy("key:b", "read", 3, now, true)
+            .remaining,
+        2
+    );
+    limiter.prune_at(now + 60_000_000_001, Utc::now().date_naive());
+    assert!(limiter.shared_tats.lock().unwrap().is_empty());
+}
