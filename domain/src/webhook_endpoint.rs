@@ -224,6 +224,10 @@ pub enum EndpointError {
     AlreadyExists,
     #[error("webhook endpoint not found")]
     NotFound,
+    /// Settings `EndpointSettings::validate_for` refuses, checked against the endpoint as of
+    /// the command (so two changes at once cannot slip one past the other).
+    #[error("invalid webhook endpoint settings")]
+    Invalid(Vec<FieldError>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -258,6 +262,7 @@ impl WebhookEndpoint {
             if self.state.is_some() {
                 return Err(EndpointError::AlreadyExists);
             }
+            refuse_invalid(settings.validate_for(project_id, None))?;
             return Ok(vec![EndpointEvent::Created {
                 project_id,
                 settings,
@@ -269,6 +274,7 @@ impl WebhookEndpoint {
             EndpointCommand::Create { .. } => unreachable!("handled above"),
             EndpointCommand::Update { settings, .. } if settings == state.settings => vec![],
             EndpointCommand::Update { settings, now } => {
+                refuse_invalid(settings.validate_for(state.project_id, Some(&state.settings)))?;
                 vec![EndpointEvent::Updated { settings, at: now }]
             }
             EndpointCommand::Disable { .. } if !state.settings.enabled => vec![],
@@ -286,6 +292,14 @@ impl WebhookEndpoint {
             }
             EndpointCommand::Delete { now } => vec![EndpointEvent::Deleted { at: now }],
         })
+    }
+}
+
+fn refuse_invalid(errors: Vec<FieldError>) -> Result<(), EndpointError> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(EndpointError::Invalid(errors))
     }
 }
 
@@ -461,6 +475,25 @@ mod tests {
                 now: t(2),
             })
             .then_expect_events(vec![]);
+        // Checked against the endpoint as of the command: a project's endpoint cannot gain a
+        // user event type, whatever the caller checked before.
+        let mut users = settings();
+        users.event_types.push("user.created".into());
+        let refused = WebhookEndpoint::default();
+        let mut endpoint = refused.clone();
+        endpoint.apply(created());
+        assert!(matches!(
+            endpoint.decide(EndpointCommand::Update { settings: users.clone(), now: t(2) }),
+            Err(EndpointError::Invalid(errors)) if errors[0].message.contains("user.created")
+        ));
+        assert!(matches!(
+            refused.decide(EndpointCommand::Create {
+                project_id: Some(ProjectId::from_uuid(uuid::Uuid::from_u128(1))),
+                settings: users,
+                now: t(0),
+            }),
+            Err(EndpointError::Invalid(_))
+        ));
         TestFramework::<WebhookEndpoint>::with(())
             .given(vec![created(), EndpointEvent::Deleted { at: t(1) }])
             .when(EndpointCommand::Update {

@@ -28,6 +28,7 @@ impl From<CommandError<EndpointError>> for ApiError {
     fn from(error: CommandError<EndpointError>) -> Self {
         match error {
             CommandError::Rejected(EndpointError::NotFound) => not_found(),
+            CommandError::Rejected(EndpointError::Invalid(errors)) => ApiError::Validation(errors),
             CommandError::Rejected(EndpointError::AlreadyExists) | CommandError::Conflict => {
                 ApiError::Conflict {
                     code: "CONCURRENT_MODIFICATION",
