@@ -310,10 +310,11 @@ impl RateLimiter {
                 _ = cancel.cancelled() => true,
                 _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => false,
             };
+            // Before the flush, which waits on PostgreSQL: the maps stay bounded while it does.
+            self.prune();
             if let Err(error) = self.flush(&pool).await {
                 tracing::warn!(%error, "could not record daily quota use");
             }
-            self.prune();
             if stop {
                 return;
             }
