@@ -22,6 +22,29 @@ pub mod webhook_endpoint;
 /// key's history) nor to webhook receivers. A key's HMAC under the pepper.
 pub const HIDDEN_FIELDS: &[&str] = &["key_hash"];
 
+/// What an endpoint's custom header values read as outside the log.
+pub const REDACTED: &str = "[redacted]";
+
+/// Takes out of an event's payload fields what is never shown outside the log (API callers
+/// and webhook receivers alike): `HIDDEN_FIELDS`, and the values of a webhook endpoint's custom
+/// headers, which are often its receiver's own credentials (their names stay, each value reads
+/// `REDACTED`; `GET /webhooks/{id}` shows them to the endpoint's managers).
+pub fn redact_event_fields(
+    aggregate_type: &str,
+    fields: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    for hidden in HIDDEN_FIELDS {
+        fields.remove(*hidden);
+    }
+    if aggregate_type == "webhook_endpoint" {
+        if let Some(serde_json::Value::Object(headers)) = fields.get_mut("headers") {
+            for value in headers.values_mut() {
+                *value = REDACTED.into();
+            }
+        }
+    }
+}
+
 pub use file::FileRef;
 pub use ids::{JobId, KeyId, ProjectId, SessionId, UserId};
 pub use scope::{Scope, Scopes};

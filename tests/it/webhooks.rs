@@ -439,10 +439,29 @@ async fn every_event_type_reaches_its_subscribers_and_no_one_else() {
             BTreeSet::from([kind.to_string()]),
             "the {kind} subscriber"
         );
-        // A key's HMAC is never sent, as the event log never shows it.
+        // A key's HMAC is never sent, as the event log never shows it, nor an endpoint's
+        // header values (the endpoints here send `X-Custom: hello`).
         for message in &got {
             let text = message.json().to_string();
             assert!(!text.contains("key_hash"), "{kind}: {text}");
+            assert!(!text.contains("hello"), "{kind}: {text}");
+            if kind.starts_with("webhook_endpoint.c") || kind.starts_with("webhook_endpoint.u") {
+                assert_eq!(message.json()["data"]["headers"]["X-Custom"], "[redacted]");
+            }
         }
+    }
+    // The event log shows the header names only, too.
+    let logged: Value = app
+        .get(
+            "/api/v1/events?type=webhook_endpoint.created",
+            &app.admin_key,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(!logged["data"].as_array().unwrap().is_empty());
+    for event in logged["data"].as_array().unwrap() {
+        assert_eq!(event["data"]["headers"], json!({"X-Custom": "[redacted]"}));
     }
 }

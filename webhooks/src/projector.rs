@@ -36,15 +36,13 @@ pub fn webhook_id(endpoint: Uuid, global_position: i64) -> String {
 }
 
 /// What receivers get: `{"id", "type", "timestamp", "data"}`; `data` is the event's own fields
-/// (less those never shown, `HIDDEN_FIELDS`) plus the id of the resource it is about
+/// (less what is never shown, `redact_event_fields`) plus the id of the resource it is about
 /// (`job_id`, `api_key_id`, ...) and its project.
 pub fn payload(event: &StoredEvent) -> Value {
     let mut data = event.payload.clone();
     if let Some(fields) = data.as_object_mut() {
         fields.remove("type");
-        for hidden in herald_domain::HIDDEN_FIELDS {
-            fields.remove(*hidden);
-        }
+        herald_domain::redact_event_fields(&event.aggregate_type, fields);
         fields.insert(
             format!("{}_id", event.aggregate_type),
             json!(event.aggregate_id),

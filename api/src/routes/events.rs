@@ -237,9 +237,7 @@ pub(crate) fn render(event: herald_store::StoredEvent) -> LogEvent {
     let mut data = event.payload;
     if let Some(fields) = data.as_object_mut() {
         fields.remove("type");
-        for hidden in herald_domain::HIDDEN_FIELDS {
-            fields.remove(*hidden);
-        }
+        herald_domain::redact_event_fields(&event.aggregate_type, fields);
     }
     let meta = |key: &str| event.metadata.get(key).cloned();
     LogEvent {
