@@ -281,6 +281,6 @@ impl ApiKeysApi {
         app::load(&self.state.keys, &caller, &id.0).await?;
         let events =
             herald_store::log::aggregate_history(&self.state.pool, "api_key", &id.0).await?;
-        Ok(Json(HistoryList::render(events, &["key_hash"])))
+        Ok(Json(HistoryList::render(events)))
     }
 }

@@ -34,17 +34,15 @@ pub struct HistoryList {
 
 impl HistoryList {
     /// The events as shown to callers, without the `type` tag (it is `type` above) and without
-    /// the `hidden` fields of the payload.
-    pub fn render(events: Vec<StoredEvent>, hidden: &[&str]) -> Self {
+    /// what is never shown outside the log (`herald_domain::redact_event_fields`).
+    pub fn render(events: Vec<StoredEvent>) -> Self {
         let data = events
             .into_iter()
             .map(|event| {
                 let mut data = event.payload;
                 if let Some(object) = data.as_object_mut() {
                     object.remove("type");
-                    for field in hidden {
-                        object.remove(*field);
-                    }
+                    herald_domain::redact_event_fields(&event.aggregate_type, object);
                 }
                 let meta = |key: &str| event.metadata.get(key).cloned();
                 HistoryEvent {

@@ -220,7 +220,7 @@ impl JobsApi {
             .is_some_and(|accept| accept.contains("text/event-stream"));
         if !streamed {
             return Ok(JobHistory::Ok(HistoryBody::Json(Json(
-                HistoryList::render(history, &[]),
+                HistoryList::render(history),
             ))));
         }
         // Resume after the event the client saw last, which must be one of this job's.
