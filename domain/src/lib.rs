@@ -20,10 +20,10 @@ pub mod webhook_endpoint;
 
 /// Event payload fields never shown outside the log: not to API callers (`GET /events`, a
 /// key's history) nor to webhook receivers. A key's HMAC under the pepper.
-pub const HIDDEN_FIELDS: &[&str] = &["key_hash"];
+const HIDDEN_FIELDS: &[&str] = &["key_hash"];
 
 /// What an endpoint's custom header values read as outside the log.
-pub const REDACTED: &str = "[redacted]";
+const REDACTED: &str = "[redacted]";
 
 /// Takes out of an event's payload fields what is never shown outside the log (API callers
 /// and webhook receivers alike): `HIDDEN_FIELDS`, and the values of a webhook endpoint's custom

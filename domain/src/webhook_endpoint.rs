@@ -272,10 +272,13 @@ impl WebhookEndpoint {
         let state = self.state().ok_or(EndpointError::NotFound)?;
         Ok(match command {
             EndpointCommand::Create { .. } => unreachable!("handled above"),
-            EndpointCommand::Update { settings, .. } if settings == state.settings => vec![],
             EndpointCommand::Update { settings, now } => {
                 refuse_invalid(settings.validate_for(state.project_id, Some(&state.settings)))?;
-                vec![EndpointEvent::Updated { settings, at: now }]
+                if settings == state.settings {
+                    vec![]
+                } else {
+                    vec![EndpointEvent::Updated { settings, at: now }]
+                }
             }
             EndpointCommand::Disable { .. } if !state.settings.enabled => vec![],
             EndpointCommand::Disable { reason, now } => {

@@ -210,7 +210,7 @@ async fn submit_and_close(app: &TestApp, key: &str, request_id: &str) {
         body.len()
     );
     socket.write_all(request.as_bytes()).await.unwrap();
-    app.until_a_backend_waits_on_a_lock().await;
+    app.until_backends_wait_on_a_lock(1).await;
 }
 
 /// The call `request_id` submitted its job and was recorded with its 202, though nobody

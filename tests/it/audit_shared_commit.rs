@@ -116,25 +116,7 @@ async fn a_shared_statement_refused_as_a_whole_commits_each_part_alone() {
         .collect();
     // Until both statements wait on the holder (briefly: an open transaction id holds back the
     // projections of every test's database).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-              WHERE NOT l.granted AND l.locktype = 'transactionid' \
-                AND a.datname = current_database()",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if waiting >= 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "both statements never waited on the holder"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    app.until_backends_wait_on_a_lock(2).await;
     holder.rollback().await.unwrap();
     for (appended, committed) in waiting {
         let (appended, committed) = (appended.await.unwrap(), committed.await.unwrap());

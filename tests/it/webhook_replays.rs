@@ -84,20 +84,7 @@ async fn a_replay_resends_with_the_original_ids_and_fills_in_what_a_disabled_end
         "a replayed message keeps its webhook-id"
     );
     // The deliveries can be sent before the replay's own progress is marked completed.
-    let mut progress = Value::Null;
-    for _ in 0..400 {
-        progress = app
-            .get(&location, &app.admin_key)
-            .await
-            .json()
-            .await
-            .unwrap();
-        if progress["status"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(progress["status"], "completed");
+    let progress = completed(&app, &location).await;
     assert_eq!(progress["queued"], 2);
 }
 
@@ -143,15 +130,20 @@ async fn replay(app: &TestApp, id: Uuid, body: Value) -> i64 {
         .await;
     assert_eq!(started.status(), StatusCode::ACCEPTED);
     let location = started.headers()["location"].to_str().unwrap().to_owned();
+    completed(app, &location).await["queued"].as_i64().unwrap()
+}
+
+/// The progress at `location` once the replay is completed (10 s at most).
+async fn completed(app: &TestApp, location: &str) -> Value {
     for _ in 0..400 {
         let progress: Value = app
-            .get(&location, &app.admin_key)
+            .get(location, &app.admin_key)
             .await
             .json()
             .await
             .unwrap();
         if progress["status"] == "completed" {
-            return progress["queued"].as_i64().unwrap();
+            return progress;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

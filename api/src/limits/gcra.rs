@@ -53,7 +53,7 @@ pub fn check(tat: Tat, now: u128, quota: u64, window: u128) -> (Verdict, Tat) {
 }
 
 /// The time one request takes back under a quota of `quota` per `window` (at least 1).
-fn interval(quota: u64, window: u128) -> u128 {
+pub(super) fn interval(quota: u64, window: u128) -> u128 {
     (window / u128::from(quota.max(1))).max(1)
 }
 

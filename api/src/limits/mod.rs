@@ -164,6 +164,11 @@ impl RateLimiter {
         }
     }
 
+    /// Nanoseconds since this limiter began, plus a minute: never 0, so TAT 0 means "fresh".
+    fn clock(&self) -> u128 {
+        self.origin.elapsed().as_nanos() + MINUTE
+    }
+
     /// Keeps the TAT Redis answered for `subject`'s minute policy (`ahead_us` past `sent`, when
     /// the request left for Redis, so never later than Redis's own): if Redis goes away, this
     /// replica's own decisions start from the budget spent (as far as it saw), not a full one.
@@ -188,7 +193,7 @@ impl RateLimiter {
     /// How far ahead of now this replica's own TAT for `name` lies, in microseconds: the minute
     /// budget `subject` spent here while Redis did not answer, which Redis then starts from.
     fn ahead_us(&self, subject: &str, name: &'static str, quota: u64) -> u64 {
-        let now = self.origin.elapsed().as_nanos() + MINUTE;
+        let now = self.clock();
         let tats = self.tats.lock().expect("rate limiter lock");
         let tat = tats
             .get(&(subject.to_owned(), name))
@@ -221,7 +226,7 @@ impl RateLimiter {
         write: bool,
         own: RateLimit,
     ) -> Vec<Applied> {
-        let now = self.origin.elapsed().as_nanos() + MINUTE; // never 0, so TAT 0 means "fresh"
+        let now = self.clock();
         let (name, quota) = if write {
             (
                 "write",
@@ -274,13 +279,13 @@ impl RateLimiter {
         };
         let ask = |seed| shared.check(subject, name, quota, daily_quota, seed, known, today, reset);
         // When the deciding call left for Redis, on this replica's clock.
-        let mut sent = self.origin.elapsed().as_nanos() + MINUTE;
+        let mut sent = self.clock();
         let verdict = match ask(None).await? {
             Decision::Decided(verdict) => verdict,
             Decision::NeedsSeed => {
                 // Unreadable stored counts are not taken for a fresh day: decide locally.
                 let seed = self.shares_today(pool, subject).await?;
-                sent = self.origin.elapsed().as_nanos() + MINUTE;
+                sent = self.clock();
                 match ask(Some(&seed)).await? {
                     Decision::Decided(verdict) => verdict,
                     Decision::NeedsSeed => return None,
@@ -326,7 +331,7 @@ impl RateLimiter {
         let quota = u64::from(self.defaults.unauthenticated_per_minute);
         if let Some(shared) = self.shared_connected() {
             let ahead = self.ahead_us(subject, "unauthenticated", quota);
-            let sent = self.origin.elapsed().as_nanos() + MINUTE;
+            let sent = self.clock();
             if let Some((applied, after)) = shared
                 .check_minute(subject, "unauthenticated", quota, ahead)
                 .await
@@ -335,7 +340,7 @@ impl RateLimiter {
                 return applied;
             }
         }
-        let now = self.origin.elapsed().as_nanos() + MINUTE;
+        let now = self.clock();
         self.minute_policy(subject, "unauthenticated", quota, now, true)
     }
 
@@ -343,10 +348,7 @@ impl RateLimiter {
     /// maps without end: a TAT in the past is the same as none (a full quota), and a past
     /// day's count is only needed until it is flushed.
     pub fn prune(&self) {
-        self.prune_at(
-            self.origin.elapsed().as_nanos() + MINUTE,
-            Utc::now().date_naive(),
-        );
+        self.prune_at(self.clock(), Utc::now().date_naive());
     }
 
     fn prune_at(&self, now: u128, today: NaiveDate) {

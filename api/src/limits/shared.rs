@@ -307,7 +307,7 @@ fn minute_policy(name: &'static str, quota: u64, reply: &[i64]) -> Applied {
 /// not (nothing was spent); and when the minute policy refused, the wait until one more is
 /// allowed, which is the TAT ahead less a window plus an interval.
 pub(super) fn stored_ahead(reply: &[i64], quota: u64, counted: bool) -> u64 {
-    let interval = (60_000_000 / quota.max(1)).max(1);
+    let interval = super::gcra::interval(quota, 60_000_000) as u64;
     let window = interval * quota.max(1);
     let answer = reply[2].max(0) as u64;
     match (reply[0] == 1, counted) {

@@ -168,10 +168,7 @@ impl WebhooksApi {
         if let Some(enabled) = patch.enabled {
             settings.enabled = enabled;
         }
-        let errors = settings.validate_for(current.project_id, Some(&current.settings));
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors).into());
-        }
+        // Checked by the endpoint itself, as of the command (`EndpointError::Invalid`).
         let command = EndpointCommand::Update {
             settings,
             now: Utc::now(),

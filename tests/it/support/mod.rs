@@ -248,23 +248,23 @@ impl TestApp {
         panic!("no call reached the server");
     }
 
-    /// Until a backend of this app's database waits for a lock, such as one a test holds with
-    /// `block_writes_to` (10 s at most).
-    pub async fn until_a_backend_waits_on_a_lock(&self) {
+    /// Until `at_least` backends of this app's database wait for a lock, such as one a test
+    /// holds with `block_writes_to` (10 s at most).
+    pub async fn until_backends_wait_on_a_lock(&self, at_least: i64) {
         for _ in 0..1_000 {
-            let waiting: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-                  WHERE NOT l.granted AND a.datname = current_database())",
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                  WHERE NOT l.granted AND a.datname = current_database()",
             )
             .fetch_one(&self.pool)
             .await
             .unwrap();
-            if waiting {
+            if waiting >= at_least {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("no backend waited on a lock");
+        panic!("fewer than {at_least} backends waited on a lock");
     }
 
     pub async fn get(&self, path: &str, key: &str) -> Response {
