@@ -72,13 +72,17 @@ ticks() {
   done
   awk '/^cpu /{print $5 + $6}' /proc/stat
 }
+# The request log's writer has a backend of its own, named apart (api/src/audit/writer.rs), so
+# its share of PostgreSQL's ticks is printed on its own too (0 when the audit trail is off).
+writer_pid=$(psql -qtA "$db_url" -c "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE datname = 'herald_pair' AND application_name LIKE '% audit writer'")
+writer_ticks() { awk '{print $14 + $15}' "/proc/$writer_pid/stat" 2>/dev/null || echo 0; }
 out=$(mktemp)
 wrk -t2 -c"$connections" -d"${seconds}s" --latency "${target[@]}" >"$out" &
 load=$!
 sleep 2
-read -r h1 p1 w1 i1 < <(ticks)
+read -r h1 p1 w1 i1 < <(ticks); a1=$(writer_ticks)
 sleep $((seconds - 4))
-read -r h2 p2 w2 i2 < <(ticks)
+read -r h2 p2 w2 i2 < <(ticks); a2=$(writer_ticks)
 wait $load
 grep -q "Non-2xx" "$out" && echo "warning: non-2xx responses" >&2
 rate=$(awk '/Requests\/sec/ {print $2}' "$out")
@@ -88,4 +92,4 @@ rm -f "$out"
 per_commit() {
   psql -qtA "$db_url" -c "SELECT coalesce(round(count(*)::numeric / nullif(count(DISTINCT xmin::text), 0), 1)::text, '-') FROM $1"
 }
-echo "$mode $what c=$connections: $rate req/s, p99 $p99; over $((seconds - 4)) s: herald $((h2 - h1)), postgres $((p2 - p1)), wrk $((w2 - w1)), idle $((i2 - i1)) (1/100 s); rows per commit: events $(per_commit events), request log $(per_commit request_log)"
+echo "$mode $what c=$connections: $rate req/s, p99 $p99; over $((seconds - 4)) s: herald $((h2 - h1)), postgres $((p2 - p1)) (writer $((a2 - a1))), wrk $((w2 - w1)), idle $((i2 - i1)) (1/100 s); rows per commit: events $(per_commit events), request log $(per_commit request_log)"

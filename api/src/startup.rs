@@ -13,7 +13,7 @@ use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Cors;
 use poem::{get, EndpointExt, Route, Server};
 use rand::RngCore;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,14 +25,19 @@ use crate::routes;
 use crate::state::AppState;
 
 /// Opens a pool on `url` and brings the schema up to date.
+/// Its connections are named `herald` in `pg_stat_activity` unless the URL names them.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let mut options: PgConnectOptions = url.parse().context("reading the database URL")?;
+    if options.get_application_name().is_none() {
+        options = options.application_name("herald");
+    }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         // sqlx would otherwise ping every connection it hands out: one more round trip per
         // query. A connection that broke while idle fails its query instead, and is dropped.
         .test_before_acquire(false)
-        .connect(url)
+        .connect_with(options)
         .await
         .context("connecting to PostgreSQL")?;
     herald_store::MIGRATOR

@@ -1,7 +1,8 @@
 //! The request log's writer and usage counting, below the HTTP layer: two writers (as two
 //! replicas would) appending at once keep one unbroken chain, and usage counts every record
 //! exactly once, including records that retention prunes before the periodic count reached them;
-//! and the writer's connection commits durably whatever the cluster's `synchronous_commit`.
+//! and the writer's connection commits durably whatever the cluster's `synchronous_commit`, under
+//! a name of its own.
 
 use futures::future::join_all;
 use herald_api::audit::{self, AuditLog, Record};
@@ -311,5 +312,28 @@ async fn the_writer_commits_durably_even_on_a_cluster_that_does_not() {
     assert_eq!(
         show(&mut writer, "synchronous_commit").await,
         "remote_apply"
+    );
+}
+
+#[tokio::test]
+async fn the_writer_s_backend_is_named_apart_from_the_pool_s() {
+    let app = TestApp::spawn().await;
+    let mut pooled = app.pool.acquire().await.unwrap();
+    assert_eq!(show(&mut pooled, "application_name").await, "herald");
+    let mut writer = audit::writer_connection(&app.pool).await.unwrap();
+    assert_eq!(
+        show(&mut writer, "application_name").await,
+        "herald audit writer"
+    );
+
+    // A name the database URL gives is kept, and the writer's is made from it.
+    let url = format!("{}?application_name=replica-2", app.database_url);
+    let named = herald_api::startup::connect(&url, 2).await.unwrap();
+    let mut pooled = named.acquire().await.unwrap();
+    assert_eq!(show(&mut pooled, "application_name").await, "replica-2");
+    let mut writer = audit::writer_connection(&named).await.unwrap();
+    assert_eq!(
+        show(&mut writer, "application_name").await,
+        "replica-2 audit writer"
     );
 }

@@ -45,7 +45,13 @@ pub(super) async fn within<T>(
     }
 }
 
-/// Opens a writer's connection with the pool's settings, two of them made stricter:
+/// What the writer's connection adds to the pool's `application_name` (`herald` unless the
+/// database URL names one), so `pg_stat_activity` and `bench/pair.sh` can tell its backend
+/// from the pool's.
+pub const WRITER_NAME: &str = "audit writer";
+
+/// Opens a writer's connection with the pool's settings, named apart (`WRITER_NAME`) and two
+/// of them made stricter:
 /// - the database ends a statement it cannot finish in `DB_TIMEOUT`, so a batch that timed out
 ///   is rolled back rather than committed after its callers were told it failed;
 /// - a commit waits at least for the local WAL flush even where `synchronous_commit` is `off`
@@ -53,8 +59,11 @@ pub(super) async fn within<T>(
 ///   leaves only once its record is durable; stricter settings (`remote_apply`, …) are kept.
 pub async fn connect(pool: &PgPool) -> sqlx::Result<PgConnection> {
     let timeout = format!("{}ms", DB_TIMEOUT.as_millis());
-    let options = (*pool.connect_options())
+    let base = pool.connect_options();
+    let name = format!("{} {WRITER_NAME}", base.get_application_name().unwrap_or("herald"));
+    let options = (*base)
         .clone()
+        .application_name(&name)
         .options([("statement_timeout", timeout.as_str())]);
     let mut conn = within(PgConnection::connect_with(&options)).await?;
     within(
