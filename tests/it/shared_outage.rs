@@ -1,7 +1,8 @@
 //! The shared daily count through Redis outages and losses. Requests a replica allowed on its
 //! own while Redis was unreachable still count once Redis answers again: the shared count
 //! never stays below what the replica knows of (Redis is cut off and brought back through a TCP
-//! relay in front of a real Redis, so it keeps its counters, as after a network partition). A
+//! relay in front of a real Redis, so it keeps its counters, as after a network partition),
+//! and only once when several requests reach Redis together as it comes back. A
 //! replica sees the outage and the recovery with no request to notice them, and a request that
 //! finds its connection dropped is still decided by Redis. And a day's count Redis lost is not
 //! started again from stored counts that could not be read.
@@ -147,6 +148,37 @@ async fn requests_allowed_while_redis_was_unreachable_count_once_it_answers_agai
         "2 counted in Redis, 5 on this replica alone, and this one"
     );
     assert_eq!(rate_limits_state(&app).await, "shared");
+}
+
+#[tokio::test]
+async fn concurrent_requests_after_an_outage_add_what_was_allowed_alone_once() {
+    let (relay, app) = behind_relay().await;
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    // Redis holds the day's count when it goes away.
+    for _ in 0..2 {
+        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    }
+    relay.set_cut(true);
+    until_state(&app, "shared_unavailable_using_local").await;
+    for _ in 0..5 {
+        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    }
+    relay.set_cut(false);
+    until_state(&app, "shared").await;
+
+    // Each of these calls Redis while the others are in flight: only one of them may add the
+    // five requests allowed alone.
+    let calls = (0..8).map(|_| app.get("/api/v1/jobs", &key));
+    for response in futures::future::join_all(calls).await {
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let next = app.get("/api/v1/jobs", &key).await;
+    assert_eq!(next.status(), StatusCode::OK);
+    assert_eq!(
+        next.headers()["x-ratelimit-remaining"],
+        (25 - 2 - 5 - 8 - 1).to_string().as_str(),
+        "two counted in Redis, five allowed alone, eight at once, and this one"
+    );
 }
 
 #[tokio::test]

@@ -60,7 +60,10 @@ pub const WRITER_NAME: &str = "audit writer";
 pub async fn connect(pool: &PgPool) -> sqlx::Result<PgConnection> {
     let timeout = format!("{}ms", DB_TIMEOUT.as_millis());
     let base = pool.connect_options();
-    let name = format!("{} {WRITER_NAME}", base.get_application_name().unwrap_or("herald"));
+    let name = format!(
+        "{} {WRITER_NAME}",
+        base.get_application_name().unwrap_or("herald")
+    );
     let options = (*base)
         .clone()
         .application_name(&name)

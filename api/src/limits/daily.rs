@@ -81,11 +81,12 @@ impl RateLimiter {
         f(daily.entry((subject.to_owned(), day)).or_default())
     }
 
-    /// Raises this replica's count for today to `used` (what Redis counted for every replica),
-    /// so its own limits start from there if Redis fails.
-    pub(super) fn note_used(&self, subject: &str, used: u64) {
-        let today = Utc::now().date_naive();
-        self.with_day(subject, today, |count| {
+    /// Raises this replica's count for `day` to `used` (what Redis counted for every replica
+    /// that day), so its own limits start from there if Redis fails. The day is the one the
+    /// call asked Redis about, not the clock's when the answer came: one asked before midnight
+    /// and answered after it must not start the new day from yesterday's count.
+    pub(super) fn note_used(&self, subject: &str, day: NaiveDate, used: u64) {
+        self.with_day(subject, day, |count| {
             count.used = count.used.max(used);
             count.seeded = true;
         });
@@ -129,16 +130,20 @@ impl RateLimiter {
     /// replicas' last two seconds may be missing), and never less than this replica knows of;
     /// `None` when the stored counts could not be read.
     pub(super) async fn everyone_today(&self, pool: &PgPool, subject: &str) -> Option<u64> {
-        self.shares_today(pool, subject)
+        self.shares_on(pool, subject, Utc::now().date_naive())
             .await
             .map(|seed| seed.total)
     }
 
-    /// `everyone_today`, with each replica's share in it: what a day's count Redis lost starts
-    /// again from, so that a replica adding what it allowed on its own meanwhile can tell how
-    /// much of that its stored share already brought in.
-    pub(super) async fn shares_today(&self, pool: &PgPool, subject: &str) -> Option<Seed> {
-        let today = Utc::now().date_naive();
+    /// `everyone_today` for `day`, with each replica's share in it: what a day's count Redis
+    /// lost starts again from, so that a replica adding what it allowed on its own meanwhile
+    /// can tell how much of that its stored share already brought in.
+    pub(super) async fn shares_on(
+        &self,
+        pool: &PgPool,
+        subject: &str,
+        today: NaiveDate,
+    ) -> Option<Seed> {
         let mut shares = match self.others_shares(pool, subject, today).await {
             Ok(shares) => shares,
             Err(error) => {
@@ -162,28 +167,32 @@ impl RateLimiter {
         })
     }
 
-    /// The requests of `day` this replica knows `subject` made: what Redis last counted, plus
-    /// what this replica allowed on its own since, which Redis has not counted (0 and 0 before
-    /// it has seen the subject that day). The minute policy's part is left for the caller.
-    pub(super) fn known_on(&self, subject: &str, day: NaiveDate) -> Known {
+    /// The requests of `day` this replica knows `subject` made, for a call to Redis: what Redis
+    /// last counted, plus what this replica allowed on its own since, which Redis has not
+    /// counted (0 and 0 before it has seen the subject that day). The latter are taken out
+    /// while the call is in flight, so that concurrent calls do not each add them again; the
+    /// caller gives them back (`unshared_back`) when Redis does not answer. The minute policy's
+    /// part is left for the caller.
+    pub(super) fn take_known(&self, subject: &str, day: NaiveDate) -> Known {
         let key = (subject.to_owned(), day);
         self.daily
             .lock()
             .expect("lock")
-            .get(&key)
+            .get_mut(&key)
             .map_or(Known::default(), |c| Known {
                 used: c.used,
-                unshared: c.unshared,
+                unshared: std::mem::take(&mut c.unshared),
                 own: c.own,
                 ..Known::default()
             })
     }
 
-    /// Redis has counted `counted` of the requests this replica allowed on its own.
-    pub(super) fn shared_now(&self, subject: &str, day: NaiveDate, counted: u64) {
-        self.with_day(subject, day, |count| {
-            count.unshared = count.unshared.saturating_sub(counted);
-        });
+    /// Redis did not count the `unshared` requests a call took to it (`take_known`): they are
+    /// still this replica's own, for the next call to add.
+    pub(super) fn unshared_back(&self, subject: &str, day: NaiveDate, unshared: u64) {
+        if unshared > 0 {
+            self.with_day(subject, day, |count| count.unshared += unshared);
+        }
     }
 
     /// Requests `subject` made today on every replica, as far as this one can tell: what the
@@ -226,8 +235,8 @@ impl RateLimiter {
     /// what Redis answers (`note_used`): counted here as well, a reply that arrives after a
     /// later one would count twice, and the count Redis is told this replica knows of would
     /// run ahead of the true one.
-    pub(super) fn count_shared(&self, subject: &str) {
-        self.with_day(subject, Utc::now().date_naive(), |count| count.own += 1);
+    pub(super) fn count_shared(&self, subject: &str, day: NaiveDate) {
+        self.with_day(subject, day, |count| count.own += 1);
     }
 
     #[cfg(test)]

@@ -275,32 +275,36 @@ impl RateLimiter {
         );
         let known = Known {
             minute_ahead_us: self.ahead_us(subject, name, quota),
-            ..self.known_on(subject, today)
+            ..self.take_known(subject, today)
         };
         let ask = |seed| shared.check(subject, name, quota, daily_quota, seed, known, today, reset);
         // When the deciding call left for Redis, on this replica's clock.
         let mut sent = self.clock();
-        let verdict = match ask(None).await? {
-            Decision::Decided(verdict) => verdict,
-            Decision::NeedsSeed => {
+        let decided = match ask(None).await {
+            Some(Decision::NeedsSeed) => {
                 // Unreadable stored counts are not taken for a fresh day: decide locally.
-                let seed = self.shares_today(pool, subject).await?;
-                sent = self.clock();
-                match ask(Some(&seed)).await? {
-                    Decision::Decided(verdict) => verdict,
-                    Decision::NeedsSeed => return None,
+                match self.shares_on(pool, subject, today).await {
+                    Some(seed) => {
+                        sent = self.clock();
+                        ask(Some(&seed)).await
+                    }
+                    None => None,
                 }
             }
+            decided => decided,
+        };
+        let Some(Decision::Decided(verdict)) = decided else {
+            self.unshared_back(subject, today, known.unshared);
+            return None;
         };
         if verdict.minute.allowed && verdict.daily_allowed {
             // This replica's share, added to the stored count so the quota survives restarts.
-            self.count_shared(subject);
+            self.count_shared(subject, today);
         }
         self.keep_shared_tat(subject, name, quota, sent, verdict.minute_ahead_us);
         // What Redis counted for everyone is where local limits start if Redis goes away; the
         // requests this replica allowed on its own are in it now.
-        self.note_used(subject, verdict.used_today);
-        self.shared_now(subject, today, known.unshared);
+        self.note_used(subject, today, verdict.used_today);
         let daily = Applied {
             name: "daily",
             quota: daily_quota,

@@ -44,7 +44,7 @@ pub struct SharedLimits {
     timeout: Duration,
 }
 
-/// What the calling replica knows of a subject's day (`RateLimiter::known_on`) and of its
+/// What the calling replica knows of a subject's day (`RateLimiter::take_known`) and of its
 /// minute policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Known {

@@ -1,6 +1,7 @@
-//! The limiter's own bookkeeping: pruning, the daily reset, the day a count belongs to, counts
-//! kept through a failed flush or stored once through a lost answer, and the count local
-//! limits start from after Redis.
+//! The limiter's own bookkeeping: pruning, the daily reset, the day a count belongs to (an
+//! answer from Redis included), counts kept through a failed flush or stored once through a
+//! lost answer, the count local limits start from after Redis, and the requests allowed alone
+//! handed to one call to Redis at a time.
 
 use std::time::Instant;
 
@@ -69,6 +70,48 @@ fn a_count_made_before_midnight_stays_with_its_day() {
     let late = count_of(&limiter, "key:a", yesterday).unwrap();
     assert_eq!((late.own, late.stored), (2, 0), "still to be stored");
     assert_eq!(count_of(&limiter, "key:a", today).unwrap().used, 1);
+}
+
+#[test]
+fn an_answer_about_yesterday_that_comes_after_midnight_stays_with_yesterday() {
+    let limiter = limiter();
+    let today = Utc::now().date_naive();
+    let yesterday = today - chrono::Days::new(1);
+    limiter.count_daily("key:a");
+    // Asked before midnight, answered after it: Redis counted 9,000 for yesterday.
+    limiter.note_used("key:a", yesterday, 9_000);
+    limiter.count_shared("key:a", yesterday);
+    let late = count_of(&limiter, "key:a", yesterday).unwrap();
+    assert_eq!((late.used, late.own), (9_000, 1));
+    let now = count_of(&limiter, "key:a", today).unwrap();
+    assert_eq!(
+        (now.used, now.own),
+        (1, 1),
+        "today starts from today's count"
+    );
+}
+
+#[test]
+fn requests_allowed_alone_go_to_one_call_to_redis_at_a_time() {
+    let limiter = limiter();
+    let today = Utc::now().date_naive();
+    // Five requests this replica allowed while Redis was away (shared limits configured).
+    for _ in 0..5 {
+        limiter.count_daily("key:a");
+    }
+    limiter
+        .daily
+        .lock()
+        .unwrap()
+        .get_mut(&("key:a".to_owned(), today))
+        .unwrap()
+        .unshared = 5;
+    let first = limiter.take_known("key:a", today);
+    let concurrent = limiter.take_known("key:a", today);
+    assert_eq!((first.unshared, concurrent.unshared), (5, 0));
+    // The first call found Redis gone: the next one takes them again.
+    limiter.unshared_back("key:a", today, first.unshared);
+    assert_eq!(limiter.take_known("key:a", today).unshared, 5);
 }
 
 #[test]
@@ -225,11 +268,11 @@ async fn a_stored_count_that_could_not_be_read_is_read_at_the_next_check() {
 async fn local_limits_start_from_what_redis_counted_for_everyone() {
     let limiter = limiter();
     limiter.count_daily("key:a");
-    limiter.note_used("key:a", 40);
-    limiter.note_used("key:a", 12);
+    let today = Utc::now().date_naive();
+    limiter.note_used("key:a", today, 40);
+    limiter.note_used("key:a", today, 12);
     let unreachable = unreachable_pool();
     assert_eq!(limiter.daily_used(&unreachable, "key:a").await, 40);
-    let today = Utc::now().date_naive();
     assert_eq!(
         count_of(&limiter, "key:a", today).unwrap().own,
         1,
