@@ -309,6 +309,28 @@ async fn a_usage_report_read_a_page_at_a_time_holds_exactly_the_whole_reports_en
     }
     assert_eq!(&paged, entries);
 
+    // A page asked without a range or granularity keeps the ones its report counted (as a report of the last
+    // 24 hours must, when an hour passes while it is paged through); one asked with another
+    // range, even one holding the cursor's bucket, is refused rather than mixing the two.
+    let first = admin_json(&app, &format!("/api/v1/usage?{range}&limit=2")).await;
+    let resume = first["next_cursor"].as_str().unwrap();
+    let kept = admin_json(&app, &format!("/api/v1/usage?limit=2&cursor={resume}")).await;
+    assert_eq!((&kept["from"], &kept["to"]), (&whole["from"], &whole["to"]));
+    assert_eq!(kept["data"].as_array().unwrap(), &entries[2..4]);
+    let wider = format!(
+        "from={}&to={}&granularity=day",
+        (day - chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (day + chrono::Duration::days(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+    .replace('+', "%2B");
+    let mixed = app
+        .get(
+            &format!("/api/v1/usage?{wider}&limit=2&cursor={resume}"),
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(mixed.status(), StatusCode::BAD_REQUEST);
+
     // A cursor from the hourly report of the same day names an hour no daily bucket starts at:
     // refused, not read as the end of the daily report.
     let hourly_range = range.replace("granularity=day", "granularity=hour");

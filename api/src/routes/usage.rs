@@ -84,8 +84,8 @@ impl UsageApi {
     /// range. Counted from the request log, so the totals equal `GET /audit/requests` for the
     /// report's range. Filter `key_id` (or a user id). Ordered by bucket, then caller, then
     /// project; `limit` entries a page (1–1000, 1000 by default), the next page with
-    /// `cursor=<next_cursor>` and the same other parameters. Scope `usage:read`; a project key
-    /// sees its project's usage.
+    /// `cursor=<next_cursor>`, which keeps the report's range and granularity (a page asked
+    /// with others is refused). Scope `usage:read`; a project key sees its project's usage.
     #[oai(path = "/usage", method = "get", operation_id = "getUsage")]
     #[allow(clippy::too_many_arguments)]
     async fn usage(
@@ -99,11 +99,21 @@ impl UsageApi {
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<UsageReport>> {
         let caller = self.state.authorize(&auth, Scope::UsageRead).await?;
+        let resume: Option<Resume> = cursor.0.as_deref().map(cursor::decode).transpose()?;
+        // A page left without a range keeps the one its report counted, so a report of the
+        // last 24 hours stays on the same hours however long it takes to page through.
+        let report = resume.as_ref().and_then(Resume::report);
         super::audit_filters::within_years("to", to.0)?;
-        let to = to.0.unwrap_or_else(Utc::now);
-        let from = from.0.unwrap_or(to - Duration::hours(24));
+        let to = to.0.or(report.map(|r| r.1)).unwrap_or_else(Utc::now);
+        let from = from
+            .0
+            .or(report.map(|r| r.0))
+            .unwrap_or(to - Duration::hours(24));
         super::audit_filters::within_years("from", Some(from))?;
-        let granularity = granularity.0.unwrap_or_else(|| "hour".into());
+        super::audit_filters::within_years("to", Some(to))?;
+        let granularity = (granularity.0)
+            .or(report.map(|r| r.2.to_owned()))
+            .unwrap_or_else(|| "hour".into());
         let longest = match granularity.as_str() {
             "hour" => Duration::days(31),
             "day" => Duration::days(366),
@@ -118,11 +128,13 @@ impl UsageApi {
         }
         // A report is read whole more often than paged, so its page is larger than a list's.
         let entries = cursor::limit_within(limit.0, 1000, 1000)?;
-        let after: Option<usage::EntryKey> = cursor.0.as_deref().map(cursor::decode).transpose()?;
         let (from, to) = counted_range(from, to, &granularity);
-        if after
-            .as_ref()
-            .is_some_and(|a| !is_bucket(a.0, from, to, &granularity))
+        let elsewhere = report.is_some_and(|counted| counted != (from, to, granularity.as_str()));
+        let after = resume.as_ref().map(|r| r.after().clone());
+        if elsewhere
+            || after
+                .as_ref()
+                .is_some_and(|a| !is_bucket(a.0, from, to, &granularity))
         {
             let message = "was returned for another range or granularity: page with the same ones";
             return Err(ApiError::field("cursor", message).into());
@@ -139,7 +151,16 @@ impl UsageApi {
         let mut data = buckets(usage::usage(&self.state.pool, &query).await?);
         let has_more = cursor::page(&mut data, entries);
         let next_cursor = has_more
-            .then(|| data.last().map(|b| cursor::encode(&entry_key(b))))
+            .then(|| {
+                data.last().map(|b| {
+                    cursor::encode(&Resume::Ranged {
+                        after: entry_key(b),
+                        from,
+                        to,
+                        granularity: granularity.clone(),
+                    })
+                })
+            })
             .flatten();
         let mut keys: Vec<String> = data
             .iter()
@@ -255,6 +276,41 @@ fn is_bucket(
     let whole_hour = start.minute() == 0 && start.second() == 0 && start.nanosecond() == 0;
     let aligned = whole_hour && (granularity == "hour" || start.hour() == 0);
     aligned && from <= start && start < to
+}
+
+/// Where a report's next page starts: after an entry, in the range and granularity the report
+/// counted, which a page asked without a range keeps and a page asked with another refuses.
+/// (A cursor made before the range was kept in it holds the entry alone.)
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Resume {
+    Ranged {
+        after: usage::EntryKey,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        granularity: String,
+    },
+    Entry(usage::EntryKey),
+}
+
+impl Resume {
+    fn after(&self) -> &usage::EntryKey {
+        match self {
+            Resume::Ranged { after, .. } | Resume::Entry(after) => after,
+        }
+    }
+
+    fn report(&self) -> Option<(DateTime<Utc>, DateTime<Utc>, &str)> {
+        match self {
+            Resume::Ranged {
+                from,
+                to,
+                granularity,
+                ..
+            } => Some((*from, *to, granularity)),
+            Resume::Entry(_) => None,
+        }
+    }
 }
 
 /// Where the page after `bucket` starts, as `usage::usage` orders entries.
