@@ -29,8 +29,8 @@ pub struct EventSearch {
     pub project: Option<Uuid>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
-    /// `(project, aggregate type)` pairs the caller may see; `None`: everything.
-    pub visible: Option<Vec<(Uuid, String)>>,
+    /// What the caller may see.
+    pub visible: Visible,
     /// Continue after this global position (in the order asked for).
     pub after: Option<i64>,
     pub ascending: bool,
@@ -38,6 +38,33 @@ pub struct EventSearch {
     /// How the page walks the log (`window::walk` decides): from its end, only between the
     /// `from`/`to` window's first and last positions, or the window read first and sorted.
     pub walk: Walk,
+}
+
+/// What of the log a caller may read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Visible {
+    /// Every event (admins, and keys with `audit:read` bound to no project).
+    #[default]
+    All,
+    /// The events of these aggregate types, in every project and in none (a key bound to no
+    /// project whose scopes read some resources everywhere).
+    Kinds(Vec<String>),
+    /// The events of these `(project, aggregate type)` pairs.
+    Pairs(Vec<(Uuid, String)>),
+}
+
+impl Visible {
+    /// Whether an event of `aggregate_type` in `project` is visible.
+    pub fn shows(&self, project: Option<Uuid>, aggregate_type: &str) -> bool {
+        match (self, project) {
+            (Visible::All, _) => true,
+            (Visible::Kinds(kinds), _) => kinds.iter().any(|kind| kind == aggregate_type),
+            (Visible::Pairs(pairs), Some(project)) => pairs
+                .iter()
+                .any(|(p, kind)| *p == project && kind == aggregate_type),
+            (Visible::Pairs(_), None) => false,
+        }
+    }
 }
 
 /// The matching events, in global-position order.
@@ -84,11 +111,18 @@ fn statement(prefix: &str, query: &EventSearch) -> QueryBuilder<'static, Postgre
         times(&mut sql, query);
         sql.push(") ");
     }
-    let Some(visible) = &query.visible else {
-        select(&mut sql, query, query.project, None);
-        sql.push(format!(" ORDER BY global_position {order} LIMIT "))
-            .push_bind(query.limit);
-        return sql;
+    let visible = match &query.visible {
+        Visible::Pairs(pairs) => pairs,
+        everywhere => {
+            let kinds = match everywhere {
+                Visible::Kinds(kinds) => Some(kinds.clone()),
+                _ => None,
+            };
+            select(&mut sql, query, query.project, kinds);
+            sql.push(format!(" ORDER BY global_position {order} LIMIT "))
+                .push_bind(query.limit);
+            return sql;
+        }
     };
     let mut kinds: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
     for (project, kind) in visible {
@@ -193,5 +227,24 @@ pub(crate) fn times(sql: &mut QueryBuilder<'static, Postgres>, query: &EventSear
     }
     if let Some(to) = query.to {
         sql.push(" AND e.recorded_at < ").push_bind(to);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_each_visibility_shows() {
+        let project = Uuid::from_u128(1);
+        let kinds = Visible::Kinds(vec!["job".into()]);
+        assert!(kinds.shows(Some(project), "job"));
+        assert!(kinds.shows(Some(Uuid::from_u128(2)), "job"));
+        assert!(!kinds.shows(Some(project), "api_key"));
+        let pairs = Visible::Pairs(vec![(project, "job".into())]);
+        assert!(pairs.shows(Some(project), "job"));
+        assert!(!pairs.shows(Some(Uuid::from_u128(2)), "job"));
+        assert!(!pairs.shows(None, "job"));
+        assert!(Visible::All.shows(None, "user"));
     }
 }

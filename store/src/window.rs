@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
-use crate::search::{times, EventSearch};
+use crate::search::{times, EventSearch, Visible};
 
 /// How many events between the window and the walk's end make bounding it worth its read:
 /// bounding reads each of the window's events (through the BRIN index's ranges), the walk
@@ -143,7 +143,7 @@ pub async fn walk(
         ),
         _ => return Ok(Walk::Whole),
     };
-    let too_wide = query.visible.is_some() && held > BOUND_CALLER_EVENTS;
+    let too_wide = matches!(query.visible, Visible::Pairs(_)) && held > BOUND_CALLER_EVENTS;
     if passed <= PASSED_PER_HELD * held || too_wide {
         return Ok(Walk::Whole);
     }

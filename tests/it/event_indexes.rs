@@ -4,7 +4,7 @@
 //! one actor and one type hold ten of them; the pages are checked as well as the plans, for a
 //! caller who sees everything, for one limited to the project, and through HTTP.
 
-use herald_store::search::{explain, search, EventSearch};
+use herald_store::search::{explain, search, EventSearch, Visible};
 use serde_json::Value;
 use sqlx::types::Uuid;
 use sqlx::PgPool;
@@ -70,7 +70,7 @@ async fn a_rare_actor_or_type_is_read_through_its_index() {
 
     // A caller limited to the project: its branch reads the actor's entries too.
     let bound = EventSearch {
-        visible: Some(vec![(project, "test".to_owned())]),
+        visible: Visible::Pairs(vec![(project, "test".to_owned())]),
         ..by_actor.clone()
     };
     let plan = explain(&pool, &bound).await.unwrap();

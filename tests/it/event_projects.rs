@@ -4,7 +4,7 @@
 //! walking back through every tenant's. The plan is read from PostgreSQL for the search's own
 //! statement, on a log of 20,000 events where the asked project holds 20.
 
-use herald_store::search::{explain, search, EventSearch};
+use herald_store::search::{explain, search, EventSearch, Visible};
 use sqlx::types::Uuid;
 use sqlx::PgPool;
 
@@ -82,7 +82,7 @@ async fn every_event_is_stored_with_its_aggregates_project() {
     // The search reports the stored project, and a caller bound to the project sees its job's
     // events and its own, newest first.
     let bound = EventSearch {
-        visible: Some(vec![(project, "job".into()), (project, "project".into())]),
+        visible: Visible::Pairs(vec![(project, "job".into()), (project, "project".into())]),
         limit: 10,
         ..EventSearch::default()
     };
@@ -124,7 +124,7 @@ async fn a_projects_page_is_read_through_its_index() {
 
     let kinds = ["job", "project", "api_key", "webhook_endpoint"];
     let bound = EventSearch {
-        visible: Some(kinds.iter().map(|k| (rare, k.to_string())).collect()),
+        visible: Visible::Pairs(kinds.iter().map(|k| (rare, k.to_string())).collect()),
         limit: 21,
         ..EventSearch::default()
     };
@@ -155,7 +155,7 @@ async fn a_projects_page_is_read_through_its_index() {
     // the page's end, and the branches are merged in position order (no sort of a busy
     // project's every event).
     let two = EventSearch {
-        visible: Some(vec![(rare, "job".into()), (busy[3], "job".into())]),
+        visible: Visible::Pairs(vec![(rare, "job".into()), (busy[3], "job".into())]),
         limit: 21,
         ..EventSearch::default()
     };
@@ -213,9 +213,12 @@ async fn a_projects_page_is_read_through_its_index() {
     // A member of more projects than a statement takes branches is searched in one statement
     // over all of them, with the same pages.
     let mut many: Vec<(Uuid, String)> = (0..40).map(|_| (Uuid::new_v4(), "job".into())).collect();
-    many.extend(two.visible.clone().unwrap());
+    let Visible::Pairs(pairs) = &two.visible else {
+        unreachable!("a search limited to two projects")
+    };
+    many.extend(pairs.clone());
     let wide = EventSearch {
-        visible: Some(many),
+        visible: Visible::Pairs(many),
         ..two
     };
     let plan = explain(&pool, &wide).await.unwrap();

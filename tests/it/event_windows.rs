@@ -10,7 +10,7 @@
 //! the route's choice.
 
 use chrono::{DateTime, Utc};
-use herald_store::search::{explain, search, EventSearch};
+use herald_store::search::{explain, search, EventSearch, Visible};
 use herald_store::window::{walk, Resume, Walk};
 use serde_json::Value;
 use sqlx::types::Uuid;
@@ -94,7 +94,7 @@ async fn a_window_far_from_the_walks_start_is_walked_between_its_bounds() {
     assert_eq!(ids(&pool, &hour).await, expected);
     // A caller limited to the project: its branch's walk is bounded the same way.
     let bound = EventSearch {
-        visible: Some(vec![(project, "test".to_owned())]),
+        visible: Visible::Pairs(vec![(project, "test".to_owned())]),
         ..bounded.clone()
     };
     let plan = explain(&pool, &bound).await.unwrap();

@@ -181,3 +181,71 @@ async fn callers_read_the_log_filtered_paged_and_limited_to_what_they_may_see() 
     }
     assert!(types(&page).contains(&"job.queued".to_owned()));
 }
+
+#[tokio::test]
+async fn a_key_bound_to_no_project_reads_the_events_its_scopes_read_in_every_project() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:write"]).await;
+    let (_, other_key) = app.project_with_key(&["jobs:write"]).await;
+    app.submit_job(&key, json!({"kind": "render"})).await;
+    app.submit_job(&other_key, json!({"kind": "render"})).await;
+    app.create_user("someone@example.com", PASSWORD, false)
+        .await;
+    // An admin key narrowed to reading jobs (keys bound to no project are made as admin keys).
+    let made = app
+        .post(
+            "/api/v1/api-keys",
+            &app.admin_key,
+            json!({"name": "dashboard", "scopes": ["admin"]}),
+        )
+        .await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let made: Value = made.json().await.unwrap();
+    let narrowed = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap()),
+            &app.admin_key,
+        )
+        .json(&json!({"scopes": ["jobs:read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(narrowed.status(), StatusCode::OK);
+    let reader = made["key"].as_str().unwrap().to_owned();
+
+    // Like its job list, its events span every project; only the kinds jobs:read reads.
+    let seen = events(&app, &reader, "limit=100").await;
+    assert_eq!(
+        types(&seen).iter().filter(|t| *t == "job.queued").count(),
+        2
+    );
+    let kinds: BTreeSet<String> = types(&seen).into_iter().collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["job.queued".to_owned(), "project.created".to_owned()])
+    );
+    let keys = events(&app, &reader, "aggregate_type=api_key").await;
+    assert_eq!(keys["data"], json!([]));
+}
+
+#[tokio::test]
+async fn a_nul_in_a_filter_is_a_400_naming_it_not_a_server_error() {
+    let app = TestApp::spawn().await;
+    for (query, field) in [
+        ("aggregate_id=%00", "aggregate_id"),
+        ("limit=5&actor=key%00", "actor"),
+        ("type=job.queued%00", "type"),
+    ] {
+        let response = app
+            .get(&format!("/api/v1/events?{query}"), &app.admin_key)
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        let body = problem(response).await;
+        assert_eq!(body["code"], "VALIDATION_FAILED");
+        assert_eq!(body["errors"][0]["field"], field, "{body}");
+    }
+    let path = app.get("/api/v1/webhooks/we%00", &app.admin_key).await;
+    assert_eq!(path.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(path).await["errors"][0]["field"], "path");
+}

@@ -11,6 +11,7 @@ use herald_domain::api_key::RateLimit;
 use herald_domain::role::ProjectRole;
 use herald_domain::user::UserState;
 use herald_domain::{FieldError, KeyId, ProjectId, Scope, Scopes, SessionId, UserId};
+use herald_store::search::Visible;
 use herald_store::Actor;
 
 use crate::http::problem::ApiError;
@@ -208,42 +209,51 @@ impl Caller {
         }
     }
 
-    /// Which events of the log this caller may read: `None` for everything (admins, and keys
-    /// with `audit:read` bound to no project); otherwise `(project, aggregate type)` pairs from
-    /// the scopes held in each project (403 when there are none).
-    pub fn event_visibility(&self) -> Result<Option<Vec<(uuid::Uuid, String)>>, ApiError> {
+    /// Which events of the log this caller may read: everything for admins and for keys with
+    /// `audit:read` bound to no project; for another key bound to no project, the aggregate
+    /// types its scopes read, in every project; otherwise `(project, aggregate type)` pairs
+    /// from the scopes held in each project. 403 when that is nothing.
+    pub fn event_visibility(&self) -> Result<Visible, ApiError> {
         let pairs = |project: ProjectId, scopes: &Scopes| -> Vec<(uuid::Uuid, String)> {
             readable_aggregates(scopes)
                 .into_iter()
                 .map(|kind| (project.as_uuid(), kind.to_owned()))
                 .collect()
         };
-        let visible: Vec<_> = match &self.grants {
-            Grants::AdminUser => return Ok(None),
+        let visible = match &self.grants {
+            Grants::AdminUser => return Ok(Visible::All),
             Grants::Key {
                 project: None,
                 scopes,
-            } => {
-                if scopes.allows(Scope::AuditRead) {
-                    return Ok(None);
-                }
-                vec![]
-            }
+            } if scopes.allows(Scope::AuditRead) => return Ok(Visible::All),
+            Grants::Key {
+                project: None,
+                scopes,
+            } => Visible::Kinds(
+                readable_aggregates(scopes)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            ),
             Grants::Key {
                 project: Some(project),
                 scopes,
-            } => pairs(*project, scopes),
-            Grants::Member(roles) => roles
-                .iter()
-                .flat_map(|(project, role)| pairs(*project, &role.scopes()))
-                .collect(),
+            } => Visible::Pairs(pairs(*project, scopes)),
+            Grants::Member(roles) => Visible::Pairs(
+                roles
+                    .iter()
+                    .flat_map(|(project, role)| pairs(*project, &role.scopes()))
+                    .collect(),
+            ),
         };
-        if visible.is_empty() {
+        if matches!(&visible, Visible::Kinds(v) if v.is_empty())
+            || matches!(&visible, Visible::Pairs(v) if v.is_empty())
+        {
             return Err(ApiError::Forbidden(
                 "reading events needs `audit:read` or the read scope of a resource".into(),
             ));
         }
-        Ok(Some(visible))
+        Ok(visible)
     }
 
     pub fn is_admin(&self) -> bool {

@@ -215,6 +215,9 @@ impl<E: Endpoint> EdgeInner<E> {
                     Ok(Err(refused)) => return self.spend_ip_budget(&presented, refused).await,
                     Ok(Ok(())) => {}
                 }
+                if let Some(refused) = super::nul_text::refusal(req.uri()) {
+                    return self.spend_ip_budget(&presented, refused).await;
+                }
                 // A handler that panics is answered (500) and recorded like any failure.
                 let call = std::panic::AssertUnwindSafe(self.inner.call(req)).catch_unwind();
                 let answer = tokio::time::timeout_at(deadline, call).await;

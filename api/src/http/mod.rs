@@ -12,6 +12,7 @@ pub mod headers;
 pub mod idempotency;
 pub mod json_body;
 mod json_shape;
+mod nul_text;
 pub mod payloads;
 pub mod problem;
 mod redact;

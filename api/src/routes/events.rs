@@ -1,6 +1,7 @@
 //! `GET /api/v1/events`: the domain event log as people read it, filtered and paged, limited to
 //! what the caller may see (`Caller::event_visibility`: everything for admins and unbound
-//! `audit:read` keys; otherwise the aggregates its scopes read, in its projects).
+//! `audit:read` keys; otherwise the aggregates its scopes read, in its projects, or in every
+//! project for a key bound to none).
 
 use std::sync::Arc;
 
@@ -70,7 +71,8 @@ pub struct LogEvent {
     pub aggregate_id: String,
     /// Position in the resource's own history, from 1.
     pub sequence: i64,
-    /// The project the resource belongs to (none for users and admin keys).
+    /// The project the resource belongs to: none for a user's events other than its project
+    /// role changes, for keys bound to no project and for account-wide webhook endpoints.
     #[oai(nullable)]
     pub project_id: Option<Uuid>,
     pub data: serde_json::Value,
@@ -97,10 +99,11 @@ impl EventsApi {
     ///
     /// Newest first (`order=asc` for oldest first). Filters: `type` (comma-separated event
     /// types), `aggregate_type`, `aggregate_id`, `actor` (an API key id or user id), `project`,
-    /// `from`, `to` (recorded time). Admins (admin users and admin keys, the only keys bound to
-    /// no project) see every event; others see the events of their projects that their scopes read (`jobs:read`: job
-    /// events, `keys:read`: key events, `webhooks:read`: endpoint events, any of them: the
-    /// project's own, `audit:read`: all of the project's).
+    /// `from`, `to` (recorded time). Admins (admin users and admin keys, the keys bound to no
+    /// project) see every event; others see the events of their projects that their scopes
+    /// read (`jobs:read`: job events, `keys:read`: key events, `webhooks:read`: endpoint
+    /// events, any of them: the project's own, `audit:read`: all of the project's), and an
+    /// admin key narrowed to other scopes sees the events they read in every project.
     #[oai(path = "/events", method = "get", operation_id = "listEvents")]
     #[allow(clippy::too_many_arguments)]
     async fn list(

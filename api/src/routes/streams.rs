@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use herald_domain::ProjectId;
+use herald_store::search::Visible;
 use herald_store::{Position, StoredEvent};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -23,10 +24,9 @@ use crate::state::AppState;
 const PAGE: i64 = 200;
 const POLL: Duration = Duration::from_secs(1);
 
-/// What a log stream sends: `None` for everything, else `(project, aggregate type)` pairs; and
-/// optionally only some event types.
+/// What a log stream sends: what the caller may see, optionally only some event types.
 pub struct LogFilter {
-    pub visible: Option<Vec<(Uuid, String)>>,
+    pub visible: Visible,
     pub event_types: Option<Vec<String>>,
 }
 
@@ -36,18 +36,7 @@ impl LogFilter {
             .event_types
             .as_ref()
             .is_none_or(|types| types.contains(&event.event_type));
-        typed && self.shows(event.project_id, &event.aggregate_type)
-    }
-
-    /// Whether the caller may see an event of `aggregate_type` in `project`.
-    fn shows(&self, project: Option<Uuid>, aggregate_type: &str) -> bool {
-        match (&self.visible, project) {
-            (None, _) => true,
-            (Some(pairs), Some(project)) => pairs
-                .iter()
-                .any(|(p, kind)| *p == project && kind == aggregate_type),
-            (Some(_), None) => false,
-        }
+        typed && self.visible.shows(event.project_id, &event.aggregate_type)
     }
 }
 
@@ -112,7 +101,7 @@ pub fn log(
                 let caller = cursor.listener.caller(&cursor.state).await;
                 cursor.filter.visible = caller?.event_visibility().ok()?;
                 let filter = &cursor.filter;
-                (cursor.ready).retain(|e| filter.shows(e.project_id, &e.aggregate_type));
+                (cursor.ready).retain(|e| filter.visible.shows(e.project_id, &e.aggregate_type));
             }
             if let Some(event) = cursor.ready.pop_front() {
                 return Some((event, cursor));

@@ -71,7 +71,8 @@ pub struct AdminStats {
     /// Jobs created (and not deleted) in each hour, oldest first: 24 entries, the 23 whole
     /// hours before the current one and the current one so far, hours without jobs included.
     pub jobs_per_hour: Vec<HourCount>,
-    /// Mean time from start to finish of the jobs that succeeded or failed in the last 24 hours.
+    /// Mean time from first start to finish of the jobs that succeeded or failed in the last
+    /// 24 hours (a retried job's earlier attempts and its waits between them included).
     #[oai(nullable)]
     pub average_processing_seconds: Option<f64>,
     /// Of the jobs that succeeded or failed in the last 24 hours, the share that succeeded
