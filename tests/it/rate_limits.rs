@@ -302,6 +302,45 @@ async fn only_admins_set_limits_and_a_change_keeps_the_limits_it_does_not_name()
     );
 }
 
+#[tokio::test]
+async fn keys_of_one_rotation_with_different_limits_cannot_free_each_others_budget() {
+    let app = limited(30, 100, 10_000).await;
+    let (_, first) = app
+        .project_with_key(&["jobs:read", "keys:read", "keys:write"])
+        .await;
+    let rotated = app
+        .post(
+            &format!("/api/v1/api-keys/{}/rotate", key_id(&first)),
+            &first,
+            json!({"grace_period_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(rotated.status(), StatusCode::CREATED);
+    let second: Value = rotated.json().await.unwrap();
+    let limits = json!({"read_per_minute": 3});
+    let patched = patch_limits(&app, second["id"].as_str().unwrap(), &app.admin_key, limits).await;
+    assert_eq!(patched.status(), StatusCode::OK);
+    let second = second["key"].as_str().unwrap();
+
+    // The first key spends the shared budget at its 30 a minute; the successor, at 3 a
+    // minute, is refused; and that refusal gives the first key nothing back.
+    let mut allowed = 0;
+    while app.get("/api/v1/jobs", &first).await.status() == StatusCode::OK {
+        allowed += 1;
+    }
+    assert!((30..=31).contains(&allowed), "{allowed}");
+    for _ in 0..3 {
+        let refused = app.get("/api/v1/jobs", second).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            number(&refused, "retry-after") >= 40,
+            "the first key's spending is owed"
+        );
+        let again = app.get("/api/v1/jobs", &first).await;
+        assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+}
+
 async fn history_len(app: &TestApp, id: &str) -> usize {
     let url = format!("/api/v1/api-keys/{id}/history");
     let history: Value = app.get(&url, &app.admin_key).await.json().await.unwrap();

@@ -38,10 +38,19 @@ end
 return 0
 "#;
 
+/// Attempt times per subject, swept of idle subjects once it holds more than `sweep_above`.
+struct Log {
+    times: HashMap<String, VecDeque<Instant>>,
+    sweep_above: usize,
+}
+
+/// Subjects held before the first sweep.
+const FIRST_SWEEP: usize = 10_000;
+
 pub struct LoginLimiter {
     attempts: usize,
     window: Duration,
-    log: Mutex<HashMap<String, VecDeque<Instant>>>,
+    log: Mutex<Log>,
     shared: Option<(Arc<SharedLimits>, redis::Script)>,
 }
 
@@ -50,7 +59,10 @@ impl LoginLimiter {
         Self {
             attempts: attempts as usize,
             window,
-            log: Mutex::new(HashMap::new()),
+            log: Mutex::new(Log {
+                times: HashMap::new(),
+                sweep_above: FIRST_SWEEP,
+            }),
             shared: None,
         }
     }
@@ -97,9 +109,16 @@ impl LoginLimiter {
 
     /// `attempt` in this replica's memory, at `now`.
     pub fn attempt_at(&self, subjects: &[String], now: Instant) -> Result<(), Duration> {
-        let mut log = self.log.lock().expect("login limiter lock");
-        if log.len() > 10_000 {
+        let mut guard = self.log.lock().expect("login limiter lock");
+        let Log {
+            times: log,
+            sweep_above,
+        } = &mut *guard;
+        if log.len() > *sweep_above {
             log.retain(|_, times| times.back().is_some_and(|t| now - *t < self.window));
+            // The next sweep waits for the map to double: with many subjects still in their
+            // window, each attempt would otherwise walk them all under the lock.
+            *sweep_above = FIRST_SWEEP.max(2 * log.len());
         }
         let mut wait = Duration::ZERO;
         for subject in subjects {
@@ -159,5 +178,31 @@ mod tests {
             .unwrap();
         assert!(limiter.attempt_at(&["ip:3".into(), email], now).is_err());
         assert!(limiter.attempt_at(&["ip:3".into()], now).is_ok());
+    }
+
+    #[test]
+    fn idle_subjects_are_swept_and_live_ones_put_off_the_next_sweep() {
+        let limiter = LoginLimiter::new(2, Duration::from_secs(60));
+        let start = Instant::now();
+        let held = |limiter: &LoginLimiter| {
+            let log = limiter.log.lock().unwrap();
+            (log.times.len(), log.sweep_above)
+        };
+        for i in 0..=FIRST_SWEEP {
+            limiter.attempt_at(&[format!("ip:{i}")], start).unwrap();
+        }
+        // Past the threshold with every subject live: the sweep keeps them all, and the next
+        // waits until the map has doubled instead of walking it at every attempt.
+        limiter.attempt_at(&["ip:new".into()], start).unwrap();
+        assert_eq!(held(&limiter), (FIRST_SWEEP + 2, 2 * (FIRST_SWEEP + 1)));
+        for i in 0..=FIRST_SWEEP {
+            limiter
+                .attempt_at(&[format!("ip:more:{i}")], start)
+                .unwrap();
+        }
+        // Once they are idle, the sweep at the doubled size forgets them.
+        let later = start + Duration::from_secs(61);
+        limiter.attempt_at(&["ip:late".into()], later).unwrap();
+        assert_eq!(held(&limiter), (1, FIRST_SWEEP));
     }
 }

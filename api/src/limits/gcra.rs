@@ -60,8 +60,8 @@ pub(super) fn interval(quota: u64, window: u128) -> u128 {
 /// A TAT kept under a quota of `from` per `window`, carried over to a quota of `to`: the same
 /// number of requests still owed, each now taking the new interval to come back, but never
 /// more than the new quota (a full window). So a raised limit frees the difference at once,
-/// and a lowered one counts what was used against it: no more than the new limit passes, and
-/// the subject is full again within one window, as with any use of that limit.
+/// and a lowered one counts what was used against it: no more than the new limit passes. What
+/// the cap leaves out is still owed (`wait_if_cut`), so a refusal keeps the stored TAT.
 pub fn rescale(tat: Tat, now: u128, from: u64, to: u64, window: u128) -> Tat {
     if from == to || tat <= now {
         return tat;
@@ -69,6 +69,26 @@ pub fn rescale(tat: Tat, now: u128, from: u64, to: u64, window: u128) -> Tat {
     let (to_interval, from_interval) = (interval(to, window), interval(from, window));
     let owed = ((tat - now) * to_interval).div_ceil(from_interval);
     now + owed.min(to_interval * u128::from(to.max(1)))
+}
+
+/// When `rescale` cuts what is owed (a TAT kept under `from` owes more than a window of `to`):
+/// how long until that TAT, left under `from`, owes little enough for one request under `to`
+/// (nanoseconds). `None` when nothing is cut. A cut TAT is a decision's view, never to be kept
+/// in place of the stored one: keys that share a budget under different quotas would each
+/// find less owed than was spent (one key's cut, carried back to the other's higher quota,
+/// frees most of that quota again).
+pub fn wait_if_cut(tat: Tat, now: u128, from: u64, to: u64, window: u128) -> Option<u128> {
+    if from == to || tat <= now {
+        return None;
+    }
+    let (to_interval, from_interval) = (interval(to, window), interval(from, window));
+    let full = to_interval * u128::from(to.max(1));
+    if ((tat - now) * to_interval).div_ceil(from_interval) <= full {
+        return None;
+    }
+    // One request passes once no more than `full - to_interval` is owed under `to`.
+    let room = (full - to_interval) * from_interval / to_interval;
+    Some((tat - now).saturating_sub(room))
 }
 
 #[cfg(test)]
@@ -157,6 +177,24 @@ mod tests {
         assert_eq!((refused.reset_in, refused.retry_in), (MINUTE, 20 * SECOND));
         // A TAT in the past owes nothing, whatever the quota.
         assert_eq!(rescale(5, MINUTE, 3, 100, MINUTE), 5);
+    }
+
+    #[test]
+    fn a_cut_debt_is_owed_until_the_tat_kept_under_the_other_quota_pays_it() {
+        let spent = (0..100).fold(0, |tat, _| check(tat, MINUTE, 100, MINUTE).1);
+        // Nothing is cut carrying a debt up, or down while it fits the lower quota.
+        assert_eq!(wait_if_cut(spent, MINUTE, 100, 200, MINUTE), None);
+        let ten = (0..10).fold(0, |tat, _| check(tat, MINUTE, 100, MINUTE).1);
+        assert_eq!(wait_if_cut(ten, MINUTE, 100, 20, MINUTE), None);
+        // 100 of 100 spent, asked under 10 a minute: cut to one window. One request passes
+        // once the stored TAT owes at most 9 of 10, 54 s of 60 under 10, 5.4 s under 100.
+        let wait = wait_if_cut(spent, MINUTE, 100, 10, MINUTE).unwrap();
+        assert_eq!(wait, MINUTE - 5_400_000_000);
+        let later = MINUTE + wait;
+        let carried = rescale(spent, later, 100, 10, MINUTE);
+        assert!(check(carried, later, 10, MINUTE).0.allowed);
+        let carried = rescale(spent, later - 1, 100, 10, MINUTE);
+        assert!(!check(carried, later - 1, 10, MINUTE).0.allowed);
     }
 
     #[test]

@@ -142,11 +142,19 @@ impl RateLimiter {
             None => 0,
         };
         let mut tats = self.tats.lock().expect("rate limiter lock");
-        let tat = tats.get(&key).map_or(0, carried).max(shared);
-        let (verdict, next) = gcra::check(tat, now, quota, MINUTE);
-        // Kept under this quota from now on, refused or not (a refusal leaves the TAT as carried
-        // over), so the wait a refusal announces is the wait there is.
-        if commit {
+        let own = tats.get(&key).copied();
+        let tat = own.as_ref().map_or(0, carried).max(shared);
+        let (mut verdict, next) = gcra::check(tat, now, quota, MINUTE);
+        // A TAT carried down to a lower quota may be cut to one window (keys of one rotation
+        // may differ in limits): the stored TAT stays, and a refusal announces when it lets
+        // one through.
+        let cut = own.and_then(|(tat, kept)| gcra::wait_if_cut(tat, now, kept, quota, MINUTE));
+        if let (Some(wait), false) = (cut, verdict.allowed) {
+            verdict.retry_in = verdict.retry_in.max(wait);
+        }
+        // Otherwise kept under this quota from now on, refused or not (a refusal leaves the TAT
+        // as carried over), so the wait a refusal announces is the wait there is.
+        if commit && (verdict.allowed || cut.is_none()) {
             tats.insert(key, (next, quota));
         }
         let pending = if verdict.allowed {
@@ -226,7 +234,6 @@ impl RateLimiter {
         write: bool,
         own: RateLimit,
     ) -> Vec<Applied> {
-        let now = self.clock();
         let (name, quota) = if write {
             (
                 "write",
@@ -248,6 +255,9 @@ impl RateLimiter {
         }
         // Reads the stored count the first time this replica sees the subject today.
         self.daily_used(pool, subject).await;
+        // The time of the decision, after any wait for the database: a request decided as of
+        // when it arrived would find the budget as it was then, more of it come back.
+        let now = self.clock();
         // A request refused by the daily quota does not spend the minute budget, and one
         // refused by the minute policy does not count against the day.
         let (minute, daily) = self.decide_day(subject, daily_quota, |commit| {

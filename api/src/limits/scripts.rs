@@ -10,7 +10,9 @@
 /// writes, says which quota: `<quota>:<tat>`, believed only while that TAT is the stored one,
 /// so a TAT with no quota beside it, or one an earlier version wrote after it (during a rolling
 /// upgrade), is taken as kept under this quota. A TAT carried over is stored even when the
-/// request is refused, so the wait the refusal announces is the wait there is. A macro, not a
+/// request is refused, so the wait the refusal announces is the wait there is; unless it was
+/// cut to a window (`cut`: how long until the stored TAT lets one request through, as
+/// `gcra::wait_if_cut`), which is a decision's view and never replaces the stored TAT. A macro, not a
 /// `const`, so that `concat!` can join it into each script at compile time.
 macro_rules! gcra_preamble {
     () => {
@@ -25,8 +27,13 @@ local tat = tonumber(stored_tat)
 local kept, kept_tat = string.match(redis.call('GET', KEYS[#KEYS]) or '', '^(%d+):(%d+)$')
 kept = tonumber(kept)
 local rescaled = kept and kept_tat == stored_tat and kept ~= quota and tat > now
+local cut = false
 if rescaled then
-  local owed = math.ceil((tat - now) * interval / math.max(math.floor(60000000 / kept), 1))
+  local kept_interval = math.max(math.floor(60000000 / kept), 1)
+  local owed = math.ceil((tat - now) * interval / kept_interval)
+  if owed > window then
+    cut = math.max(tat - now - math.floor((window - interval) * kept_interval / interval), 0)
+  end
   tat = now + math.min(owed, window)
 end
 local function keep_tat(new_tat)
@@ -94,6 +101,9 @@ local new_tat = math.max(tat, now) + interval
 local minute_ok = new_tat - now <= window
 local remaining = 0
 local pending = new_tat - now - window
+if cut then
+  pending = math.max(pending, cut)
+end
 if minute_ok then
   remaining = math.floor((window - (new_tat - now)) / interval)
   pending = new_tat - now
@@ -102,7 +112,7 @@ if minute_ok and daily_ok then
   keep_tat(new_tat)
   used = used + 1
   redis.call('SET', KEYS[2], used, 'EX', tonumber(ARGV[4]))
-elseif rescaled then
+elseif rescaled and not cut then
   keep_tat(tat)
 end
 return {minute_ok and 1 or 0, remaining, math.floor(pending), daily_ok and 1 or 0, used}
@@ -122,9 +132,9 @@ if new_tat - now <= window then
   keep_tat(new_tat)
   return {1, math.floor((window - (new_tat - now)) / interval), new_tat - now}
 end
-if rescaled then
+if rescaled and not cut then
   keep_tat(tat)
 end
-return {0, 0, new_tat - now - window}
+return {0, 0, math.max(new_tat - now - window, cut or 0)}
 "#
 );

@@ -400,3 +400,52 @@ fn local_decisions_start_from_the_tat_redis_answered() {
     limiter.prune_at(now + 60_000_000_001, Utc::now().date_naive());
     assert!(limiter.shared_tats.lock().unwrap().is_empty());
 }
+
+#[test]
+fn keys_of_one_budget_with_different_quotas_never_free_what_was_spent() {
+    // The keys of a rotation spend one budget, each under its own limit: 100 and 10 a minute.
+    let limiter = limiter();
+    let (subject, now) = ("key:first", MINUTE);
+    let allowed = |quota, at| {
+        (0..200)
+            .take_while(|_| {
+                limiter
+                    .minute_policy(subject, "read", quota, at, true)
+                    .allowed
+            })
+            .count()
+    };
+    assert_eq!(allowed(100, now), 100);
+    // The other key is refused, as long as the first key's spending owes more than it allows,
+    // and says when that ends (5.4 s under 100 is 9 of 10, room for one more)...
+    let refused = limiter.minute_policy(subject, "read", 10, now, true);
+    assert!(!refused.allowed);
+    let wait = refused.reset_at.duration_since(SystemTime::now()).unwrap();
+    assert!(wait > Duration::from_secs(53), "{wait:?}");
+    // ...and its refusal leaves nothing for the first key to start again from.
+    assert_eq!(allowed(100, now), 0);
+    assert_eq!(allowed(100, now + MINUTE / 100 * 3), 3);
+    let _ = limiter.minute_policy(subject, "read", 10, now + MINUTE / 100 * 3, true);
+    assert_eq!(allowed(100, now + MINUTE / 100 * 4), 1);
+}
+
+#[tokio::test]
+async fn a_request_is_decided_at_the_time_of_the_decision_not_of_its_arrival() {
+    // 600 a minute: one comes back every 100 ms; reading the day's count waits 200 ms.
+    let config = RateLimitsConfig {
+        read_per_minute: 600,
+        ..crate::Config::defaults().rate_limits
+    };
+    let limiter = RateLimiter::new(config, "");
+    let slow = unreachable_pool();
+    let first = limiter
+        .check(&slow, "key:a", false, RateLimit::default())
+        .await;
+    assert_eq!(first[0].remaining, 599);
+    // Right after: the first request's slot has not come back. Decided as of its arrival, it
+    // would have, 200 ms before this one.
+    let second = limiter
+        .check(&slow, "key:a", false, RateLimit::default())
+        .await;
+    assert_eq!(second[0].remaining, 598);
+}
