@@ -313,3 +313,57 @@ async fn an_export_ends_where_the_log_ended_when_it_began() {
     );
     assert!(seqs.windows(2).all(|w| w[0] + 1 == w[1]), "no gap");
 }
+
+#[tokio::test]
+async fn an_export_that_retention_overtakes_ends_with_an_error_line_not_a_gap() {
+    let app = TestApp::spawn().await;
+    app.get("/api/v1/jobs", &app.admin_key).await;
+    let filled = append_copies(&app, 50_000).await;
+    let mut response = app
+        .request(
+            reqwest::Method::GET,
+            "/api/v1/audit/requests/export",
+            &app.admin_key,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let first = response.chunk().await.unwrap().unwrap();
+    // Retention prunes most of the log (as `audit::prune` does: anchor, then delete) while
+    // the export is still on its first pages.
+    let pruned_to = filled - 100;
+    sqlx::query(
+        "INSERT INTO request_log_anchor (id, seq, hash) \
+         SELECT 1, seq, hash FROM request_log WHERE seq = $1 \
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    )
+    .bind(pruned_to)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM request_log WHERE seq <= $1")
+        .bind(pruned_to)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut body = first.to_vec();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    // The records the sockets held before the pruning came through, with no gap, then one
+    // line that says the export is not whole: never a whole-looking export with the pruned
+    // records missing from its middle.
+    let text = String::from_utf8(body).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let (last, records) = lines.split_last().unwrap();
+    assert_eq!(last["error"]["code"], "EXPORT_INCOMPLETE", "{last}");
+    assert!(last.get("seq").is_none());
+    let seqs: Vec<i64> = records.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs.first(), Some(&1));
+    assert!(seqs.windows(2).all(|w| w[0] + 1 == w[1]), "no gap");
+    assert!(*seqs.last().unwrap() < pruned_to);
+}

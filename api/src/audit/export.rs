@@ -66,47 +66,107 @@ const COLUMNS: [&str; 20] = [
     "chain_format",
 ];
 
-/// The export as a stream of chunks (a CSV export starts with its header line).
-pub fn stream(
+/// The export as a stream of chunks (a CSV export starts with its header line). The database
+/// is asked once before it is returned, so one that does not answer gets an error answer, not
+/// a 200. The log's end is read with the first page, when the first chunk is asked for: after
+/// the export's own record, which is committed before the response leaves. A page that cannot
+/// be read, or that retention overtook (it pruned records after the last one exported while
+/// the export ran), ends the export with an error line in place of the rest (`error_line`):
+/// the transfer itself ends cleanly (the server ends a failed stream as a finished one), so
+/// this line is what tells a client the export is not whole.
+pub async fn stream(
     pool: PgPool,
     range: Range,
     format: Format,
-) -> impl Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
+) -> sqlx::Result<impl Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static> {
+    log_end(&pool).await?;
     let header = (format == Format::Csv).then(|| (COLUMNS.join(",") + "\r\n").into_bytes());
-    // The state: the last sequence number exported and the log's end when the export began
-    // (`None` before the first page); `None` when done.
-    let pages = futures::stream::try_unfold(Some((0_i64, None)), move |state| {
+    let pages = futures::stream::try_unfold(Step::Start, move |step| {
         let (pool, range) = (pool.clone(), range.clone());
         async move {
-            let Some((after, end)) = state else {
-                return Ok(None);
+            let (after, end) = match step {
+                Step::Done => return Ok(None),
+                Step::Start => match log_end(&pool).await {
+                    Ok(end) => (0, end),
+                    Err(error) => return Ok(Some(cut_short(format, &error, 0))),
+                },
+                Step::After { after, end } => (after, end),
             };
-            let end = match end {
-                Some(end) => end,
-                None => log_end(&pool).await.map_err(std::io::Error::other)?,
+            let records = match page(&pool, &range, after, end).await {
+                Ok(Page::Records(records)) => records,
+                Ok(Page::Pruned(to)) => {
+                    tracing::warn!(after, to, "an export was overtaken by retention");
+                    let detail = format!(
+                        "retention pruned the records up to {to} while this export was at \
+                             {after}: export again"
+                    );
+                    return Ok(Some((error_line(format, &detail), Step::Done)));
+                }
+                Err(error) => return Ok(Some(cut_short(format, &error, after))),
             };
-            let records = page(&pool, &range, after, end)
-                .await
-                .map_err(std::io::Error::other)?;
             if records.is_empty() {
                 return Ok(None);
             }
-            let next =
-                (records.len() as i64 == PAGE).then(|| records.last().map(|r| (r.seq, Some(end))));
-            let mut out = Vec::new();
-            for record in &records {
-                match format {
-                    Format::Ndjson => {
-                        serde_json::to_writer(&mut out, record).map_err(std::io::Error::other)?;
-                        out.push(b'\n');
-                    }
-                    Format::Csv => out.extend(csv_line(record).into_bytes()),
-                }
-            }
-            Ok(Some((out, next.flatten())))
+            let next = match records.last() {
+                Some(last) if records.len() as i64 == PAGE => Step::After {
+                    after: last.seq,
+                    end,
+                },
+                _ => Step::Done,
+            };
+            Ok(Some((render(&records, format)?, next)))
         }
     });
-    futures::StreamExt::chain(futures::stream::iter(header.map(Ok)), pages)
+    Ok(futures::StreamExt::chain(
+        futures::stream::iter(header.map(Ok)),
+        pages,
+    ))
+}
+
+/// The line that ends an export cut short, in place of the records it could not give: in
+/// NDJSON an object with `error` (`code` `EXPORT_INCOMPLETE` and a `detail`) and no `seq`; in
+/// CSV a row whose first cell is `error`, then the code and the detail.
+fn error_line(format: Format, detail: &str) -> Vec<u8> {
+    const CODE: &str = "EXPORT_INCOMPLETE";
+    match format {
+        Format::Ndjson => {
+            let line = serde_json::json!({"error": {"code": CODE, "detail": detail}});
+            format!("{line}\n").into_bytes()
+        }
+        Format::Csv => format!("error,{CODE},{}\r\n", csv_field(detail)).into_bytes(),
+    }
+}
+
+/// The error line for a page after `after` the database failed to give.
+fn cut_short(format: Format, error: &sqlx::Error, after: i64) -> (Vec<u8>, Step) {
+    tracing::error!(%error, after, "an export could not read its next page");
+    let detail = format!("the records after {after} could not be read: export again");
+    (error_line(format, &detail), Step::Done)
+}
+
+/// Where an export stands between chunks.
+enum Step {
+    Start,
+    /// The next page starts after `after` and the export ends at `end`.
+    After {
+        after: i64,
+        end: i64,
+    },
+    Done,
+}
+
+fn render(records: &[Record], format: Format) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for record in records {
+        match format {
+            Format::Ndjson => {
+                serde_json::to_writer(&mut out, record).map_err(std::io::Error::other)?;
+                out.push(b'\n');
+            }
+            Format::Csv => out.extend(csv_line(record).into_bytes()),
+        }
+    }
+    Ok(out)
 }
 
 /// The sequence number of the log's last record (0 when it has none).
@@ -116,12 +176,30 @@ async fn log_end(pool: &PgPool) -> sqlx::Result<i64> {
         .await
 }
 
-/// Up to `PAGE` records in `range` after `after`, up to `end`. Sent unprepared, as the list's
-/// page is (`super::LIST_SQL`): planned with its values, a project's export reads through
+/// A page of an export, or how far retention pruned past where the export was.
+enum Page {
+    Records(Vec<Record>),
+    Pruned(i64),
+}
+
+/// Up to `PAGE` records in `range` after `after`, up to `end`, unless retention pruned
+/// records after `after` (the anchor is past it): read in one snapshot with the anchor, so a
+/// page never silently starts later than the export was. Sent unprepared, as the list's page
+/// is (`super::LIST_SQL`): planned with its values, a project's export reads through
 /// `request_log_by_project`, where a kept generic plan would scan the whole log.
-async fn page(pool: &PgPool, range: &Range, after: i64, end: i64) -> sqlx::Result<Vec<Record>> {
+async fn page(pool: &PgPool, range: &Range, after: i64, end: i64) -> sqlx::Result<Page> {
+    let mut snapshot = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *snapshot)
+        .await?;
+    let pruned: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM request_log_anchor")
+        .fetch_one(&mut *snapshot)
+        .await?;
+    if after > 0 && pruned > after {
+        return Ok(Page::Pruned(pruned));
+    }
     let filters = &range.filters;
-    sqlx::query_as(
+    let records = sqlx::query_as(
         "SELECT r.*, \
                 coalesce((SELECT p.hash FROM request_log p WHERE p.seq = r.seq - 1), \
                          (SELECT a.hash FROM request_log_anchor a WHERE a.seq = r.seq - 1), \
@@ -150,8 +228,10 @@ async fn page(pool: &PgPool, range: &Range, after: i64, end: i64) -> sqlx::Resul
     .bind(&filters.method)
     .bind(filters.status)
     .bind(&filters.outcome)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *snapshot)
+    .await?;
+    snapshot.commit().await?;
+    Ok(Page::Records(records))
 }
 
 fn csv_line(r: &Record) -> String {

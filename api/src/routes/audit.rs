@@ -118,7 +118,8 @@ pub struct ChainCheck {
 #[derive(ApiResponse)]
 pub enum Export {
     /// The records, oldest first: one JSON object per line (`format=ndjson`), or CSV with a
-    /// header line (`format=csv`, answered as `text/csv`).
+    /// header line (`format=csv`, answered as `text/csv`). An export that failed once begun
+    /// ends with an `EXPORT_INCOMPLETE` line in place of the rest.
     #[oai(status = 200, content_type = "application/x-ndjson")]
     Records(Binary<Body>, #[oai(header = "Content-Disposition")] String),
 }
@@ -246,7 +247,8 @@ impl AuditApi {
                 outcome: outcome.0,
             },
         };
-        let body = Body::from_bytes_stream(export::stream(self.state.pool.clone(), range, format));
+        let records = export::stream(self.state.pool.clone(), range, format).await?;
+        let body = Body::from_bytes_stream(records);
         let disposition = format!("attachment; filename=\"herald-requests.{extension}\"");
         Ok(Response::new(Export::Records(Binary(body), disposition))
             .header("Content-Type", content_type))
