@@ -419,3 +419,32 @@ async fn another_projects_keys_are_not_found() {
         .unwrap();
     assert_eq!(own["status"], "active");
 }
+
+#[tokio::test]
+async fn key_uses_a_failed_flush_could_not_write_are_written_by_the_next() {
+    let app = TestApp::spawn().await;
+    let (_, first) = app.project_with_key(&["jobs:read"]).await;
+    let (_, second) = app.project_with_key(&["jobs:read"]).await;
+    for key in [&first, &first, &second] {
+        assert_eq!(app.get("/api/v1/jobs", key).await.status(), StatusCode::OK);
+    }
+    // The database does not answer this flush (the periodic one may have been first, when
+    // there is nothing left for this one to lose)...
+    let unreachable = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(200))
+        .connect_lazy("postgres://herald@127.0.0.1:9/herald")
+        .unwrap();
+    let _ = app.state.verifier.flush_usage(&unreachable).await;
+    // ...and the next one writes every key's uses.
+    app.state.verifier.flush_usage(&app.pool).await.unwrap();
+    for (key, uses) in [(&first, 2), (&second, 1)] {
+        let id = key.split('_').nth(2).unwrap();
+        let fetched: Value = app
+            .get(&format!("/api/v1/api-keys/{id}"), &app.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(fetched["usage_count"], uses, "{fetched}");
+    }
+}

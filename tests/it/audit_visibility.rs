@@ -120,3 +120,60 @@ async fn a_key_and_a_user_filter_together_are_refused_not_half_applied() {
     assert_eq!(body["code"], "VALIDATION_FAILED");
     assert_eq!(body["errors"][0]["field"], "user_id");
 }
+
+#[tokio::test]
+async fn calls_on_a_project_and_its_members_are_recorded_in_that_project() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("renamed").await;
+    let user = app.create_user("member@example.com", PASSWORD, false).await;
+    let calls = [
+        (
+            Method::PUT,
+            format!("/api/v1/projects/{project}/members/{user}"),
+            json!({"role": "viewer"}),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/projects/{project}/members"),
+            json!(null),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/projects/{project}"),
+            json!({"name": "renamed again"}),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/projects/{project}"),
+            json!(null),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/projects/{project}/members/{user}"),
+            json!(null),
+        ),
+    ];
+    for (method, path, body) in &calls {
+        let mut request = app.request(method.clone(), path, &app.admin_key);
+        if !body.is_null() {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{method} {path}: {}",
+            response.status()
+        );
+        // By an admin key, which belongs to no project of its own.
+        let recorded: Option<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT project_id FROM request_log WHERE method = $1 AND path = $2 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(method.as_str())
+        .bind(path)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(recorded, Some(project), "{method} {path}");
+    }
+}

@@ -121,22 +121,39 @@ impl KeyVerifier {
         check(&self.pepper, &token, &key, Utc::now(), client)
     }
 
-    /// Writes the counted uses to `api_key_usage` (adding to other replicas' counts).
+    /// Writes the counted uses to `api_key_usage` (adding to other replicas' counts), every key
+    /// in one statement. When it fails the uses go back to be written by the next flush, so a
+    /// failing database loses none (a flush whose answer is lost after its commit would count
+    /// them twice: the counts are added, not stored as totals).
     pub async fn flush_usage(&self, pool: &PgPool) -> sqlx::Result<()> {
         let pending: Vec<(KeyId, (i64, DateTime<Utc>))> =
             self.usage.lock().expect("usage lock").drain().collect();
-        for (id, (count, last)) in pending {
-            sqlx::query(
-                "INSERT INTO api_key_usage (key_id, usage_count, last_used_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (key_id) DO UPDATE SET \
-                   usage_count = api_key_usage.usage_count + excluded.usage_count, \
-                   last_used_at = greatest(api_key_usage.last_used_at, excluded.last_used_at)",
-            )
-            .bind(id.as_str())
-            .bind(count)
-            .bind(last)
-            .execute(pool)
-            .await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = pending.iter().map(|(id, _)| id.as_str()).collect();
+        let counts: Vec<i64> = pending.iter().map(|(_, (count, _))| *count).collect();
+        let lasts: Vec<DateTime<Utc>> = pending.iter().map(|(_, (_, last))| *last).collect();
+        let written = sqlx::query(
+            "INSERT INTO api_key_usage (key_id, usage_count, last_used_at) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) \
+             ON CONFLICT (key_id) DO UPDATE SET \
+               usage_count = api_key_usage.usage_count + excluded.usage_count, \
+               last_used_at = greatest(api_key_usage.last_used_at, excluded.last_used_at)",
+        )
+        .bind(&ids)
+        .bind(&counts)
+        .bind(&lasts)
+        .execute(pool)
+        .await;
+        if let Err(error) = written {
+            let mut usage = self.usage.lock().expect("usage lock");
+            for (id, (count, last)) in pending {
+                let entry = usage.entry(id).or_insert((0, last));
+                entry.0 += count;
+                entry.1 = entry.1.max(last);
+            }
+            return Err(error);
         }
         Ok(())
     }

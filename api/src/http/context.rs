@@ -260,10 +260,11 @@ impl<E: Endpoint> EdgeInner<E> {
         let rate = notes.rate.take();
         // The path as the record and the log line show it: credentials redacted, length bounded.
         let shown_path = super::request_log::bounded(&super::redact::redact_secrets(&path));
+        let shown_method = super::request_log::bounded_method(method.as_str());
         if let Some(audit) = audit {
             let seen = super::request_log::Seen {
                 request_id: &request_id,
-                method: method.as_str(),
+                method: shown_method,
                 path: &shown_path,
                 route: self.routes.route_of(&path),
                 started,
@@ -282,7 +283,7 @@ impl<E: Endpoint> EdgeInner<E> {
             headers.apply(&mut response);
         }
         tracing::info!(
-            http.method = %method,
+            http.method = %shown_method,
             http.path = %shown_path,
             http.status = response.status().as_u16(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,

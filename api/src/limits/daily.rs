@@ -4,7 +4,9 @@
 //! after a lost answer cannot count twice, a count is never missing while a flush is in flight,
 //! and yesterday's last requests are still stored after midnight. The quota is the sum over
 //! replicas: it is read back the first time a replica sees a subject in a day, so it survives
-//! restarts, and seeds Redis when Redis has no count.
+//! restarts, then kept up with what the others store (`refresh_others`, every two seconds), so
+//! a subject moving between replicas is held to the day's quota; and it seeds Redis when Redis
+//! has no count.
 
 use std::time::{Duration, Instant};
 
@@ -291,6 +293,40 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Raises each count of today this replica has read the stored counts for to what the other
+    /// replicas have stored by now, plus its own: the others' requests since the first read are
+    /// not granted again when a subject moves here (a replica redeployed, a balancer's choice).
+    pub async fn refresh_others(&self, pool: &PgPool) -> sqlx::Result<()> {
+        let today = Utc::now().date_naive();
+        let subjects: Vec<String> = {
+            let daily = self.daily.lock().expect("lock");
+            daily
+                .iter()
+                .filter(|((_, day), count)| *day == today && count.seeded)
+                .map(|((subject, _), _)| subject.clone())
+                .collect()
+        };
+        if subjects.is_empty() {
+            return Ok(());
+        }
+        let others: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT subject, sum(used)::bigint FROM rate_limit_daily \
+             WHERE day = $1 AND replica <> $2 AND subject = ANY($3) GROUP BY subject",
+        )
+        .bind(today)
+        .bind(&self.replica)
+        .bind(&subjects)
+        .fetch_all(pool)
+        .await?;
+        let mut daily = self.daily.lock().expect("lock");
+        for (subject, stored) in others {
+            if let Some(count) = daily.get_mut(&(subject, today)) {
+                count.used = count.used.max(stored.max(0) as u64 + count.own);
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes the stored counts of days long past.
     pub async fn forget_old_days(&self, pool: &PgPool) -> sqlx::Result<u64> {
         let cutoff = Utc::now().date_naive() - chrono::Days::new(KEEP_DAYS);
@@ -301,8 +337,9 @@ impl RateLimiter {
         Ok(deleted.rows_affected())
     }
 
-    /// Flushes every two seconds until cancelled, and once more on the way out; deletes old
-    /// days' counts at start and then hourly.
+    /// Flushes every two seconds until cancelled, and once more on the way out, each time
+    /// reading what the other replicas stored; deletes old days' counts at start and then
+    /// hourly.
     pub async fn flush_periodically(
         self: std::sync::Arc<Self>,
         pool: PgPool,
@@ -323,6 +360,9 @@ impl RateLimiter {
             self.prune();
             if let Err(error) = self.flush(&pool).await {
                 tracing::warn!(%error, "could not record daily quota use");
+            }
+            if let Err(error) = self.refresh_others(&pool).await {
+                tracing::warn!(%error, "could not read the other replicas' daily counts");
             }
             if stop {
                 return;

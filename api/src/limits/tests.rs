@@ -449,3 +449,33 @@ async fn a_request_is_decided_at_the_time_of_the_decision_not_of_its_arrival() {
         .await;
     assert_eq!(second[0].remaining, 598);
 }
+
+#[tokio::test]
+async fn what_other_replicas_store_after_the_first_read_is_counted_too() {
+    let (pool, drop_database) = scratch_database().await;
+    let limiter = limiter();
+    // First seen here when no other replica had counted anything; then two requests here.
+    assert_eq!(limiter.daily_used(&pool, "key:a").await, 0);
+    limiter.count_daily("key:a");
+    limiter.count_daily("key:a");
+    // Meanwhile another replica stores 40 of the day's requests.
+    sqlx::query(
+        "INSERT INTO rate_limit_daily (subject, day, replica, used) VALUES ('key:a', $1, 'another', 40)",
+    )
+    .bind(Utc::now().date_naive())
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        limiter.daily_used(&pool, "key:a").await,
+        2,
+        "read once a day"
+    );
+    limiter.refresh_others(&pool).await.unwrap();
+    assert_eq!(limiter.daily_used(&pool, "key:a").await, 42);
+    // Refreshed again, nothing is counted twice.
+    limiter.refresh_others(&pool).await.unwrap();
+    assert_eq!(limiter.daily_used(&pool, "key:a").await, 42);
+    pool.close().await;
+    drop_database.await;
+}

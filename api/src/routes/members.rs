@@ -52,6 +52,9 @@ impl MembersApi {
             .await
             .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
         loaded.state().ok_or_else(project_not_found)?;
+        // The call is about this project: its request-log record belongs there, refused or not
+        // (a member's attempt to change the roles is part of the project's trail).
+        crate::http::request_context::note_project(id);
         Ok(project)
     }
 

@@ -155,6 +155,7 @@ impl ProjectsApi {
         if !caller.can_see(project) {
             return Err(not_found().into());
         }
+        crate::http::request_context::note_project(id.0);
         let owner = caller
             .role_in(project)
             .is_some_and(herald_domain::role::ProjectRole::manages_members);
@@ -208,6 +209,7 @@ impl ProjectsApi {
             .await
             .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
         let project = project.state().ok_or_else(not_found)?;
+        crate::http::request_context::note_project(id.0);
         Ok(Json(ProjectDto {
             id: id.0,
             name: project.name.as_str().to_owned(),
