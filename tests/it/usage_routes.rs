@@ -368,3 +368,42 @@ async fn a_usage_report_read_a_page_at_a_time_holds_exactly_the_whole_reports_en
         assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_report_of_the_longest_range_pages_on_its_cursor_alone() {
+    let app = TestApp::spawn().await;
+    let (_, first) = app.project_with_key(&["jobs:read"]).await;
+    let (_, second) = app.project_with_key(&["jobs:read"]).await;
+    for key in [&first, &second] {
+        assert_eq!(app.get("/api/v1/jobs", key).await.status(), StatusCode::OK);
+    }
+    // 31 days by hour, the longest, between half hours: counted rounded out, 31 days and an
+    // hour, which the next page, asked with the cursor alone, must not be refused for.
+    let to = chrono::Utc::now()
+        .duration_trunc(chrono::Duration::hours(1))
+        .unwrap()
+        + chrono::Duration::minutes(90);
+    let from = to - chrono::Duration::days(31);
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let first_page = admin_json(
+        &app,
+        &format!("/api/v1/usage?from={}&to={}&limit=1", at(from), at(to)),
+    )
+    .await;
+    assert_eq!(first_page["has_more"], true, "{first_page}");
+    let cursor = first_page["next_cursor"].as_str().unwrap();
+    let next = app
+        .get(
+            &format!("/api/v1/usage?limit=1&cursor={cursor}"),
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(next.status(), StatusCode::OK);
+    let next: Value = next.json().await.unwrap();
+    assert_eq!(
+        (&next["from"], &next["to"]),
+        (&first_page["from"], &first_page["to"])
+    );
+    assert_ne!(next["data"], first_page["data"]);
+}

@@ -38,10 +38,12 @@ end
 return 0
 "#;
 
-/// Attempt times per subject, swept of idle subjects once it holds more than `sweep_above`.
+/// Attempt times per subject, swept of idle subjects once it holds more than `sweep_above`,
+/// or more than `FIRST_SWEEP` a window after the last sweep.
 struct Log {
     times: HashMap<String, VecDeque<Instant>>,
     sweep_above: usize,
+    swept_at: Option<Instant>,
 }
 
 /// Subjects held before the first sweep.
@@ -62,6 +64,7 @@ impl LoginLimiter {
             log: Mutex::new(Log {
                 times: HashMap::new(),
                 sweep_above: FIRST_SWEEP,
+                swept_at: None,
             }),
             shared: None,
         }
@@ -113,12 +116,17 @@ impl LoginLimiter {
         let Log {
             times: log,
             sweep_above,
+            swept_at,
         } = &mut *guard;
-        if log.len() > *sweep_above {
+        let a_window_since =
+            swept_at.is_none_or(|at| now.saturating_duration_since(at) >= self.window);
+        if log.len() > *sweep_above || (log.len() > FIRST_SWEEP && a_window_since) {
             log.retain(|_, times| times.back().is_some_and(|t| now - *t < self.window));
-            // The next sweep waits for the map to double: with many subjects still in their
-            // window, each attempt would otherwise walk them all under the lock.
+            // The next sweep waits for the map to double, or a window to pass: with many
+            // subjects still in their window, each attempt would otherwise walk them all under
+            // the lock, and once they are idle a window later they go.
             *sweep_above = FIRST_SWEEP.max(2 * log.len());
+            *swept_at = Some(now);
         }
         let mut wait = Duration::ZERO;
         for subject in subjects {
@@ -204,5 +212,20 @@ mod tests {
         let later = start + Duration::from_secs(61);
         limiter.attempt_at(&["ip:late".into()], later).unwrap();
         assert_eq!(held(&limiter), (1, FIRST_SWEEP));
+    }
+
+    #[test]
+    fn idle_subjects_go_a_window_after_the_last_sweep_short_of_the_doubled_size() {
+        let limiter = LoginLimiter::new(2, Duration::from_secs(60));
+        let start = Instant::now();
+        for i in 0..=FIRST_SWEEP + 1 {
+            limiter.attempt_at(&[format!("ip:{i}")], start).unwrap();
+        }
+        // Swept at start (all live), so the next sweep by size waits for twice as many; but a
+        // window later, with none of them live, the next attempt sweeps them all the same.
+        let later = start + Duration::from_secs(60);
+        limiter.attempt_at(&["ip:late".into()], later).unwrap();
+        let log = limiter.log.lock().unwrap();
+        assert_eq!(log.times.len(), 1);
     }
 }

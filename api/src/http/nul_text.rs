@@ -43,8 +43,10 @@ fn decode(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut at = 0;
     while at < bytes.len() {
+        // Two hex digits (`from_str_radix` alone would take `+0` for a number).
         let hex = bytes
             .get(at + 1..at + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (bytes[at], hex) {
@@ -105,5 +107,11 @@ mod tests {
             None
         );
         assert_eq!(refused_field("/api/v1/jobs"), None);
+        assert_eq!(refused_field("/api/v1/webhooks/a%+0"), None);
+        assert_eq!(
+            refused_field("/api/v1/events?actor=%2500"),
+            None,
+            "the text `%00`"
+        );
     }
 }

@@ -296,7 +296,13 @@ impl RateLimiter {
     /// Raises each count of today this replica has read the stored counts for to what the other
     /// replicas have stored by now, plus its own: the others' requests since the first read are
     /// not granted again when a subject moves here (a replica redeployed, a balancer's choice).
+    /// Without Redis only: with it, Redis keeps the count of every replica, and the others'
+    /// stored rows hold requests they allowed alone in an outage, which they add to Redis's
+    /// count themselves when it answers again (counted here too, they would count twice).
     pub async fn refresh_others(&self, pool: &PgPool) -> sqlx::Result<()> {
+        if self.shared.is_some() {
+            return Ok(());
+        }
         let today = Utc::now().date_naive();
         let subjects: Vec<String> = {
             let daily = self.daily.lock().expect("lock");

@@ -137,18 +137,25 @@ impl RateLimiter {
         let shared = match self.shared {
             Some(_) => {
                 let shared_tats = self.shared_tats.lock().expect("rate limiter lock");
-                shared_tats.get(&key).map_or(0, carried)
+                shared_tats.get(&key).copied()
             }
-            None => 0,
+            None => None,
         };
         let mut tats = self.tats.lock().expect("rate limiter lock");
         let own = tats.get(&key).copied();
-        let tat = own.as_ref().map_or(0, carried).max(shared);
+        let tat = own
+            .as_ref()
+            .map_or(0, carried)
+            .max(shared.as_ref().map_or(0, carried));
         let (mut verdict, next) = gcra::check(tat, now, quota, MINUTE);
         // A TAT carried down to a lower quota may be cut to one window (keys of one rotation
         // may differ in limits): the stored TAT stays, and a refusal announces when it lets
         // one through.
-        let cut = own.and_then(|(tat, kept)| gcra::wait_if_cut(tat, now, kept, quota, MINUTE));
+        let cut = [own, shared]
+            .into_iter()
+            .flatten()
+            .filter_map(|(tat, kept)| gcra::wait_if_cut(tat, now, kept, quota, MINUTE))
+            .max();
         if let (Some(wait), false) = (cut, verdict.allowed) {
             verdict.retry_in = verdict.retry_in.max(wait);
         }
@@ -311,7 +318,9 @@ impl RateLimiter {
             // This replica's share, added to the stored count so the quota survives restarts.
             self.count_shared(subject, today);
         }
-        self.keep_shared_tat(subject, name, quota, sent, verdict.minute_ahead_us);
+        if let Some(ahead) = verdict.minute_ahead_us {
+            self.keep_shared_tat(subject, name, quota, sent, ahead);
+        }
         // What Redis counted for everyone is where local limits start if Redis goes away; the
         // requests this replica allowed on its own are in it now.
         self.note_used(subject, today, verdict.used_today);
@@ -350,7 +359,9 @@ impl RateLimiter {
                 .check_minute(subject, "unauthenticated", quota, ahead)
                 .await
             {
-                self.keep_shared_tat(subject, "unauthenticated", quota, sent, after);
+                if let Some(after) = after {
+                    self.keep_shared_tat(subject, "unauthenticated", quota, sent, after);
+                }
                 return applied;
             }
         }

@@ -62,7 +62,8 @@ end
 /// replica's own: the minute budget it spent on its own is not granted again when Redis
 /// answers.
 /// Returns: minute allowed, remaining, microseconds until reset (or retry), daily allowed,
-/// used today. Times are whole microseconds, so the interval is rounded down and the burst
+/// used today, and 1 when the stored TAT was left as it was, cut (the retry is then its wait,
+/// not a TAT's distance from now). Times are whole microseconds, so the interval is rounded down and the burst
 /// tolerance is exactly `quota` intervals (a quota above 60 million a minute is held to one
 /// request per microsecond after its burst). A TAT is kept a second longer than it lies ahead
 /// (after that it is in the past, which a missing one means too), however long the window.
@@ -115,13 +116,13 @@ if minute_ok and daily_ok then
 elseif rescaled and not cut then
   keep_tat(tat)
 end
-return {minute_ok and 1 or 0, remaining, math.floor(pending), daily_ok and 1 or 0, used}
+return {minute_ok and 1 or 0, remaining, math.floor(pending), daily_ok and 1 or 0, used, cut and 1 or 0}
 "#
 );
 
 /// KEYS: the subject's TAT for the policy, the quota it was kept under. ARGV: quota per minute, how far ahead of now the
 /// replica's own TAT lies (as in `SCRIPT`). Returns: allowed, remaining, microseconds until
-/// reset (or retry). `SCRIPT`'s minute policy alone, for a budget with no daily quota (the
+/// reset (or retry), and 1 when the stored TAT was left as it was, cut. `SCRIPT`'s minute policy alone, for a budget with no daily quota (the
 /// client IP's).
 pub(super) const MINUTE_SCRIPT: &str = concat!(
     gcra_preamble!(),
@@ -130,11 +131,11 @@ tat = math.max(tat, now + tonumber(ARGV[2]))
 local new_tat = math.max(tat, now) + interval
 if new_tat - now <= window then
   keep_tat(new_tat)
-  return {1, math.floor((window - (new_tat - now)) / interval), new_tat - now}
+  return {1, math.floor((window - (new_tat - now)) / interval), new_tat - now, 0}
 end
 if rescaled and not cut then
   keep_tat(tat)
 end
-return {0, 0, math.max(new_tat - now - window, cut or 0)}
+return {0, 0, math.max(new_tat - now - window, cut or 0), cut and 1 or 0}
 "#
 );

@@ -79,8 +79,10 @@ pub enum Decision {
 pub struct SharedVerdict {
     pub minute: Applied,
     /// How far ahead of now (microseconds) the minute policy's TAT lies after this request,
-    /// allowed or not (`stored_ahead`): where `RateLimiter` starts if Redis goes away.
-    pub minute_ahead_us: u64,
+    /// allowed or not (`stored_ahead`): where `RateLimiter` starts if Redis goes away. `None`
+    /// when the script left a TAT kept under another quota as it was (cut to a window of this
+    /// one, which it owes more than): this replica's copy stays as it was too.
+    pub minute_ahead_us: Option<u64>,
     pub daily_allowed: bool,
     pub used_today: u64,
 }
@@ -138,9 +140,10 @@ impl SharedLimits {
         }
         match self.run::<Vec<i64>>(&invocation).await? {
             reply if reply == [-1] => Some(Decision::NeedsSeed),
-            reply if reply.len() == 5 => Some(Decision::Decided(SharedVerdict {
+            reply if reply.len() == 6 => Some(Decision::Decided(SharedVerdict {
                 minute: minute_policy(name, quota, &reply),
-                minute_ahead_us: stored_ahead(&reply, quota, reply[3] == 1),
+                minute_ahead_us: (reply[5] == 0)
+                    .then(|| stored_ahead(&reply, quota, reply[3] == 1)),
                 daily_allowed: reply[3] == 1,
                 used_today: reply[4].max(0) as u64,
             })),
@@ -157,7 +160,7 @@ impl SharedLimits {
         name: &'static str,
         quota: u64,
         ahead_us: u64,
-    ) -> Option<(Applied, u64)> {
+    ) -> Option<(Applied, Option<u64>)> {
         let mut invocation = self
             .minute_script
             .key(format!("herald:rl:{subject}:{name}"));
@@ -166,8 +169,8 @@ impl SharedLimits {
             .arg(quota)
             .arg(ahead_us);
         match self.run::<Vec<i64>>(&invocation).await? {
-            reply if reply.len() == 3 => {
-                let ahead = stored_ahead(&reply, quota, reply[0] == 1);
+            reply if reply.len() == 4 => {
+                let ahead = (reply[3] == 0).then(|| stored_ahead(&reply, quota, reply[0] == 1));
                 Some((minute_policy(name, quota, &reply), ahead))
             }
             _ => self.failed("unexpected reply from the rate-limit script"),

@@ -479,3 +479,44 @@ async fn what_other_replicas_store_after_the_first_read_is_counted_too() {
     pool.close().await;
     drop_database.await;
 }
+
+#[test]
+fn a_tat_redis_answered_under_a_higher_quota_is_owed_whole_under_a_lower_one() {
+    let limiter = RateLimiter::new(crate::Config::defaults().rate_limits, "redis://127.0.0.1:1");
+    let now = MINUTE;
+    // Redis last answered the first key of a rotation: its 100 a minute spent, 60 s ahead.
+    limiter.keep_shared_tat("key:a", "read", 100, now, 60_000_000);
+    // Decided here while Redis does not answer, for the successor at 10 a minute: refused
+    // until the spending fits (5.4 s of it left under 100, 54.6 s from now), and said so.
+    let refused = limiter.minute_policy("key:a", "read", 10, now, true);
+    assert!(!refused.allowed);
+    let wait = refused.reset_at.duration_since(SystemTime::now()).unwrap();
+    assert!(wait > Duration::from_secs(53), "{wait:?}");
+    // Nothing of the spending comes back for the first key.
+    assert!(
+        !limiter
+            .minute_policy("key:a", "read", 100, now, true)
+            .allowed
+    );
+}
+
+#[tokio::test]
+async fn with_redis_the_other_replicas_stored_counts_are_left_to_redis() {
+    let (pool, drop_database) = scratch_database().await;
+    let limiter = RateLimiter::new(crate::Config::defaults().rate_limits, "redis://127.0.0.1:1");
+    let today = Utc::now().date_naive();
+    limiter.note_used("key:a", today, 10);
+    sqlx::query(
+        "INSERT INTO rate_limit_daily (subject, day, replica, used) VALUES ('key:a', $1, 'another', 40)",
+    )
+    .bind(today)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // The other replica's 40 are in Redis's count, or will be when it adds what it allowed
+    // alone: raising this replica's count by them would count them twice.
+    limiter.refresh_others(&pool).await.unwrap();
+    assert_eq!(count_of(&limiter, "key:a", today).unwrap().used, 10);
+    pool.close().await;
+    drop_database.await;
+}

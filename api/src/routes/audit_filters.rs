@@ -16,10 +16,11 @@ pub const OUTCOMES: [&str; 6] = [
     "replayed",
 ];
 
-/// Whether `method` can be a request's method: an HTTP token (RFC 9110), as any method a
-/// client sent is recorded, `FOO` and `get` too.
+/// Whether `method` can be a recorded method: an HTTP token (RFC 9110), as any method a
+/// client sent is recorded, `FOO` and `get` too, of at most the 16 bytes a record keeps.
 fn is_method(method: &str) -> bool {
     !method.is_empty()
+        && method.len() <= crate::http::request_log::MAX_METHOD
         && method
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
@@ -75,7 +76,7 @@ pub fn list(
         if !is_method(method) {
             return Err(ApiError::field(
                 "method",
-                "must be an HTTP method: letters, digits or !#$%&'*+-.^_`|~",
+                "must be an HTTP method of at most 16 characters: letters, digits or !#$%&'*+-.^_`|~",
             ));
         }
     }
@@ -109,8 +110,12 @@ mod tests {
         assert!(list(Some("GE T"), None, None).is_err());
         assert!(list(Some(""), None, None).is_err());
         assert!(
-            list(Some(&"X".repeat(40)), None, None).is_ok(),
+            list(Some(&"X".repeat(16)), None, None).is_ok(),
             "recorded as sent"
+        );
+        assert!(
+            list(Some(&"X".repeat(17)), None, None).is_err(),
+            "no record keeps more"
         );
         assert!(list(None, Some(999), None).is_err());
         assert!(list(None, Some(99), None).is_err());

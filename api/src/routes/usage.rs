@@ -82,7 +82,8 @@ impl UsageApi {
     /// daily quota used and remaining today. The range counted is `from` down to the start of
     /// its bucket and `to` up to the next whole hour; the report's `from` and `to` are that
     /// range. Counted from the request log, so the totals equal `GET /audit/requests` for the
-    /// report's range. Filter `key_id` (or a user id). Ordered by bucket, then caller, then
+    /// report's range while the log holds it (retention keeps the counts of the records it
+    /// prunes). Filter `key_id` (or a user id). Ordered by bucket, then caller, then
     /// project; `limit` entries a page (1–1000, 1000 by default), the next page with
     /// `cursor=<next_cursor>`, which keeps the report's range and granularity (a page asked
     /// with others is refused). Scope `usage:read`; a project key sees its project's usage.
@@ -119,7 +120,14 @@ impl UsageApi {
             "day" => Duration::days(366),
             _ => return Err(ApiError::field("granularity", "must be `hour` or `day`").into()),
         };
-        if from >= to || to - from > longest {
+        // A cursor's range is the one its report counted, rounded out: up to two hours longer
+        // than asked by hour, a day and an hour by day.
+        let slack = match (report.is_some(), granularity.as_str()) {
+            (false, _) => Duration::zero(),
+            (true, "day") => Duration::hours(25),
+            (true, _) => Duration::hours(2),
+        };
+        if from >= to || to - from > longest + slack {
             return Err(ApiError::field(
                 "from",
                 "must be before `to`, at most 31 days before it by hour or 366 by day",
