@@ -354,9 +354,8 @@ impl RateLimiter {
         const FLUSHES_PER_HOUR: u32 = 1800;
         for flushes in 0u32.. {
             if flushes % FLUSHES_PER_HOUR == 0 {
-                if let Err(error) = self.forget_old_days(&pool).await {
-                    tracing::warn!(%error, "could not delete old daily quota counts");
-                }
+                let old = self.forget_old_days(&pool);
+                bounded("could not delete old daily quota counts", old).await;
             }
             let stop = tokio::select! {
                 _ = cancel.cancelled() => true,
@@ -364,16 +363,27 @@ impl RateLimiter {
             };
             // Before the flush, which waits on PostgreSQL: the maps stay bounded while it does.
             self.prune();
-            if let Err(error) = self.flush(&pool).await {
-                tracing::warn!(%error, "could not record daily quota use");
-            }
-            if let Err(error) = self.refresh_others(&pool).await {
-                tracing::warn!(%error, "could not read the other replicas' daily counts");
-            }
+            bounded("could not record daily quota use", self.flush(&pool)).await;
+            let others = self.refresh_others(&pool);
+            bounded("could not read the other replicas' daily counts", others).await;
             if stop {
                 return;
             }
         }
+    }
+}
+
+/// How long each of the flusher's statements may take: a connection whose peer vanished would
+/// otherwise hold the loop (its pruning, and shutdown) until TCP gives up. A flush cut short
+/// keeps its counts pending (`flush` marks them stored only once answered).
+const STATEMENT_TIME: Duration = Duration::from_secs(10);
+
+/// Runs `work` for at most `STATEMENT_TIME`, logging `what` when it fails or takes longer.
+async fn bounded<T>(what: &str, work: impl std::future::Future<Output = sqlx::Result<T>>) {
+    match tokio::time::timeout(STATEMENT_TIME, work).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "{what}"),
+        Err(_) => tracing::warn!("{what}: no answer within {STATEMENT_TIME:?}"),
     }
 }
 

@@ -520,3 +520,31 @@ async fn with_redis_the_other_replicas_stored_counts_are_left_to_redis() {
     pool.close().await;
     drop_database.await;
 }
+
+#[tokio::test]
+async fn a_flush_cut_short_keeps_its_counts_for_the_next() {
+    let (pool, drop_database) = scratch_database().await;
+    let limiter = limiter();
+    limiter.count_daily("key:a");
+    let today = Utc::now().date_naive();
+    // The table is locked: the flush waits, and is given up (as the flusher gives up a
+    // statement after `STATEMENT_TIME`).
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE rate_limit_daily IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let cut = tokio::time::timeout(Duration::from_millis(300), limiter.flush(&pool)).await;
+    assert!(cut.is_err(), "the flush waited on the lock");
+    assert!(count_of(&limiter, "key:a", today).unwrap().pending());
+    lock.commit().await.unwrap();
+    limiter.flush(&pool).await.unwrap();
+    assert!(!count_of(&limiter, "key:a", today).unwrap().pending());
+    let stored: i64 = sqlx::query_scalar("SELECT sum(used)::bigint FROM rate_limit_daily")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "stored once, however often the statement ran");
+    pool.close().await;
+    drop_database.await;
+}
