@@ -271,14 +271,9 @@ async fn append_copies(app: &TestApp, count: i64) -> i64 {
     .unwrap()
 }
 
-#[tokio::test]
-async fn an_export_ends_where_the_log_ended_when_it_began() {
-    let app = TestApp::spawn().await;
-    app.get("/api/v1/jobs", &app.admin_key).await;
-    // Fifty pages, far more than the sockets between server and client can buffer, so the
-    // server is still reading pages when more records arrive.
-    let filled = append_copies(&app, 50_000).await;
-    let mut response = app
+/// An admin's NDJSON export of the whole log, answered (its body not read yet).
+async fn begin_export(app: &TestApp) -> reqwest::Response {
+    let response = app
         .request(
             reqwest::Method::GET,
             "/api/v1/audit/requests/export",
@@ -288,6 +283,17 @@ async fn an_export_ends_where_the_log_ended_when_it_began() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    response
+}
+
+#[tokio::test]
+async fn an_export_ends_where_the_log_ended_when_it_began() {
+    let app = TestApp::spawn().await;
+    app.get("/api/v1/jobs", &app.admin_key).await;
+    // Fifty pages, far more than the sockets between server and client can buffer, so the
+    // server is still reading pages when more records arrive.
+    let filled = append_copies(&app, 50_000).await;
+    let mut response = begin_export(&app).await;
     let mut body = response.chunk().await.unwrap().unwrap().to_vec();
     let later = append_copies(&app, 5_000).await;
     assert!(later > filled + 1);
@@ -319,16 +325,7 @@ async fn an_export_that_retention_overtakes_ends_with_an_error_line_not_a_gap() 
     let app = TestApp::spawn().await;
     app.get("/api/v1/jobs", &app.admin_key).await;
     let filled = append_copies(&app, 50_000).await;
-    let mut response = app
-        .request(
-            reqwest::Method::GET,
-            "/api/v1/audit/requests/export",
-            &app.admin_key,
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let mut response = begin_export(&app).await;
     let first = response.chunk().await.unwrap().unwrap();
     // Retention prunes most of the log (as `audit::prune` does: anchor, then delete) while
     // the export is still on its first pages.

@@ -302,21 +302,26 @@ async fn only_admins_set_limits_and_a_change_keeps_the_limits_it_does_not_name()
     );
 }
 
+/// `key` rotates itself with an hour's grace: the successor as created (`id`, `key`, ...).
+async fn rotate(app: &TestApp, key: &str) -> Value {
+    let rotated = app
+        .post(
+            &format!("/api/v1/api-keys/{}/rotate", key_id(key)),
+            key,
+            json!({"grace_period_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(rotated.status(), StatusCode::CREATED);
+    rotated.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn keys_of_one_rotation_with_different_limits_cannot_free_each_others_budget() {
     let app = limited(30, 100, 10_000).await;
     let (_, first) = app
         .project_with_key(&["jobs:read", "keys:read", "keys:write"])
         .await;
-    let rotated = app
-        .post(
-            &format!("/api/v1/api-keys/{}/rotate", key_id(&first)),
-            &first,
-            json!({"grace_period_seconds": 3600}),
-        )
-        .await;
-    assert_eq!(rotated.status(), StatusCode::CREATED);
-    let second: Value = rotated.json().await.unwrap();
+    let second = rotate(&app, &first).await;
     let limits = json!({"read_per_minute": 3});
     let patched = patch_limits(&app, second["id"].as_str().unwrap(), &app.admin_key, limits).await;
     assert_eq!(patched.status(), StatusCode::OK);
@@ -357,15 +362,7 @@ async fn rotation_never_starts_fresh_budgets() {
     let rotate = |key: String| {
         let app = &app;
         async move {
-            let rotated = app
-                .post(
-                    &format!("/api/v1/api-keys/{}/rotate", key_id(&key)),
-                    &key,
-                    json!({"grace_period_seconds": 3600}),
-                )
-                .await;
-            assert_eq!(rotated.status(), StatusCode::CREATED);
-            let body: Value = rotated.json().await.unwrap();
+            let body = rotate(app, &key).await;
             body["key"].as_str().unwrap().to_owned()
         }
     };

@@ -8,6 +8,7 @@ use poem::Response;
 
 use super::edge_problems::problem_response;
 use super::problem::Problem;
+use super::redact::percent_decode as decode;
 
 const MESSAGE: &str =
     "text must not contain the NUL character (%00), which PostgreSQL cannot store";
@@ -35,32 +36,6 @@ pub(super) fn refusal(uri: &Uri) -> Option<Response> {
     )
     .with_errors(vec![FieldError::new(field, MESSAGE)]);
     Some(problem_response(problem))
-}
-
-/// Percent-decoding: `%XX` becomes its byte; anything else, a malformed escape included, stays.
-fn decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while at < bytes.len() {
-        // Two hex digits (`from_str_radix` alone would take `+0` for a number).
-        let hex = bytes
-            .get(at + 1..at + 3)
-            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[at], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                at += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                at += 1;
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

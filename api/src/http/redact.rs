@@ -89,25 +89,36 @@ fn redact_keys(decoded: &str) -> Cow<'_, str> {
 
 /// `text` with each `%XX` turned into its byte (other `%`s kept), read as UTF-8 (lossily).
 fn percent_decoded(text: &str) -> Cow<'_, str> {
+    String::from_utf8_lossy(&percent_decode(text))
+        .into_owned()
+        .into()
+}
+
+/// Percent-decoding to bytes: `%XX` (two hex digits) becomes its byte; anything else, a
+/// malformed escape included, stays as it is.
+pub(super) fn percent_decode(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut out = Vec::with_capacity(bytes.len());
     let mut at = 0;
     while at < bytes.len() {
+        // Two hex digits (`from_str_radix` alone would take `+0` for a number).
         let hex = bytes
             .get(at + 1..at + 3)
-            .and_then(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok());
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (bytes[at], hex) {
             (b'%', Some(byte)) => {
-                decoded.push(byte);
+                out.push(byte);
                 at += 3;
             }
             (byte, _) => {
-                decoded.push(byte);
+                out.push(byte);
                 at += 1;
             }
         }
     }
-    String::from_utf8_lossy(&decoded).into_owned().into()
+    out
 }
 
 /// `text` with every JWT-shaped token (`eyJ` then base64url text holding two dots) replaced
