@@ -448,3 +448,34 @@ async fn key_uses_a_failed_flush_could_not_write_are_written_by_the_next() {
         assert_eq!(fetched["usage_count"], uses, "{fetched}");
     }
 }
+
+#[tokio::test]
+async fn key_uses_of_a_flush_given_up_while_it_waits_are_written_by_the_next() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:read"]).await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    }
+    // The table is locked: this flush waits and is given up, as the flusher gives up one
+    // that PostgreSQL does not answer...
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE api_key_usage IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let flush = app.state.verifier.flush_usage(&app.pool);
+    let cut = tokio::time::timeout(Duration::from_millis(300), flush).await;
+    assert!(cut.is_err(), "the flush waited on the lock");
+    lock.commit().await.unwrap();
+    // ...and the next one writes the uses it held, and they are not written again.
+    app.state.verifier.flush_usage(&app.pool).await.unwrap();
+    app.state.verifier.flush_usage(&app.pool).await.unwrap();
+    let id = key.split('_').nth(2).unwrap();
+    let fetched: Value = app
+        .get(&format!("/api/v1/api-keys/{id}"), &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched["usage_count"], 3, "{fetched}");
+}

@@ -67,3 +67,24 @@ async fn the_document_and_its_viewers_are_served() {
         assert!(response.text().await.unwrap().contains("<html"), "{page}");
     }
 }
+
+/// The export answers NDJSON or CSV (`format=`), and its 200 declares both media types, with
+/// the `Content-Disposition` header it sends.
+#[test]
+fn the_export_declares_both_of_its_media_types() {
+    let document: serde_json::Value =
+        serde_json::from_str(&herald_api::openapi_document()).unwrap();
+    let ok = &document["paths"]["/api/v1/audit/requests/export"]["get"]["responses"]["200"];
+    let content = ok["content"].as_object().expect("the 200 has content");
+    let mut types: Vec<&str> = content.keys().map(String::as_str).collect();
+    types.sort_unstable();
+    assert_eq!(types, ["application/x-ndjson", "text/csv"], "{ok}");
+    assert_eq!(content["text/csv"], content["application/x-ndjson"]);
+    let headers = ok["headers"].as_object().expect("the 200 declares headers");
+    assert!(
+        headers
+            .keys()
+            .any(|name| name.eq_ignore_ascii_case("content-disposition")),
+        "{ok}"
+    );
+}

@@ -10,6 +10,7 @@
 mod admission;
 mod caller;
 pub mod changes;
+mod key_usage;
 pub mod login_limit;
 pub mod passwords;
 mod scheme;

@@ -3,13 +3,13 @@
 //! constant time, check revocation, expiry and the IP allowlist. Key events invalidate cache
 //! entries in every replica through `LISTEN herald_keys` (see `changes`); the replica that
 //! handled a change drops its entry at once. Each authenticated request counts one use of its
-//! key (`count_use`), in memory, flushed to `api_key_usage` every few seconds; a check alone
+//! key (`count_use`), in memory, flushed to `api_key_usage` every two seconds (`key_usage`); a check alone
 //! (`verify`) counts nothing.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use herald_domain::api_key::{ApiKey, ApiKeyState, ApiKeyToken};
@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
+use super::key_usage::KeyUsage;
 use super::Caller;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -54,8 +55,8 @@ pub enum Refusal {
 
 pub struct KeyVerifier {
     pepper: Vec<u8>,
-    /// Uses since the last flush: count and last time, per key.
-    usage: Mutex<HashMap<KeyId, (i64, DateTime<Utc>)>>,
+    /// Uses not yet written to `api_key_usage`.
+    usage: KeyUsage,
     store: AggregateStore<ApiKey>,
     cache: RwLock<HashMap<KeyId, Arc<CachedKey>>>,
     /// Bumped on every invalidation, so a load that raced with one is not cached.
@@ -69,7 +70,7 @@ impl KeyVerifier {
             store: AggregateStore::new(pool),
             cache: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
-            usage: Mutex::new(HashMap::new()),
+            usage: KeyUsage::default(),
         }
     }
 
@@ -93,10 +94,7 @@ impl KeyVerifier {
 
     /// Counts one use of the key `id` (flushed to `api_key_usage` by `flush_usage`).
     pub fn count_use(&self, id: &KeyId) {
-        let now = Utc::now();
-        let mut usage = self.usage.lock().expect("usage lock");
-        let entry = usage.entry(id.clone()).or_insert((0, now));
-        *entry = (entry.0 + 1, now);
+        self.usage.count(id);
     }
 
     /// Puts a key's state in the cache (benchmarks measure verification with a warm cache).
@@ -121,61 +119,18 @@ impl KeyVerifier {
         check(&self.pepper, &token, &key, Utc::now(), client)
     }
 
-    /// Writes the counted uses to `api_key_usage` (adding to other replicas' counts), every key
-    /// in one statement. When it fails the uses go back to be written by the next flush, so a
-    /// failing database loses none (a flush whose answer is lost after its commit would count
-    /// them twice: the counts are added, not stored as totals).
+    /// Writes the counted uses to `api_key_usage` (see `KeyUsage::flush`).
     pub async fn flush_usage(&self, pool: &PgPool) -> sqlx::Result<()> {
-        let pending: Vec<(KeyId, (i64, DateTime<Utc>))> =
-            self.usage.lock().expect("usage lock").drain().collect();
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<&str> = pending.iter().map(|(id, _)| id.as_str()).collect();
-        let counts: Vec<i64> = pending.iter().map(|(_, (count, _))| *count).collect();
-        let lasts: Vec<DateTime<Utc>> = pending.iter().map(|(_, (_, last))| *last).collect();
-        let written = sqlx::query(
-            "INSERT INTO api_key_usage (key_id, usage_count, last_used_at) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) \
-             ON CONFLICT (key_id) DO UPDATE SET \
-               usage_count = api_key_usage.usage_count + excluded.usage_count, \
-               last_used_at = greatest(api_key_usage.last_used_at, excluded.last_used_at)",
-        )
-        .bind(&ids)
-        .bind(&counts)
-        .bind(&lasts)
-        .execute(pool)
-        .await;
-        if let Err(error) = written {
-            let mut usage = self.usage.lock().expect("usage lock");
-            for (id, (count, last)) in pending {
-                let entry = usage.entry(id).or_insert((0, last));
-                entry.0 += count;
-                entry.1 = entry.1.max(last);
-            }
-            return Err(error);
-        }
-        Ok(())
+        self.usage.flush(pool).await
     }
 
-    /// Flushes usage every two seconds until cancelled, and once more on the way out.
+    /// Writes the counted uses every two seconds until cancelled, and once more on the way out.
     pub async fn flush_usage_periodically(
         self: Arc<Self>,
         pool: PgPool,
         cancel: CancellationToken,
     ) {
-        loop {
-            let stop = tokio::select! {
-                _ = cancel.cancelled() => true,
-                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => false,
-            };
-            if let Err(error) = self.flush_usage(&pool).await {
-                tracing::warn!(%error, "could not record API key usage");
-            }
-            if stop {
-                return;
-            }
-        }
+        self.usage.flush_periodically(pool, cancel).await;
     }
 
     fn cached(&self, id: &KeyId) -> Option<Arc<CachedKey>> {

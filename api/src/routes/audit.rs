@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use herald_domain::Scope;
-use poem::Body;
+use poem::{Body, IntoResponse};
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::payload::{Binary, Response};
+use poem_openapi::registry::{MetaMediaType, MetaResponses, Registry};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
@@ -115,13 +116,52 @@ pub struct ChainCheck {
     pub last: Option<String>,
 }
 
+/// The export's answer as derived: its 200 declares the NDJSON body only (a derived response
+/// has one media type per status); `Export` adds the CSV one.
 #[derive(ApiResponse)]
-pub enum Export {
-    /// The records, oldest first: one JSON object per line (`format=ndjson`), or CSV with a
-    /// header line (`format=csv`, answered as `text/csv`). An export that failed once begun
-    /// ends with an `EXPORT_INCOMPLETE` line in place of the rest.
+enum NdjsonExport {
+    /// The records, oldest first: one JSON object per line (`format=ndjson`, the default), or
+    /// CSV with a header line (`format=csv`, RFC 4180). An export that failed once begun ends
+    /// with an `EXPORT_INCOMPLETE` line in place of the rest.
     #[oai(status = 200, content_type = "application/x-ndjson")]
     Records(Binary<Body>, #[oai(header = "Content-Disposition")] String),
+}
+
+/// The export's answer: its body, its `Content-Disposition`, and a 200 that declares both
+/// media types the route answers with (`application/x-ndjson` and `text/csv`), so a client
+/// generated from the document accepts either.
+pub struct Export(NdjsonExport);
+
+impl Export {
+    fn new(body: Body, disposition: String) -> Self {
+        Self(NdjsonExport::Records(Binary(body), disposition))
+    }
+}
+
+impl ApiResponse for Export {
+    fn meta() -> MetaResponses {
+        let mut meta = NdjsonExport::meta();
+        for response in &mut meta.responses {
+            if let Some(ndjson) = response.content.first() {
+                let schema = ndjson.schema.clone();
+                response.content.push(MetaMediaType {
+                    content_type: "text/csv",
+                    schema,
+                });
+            }
+        }
+        meta
+    }
+
+    fn register(registry: &mut Registry) {
+        NdjsonExport::register(registry);
+    }
+}
+
+impl IntoResponse for Export {
+    fn into_response(self) -> poem::Response {
+        self.0.into_response()
+    }
 }
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Audit")]
@@ -250,8 +290,7 @@ impl AuditApi {
         let records = export::stream(self.state.pool.clone(), range, format).await?;
         let body = Body::from_bytes_stream(records);
         let disposition = format!("attachment; filename=\"herald-requests.{extension}\"");
-        Ok(Response::new(Export::Records(Binary(body), disposition))
-            .header("Content-Type", content_type))
+        Ok(Response::new(Export::new(body, disposition)).header("Content-Type", content_type))
     }
 
     /// Verify the request log's hash chain

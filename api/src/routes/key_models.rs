@@ -168,8 +168,13 @@ pub struct KeyDto {
     pub expires_at: Option<DateTime<Utc>>,
     #[oai(nullable)]
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When an authenticated request last used the key (`null` before its first). Each
+    /// replica writes its keys' uses every two seconds, so this and `usage_count` may be up to
+    /// about two seconds behind.
     #[oai(nullable)]
     pub last_used_at: Option<DateTime<Utc>>,
+    /// Requests the key authenticated, including those then refused for a missing scope or a
+    /// rate limit.
     pub usage_count: i64,
     /// The key this one replaced, if it came from a rotation.
     #[oai(nullable)]
