@@ -67,6 +67,15 @@ launch() {
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
+  # The port is in the ephemeral range: a client connection that just closed may still hold it
+  # (TIME_WAIT, up to a minute), and moto does not bind over that. Wait it out, twice at most.
+  if ! answers && grep -q "Address already in use" "$dir/moto.log" && [ "${1:-0}" -lt 2 ]; then
+    echo "port $port is held by a closing connection; starting moto again in 30 s" >&2
+    rm -f "$dir/moto.pid"
+    sleep 30
+    launch $((${1:-0} + 1))
+    return
+  fi
   answers || {
     echo "moto did not start on port $port:" >&2
     tail -n 20 "$dir/moto.log" >&2
