@@ -60,6 +60,10 @@ pub struct Config {
     pub uploads: crate::storage::UploadsConfig,
 }
 
+/// The longest `audit.retention_days` may be: a hundred years (longer ones would reach past
+/// the dates PostgreSQL can hold; 0 keeps every record).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
@@ -261,6 +265,7 @@ impl Config {
             .expect("the compiled-in defaults are valid")
     }
 
+    /// Refuses settings the server could not run with, naming the setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
         if self.http.max_body_bytes < 1024 {
@@ -317,6 +322,11 @@ impl Config {
         if !(10..=10_000).contains(&limits.redis_timeout_ms) {
             return fail(
                 "rate_limits.redis_timeout_ms must be between 10 and 10000 (250 by default)",
+            );
+        }
+        if self.audit.retention_days > MAX_RETENTION_DAYS {
+            return fail(
+                "audit.retention_days must be at most 36500 (100 years; 0 keeps every record)",
             );
         }
         self.webhooks.schedule()?;
@@ -425,6 +435,16 @@ mod tests {
         let mut wildcard = config.clone();
         wildcard.cors_allowed_origins = vec!["*".into()];
         assert!(wildcard.validate().is_err());
+    }
+
+    #[test]
+    fn retention_is_at_most_a_hundred_years() {
+        let mut config = Config::defaults();
+        config.audit.retention_days = MAX_RETENTION_DAYS;
+        assert!(config.validate().is_ok());
+        config.audit.retention_days = MAX_RETENTION_DAYS + 1;
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(refused.contains("audit.retention_days"), "{refused}");
     }
 
     #[test]

@@ -92,3 +92,47 @@ async fn a_backlog_larger_than_a_chunk_is_pruned_chunk_after_chunk() {
         (1, None)
     );
 }
+
+#[tokio::test]
+async fn replicas_pruning_at_once_take_turns() {
+    let app = TestApp::spawn_with(|c| c.audit.retention_days = 0).await;
+    let writer = AuditLog::start(app.pool.clone(), crate::support::chain_key(), None);
+    let old = Utc::now() - Duration::days(200);
+    for n in 0..3 {
+        assert!(writer.record(record_at(format!("turns-{n}"), old)).await);
+    }
+    let cutoff = Utc::now() - Duration::days(90);
+    // Another replica's chunk holds the pruning turn: two more replicas pruning now wait for
+    // it (rather than reading the anchor it is about to move), then take turns.
+    let mut other = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(audit::PRUNING_LOCK)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let replicas: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = app.pool.clone();
+            tokio::spawn(
+                async move { audit::prune(&pool, &crate::support::chain_key(), cutoff).await },
+            )
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        replicas.iter().all(|r| !r.is_finished()),
+        "pruned while another replica's chunk held the turn"
+    );
+    other.commit().await.unwrap();
+    let mut removed = 0;
+    for replica in replicas {
+        removed += replica.await.unwrap().expect("no break reported");
+    }
+    assert_eq!(removed, 3);
+    assert_eq!(
+        audit::verify(&app.pool, &crate::support::chain_key(), None, None)
+            .await
+            .unwrap(),
+        (0, None)
+    );
+}

@@ -303,6 +303,18 @@ async fn the_writer_commits_durably_even_on_a_cluster_that_does_not() {
     assert_eq!(show(&mut writer, "synchronous_commit").await, "local");
     assert_eq!(show(&mut writer, "statement_timeout").await, "10s");
 
+    // Where the cluster commits durably, the writer keeps that value for its session, so the
+    // cluster switched to `off` later (a configuration reload) does not reach it.
+    sqlx::query(&set("on")).execute(&mut *pooled).await.unwrap();
+    let mut durable = audit::writer_connection(&app.pool).await.unwrap();
+    assert_eq!(show(&mut durable, "synchronous_commit").await, "on");
+    let source: String =
+        sqlx::query_scalar("SELECT source FROM pg_settings WHERE name = 'synchronous_commit'")
+            .fetch_one(&mut durable)
+            .await
+            .unwrap();
+    assert_eq!(source, "session");
+
     // A stricter setting is kept, not weakened to `local`.
     sqlx::query(&set("remote_apply"))
         .execute(&mut *pooled)

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use chain::{Record, CHAIN_FORMAT};
 pub use key::ChainKey;
-pub use retention::{prune, PruneError};
+pub use retention::{prune, PruneError, PRUNING_LOCK};
 pub use verify::{newest_under_other_key, verify, verify_with, Verified};
 pub use witness::Witness;
 pub use writer::connect as writer_connection;

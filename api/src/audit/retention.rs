@@ -15,6 +15,12 @@ use herald_projections::usage_count;
 /// Records removed per transaction.
 const CHUNK: i64 = 10_000;
 
+/// The advisory lock each chunk's transaction takes ("prune" in ASCII): replicas pruning at
+/// once (they all prune when they start) take turns, so none reads the anchor before another
+/// moves it and the records after the move, which would look like records missing from the
+/// chain.
+pub const PRUNING_LOCK: i64 = 0x0070_7275_6e65;
+
 /// Why pruning stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {
@@ -54,6 +60,10 @@ pub async fn prune(
         // Each chunk in a transaction of its own: checked from the anchor, which then moves to
         // the chunk's last record, and the chunk goes.
         let mut chunk = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PRUNING_LOCK)
+            .execute(&mut *chunk)
+            .await?;
         let mut at = match anchor_link(&mut chunk, key).await? {
             Ok(anchor) => anchor.unwrap_or_else(Link::start),
             Err((seq, reason)) => return Err(PruneError::Broken { seq, reason }),

@@ -57,6 +57,8 @@ pub const WRITER_NAME: &str = "audit writer";
 /// - a commit waits at least for the local WAL flush even where `synchronous_commit` is `off`
 ///   (which acknowledges commits a crash of PostgreSQL can still lose), since a response
 ///   leaves only once its record is durable; stricter settings (`remote_apply`, …) are kept.
+///   The value is set for the session whatever it is, so a cluster switched to `off` later
+///   (a reload) does not reach this connection.
 pub async fn connect(pool: &PgPool) -> sqlx::Result<PgConnection> {
     let timeout = format!("{}ms", DB_TIMEOUT.as_millis());
     let base = pool.connect_options();
@@ -71,8 +73,9 @@ pub async fn connect(pool: &PgPool) -> sqlx::Result<PgConnection> {
     let mut conn = within(PgConnection::connect_with(&options)).await?;
     within(
         sqlx::query(
-            "SELECT set_config('synchronous_commit', 'local', false) \
-              WHERE current_setting('synchronous_commit') = 'off'",
+            "SELECT set_config('synchronous_commit', \
+                      CASE current_setting('synchronous_commit') WHEN 'off' THEN 'local' \
+                           ELSE current_setting('synchronous_commit') END, false)",
         )
         .execute(&mut conn),
     )

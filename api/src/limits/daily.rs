@@ -3,10 +3,11 @@
 //! Each replica (each process) writes its own count as an absolute number, so a flush retried
 //! after a lost answer cannot count twice, a count is never missing while a flush is in flight,
 //! and yesterday's last requests are still stored after midnight. The quota is the sum over
-//! replicas: it is read back the first time a replica sees a subject in a day, so it survives
-//! restarts, then kept up with what the others store (`refresh_others`, every two seconds), so
-//! a subject moving between replicas is held to the day's quota; and it seeds Redis when Redis
-//! has no count.
+//! replicas: it is read back the first time a replica decides on a subject in a day, so it
+//! survives restarts, then kept up with what the others store (`refresh_others`, every two
+//! seconds), so a subject moving between replicas is held to the day's quota (with Redis, for
+//! the decisions made here while Redis does not answer); and it seeds Redis when Redis has no
+//! count.
 
 use std::time::{Duration, Instant};
 
@@ -19,14 +20,21 @@ use super::{Applied, RateLimiter};
 /// One subject's use of one UTC day, as this replica knows it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct DayCount {
-    /// What limits are decided on: every replica's requests, as far as this one knows.
+    /// Every replica's requests as Redis last counted them (with Redis), plus the requests this
+    /// replica allowed since; without Redis, this replica's. What a call to Redis says this
+    /// replica knows of (`take_known`).
     pub(super) used: u64,
     /// The requests this replica counted.
     pub(super) own: u64,
     /// `own` as last stored in PostgreSQL.
     pub(super) stored: u64,
-    /// Whether `used` includes the other replicas' stored counts (or Redis's count for all).
-    pub(super) seeded: bool,
+    /// The other replicas' counts as they last stored them, once read (`others_read`) and then
+    /// every two seconds: decisions made here count them (`effective`), but they are never
+    /// told to Redis, whose count holds them already, or will once those replicas add what
+    /// they allowed while it did not answer (told here too, they would count twice).
+    pub(super) elsewhere: u64,
+    /// Whether `elsewhere` has been read today.
+    pub(super) others_read: bool,
     /// After a failed read of those counts: when a check may try again.
     pub(super) read_again_at: Option<Instant>,
     /// Requests this replica allowed on its own (limits shared, Redis not answering) that Redis
@@ -37,6 +45,12 @@ pub(super) struct DayCount {
 impl DayCount {
     pub(super) fn pending(&self) -> bool {
         self.own > self.stored
+    }
+
+    /// What a decision made here goes by: every replica's requests as far as this one knows,
+    /// from Redis's last count or from what the others stored, whichever is further.
+    pub(super) fn effective(&self) -> u64 {
+        self.used.max(self.elsewhere + self.own)
     }
 }
 
@@ -60,7 +74,7 @@ impl RateLimiter {
         let today = Utc::now().date_naive();
         let mut daily = self.daily.lock().expect("lock");
         let count = daily.entry((subject.to_owned(), today)).or_default();
-        let allowed = count.used < quota;
+        let allowed = count.effective() < quota;
         let minute = minute(allowed);
         if allowed && minute.allowed {
             count.used += 1;
@@ -72,7 +86,7 @@ impl RateLimiter {
             quota,
             window_seconds: 86_400,
             allowed,
-            remaining: quota.saturating_sub(count.used),
+            remaining: quota.saturating_sub(count.effective()),
             reset_at: next_midnight(),
         };
         (minute, day)
@@ -86,12 +100,11 @@ impl RateLimiter {
     /// Raises this replica's count for `day` to `used` (what Redis counted for every replica
     /// that day), so its own limits start from there if Redis fails. The day is the one the
     /// call asked Redis about, not the clock's when the answer came: one asked before midnight
-    /// and answered after it must not start the new day from yesterday's count.
+    /// and answered after it must not start the new day from yesterday's count. (The others'
+    /// stored counts are still read at the first decision made here: the subject may have
+    /// moved to another replica since Redis last answered this one about it.)
     pub(super) fn note_used(&self, subject: &str, day: NaiveDate, used: u64) {
-        self.with_day(subject, day, |count| {
-            count.used = count.used.max(used);
-            count.seeded = true;
-        });
+        self.with_day(subject, day, |count| count.used = count.used.max(used));
     }
 
     /// What each of the other replicas (this process's predecessors included) has stored for
@@ -198,36 +211,44 @@ impl RateLimiter {
     }
 
     /// Requests `subject` made today on every replica, as far as this one can tell: what the
-    /// others have stored plus its own count, or the count it decides on if that is higher.
+    /// others have stored plus its own count, or the count it decides on if that is higher. A
+    /// report's read: it leaves the counts decisions start from as they were.
     pub async fn used_today(&self, pool: &PgPool, subject: &str) -> u64 {
-        let decided = self.daily_used(pool, subject).await;
+        let key = (subject.to_owned(), Utc::now().date_naive());
+        let decided = self
+            .daily
+            .lock()
+            .expect("lock")
+            .get(&key)
+            .map_or(0, DayCount::effective);
         decided.max(self.everyone_today(pool, subject).await.unwrap_or(0))
     }
 
-    /// Requests counted against `subject`'s daily quota today: this replica's count, which
-    /// starts from what every replica stored, read the first time it sees the subject in a day
-    /// (and again, every `READ_AGAIN_AFTER` at most, until that read succeeds: a database error
-    /// is not taken for a fresh day).
+    /// Requests counted against `subject`'s daily quota today, for a decision made here: this
+    /// replica's count, which counts what the other replicas stored, read the first time a
+    /// decision is made here that day (and again, every `READ_AGAIN_AFTER` at most, until that
+    /// read succeeds: a database error is not taken for a fresh day), then every two seconds
+    /// by `refresh_others`.
     pub async fn daily_used(&self, pool: &PgPool, subject: &str) -> u64 {
         let today = Utc::now().date_naive();
         let key = (subject.to_owned(), today);
         if let Some(count) = self.daily.lock().expect("lock").get(&key) {
             let waiting = count.read_again_at.is_some_and(|at| Instant::now() < at);
-            if count.seeded || waiting {
-                return count.used;
+            if count.others_read || waiting {
+                return count.effective();
             }
         }
         match self.others_stored(pool, subject, today).await {
             Ok(others) => self.with_day(subject, today, |count| {
-                count.used = count.used.max(others + count.own);
-                count.seeded = true;
-                count.used
+                count.elsewhere = count.elsewhere.max(others);
+                count.others_read = true;
+                count.effective()
             }),
             Err(error) => {
                 tracing::warn!(%error, "could not read the stored daily counts; will try again");
                 self.with_day(subject, today, |count| {
                     count.read_again_at = Some(Instant::now() + READ_AGAIN_AFTER);
-                    count.used
+                    count.effective()
                 })
             }
         }
@@ -293,22 +314,18 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// Raises each count of today this replica has read the stored counts for to what the other
-    /// replicas have stored by now, plus its own: the others' requests since the first read are
-    /// not granted again when a subject moves here (a replica redeployed, a balancer's choice).
-    /// Without Redis only: with it, Redis keeps the count of every replica, and the others'
-    /// stored rows hold requests they allowed alone in an outage, which they add to Redis's
-    /// count themselves when it answers again (counted here too, they would count twice).
+    /// Reads again what the other replicas have stored today for each subject this replica has
+    /// read them for (`elsewhere`): the others' requests since the first read are not granted
+    /// again when a subject moves here (a replica redeployed, a balancer's choice), with Redis
+    /// or without it, while it does not answer. With Redis these counts only serve decisions
+    /// made here; what this replica tells Redis leaves them out.
     pub async fn refresh_others(&self, pool: &PgPool) -> sqlx::Result<()> {
-        if self.shared.is_some() {
-            return Ok(());
-        }
         let today = Utc::now().date_naive();
         let subjects: Vec<String> = {
             let daily = self.daily.lock().expect("lock");
             daily
                 .iter()
-                .filter(|((_, day), count)| *day == today && count.seeded)
+                .filter(|((_, day), count)| *day == today && count.others_read)
                 .map(|((subject, _), _)| subject.clone())
                 .collect()
         };
@@ -327,7 +344,7 @@ impl RateLimiter {
         let mut daily = self.daily.lock().expect("lock");
         for (subject, stored) in others {
             if let Some(count) = daily.get_mut(&(subject, today)) {
-                count.used = count.used.max(stored.max(0) as u64 + count.own);
+                count.elsewhere = count.elsewhere.max(stored.max(0) as u64);
             }
         }
         Ok(())

@@ -33,7 +33,8 @@ fn pruning_forgets_only_what_no_longer_limits() {
         used: 5,
         own: 5,
         stored: 5,
-        seeded: true,
+        elsewhere: 0,
+        others_read: true,
         read_again_at: None,
         unshared: 0,
     };
@@ -500,23 +501,66 @@ fn a_tat_redis_answered_under_a_higher_quota_is_owed_whole_under_a_lower_one() {
     );
 }
 
+/// Stores `used` as another replica's count of `key:a` today.
+async fn another_replica_stored(pool: &PgPool, used: i64) {
+    sqlx::query(
+        "INSERT INTO rate_limit_daily (subject, day, replica, used) VALUES ('key:a', $1, 'another', $2) \
+         ON CONFLICT (subject, day, replica) DO UPDATE SET used = excluded.used",
+    )
+    .bind(Utc::now().date_naive())
+    .bind(used)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
-async fn with_redis_the_other_replicas_stored_counts_are_left_to_redis() {
+async fn with_redis_the_other_replicas_stored_counts_count_for_decisions_made_here_only() {
     let (pool, drop_database) = scratch_database().await;
     let limiter = RateLimiter::new(crate::Config::defaults().rate_limits, "redis://127.0.0.1:1");
     let today = Utc::now().date_naive();
+    // Redis last told this replica 10; the subject then moved to another replica, which has
+    // stored 40 by the time Redis stops answering here.
     limiter.note_used("key:a", today, 10);
-    sqlx::query(
-        "INSERT INTO rate_limit_daily (subject, day, replica, used) VALUES ('key:a', $1, 'another', 40)",
-    )
-    .bind(today)
-    .execute(&pool)
-    .await
-    .unwrap();
-    // The other replica's 40 are in Redis's count, or will be when it adds what it allowed
-    // alone: raising this replica's count by them would count them twice.
+    another_replica_stored(&pool, 40).await;
+    assert_eq!(limiter.daily_used(&pool, "key:a").await, 40);
+    another_replica_stored(&pool, 55).await;
     limiter.refresh_others(&pool).await.unwrap();
-    assert_eq!(count_of(&limiter, "key:a", today).unwrap().used, 10);
+    assert_eq!(limiter.daily_used(&pool, "key:a").await, 55);
+    // What Redis is told leaves them out: they are in its count, or will be when that replica
+    // adds what it allowed alone (told here too, they would count twice).
+    assert_eq!(limiter.take_known("key:a", today).used, 10);
+    pool.close().await;
+    drop_database.await;
+}
+
+#[tokio::test]
+async fn a_decision_made_here_counts_what_the_others_stored() {
+    let (pool, drop_database) = scratch_database().await;
+    let limiter = limiter();
+    another_replica_stored(&pool, 2).await;
+    let own = RateLimit {
+        daily_quota: Some(3),
+        ..RateLimit::default()
+    };
+    let last = limiter.check(&pool, "key:a", false, own).await;
+    assert!(last[1].allowed && last[1].remaining == 0, "{last:?}");
+    let over = limiter.check(&pool, "key:a", false, own).await;
+    assert!(!over[1].allowed, "{over:?}");
+    pool.close().await;
+    drop_database.await;
+}
+
+#[tokio::test]
+async fn a_usage_report_leaves_the_counts_decisions_start_from() {
+    let (pool, drop_database) = scratch_database().await;
+    let limiter = limiter();
+    another_replica_stored(&pool, 5).await;
+    assert_eq!(limiter.used_today(&pool, "key:a").await, 5);
+    assert!(count_of(&limiter, "key:a", Utc::now().date_naive()).is_none());
+    // The first decision made here, later, reads what the others have stored by then.
+    another_replica_stored(&pool, 9_000).await;
+    assert_eq!(limiter.daily_used(&pool, "key:a").await, 9_000);
     pool.close().await;
     drop_database.await;
 }
