@@ -104,18 +104,17 @@ pub struct JobStats {
     pub failed_last_24h: i64,
 }
 
+/// Keys neither revoked nor expired.
+const ACTIVE_KEYS_SQL: &str = "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL \
+    AND (expires_at IS NULL OR expires_at > now())";
+
 pub async fn job_stats(pool: &sqlx::PgPool) -> sqlx::Result<JobStats> {
     let by_status = sqlx::query_as(
         "SELECT status, count(*) FROM jobs WHERE NOT deleted GROUP BY status ORDER BY status",
     )
     .fetch_all(pool)
     .await?;
-    let active_keys = sqlx::query_scalar(
-        "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL \
-            AND (expires_at IS NULL OR expires_at > now())",
-    )
-    .fetch_one(pool)
-    .await?;
+    let active_keys = sqlx::query_scalar(ACTIVE_KEYS_SQL).fetch_one(pool).await?;
     let created_per_hour = sqlx::query_as(
         "WITH hours AS (SELECT generate_series(date_trunc('hour', now(), 'UTC') - interval '23 hours', \
                                                date_trunc('hour', now(), 'UTC'), interval '1 hour') AS hour), \
@@ -153,6 +152,8 @@ pub struct SecurityStats {
     pub forbidden: i64,
     pub rate_limited: i64,
     pub requests: i64,
+    /// Keys neither revoked nor expired.
+    pub active_keys: i64,
     /// Client networks with the most refused requests (401, 403, 429): `(network,
     /// refusals)`, each network as its budget counts it (`client_network`: an IPv6 client's
     /// /64 by default), so an attacker spreading over its /64 shows as one.
@@ -174,18 +175,29 @@ pub const TOP_REFUSED_IPS_SQL: &str = "SELECT client_ip, count(*) FROM request_l
 
 /// The last 24 hours for `GET /admin/security`: the records counted through
 /// `request_log_by_time` (an index-only count once the log is vacuumed), the refusals through
-/// `request_log_refused`.
+/// `request_log_refused`, and the active keys, all from one snapshot and one `now()`, so the
+/// figures agree with each other (no more refusals than records) however busy the log is.
 /// `ipv6_prefix`: the prefix length of an IPv6 client's network (`client_network`).
 pub async fn security_stats(pool: &sqlx::PgPool, ipv6_prefix: u8) -> sqlx::Result<SecurityStats> {
+    let mut snapshot = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *snapshot)
+        .await?;
     let requests: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM request_log WHERE occurred_at >= now() - interval '24 hours'",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *snapshot)
     .await?;
-    let (failed, forbidden, limited): (i64, i64, i64) =
-        sqlx::query_as(REFUSED_SQL).fetch_one(pool).await?;
-    let per_address: Vec<(String, i64)> =
-        sqlx::query_as(TOP_REFUSED_IPS_SQL).fetch_all(pool).await?;
+    let (failed, forbidden, limited): (i64, i64, i64) = sqlx::query_as(REFUSED_SQL)
+        .fetch_one(&mut *snapshot)
+        .await?;
+    let per_address: Vec<(String, i64)> = sqlx::query_as(TOP_REFUSED_IPS_SQL)
+        .fetch_all(&mut *snapshot)
+        .await?;
+    let active_keys: i64 = sqlx::query_scalar(ACTIVE_KEYS_SQL)
+        .fetch_one(&mut *snapshot)
+        .await?;
+    snapshot.commit().await?;
     let mut per_network = std::collections::HashMap::<String, i64>::new();
     for (address, refusals) in per_address {
         *per_network
@@ -200,6 +212,7 @@ pub async fn security_stats(pool: &sqlx::PgPool, ipv6_prefix: u8) -> sqlx::Resul
         forbidden,
         rate_limited: limited,
         requests,
+        active_keys,
         top_refused_ips,
     })
 }

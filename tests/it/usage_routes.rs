@@ -407,3 +407,22 @@ async fn a_report_of_the_longest_range_pages_on_its_cursor_alone() {
     );
     assert_ne!(next["data"], first_page["data"]);
 }
+
+#[tokio::test]
+async fn a_report_that_ends_in_the_first_day_a_range_may_name_starts_there() {
+    let app = TestApp::spawn().await;
+    // The default range, the 24 hours before `to`, would start before the year 0001.
+    let early = admin_json(&app, "/api/v1/usage?to=0001-01-01T05:00:00Z").await;
+    assert_eq!(early["from"], "0001-01-01T00:00:00+00:00", "{early}");
+    assert_eq!(early["data"], serde_json::json!([]), "{early}");
+    // A `from` sent before the year 0001 is still refused, and named.
+    let refused = app
+        .get(
+            "/api/v1/usage?from=0000-12-31T00:00:00Z&to=0001-01-01T05:00:00Z",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "from", "{problem}");
+}

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, TimeZone, Timelike, Utc};
 use herald_domain::Scope;
 use herald_projections::usage::{self, UsageRow};
 use poem_openapi::param::Query;
@@ -106,10 +106,13 @@ impl UsageApi {
         let report = resume.as_ref().and_then(Resume::report);
         super::audit_filters::within_years("to", to.0)?;
         let to = to.0.or(report.map(|r| r.1)).unwrap_or_else(Utc::now);
-        let from = from
-            .0
-            .or(report.map(|r| r.0))
-            .unwrap_or(to - Duration::hours(24));
+        // The default range is the 24 hours before `to`, or as many of them as there are after
+        // the earliest time a range may start.
+        let from = from.0.or(report.map(|r| r.0)).unwrap_or_else(|| {
+            let earliest = Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).single();
+            let earliest = earliest.expect("the first of the years a range may name");
+            (to - Duration::hours(24)).max(earliest)
+        });
         super::audit_filters::within_years("from", Some(from))?;
         super::audit_filters::within_years("to", Some(to))?;
         let granularity = (granularity.0)
@@ -220,8 +223,7 @@ impl UsageApi {
         self.state.authorize(&auth, Scope::Admin).await?;
         let prefix = self.state.config.rate_limits.ipv6_prefix;
         let stats = usage::security_stats(&self.state.pool, prefix).await?;
-        let jobs = usage::job_stats(&self.state.pool).await?;
-        Ok(Json(AdminSecurity::new(stats, jobs.active_keys)))
+        Ok(Json(AdminSecurity::from(stats)))
     }
 }
 

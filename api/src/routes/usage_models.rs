@@ -125,19 +125,21 @@ pub struct AdminSecurity {
     pub rate_limited_24h: i64,
     /// Request-log records in the last 24 hours.
     pub audit_records_24h: i64,
+    /// Keys neither revoked nor expired.
     pub active_keys: i64,
-    /// The client IPs with the most 401, 403 and 429 answers in the last 24 hours.
+    /// The client networks (an IPv6 client's /64 by default) with the most 401, 403 and 429
+    /// answers in the last 24 hours.
     pub top_refused_ips: Vec<RefusedIp>,
 }
 
-impl AdminSecurity {
-    pub fn new(stats: SecurityStats, active_keys: i64) -> Self {
+impl From<SecurityStats> for AdminSecurity {
+    fn from(stats: SecurityStats) -> Self {
         Self {
             failed_authentications_24h: stats.failed_authentications,
             forbidden_24h: stats.forbidden,
             rate_limited_24h: stats.rate_limited,
             audit_records_24h: stats.requests,
-            active_keys,
+            active_keys: stats.active_keys,
             top_refused_ips: stats
                 .top_refused_ips
                 .into_iter()
