@@ -71,10 +71,12 @@ impl EndpointSettings {
         let mut errors = Vec::new();
         let url = self.url.as_str();
         let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-        if !scheme_ok || url.len() > 2000 || url.chars().any(char::is_whitespace) {
+        // What the sender will parse: a URL it could not would fail every attempt for days.
+        let parses = url::Url::parse(url).is_ok_and(|parsed| parsed.host_str().is_some());
+        if !scheme_ok || !parses || url.len() > 2000 || url.chars().any(char::is_whitespace) {
             errors.push(FieldError::new(
                 "url",
-                "must be an http(s) URL of at most 2000 characters",
+                "must be an http(s) URL with a host, of at most 2000 characters",
             ));
         }
         if self.event_types.is_empty() {
@@ -93,6 +95,20 @@ impl EndpointSettings {
         }
         if self.headers.len() > 20 {
             errors.push(FieldError::new("headers", "at most 20 headers"));
+        }
+        for (name, value) in &self.headers {
+            // What an HTTP header value may hold (visible ASCII, spaces and tabs): any other
+            // value would be left out of every request, silently.
+            let sendable = value.len() <= 4096
+                && value
+                    .bytes()
+                    .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+            if !sendable {
+                errors.push(FieldError::new(
+                    format!("headers.{name}"),
+                    "the value must be at most 4096 characters of visible ASCII, spaces and tabs",
+                ));
+            }
         }
         for name in self.headers.keys() {
             let reserved = name.to_ascii_lowercase().starts_with("webhook-")
@@ -459,6 +475,29 @@ mod tests {
         bad.event_types = vec!["job.exploded".into()];
         bad.headers.insert("webhook-id".into(), "x".into());
         assert_eq!(bad.validate().len(), 3);
+        // URLs the sender could not parse, and header values it could not send.
+        for url in [
+            "http://",
+            "http://[::1",
+            "https://exa mple.com/",
+            "https://:80/x",
+        ] {
+            let mut unparsable = settings();
+            unparsable.url = url.into();
+            assert_eq!(unparsable.validate().len(), 1, "{url}");
+        }
+        for value in ["line\nbreak", "caf\u{e9}", &"x".repeat(4097)] {
+            let mut unsendable = settings();
+            unsendable
+                .headers
+                .insert("x-token".into(), value.to_owned());
+            assert_eq!(unsendable.validate().len(), 1, "{value}");
+        }
+        let mut fine = settings();
+        fine.url = "http://[2001:db8::1]:8080/hook?x=1".into();
+        fine.headers
+            .insert("x-token".into(), "Bearer a.b\tc ~!".into());
+        assert!(fine.validate().is_empty());
         assert!(settings().wants("job.succeeded") && !settings().wants("job.failed"));
         let mut all = settings();
         all.event_types = vec!["*".into()];

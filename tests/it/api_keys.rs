@@ -479,3 +479,46 @@ async fn key_uses_of_a_flush_given_up_while_it_waits_are_written_by_the_next() {
         .unwrap();
     assert_eq!(fetched["usage_count"], 3, "{fetched}");
 }
+
+#[tokio::test]
+async fn rotations_that_lose_a_race_leave_no_usable_key() {
+    let app = TestApp::spawn().await;
+    let (_, manager) = app.project_with_key(&["keys:read", "keys:write"]).await;
+    // Rotations of one key at once: one wins; the others' successors, if they were made, are
+    // revoked, so exactly one new key can be used.
+    let old = create(
+        &app,
+        &manager,
+        json!({"name": "raced", "scopes": ["keys:read"]}),
+    )
+    .await;
+    let old_id = old["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/api-keys/{old_id}/rotate");
+    let answers =
+        futures::future::join_all((0..4).map(|_| app.post(&path, &manager, json!({})))).await;
+    let won: Vec<Value> = futures::future::join_all(
+        answers
+            .into_iter()
+            .filter(|a| a.status() == StatusCode::CREATED)
+            .map(|a| a.json::<Value>()),
+    )
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    assert_eq!(won.len(), 1, "{won:?}");
+    app.wait_for_projections().await;
+    let successors: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT id, revoked_at IS NULL FROM api_keys WHERE rotated_from = $1 ORDER BY id",
+    )
+    .bind(&old_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let usable: Vec<&String> = successors
+        .iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(usable, [won[0]["id"].as_str().unwrap()], "{successors:?}");
+}

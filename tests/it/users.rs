@@ -525,3 +525,40 @@ async fn the_cli_creates_users_with_a_one_time_or_a_given_password() {
     assert!(!duplicate.status.success());
     assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already exists"));
 }
+
+#[tokio::test]
+async fn password_changes_count_against_the_login_limit() {
+    let app = TestApp::spawn_with(|c| c.auth.login_attempts = 3).await;
+    app.create_user("ada@example.com", PASSWORD, false).await;
+    let token = app.login("ada@example.com", PASSWORD).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let change = |current: &'static str| {
+        let request = app
+            .as_user(Method::POST, "/api/v1/auth/change-password", &token)
+            .json(&json!({"current_password": current, "new_password": "a brand new password"}));
+        async move { request.send().await.unwrap() }
+    };
+    // The login spent one of the three; a stolen session guesses twice more...
+    for _ in 0..2 {
+        assert_eq!(
+            change("a guess at it").await.status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+    // ...and is then refused without a check, even with the right password.
+    let limited = change(PASSWORD).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(problem(limited).await["code"], "RATE_LIMIT_EXCEEDED");
+    // The password did not change, and logging in with it is limited as well.
+    let login = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::TOO_MANY_REQUESTS);
+}

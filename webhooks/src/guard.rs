@@ -106,7 +106,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || segments[0] == 0x2001 && segments[1] == 0x0db8 // documentation
         || segments[0] == 0x0064 && segments[1] == 0xff9b // NAT64 (embeds IPv4)
         || segments[0] == 0x2002 // 6to4 (embeds IPv4)
-        || (segments[..6] == [0, 0, 0, 0, 0, 0]); // IPv4-compatible
+        || segments[0] == 0x2001 && segments[1] == 0 // Teredo 2001::/32 (embeds IPv4)
+        // ::/64: IPv4-compatible, -mapped and -translated (`::ffff:0:a.b.c.d`) forms
+        || segments[..4] == [0, 0, 0, 0];
     !reserved
 }
 
@@ -160,6 +162,10 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a9fe:a9fe",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:a9fe:a9fe",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
             "ff02::1",
         ] {
             assert!(!is_public(ip(bad)), "{bad} was allowed");

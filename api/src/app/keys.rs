@@ -219,8 +219,9 @@ pub async fn update(
     execute(store, caller, metadata, id, command).await
 }
 
-/// Issues a successor with the same settings and lets the old key live for `grace`. The
-/// successor is created first: if marking the old key fails, the old key is simply still valid.
+/// Issues a successor with the same settings and lets the old key live for `grace` (409 for a
+/// revoked, rotated or expired key). The successor is created first: if marking the old key
+/// fails, the old key is simply still valid, and the successor is revoked.
 pub async fn rotate(
     store: &AggregateStore<ApiKey>,
     pepper: &[u8],
@@ -237,6 +238,9 @@ pub async fn rotate(
         return Err(ApiError::from(CommandError::Rejected(
             ApiKeyError::AlreadyRotated,
         )));
+    }
+    if !old.is_active(Utc::now()) {
+        return Err(ApiError::from(CommandError::Rejected(ApiKeyError::Expired)));
     }
     if !caller
         .scopes_in(old.project_id)
@@ -267,6 +271,18 @@ pub async fn rotate(
         grace_until: now + grace,
         now,
     };
-    execute(store, caller, metadata, id, command).await?;
+    if let Err(refused) = execute(store, caller, metadata, id, command).await {
+        // The old key changed since it was checked (a concurrent rotation or revocation): the
+        // successor nobody will receive must not stay usable. (Should this fail too, no one
+        // holds the successor's secret: it was never answered.)
+        let revoke = ApiKeyCommand::Revoke { now: Utc::now() };
+        if let Err(error) = store
+            .execute(token.id().as_str(), revoke, metadata, true)
+            .await
+        {
+            tracing::warn!(%error, successor = %token.id(), "could not revoke an unused successor");
+        }
+        return Err(refused);
+    }
     Ok((token, state))
 }

@@ -186,7 +186,8 @@ async fn run(
                  VALUES ($1, $2, $3, $4, $5, $6, 'pending', now()) \
                  ON CONFLICT (endpoint_id, global_position) DO UPDATE SET status = 'pending', attempts = 0, \
                    next_attempt_at = now(), leased_until = NULL, updated_at = now() \
-                 WHERE NOT $7 OR webhook_deliveries.status = 'failed'",
+                 WHERE (NOT $7 OR webhook_deliveries.status = 'failed') \
+                   AND (webhook_deliveries.leased_until IS NULL OR webhook_deliveries.leased_until < now())",
             )
             .bind(Uuid::now_v7())
             .bind(endpoint_id)

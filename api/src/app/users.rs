@@ -11,6 +11,7 @@ use herald_store::{Actor, CommandError, EventMetadata};
 
 use crate::auth::passwords;
 use crate::auth::session::Claims;
+use crate::http::context::RequestContext;
 use crate::http::problem::ApiError;
 use crate::state::AppState;
 
@@ -155,20 +156,58 @@ pub async fn execute(
     committed?.aggregate.state().cloned().ok_or_else(not_found)
 }
 
-/// Replaces the password after checking the current one; every other session ends.
+/// Counts one password guess for the email `email` from the client of `context` against the
+/// login limit (per client IP and per email): 429 `RATE_LIMIT_EXCEEDED`, with `Retry-After`
+/// and the policy's headers, once either is spent. Logins and password changes share it, so
+/// a stolen session cannot guess its user's password faster than a login could.
+pub async fn password_attempt(
+    state: &AppState,
+    context: &RequestContext,
+    email: &str,
+) -> Result<(), ApiError> {
+    let subjects = [
+        crate::limits::client::ip_subject(
+            context.ip.as_deref().and_then(|ip| ip.parse().ok()),
+            state.config.rate_limits.ipv6_prefix,
+        ),
+        format!("email:{}", email.trim().to_lowercase()),
+    ];
+    let Err(wait) = state.login_limiter.attempt(&subjects).await else {
+        return Ok(());
+    };
+    let refused = state.login_limiter.refused(wait);
+    let retry_after_seconds = refused.reset_seconds().max(1);
+    crate::http::context::set_rate_headers(crate::limits::RateHeaders {
+        applied: vec![refused],
+        ..Default::default()
+    });
+    Err(ApiError::TooManyRequests {
+        detail: "too many password attempts; try again later".into(),
+        retry_after_seconds,
+        violated: vec!["login".into()],
+    })
+}
+
+/// Replaces the password after checking the current one (a guess the login limit counts);
+/// every other session ends.
 pub async fn change_password(
     state: &AppState,
     metadata: &EventMetadata,
+    context: &RequestContext,
     (id, session): (UserId, SessionId),
     current: String,
     new: String,
 ) -> Result<(), ApiError> {
     check_new_password("new_password", &new)?;
-    let stored: Option<String> =
-        sqlx::query_scalar("SELECT password_hash FROM user_credentials WHERE user_id = $1")
+    let stored: Option<(String, String)> =
+        sqlx::query_as("SELECT email, password_hash FROM user_credentials WHERE user_id = $1")
             .bind(id.as_uuid())
             .fetch_optional(&state.pool)
             .await?;
+    let (email, stored) = stored.map_or((None, None), |(email, hash)| (Some(email), Some(hash)));
+    if let Some(email) = email {
+        password_attempt(state, context, &email).await?;
+    }
     if !passwords::verify_or_burn(current, stored).await {
         return Err(ApiError::field(
             "current_password",

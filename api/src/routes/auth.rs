@@ -143,27 +143,7 @@ impl AuthApi {
         body: JsonBody<LoginRequest>,
     ) -> ApiResult<LoggedIn> {
         let body = body.0;
-        let subjects = [
-            crate::limits::client::ip_subject(
-                context.ip.as_deref().and_then(|ip| ip.parse().ok()),
-                self.state.config.rate_limits.ipv6_prefix,
-            ),
-            format!("email:{}", body.email.trim().to_lowercase()),
-        ];
-        if let Err(wait) = self.state.login_limiter.attempt(&subjects).await {
-            let refused = self.state.login_limiter.refused(wait);
-            let retry_after_seconds = refused.reset_seconds().max(1);
-            crate::http::context::set_rate_headers(crate::limits::RateHeaders {
-                applied: vec![refused],
-                ..Default::default()
-            });
-            return Err(ApiError::TooManyRequests {
-                detail: "too many login attempts; try again later".into(),
-                retry_after_seconds,
-                violated: vec!["login".into()],
-            }
-            .into());
-        }
+        app::password_attempt(&self.state, context, &body.email).await?;
         let (claims, token, user) =
             app::login(&self.state, &anonymous(context), &body.email, body.password).await?;
         // The user who logged in is this call's actor, as in the `user.logged_in` event.
@@ -232,7 +212,8 @@ impl AuthApi {
     /// Change the password
     ///
     /// Checks the current password, stores the new one, and ends every other session of the
-    /// user (this one stays valid).
+    /// user (this one stays valid). The check counts against the login limit, per client IP
+    /// and per email (then 429 with `Retry-After`).
     #[oai(
         path = "/auth/change-password",
         method = "post",
@@ -251,6 +232,7 @@ impl AuthApi {
         app::change_password(
             &self.state,
             &metadata,
+            context,
             user,
             body.current_password,
             body.new_password,

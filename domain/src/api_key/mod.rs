@@ -92,6 +92,8 @@ pub enum ApiKeyError {
     Revoked,
     #[error("the API key has already been rotated; rotate its successor instead")]
     AlreadyRotated,
+    #[error("the API key has expired; create a new one")]
+    Expired,
     #[error("scopes can only be narrowed")]
     ScopeEscalation,
     #[error("only an admin sets a key's rate limits")]
@@ -107,6 +109,7 @@ impl ApiKeyError {
             ApiKeyError::AlreadyExists => "API_KEY_ALREADY_EXISTS",
             ApiKeyError::Revoked => "API_KEY_REVOKED",
             ApiKeyError::AlreadyRotated => "API_KEY_ALREADY_ROTATED",
+            ApiKeyError::Expired => "API_KEY_EXPIRED",
             ApiKeyError::ScopeEscalation => "SCOPE_ESCALATION",
             ApiKeyError::LimitsAdminOnly => "RATE_LIMIT_ADMIN_ONLY",
             ApiKeyError::AdminScopeOnProjectKey => "VALIDATION_FAILED",
@@ -198,6 +201,9 @@ impl ApiKey {
             ) => {
                 if key.successor_id.is_some() {
                     return Err(ApiKeyError::AlreadyRotated);
+                }
+                if key.expires_at.is_some_and(|at| at <= now) {
+                    return Err(ApiKeyError::Expired);
                 }
                 let expires_at = key
                     .expires_at

@@ -211,6 +211,18 @@ fn a_key_is_rotated_once() {
 }
 
 #[test]
+fn an_expired_key_is_not_rotated() {
+    Spec::with(())
+        .given(vec![created(Some(t(30)))])
+        .when(ApiKeyCommand::Rotate {
+            successor: successor(),
+            grace_until: t(200),
+            now: t(30),
+        })
+        .then_expect_error(ApiKeyError::Expired);
+}
+
+#[test]
 fn a_revoked_key_accepts_no_further_change() {
     let revoked = ApiKeyEvent::Revoked { at: t(5) };
     Spec::with(())
