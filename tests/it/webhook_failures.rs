@@ -309,3 +309,51 @@ async fn an_endpoint_failing_for_less_than_the_limit_stays_enabled() {
         "disabled before failing for the configured period"
     );
 }
+
+#[tokio::test]
+async fn an_old_endpoint_that_starts_failing_is_given_the_whole_period() {
+    // Created six days ago, its first message fails now and its retries run out: it has been
+    // failing for moments, not for the five days of `disable_after_seconds`.
+    let app = TestApp::spawn_with(|c| c.webhooks.retry_schedule = "0".into()).await;
+    let (project, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let failing = Receiver::start().await;
+    failing.behaviour.status.store(500, Ordering::SeqCst);
+    let (id, _) = endpoint(&app, project, &failing.url, &["job.queued"]).await;
+    app.wait_for_projections().await;
+    sqlx::query(
+        "UPDATE webhook_endpoints SET created_at = now() - interval '6 days' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app.submit_job(&key, json!({"kind": "a"})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let failed: Value = app
+            .get(
+                &format!("/api/v1/webhooks/{id}/deliveries?status=failed"),
+                &app.admin_key,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        if !failed["data"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delivery did not fail"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let endpoint: Value = app
+        .get(&format!("/api/v1/webhooks/{id}"), &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(endpoint["enabled"], true, "{endpoint}");
+}

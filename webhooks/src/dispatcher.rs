@@ -359,20 +359,23 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Disables the endpoint when it has been failing for longer than `disable_after`: since
+    /// its first failed attempt after its last success (not since it was created or last
+    /// succeeded, which can be long before it started failing).
     async fn disable_if_failing_too_long(&self, endpoint: Uuid) -> anyhow::Result<()> {
-        let last_success: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "SELECT max(a.attempted_at) FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id \
-              WHERE d.endpoint_id = $1 AND a.error_class IS NULL",
+        let failing_since: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "WITH mine AS (SELECT a.attempted_at, a.error_class FROM webhook_attempts a \
+                             JOIN webhook_deliveries d ON d.id = a.delivery_id \
+                            WHERE d.endpoint_id = $1) \
+             SELECT min(attempted_at) FROM mine \
+              WHERE error_class IS NOT NULL \
+                AND attempted_at > coalesce((SELECT max(attempted_at) FROM mine \
+                                              WHERE error_class IS NULL), '-infinity')",
         )
         .bind(endpoint)
         .fetch_one(&self.pool)
         .await?;
-        let created: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT created_at FROM webhook_endpoints WHERE id = $1")
-                .bind(endpoint)
-                .fetch_optional(&self.pool)
-                .await?;
-        let since = last_success.or(created).unwrap_or_else(Utc::now);
+        let since = failing_since.unwrap_or_else(Utc::now);
         if Utc::now() - since > chrono::Duration::from_std(self.config.disable_after)? {
             self.disable(
                 endpoint,

@@ -137,8 +137,7 @@ impl Sender {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| retry_after(v, chrono::Utc::now()));
         let (body, timed_out) = read_limited(response).await;
         Outcome {
             status: Some(status.as_u16()),
@@ -174,4 +173,39 @@ async fn read_limited(response: reqwest::Response) -> (String, bool) {
     }
     kept.truncate(RESPONSE_BODY_LIMIT);
     (String::from_utf8_lossy(&kept).into_owned(), false)
+}
+
+/// A `Retry-After` value as a wait from `now`: whole seconds, or an HTTP date (RFC 9110: a
+/// date already past is no wait at all); `None` when it is neither.
+fn retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some((at.to_utc() - now).to_std().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-07T08:49:37Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Mon, 07 Dec 2026 08:51:07 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Dec 2026 08:49:37 GMT", now),
+            Some(Duration::ZERO),
+            "a date past"
+        );
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
+    }
 }

@@ -102,18 +102,25 @@ pub async fn start(
         .load(&endpoint_id.to_string())
         .await?;
     tokio::spawn(async move {
-        caught_up(&state.pool, endpoint_id, version as i64).await;
-        let outcome = run(
-            &state,
-            id,
-            endpoint_id,
-            &endpoint,
-            from - 1,
-            to,
-            event_types,
-            only_failed,
-        )
-        .await;
+        let outcome = if caught_up(&state.pool, endpoint_id, version as i64).await {
+            run(
+                &state,
+                id,
+                endpoint_id,
+                &endpoint,
+                from - 1,
+                to,
+                event_types,
+                only_failed,
+            )
+            .await
+        } else {
+            // Queued now, its messages would meet the endpoint as it was (disabled, say) and
+            // fail at once: better reported failed, to be asked again.
+            Err(anyhow::anyhow!(
+                "the dispatcher's copy of the endpoint did not catch up within {CATCH_UP:?}"
+            ))
+        };
         let status = if let Err(error) = &outcome {
             tracing::error!(replay = %id, error = format!("{error:#}"), "a webhook replay failed");
             "failed"
@@ -132,10 +139,15 @@ pub async fn start(
     Ok(replay)
 }
 
-/// Waits (up to ten seconds) until the projector's copy of the endpoint has seen `version`, so
-/// the dispatcher does not find the endpoint disabled when it was just re-enabled.
-async fn caught_up(pool: &PgPool, endpoint: Uuid, version: i64) {
-    for _ in 0..1000 {
+/// How long a replay waits for the dispatcher's copy of its endpoint (`caught_up`).
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits (up to `CATCH_UP`) until the projector's copy of the endpoint has seen `version`, so
+/// the dispatcher does not find the endpoint disabled when it was just re-enabled; false when
+/// it has not by then.
+async fn caught_up(pool: &PgPool, endpoint: Uuid, version: i64) -> bool {
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    while tokio::time::Instant::now() < deadline {
         let seen: Option<i64> =
             sqlx::query_scalar("SELECT version FROM webhook_endpoints WHERE id = $1")
                 .bind(endpoint)
@@ -144,10 +156,11 @@ async fn caught_up(pool: &PgPool, endpoint: Uuid, version: i64) {
                 .ok()
                 .flatten();
         if seen.is_some_and(|seen| seen >= version) {
-            return;
+            return true;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    false
 }
 
 #[allow(clippy::too_many_arguments)]

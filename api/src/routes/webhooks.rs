@@ -104,15 +104,20 @@ impl WebhooksApi {
         .fetch_all(&self.state.pool)
         .await?;
         let has_more = rows.len() as i64 > limit;
+        let page: Vec<Uuid> = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(|(id,)| id)
+            .collect();
         let mut data = Vec::new();
-        for (id,) in rows.into_iter().take(limit as usize) {
+        for &id in &page {
+            // An endpoint deleted since the read is left out of the page.
             if let Ok(state) = app::load(&self.state, &caller, id).await {
                 data.push(WebhookDto::render(id, &state));
             }
         }
-        let next_cursor = has_more
-            .then(|| data.last().map(|e| cursor::encode(&e.id)))
-            .flatten();
+        // From the last endpoint read, shown or not, so paging goes on past any left out.
+        let next_cursor = has_more.then(|| page.last().map(cursor::encode)).flatten();
         Ok(Json(WebhookList {
             data,
             has_more,
