@@ -71,12 +71,10 @@ impl EndpointSettings {
         let mut errors = Vec::new();
         let url = self.url.as_str();
         let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-        // What the sender will parse: a URL it could not would fail every attempt for days.
-        let parses = url::Url::parse(url).is_ok_and(|parsed| parsed.host_str().is_some());
-        if !scheme_ok || !parses || url.len() > 2000 || url.chars().any(char::is_whitespace) {
+        if !scheme_ok || url.len() > 2000 || url.chars().any(char::is_whitespace) {
             errors.push(FieldError::new(
                 "url",
-                "must be an http(s) URL with a host, of at most 2000 characters",
+                "must be an http(s) URL of at most 2000 characters",
             ));
         }
         if self.event_types.is_empty() {
@@ -95,20 +93,6 @@ impl EndpointSettings {
         }
         if self.headers.len() > 20 {
             errors.push(FieldError::new("headers", "at most 20 headers"));
-        }
-        for (name, value) in &self.headers {
-            // What an HTTP header value may hold (visible ASCII, spaces and tabs): any other
-            // value would be left out of every request, silently.
-            let sendable = value.len() <= 4096
-                && value
-                    .bytes()
-                    .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
-            if !sendable {
-                errors.push(FieldError::new(
-                    format!("headers.{name}"),
-                    "the value must be at most 4096 characters of visible ASCII, spaces and tabs",
-                ));
-            }
         }
         for name in self.headers.keys() {
             let reserved = name.to_ascii_lowercase().starts_with("webhook-")
@@ -141,6 +125,7 @@ impl EndpointSettings {
         before: Option<&EndpointSettings>,
     ) -> Vec<FieldError> {
         let mut errors = self.validate();
+        errors.extend(self.unsendable(before));
         if project.is_none() {
             return errors;
         }
@@ -153,6 +138,33 @@ impl EndpointSettings {
                         "`{kind}` is sent only to account-wide endpoints (`\"project_id\": null`); \
                          a project's endpoints never receive user events"
                     ),
+                ));
+            }
+        }
+        errors
+    }
+
+    /// A URL the sender could not parse (it would fail every attempt for days) and header values
+    /// it could not send (control characters: the header would be left out of every request).
+    /// Only where they differ from `before`, so an endpoint stored before this check still
+    /// takes changes to its other settings.
+    fn unsendable(&self, before: Option<&EndpointSettings>) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let url_kept = before.is_some_and(|b| b.url == self.url);
+        let parses = url::Url::parse(&self.url).is_ok_and(|url| url.host_str().is_some());
+        if !url_kept && !parses {
+            errors.push(FieldError::new("url", "must be a URL with a host"));
+        }
+        for (name, value) in &self.headers {
+            let kept = before.is_some_and(|b| b.headers.get(name) == Some(value));
+            // The sender's rule (the `http` crate's): no control character but a tab.
+            let sendable = value
+                .bytes()
+                .all(|b| b == b'\t' || (b >= b' ' && b != 0x7f));
+            if !kept && !sendable {
+                errors.push(FieldError::new(
+                    format!("headers.{name}"),
+                    "the value must not hold control characters (a tab is fine)",
                 ));
             }
         }
@@ -475,29 +487,28 @@ mod tests {
         bad.event_types = vec!["job.exploded".into()];
         bad.headers.insert("webhook-id".into(), "x".into());
         assert_eq!(bad.validate().len(), 3);
-        // URLs the sender could not parse, and header values it could not send.
-        for url in [
-            "http://",
-            "http://[::1",
-            "https://exa mple.com/",
-            "https://:80/x",
-        ] {
+        // URLs the sender could not parse, and header values it could not send...
+        for url in ["http://", "http://[::1", "https://:80/x"] {
             let mut unparsable = settings();
             unparsable.url = url.into();
-            assert_eq!(unparsable.validate().len(), 1, "{url}");
+            assert_eq!(unparsable.validate_for(None, None).len(), 1, "{url}");
         }
-        for value in ["line\nbreak", "caf\u{e9}", &"x".repeat(4097)] {
+        for value in ["line\nbreak", "nul\0", "del\u{7f}"] {
             let mut unsendable = settings();
             unsendable
                 .headers
                 .insert("x-token".into(), value.to_owned());
-            assert_eq!(unsendable.validate().len(), 1, "{value}");
+            assert_eq!(unsendable.validate_for(None, None).len(), 1, "{value:?}");
+            // ...unless stored so before this check: other settings can still change.
+            let mut renamed = unsendable.clone();
+            renamed.description = Some("renamed".into());
+            assert!(renamed.validate_for(None, Some(&unsendable)).is_empty());
         }
         let mut fine = settings();
         fine.url = "http://[2001:db8::1]:8080/hook?x=1".into();
         fine.headers
-            .insert("x-token".into(), "Bearer a.b\tc ~!".into());
-        assert!(fine.validate().is_empty());
+            .insert("x-token".into(), "Bearer a.b\tc ~! caf\u{e9}".into());
+        assert!(fine.validate_for(None, None).is_empty());
         assert!(settings().wants("job.succeeded") && !settings().wants("job.failed"));
         let mut all = settings();
         all.event_types = vec!["*".into()];

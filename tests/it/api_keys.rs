@@ -453,16 +453,17 @@ async fn key_uses_a_failed_flush_could_not_write_are_written_by_the_next() {
 async fn key_uses_of_a_flush_given_up_while_it_waits_are_written_by_the_next() {
     let app = TestApp::spawn().await;
     let (_, key) = app.project_with_key(&["jobs:read"]).await;
-    for _ in 0..3 {
-        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
-    }
-    // The table is locked: this flush waits and is given up, as the flusher gives up one
+    // The table is locked before the uses (which do not touch it), so the server's own flush
+    // cannot write them first: this flush waits and is given up, as the flusher gives up one
     // that PostgreSQL does not answer...
     let mut lock = app.pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE api_key_usage IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *lock)
         .await
         .unwrap();
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/v1/jobs", &key).await.status(), StatusCode::OK);
+    }
     let flush = app.state.verifier.flush_usage(&app.pool);
     let cut = tokio::time::timeout(Duration::from_millis(300), flush).await;
     assert!(cut.is_err(), "the flush waited on the lock");
@@ -521,4 +522,65 @@ async fn rotations_that_lose_a_race_leave_no_usable_key() {
         .map(|(id, _)| id)
         .collect();
     assert_eq!(usable, [won[0]["id"].as_str().unwrap()], "{successors:?}");
+}
+
+#[tokio::test]
+async fn a_key_cannot_give_a_key_more_reach_than_its_own() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("reach").await;
+    // The tests' client is 127.0.0.1: inside the restricted key's allowlist.
+    let restricted = create(
+        &app,
+        &app.admin_key,
+        json!({"name": "ci", "project_id": project, "scopes": ["keys:read", "keys:write"],
+               "ip_allowlist": ["127.0.0.0/8"], "expires_in_days": 2}),
+    )
+    .await;
+    let restricted = restricted["key"].as_str().unwrap().to_owned();
+    let attempt = |body: Value| app.post("/api/v1/api-keys", &restricted, body);
+    for (wider, why) in [
+        (
+            json!({"name": "a", "scopes": ["keys:read"], "expires_in_days": 1}),
+            "anywhere",
+        ),
+        (
+            json!({"name": "b", "scopes": ["keys:read"], "ip_allowlist": ["10.0.0.0/8"], "expires_in_days": 1}),
+            "elsewhere",
+        ),
+        (
+            json!({"name": "c", "scopes": ["keys:read"], "ip_allowlist": ["127.0.0.1"]}),
+            "for ever",
+        ),
+        (
+            json!({"name": "d", "scopes": ["keys:read"], "ip_allowlist": ["127.0.0.1"], "expires_in_days": 3}),
+            "past its expiry",
+        ),
+    ] {
+        let refused = attempt(wider).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{why}");
+    }
+    let within = attempt(json!({"name": "e", "scopes": ["keys:read"],
+                                "ip_allowlist": ["127.0.0.1"], "expires_in_days": 1}))
+    .await;
+    assert_eq!(within.status(), StatusCode::CREATED);
+    let within: Value = within.json().await.unwrap();
+    let path = format!("/api/v1/api-keys/{}", within["id"].as_str().unwrap());
+    let patch = |body: Value| {
+        app.request(Method::PATCH, &path, &restricted)
+            .json(&body)
+            .send()
+    };
+    let widened = patch(json!({"ip_allowlist": []})).await.unwrap();
+    assert_eq!(widened.status(), StatusCode::FORBIDDEN);
+    let narrowed = patch(json!({"ip_allowlist": ["127.0.0.2"]})).await.unwrap();
+    assert_eq!(narrowed.status(), StatusCode::OK);
+    // An admin is not held to it.
+    let unbounded = app
+        .post(
+            "/api/v1/api-keys",
+            &app.admin_key,
+            json!({"name": "f", "project_id": project, "scopes": ["keys:read"]}),
+        )
+        .await;
+    assert_eq!(unbounded.status(), StatusCode::CREATED);
 }

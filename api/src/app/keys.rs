@@ -108,6 +108,39 @@ pub async fn target_project(
     }
 }
 
+/// What a key passes on beyond its scopes: a non-admin key with an IP allowlist or an expiry
+/// cannot give a key (one it creates, or one whose allowlist it changes) more reach than its
+/// own: addresses outside its allowlist (403), or a life past its own expiry (403). Admins,
+/// users and keys without either are not held to anything here.
+pub async fn within_caller_reach(
+    store: &AggregateStore<ApiKey>,
+    caller: &Caller,
+    allowlist: Option<&IpAllowlist>,
+    expires_at: Option<Option<DateTime<Utc>>>,
+) -> Result<(), ApiError> {
+    let Some(own_id) = caller.key_id().filter(|_| !caller.is_admin()) else {
+        return Ok(());
+    };
+    let (own, _) = store.load(own_id.as_str()).await?;
+    let own = own.state().ok_or_else(not_found)?;
+    if allowlist.is_some_and(|asked| !asked.within(&own.ip_allowlist)) {
+        return Err(ApiError::Forbidden(
+            "a key cannot let a key be used from addresses its own allowlist does not allow".into(),
+        ));
+    }
+    let outlives = |asked: Option<DateTime<Utc>>| match (asked, own.expires_at) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(asked), Some(own)) => asked > own,
+    };
+    if expires_at.is_some_and(outlives) {
+        return Err(ApiError::Forbidden(
+            "a key cannot create a key that outlives its own expiry".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Creates a key and returns it (show it once) with its state.
 pub async fn create(
     store: &AggregateStore<ApiKey>,
@@ -272,9 +305,14 @@ pub async fn rotate(
         now,
     };
     if let Err(refused) = execute(store, caller, metadata, id, command).await {
-        // The old key changed since it was checked (a concurrent rotation or revocation): the
-        // successor nobody will receive must not stay usable. (Should this fail too, no one
-        // holds the successor's secret: it was never answered.)
+        // Only a refusal (the old key rotated or revoked meanwhile) is known to have left the
+        // successor unused; after a store error the rotation may have committed, its answer
+        // lost, and the successor is the old key's.
+        if !matches!(refused, ApiError::Conflict { .. }) {
+            return Err(refused);
+        }
+        // The successor nobody will receive must not stay usable. (Should this fail too, no
+        // one holds its secret: it was never answered.)
         let revoke = ApiKeyCommand::Revoke { now: Utc::now() };
         if let Err(error) = store
             .execute(token.id().as_str(), revoke, metadata, true)

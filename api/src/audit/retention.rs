@@ -60,6 +60,11 @@ pub async fn prune(
         // Each chunk in a transaction of its own: checked from the anchor, which then moves to
         // the chunk's last record, and the chunk goes.
         let mut chunk = pool.begin().await?;
+        // Each statement's own snapshot, whatever the database's default isolation: the reads
+        // below must see what a replica that held the lock before committed.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *chunk)
+            .await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(PRUNING_LOCK)
             .execute(&mut *chunk)

@@ -58,7 +58,8 @@ pub const WRITER_NAME: &str = "audit writer";
 ///   (which acknowledges commits a crash of PostgreSQL can still lose), since a response
 ///   leaves only once its record is durable; stricter settings (`remote_apply`, …) are kept.
 ///   The value is set for the session whatever it is, so a cluster switched to `off` later
-///   (a reload) does not reach this connection.
+///   (a reload) does not reach this connection; nor does a stricter one (a synchronous
+///   standby added), until the writer connects again (after an error, or a restart).
 pub async fn connect(pool: &PgPool) -> sqlx::Result<PgConnection> {
     let timeout = format!("{}ms", DB_TIMEOUT.as_millis());
     let base = pool.connect_options();

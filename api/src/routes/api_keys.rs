@@ -68,7 +68,8 @@ impl ApiKeysApi {
     /// Create an API key
     ///
     /// Answers the key resource plus `key`, the plaintext, which is never shown again. The new
-    /// key's scopes must be within the caller's. Scope `keys:write`.
+    /// key's scopes must be within the caller's, and a calling key's IP allowlist and expiry
+    /// bound the new key's. Scope `keys:write`.
     #[oai(path = "/api-keys", method = "post", operation_id = "createApiKey")]
     async fn create(
         &self,
@@ -99,6 +100,8 @@ impl ApiKeysApi {
             ))
             .into());
         }
+        let reach = (Some(&key.ip_allowlist), Some(key.expires_at));
+        app::within_caller_reach(&self.state.keys, &caller, reach.0, reach.1).await?;
         let (token, state) = app::create(
             &self.state.keys,
             self.state.verifier.pepper(),
@@ -180,6 +183,8 @@ impl ApiKeysApi {
     ) -> ApiResult<Json<KeyDto>> {
         let caller = self.state.authorize(&auth, Scope::KeysWrite).await?;
         let update = key_input::key_update(body.0)?;
+        let allowlist = update.ip_allowlist.as_ref();
+        app::within_caller_reach(&self.state.keys, &caller, allowlist, None).await?;
         let key = app::update(
             &self.state.keys,
             &caller,

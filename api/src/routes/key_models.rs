@@ -106,9 +106,11 @@ pub struct KeyCreate {
     pub project_id: Option<Uuid>,
     /// Never more than the caller holds.
     pub scopes: Vec<String>,
+    /// A key that expires creates only keys that expire no later than it.
     #[oai(nullable)]
     pub expires_in_days: Option<u32>,
-    /// IPv4/IPv6 addresses or CIDRs the key may be used from; empty: anywhere.
+    /// IPv4/IPv6 addresses or CIDRs the key may be used from; empty: anywhere. A key with an
+    /// allowlist creates only keys whose allowlist is within its own.
     #[oai(default)]
     #[serde(default)]
     pub ip_allowlist: Vec<String>,
@@ -129,6 +131,7 @@ pub struct KeyPatch {
     /// Only narrowing, unless the caller is an admin.
     #[oai(nullable)]
     pub scopes: Option<Vec<String>>,
+    /// Set by a key with an allowlist: within its own.
     #[oai(nullable)]
     pub ip_allowlist: Option<Vec<String>>,
     /// Only an admin changes a key's limits. `null`, as for every field here, is the same as

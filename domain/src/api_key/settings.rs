@@ -65,6 +65,19 @@ impl IpAllowlist {
         sorted(self) == sorted(other)
     }
 
+    /// Whether every address this list allows, `outer` allows too (an empty list allows every
+    /// address, so only an empty `outer` holds it).
+    pub fn within(&self, outer: &Self) -> bool {
+        if outer.0.is_empty() {
+            return true;
+        }
+        !self.0.is_empty()
+            && self
+                .0
+                .iter()
+                .all(|net| outer.0.iter().any(|wide| wide.contains(net)))
+    }
+
     /// Whether a request from `client` is allowed. An empty list allows every client; a
     /// non-empty list allows no request whose client address is unknown.
     pub fn allows(&self, client: Option<std::net::IpAddr>) -> bool {
@@ -156,6 +169,22 @@ impl RateLimitChange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_allowlist_is_within_another_when_it_allows_no_more() {
+        let list = |nets: &[&str]| IpAllowlist::parse(nets).unwrap();
+        let outer = list(&["10.0.0.0/8", "2001:db8::/32"]);
+        assert!(list(&["10.1.0.0/16", "10.2.3.4"]).within(&outer));
+        assert!(list(&["2001:db8:1::/48"]).within(&outer));
+        assert!(!list(&["10.0.0.0/7"]).within(&outer), "wider");
+        assert!(
+            !list(&["10.1.0.0/16", "192.0.2.1"]).within(&outer),
+            "one outside"
+        );
+        assert!(!IpAllowlist::default().within(&outer), "anywhere");
+        assert!(IpAllowlist::default().within(&IpAllowlist::default()));
+        assert!(list(&["192.0.2.1"]).within(&IpAllowlist::default()));
+    }
 
     #[test]
     fn allowlists_match_real_prefixes_for_v4_and_v6() {
