@@ -175,15 +175,22 @@ async fn read_limited(response: reqwest::Response) -> (String, bool) {
     (String::from_utf8_lossy(&kept).into_owned(), false)
 }
 
-/// A `Retry-After` value as a wait from `now`: whole seconds, or an HTTP date (RFC 9110: a
-/// date already past is no wait at all); `None` when it is neither.
+/// A `Retry-After` value as a wait from `now`: whole seconds, or an HTTP date in any of the
+/// three forms RFC 9110 has recipients accept (IMF-fixdate, and the obsolete RFC 850 and
+/// asctime forms; a date already past is no wait at all); `None` when it is neither.
 fn retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    Some((at.to_utc() - now).to_std().unwrap_or_default())
+    let obsolete = |format| chrono::NaiveDateTime::parse_from_str(value, format).ok();
+    let at = match chrono::DateTime::parse_from_rfc2822(value) {
+        Ok(at) => at.to_utc(),
+        Err(_) => obsolete("%A, %d-%b-%y %H:%M:%S GMT")
+            .or_else(|| obsolete("%a %b %e %H:%M:%S %Y"))?
+            .and_utc(),
+    };
+    Some((at - now).to_std().unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -204,6 +211,16 @@ mod tests {
             retry_after("Sun, 06 Dec 2026 08:49:37 GMT", now),
             Some(Duration::ZERO),
             "a date past"
+        );
+        assert_eq!(
+            retry_after("Monday, 07-Dec-26 08:50:37 GMT", now),
+            Some(Duration::from_secs(60)),
+            "RFC 850"
+        );
+        assert_eq!(
+            retry_after("Mon Dec  7 08:50:07 2026", now),
+            Some(Duration::from_secs(30)),
+            "asctime"
         );
         assert_eq!(retry_after("soon", now), None);
         assert_eq!(retry_after("-5", now), None);
