@@ -425,4 +425,12 @@ async fn a_report_that_ends_in_the_first_day_a_range_may_name_starts_there() {
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     let problem: Value = refused.json().await.unwrap();
     assert_eq!(problem["errors"][0]["field"], "from", "{problem}");
+    // A `to` at the first instant leaves the default range empty: `to` is named, not the
+    // `from` the client never sent.
+    let empty = app
+        .get("/api/v1/usage?to=0001-01-01T00:00:00Z", &app.admin_key)
+        .await;
+    assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
+    let problem: Value = empty.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "to", "{problem}");
 }

@@ -142,10 +142,12 @@ impl Sender {
         Outcome {
             status: Some(status.as_u16()),
             duration: started.elapsed(),
-            error_class: if timed_out {
-                Some("timeout".into())
-            } else if status.is_success() {
+            // A 2xx status line is the receiver's acceptance: a body that then stalls past
+            // the timeout does not undo it (sent again, the message would arrive twice).
+            error_class: if status.is_success() {
                 None
+            } else if timed_out {
+                Some("timeout".into())
             } else {
                 Some("http_status".into())
             },

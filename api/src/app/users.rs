@@ -112,6 +112,7 @@ pub async fn login(
             .fetch_optional(&state.pool)
             .await?;
     let (id, hash) = stored.map_or((None, None), |(id, hash)| (Some(id), Some(hash)));
+    let verified = hash.clone();
     let password_ok = passwords::verify_or_burn(password, hash).await;
     let id = match id {
         Some(id) if password_ok => UserId::from_uuid(id),
@@ -136,6 +137,23 @@ pub async fn login(
         now,
     };
     let user = execute(state, &metadata, id, command).await?;
+    // A password change that landed while this password was being checked ends every session
+    // it finds; one started after it did not exist then. So once the session is in the log,
+    // the password is read again: if it changed, the session ends and the login fails (a
+    // change after this read comes after the session in the log and ends it itself).
+    let current: Option<String> =
+        sqlx::query_scalar("SELECT password_hash FROM user_credentials WHERE user_id = $1")
+            .bind(id.as_uuid())
+            .fetch_optional(&state.pool)
+            .await?;
+    if current != verified {
+        let command = UserCommand::EndSession {
+            session_id: claims.sid,
+            now: Utc::now(),
+        };
+        execute(state, &metadata, id, command).await?;
+        return Err(invalid_credentials());
+    }
     let token = state.users_directory.keys.issue(&claims);
     Ok((claims, token, user))
 }

@@ -108,6 +108,7 @@ impl UsageApi {
         let to = to.0.or(report.map(|r| r.1)).unwrap_or_else(Utc::now);
         // The default range is the 24 hours before `to`, or as many of them as there are after
         // the earliest time a range may start.
+        let defaulted = from.0.is_none() && report.is_none();
         let from = from.0.or(report.map(|r| r.0)).unwrap_or_else(|| {
             let earliest = Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).single();
             let earliest = earliest.expect("the first of the years a range may name");
@@ -130,6 +131,10 @@ impl UsageApi {
             (true, "day") => Duration::hours(25),
             (true, _) => Duration::hours(2),
         };
+        if defaulted && from >= to {
+            // Only a `to` at the very first instant leaves the default range empty.
+            return Err(ApiError::field("to", "must be after 0001-01-01T00:00:00Z").into());
+        }
         if from >= to || to - from > longest + slack {
             return Err(ApiError::field(
                 "from",

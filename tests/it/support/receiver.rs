@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt as _;
+
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{handler, web::Data, EndpointExt, Request, Response, Route, Server};
 
@@ -31,6 +33,9 @@ pub struct Behaviour {
     pub flaky: std::sync::atomic::AtomicBool,
     /// Milliseconds to wait before answering.
     pub delay_ms: AtomicU64,
+    /// When set, the answer's status line and the first bytes of its body go out at once and
+    /// the rest of the body this many milliseconds later.
+    pub stall_body_ms: AtomicU64,
     pub calls: AtomicU64,
 }
 
@@ -79,9 +84,23 @@ async fn receive(req: &Request, body: Vec<u8>, Data(state): Data<&Shared>) -> Re
                 .map(str::to_owned),
         });
     }
-    Response::builder()
-        .status(poem::http::StatusCode::from_u16(status).unwrap())
-        .body("ok")
+    let answer = Response::builder().status(poem::http::StatusCode::from_u16(status).unwrap());
+    match behaviour.stall_body_ms.load(Ordering::SeqCst) {
+        0 => answer.body("ok"),
+        stall => answer.body(poem::Body::from_bytes_stream(stalled_body(stall))),
+    }
+}
+
+/// A body whose first bytes come at once and whose last come `stall_ms` later.
+fn stalled_body(
+    stall_ms: u64,
+) -> impl futures::Stream<Item = Result<&'static [u8], std::io::Error>> + Send + 'static {
+    futures::stream::once(async { Ok(&b"accepted, "[..]) }).chain(futures::stream::once(
+        async move {
+            tokio::time::sleep(Duration::from_millis(stall_ms)).await;
+            Ok(&b"and the rest"[..])
+        },
+    ))
 }
 
 impl Receiver {
