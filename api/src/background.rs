@@ -2,7 +2,7 @@
 //! one `TaskTracker`: a runner per projection, the LISTEN connection that wakes them, the
 //! coalescing announcer of appended events, the credential
 //! cache invalidator (keys and users), the key-usage flusher, the lease reconciler, the expiry
-//! sweeper and the forgetting of expired idempotency keys.
+//! sweeper, the taking over of abandoned webhook replays and the forgetting of expired idempotency keys.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +66,13 @@ pub fn spawn(state: &Arc<AppState>, tracker: &TaskTracker, cancel: &Cancellation
             .flush_usage_periodically(state.pool.clone(), cancel.clone()),
     );
     tracker.spawn(crate::webhooks::dispatcher(state).run(cancel.clone()));
+    // Replays whose server stopped are looked for every twenty polls (5 s by default).
+    let replays = Duration::from_millis(state.config.webhooks.poll_interval_ms) * 20;
+    tracker.spawn(crate::app::replay_runs::resume_periodically(
+        state.clone(),
+        replays,
+        cancel.clone(),
+    ));
     let (limiter, until) = (state.rate_limiter.clone(), cancel.clone());
     tracker.spawn(async move { limiter.watch_shared(until).await });
     tracker.spawn(

@@ -7,5 +7,6 @@ pub mod jobs;
 pub mod keys;
 pub mod projects;
 pub mod replay;
+pub mod replay_runs;
 pub mod users;
 pub mod webhooks;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use herald_domain::webhook_endpoint::EndpointState;
 use herald_webhooks::dispatcher::{active_secrets, record_attempt};
-use herald_webhooks::projector::{audience, payload, webhook_id};
 use herald_webhooks::sender::Message;
 use poem_openapi::Object;
 use serde_json::Value;
@@ -68,22 +67,22 @@ pub async fn get(pool: &PgPool, endpoint: Uuid, id: Uuid) -> sqlx::Result<Option
     .await
 }
 
-/// Records the replay and starts it in the background.
+/// Records the replay and starts it in the background (`replay_runs`).
 pub async fn start(
     state: Arc<AppState>,
     endpoint_id: Uuid,
-    endpoint: EndpointState,
     from: i64,
     event_types: Option<Vec<String>>,
     only_failed: bool,
 ) -> Result<ReplayDto, ApiError> {
-    let id = Uuid::now_v7();
+    let (id, runner) = (Uuid::now_v7(), Uuid::now_v7());
     let to: i64 = sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events")
         .fetch_one(&state.pool)
         .await?;
     sqlx::query(
-        "INSERT INTO webhook_replays (id, endpoint_id, from_position, to_position, event_types, only_failed, scanned_until, status) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'running')",
+        "INSERT INTO webhook_replays (id, endpoint_id, from_position, to_position, event_types, only_failed, \
+                                      scanned_until, status, runner, leased_until) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, now() + make_interval(secs => $9))",
     )
     .bind(id)
     .bind(endpoint_id)
@@ -92,139 +91,15 @@ pub async fn start(
     .bind(&event_types)
     .bind(only_failed)
     .bind(from - 1)
+    .bind(runner)
+    .bind(super::replay_runs::LEASE_SECONDS)
     .execute(&state.pool)
     .await?;
     let replay = get(&state.pool, endpoint_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("replay"))?;
-    let (_, version) = state
-        .webhook_endpoints
-        .load(&endpoint_id.to_string())
-        .await?;
-    tokio::spawn(async move {
-        let outcome = if caught_up(&state.pool, endpoint_id, version as i64).await {
-            run(
-                &state,
-                id,
-                endpoint_id,
-                &endpoint,
-                from - 1,
-                to,
-                event_types,
-                only_failed,
-            )
-            .await
-        } else {
-            // Queued now, its messages would meet the endpoint as it was (disabled, say) and
-            // fail at once: better reported failed, to be asked again.
-            Err(anyhow::anyhow!(
-                "the dispatcher's copy of the endpoint did not catch up within {CATCH_UP:?}"
-            ))
-        };
-        let status = if let Err(error) = &outcome {
-            tracing::error!(replay = %id, error = format!("{error:#}"), "a webhook replay failed");
-            "failed"
-        } else {
-            "completed"
-        };
-        let _ = sqlx::query(
-            "UPDATE webhook_replays SET status = $2, finished_at = now() WHERE id = $1",
-        )
-        .bind(id)
-        .bind(status)
-        .execute(&state.pool)
-        .await;
-        state.dispatcher_inbox.wake();
-    });
+    super::replay_runs::spawn(state, id, runner);
     Ok(replay)
-}
-
-/// How long a replay waits for the dispatcher's copy of its endpoint (`caught_up`).
-const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Waits (up to `CATCH_UP`) until the projector's copy of the endpoint has seen `version`, so
-/// the dispatcher does not find the endpoint disabled when it was just re-enabled; false when
-/// it has not by then.
-async fn caught_up(pool: &PgPool, endpoint: Uuid, version: i64) -> bool {
-    let deadline = tokio::time::Instant::now() + CATCH_UP;
-    while tokio::time::Instant::now() < deadline {
-        let seen: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM webhook_endpoints WHERE id = $1")
-                .bind(endpoint)
-                .fetch_optional(pool)
-                .await
-                .ok()
-                .flatten();
-        if seen.is_some_and(|seen| seen >= version) {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    false
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    state: &AppState,
-    id: Uuid,
-    endpoint_id: Uuid,
-    endpoint: &EndpointState,
-    mut after: i64,
-    to: i64,
-    event_types: Option<Vec<String>>,
-    only_failed: bool,
-) -> anyhow::Result<()> {
-    // An account-wide endpoint hears every project; a project's endpoint only its own.
-    let scope = endpoint.project_id.map(|p| p.as_uuid());
-    let mut conn = state.pool.acquire().await?;
-    while after < to {
-        let events = herald_store::log::read_range(&mut *conn, after, to, 500).await?;
-        let Some(last) = events.last().map(|e| e.global_position) else {
-            break;
-        };
-        let mut queued = 0_i64;
-        for event in &events {
-            let wanted = endpoint.settings.wants(&event.event_type)
-                && event_types
-                    .as_ref()
-                    .is_none_or(|types| types.contains(&event.event_type));
-            if !wanted {
-                continue;
-            }
-            if scope.is_some_and(|own| audience(event) != Some(own)) {
-                continue;
-            }
-            let result = sqlx::query(
-                "INSERT INTO webhook_deliveries (id, endpoint_id, global_position, event_type, webhook_id, payload, status, next_attempt_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', now()) \
-                 ON CONFLICT (endpoint_id, global_position) DO UPDATE SET status = 'pending', attempts = 0, \
-                   next_attempt_at = now(), leased_until = NULL, updated_at = now() \
-                 WHERE (NOT $7 OR webhook_deliveries.status = 'failed') \
-                   AND (webhook_deliveries.leased_until IS NULL OR webhook_deliveries.leased_until < now())",
-            )
-            .bind(Uuid::now_v7())
-            .bind(endpoint_id)
-            .bind(event.global_position)
-            .bind(&event.event_type)
-            .bind(webhook_id(endpoint_id, event.global_position))
-            .bind(payload(event))
-            .bind(only_failed)
-            .execute(&mut *conn)
-            .await?;
-            queued += result.rows_affected() as i64;
-        }
-        after = last;
-        sqlx::query(
-            "UPDATE webhook_replays SET scanned_until = $2, queued = queued + $3 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(after)
-        .bind(queued)
-        .execute(&mut *conn)
-        .await?;
-        state.dispatcher_inbox.wake();
-    }
-    Ok(())
 }
 
 /// One manual attempt of a delivery now.

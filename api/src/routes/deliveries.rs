@@ -210,7 +210,7 @@ impl DeliveriesApi {
         body: JsonBody<ReplayRequest>,
     ) -> ApiResult<ReplayAccepted> {
         let caller = self.state.authorize(&auth, Scope::WebhooksWrite).await?;
-        let endpoint = app::load(&self.state, &caller, id.0).await?;
+        app::load(&self.state, &caller, id.0).await?;
         let body = body.0;
         let from = match (body.since, body.from_position) {
             (Some(_), Some(_)) | (None, None) => {
@@ -227,7 +227,6 @@ impl DeliveriesApi {
         let replay = replay::start(
             self.state.clone(),
             id.0,
-            endpoint,
             from,
             body.event_types,
             body.only_failed.unwrap_or(false),
