@@ -67,6 +67,7 @@ mod wakeups;
 mod webhook_docs;
 mod webhook_failures;
 mod webhook_payloads;
+mod webhook_rebuilds;
 mod webhook_replay_takeover;
 mod webhook_replays;
 mod webhook_slow_bodies;

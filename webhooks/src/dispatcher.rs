@@ -169,7 +169,9 @@ impl Dispatcher {
         tasks.wait().await;
     }
 
-    /// Leases up to `limit` due deliveries of endpoints below their concurrency cap.
+    /// Leases up to `limit` due deliveries of endpoints below their concurrency cap; none while
+    /// the projector is rebuilding its copy of the endpoints from the log's start, which then
+    /// holds old versions of them (a URL since changed, `disabled` since enabled).
     async fn claim(&self, limit: i64) -> sqlx::Result<Vec<Due>> {
         let saturated: Vec<Uuid> = self
             .in_flight
@@ -184,6 +186,8 @@ impl Dispatcher {
                FROM (SELECT id FROM webhook_deliveries \
                       WHERE status = 'pending' AND next_attempt_at <= now() \
                         AND (leased_until IS NULL OR leased_until < now()) AND endpoint_id <> ALL($3) \
+                        AND NOT EXISTS (SELECT 1 FROM projection_checkpoints c WHERE c.name = 'webhooks' \
+                              AND (c.tx_id, c.global_position) < (c.rebuild_tx, c.rebuild_position)) \
                       ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due, \
                     webhook_endpoints e \
               WHERE d.id = due.id AND e.id = d.endpoint_id \

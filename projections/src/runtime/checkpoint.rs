@@ -91,16 +91,20 @@ pub async fn status(pool: &PgPool) -> sqlx::Result<Vec<ProjectionStatus>> {
 }
 
 /// Empties a projection's read model and moves its checkpoint back to the start of the log, in
-/// one transaction. The runner that holds the projection (in this process or another) then
+/// one transaction, noting where the log ends (`rebuild_tx`, `rebuild_position`). The runner that holds the projection (in this process or another) then
 /// rebuilds it from the log; the server keeps answering meanwhile.
 pub async fn rebuild(pool: &PgPool, projection: &dyn Projection) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     ensure(&mut tx, projection.name()).await?;
     lock(&mut tx, projection.name()).await?;
     projection.reset(&mut tx).await?;
+    // The rebuild is under way until the checkpoint passes the log's last event of now.
     sqlx::query(
         "UPDATE projection_checkpoints SET tx_id = '0', global_position = 0, \
-         events_applied = 0, updated_at = now() WHERE name = $1",
+                events_applied = 0, updated_at = now(), (rebuild_tx, rebuild_position) = \
+                (SELECT tx_id, global_position FROM events \
+                  ORDER BY tx_id DESC, global_position DESC LIMIT 1) \
+          WHERE name = $1",
     )
     .bind(projection.name())
     .execute(&mut *tx)
