@@ -4,5 +4,8 @@
 -- Replays left `running` before this migration have no lease and are taken over at once (a
 -- server of the previous version still running one would then share its pages: a delivery
 -- queued twice is sent again, which receivers dedupe on `webhook-id`).
-ALTER TABLE webhook_replays ADD COLUMN runner uuid, ADD COLUMN leased_until timestamptz;
+-- A run stopped by a database error gives its lease up at once, to be run again; `failures`
+-- counts such stops, and the fifth leaves the replay `failed`.
+ALTER TABLE webhook_replays ADD COLUMN runner uuid, ADD COLUMN leased_until timestamptz,
+    ADD COLUMN failures int NOT NULL DEFAULT 0;
 CREATE INDEX webhook_replays_running ON webhook_replays (leased_until) WHERE status = 'running';

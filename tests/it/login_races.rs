@@ -33,7 +33,8 @@ async fn a_login_whose_password_changed_while_it_was_checked_fails() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'events'::regclass",
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'events'::regclass \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
         .fetch_one(&app.pool)
         .await

@@ -22,6 +22,24 @@ async fn a_replay_left_running_by_a_stopped_server_is_finished_by_another() {
         app.submit_job(&key, json!({ "kind": kind })).await;
     }
     assert_eq!(receiver.wait_for(3, Duration::from_secs(10)).await.len(), 3);
+    // Recorded as sent too (no longer leased), or a replay would leave them to their attempt.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let sent: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded' AND leased_until IS NULL",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if sent == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sent} recorded sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let queued: Vec<i64> = sqlx::query_scalar(
         "SELECT global_position FROM events WHERE event_type = 'job.queued' ORDER BY 1",
     )
@@ -98,4 +116,74 @@ async fn a_replay_left_running_by_a_stopped_server_is_finished_by_another() {
         .await
         .unwrap();
     assert_eq!(runner, holder, "a replay still held was taken");
+}
+
+#[tokio::test]
+async fn a_replay_stopped_by_a_database_error_runs_again_and_fails_after_five() {
+    let app = TestApp::spawn().await;
+    let (project, key) = app.project_with_key(&["jobs:write"]).await;
+    let receiver = Receiver::start().await;
+    let (id, _) = endpoint(&app, project, &receiver.url, &["job.queued"]).await;
+    app.submit_job(&key, json!({"kind": "a"})).await;
+    assert_eq!(receiver.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+    // While `blocked` holds a row, PostgreSQL refuses every delivery a replay would queue.
+    for statement in [
+        "CREATE TABLE blocked (x int)",
+        "INSERT INTO blocked VALUES (1)",
+        "CREATE FUNCTION refuse_deliveries() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF EXISTS (SELECT 1 FROM blocked) THEN RAISE EXCEPTION 'blocked by the test'; END IF; \
+           RETURN NEW; END $$",
+        "CREATE TRIGGER refuse BEFORE INSERT ON webhook_deliveries \
+           FOR EACH ROW EXECUTE FUNCTION refuse_deliveries()",
+    ] {
+        sqlx::query(statement).execute(&app.pool).await.unwrap();
+    }
+    let start = || async {
+        let started = app
+            .post(
+                &format!("/api/v1/webhooks/{id}/replay"),
+                &app.admin_key,
+                json!({"from_position": 0}),
+            )
+            .await;
+        assert_eq!(started.status(), StatusCode::ACCEPTED);
+        let body: Value = started.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
+    let until = |replay: Uuid, condition: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            let sql = format!("SELECT {condition} FROM webhook_replays WHERE id = $1");
+            while !sqlx::query_scalar::<_, bool>(&sql)
+                .bind(replay)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            {
+                assert!(tokio::time::Instant::now() < deadline, "never {condition}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // One that keeps meeting the error: run again each time, `failed` at the fifth.
+    let doomed = start().await;
+    until(doomed, "failures >= 1 AND status = 'running'").await;
+    sqlx::query("UPDATE webhook_replays SET failures = 4 WHERE id = $1")
+        .bind(doomed)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    until(doomed, "status = 'failed' AND failures = 5").await;
+
+    // One whose error passes: run again from its last page, and completed.
+    let recovering = start().await;
+    until(recovering, "failures >= 1 AND status = 'running'").await;
+    sqlx::query("DELETE FROM blocked")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    until(recovering, "status = 'completed' AND queued = 1").await;
+    assert_eq!(receiver.wait_for(2, Duration::from_secs(10)).await.len(), 2);
 }

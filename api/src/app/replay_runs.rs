@@ -3,7 +3,9 @@
 //! under a lock on the replay's row, so a page is counted once and two runners never work at
 //! once. When the server running a replay stops (a restart, a crash), any server takes it over
 //! once the lease has run out (`resume_abandoned`, every few seconds) and goes on from the last
-//! page committed, so a replay never stays `running` for good.
+//! page committed, so a replay never stays `running` for good. A run stopped by a database
+//! error (a deadlock with the projector, a dropped connection) gives its lease up at once and
+//! is run again the same way, up to `MAX_FAILURES` times.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,38 +24,50 @@ pub const LEASE_SECONDS: i32 = 30;
 /// How long a run waits for the dispatcher's copy of its endpoint (`caught_up`).
 const CATCH_UP: Duration = Duration::from_secs(10);
 
-/// Runs replay `id` under the `runner` token its row was just given, and records the outcome.
+/// Runs replay `id` under the `runner` token its row was just given, and records the outcome:
+/// `completed`, `failed` when it cannot be run (its endpoint is gone, or its copy did not catch
+/// up), and after a database error its lease given up, so that the next look for abandoned
+/// replays runs it again from its last page (`failed` after `MAX_FAILURES` such errors).
 pub fn spawn(state: Arc<AppState>, id: Uuid, runner: Uuid) {
     tokio::spawn(async move {
-        let status = match drive(&state, id, runner).await {
-            Ok(Ended::Done) => "completed",
+        let (status, error) = match drive(&state, id, runner).await {
+            Ok(Ended::Done) => ("completed", None),
             Ok(Ended::Lost) => return,
-            Err(error) => {
-                tracing::error!(replay = %id, error = format!("{error:#}"), "a webhook replay failed");
-                "failed"
-            }
+            Ok(Ended::Refused(why)) => ("failed", Some(why)),
+            Err(error) => ("running", Some(format!("{error:#}"))),
         };
+        if let Some(error) = &error {
+            tracing::error!(replay = %id, %error, status, "a webhook replay stopped");
+        }
         let _ = sqlx::query(
-            "UPDATE webhook_replays SET status = $3, finished_at = now(), leased_until = NULL \
+            "UPDATE webhook_replays SET \
+                    failures = failures + CASE WHEN $3 = 'running' THEN 1 ELSE 0 END, \
+                    status = CASE WHEN $3 = 'running' AND failures + 1 >= $4 THEN 'failed' ELSE $3 END, \
+                    finished_at = CASE WHEN $3 = 'running' AND failures + 1 < $4 THEN NULL ELSE now() END, \
+                    leased_until = CASE WHEN $3 = 'running' THEN clock_timestamp() END \
               WHERE id = $1 AND runner = $2 AND status = 'running'",
         )
         .bind(id)
         .bind(runner)
         .bind(status)
+        .bind(MAX_FAILURES)
         .execute(&state.pool)
         .await;
         state.dispatcher_inbox.wake();
     });
 }
 
-/// Takes over every running replay whose lease ran out and runs it from where it stopped;
-/// how many it took.
-pub async fn resume_abandoned(state: &Arc<AppState>) -> sqlx::Result<usize> {
-    let mut taken = 0;
-    loop {
+/// Database errors after which a replay is `failed` rather than run again.
+const MAX_FAILURES: i32 = 5;
+
+/// Takes over the oldest running replay whose lease ran out, if any, and runs it from where it
+/// stopped; whether it took one. One a look, so that a server taking over after another
+/// stopped spreads the replays over the looks (and the servers) rather than starting them all.
+pub async fn resume_abandoned(state: &Arc<AppState>) -> sqlx::Result<bool> {
+    {
         let runner = Uuid::now_v7();
         let claimed: Option<Uuid> = sqlx::query_scalar(
-            "UPDATE webhook_replays SET runner = $1, leased_until = now() + make_interval(secs => $2) \
+            "UPDATE webhook_replays SET runner = $1, leased_until = clock_timestamp() + make_interval(secs => $2) \
               WHERE id = (SELECT id FROM webhook_replays \
                            WHERE status = 'running' AND (leased_until IS NULL OR leased_until < now()) \
                            ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
@@ -64,11 +78,11 @@ pub async fn resume_abandoned(state: &Arc<AppState>) -> sqlx::Result<usize> {
         .fetch_optional(&state.pool)
         .await?;
         let Some(id) = claimed else {
-            return Ok(taken);
+            return Ok(false);
         };
         tracing::info!(replay = %id, "taking over a webhook replay whose runner stopped");
         spawn(state.clone(), id, runner);
-        taken += 1;
+        Ok(true)
     }
 }
 
@@ -92,6 +106,8 @@ pub async fn resume_periodically(
 enum Ended {
     /// Every page is queued.
     Done,
+    /// It cannot be run (why).
+    Refused(String),
     /// Another runner holds the replay now (this one's lease ran out), or it ended.
     Lost,
 }
@@ -116,18 +132,20 @@ async fn drive(state: &AppState, id: Uuid, runner: Uuid) -> anyhow::Result<Ended
         .webhook_endpoints
         .load(&plan.endpoint_id.to_string())
         .await?;
-    let endpoint = endpoint
-        .state()
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("the endpoint is gone"))?;
+    let Some(endpoint) = endpoint.state().cloned() else {
+        return Ok(Ended::Refused("the endpoint is gone".into()));
+    };
     if !caught_up(&state.pool, plan.endpoint_id, version as i64).await {
         // Queued now, its messages would meet the endpoint as it was (disabled, say) and fail
         // at once: better reported failed, to be asked again.
-        anyhow::bail!("the dispatcher's copy of the endpoint did not catch up within {CATCH_UP:?}");
+        let why =
+            format!("the dispatcher's copy of the endpoint did not catch up within {CATCH_UP:?}");
+        return Ok(Ended::Refused(why));
     }
-    let mut conn = state.pool.acquire().await?;
     loop {
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        // A connection a page, not one for the whole run, which a long replay would hold from
+        // the API's pool (and from a shutdown closing it).
+        let mut tx = state.pool.begin().await?;
         let held: Option<i64> = sqlx::query_scalar(
             "SELECT scanned_until FROM webhook_replays \
               WHERE id = $1 AND runner = $2 AND status = 'running' FOR UPDATE",
@@ -145,7 +163,7 @@ async fn drive(state: &AppState, id: Uuid, runner: Uuid) -> anyhow::Result<Ended
         let (last, queued) = queue_page(&mut tx, &plan, &endpoint, after).await?;
         sqlx::query(
             "UPDATE webhook_replays SET scanned_until = $2, queued = queued + $3, \
-               leased_until = now() + make_interval(secs => $4) WHERE id = $1",
+               leased_until = clock_timestamp() + make_interval(secs => $4) WHERE id = $1",
         )
         .bind(id)
         .bind(last.unwrap_or(plan.to_position))

@@ -151,7 +151,10 @@ pub async fn login(
             session_id: claims.sid,
             now: Utc::now(),
         };
-        execute(state, &metadata, id, command).await?;
+        if let Err(error) = execute(state, &metadata, id, command).await {
+            // Its token was never issued, so nobody holds the session it leaves open.
+            tracing::warn!(?error, "could not end a session whose password changed");
+        }
         return Err(invalid_credentials());
     }
     let token = state.users_directory.keys.issue(&claims);
