@@ -30,31 +30,55 @@ const CATCH_UP: Duration = Duration::from_secs(10);
 /// replays runs it again from its last page (`failed` after `MAX_FAILURES` such errors).
 pub fn spawn(state: Arc<AppState>, id: Uuid, runner: Uuid) {
     tokio::spawn(async move {
-        let (status, error) = match drive(&state, id, runner).await {
-            Ok(Ended::Done) => ("completed", None),
+        let recorded = match drive(&state, id, runner).await {
+            Ok(Ended::Done) => finish(&state.pool, id, runner, "completed").await,
             Ok(Ended::Lost) => return,
-            Ok(Ended::Refused(why)) => ("failed", Some(why)),
-            Err(error) => ("running", Some(format!("{error:#}"))),
+            Ok(Ended::Refused(why)) => {
+                tracing::error!(replay = %id, error = why, "a webhook replay failed");
+                finish(&state.pool, id, runner, "failed").await
+            }
+            Err(error) => {
+                let error = format!("{error:#}");
+                tracing::error!(replay = %id, %error, "a webhook replay stopped; it runs again");
+                give_up_lease(&state.pool, id, runner).await
+            }
         };
-        if let Some(error) = &error {
-            tracing::error!(replay = %id, %error, status, "a webhook replay stopped");
+        if let Err(error) = recorded {
+            tracing::warn!(replay = %id, %error, "could not record how a webhook replay ended");
         }
-        let _ = sqlx::query(
-            "UPDATE webhook_replays SET \
-                    failures = failures + CASE WHEN $3 = 'running' THEN 1 ELSE 0 END, \
-                    status = CASE WHEN $3 = 'running' AND failures + 1 >= $4 THEN 'failed' ELSE $3 END, \
-                    finished_at = CASE WHEN $3 = 'running' AND failures + 1 < $4 THEN NULL ELSE now() END, \
-                    leased_until = CASE WHEN $3 = 'running' THEN clock_timestamp() END \
-              WHERE id = $1 AND runner = $2 AND status = 'running'",
-        )
-        .bind(id)
-        .bind(runner)
-        .bind(status)
-        .bind(MAX_FAILURES)
-        .execute(&state.pool)
-        .await;
         state.dispatcher_inbox.wake();
     });
+}
+
+/// Ends the run with `status` (`completed` or `failed`), if it still holds the replay.
+async fn finish(pool: &PgPool, id: Uuid, runner: Uuid, status: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE webhook_replays SET status = $3, finished_at = now(), leased_until = NULL \
+          WHERE id = $1 AND runner = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(runner)
+    .bind(status)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// After a database error: counts it and gives the lease up at once, so the next look for
+/// abandoned replays runs it again; the `MAX_FAILURES`th error ends it `failed` instead.
+async fn give_up_lease(pool: &PgPool, id: Uuid, runner: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE webhook_replays SET failures = failures + 1, leased_until = clock_timestamp(), \
+                status = CASE WHEN failures + 1 >= $3 THEN 'failed' ELSE status END, \
+                finished_at = CASE WHEN failures + 1 >= $3 THEN now() END \
+          WHERE id = $1 AND runner = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(runner)
+    .bind(MAX_FAILURES)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Database errors after which a replay is `failed` rather than run again.
@@ -64,26 +88,24 @@ const MAX_FAILURES: i32 = 5;
 /// stopped; whether it took one. One a look, so that a server taking over after another
 /// stopped spreads the replays over the looks (and the servers) rather than starting them all.
 pub async fn resume_abandoned(state: &Arc<AppState>) -> sqlx::Result<bool> {
-    {
-        let runner = Uuid::now_v7();
-        let claimed: Option<Uuid> = sqlx::query_scalar(
-            "UPDATE webhook_replays SET runner = $1, leased_until = clock_timestamp() + make_interval(secs => $2) \
-              WHERE id = (SELECT id FROM webhook_replays \
-                           WHERE status = 'running' AND (leased_until IS NULL OR leased_until < now()) \
-                           ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
-              RETURNING id",
-        )
-        .bind(runner)
-        .bind(LEASE_SECONDS)
-        .fetch_optional(&state.pool)
-        .await?;
-        let Some(id) = claimed else {
-            return Ok(false);
-        };
-        tracing::info!(replay = %id, "taking over a webhook replay whose runner stopped");
-        spawn(state.clone(), id, runner);
-        Ok(true)
-    }
+    let runner = Uuid::now_v7();
+    let claimed: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE webhook_replays SET runner = $1, leased_until = clock_timestamp() + make_interval(secs => $2) \
+          WHERE id = (SELECT id FROM webhook_replays \
+                       WHERE status = 'running' AND (leased_until IS NULL OR leased_until < now()) \
+                       ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
+          RETURNING id",
+    )
+    .bind(runner)
+    .bind(LEASE_SECONDS)
+    .fetch_optional(&state.pool)
+    .await?;
+    let Some(id) = claimed else {
+        return Ok(false);
+    };
+    tracing::info!(replay = %id, "taking over a webhook replay whose runner stopped");
+    spawn(state.clone(), id, runner);
+    Ok(true)
 }
 
 /// `resume_abandoned` at once and then every `interval`, until `cancel`.
