@@ -10,12 +10,14 @@
 //! The writer is the appender's own task (`Appender::start`), or, with the audit trail on, the
 //! request log's writer (`Appender::detached`), which commits each event batch together with
 //! the request records waiting at the same time (docs/PERFORMANCE.md, twenty-first section).
+//! Either writer writes a batch again when its statement's answer was lost (`in_doubt`).
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::event_batch::{project_of, EventQueue, Pending};
+use crate::event_batch::{project_of, EventBatch, EventQueue, Pending};
+use crate::in_doubt::answer_lost;
 
 /// Whether JSON text holds a `\u0000` escape (an odd run of backslashes before the `u`: in
 /// `\\u0000` the backslash is itself escaped; raw NUL bytes are not valid JSON at all).
@@ -45,9 +47,7 @@ impl Appender {
             while let Some(mut batch) = queue.next_batch(busy).await {
                 busy = batch.len() > 1;
                 batch.sort();
-                if let Err(error) = batch.write(&pool).await {
-                    tracing::warn!(%error, "could not append a batch of events");
-                }
+                write(&pool, batch).await;
             }
         });
         appender
@@ -87,6 +87,30 @@ impl Appender {
         outcome
             .await
             .unwrap_or_else(|_| Err(stopped("the appender dropped an append")))
+    }
+}
+
+/// Writes a batch on the pool's connections and answers its appends; a batch whose answer was
+/// lost is written again on another connection (`in_doubt`).
+async fn write(pool: &PgPool, batch: EventBatch) {
+    let error = match batch.insert(pool).await {
+        Ok(keys) => return batch.settle(keys),
+        Err(error) => error,
+    };
+    if !answer_lost(&error) {
+        tracing::warn!(%error, "could not append a batch of events");
+        return batch.fail(&error);
+    }
+    tracing::warn!(%error, "a batch of events is in doubt: writing it again");
+    let rewritten = match pool.acquire().await {
+        Ok(mut conn) => batch.rewrite(&mut conn).await,
+        Err(error) => {
+            batch.fail(&error);
+            Err(error)
+        }
+    };
+    if let Err(error) = rewritten {
+        tracing::warn!(%error, "could not append a batch of events");
     }
 }
 

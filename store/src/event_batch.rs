@@ -79,7 +79,7 @@ impl EventQueue {
 
 /// Appends taken from the queue together; every one of them is answered by `settle` or
 /// `fail`, or fails as dropped when the batch is.
-pub struct EventBatch(Vec<Pending>);
+pub struct EventBatch(pub(crate) Vec<Pending>);
 
 /// An inserted row: aggregate type, aggregate id and sequence number.
 pub type EventKey = (String, String, i64);
@@ -143,12 +143,7 @@ impl EventBatch {
     /// Writes the batch alone (one statement, one commit) and answers every append; the error,
     /// if the statement failed (every append was failed with it).
     pub async fn write<'c>(self, executor: impl sqlx::PgExecutor<'c>) -> sqlx::Result<()> {
-        let rows = self
-            .bind(sqlx::query(Self::INSERT))
-            .fetch_all(executor)
-            .await
-            .and_then(|rows| rows.iter().map(sqlx::FromRow::from_row).collect());
-        match rows {
+        match self.insert(executor).await {
             Ok(rows) => {
                 self.settle(rows);
                 Ok(())
@@ -158,6 +153,19 @@ impl EventBatch {
                 Err(error)
             }
         }
+    }
+
+    /// The batch's statement alone: the keys of the rows it inserted. Answers nobody, so a
+    /// caller whose statement's answer was lost can still `rewrite` the batch.
+    pub async fn insert<'c>(
+        &self,
+        executor: impl sqlx::PgExecutor<'c>,
+    ) -> sqlx::Result<Vec<EventKey>> {
+        let rows = self
+            .bind(sqlx::query(Self::INSERT))
+            .fetch_all(executor)
+            .await?;
+        rows.iter().map(sqlx::FromRow::from_row).collect()
     }
 
     /// Answers every append from the keys of the rows that were inserted: an append whose row

@@ -11,6 +11,7 @@ pub mod aggregates;
 pub mod announce;
 mod appender;
 pub mod event_batch;
+mod in_doubt;
 pub mod log;
 pub mod metadata;
 mod repository;
@@ -21,6 +22,7 @@ pub use aggregates::{AggregateStore, CommandError, Committed};
 pub use announce::{Announcer, Coalescer};
 pub use appender::{has_nul_escape, Appender};
 pub use event_batch::{EventBatch, EventQueue};
+pub use in_doubt::answer_lost;
 pub use log::{Position, StoredEvent};
 pub use metadata::{Actor, EventMetadata};
 

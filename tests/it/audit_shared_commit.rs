@@ -39,13 +39,14 @@ fn writers(app: &TestApp) -> [(Appender, std::sync::Arc<AuditLog>); 2] {
     })
 }
 
-/// Events of this test that were committed in the same transaction as some request record.
-async fn sharing_a_commit(app: &TestApp) -> i64 {
+/// Events of `aggregate_type` that were committed in the same transaction as some request
+/// record.
+pub(crate) async fn sharing_a_commit(app: &TestApp, aggregate_type: &str) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM events e WHERE e.aggregate_type = $1 \
             AND EXISTS (SELECT 1 FROM request_log r WHERE r.xmin::text = e.xmin::text)",
     )
-    .bind(TYPE)
+    .bind(aggregate_type)
     .fetch_one(&app.pool)
     .await
     .unwrap()
@@ -85,7 +86,7 @@ async fn events_and_records_share_commits_and_both_logs_stay_whole() {
     assert_eq!(stored, 100);
     assert_whole_chain_holds(&app, "shared-", 200).await;
     assert!(
-        sharing_a_commit(&app).await > 0,
+        sharing_a_commit(&app, TYPE).await > 0,
         "some events were committed with request records"
     );
 }
@@ -128,7 +129,7 @@ async fn a_shared_statement_refused_as_a_whole_commits_each_part_alone() {
         .unwrap();
     assert_eq!(broken, None);
     // One writer's statement went through whole; the other's events were written alone.
-    assert_eq!(sharing_a_commit(&app).await, 1);
+    assert_eq!(sharing_a_commit(&app, TYPE).await, 1);
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ mod audit_export;
 mod audit_filters;
 mod audit_hash_doc;
 mod audit_keyed;
+mod audit_lost_answers;
 mod audit_plans;
 mod audit_retention;
 mod audit_secrets;

@@ -12,10 +12,11 @@
 //! measured slower at 32 connections). One batch is written at a time: two in flight were
 //! measured slower on a CPU-bound 2-core machine, since they halve the batch size.
 
-use herald_store::{EventBatch, EventQueue};
+use herald_store::{answer_lost, EventBatch, EventQueue};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::in_doubt;
 use super::writer::{self, append, link, stored_head, within, Db, Head};
 use super::{ChainKey, Pending, Record, MAX_BATCH};
 
@@ -27,11 +28,7 @@ pub(super) fn spawn(
     incoming: mpsc::Receiver<Pending>,
     events: Option<EventQueue>,
 ) {
-    let db = Db {
-        pool,
-        conn: None,
-        key,
-    };
+    let db = Db::new(pool, key);
     tokio::spawn(write_batches(db, incoming, events));
 }
 
@@ -127,10 +124,16 @@ async fn write_events(
             events_alone(db, batch).await;
             false
         }
+        // The answer was lost (the connection broke, or it came too late): the statement may
+        // have committed both parts. Once its backend is gone, the logs say which.
         Err((batch, error)) => {
-            batch.fail(&error);
             db.failed(&error, "could not write the request log");
-            false
+            let committed = in_doubt::records_stored(db, records).await;
+            in_doubt::rewrite_events(db, batch).await;
+            if committed {
+                *head = records.last().map(|r| (r.seq, r.hash.clone()));
+            }
+            committed
         }
     }
 }
@@ -142,17 +145,25 @@ fn contended(error: &dyn sqlx::error::DatabaseError) -> bool {
     error.is_unique_violation() || error.code().as_deref() == Some("40P01")
 }
 
-/// Writes an event batch in a statement of its own on the writer's connection.
+/// Writes an event batch in a statement of its own on the writer's connection; when its
+/// answer is lost, writes it again on a new one (`in_doubt`).
 async fn events_alone(db: &mut Db, batch: EventBatch) {
-    let written = match db.conn().await {
-        Ok(conn) => within(batch.write(conn)).await,
+    let conn = match db.conn().await {
+        Ok(conn) => conn,
         Err(error) => {
-            batch.fail(&error);
-            Err(error)
+            db.failed(&error, "could not append a batch of events");
+            return batch.fail(&error);
         }
     };
-    if let Err(error) = written {
-        db.failed(&error, "could not append a batch of events");
+    let error = match within(batch.insert(conn)).await {
+        Ok(keys) => return batch.settle(keys),
+        Err(error) => error,
+    };
+    db.failed(&error, "could not append a batch of events");
+    if answer_lost(&error) {
+        in_doubt::rewrite_events(db, batch).await;
+    } else {
+        batch.fail(&error);
     }
 }
 

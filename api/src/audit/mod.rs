@@ -9,6 +9,7 @@
 mod batches;
 pub mod chain;
 pub mod export;
+mod in_doubt;
 pub mod key;
 mod list;
 mod retention;

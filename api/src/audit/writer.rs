@@ -11,7 +11,9 @@
 
 use std::time::Duration;
 
+use super::in_doubt::{self, Backend};
 use super::{chain, ChainKey, Record};
+use herald_store::answer_lost;
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
@@ -22,8 +24,12 @@ pub(super) type Head = (i64, String);
 /// The writer's connection, opened with the pool's settings and opened again after an error,
 /// and the key its records are chained under.
 pub(super) struct Db {
-    pub(super) pool: PgPool,
-    pub(super) conn: Option<PgConnection>,
+    pool: PgPool,
+    conn: Option<PgConnection>,
+    /// The backend serving `conn`.
+    backend: Option<Backend>,
+    /// The backend of a connection given up while a statement's answer was lost.
+    orphan: Option<Backend>,
     pub(super) key: ChainKey,
 }
 
@@ -61,6 +67,11 @@ pub const WRITER_NAME: &str = "audit writer";
 ///   (a reload) does not reach this connection; nor does a stricter one (a synchronous
 ///   standby added), until the writer connects again (after an error, or a restart).
 pub async fn connect(pool: &PgPool) -> sqlx::Result<PgConnection> {
+    Ok(open(pool).await?.0)
+}
+
+/// `connect`, and which backend the connection got.
+async fn open(pool: &PgPool) -> sqlx::Result<(PgConnection, Backend)> {
     let timeout = format!("{}ms", DB_TIMEOUT.as_millis());
     let base = pool.connect_options();
     let name = format!(
@@ -72,30 +83,60 @@ pub async fn connect(pool: &PgPool) -> sqlx::Result<PgConnection> {
         .application_name(&name)
         .options([("statement_timeout", timeout.as_str())]);
     let mut conn = within(PgConnection::connect_with(&options)).await?;
-    within(
-        sqlx::query(
-            "SELECT set_config('synchronous_commit', \
+    let backend = within(
+        sqlx::query_as(
+            "SELECT a.pid, a.backend_start \
+               FROM set_config('synchronous_commit', \
                       CASE current_setting('synchronous_commit') WHEN 'off' THEN 'local' \
-                           ELSE current_setting('synchronous_commit') END, false)",
+                           ELSE current_setting('synchronous_commit') END, false), \
+                    pg_stat_activity a \
+              WHERE a.pid = pg_backend_pid()",
         )
-        .execute(&mut conn),
+        .fetch_one(&mut conn),
     )
     .await?;
-    Ok(conn)
+    Ok((conn, backend))
 }
 
 impl Db {
+    pub(super) fn new(pool: PgPool, key: ChainKey) -> Self {
+        Self {
+            pool,
+            conn: None,
+            backend: None,
+            orphan: None,
+            key,
+        }
+    }
+
+    /// The writer's connection, opened if there is none. A new connection first ends the
+    /// backend of one whose statement's answer was lost, if it is still there (`in_doubt`).
     pub(super) async fn conn(&mut self) -> sqlx::Result<&mut PgConnection> {
         if self.conn.is_none() {
-            self.conn = Some(connect(&self.pool).await?);
+            let (mut conn, backend) = open(&self.pool).await?;
+            if let Some(orphan) = self.orphan.take() {
+                if let Err(error) = in_doubt::end_backend(&mut conn, &orphan).await {
+                    self.orphan = Some(orphan);
+                    return Err(error);
+                }
+            }
+            self.conn = Some(conn);
+            self.backend = Some(backend);
         }
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
-    /// Forgets the connection after a failed statement (it may be broken).
+    /// Forgets the connection after a failed statement (it may be broken). When the statement
+    /// may have gone through with its answer lost, its backend is remembered, to be ended
+    /// before anything is read or written again.
     pub(super) fn failed(&mut self, error: &sqlx::Error, what: &str) {
         tracing::error!(%error, "{what}");
         self.conn = None;
+        if let Some(backend) = self.backend.take() {
+            if answer_lost(error) {
+                self.orphan = Some(backend);
+            }
+        }
     }
 }
 
@@ -158,6 +199,11 @@ pub(super) async fn append(db: &mut Db, records: &mut [Record], head: &mut Optio
             Ok(false) => continue,
             Err(error) => {
                 db.failed(&error, "could not write the request log");
+                // The answer was lost, not the records, perhaps: then they are the new end.
+                if answer_lost(&error) && in_doubt::records_stored(db, records).await {
+                    *head = Some(end);
+                    return true;
+                }
                 return false;
             }
         }

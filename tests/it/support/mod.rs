@@ -3,6 +3,7 @@
 //! that speak HTTP to it like any client would.
 
 pub mod db;
+pub mod lossy;
 pub mod receiver;
 pub mod scratch;
 pub mod sent;
