@@ -1,7 +1,8 @@
 //! Who reads which part of the request log: a member reads the records of the projects where
 //! a role of theirs holds `audit:read` (owners), not of those where it does not (viewers), in
 //! the list and in the export alike; a user's call in a project is recorded in that project;
-//! and a filter by caller names one kind of caller.
+//! an admin's calls on a project's key are recorded in that project; and a filter by caller
+//! names one kind of caller.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -175,5 +176,61 @@ async fn calls_on_a_project_and_its_members_are_recorded_in_that_project() {
         .await
         .unwrap();
         assert_eq!(recorded, Some(project), "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn an_admins_calls_on_a_project_key_are_recorded_in_its_project() {
+    let app = TestApp::spawn().await;
+    let (project, key) = app.project_with_key(&["jobs:read"]).await;
+    let id = crate::support::key_id(&key).to_owned();
+    let calls = [
+        (Method::GET, format!("/api/v1/api-keys/{id}"), json!(null)),
+        (
+            Method::PATCH,
+            format!("/api/v1/api-keys/{id}"),
+            json!({"rate_limit": {"read_per_minute": 3}}),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/api-keys/{id}/history"),
+            json!(null),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/api-keys/{id}/revoke"),
+            json!(null),
+        ),
+        // Refused (already revoked): still a call on that project's key.
+        (
+            Method::POST,
+            format!("/api/v1/api-keys/{id}/revoke"),
+            json!(null),
+        ),
+    ];
+    for (method, path, body) in &calls {
+        let mut request = app.request(method.clone(), path, &app.admin_key);
+        if !body.is_null() {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let recorded: (Option<uuid::Uuid>, i32) = sqlx::query_as(
+            "SELECT project_id, status FROM request_log WHERE method = $1 AND path = $2 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(method.as_str())
+        .bind(path)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            recorded,
+            (Some(project), i32::from(response.status().as_u16()))
+        );
+        assert!(
+            response.status().is_success() || response.status() == StatusCode::CONFLICT,
+            "{method} {path}: {}",
+            response.status()
+        );
     }
 }

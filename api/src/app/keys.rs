@@ -226,7 +226,13 @@ pub async fn execute(
     }
     let id = KeyId::parse(id).ok_or_else(not_found)?;
     let guard = |key: &ApiKey| match key.state() {
-        Some(state) if visible(caller, state) => Ok(()),
+        Some(state) if visible(caller, state) => {
+            // The call acts in the key's project (a member's was noted by `load`).
+            if let Some(project) = state.project_id {
+                crate::http::context::note_project(project.as_uuid());
+            }
+            Ok(())
+        }
         _ => Err(ApiKeyError::NotFound),
     };
     let committed = store
