@@ -20,6 +20,7 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod storage;
+pub mod webhook_headers;
 pub mod webhooks;
 
 pub use config::Config;

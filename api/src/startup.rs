@@ -142,6 +142,9 @@ impl Application {
         let storage = config.storage.open(&config.data_dir)?;
         tracing::info!(storage = %storage.description, "file storage");
         let state = Arc::new(AppState::new(pool, config, pepper, storage));
+        crate::webhook_headers::seal_stored(&state.pool, &state.header_seal)
+            .await
+            .context("sealing webhook header values stored in plain text")?;
         crate::auth::passwords::prepare().await;
         Ok(Self {
             acceptor,

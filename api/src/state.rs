@@ -48,6 +48,8 @@ pub struct AppState {
     /// its wake-up.
     pub dispatcher_inbox: Arc<Inbox>,
     pub webhook_sender: Arc<Sender>,
+    /// Seals and opens webhook endpoints' header values (`herald_webhooks::header_seal`).
+    pub header_seal: herald_webhooks::header_seal::HeaderSeal,
     pub verifier: Arc<KeyVerifier>,
     pub users_directory: Arc<UserDirectory>,
     pub login_limiter: LoginLimiter,
@@ -114,6 +116,7 @@ impl AppState {
             projections,
             dispatcher_inbox,
             webhook_sender: Arc::new(webhook_sender(&config)),
+            header_seal: herald_webhooks::header_seal::HeaderSeal::from_pepper(&pepper),
             wakeups,
             stream_wake: tokio::sync::watch::Sender::new(0),
             announcer: coalescer,

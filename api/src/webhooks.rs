@@ -23,5 +23,6 @@ pub fn dispatcher(state: &Arc<AppState>) -> Arc<Dispatcher> {
         state.webhook_sender.clone(),
         config,
         state.dispatcher_inbox.clone(),
+        state.header_seal.clone(),
     ))
 }

@@ -6,6 +6,7 @@
 
 pub mod dispatcher;
 pub mod guard;
+pub mod header_seal;
 pub mod inbox;
 pub mod projector;
 pub mod sender;

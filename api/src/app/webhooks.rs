@@ -104,6 +104,8 @@ pub async fn create(
     settings: EndpointSettings,
 ) -> Result<(Uuid, EndpointState, String), ApiError> {
     let id = Uuid::now_v7();
+    let mut settings = settings;
+    settings.headers = state.header_seal.seal_all(id, &settings.headers);
     let secret = SigningSecret::generate();
     sqlx::query("INSERT INTO webhook_secrets (endpoint_id, secret) VALUES ($1, $2)")
         .bind(id)

@@ -1,6 +1,7 @@
 //! Request and response bodies of the webhook endpoints. An endpoint's signing secret appears
 //! only in the answers to create and rotate-secret.
 
+use herald_webhooks::header_seal::HeaderSeal;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -83,7 +84,8 @@ pub struct WebhookDto {
 }
 
 impl WebhookDto {
-    pub fn render(id: Uuid, state: &EndpointState) -> Self {
+    /// The endpoint as its managers see it: header values opened (`HeaderSeal`).
+    pub fn render(id: Uuid, state: &EndpointState, seal: &HeaderSeal) -> Self {
         let s = &state.settings;
         Self {
             id,
@@ -91,7 +93,7 @@ impl WebhookDto {
             url: s.url.clone(),
             description: s.description.clone(),
             event_types: s.event_types.clone(),
-            headers: s.headers.clone(),
+            headers: seal.open_all(id, &s.headers),
             rate_limit_per_second: s.rate_limit_per_second,
             enabled: s.enabled,
             disabled_reason: state.disabled_reason.clone(),

@@ -74,7 +74,7 @@ impl WebhooksApi {
         }
         let (id, state, secret) =
             app::create(&self.state, &metadata(&caller, context), project, settings).await?;
-        let endpoint = WebhookDto::render(id, &state);
+        let endpoint = WebhookDto::render(id, &state, &self.state.header_seal);
         Ok(Created::Created(
             Json(WebhookWithSecret { endpoint, secret }),
             format!("/api/v1/webhooks/{id}"),
@@ -113,7 +113,7 @@ impl WebhooksApi {
         for &id in &page {
             // An endpoint deleted since the read is left out of the page.
             if let Ok(state) = app::load(&self.state, &caller, id).await {
-                data.push(WebhookDto::render(id, &state));
+                data.push(WebhookDto::render(id, &state, &self.state.header_seal));
             }
         }
         // From the last endpoint read, shown or not, so paging goes on past any left out.
@@ -132,7 +132,11 @@ impl WebhooksApi {
     async fn get(&self, auth: Credentials, id: Path<Uuid>) -> ApiResult<Json<WebhookDto>> {
         let caller = self.state.authorize(&auth, Scope::WebhooksRead).await?;
         let state = app::load(&self.state, &caller, id.0).await?;
-        Ok(Json(WebhookDto::render(id.0, &state)))
+        Ok(Json(WebhookDto::render(
+            id.0,
+            &state,
+            &self.state.header_seal,
+        )))
     }
 
     /// Change a webhook endpoint
@@ -164,6 +168,7 @@ impl WebhooksApi {
         if let Some(types) = patch.event_types {
             settings.event_types = types;
         }
+        let new_headers = patch.headers.is_some();
         if let Some(headers) = patch.headers {
             settings.headers = headers;
         }
@@ -173,7 +178,15 @@ impl WebhooksApi {
         if let Some(enabled) = patch.enabled {
             settings.enabled = enabled;
         }
-        // Checked by the endpoint itself, as of the command (`EndpointError::Invalid`).
+        // Checked by the endpoint itself, as of the command (`EndpointError::Invalid`); new
+        // header values here first, while they are still plain text, and then sealed.
+        if new_headers {
+            let errors = settings.validate_for(current.project_id, Some(&current.settings));
+            if !errors.is_empty() {
+                return Err(ApiError::Validation(errors).into());
+            }
+            settings.headers = self.state.header_seal.seal_all(id.0, &settings.headers);
+        }
         let command = EndpointCommand::Update {
             settings,
             now: Utc::now(),
@@ -186,7 +199,11 @@ impl WebhooksApi {
             command,
         )
         .await?;
-        Ok(Json(WebhookDto::render(id.0, &state)))
+        Ok(Json(WebhookDto::render(
+            id.0,
+            &state,
+            &self.state.header_seal,
+        )))
     }
 
     /// Delete a webhook endpoint
@@ -267,7 +284,10 @@ impl WebhooksApi {
                 webhook_id: &webhook_id,
                 body: &body,
                 secrets: &secrets,
-                headers: &state.settings.headers,
+                headers: &self
+                    .state
+                    .header_seal
+                    .open_all(id.0, &state.settings.headers),
             })
             .await;
         let mut attempt = AttemptDto::manual(attempted_at, outcome);
