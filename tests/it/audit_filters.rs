@@ -17,6 +17,8 @@ async fn filters_no_record_can_match_are_refused_with_the_parameter_named() {
         ("method=", "method"),
         ("status=999", "status"),
         ("from=2026-12-04T10:00:00Z&to=2026-12-04T09:00:00Z", "from"),
+        ("user_id=notauuid", "user_id"),
+        ("key_id=abc", "key_id"),
     ] {
         let path = format!("/api/v1/audit/requests?{query}");
         let refused = app.get(&path, &app.admin_key).await;
@@ -102,11 +104,12 @@ async fn key_id_and_user_id_match_their_own_kind_of_actor() {
         list(format!("user_id={user}")).await >= 1,
         "the user's own records"
     );
-    assert_eq!(
-        list(format!("key_id={user}")).await,
-        0,
-        "a user's id is no key's"
-    );
+    // A user's id is no key's: refused as one, not answered with an empty page.
+    let refused = app
+        .get(&format!("/api/v1/audit/requests?key_id={user}"), &app.admin_key)
+        .await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(refused).await["errors"][0]["field"], "key_id");
 }
 
 #[tokio::test]

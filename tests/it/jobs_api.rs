@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-use crate::support::TestApp;
+use crate::support::{problem, TestApp};
 
 #[tokio::test]
 async fn submitting_answers_202_with_the_job_and_its_location() {
@@ -253,4 +253,74 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     stopping.await.unwrap();
     let refused = reqwest::get(format!("{base_url}/live")).await;
     assert!(refused.is_err(), "the server no longer accepts connections");
+}
+
+#[tokio::test]
+async fn a_cursor_pages_only_in_its_own_sort_and_times_are_checked() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.project_with_key(&["jobs:read", "jobs:write"]).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            app.submit_job(&key, json!({"kind": "render"}))
+                .await
+                .to_string(),
+        );
+    }
+    app.wait_for_projections().await;
+    let page: Value = app
+        .get("/api/v1/jobs?limit=2&sort=created_at", &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    // Oldest first, the cursor goes on to the third job.
+    let next: Value = app
+        .get(
+            &format!("/api/v1/jobs?limit=2&sort=created_at&cursor={cursor}"),
+            &key,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["data"][0]["id"], ids[2].as_str());
+    let newest: Value = app
+        .get("/api/v1/jobs?limit=2", &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let newest_cursor = newest["next_cursor"].as_str().unwrap().to_owned();
+    for path in [
+        format!("/api/v1/jobs?limit=2&cursor={cursor}"),
+        format!("/api/v1/jobs?limit=2&sort=created_at&cursor={newest_cursor}"),
+    ] {
+        let refused = app.get(&path, &key).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(problem(refused).await["errors"][0]["field"], "cursor");
+    }
+    for (query, field) in [
+        (
+            "created_after=2026-12-08T00:00:00Z&created_before=2026-12-07T00:00:00Z",
+            "created_before",
+        ),
+        ("created_after=0000-01-01T00:00:00Z", "created_after"),
+    ] {
+        let refused = app.get(&format!("/api/v1/jobs?{query}"), &key).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(
+            problem(refused).await["errors"][0]["field"],
+            field,
+            "{query}"
+        );
+    }
+    let same = "created_after=2026-12-07T00:00:00Z&created_before=2026-12-07T00:00:00Z";
+    let empty = app.get(&format!("/api/v1/jobs?{same}"), &key).await;
+    assert_eq!(
+        empty.status(),
+        StatusCode::OK,
+        "an empty range is not a mistake"
+    );
 }

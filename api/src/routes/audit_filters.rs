@@ -60,6 +60,14 @@ pub fn actor(
             "user_id",
             "give `key_id` or `user_id`, not both",
         )),
+        // An id that could name no caller is refused, not answered with an empty page.
+        (Some(key), None) if herald_domain::KeyId::parse(&key).is_none() => Err(ApiError::field(
+            "key_id",
+            "must be a key id (16 letters and digits)",
+        )),
+        (None, Some(user)) if uuid::Uuid::parse_str(&user).is_err() => {
+            Err(ApiError::field("user_id", "must be a user id (a UUID)"))
+        }
         (Some(key), None) => Ok((Some("api_key"), Some(key))),
         (None, Some(user)) => Ok((Some("user"), Some(user))),
         (None, None) => Ok((None, None)),
@@ -98,6 +106,17 @@ pub fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_actor_id_that_could_name_nobody_is_refused() {
+        let user = "0195a3c4-2f4e-7b6a-8c1d-2e3f4a5b6c7d".to_owned();
+        assert!(actor(Some("abcdefgh12345678".into()), None).is_ok());
+        assert!(actor(None, Some(user)).is_ok());
+        assert!(actor(None, None).is_ok());
+        assert!(actor(Some("abc".into()), None).is_err());
+        assert!(actor(Some("abcdefgh1234567!".into()), None).is_err());
+        assert!(actor(None, Some("notauuid".into())).is_err());
+    }
 
     #[test]
     fn values_no_record_can_hold_are_refused() {

@@ -12,6 +12,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, OpenApi};
 use uuid::Uuid;
 
+use super::audit_filters::within_years;
 use super::history::HistoryList;
 use super::job_forms::JobForm;
 use super::job_models::*;
@@ -100,15 +101,39 @@ impl JobsApi {
         let caller = self.state.authorize(&auth, Scope::JobsRead).await?;
         let limit = cursor::limit(limit.0)?;
         let after: Option<JobCursor> = cursor.0.as_deref().map(cursor::decode).transpose()?;
+        let ascending = matches!(sort.0, Some(JobSort::CreatedAt));
+        if after.is_some_and(|after| after.ascending != ascending) {
+            return Err(ApiError::field(
+                "cursor",
+                "this cursor pages in the other `sort`: ask with the sort it came from",
+            )
+            .into());
+        }
+        for (field, at) in [
+            ("created_after", created_after.0),
+            ("created_before", created_before.0),
+        ] {
+            within_years(field, at)?;
+        }
+        if let (Some(after), Some(before)) = (created_after.0, created_before.0) {
+            if after > before {
+                return Err(ApiError::field(
+                    "created_before",
+                    "must not be before `created_after`",
+                )
+                .into());
+            }
+        }
         let filter = JobFilter {
             projects: caller.visible_projects(),
             status: status.0.map(|s| s.as_str().to_owned()),
             kind: kind.0,
             created_after: created_after.0,
             created_before: created_before.0,
-            sort: match sort.0 {
-                Some(JobSort::CreatedAt) => SortOrder::CreatedAsc,
-                _ => SortOrder::CreatedDesc,
+            sort: if ascending {
+                SortOrder::CreatedAsc
+            } else {
+                SortOrder::CreatedDesc
             },
             after,
             limit: limit + 1,
@@ -119,6 +144,7 @@ impl JobsApi {
             cursor::encode(&JobCursor {
                 created_at: last.state.created_at,
                 id: last.id,
+                ascending,
             })
         });
         let retention = app::retention(&self.state);

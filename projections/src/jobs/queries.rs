@@ -53,6 +53,10 @@ pub enum SortOrder {
 pub struct JobCursor {
     pub created_at: DateTime<Utc>,
     pub id: Uuid,
+    /// Whether the page was oldest first (`sort=created_at`); absent in the newest-first
+    /// cursors, which were issued without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ascending: bool,
 }
 
 #[derive(Debug, Clone, Default)]
