@@ -125,7 +125,11 @@ impl EndpointSettings {
         before: Option<&EndpointSettings>,
     ) -> Vec<FieldError> {
         let mut errors = self.validate();
-        errors.extend(self.unsendable(before));
+        // One message per field: a URL refused already is not refused again for its host.
+        let unsendable = self.unsendable(before);
+        let named = |e: &FieldError| errors.iter().any(|seen| seen.field == e.field);
+        let unsendable: Vec<FieldError> = unsendable.into_iter().filter(|e| !named(e)).collect();
+        errors.extend(unsendable);
         if project.is_none() {
             return errors;
         }
@@ -488,6 +492,10 @@ mod tests {
         bad.headers.insert("webhook-id".into(), "x".into());
         assert_eq!(bad.validate().len(), 3);
         // URLs the sender could not parse, and header values it could not send...
+        // A URL refused as a whole is not refused again for its host: one message per field.
+        let mut nope = settings();
+        nope.url = "nope".into();
+        assert_eq!(nope.validate_for(None, None).len(), 1);
         for url in ["http://", "http://[::1", "https://:80/x"] {
             let mut unparsable = settings();
             unparsable.url = url.into();

@@ -106,7 +106,10 @@ async fn key_id_and_user_id_match_their_own_kind_of_actor() {
     );
     // A user's id is no key's: refused as one, not answered with an empty page.
     let refused = app
-        .get(&format!("/api/v1/audit/requests?key_id={user}"), &app.admin_key)
+        .get(
+            &format!("/api/v1/audit/requests?key_id={user}"),
+            &app.admin_key,
+        )
         .await;
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     assert_eq!(problem(refused).await["errors"][0]["field"], "key_id");

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::commands::JobCommand;
 use super::error::JobError;
 use super::events::{JobEvent, RetryReason};
-use super::state::{JobState, JobStatus};
+use super::state::{JobState, JobStatus, ReviewDecision};
 use crate::KeyId;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -206,10 +206,19 @@ fn check_live_lease(
 }
 
 fn check_reviewable(job: &JobState, refused: JobError) -> Result<(), JobError> {
-    if job.status != JobStatus::Succeeded || job.review.is_some() {
+    if job.status != JobStatus::Succeeded {
         return Err(refused);
     }
-    Ok(())
+    match (&job.review, refused) {
+        (Some(review), JobError::InvalidTransition { action, .. }) => {
+            Err(JobError::AlreadyReviewed {
+                action,
+                approved: review.decision == ReviewDecision::Approved,
+            })
+        }
+        (Some(_), refused) => Err(refused),
+        (None, _) => Ok(()),
+    }
 }
 
 fn retry_or_fail(

@@ -13,6 +13,12 @@ pub enum JobError {
         action: &'static str,
         from: JobStatus,
     },
+    /// A review of a job reviewed already (its status is still `succeeded`).
+    #[error("cannot {action} a job that was {} already", if *approved { "approved" } else { "rejected" })]
+    AlreadyReviewed {
+        action: &'static str,
+        approved: bool,
+    },
     #[error("this worker does not hold the job's lease")]
     LeaseNotHeld,
     #[error("the job's lease has expired")]
@@ -27,7 +33,9 @@ impl JobError {
         match self {
             JobError::NotFound => "JOB_NOT_FOUND",
             JobError::AlreadyExists => "JOB_ALREADY_EXISTS",
-            JobError::InvalidTransition { .. } => "INVALID_STATE_TRANSITION",
+            JobError::InvalidTransition { .. } | JobError::AlreadyReviewed { .. } => {
+                "INVALID_STATE_TRANSITION"
+            }
             JobError::LeaseNotHeld => "LEASE_NOT_HELD",
             JobError::LeaseExpired => "LEASE_EXPIRED",
             JobError::Invalid(_) => "VALIDATION_FAILED",

@@ -345,10 +345,18 @@ fn only_a_succeeded_job_can_be_reviewed_and_only_once() {
             comment: None,
             now: t(31),
         })
-        .then_expect_error(JobError::InvalidTransition {
+        .then_expect_error(JobError::AlreadyReviewed {
             action: "reject",
-            from: JobStatus::Succeeded,
+            approved: true,
         });
+    assert_eq!(
+        JobError::AlreadyReviewed {
+            action: "reject",
+            approved: true
+        }
+        .to_string(),
+        "cannot reject a job that was approved already"
+    );
 }
 
 #[test]
