@@ -41,6 +41,7 @@ mod ipv6_budgets;
 mod job_files;
 mod job_lifecycle;
 mod jobs_api;
+mod key_usage_flushes;
 mod limit_changes;
 mod log_reads;
 mod login_races;
