@@ -115,7 +115,7 @@ impl AppState {
             webhook_endpoints: AggregateStore::with_parts(p.clone(), a.clone(), appender),
             projections,
             dispatcher_inbox,
-            webhook_sender: Arc::new(webhook_sender(&config)),
+            webhook_sender: Arc::new(webhook_sender(&config, &pepper)),
             header_seal: herald_webhooks::header_seal::HeaderSeal::from_pepper(&pepper),
             wakeups,
             stream_wake: tokio::sync::watch::Sender::new(0),
@@ -286,7 +286,8 @@ fn too_many(headers: &RateHeaders) -> Option<ApiError> {
 }
 
 /// The HTTP client webhooks go out through, guarded by the configured address policy.
-fn webhook_sender(config: &Config) -> Sender {
+/// It opens endpoints' header values with the key the pepper gives (`HeaderSeal`).
+fn webhook_sender(config: &Config, pepper: &[u8]) -> Sender {
     let policy = AddressPolicy {
         allow: config.webhooks.allow_nets().unwrap_or_default(),
         https_only: config.webhooks.https_only,
@@ -294,7 +295,8 @@ fn webhook_sender(config: &Config) -> Sender {
     let timeout = Duration::from_secs(config.webhooks.request_timeout_seconds);
     let ca_pem = (config.webhooks.ca_pem())
         .expect("webhooks.ca_file is checked when the configuration loads");
-    Sender::new(policy, timeout, ca_pem.as_deref()).expect("the webhook HTTP client builds")
+    let seal = herald_webhooks::header_seal::HeaderSeal::from_pepper(pepper);
+    Sender::new(policy, timeout, ca_pem.as_deref(), seal).expect("the webhook HTTP client builds")
 }
 
 /// Event metadata for a command issued by `caller` during the request in `context`.

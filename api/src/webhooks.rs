@@ -23,6 +23,5 @@ pub fn dispatcher(state: &Arc<AppState>) -> Arc<Dispatcher> {
         state.webhook_sender.clone(),
         config,
         state.dispatcher_inbox.clone(),
-        state.header_seal.clone(),
     ))
 }

@@ -117,6 +117,8 @@ async fn resend_sends_once_now_and_records_a_manual_attempt() {
     let got = receiver.wait_for(2, Duration::from_secs(5)).await;
     assert_eq!(got[1].webhook_id, first[0].webhook_id);
     assert_eq!(got[1].body, first[0].body);
+    // With the endpoint's header, its value opened (it is stored sealed).
+    assert_eq!(got[1].custom.as_deref(), Some("hello"));
 }
 
 /// Starts a replay and waits for it to finish; returns how many deliveries it queued.

@@ -7,7 +7,6 @@
 //! attempt. A `410 Gone` disables the endpoint, as does failing for longer than the configured
 //! period with its retries exhausted.
 
-use crate::header_seal::HeaderSeal;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,8 +62,6 @@ pub struct Dispatcher {
     sender: Arc<Sender>,
     config: DispatchConfig,
     inbox: Arc<Inbox>,
-    /// Opens the endpoints' header values for their requests.
-    seal: HeaderSeal,
     endpoints: AggregateStore<WebhookEndpoint>,
     in_flight: Mutex<HashMap<Uuid, usize>>,
     /// Per endpoint: when its next send is due at the steady rate (the `rate_limit_per_second`
@@ -92,10 +89,8 @@ impl Dispatcher {
         sender: Arc<Sender>,
         config: DispatchConfig,
         inbox: Arc<Inbox>,
-        seal: HeaderSeal,
     ) -> Self {
         Self {
-            seal,
             endpoints: AggregateStore::new(pool.clone()),
             pool,
             sender,
@@ -259,7 +254,6 @@ impl Dispatcher {
             .filter_map(|s| SigningSecret::parse(s))
             .collect();
         let body = serde_json::to_vec(&due.payload)?;
-        let headers = self.seal.open_all(due.endpoint_id, &settings.headers);
         let outcome = self
             .sender
             .send(Message {
@@ -267,7 +261,8 @@ impl Dispatcher {
                 webhook_id: &due.webhook_id,
                 body: &body,
                 secrets: &secrets,
-                headers: &headers,
+                endpoint: due.endpoint_id,
+                headers: &settings.headers,
             })
             .await;
         let attempts = due.attempts + 1;

@@ -1,6 +1,7 @@
 //! Sending one message: sign it with every active secret, POST it through the guarded client
 //! (no redirects, a timeout), and describe what came back. Used by the dispatcher and by
-//! `POST /webhooks/{id}/test`.
+//! `POST /webhooks/{id}/test` and resends. The endpoint's header values arrive as stored (sealed,
+//! `header_seal`) and are opened here, the one place they are used.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use futures::StreamExt as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 
 use crate::guard::AddressPolicy;
+use crate::header_seal::HeaderSeal;
 use crate::signature::{signature_header, SigningSecret};
 
 /// Longest response body kept with an attempt.
@@ -17,6 +19,7 @@ pub const RESPONSE_BODY_LIMIT: usize = 20 * 1024;
 pub struct Sender {
     client: reqwest::Client,
     policy: Arc<AddressPolicy>,
+    seal: HeaderSeal,
 }
 
 /// One message to send.
@@ -25,6 +28,8 @@ pub struct Message<'a> {
     pub webhook_id: &'a str,
     pub body: &'a [u8],
     pub secrets: &'a [SigningSecret],
+    /// The endpoint's custom headers as stored (values sealed for `endpoint`).
+    pub endpoint: uuid::Uuid,
     pub headers: &'a std::collections::BTreeMap<String, String>,
 }
 
@@ -51,6 +56,7 @@ impl Sender {
         policy: AddressPolicy,
         timeout: Duration,
         extra_ca_pem: Option<&[u8]>,
+        seal: HeaderSeal,
     ) -> anyhow::Result<Self> {
         // TLS for https endpoints: rustls with the ring provider, certificates checked against
         // the platform's trust store. Installing the provider twice is harmless.
@@ -68,7 +74,11 @@ impl Sender {
             .no_proxy()
             .pool_max_idle_per_host(16)
             .build()?;
-        Ok(Self { client, policy })
+        Ok(Self {
+            client,
+            policy,
+            seal,
+        })
     }
 
     pub async fn send(&self, message: Message<'_>) -> Outcome {
@@ -89,7 +99,7 @@ impl Sender {
         }
         let timestamp = chrono::Utc::now().timestamp();
         let mut headers = HeaderMap::new();
-        for (name, value) in message.headers {
+        for (name, value) in &self.seal.open_all(message.endpoint, message.headers) {
             if let (Ok(name), Ok(value)) = (
                 HeaderName::try_from(name.as_str()),
                 HeaderValue::try_from(value.as_str()),

@@ -120,6 +120,7 @@ pub async fn resend(
             webhook_id,
             body: &body,
             secrets: &secrets,
+            endpoint: endpoint_id,
             headers: &endpoint.settings.headers,
         })
         .await;

@@ -284,10 +284,8 @@ impl WebhooksApi {
                 webhook_id: &webhook_id,
                 body: &body,
                 secrets: &secrets,
-                headers: &self
-                    .state
-                    .header_seal
-                    .open_all(id.0, &state.settings.headers),
+                endpoint: id.0,
+                headers: &state.settings.headers,
             })
             .await;
         let mut attempt = AttemptDto::manual(attempted_at, outcome);
