@@ -3,8 +3,8 @@
 -- receivers' own credentials, and events are kept forever. Values stored before are sealed by
 -- the server at start (api/src/webhook_headers.rs), which needs the key, so this migration only
 -- lets that one change through the log's append-only rule: an update of a webhook endpoint's
--- event that replaces its header values by sealed ones (`sealed:v1:…`) and changes nothing else,
--- not a header's name, not any other field or column.
+-- event that replaces plain header values by sealed ones (`sealed:v1:…`) and changes nothing
+-- else: not a value sealed already, not a header's name, not any other field or column.
 CREATE OR REPLACE FUNCTION events_append_only() RETURNS trigger
     LANGUAGE plpgsql AS
 $$
@@ -17,8 +17,11 @@ BEGIN
        AND ARRAY(SELECT jsonb_object_keys(NEW.payload::jsonb -> 'headers') ORDER BY 1)
            = ARRAY(SELECT jsonb_object_keys(OLD.payload::jsonb -> 'headers') ORDER BY 1)
        AND NOT EXISTS (SELECT 1 FROM jsonb_each(NEW.payload::jsonb -> 'headers') h
-                        WHERE jsonb_typeof(h.value) <> 'string'
-                           OR NOT starts_with(h.value #>> '{}', 'sealed:v1:'))
+                         JOIN jsonb_each(OLD.payload::jsonb -> 'headers') o ON o.key = h.key
+                        WHERE h.value <> o.value
+                          AND (jsonb_typeof(h.value) <> 'string'
+                               OR NOT starts_with(h.value #>> '{}', 'sealed:v1:')
+                               OR starts_with(o.value #>> '{}', 'sealed:v1:')))
     THEN
         RETURN NEW;
     END IF;

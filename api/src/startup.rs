@@ -142,7 +142,7 @@ impl Application {
         let storage = config.storage.open(&config.data_dir)?;
         tracing::info!(storage = %storage.description, "file storage");
         let state = Arc::new(AppState::new(pool, config, pepper, storage));
-        crate::webhook_headers::seal_stored(&state.pool, &state.header_seal)
+        crate::webhook_headers::seal_stored(&state.pool, &state.header_seal, &state.chain_key)
             .await
             .context("sealing webhook header values stored in plain text")?;
         crate::auth::passwords::prepare().await;

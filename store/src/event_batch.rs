@@ -189,6 +189,21 @@ impl EventBatch {
         }
     }
 
+    /// Answers the appends whose rows are among `inserted` as done and fails the others with
+    /// `error` (whether their rows went in could not be told).
+    pub fn settle_partly(self, inserted: Vec<EventKey>, error: &sqlx::Error) {
+        let inserted: HashSet<EventKey> = inserted.into_iter().collect();
+        let (done, failed): (Vec<Pending>, Vec<Pending>) = self.0.into_iter().partition(|p| {
+            inserted.contains(&(
+                p.aggregate_type.to_owned(),
+                p.event.aggregate_id.clone(),
+                p.event.sequence as i64,
+            ))
+        });
+        EventBatch(done).settle(inserted.into_iter().collect());
+        EventBatch(failed).fail(error);
+    }
+
     /// Fails every append with `error` (the statement did not commit).
     pub fn fail(self, error: &sqlx::Error) {
         let message = error.to_string();

@@ -40,49 +40,52 @@ impl EventBatch {
     /// connection), and answers every append: succeeded if its row is in the log now, whichever
     /// statement wrote it. The error, if this failed too (every append was failed with it).
     pub async fn rewrite(self, conn: &mut PgConnection) -> sqlx::Result<()> {
-        let outcome = async {
-            let mut keys = self.insert(&mut *conn).await?;
-            let appends = &self.0;
-            let ours: Vec<EventKey> = sqlx::query_as(STORED)
-                .bind(appends.iter().map(|p| p.aggregate_type).collect::<Vec<_>>())
-                .bind(
-                    appends
-                        .iter()
-                        .map(|p| p.event.aggregate_id.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    appends
-                        .iter()
-                        .map(|p| p.event.sequence as i64)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    appends
-                        .iter()
-                        .map(|p| p.payload.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    appends
-                        .iter()
-                        .map(|p| p.metadata.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .fetch_all(&mut *conn)
-                .await?;
-            // A row inserted just now is also found stored: `settle` counts a key once.
-            keys.extend(ours);
-            Ok(keys)
-        }
-        .await;
-        match outcome {
-            Ok(keys) => {
+        let mut keys = match self.insert(&mut *conn).await {
+            Ok(keys) => keys,
+            Err(error) => {
+                self.fail(&error);
+                return Err(error);
+            }
+        };
+        let appends = &self.0;
+        let stored = sqlx::query_as::<_, EventKey>(STORED)
+            .bind(appends.iter().map(|p| p.aggregate_type).collect::<Vec<_>>())
+            .bind(
+                appends
+                    .iter()
+                    .map(|p| p.event.aggregate_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                appends
+                    .iter()
+                    .map(|p| p.event.sequence as i64)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                appends
+                    .iter()
+                    .map(|p| p.payload.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                appends
+                    .iter()
+                    .map(|p| p.metadata.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *conn)
+            .await;
+        match stored {
+            Ok(ours) => {
+                // A row inserted just now is also found stored: `settle` counts a key once.
+                keys.extend(ours);
                 self.settle(keys);
                 Ok(())
             }
+            // What was inserted just now went in; the rest cannot be told.
             Err(error) => {
-                self.fail(&error);
+                self.settle_partly(keys, &error);
                 Err(error)
             }
         }

@@ -189,6 +189,18 @@ async fn values_stored_in_plain_text_are_sealed_when_a_server_starts() {
         "legacy-s3cret"
     );
 
+    // A server with another pepper seals nothing: its key would lock the values away.
+    let other = b"another-pepper-0123456789".as_slice();
+    let sealed = herald_api::webhook_headers::seal_stored(
+        &app.pool,
+        &herald_webhooks::header_seal::HeaderSeal::from_pepper(other),
+        &herald_api::audit::ChainKey::from_pepper(other),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sealed, 0);
+    assert!(stored_texts(&app, endpoint).await[0].contains("legacy-s3cret"));
+
     let restarted = TestApp::start(test_config(&app.database_url)).await;
     let texts = stored_texts(&restarted, endpoint).await;
     for text in &texts {
@@ -214,11 +226,25 @@ async fn values_stored_in_plain_text_are_sealed_when_a_server_starts() {
         next_delivered(&restarted, &key, &receiver, 2).await,
         "legacy-s3cret"
     );
-    // A second start finds nothing left to seal.
-    let sealed = herald_api::webhook_headers::seal_stored(&app.pool, &app.state.header_seal)
+    // A read-model copy written plain after its event was sealed (a projector that read the
+    // event before) is mended by the next start, which finds no event left to seal.
+    sqlx::query("UPDATE webhook_endpoints SET doc = jsonb_set(doc, '{headers}', $2) WHERE id = $1")
+        .bind(endpoint)
+        .bind(&plain)
+        .execute(&app.pool)
         .await
         .unwrap();
+    let sealed = herald_api::webhook_headers::seal_stored(
+        &app.pool,
+        &app.state.header_seal,
+        &app.state.chain_key,
+    )
+    .await
+    .unwrap();
     assert_eq!(sealed, 0);
+    for text in stored_texts(&app, endpoint).await {
+        assert!(!text.contains("legacy-s3cret"), "{text}");
+    }
 }
 
 #[tokio::test]
@@ -236,11 +262,22 @@ async fn the_log_lets_through_no_other_change() {
         .json()
         .await
         .unwrap();
-    let endpoint = created["id"].as_str().unwrap().to_owned();
+    let endpoint: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    // A sealed value is not replaced by another sealed-looking one.
     let sealed = "\"sealed:v1:AAAA\"";
+    let resealed = sqlx::query(&format!(
+        "UPDATE events SET payload = jsonb_set(payload::jsonb, '{{headers,X-Custom}}', '{sealed}')::json \
+          WHERE aggregate_id = $1 AND sequence = 1"
+    ))
+    .bind(endpoint.to_string())
+    .execute(&app.pool)
+    .await;
+    assert!(resealed.is_err(), "a sealed value replaced");
+    store_as_before(&app, endpoint, &json!({"X-Custom": "plain"})).await;
+    let endpoint = endpoint.to_string();
     let changes = [
         // A plain value, a header renamed, another field, another column, a row removed.
-        "payload = jsonb_set(payload::jsonb, '{headers,X-Custom}', '\"plain\"')::json".to_owned(),
+        "payload = jsonb_set(payload::jsonb, '{headers,X-Custom}', '\"changed\"')::json".to_owned(),
         format!("payload = (payload::jsonb - 'headers' || '{{\"headers\": {{\"X-Other\": {sealed}}}}}')::json"),
         format!("payload = jsonb_set(jsonb_set(payload::jsonb, '{{headers,X-Custom}}', '{sealed}'), '{{url}}', '\"http://elsewhere\"')::json"),
         format!("payload = jsonb_set(payload::jsonb, '{{headers,X-Custom}}', '{sealed}')::json, event_version = '2'"),

@@ -128,6 +128,10 @@ async fn write_events(
         // have committed both parts. Once its backend is gone, the logs say which.
         Err((batch, error)) => {
             db.failed(&error, "could not write the request log");
+            if !in_doubt::end_orphan(db).await {
+                batch.fail(&error);
+                return false;
+            }
             let committed = in_doubt::records_stored(db, records).await;
             in_doubt::rewrite_events(db, batch).await;
             if committed {
@@ -160,7 +164,7 @@ async fn events_alone(db: &mut Db, batch: EventBatch) {
         Err(error) => error,
     };
     db.failed(&error, "could not append a batch of events");
-    if answer_lost(&error) {
+    if answer_lost(&error) && in_doubt::end_orphan(db).await {
         in_doubt::rewrite_events(db, batch).await;
     } else {
         batch.fail(&error);

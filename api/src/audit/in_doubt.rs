@@ -4,14 +4,17 @@
 //! is in the log (and a client retrying after a 5xx would do it twice), and a request would
 //! answer 503 while its record says it succeeded.
 //!
-//! So the writer first makes sure the statement is over: its next connection ends the backend
-//! that ran it, if that backend is still there (`end_backend`; the backend is known by its
-//! process id and start time, so a process id used again is never taken for it). After that
-//! nothing of the statement can still commit, and what is in the logs is final: records are in
-//! the request log if their sequence numbers and hashes are (`records_stored`; a hash covers the
-//! record and everything before it), and a batch of events is written again, which inserts only
-//! what is missing and recognises what the lost statement wrote
-//! (`herald_store::EventBatch::rewrite`).
+//! So the writer first makes sure the statement is over: on a new connection it ends the
+//! backend that ran it, if that backend is still there, and waits for it to exit (`end_orphan`;
+//! the backend is known by its process id and start time, so a process id used again is never
+//! taken for it). Only then is nothing of the statement able to commit any more, and what is in
+//! the logs final: records are in the request log if their sequence numbers and hashes are
+//! (`records_stored`; a hash covers the record and everything before it), and a batch of events
+//! is written again, which inserts only what is missing and recognises what the lost statement
+//! wrote (`herald_store::EventBatch::rewrite`). When the backend cannot be ended (no connection,
+//! it did not exit within `END_WAIT_MS`, a PostgreSQL before 14), the writer cannot know, and
+//! fails the statement's callers as before; it tries once, so an outage costs one connection
+//! attempt, not several.
 
 use chrono::{DateTime, Utc};
 use herald_store::EventBatch;
@@ -26,9 +29,32 @@ pub(super) type Backend = (i32, DateTime<Utc>);
 /// How long ending a backend may take before the writer goes on anyway.
 const END_WAIT_MS: i64 = 5_000;
 
+/// Whether the backend of the connection given up with a statement's answer lost is gone, so
+/// what that statement did is final; false when that cannot be made sure, and when there is
+/// none (the statement failed before it was sent: it did nothing, and its callers are told so).
+pub(super) async fn end_orphan(db: &mut Db) -> bool {
+    let Some(orphan) = db.take_orphan() else {
+        return false;
+    };
+    let ended = match db.conn().await {
+        Ok(conn) => end_backend(conn, &orphan).await,
+        Err(error) => Err(error),
+    };
+    match ended {
+        Ok(ended) => ended,
+        Err(error) => {
+            db.failed(
+                &error,
+                "could not end the backend of a statement whose answer was lost",
+            );
+            false
+        }
+    }
+}
+
 /// Ends `backend` if it is still running, and waits (up to `END_WAIT_MS`) for it to exit, so its
-/// transaction is over: committed or rolled back, for good.
-pub(super) async fn end_backend(conn: &mut PgConnection, backend: &Backend) -> sqlx::Result<()> {
+/// transaction is over: committed or rolled back, for good. False when it did not exit in time.
+async fn end_backend(conn: &mut PgConnection, backend: &Backend) -> sqlx::Result<bool> {
     let ended: Option<bool> = within(
         sqlx::query_scalar(
             "SELECT pg_terminate_backend(pid, $3) FROM pg_stat_activity \
@@ -46,12 +72,9 @@ pub(super) async fn end_backend(conn: &mut PgConnection, backend: &Backend) -> s
             "the lost statement's backend had already ended"
         ),
         Some(true) => tracing::warn!(pid = backend.0, "ended the lost statement's backend"),
-        Some(false) => tracing::error!(
-            pid = backend.0,
-            "the lost statement's backend did not end in time; going on"
-        ),
+        Some(false) => tracing::error!(pid = backend.0, "the lost statement's backend did not end"),
     }
-    Ok(())
+    Ok(ended != Some(false))
 }
 
 /// Whether every one of `records`, as last chained, is in the request log: the answer to a

@@ -109,26 +109,25 @@ impl Db {
         }
     }
 
-    /// The writer's connection, opened if there is none. A new connection first ends the
-    /// backend of one whose statement's answer was lost, if it is still there (`in_doubt`).
+    /// The writer's connection, opened if there is none.
     pub(super) async fn conn(&mut self) -> sqlx::Result<&mut PgConnection> {
         if self.conn.is_none() {
-            let (mut conn, backend) = open(&self.pool).await?;
-            if let Some(orphan) = self.orphan.take() {
-                if let Err(error) = in_doubt::end_backend(&mut conn, &orphan).await {
-                    self.orphan = Some(orphan);
-                    return Err(error);
-                }
-            }
+            let (conn, backend) = open(&self.pool).await?;
             self.conn = Some(conn);
             self.backend = Some(backend);
         }
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
+    /// The backend of the connection given up while a statement's answer was lost, if any
+    /// (`in_doubt::end_orphan` takes it).
+    pub(super) fn take_orphan(&mut self) -> Option<Backend> {
+        self.orphan.take()
+    }
+
     /// Forgets the connection after a failed statement (it may be broken). When the statement
-    /// may have gone through with its answer lost, its backend is remembered, to be ended
-    /// before anything is read or written again.
+    /// may have gone through with its answer lost, its backend is remembered, for
+    /// `in_doubt::end_orphan` to end before the logs are read.
     pub(super) fn failed(&mut self, error: &sqlx::Error, what: &str) {
         tracing::error!(%error, "{what}");
         self.conn = None;
@@ -200,7 +199,10 @@ pub(super) async fn append(db: &mut Db, records: &mut [Record], head: &mut Optio
             Err(error) => {
                 db.failed(&error, "could not write the request log");
                 // The answer was lost, not the records, perhaps: then they are the new end.
-                if answer_lost(&error) && in_doubt::records_stored(db, records).await {
+                if answer_lost(&error)
+                    && in_doubt::end_orphan(db).await
+                    && in_doubt::records_stored(db, records).await
+                {
                     *head = Some(end);
                     return true;
                 }

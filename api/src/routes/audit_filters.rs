@@ -65,11 +65,12 @@ pub fn actor(
             "key_id",
             "must be a key id (16 letters and digits)",
         )),
-        (None, Some(user)) if uuid::Uuid::parse_str(&user).is_err() => {
-            Err(ApiError::field("user_id", "must be a user id (a UUID)"))
-        }
         (Some(key), None) => Ok((Some("api_key"), Some(key))),
-        (None, Some(user)) => Ok((Some("user"), Some(user))),
+        // Any form of UUID, matched as records hold it (hyphenated, lower case).
+        (None, Some(user)) => match uuid::Uuid::parse_str(&user) {
+            Ok(user) => Ok((Some("user"), Some(user.to_string()))),
+            Err(_) => Err(ApiError::field("user_id", "must be a user id (a UUID)")),
+        },
         (None, None) => Ok((None, None)),
     }
 }
@@ -111,7 +112,11 @@ mod tests {
     fn an_actor_id_that_could_name_nobody_is_refused() {
         let user = "0195a3c4-2f4e-7b6a-8c1d-2e3f4a5b6c7d".to_owned();
         assert!(actor(Some("abcdefgh12345678".into()), None).is_ok());
-        assert!(actor(None, Some(user)).is_ok());
+        let simple = user.replace('-', "").to_uppercase();
+        assert_eq!(
+            actor(None, Some(simple)).unwrap(),
+            (Some("user"), Some(user.clone()))
+        );
         assert!(actor(None, None).is_ok());
         assert!(actor(Some("abc".into()), None).is_err());
         assert!(actor(Some("abcdefgh1234567!".into()), None).is_err());
