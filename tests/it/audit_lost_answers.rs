@@ -9,7 +9,6 @@ use herald_api::audit::{self, AuditLog};
 use herald_store::Appender;
 use reqwest::StatusCode;
 use serde_json::json;
-use sqlx::postgres::PgPoolOptions;
 
 use crate::audit_shared_commit::sharing_a_commit;
 use crate::audit_writers::{assert_whole_chain_holds, record_at};
@@ -158,13 +157,7 @@ async fn a_shared_statement_whose_answer_is_lost_commits_both_logs_once() {
 async fn the_appenders_own_writer_settles_a_lost_batch_by_what_is_stored() {
     let app = TestApp::spawn().await;
     let relay = LossyRelay::start(&app.database_url, None).await;
-    // One connection, so the lost answer and the rewrite each find it.
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .test_before_acquire(false)
-        .connect(&relay.url())
-        .await
-        .unwrap();
+    let pool = relay.single_connection_pool().await;
     let appender = Appender::start(pool);
     appender.append(TYPE, &event("warm", "ours")).await.unwrap();
     relay.lose_next_answer_holding("INSERT 0 1");

@@ -155,28 +155,40 @@ async fn calls_on_a_project_and_its_members_are_recorded_in_that_project() {
         ),
     ];
     for (method, path, body) in &calls {
-        let mut request = app.request(method.clone(), path, &app.admin_key);
-        if !body.is_null() {
-            request = request.json(body);
-        }
-        let response = request.send().await.unwrap();
-        assert!(
-            response.status().is_success(),
-            "{method} {path}: {}",
-            response.status()
-        );
         // By an admin key, which belongs to no project of its own.
-        let recorded: Option<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT project_id FROM request_log WHERE method = $1 AND path = $2 \
-             ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(method.as_str())
-        .bind(path)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        assert_eq!(recorded, Some(project), "{method} {path}");
+        let (status, recorded) = by_admin(&app, method, path, body).await;
+        assert!(status.is_success(), "{method} {path}: {status}");
+        assert_eq!(
+            recorded,
+            (Some(project), status.as_u16()),
+            "{method} {path}"
+        );
     }
+}
+
+/// Sends `method path` (with `body` unless null) with the admin key; its status, and the project
+/// and status of the newest record of that method and path.
+async fn by_admin(
+    app: &TestApp,
+    method: &Method,
+    path: &str,
+    body: &Value,
+) -> (StatusCode, (Option<uuid::Uuid>, u16)) {
+    let mut request = app.request(method.clone(), path, &app.admin_key);
+    if !body.is_null() {
+        request = request.json(body);
+    }
+    let status = request.send().await.unwrap().status();
+    let (project, recorded): (Option<uuid::Uuid>, i32) = sqlx::query_as(
+        "SELECT project_id, status FROM request_log WHERE method = $1 AND path = $2 \
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(method.as_str())
+    .bind(path)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    (status, (project, recorded as u16))
 }
 
 #[tokio::test]
@@ -209,28 +221,15 @@ async fn an_admins_calls_on_a_project_key_are_recorded_in_its_project() {
         ),
     ];
     for (method, path, body) in &calls {
-        let mut request = app.request(method.clone(), path, &app.admin_key);
-        if !body.is_null() {
-            request = request.json(body);
-        }
-        let response = request.send().await.unwrap();
-        let recorded: (Option<uuid::Uuid>, i32) = sqlx::query_as(
-            "SELECT project_id, status FROM request_log WHERE method = $1 AND path = $2 \
-             ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(method.as_str())
-        .bind(path)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+        let (status, recorded) = by_admin(&app, method, path, body).await;
         assert_eq!(
             recorded,
-            (Some(project), i32::from(response.status().as_u16()))
+            (Some(project), status.as_u16()),
+            "{method} {path}"
         );
         assert!(
-            response.status().is_success() || response.status() == StatusCode::CONFLICT,
-            "{method} {path}: {}",
-            response.status()
+            status.is_success() || status == StatusCode::CONFLICT,
+            "{method} {path}: {status}"
         );
     }
 }

@@ -4,7 +4,6 @@
 
 use herald_api::auth::KeyVerifier;
 use herald_domain::KeyId;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use crate::support::lossy::LossyRelay;
@@ -22,12 +21,7 @@ async fn counted(app: &TestApp, key: &KeyId) -> i64 {
 
 /// A verifier counting uses of one key, flushing through `relay` on one connection.
 async fn through(relay: &LossyRelay) -> (KeyVerifier, PgPool) {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .test_before_acquire(false)
-        .connect(&relay.url())
-        .await
-        .unwrap();
+    let pool = relay.single_connection_pool().await;
     (
         KeyVerifier::new(pool.clone(), PEPPER.as_bytes().to_vec()),
         pool,

@@ -55,24 +55,33 @@ async fn patch(app: &TestApp, endpoint: Uuid, body: Value) -> reqwest::Response 
     .unwrap()
 }
 
+/// Creates an endpoint of `project` at `url` hearing `job.queued`, with `X-Custom: value`; its
+/// answer.
+async fn created(app: &TestApp, project: Uuid, url: &str, value: &str) -> Value {
+    app.post(
+        "/api/v1/webhooks",
+        &app.admin_key,
+        json!({"url": url, "event_types": ["job.queued"], "project_id": project,
+               "headers": {"X-Custom": value}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap()
+}
+
+fn id_of(created: &Value) -> Uuid {
+    created["id"].as_str().unwrap().parse().unwrap()
+}
+
 #[tokio::test]
 async fn header_values_are_stored_sealed_and_opened_for_the_receiver_and_managers() {
     let app = TestApp::spawn().await;
     let (project, key) = app.project_with_key(&["jobs:write"]).await;
     let receiver = Receiver::start().await;
-    let created: Value = app
-        .post(
-            "/api/v1/webhooks",
-            &app.admin_key,
-            json!({"url": receiver.url, "event_types": ["job.queued"], "project_id": project,
-                   "headers": {"X-Custom": "first-s3cret"}}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let created = created(&app, project, &receiver.url, "first-s3cret").await;
     assert_eq!(created["headers"], json!({"X-Custom": "first-s3cret"}));
-    let endpoint: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    let endpoint = id_of(&created);
     let texts = stored_texts(&app, endpoint).await;
     assert_eq!(texts.len(), 2, "one event and the read model");
     for text in &texts {
@@ -167,18 +176,7 @@ async fn values_stored_in_plain_text_are_sealed_when_a_server_starts() {
     let app = TestApp::spawn().await;
     let (project, key) = app.project_with_key(&["jobs:write"]).await;
     let receiver = Receiver::start().await;
-    let created: Value = app
-        .post(
-            "/api/v1/webhooks",
-            &app.admin_key,
-            json!({"url": receiver.url, "event_types": ["job.queued"], "project_id": project,
-                   "headers": {"X-Custom": "x"}}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let endpoint: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    let endpoint = id_of(&created(&app, project, &receiver.url, "x").await);
     app.wait_for_projections().await;
     let plain = json!({"X-Custom": "legacy-s3cret"});
     store_as_before(&app, endpoint, &plain).await;
@@ -251,18 +249,7 @@ async fn values_stored_in_plain_text_are_sealed_when_a_server_starts() {
 async fn the_log_lets_through_no_other_change() {
     let app = TestApp::spawn().await;
     let project = app.create_project("sealed").await;
-    let created: Value = app
-        .post(
-            "/api/v1/webhooks",
-            &app.admin_key,
-            json!({"url": "http://127.0.0.1:9/x", "event_types": ["*"], "project_id": project,
-                   "headers": {"X-Custom": "x"}}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let endpoint: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    let endpoint = id_of(&created(&app, project, "http://127.0.0.1:9/x", "x").await);
     // A sealed value is not replaced by another sealed-looking one.
     let sealed = "\"sealed:v1:AAAA\"";
     let resealed = sqlx::query(&format!(

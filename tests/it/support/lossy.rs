@@ -67,6 +67,17 @@ impl LossyRelay {
         format!("{user}@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// A pool of one connection through the relay, never pinged: a lost answer and what follows
+    /// it each find that one connection.
+    pub async fn single_connection_pool(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .connect(&self.url())
+            .await
+            .unwrap()
+    }
+
     /// The next answer holding `text` on a chosen connection is lost, and that connection cut.
     pub fn lose_next_answer_holding(&self, text: &'static str) {
         self.state.lost.store(false, Ordering::SeqCst);
