@@ -26,7 +26,7 @@ use super::Record;
 /// A backend of the database: its process id and when it started.
 pub(super) type Backend = (i32, DateTime<Utc>);
 
-/// How long ending a backend may take before the writer goes on anyway.
+/// How long ending a backend may take before the writer gives up knowing what it did.
 const END_WAIT_MS: i64 = 5_000;
 
 /// Whether the backend of the connection given up with a statement's answer lost is gone, so
