@@ -96,6 +96,7 @@ impl AppState {
         .shared_through(rate_limiter.shared());
         // With the audit trail on, its writer appends the events too (one commit for both logs).
         let chain_key = crate::audit::ChainKey::from_pepper(&pepper);
+        let header_seal = herald_webhooks::header_seal::HeaderSeal::from_pepper(&pepper);
         let (appender, audit) = if config.audit.enabled {
             let (appender, events) = Appender::detached();
             let audit =
@@ -115,8 +116,8 @@ impl AppState {
             webhook_endpoints: AggregateStore::with_parts(p.clone(), a.clone(), appender),
             projections,
             dispatcher_inbox,
-            webhook_sender: Arc::new(webhook_sender(&config, &pepper)),
-            header_seal: herald_webhooks::header_seal::HeaderSeal::from_pepper(&pepper),
+            webhook_sender: Arc::new(webhook_sender(&config, header_seal.clone())),
+            header_seal,
             wakeups,
             stream_wake: tokio::sync::watch::Sender::new(0),
             announcer: coalescer,
@@ -286,8 +287,8 @@ fn too_many(headers: &RateHeaders) -> Option<ApiError> {
 }
 
 /// The HTTP client webhooks go out through, guarded by the configured address policy.
-/// It opens endpoints' header values with the key the pepper gives (`HeaderSeal`).
-fn webhook_sender(config: &Config, pepper: &[u8]) -> Sender {
+/// It opens endpoints' header values with `seal`.
+fn webhook_sender(config: &Config, seal: herald_webhooks::header_seal::HeaderSeal) -> Sender {
     let policy = AddressPolicy {
         allow: config.webhooks.allow_nets().unwrap_or_default(),
         https_only: config.webhooks.https_only,
@@ -295,7 +296,6 @@ fn webhook_sender(config: &Config, pepper: &[u8]) -> Sender {
     let timeout = Duration::from_secs(config.webhooks.request_timeout_seconds);
     let ca_pem = (config.webhooks.ca_pem())
         .expect("webhooks.ca_file is checked when the configuration loads");
-    let seal = herald_webhooks::header_seal::HeaderSeal::from_pepper(pepper);
     Sender::new(policy, timeout, ca_pem.as_deref(), seal).expect("the webhook HTTP client builds")
 }
 

@@ -140,21 +140,6 @@ impl EventBatch {
             .bind(self.0.iter().map(|p| p.project_id).collect::<Vec<_>>())
     }
 
-    /// Writes the batch alone (one statement, one commit) and answers every append; the error,
-    /// if the statement failed (every append was failed with it).
-    pub async fn write<'c>(self, executor: impl sqlx::PgExecutor<'c>) -> sqlx::Result<()> {
-        match self.insert(executor).await {
-            Ok(rows) => {
-                self.settle(rows);
-                Ok(())
-            }
-            Err(error) => {
-                self.fail(&error);
-                Err(error)
-            }
-        }
-    }
-
     /// The batch's statement alone: the keys of the rows it inserted. Answers nobody, so a
     /// caller whose statement's answer was lost can still `rewrite` the batch.
     pub async fn insert<'c>(
