@@ -50,6 +50,8 @@ pub struct AppState {
     pub webhook_sender: Arc<Sender>,
     /// Seals and opens webhook endpoints' header values (`herald_webhooks::header_seal`).
     pub header_seal: herald_webhooks::header_seal::HeaderSeal,
+    /// Seals and opens the answers kept for an `Idempotency-Key` (`http::idempotency`).
+    pub answer_seal: crate::http::idempotency::AnswerSeal,
     pub verifier: Arc<KeyVerifier>,
     pub users_directory: Arc<UserDirectory>,
     pub login_limiter: LoginLimiter,
@@ -118,6 +120,7 @@ impl AppState {
             dispatcher_inbox,
             webhook_sender: Arc::new(webhook_sender(&config, header_seal.clone())),
             header_seal,
+            answer_seal: crate::http::idempotency::AnswerSeal::from_pepper(&pepper),
             wakeups,
             stream_wake: tokio::sync::watch::Sender::new(0),
             announcer: coalescer,

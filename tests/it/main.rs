@@ -36,6 +36,7 @@ mod file_docs;
 mod file_removal;
 mod idempotency;
 mod idempotency_screen;
+mod idempotency_sealed;
 mod ip_limits;
 mod ipv6_budgets;
 mod job_files;

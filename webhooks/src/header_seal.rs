@@ -10,58 +10,33 @@
 
 use std::collections::BTreeMap;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
-use hmac::{Hmac, Mac};
-use rand::RngCore;
-use sha2::Sha256;
 use uuid::Uuid;
+
+use crate::sealer::Sealer;
 
 /// How a sealed value starts.
 pub const SEALED: &str = "sealed:v1:";
 
 /// The key header values are sealed under.
-#[derive(Clone)]
-pub struct HeaderSeal(Aes256Gcm);
-
-impl std::fmt::Debug for HeaderSeal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HeaderSeal(***)")
-    }
-}
+#[derive(Clone, Debug)]
+pub struct HeaderSeal(Sealer);
 
 impl HeaderSeal {
-    /// The key derived from the pepper (HMAC-SHA256 of a label under it), apart from every
-    /// other key the pepper gives.
+    /// The key derived from the pepper for header values (`Sealer::from_pepper`).
     pub fn from_pepper(pepper: &[u8]) -> Self {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(pepper).expect("HMAC takes any key length");
-        mac.update(b"herald webhook header values v1");
-        let key = mac.finalize().into_bytes();
-        Self(Aes256Gcm::new_from_slice(&key).expect("a 32-byte key"))
+        Self(Sealer::from_pepper(
+            pepper,
+            b"herald webhook header values v1",
+        ))
     }
 
     /// `value` sealed for header `name` of `endpoint`: `sealed:v1:` and base64 of a random
     /// 96-bit nonce followed by the ciphertext and its tag.
     pub fn seal(&self, endpoint: Uuid, name: &str, value: &str) -> String {
-        let mut nonce = [0u8; 12];
-        rand::thread_rng().fill_bytes(&mut nonce);
-        let aad = associated(endpoint, name);
-        let sealed = self
-            .0
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: value.as_bytes(),
-                    aad: &aad,
-                },
-            )
-            .expect("sealing into memory cannot fail");
-        let mut bytes = nonce.to_vec();
-        bytes.extend(sealed);
-        format!("{SEALED}{}", STANDARD_NO_PAD.encode(bytes))
+        let sealed = self.0.seal(&associated(endpoint, name), value.as_bytes());
+        format!("{SEALED}{}", STANDARD_NO_PAD.encode(sealed))
     }
 
     /// The value of header `name` of `endpoint` as stored: opened when sealed, as it is when
@@ -71,17 +46,8 @@ impl HeaderSeal {
         let Some(encoded) = stored.strip_prefix(SEALED) else {
             return Some(stored.to_owned());
         };
-        let bytes = STANDARD_NO_PAD.decode(encoded).ok()?;
-        if bytes.len() < 12 {
-            return None;
-        }
-        let (nonce, sealed) = bytes.split_at(12);
-        let aad = associated(endpoint, name);
-        let payload = Payload {
-            msg: sealed,
-            aad: &aad,
-        };
-        let opened = self.0.decrypt(Nonce::from_slice(nonce), payload).ok()?;
+        let sealed = STANDARD_NO_PAD.decode(encoded).ok()?;
+        let opened = self.0.open(&associated(endpoint, name), &sealed)?;
         String::from_utf8(opened).ok()
     }
 

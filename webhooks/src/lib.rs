@@ -9,5 +9,6 @@ pub mod guard;
 pub mod header_seal;
 pub mod inbox;
 pub mod projector;
+pub mod sealer;
 pub mod sender;
 pub mod signature;

@@ -10,12 +10,14 @@
 //! 429 answer is not kept either, so the request can be retried. A replay is authenticated and
 //! counted against the caller's rate limits like any request (`AppState::admit_replay`), and
 //! recorded in the project the first request acted in. `request_hash` owns what makes two
-//! requests the same.
+//! requests the same; `sealed` keeps the stored bodies unreadable at rest.
 
 mod expiry;
 mod request_hash;
+mod sealed;
 
 pub use expiry::{forget_expired, forget_periodically};
+pub use sealed::AnswerSeal;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +90,7 @@ struct Stored {
     content_type: Option<String>,
     location: Option<String>,
     body: Option<Vec<u8>>,
+    body_sealed: bool,
     project_id: Option<uuid::Uuid>,
 }
 
@@ -165,7 +168,7 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
                 return Ok(refusal);
             }
             let stored: Option<Stored> = sqlx::query_as(
-                "SELECT request_hash, status, content_type, location, body, project_id \
+                "SELECT request_hash, status, content_type, location, body, body_sealed, project_id \
                    FROM idempotency_keys WHERE scope = $1 AND key = $2",
             )
             .bind(&scope)
@@ -184,16 +187,30 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
                     content_type,
                     location,
                     body,
+                    body_sealed,
                     project_id,
                     ..
                 }) => {
                     if let Some(project) = project_id {
                         note_project(project);
                     }
+                    let body = body.unwrap_or_default();
+                    let body = if body_sealed {
+                        let Some(opened) = self.state.answer_seal.open(&scope, &key, &body) else {
+                            // Sealed under another pepper, or altered: nothing true to replay.
+                            tracing::error!(key, "a kept idempotent answer does not open");
+                            return Err(poem::error::InternalServerError(std::io::Error::other(
+                                "a kept idempotent answer does not open",
+                            )));
+                        };
+                        opened
+                    } else {
+                        body
+                    };
                     let mut response = Response::builder()
                         .status(StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK))
                         .header("idempotent-replayed", "true")
-                        .body(body.unwrap_or_default());
+                        .body(body);
                     for (name, value) in [
                         (header::CONTENT_TYPE, content_type),
                         (header::LOCATION, location),
@@ -252,7 +269,8 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
         };
         sqlx::query(
             "UPDATE idempotency_keys \
-                SET status = $3, content_type = $4, location = $5, body = $6, project_id = $7 \
+                SET status = $3, content_type = $4, location = $5, body = $6, project_id = $7, \
+                    body_sealed = true \
               WHERE scope = $1 AND key = $2",
         )
         .bind(&scope)
@@ -260,7 +278,7 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
         .bind(i32::from(status.as_u16()))
         .bind(header_text(header::CONTENT_TYPE))
         .bind(header_text(header::LOCATION))
-        .bind(body.to_vec())
+        .bind(self.state.answer_seal.seal(&scope, &key, &body))
         .bind(recorded_project())
         .execute(&self.pool)
         .await
