@@ -148,16 +148,29 @@ impl EndpointSettings {
         errors
     }
 
-    /// A URL the sender could not parse (it would fail every attempt for days) and header values
+    /// A URL the sender could not parse (it would fail every attempt for days) or that holds
+    /// credentials (they would be kept in the log as given), and header values
     /// it could not send (control characters: the header would be left out of every request).
     /// Only where they differ from `before`, so an endpoint stored before this check still
     /// takes changes to its other settings.
     fn unsendable(&self, before: Option<&EndpointSettings>) -> Vec<FieldError> {
         let mut errors = Vec::new();
         let url_kept = before.is_some_and(|b| b.url == self.url);
-        let parses = url::Url::parse(&self.url).is_ok_and(|url| url.host_str().is_some());
+        let parsed = url::Url::parse(&self.url).ok();
+        let parses = parsed.as_ref().is_some_and(|url| url.host_str().is_some());
+        // Credentials in the URL would enter the event as given (events are kept forever) and
+        // reach every reader of the log: they belong in a custom header, whose value is sealed.
+        let credentials = parsed
+            .as_ref()
+            .is_some_and(|url| !url.username().is_empty() || url.password().is_some());
         if !url_kept && !parses {
             errors.push(FieldError::new("url", "must be a URL with a host"));
+        } else if !url_kept && credentials {
+            errors.push(FieldError::new(
+                "url",
+                "must not hold a user name or password: send credentials in a custom header \
+                 (header values are stored sealed)",
+            ));
         }
         for (name, value) in &self.headers {
             let kept = before.is_some_and(|b| b.headers.get(name) == Some(value));
@@ -511,6 +524,24 @@ mod tests {
             let mut renamed = unsendable.clone();
             renamed.description = Some("renamed".into());
             assert!(renamed.validate_for(None, Some(&unsendable)).is_empty());
+        }
+        // Credentials in the URL are refused, unless the URL was stored so before this check.
+        for url in [
+            "https://user:pass@hooks.example.com/x",
+            "https://user@h.example/x",
+            "https://:pw@h.example/x",
+        ] {
+            let mut credentials = settings();
+            credentials.url = url.into();
+            let refused = credentials.validate_for(None, None);
+            assert_eq!(refused.len(), 1, "{url}");
+            assert!(
+                refused[0].message.contains("user name or password"),
+                "{url}"
+            );
+            let mut renamed = credentials.clone();
+            renamed.description = Some("renamed".into());
+            assert!(renamed.validate_for(None, Some(&credentials)).is_empty());
         }
         let mut fine = settings();
         fine.url = "http://[2001:db8::1]:8080/hook?x=1".into();

@@ -228,6 +228,19 @@ async fn bad_endpoints_are_refused_and_other_projects_endpoints_are_invisible() 
         .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert_eq!(problem(bad).await["errors"].as_array().unwrap().len(), 2);
+    // Credentials in the URL would be kept in the log as given: refused, with nothing kept.
+    let credentials = app
+        .post(
+            "/api/v1/webhooks",
+            &key,
+            json!({"url": "https://user:s3cret@example.com/hook", "event_types": ["*"]}),
+        )
+        .await;
+    assert_eq!(credentials.status(), StatusCode::BAD_REQUEST);
+    let credentials = problem(credentials).await;
+    assert_eq!(credentials["code"], "VALIDATION_FAILED");
+    assert_eq!(credentials["errors"][0]["field"], "url");
+    assert!(!credentials.to_string().contains("s3cret"));
     assert_eq!(crate::support::event_count(&app.pool).await, before);
     let other = app.create_project("other").await;
     let (theirs, _) = endpoint(&app, other, "https://example.com/hook", &["*"]).await;
