@@ -1,7 +1,7 @@
 //! The answers kept for an `Idempotency-Key` are sealed at rest: a new key's plaintext is not
 //! in `idempotency_keys`, yet the replay answers it whole; a body kept before sealing existed is
 //! replayed as stored; a sealed body that was altered, or moved from another row, is not
-//! replayed (500, nothing else said).
+//! replayed (500 `IDEMPOTENT_ANSWER_UNREADABLE`), and the refusal is recorded as such.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -104,7 +104,20 @@ async fn only_a_body_kept_before_sealing_or_sealed_for_its_own_row_is_replayed()
     set(theirs.clone(), true).await;
     let moved = create_key(&app, &manager, "first").await;
     assert_eq!(moved.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(problem(moved).await["code"], "INTERNAL");
+    assert_eq!(problem(moved).await["code"], "IDEMPOTENT_ANSWER_UNREADABLE");
+    let recorded: (String, Option<String>) = sqlx::query_as(
+        "SELECT outcome, error_code FROM request_log WHERE status = 500 ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded,
+        (
+            "server_error".into(),
+            Some("IDEMPOTENT_ANSWER_UNREADABLE".into())
+        )
+    );
 
     // Its own sealed body with one byte altered: does not open either.
     flip_last_byte(&app, "second").await;

@@ -2,9 +2,9 @@
 //! bound to associated data the caller names (what the sealed bytes belong to), so sealed bytes
 //! cannot be moved to another owner or altered unnoticed. Each use derives its own key from the
 //! pepper under a label of its own (HMAC-SHA256 of the label), apart from every other key the
-//! pepper gives. Webhook header values (`header_seal`) and the answers kept for an
-//! `Idempotency-Key` (in the API) are sealed with it. The pepper lives outside the database, so
-//! a copy of the database alone does not open them.
+//! pepper gives. Webhook header values (`header_seal`) are sealed with it, and so is what the
+//! API keeps for a while that may hold a secret. The pepper lives outside the database, so a
+//! copy of the database alone does not open them.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};

@@ -197,11 +197,16 @@ impl<E: Endpoint> Endpoint for IdempotencyEndpoint<E> {
                     let body = body.unwrap_or_default();
                     let body = if body_sealed {
                         let Some(opened) = self.state.answer_seal.open(&scope, &key, &body) else {
-                            // Sealed under another pepper, or altered: nothing true to replay.
-                            tracing::error!(key, "a kept idempotent answer does not open");
-                            return Err(poem::error::InternalServerError(std::io::Error::other(
-                                "a kept idempotent answer does not open",
-                            )));
+                            // Sealed under another pepper, or altered: nothing true to replay,
+                            // and running the request again could do it twice.
+                            tracing::error!("a kept idempotent answer does not open");
+                            return Ok(problem(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "IDEMPOTENT_ANSWER_UNREADABLE",
+                                "the first request with this Idempotency-Key ran, but its kept \
+                                 answer cannot be read by this server; the key stays used until \
+                                 it expires",
+                            ));
                         };
                         opened
                     } else {
