@@ -22,7 +22,10 @@ async fn a_job_goes_from_submission_to_approval() {
         )
         .await;
     let leased = app
-        .lease(&worker, json!({"kinds": ["captions.generate"]}))
+        .lease(
+            &worker,
+            json!({"kinds": ["captions.generate"], "lease_seconds": 30}),
+        )
         .await
         .unwrap();
     assert_eq!(leased["id"], id.to_string());
@@ -49,6 +52,28 @@ async fn a_job_goes_from_submission_to_approval() {
         .unwrap();
     assert_eq!(progress["percent"], 40);
     assert_eq!(progress["stage"], "transcribe");
+
+    // A bare heartbeat keeps the progress, and the 30 s lease the worker asked for (the
+    // server's default is 300 s).
+    let bare = app
+        .post(&format!("/api/v1/jobs/{id}/heartbeat"), &worker, json!({}))
+        .await;
+    assert_eq!(bare.status(), StatusCode::OK);
+    let bare: Value = bare.json().await.unwrap();
+    let expires: chrono::DateTime<Utc> =
+        bare["lease_expires_at"].as_str().unwrap().parse().unwrap();
+    let left = (expires - Utc::now()).num_seconds();
+    assert!((20..=31).contains(&left), "{left} s left");
+    let progress: Value = app
+        .get(&format!("/api/v1/jobs/{id}/progress"), &client)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (progress["percent"].clone(), progress["stage"].clone()),
+        (json!(40), json!("transcribe"))
+    );
 
     let done = app
         .post(
@@ -106,6 +131,7 @@ async fn a_job_goes_from_submission_to_approval() {
         [
             "job.queued",
             "job.started",
+            "job.progress",
             "job.progress",
             "job.succeeded",
             "job.approved"

@@ -242,14 +242,18 @@ pub struct LeaseRequest {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
-    /// 0–100.
-    #[oai(default)]
-    #[serde(default)]
-    pub progress: i64,
+    /// 0–100. Each field left out (or `null`) keeps what the job has, so `{}` only keeps the
+    /// lease alive.
+    #[oai(nullable)]
+    pub progress: Option<i64>,
+    /// What the worker is doing now (up to 100 characters).
     #[oai(nullable)]
     pub stage: Option<String>,
+    /// Up to 1,000 characters.
     #[oai(nullable)]
     pub message: Option<String>,
+    /// How long from now the lease runs; left out, as long as it was last taken or extended
+    /// for.
     #[oai(nullable)]
     pub lease_seconds: Option<i64>,
 }

@@ -102,8 +102,10 @@ impl WorkerApi {
 
     /// Heartbeat
     ///
-    /// Reports progress and extends the lease. `cancel_requested: true` means the job was
-    /// cancelled: stop and do not complete it.
+    /// Reports progress and extends the lease: by `lease_seconds`, or as long as the lease was
+    /// last taken or extended for. A field left out keeps the job's value, so `{}` only keeps
+    /// the lease alive. `cancel_requested: true` means the job was cancelled: stop and do not
+    /// complete it.
     #[oai(
         path = "/jobs/:id/heartbeat",
         method = "post",
@@ -120,10 +122,13 @@ impl WorkerApi {
         let body = body.0;
         let command = JobCommand::Heartbeat {
             worker: caller.worker()?,
-            percent: Percent::parse(body.progress)?,
+            percent: body.progress.map(Percent::parse).transpose()?,
             stage: parse_text("stage", body.stage, 100)?,
             message: parse_text("message", body.message, 1000)?,
-            lease: self.lease_length(body.lease_seconds)?,
+            lease: match body.lease_seconds {
+                Some(asked) => Some(self.lease_length(Some(asked))?),
+                None => None,
+            },
             now: Utc::now(),
         };
         let job = app::execute(

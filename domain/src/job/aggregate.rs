@@ -3,7 +3,7 @@
 //! metadata updates, deletion, and expiry once the retention period has passed. `decide` is a pure function of state and command; the
 //! cqrs-es `Aggregate` impl only forwards to it.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
@@ -77,10 +77,13 @@ impl Job {
                     return Ok(vec![]);
                 }
                 check_live_lease(job, &worker, now, refuse("heartbeat"))?;
+                let held = job.lease.as_ref().map_or(0, |l| l.length_seconds);
+                let lease = lease.unwrap_or_else(|| Duration::seconds(held));
+                let kept = &job.progress;
                 Ok(vec![JobEvent::Progress {
-                    percent,
-                    stage,
-                    message,
+                    percent: percent.unwrap_or(kept.percent),
+                    stage: stage.or_else(|| kept.stage.clone()),
+                    message: message.or_else(|| kept.message.clone()),
                     lease_expires_at: now + lease,
                     at: now,
                 }])

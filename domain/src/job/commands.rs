@@ -28,13 +28,15 @@ pub enum JobCommand {
         lease: Duration,
         now: DateTime<Utc>,
     },
-    /// The lease holder reports progress and extends its lease.
+    /// The lease holder reports progress and extends its lease. A field left `None` keeps
+    /// what the job has: its progress, stage or message, and the length the lease was last
+    /// taken or extended for.
     Heartbeat {
         worker: KeyId,
-        percent: Percent,
+        percent: Option<Percent>,
         stage: Option<String>,
         message: Option<String>,
-        lease: Duration,
+        lease: Option<Duration>,
         now: DateTime<Utc>,
     },
     Complete {

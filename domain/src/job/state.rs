@@ -50,6 +50,11 @@ pub struct Progress {
 pub struct Lease {
     pub worker_key_id: KeyId,
     pub expires_at: DateTime<Utc>,
+    /// How long the lease was last taken or extended for, in seconds: what a heartbeat that
+    /// names no length extends it by. (0 in a read-model copy stored before it was kept; the
+    /// aggregate always has it, folded from the events.)
+    #[serde(default)]
+    pub length_seconds: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +169,7 @@ impl JobState {
                 self.lease = Some(Lease {
                     worker_key_id: worker_key_id.clone(),
                     expires_at: *lease_expires_at,
+                    length_seconds: (*lease_expires_at - *at).num_seconds(),
                 });
                 self.started_at.get_or_insert(*at);
             }
@@ -172,7 +178,7 @@ impl JobState {
                 stage,
                 message,
                 lease_expires_at,
-                ..
+                at,
             } => {
                 self.progress = Progress {
                     percent: *percent,
@@ -181,6 +187,7 @@ impl JobState {
                 };
                 if let Some(lease) = &mut self.lease {
                     lease.expires_at = *lease_expires_at;
+                    lease.length_seconds = (*lease_expires_at - *at).num_seconds();
                 }
             }
             JobEvent::Retrying { error, .. } => {

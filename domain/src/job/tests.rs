@@ -58,10 +58,10 @@ fn lease(at: i64) -> JobCommand {
 fn heartbeat(by: KeyId, at: i64) -> JobCommand {
     JobCommand::Heartbeat {
         worker: by,
-        percent: Percent::parse(40).unwrap(),
+        percent: Some(Percent::parse(40).unwrap()),
         stage: Some("encode".into()),
         message: None,
-        lease: Duration::seconds(30),
+        lease: Some(Duration::seconds(30)),
         now: t(at),
     }
 }
@@ -139,6 +139,48 @@ fn a_heartbeat_records_progress_and_extends_the_lease() {
             message: None,
             lease_expires_at: t(50),
             at: t(20),
+        }]);
+}
+
+/// A heartbeat naming nothing only keeps the lease alive: the progress, stage and message
+/// stay, and the lease is extended by the length it was last taken or extended for (not the
+/// server's default).
+#[test]
+fn a_bare_heartbeat_keeps_the_progress_and_the_lease_length() {
+    let keep_alive = |at| JobCommand::Heartbeat {
+        worker: worker(),
+        percent: None,
+        stage: None,
+        message: None,
+        lease: None,
+        now: t(at),
+    };
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10)])
+        .when(keep_alive(25))
+        .then_expect_events(vec![JobEvent::Progress {
+            percent: Percent::default(),
+            stage: None,
+            message: None,
+            lease_expires_at: t(55),
+            at: t(25),
+        }]);
+    let extended = JobEvent::Progress {
+        percent: Percent::parse(60).unwrap(),
+        stage: Some("encode".into()),
+        message: Some("frame 12".into()),
+        lease_expires_at: t(80),
+        at: t(20),
+    };
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10), extended])
+        .when(keep_alive(30))
+        .then_expect_events(vec![JobEvent::Progress {
+            percent: Percent::parse(60).unwrap(),
+            stage: Some("encode".into()),
+            message: Some("frame 12".into()),
+            lease_expires_at: t(90),
+            at: t(30),
         }]);
 }
 
