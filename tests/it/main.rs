@@ -69,6 +69,7 @@ mod verify_example;
 mod wakeups;
 mod webhook_docs;
 mod webhook_failures;
+mod webhook_filters;
 mod webhook_header_seal;
 mod webhook_payloads;
 mod webhook_rebuilds;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use herald_domain::webhook_endpoint::{account_wide_only, EndpointState, EVENT_TYPES};
 use herald_domain::Scope;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -96,7 +97,8 @@ const COLUMNS: &str =
 impl DeliveriesApi {
     /// List an endpoint's deliveries
     ///
-    /// Newest first, filtered by `status`, `event_type`, `from`, `to`. Scope `webhooks:read`.
+    /// Newest first, filtered by `status` (`pending`, `succeeded`, `failed`), `event_type`,
+    /// `from`, `to`; a value no delivery can have is refused (400). Scope `webhooks:read`.
     #[oai(
         path = "/webhooks/:id/deliveries",
         method = "get",
@@ -116,6 +118,8 @@ impl DeliveriesApi {
     ) -> ApiResult<Json<DeliveryList>> {
         let caller = self.state.authorize(&auth, Scope::WebhooksRead).await?;
         app::load(&self.state, &caller, id.0).await?;
+        filters(status.0.as_deref(), event_type.0.as_deref())?;
+        super::audit_filters::range(from.0, to.0)?;
         let limit = cursor::limit(limit.0)?;
         let after: Option<Uuid> = cursor.0.as_deref().map(cursor::decode).transpose()?;
         let mut rows: Vec<DeliveryDto> = sqlx::query_as(&format!(
@@ -196,8 +200,8 @@ impl DeliveriesApi {
     ///
     /// Re-projects the log from `since` (a time) or `from_position` for this endpoint: every
     /// matching event is sent again (or for the first time, if the endpoint missed it while
-    /// disabled or before it existed) with its original `webhook-id`. Runs in the background.
-    /// Scope `webhooks:write`.
+    /// disabled or before it existed) with its original `webhook-id`. `event_types`, if given,
+    /// must be types the endpoint receives. Runs in the background. Scope `webhooks:write`.
     #[oai(
         path = "/webhooks/:id/replay",
         method = "post",
@@ -210,8 +214,10 @@ impl DeliveriesApi {
         body: JsonBody<ReplayRequest>,
     ) -> ApiResult<ReplayAccepted> {
         let caller = self.state.authorize(&auth, Scope::WebhooksWrite).await?;
-        app::load(&self.state, &caller, id.0).await?;
+        let endpoint = app::load(&self.state, &caller, id.0).await?;
         let body = body.0;
+        super::audit_filters::within_years("since", body.since)?;
+        replay_types(&endpoint, body.event_types.as_deref())?;
         let from = match (body.since, body.from_position) {
             (Some(_), Some(_)) | (None, None) => {
                 return Err(
@@ -284,4 +290,49 @@ impl DeliveriesApi {
             attempts_log,
         })
     }
+}
+
+/// A `status` and `event_type` a delivery can have: a filter no delivery can match is a typo,
+/// refused rather than answered with an empty page.
+fn filters(status: Option<&str>, event_type: Option<&str>) -> Result<(), ApiError> {
+    if status.is_some_and(|s| !["pending", "succeeded", "failed"].contains(&s)) {
+        return Err(ApiError::field(
+            "status",
+            "must be pending, succeeded or failed",
+        ));
+    }
+    if event_type.is_some_and(|t| !EVENT_TYPES.contains(&t)) {
+        return Err(ApiError::field(
+            "event_type",
+            "unknown event type (see GET /api/v1/event-types)",
+        ));
+    }
+    Ok(())
+}
+
+/// The `event_types` of a replay: each one the endpoint receives (a replay sends nothing else),
+/// so a typo or a type it never hears is refused rather than replaying nothing.
+fn replay_types(endpoint: &EndpointState, types: Option<&[String]>) -> Result<(), ApiError> {
+    let Some(types) = types else {
+        return Ok(());
+    };
+    if types.is_empty() {
+        return Err(ApiError::field(
+            "event_types",
+            "list at least one event type, or leave it out for all the endpoint receives",
+        ));
+    }
+    let project = endpoint.project_id.is_some();
+    for kind in types {
+        let received = EVENT_TYPES.contains(&kind.as_str())
+            && endpoint.settings.wants(kind)
+            && !(project && account_wide_only(kind));
+        if !received {
+            return Err(ApiError::field(
+                "event_types",
+                &format!("this endpoint does not receive `{kind}` (see its event_types)"),
+            ));
+        }
+    }
+    Ok(())
 }
