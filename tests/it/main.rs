@@ -73,6 +73,7 @@ mod webhook_filters;
 mod webhook_header_seal;
 mod webhook_payloads;
 mod webhook_rebuilds;
+mod webhook_replay_contention;
 mod webhook_replay_takeover;
 mod webhook_replays;
 mod webhook_slow_bodies;

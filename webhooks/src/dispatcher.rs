@@ -203,12 +203,31 @@ impl Dispatcher {
         .await
     }
 
+    /// Gives deliveries claimed over an endpoint's cap back to the queue. The rows are locked
+    /// in id order, the order the projector and replays write an endpoint's deliveries in; a
+    /// statement still chosen as a deadlock's victim (or failing otherwise) is tried again
+    /// twice, since a delivery not released waits out its whole lease before it is sent.
     async fn release(&self, ids: &[Uuid]) -> sqlx::Result<()> {
-        sqlx::query("UPDATE webhook_deliveries SET leased_until = NULL WHERE id = ANY($1)")
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let released = sqlx::query(
+                "UPDATE webhook_deliveries SET leased_until = NULL \
+                  WHERE id IN (SELECT id FROM webhook_deliveries WHERE id = ANY($1) \
+                                ORDER BY id FOR UPDATE)",
+            )
             .bind(ids)
             .execute(&self.pool)
-            .await?;
-        Ok(())
+            .await;
+            match released {
+                Ok(_) => return Ok(()),
+                Err(error) if tries < 3 => {
+                    tracing::debug!(%error, "releasing webhook deliveries again");
+                    tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Whether the endpoint's rate allows one more send now; otherwise how long until it does.
