@@ -167,6 +167,46 @@ async fn usage_matches_the_request_log_and_admin_summaries_count_what_happened()
 }
 
 #[tokio::test]
+async fn usage_filters_by_a_user_id_in_any_form_and_refuses_ids_that_name_no_caller() {
+    let app = TestApp::spawn().await;
+    let user = app
+        .create_user("usage@example.com", crate::support::PASSWORD, false)
+        .await;
+    let login = app
+        .login("usage@example.com", crate::support::PASSWORD)
+        .await;
+    let token = login["access_token"].as_str().unwrap();
+    let me = app
+        .as_user(reqwest::Method::GET, "/api/v1/projects", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    let upper = user.simple().to_string().to_uppercase();
+    let report = json_of(
+        &app,
+        &format!("/api/v1/usage?key_id={upper}"),
+        &app.admin_key,
+    )
+    .await;
+    let entries = report["data"].as_array().unwrap();
+    assert!(!entries.is_empty(), "{report}");
+    for entry in entries {
+        assert_eq!(entry["actor_id"], user.to_string().as_str(), "{entry}");
+    }
+    for id in ["nope", "", "hrld_live_x"] {
+        let bad = app
+            .get(&format!("/api/v1/usage?key_id={id}"), &app.admin_key)
+            .await;
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST, "{id:?}");
+        assert_eq!(
+            crate::support::problem(bad).await["errors"][0]["field"],
+            "key_id"
+        );
+    }
+}
+
+#[tokio::test]
 async fn usage_reports_the_whole_hours_it_counted_and_they_match_the_log() {
     let app = TestApp::spawn().await;
     let (_, key) = app.project_with_key(&["jobs:read", "usage:read"]).await;

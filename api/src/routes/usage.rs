@@ -83,7 +83,8 @@ impl UsageApi {
     /// its bucket and `to` up to the next whole hour; the report's `from` and `to` are that
     /// range. Counted from the request log, so the totals equal `GET /audit/requests` for the
     /// report's range while the log holds it (retention keeps the counts of the records it
-    /// prunes). Filter `key_id` (or a user id). Ordered by bucket, then caller, then
+    /// prunes). Filter `key_id` (or a user id, any UUID form; anything else is refused).
+    /// Ordered by bucket, then caller, then
     /// project; `limit` entries a page (1–1000, 1000 by default), the next page with
     /// `cursor=<next_cursor>`, which keeps the report's range and granularity (a page asked
     /// with others is refused). Scope `usage:read`; a project key sees its project's usage.
@@ -100,6 +101,7 @@ impl UsageApi {
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<UsageReport>> {
         let caller = self.state.authorize(&auth, Scope::UsageRead).await?;
+        let key_id = key_id.0.as_deref().map(caller_id).transpose()?;
         let resume: Option<Resume> = cursor.0.as_deref().map(cursor::decode).transpose()?;
         // A page left without a range keeps the one its report counted, so a report of the
         // last 24 hours stays on the same hours however long it takes to page through.
@@ -159,7 +161,7 @@ impl UsageApi {
             from,
             to,
             granularity: &granularity,
-            actor_id: key_id.0.as_deref(),
+            actor_id: key_id.as_deref(),
             projects: caller.visible_projects(),
             after,
             entries: entries + 1,
@@ -183,7 +185,7 @@ impl UsageApi {
             .filter(|b| b.actor_type.as_deref() == Some("api_key"))
             .filter_map(|b| b.actor_id.clone())
             .collect();
-        keys.extend(key_id.0.clone());
+        keys.extend(key_id.clone());
         keys.sort();
         keys.dedup();
         let mut quotas = Vec::new();
@@ -401,5 +403,21 @@ mod tests {
             let range = counted_range(at(from), at(to), granularity);
             assert_eq!(range, (at(counted.0), at(counted.1)), "{from} {to}");
         }
+    }
+}
+
+/// The caller a usage report is filtered to, as the records hold it: a key id, or a user id
+/// (any UUID form, hyphenated in lower case). An id that could name no caller is refused, not
+/// answered with an empty report.
+fn caller_id(id: &str) -> Result<String, ApiError> {
+    if herald_domain::KeyId::parse(id).is_some() {
+        return Ok(id.to_owned());
+    }
+    match uuid::Uuid::parse_str(id) {
+        Ok(user) => Ok(user.to_string()),
+        Err(_) => Err(ApiError::field(
+            "key_id",
+            "must be a key id (16 letters and digits) or a user id (a UUID)",
+        )),
     }
 }
