@@ -369,6 +369,22 @@ fn counted_range(
     (from, to)
 }
 
+/// The caller a usage report is filtered to, as the records hold it: a key id, or a user id
+/// (any UUID form, hyphenated in lower case). An id that could name no caller is refused, not
+/// answered with an empty report.
+fn caller_id(id: &str) -> Result<String, ApiError> {
+    if herald_domain::KeyId::parse(id).is_some() {
+        return Ok(id.to_owned());
+    }
+    match uuid::Uuid::parse_str(id) {
+        Ok(user) => Ok(user.to_string()),
+        Err(_) => Err(ApiError::field(
+            "key_id",
+            "must be a key id (16 letters and digits) or a user id (a UUID)",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,21 +419,5 @@ mod tests {
             let range = counted_range(at(from), at(to), granularity);
             assert_eq!(range, (at(counted.0), at(counted.1)), "{from} {to}");
         }
-    }
-}
-
-/// The caller a usage report is filtered to, as the records hold it: a key id, or a user id
-/// (any UUID form, hyphenated in lower case). An id that could name no caller is refused, not
-/// answered with an empty report.
-fn caller_id(id: &str) -> Result<String, ApiError> {
-    if herald_domain::KeyId::parse(id).is_some() {
-        return Ok(id.to_owned());
-    }
-    match uuid::Uuid::parse_str(id) {
-        Ok(user) => Ok(user.to_string()),
-        Err(_) => Err(ApiError::field(
-            "key_id",
-            "must be a key id (16 letters and digits) or a user id (a UUID)",
-        )),
     }
 }
