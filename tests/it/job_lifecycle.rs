@@ -176,6 +176,16 @@ async fn an_expired_lease_is_retried_until_max_attempts_then_fails() {
             .unwrap();
         let expected = if attempt == 1 { "queued" } else { "failed" };
         assert_eq!(job["status"], expected, "after attempt {attempt}");
+        // Taken back, the lease is still the worker's answer: expired, not "queued".
+        let later = app
+            .post(&format!("/api/v1/jobs/{id}/heartbeat"), &worker, json!({}))
+            .await;
+        assert_eq!(later.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            problem(later).await["code"],
+            "LEASE_EXPIRED",
+            "after attempt {attempt}"
+        );
     }
     // Nothing left to expire, and nothing left to lease.
     app.wait_for_projections().await;

@@ -199,6 +199,9 @@ fn check_live_lease(
     not_running: JobError,
 ) -> Result<(), JobError> {
     if job.status != JobStatus::Running {
+        if job.lease_expired_for.as_ref() == Some(worker) {
+            return Err(JobError::LeaseExpired);
+        }
         return Err(not_running);
     }
     check_holder(job, worker)?;

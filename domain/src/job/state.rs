@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::events::JobEvent;
+use super::events::{JobEvent, RetryReason};
 use super::values::{JobKind, MaxAttempts, Metadata, Percent, Priority};
 use crate::{FileRef, KeyId, ProjectId};
 
@@ -101,6 +101,11 @@ pub struct JobState {
     /// Files the worker attached to its result.
     #[serde(default)]
     pub result_files: Vec<FileRef>,
+    /// The worker whose lease ran out and was taken back (the job requeued or failed), until
+    /// the job is leased again: its late heartbeat, completion or failure is told
+    /// `LEASE_EXPIRED`, not that the job is queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expired_for: Option<KeyId>,
 }
 
 impl JobState {
@@ -141,11 +146,19 @@ impl JobState {
                 expired_at: None,
                 input_files: input_files.clone(),
                 result_files: Vec::new(),
+                lease_expired_for: None,
             });
         }
         let mut job = state?;
         job.apply(event);
         Some(job)
+    }
+
+    /// Keeps who held a lease that ran out, before the lease is dropped.
+    fn note_expiry(&mut self, reason: RetryReason) {
+        if reason == RetryReason::LeaseExpired {
+            self.lease_expired_for = self.lease.as_ref().map(|l| l.worker_key_id.clone());
+        }
     }
 
     fn finish(&mut self, status: JobStatus, at: DateTime<Utc>) {
@@ -165,6 +178,7 @@ impl JobState {
             } => {
                 self.status = JobStatus::Running;
                 self.attempt = *attempt;
+                self.lease_expired_for = None;
                 self.progress = Progress::default();
                 self.lease = Some(Lease {
                     worker_key_id: worker_key_id.clone(),
@@ -190,7 +204,8 @@ impl JobState {
                     lease.length_seconds = (*lease_expires_at - *at).num_seconds();
                 }
             }
-            JobEvent::Retrying { error, .. } => {
+            JobEvent::Retrying { error, reason, .. } => {
+                self.note_expiry(*reason);
                 self.status = JobStatus::Queued;
                 self.lease = None;
                 self.error = error.clone();
@@ -202,7 +217,10 @@ impl JobState {
                 self.error = None;
                 self.finish(JobStatus::Succeeded, *at);
             }
-            JobEvent::Failed { error, at, .. } => {
+            JobEvent::Failed {
+                error, at, reason, ..
+            } => {
+                self.note_expiry(*reason);
                 self.error = error.clone();
                 self.finish(JobStatus::Failed, *at);
             }

@@ -319,6 +319,58 @@ fn an_expired_lease_requeues_the_job_until_max_attempts() {
         }]);
 }
 
+/// The worker whose lease ran out is told so, whether the job went back to the queue or failed,
+/// until the job is leased again; another worker is told the job's state.
+#[test]
+fn a_worker_whose_lease_was_taken_back_is_told_it_expired() {
+    let expired = |attempt, at| JobEvent::Retrying {
+        attempt,
+        reason: RetryReason::LeaseExpired,
+        error: None,
+        at: t(at),
+    };
+    let requeued = vec![queued(3), started(1, 10), expired(1, 41)];
+    Spec::with(())
+        .given(requeued.clone())
+        .when(heartbeat(worker(), 45))
+        .then_expect_error(JobError::LeaseExpired);
+    Spec::with(())
+        .given(requeued.clone())
+        .when(heartbeat(other_worker(), 45))
+        .then_expect_error(JobError::InvalidTransition {
+            action: "heartbeat",
+            from: JobStatus::Queued,
+        });
+    let failed = JobEvent::Failed {
+        attempt: 1,
+        reason: RetryReason::LeaseExpired,
+        error: None,
+        at: t(41),
+    };
+    Spec::with(())
+        .given(vec![queued(1), started(1, 10), failed])
+        .when(JobCommand::Complete {
+            worker: worker(),
+            result: json!({}),
+            files: vec![],
+            now: t(45),
+        })
+        .then_expect_error(JobError::LeaseExpired);
+    // Leased again (by the same worker, even): its new lease is what counts.
+    let mut again = requeued;
+    again.push(started(2, 50));
+    Spec::with(())
+        .given(again)
+        .when(heartbeat(worker(), 55))
+        .then_expect_events(vec![JobEvent::Progress {
+            percent: Percent::parse(40).unwrap(),
+            stage: Some("encode".into()),
+            message: None,
+            lease_expires_at: t(85),
+            at: t(55),
+        }]);
+}
+
 #[test]
 fn a_lease_that_has_not_expired_is_left_alone() {
     Spec::with(())
