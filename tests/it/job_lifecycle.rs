@@ -74,6 +74,25 @@ async fn a_job_goes_from_submission_to_approval() {
         (progress["percent"].clone(), progress["stage"].clone()),
         (json!(40), json!("transcribe"))
     );
+    // An empty stage clears it (and still keeps the percent).
+    let cleared = app
+        .post(
+            &format!("/api/v1/jobs/{id}/heartbeat"),
+            &worker,
+            json!({"stage": ""}),
+        )
+        .await;
+    assert_eq!(cleared.status(), StatusCode::OK);
+    let progress: Value = app
+        .get(&format!("/api/v1/jobs/{id}/progress"), &client)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (progress["percent"].clone(), progress["stage"].clone()),
+        (json!(40), Value::Null)
+    );
 
     let done = app
         .post(
@@ -131,6 +150,7 @@ async fn a_job_goes_from_submission_to_approval() {
         [
             "job.queued",
             "job.started",
+            "job.progress",
             "job.progress",
             "job.progress",
             "job.succeeded",

@@ -23,6 +23,7 @@ async fn delivery_filters_and_replay_types_that_can_match_nothing_are_refused() 
     for (query, field) in [
         ("status=bogus", "status"),
         ("event_type=nope", "event_type"),
+        ("event_type=webhook.ping", "event_type"),
         ("from=2026-12-09T00:00:00Z&to=2026-12-08T00:00:00Z", "from"),
         ("from=0000-01-01T00:00:00Z", "from"),
     ] {
@@ -53,6 +54,7 @@ async fn delivery_filters_and_replay_types_that_can_match_nothing_are_refused() 
         json!({"from_position": 0, "event_types": ["nope"]}),
         json!({"from_position": 0, "event_types": ["job.succeeded"]}),
         json!({"from_position": 0, "event_types": ["user.created"]}),
+        json!({"from_position": 0, "event_types": ["webhook.ping"]}),
         json!({"from_position": 0, "event_types": []}),
         json!({"since": "0000-01-01T00:00:00Z"}),
     ] {

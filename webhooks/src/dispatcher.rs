@@ -204,9 +204,9 @@ impl Dispatcher {
     }
 
     /// Gives deliveries claimed over an endpoint's cap back to the queue. The rows are locked
-    /// in id order, the order the projector and replays write an endpoint's deliveries in; a
-    /// statement still chosen as a deadlock's victim (or failing otherwise) is tried again
-    /// twice, since a delivery not released waits out its whole lease before it is sent.
+    /// in the order replays rewrite an endpoint's deliveries in (by log position); a statement
+    /// still chosen as a deadlock's victim (or failing otherwise) is tried again twice, since a
+    /// delivery not released waits out its whole lease before it is sent.
     async fn release(&self, ids: &[Uuid]) -> sqlx::Result<()> {
         let mut tries = 0;
         loop {
@@ -214,7 +214,7 @@ impl Dispatcher {
             let released = sqlx::query(
                 "UPDATE webhook_deliveries SET leased_until = NULL \
                   WHERE id IN (SELECT id FROM webhook_deliveries WHERE id = ANY($1) \
-                                ORDER BY id FOR UPDATE)",
+                                ORDER BY endpoint_id, global_position FOR UPDATE)",
             )
             .bind(ids)
             .execute(&self.pool)

@@ -39,7 +39,9 @@ pub struct DeliveryDto {
     /// `pending`, `succeeded` or `failed` (retries exhausted, or the endpoint was disabled).
     pub status: String,
     pub attempts: i32,
-    pub next_attempt_at: DateTime<Utc>,
+    /// When the next attempt is due; `null` once the delivery succeeded or failed for good.
+    #[oai(nullable)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
     #[oai(nullable)]
     pub last_status: Option<i32>,
     #[oai(nullable)]
@@ -91,7 +93,8 @@ pub enum ReplayAccepted {
 
 const COLUMNS: &str =
     "id, endpoint_id, webhook_id, event_type, global_position, status, attempts, \
-                       next_attempt_at, last_status, last_error, created_at, updated_at";
+                       CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at, \
+                       last_status, last_error, created_at, updated_at";
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Webhooks")]
 impl DeliveriesApi {
@@ -292,6 +295,9 @@ impl DeliveriesApi {
     }
 }
 
+/// The test send's type: in the catalogue, but sent at once and never a delivery of the log.
+const PING: &str = "webhook.ping";
+
 /// A `status` and `event_type` a delivery can have: a filter no delivery can match is a typo,
 /// refused rather than answered with an empty page.
 fn filters(status: Option<&str>, event_type: Option<&str>) -> Result<(), ApiError> {
@@ -301,7 +307,7 @@ fn filters(status: Option<&str>, event_type: Option<&str>) -> Result<(), ApiErro
             "must be pending, succeeded or failed",
         ));
     }
-    if event_type.is_some_and(|t| !EVENT_TYPES.contains(&t)) {
+    if event_type.is_some_and(|t| !EVENT_TYPES.contains(&t) || t == PING) {
         return Err(ApiError::field(
             "event_type",
             "unknown event type (see GET /api/v1/event-types)",
@@ -325,6 +331,7 @@ fn replay_types(endpoint: &EndpointState, types: Option<&[String]>) -> Result<()
     let project = endpoint.project_id.is_some();
     for kind in types {
         let received = EVENT_TYPES.contains(&kind.as_str())
+            && kind != PING
             && endpoint.settings.wants(kind)
             && !(project && account_wide_only(kind));
         if !received {

@@ -246,14 +246,14 @@ pub struct HeartbeatRequest {
     /// lease alive.
     #[oai(nullable)]
     pub progress: Option<i64>,
-    /// What the worker is doing now (up to 100 characters).
+    /// What the worker is doing now (up to 100 characters; `""` clears it).
     #[oai(nullable)]
     pub stage: Option<String>,
-    /// Up to 1,000 characters.
+    /// Up to 1,000 characters; `""` clears it.
     #[oai(nullable)]
     pub message: Option<String>,
     /// How long from now the lease runs; left out, as long as it was last taken or extended
-    /// for.
+    /// for (at most `jobs.max_lease_seconds`).
     #[oai(nullable)]
     pub lease_seconds: Option<i64>,
 }

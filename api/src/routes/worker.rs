@@ -123,12 +123,18 @@ impl WorkerApi {
         let command = JobCommand::Heartbeat {
             worker: caller.worker()?,
             percent: body.progress.map(Percent::parse).transpose()?,
-            stage: parse_text("stage", body.stage, 100)?,
-            message: parse_text("message", body.message, 1000)?,
+            // Given (an empty one clears it) or kept.
+            stage: (body.stage.is_some())
+                .then(|| parse_text("stage", body.stage, 100))
+                .transpose()?,
+            message: (body.message.is_some())
+                .then(|| parse_text("message", body.message, 1000))
+                .transpose()?,
             lease: match body.lease_seconds {
                 Some(asked) => Some(self.lease_length(Some(asked))?),
                 None => None,
             },
+            max_lease: Duration::seconds(self.state.config.jobs.max_lease_seconds.into()),
             now: Utc::now(),
         };
         let job = app::execute(

@@ -68,6 +68,7 @@ impl Job {
                 stage,
                 message,
                 lease,
+                max_lease,
                 now,
             } => {
                 // A cancelled job answers the heartbeat without an event; the caller reads
@@ -78,12 +79,12 @@ impl Job {
                 }
                 check_live_lease(job, &worker, now, refuse("heartbeat"))?;
                 let held = job.lease.as_ref().map_or(0, |l| l.length_seconds);
-                let lease = lease.unwrap_or_else(|| Duration::seconds(held));
+                let lease = lease.unwrap_or_else(|| Duration::seconds(held).min(max_lease));
                 let kept = &job.progress;
                 Ok(vec![JobEvent::Progress {
                     percent: percent.unwrap_or(kept.percent),
-                    stage: stage.or_else(|| kept.stage.clone()),
-                    message: message.or_else(|| kept.message.clone()),
+                    stage: stage.unwrap_or_else(|| kept.stage.clone()),
+                    message: message.unwrap_or_else(|| kept.message.clone()),
                     lease_expires_at: now + lease,
                     at: now,
                 }])

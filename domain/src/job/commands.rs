@@ -29,14 +29,17 @@ pub enum JobCommand {
         now: DateTime<Utc>,
     },
     /// The lease holder reports progress and extends its lease. A field left `None` keeps
-    /// what the job has: its progress, stage or message, and the length the lease was last
-    /// taken or extended for.
+    /// what the job has: its progress, stage or message (`Some(None)` clears those two), and
+    /// the length the lease was last taken or extended for, up to `max_lease`.
     Heartbeat {
         worker: KeyId,
         percent: Option<Percent>,
-        stage: Option<String>,
-        message: Option<String>,
+        stage: Option<Option<String>>,
+        message: Option<Option<String>>,
         lease: Option<Duration>,
+        /// The longest lease the server grants now (a length kept from a lease taken under a
+        /// higher limit is cut to it).
+        max_lease: Duration,
         now: DateTime<Utc>,
     },
     Complete {

@@ -59,9 +59,10 @@ fn heartbeat(by: KeyId, at: i64) -> JobCommand {
     JobCommand::Heartbeat {
         worker: by,
         percent: Some(Percent::parse(40).unwrap()),
-        stage: Some("encode".into()),
+        stage: Some(Some("encode".into())),
         message: None,
         lease: Some(Duration::seconds(30)),
+        max_lease: Duration::hours(1),
         now: t(at),
     }
 }
@@ -153,6 +154,7 @@ fn a_bare_heartbeat_keeps_the_progress_and_the_lease_length() {
         stage: None,
         message: None,
         lease: None,
+        max_lease: Duration::hours(1),
         now: t(at),
     };
     Spec::with(())
@@ -173,13 +175,32 @@ fn a_bare_heartbeat_keeps_the_progress_and_the_lease_length() {
         at: t(20),
     };
     Spec::with(())
-        .given(vec![queued(3), started(1, 10), extended])
+        .given(vec![queued(3), started(1, 10), extended.clone()])
         .when(keep_alive(30))
         .then_expect_events(vec![JobEvent::Progress {
             percent: Percent::parse(60).unwrap(),
             stage: Some("encode".into()),
             message: Some("frame 12".into()),
             lease_expires_at: t(90),
+            at: t(30),
+        }]);
+    // An empty stage or message clears it; a kept length is cut to the server's limit now.
+    Spec::with(())
+        .given(vec![queued(3), started(1, 10), extended])
+        .when(JobCommand::Heartbeat {
+            worker: worker(),
+            percent: None,
+            stage: Some(None),
+            message: None,
+            lease: None,
+            max_lease: Duration::seconds(45),
+            now: t(30),
+        })
+        .then_expect_events(vec![JobEvent::Progress {
+            percent: Percent::parse(60).unwrap(),
+            stage: None,
+            message: Some("frame 12".into()),
+            lease_expires_at: t(75),
             at: t(30),
         }]);
 }
