@@ -41,6 +41,9 @@ async fn delivery_filters_and_replay_types_that_can_match_nothing_are_refused() 
         assert_eq!(listed.status(), StatusCode::OK, "{query}");
         let listed: Value = listed.json().await.unwrap();
         assert_eq!(listed["data"].as_array().unwrap().len(), count, "{query}");
+        for pending in listed["data"].as_array().unwrap() {
+            assert!(pending["next_attempt_at"].is_string(), "{pending}");
+        }
     }
 
     let replays = || async {

@@ -22,6 +22,21 @@ async fn a_replay_resends_with_the_original_ids_and_fills_in_what_a_disabled_end
     app.submit_job(&key, json!({"kind": "a"})).await;
     let first = receiver.wait_for(1, Duration::from_secs(10)).await;
     let original_id = first[0].webhook_id.clone();
+    // Sent: no next attempt is due any more.
+    let deliveries = format!("/api/v1/webhooks/{id}/deliveries");
+    let sent = loop {
+        let list: Value = app
+            .get(&deliveries, &app.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if list["data"][0]["status"] == "succeeded" {
+            break list["data"][0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(sent["next_attempt_at"], Value::Null, "{sent}");
 
     let disable = app
         .request(
