@@ -9,6 +9,12 @@ use serde_json::{json, Value};
 
 use crate::support::{problem, TestApp};
 
+async fn progress_of(app: &TestApp, id: uuid::Uuid, key: &str) -> Value {
+    let progress = app.get(&format!("/api/v1/jobs/{id}/progress"), key).await;
+    assert_eq!(progress.status(), StatusCode::OK);
+    progress.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_job_goes_from_submission_to_approval() {
     let app = TestApp::spawn().await;
@@ -44,12 +50,7 @@ async fn a_job_goes_from_submission_to_approval() {
     let beat: Value = beat.json().await.unwrap();
     assert_eq!(beat["cancel_requested"], false);
 
-    let progress: Value = app
-        .get(&format!("/api/v1/jobs/{id}/progress"), &client)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let progress = progress_of(&app, id, &client).await;
     assert_eq!(progress["percent"], 40);
     assert_eq!(progress["stage"], "transcribe");
 
@@ -64,12 +65,7 @@ async fn a_job_goes_from_submission_to_approval() {
         bare["lease_expires_at"].as_str().unwrap().parse().unwrap();
     let left = (expires - Utc::now()).num_seconds();
     assert!((20..=31).contains(&left), "{left} s left");
-    let progress: Value = app
-        .get(&format!("/api/v1/jobs/{id}/progress"), &client)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let progress = progress_of(&app, id, &client).await;
     assert_eq!(
         (progress["percent"].clone(), progress["stage"].clone()),
         (json!(40), json!("transcribe"))
@@ -83,12 +79,7 @@ async fn a_job_goes_from_submission_to_approval() {
         )
         .await;
     assert_eq!(cleared.status(), StatusCode::OK);
-    let progress: Value = app
-        .get(&format!("/api/v1/jobs/{id}/progress"), &client)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let progress = progress_of(&app, id, &client).await;
     assert_eq!(
         (progress["percent"].clone(), progress["stage"].clone()),
         (json!(40), Value::Null)
