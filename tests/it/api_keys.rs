@@ -85,6 +85,42 @@ async fn a_key_is_shown_once_and_listed_without_its_secret() {
     assert!(ids.contains(&id.as_str()));
 }
 
+/// A description cleared with `""` stays cleared: for the next change (which loads the key from
+/// the log) and in the read model (which reads the same event).
+#[tokio::test]
+async fn a_cleared_description_stays_cleared() {
+    let app = TestApp::spawn().await;
+    let (_, manager) = app
+        .project_with_key(&["keys:read", "keys:write", "jobs:read"])
+        .await;
+    let created = create(
+        &app,
+        &manager,
+        json!({"name": "ci", "description": "nightly", "scopes": ["jobs:read"]}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    for (body, description) in [
+        (json!({"description": ""}), Value::Null),
+        (json!({"name": "renamed"}), Value::Null),
+        (json!({"description": "weekly"}), json!("weekly")),
+        (json!({"name": "again"}), json!("weekly")),
+    ] {
+        let changed = patch(&app, &manager, id, body.clone()).await;
+        assert_eq!(changed.status(), StatusCode::OK, "{body}");
+        let changed: Value = changed.json().await.unwrap();
+        assert_eq!(changed["description"], description, "{body}");
+        app.wait_for_projections().await;
+        let read: Value = app
+            .get(&format!("/api/v1/api-keys/{id}"), &manager)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(read["description"], description, "read after {body}");
+    }
+}
+
 #[tokio::test]
 async fn a_key_never_grants_more_than_its_caller_holds() {
     let app = TestApp::spawn().await;

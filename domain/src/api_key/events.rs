@@ -38,7 +38,12 @@ pub enum ApiKeyEvent {
     Updated {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<KeyName>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// `null` when the description was cleared (present, unlike a description unchanged).
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
         description: Option<Option<String>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         scopes: Option<Scopes>,
@@ -85,4 +90,15 @@ impl DomainEvent for ApiKeyEvent {
     fn event_version(&self) -> String {
         "1".into()
     }
+}
+
+/// A field that is present, `null` included: `Some(None)` for `null`, where serde's default
+/// reading of an `Option<Option<_>>` would take `null` for an absent field (a cleared value
+/// read back as "unchanged"). An absent field is `None` through `#[serde(default)]`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }

@@ -351,3 +351,32 @@ fn the_admin_scope_is_refused_on_a_key_bound_to_a_project() {
             at: t(10),
         }]);
 }
+
+/// A cleared description is stored as `null` and must read back as cleared, not as unchanged:
+/// the projection and every later load of the key read it from the log.
+#[test]
+fn a_cleared_description_reads_back_from_the_log_as_cleared() {
+    let updated = |description| ApiKeyEvent::Updated {
+        name: None,
+        description,
+        scopes: None,
+        ip_allowlist: None,
+        rate_limit: None,
+        at: t(5),
+    };
+    for event in [
+        updated(Some(None)),
+        updated(Some(Some("nightly".into()))),
+        updated(None),
+    ] {
+        let stored = serde_json::to_value(&event).unwrap();
+        let read: ApiKeyEvent = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(read, event, "{stored}");
+    }
+    let stored = serde_json::to_value(updated(Some(None))).unwrap();
+    assert_eq!(stored["description"], serde_json::Value::Null);
+    assert!(serde_json::to_value(updated(None))
+        .unwrap()
+        .get("description")
+        .is_none());
+}
