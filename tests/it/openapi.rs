@@ -88,3 +88,34 @@ fn the_export_declares_both_of_its_media_types() {
         "{ok}"
     );
 }
+
+/// Every property the document says a problem always has is in real problems of several kinds
+/// (a client generated from it refuses a body missing a required property).
+#[tokio::test]
+async fn problems_hold_every_property_the_document_requires() {
+    let app = TestApp::spawn().await;
+    let document: serde_json::Value =
+        serde_json::from_str(&herald_api::openapi_document()).unwrap();
+    let required = document["components"]["schemas"]["Problem"]["required"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(required.contains(&"code".into()), "{required:?}");
+    let problems = [
+        app.get("/api/v1/jobs/not-a-job", &app.admin_key).await,
+        app.get("/api/v1/jobs", "hrld_live_nope").await,
+        app.post("/api/v1/jobs", &app.admin_key, serde_json::json!({}))
+            .await,
+    ];
+    for response in problems {
+        let status = response.status();
+        let problem = crate::support::problem(response).await;
+        for property in &required {
+            let property = property.as_str().unwrap();
+            assert!(
+                problem.get(property).is_some(),
+                "{status}: no {property} in {problem}"
+            );
+        }
+    }
+}

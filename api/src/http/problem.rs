@@ -29,12 +29,12 @@ pub struct Problem {
     pub code: String,
     /// The request's id (also in the `X-Request-Id` header).
     pub request_id: String,
-    /// Field-level problems, for validation errors.
-    #[oai(skip_serializing_if_is_empty)]
+    /// Field-level problems, for validation errors; left out when there are none.
+    #[oai(default, skip_serializing_if_is_empty)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ProblemField>,
-    /// For 429: the rate-limit policies the request exceeded.
-    #[oai(rename = "violated-policies", skip_serializing_if_is_empty)]
+    /// For 429: the rate-limit policies the request exceeded; left out otherwise.
+    #[oai(rename = "violated-policies", default, skip_serializing_if_is_empty)]
     #[serde(rename = "violated-policies", skip_serializing_if = "Vec::is_empty")]
     pub violated_policies: Vec<String>,
 }
