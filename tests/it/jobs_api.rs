@@ -166,6 +166,25 @@ async fn a_read_right_after_a_write_reflects_it_even_while_the_read_model_is_sta
         .await
         .unwrap();
     assert_eq!(caught_up.0, json!({"round": "2"}));
+
+    // A patch that changes nothing answers the job and records nothing.
+    let before = crate::support::event_count(&app.pool).await;
+    for unchanged in [json!({}), json!({"round": "2"}), json!({"absent": null})] {
+        let patch = app
+            .request(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/jobs/{id}/metadata"),
+                &key,
+            )
+            .json(&json!({ "metadata": unchanged }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(patch.status(), StatusCode::OK, "{unchanged}");
+        let job: Value = patch.json().await.unwrap();
+        assert_eq!(job["metadata"], json!({"round": "2"}), "{unchanged}");
+    }
+    assert_eq!(crate::support::event_count(&app.pool).await, before);
 }
 
 #[tokio::test]

@@ -284,7 +284,8 @@ impl JobsApi {
 
     /// Update a job's metadata
     ///
-    /// Merges the given keys; a `null` value removes a key. Scope `jobs:write`.
+    /// Merges the given keys; a `null` value removes a key. A patch that changes nothing
+    /// records nothing (no `job.metadata_updated`). Scope `jobs:write`.
     #[oai(
         path = "/jobs/:id/metadata",
         method = "patch",

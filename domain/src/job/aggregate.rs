@@ -142,7 +142,11 @@ impl Job {
                 }])
             }
             JobCommand::UpdateMetadata { patch, now } => {
-                job.metadata.merged(&patch)?;
+                // A patch that changes nothing records nothing (as a key's or a project's
+                // unchanged settings do).
+                if job.metadata.merged(&patch)? == job.metadata {
+                    return Ok(vec![]);
+                }
                 Ok(vec![JobEvent::MetadataUpdated { patch, at: now }])
             }
             JobCommand::Approve { comment, now } => {

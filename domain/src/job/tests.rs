@@ -483,7 +483,28 @@ fn metadata_updates_merge_and_are_size_checked() {
             patch: patch.clone(),
             now: t(5),
         })
-        .then_expect_events(vec![JobEvent::MetadataUpdated { patch, at: t(5) }]);
+        .then_expect_events(vec![JobEvent::MetadataUpdated {
+            patch: patch.clone(),
+            at: t(5),
+        }]);
+    // A patch that changes nothing records nothing: empty, a value it has, a key it lacks.
+    let set = JobEvent::MetadataUpdated {
+        patch: patch.clone(),
+        at: t(5),
+    };
+    for unchanged in [
+        MetadataPatch::default(),
+        patch,
+        MetadataPatch::parse([("absent".into(), None)].into()).unwrap(),
+    ] {
+        Spec::with(())
+            .given(vec![queued(3), set.clone()])
+            .when(JobCommand::UpdateMetadata {
+                patch: unchanged,
+                now: t(6),
+            })
+            .then_expect_events(vec![]);
+    }
     let too_many = (0..51)
         .map(|i| (format!("k{i}"), Some("v".to_string())))
         .collect();
