@@ -361,3 +361,24 @@ async fn a_method_a_route_does_not_answer_is_told_which_it_does() {
         }
     }
 }
+
+/// Names are shown in lists, logs and CSV exports: a control character in a project's or a
+/// key's name is refused, and nothing is recorded.
+#[tokio::test]
+async fn names_with_control_characters_are_refused() {
+    let app = TestApp::spawn().await;
+    let before = event_count(&app.pool).await;
+    for (path, body) in [
+        ("/api/v1/projects", json!({"name": "render\nfarm"})),
+        (
+            "/api/v1/api-keys",
+            json!({"name": "ci\u{1b}[31m", "scopes": ["jobs:read"]}),
+        ),
+    ] {
+        let refused = app.post(path, &app.admin_key, body.clone()).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{body}");
+        let refused = problem(refused).await;
+        assert_eq!(refused["errors"][0]["field"], "name", "{refused}");
+    }
+    assert_eq!(event_count(&app.pool).await, before);
+}

@@ -36,13 +36,17 @@ impl Email {
 pub const PASSWORD_MIN_CHARS: usize = 10;
 pub const PASSWORD_MAX_BYTES: usize = 256;
 
-/// Checks a new password: at least 10 characters, at most 256 bytes (hashing cost is bounded).
+/// Checks a new password: at least 10 characters, not all of them white space, at most 256
+/// bytes (hashing cost is bounded). No other rule: spaces inside are fine (passphrases).
 pub fn check_new_password(field: &str, password: &str) -> Result<(), FieldError> {
     if password.chars().count() < PASSWORD_MIN_CHARS {
         return Err(FieldError::new(
             field,
             format!("must be at least {PASSWORD_MIN_CHARS} characters"),
         ));
+    }
+    if password.trim().is_empty() {
+        return Err(FieldError::new(field, "must not be only spaces"));
     }
     if password.len() > PASSWORD_MAX_BYTES {
         return Err(FieldError::new(
@@ -81,5 +85,8 @@ mod tests {
         assert!(check_new_password("password", "short").is_err());
         assert!(check_new_password("password", "long enough!").is_ok());
         assert!(check_new_password("password", &"x".repeat(257)).is_err());
+        assert!(check_new_password("password", &" ".repeat(12)).is_err());
+        assert!(check_new_password("password", "\t \n        ").is_err());
+        assert!(check_new_password("password", "correct horse battery").is_ok());
     }
 }
