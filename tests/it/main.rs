@@ -46,6 +46,7 @@ mod key_usage_flushes;
 mod limit_changes;
 mod log_reads;
 mod login_races;
+mod members_owners;
 mod openapi;
 mod projections;
 mod rate_limit_reset;

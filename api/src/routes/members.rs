@@ -1,5 +1,6 @@
 //! `/api/v1/projects/{id}/members`: who belongs to a project and with which role. Admins and
-//! the project's owners manage members; every member may list them.
+//! the project's owners manage members; every member may list them. A project keeps an owner:
+//! its last one is neither removed nor given another role (`keep_an_owner`).
 
 use std::sync::Arc;
 
@@ -56,6 +57,40 @@ impl MembersApi {
         // (a member's attempt to change the roles is part of the project's trail).
         crate::http::request_context::note_project(id);
         Ok(project)
+    }
+
+    /// 409 `LAST_OWNER` when `user` owns `project` (as its own log says) and no other member
+    /// does (as the members list says: an owner added a moment ago may not be in it yet, so
+    /// the refusal can be retried; two owners demoting each other at the same instant can
+    /// both pass, and an admin then names a new owner).
+    async fn keep_an_owner(&self, project: ProjectId, user: UserId) -> Result<(), ApiError> {
+        let (loaded, _) = self
+            .state
+            .users
+            .load(&user.to_string())
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
+        let owns = loaded
+            .state()
+            .is_some_and(|u| u.projects.get(&project) == Some(&ProjectRole::Owner));
+        if !owns {
+            return Ok(());
+        }
+        let others: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM project_members \
+              WHERE project_id = $1 AND role = 'owner' AND user_id <> $2",
+        )
+        .bind(project.as_uuid())
+        .bind(user.as_uuid())
+        .fetch_one(&self.state.pool)
+        .await?;
+        if others == 0 {
+            return Err(ApiError::Conflict {
+                code: "LAST_OWNER",
+                detail: "this is the project's last owner: make another member owner first".into(),
+            });
+        }
+        Ok(())
     }
 
     /// 403 unless the caller is an admin or an owner of `project`.
@@ -123,6 +158,9 @@ impl MembersApi {
             .parse()
             .map_err(|message: String| FieldError::new("role", message))?;
         let user = UserId::from_uuid(user_id.0);
+        if role != ProjectRole::Owner {
+            self.keep_an_owner(project, user).await?;
+        }
         let metadata = metadata(&caller, context);
         let state = app::set_role(&self.state, &metadata, user, project, role).await?;
         Ok(Json(MemberDto {
@@ -156,6 +194,7 @@ impl MembersApi {
             now: chrono::Utc::now(),
         };
         let user = UserId::from_uuid(user_id.0);
+        self.keep_an_owner(project, user).await?;
         app::execute(&self.state, &metadata(&caller, context), user, command).await?;
         Ok(Removed::NoContent)
     }
