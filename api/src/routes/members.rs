@@ -135,7 +135,8 @@ impl MembersApi {
 
     /// Add a member or change their role
     ///
-    /// Admins and the project's owners. Idempotent: the same role again changes nothing.
+    /// Admins and the project's owners. Idempotent: the same role again changes nothing. The
+    /// project's last owner cannot be given another role (409 `LAST_OWNER`).
     #[oai(
         path = "/projects/:id/members/:user_id",
         method = "put",
@@ -173,7 +174,8 @@ impl MembersApi {
 
     /// Remove a member
     ///
-    /// Admins and the project's owners. 404 `MEMBER_NOT_FOUND` if the user is not a member.
+    /// Admins and the project's owners. 404 `MEMBER_NOT_FOUND` if the user is not a member;
+    /// 409 `LAST_OWNER` for the project's last owner.
     #[oai(
         path = "/projects/:id/members/:user_id",
         method = "delete",
