@@ -44,8 +44,12 @@ pub const EVENT_TYPES: &[&str] = &[
     "user.password_changed",
     "user.project_role_granted",
     "user.project_role_revoked",
-    "webhook.ping",
+    PING,
 ];
+
+/// The test send's type: in the catalogue (an endpoint may subscribe to it), but sent at once
+/// by `POST /webhooks/{id}/test`, never a delivery of the log.
+pub const PING: &str = "webhook.ping";
 
 /// Whether only account-wide endpoints receive events of `kind`: a user's events (the role ones
 /// included) are never sent to a project's endpoints, whatever they subscribe to.
@@ -285,6 +289,18 @@ pub struct EndpointState {
     pub updated_at: DateTime<Utc>,
 }
 
+impl EndpointState {
+    /// Whether events of `kind` from the log are ever delivered to this endpoint: a type of the
+    /// catalogue it subscribes to, not the test send's, and for a project's endpoint not one
+    /// only account-wide endpoints receive.
+    pub fn hears_from_the_log(&self, kind: &str) -> bool {
+        EVENT_TYPES.contains(&kind)
+            && kind != PING
+            && self.settings.wants(kind)
+            && !(self.project_id.is_some() && account_wide_only(kind))
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WebhookEndpoint {
     state: Option<EndpointState>,
@@ -494,6 +510,26 @@ mod tests {
             "* hears what it can"
         );
         assert!(account_wide_only("user.created") && !account_wide_only("project.created"));
+    }
+
+    #[test]
+    fn an_endpoint_hears_from_the_log_only_what_it_can_be_sent() {
+        let mut endpoint = EndpointState {
+            project_id: Some(ProjectId::from_uuid(uuid::Uuid::from_u128(1))),
+            settings: settings(),
+            disabled_reason: None,
+            created_at: t(0),
+            updated_at: t(0),
+        };
+        endpoint.settings.event_types = vec!["*".into()];
+        assert!(endpoint.hears_from_the_log("job.queued"));
+        for never in ["job.exploded", PING, "user.created"] {
+            assert!(!endpoint.hears_from_the_log(never), "{never}");
+        }
+        endpoint.project_id = None;
+        assert!(endpoint.hears_from_the_log("user.created"), "account-wide");
+        endpoint.settings.event_types = vec!["job.failed".into()];
+        assert!(!endpoint.hears_from_the_log("job.queued"));
     }
 
     #[test]

@@ -55,16 +55,7 @@ async fn a_member_reads_only_the_request_log_of_projects_it_may_audit() {
         .create_user("owner-and-viewer@example.com", PASSWORD, false)
         .await;
     for (project, role) in [(owned, "owner"), (viewed, "viewer")] {
-        let put = app
-            .request(
-                Method::PUT,
-                &format!("/api/v1/projects/{project}/members/{user}"),
-                &app.admin_key,
-            )
-            .json(&json!({ "role": role }))
-            .send()
-            .await
-            .unwrap();
+        let put = app.put_member(project, user, role).await;
         assert_eq!(put.status(), StatusCode::OK);
     }
     let token = app.login("owner-and-viewer@example.com", PASSWORD).await["access_token"]

@@ -7,16 +7,10 @@ use uuid::Uuid;
 
 use crate::support::{event_count, problem, TestApp, PASSWORD};
 
-async fn put_role(app: &TestApp, project: Uuid, user: Uuid, role: &str) -> reqwest::Response {
-    app.request(
-        Method::PUT,
-        &format!("/api/v1/projects/{project}/members/{user}"),
-        &app.admin_key,
-    )
-    .json(&json!({ "role": role }))
-    .send()
-    .await
-    .unwrap()
+/// Gives `user` `role` in `project` as the admin, which must be accepted.
+async fn set_role(app: &TestApp, project: Uuid, user: Uuid, role: &str) {
+    let put = app.put_member(project, user, role).await;
+    assert_eq!(put.status(), StatusCode::OK, "{user} as {role}");
 }
 
 #[tokio::test]
@@ -25,14 +19,8 @@ async fn the_last_owner_neither_steps_down_nor_is_removed() {
     let project = app.create_project("farm").await;
     let ada = app.create_user("ada@example.com", PASSWORD, false).await;
     let bo = app.create_user("bo@example.com", PASSWORD, false).await;
-    assert_eq!(
-        put_role(&app, project, ada, "owner").await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        put_role(&app, project, bo, "editor").await.status(),
-        StatusCode::OK
-    );
+    set_role(&app, project, ada, "owner").await;
+    set_role(&app, project, bo, "editor").await;
     app.wait_for_projections().await;
     let login = app.login("ada@example.com", PASSWORD).await;
     let ada_token = login["access_token"].as_str().unwrap().to_owned();
@@ -65,20 +53,11 @@ async fn the_last_owner_neither_steps_down_nor_is_removed() {
         "a refusal recorded something"
     );
     // Owner to owner changes nothing and is not refused; other members come and go.
-    assert_eq!(
-        put_role(&app, project, ada, "owner").await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        put_role(&app, project, bo, "viewer").await.status(),
-        StatusCode::OK
-    );
+    set_role(&app, project, ada, "owner").await;
+    set_role(&app, project, bo, "viewer").await;
 
     // With a second owner, the first may step down.
-    assert_eq!(
-        put_role(&app, project, bo, "owner").await.status(),
-        StatusCode::OK
-    );
+    set_role(&app, project, bo, "owner").await;
     app.wait_for_projections().await;
     let step_down = app
         .as_user(Method::PUT, &member, &ada_token)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use herald_domain::webhook_endpoint::{account_wide_only, EndpointState, EVENT_TYPES};
+use herald_domain::webhook_endpoint::{EndpointState, EVENT_TYPES, PING};
 use herald_domain::Scope;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -295,9 +295,6 @@ impl DeliveriesApi {
     }
 }
 
-/// The test send's type: in the catalogue, but sent at once and never a delivery of the log.
-const PING: &str = "webhook.ping";
-
 /// A `status` and `event_type` a delivery can have: a filter no delivery can match is a typo,
 /// refused rather than answered with an empty page.
 fn filters(status: Option<&str>, event_type: Option<&str>) -> Result<(), ApiError> {
@@ -328,13 +325,8 @@ fn replay_types(endpoint: &EndpointState, types: Option<&[String]>) -> Result<()
             "list at least one event type, or leave it out for all the endpoint receives",
         ));
     }
-    let project = endpoint.project_id.is_some();
     for kind in types {
-        let received = EVENT_TYPES.contains(&kind.as_str())
-            && kind != PING
-            && endpoint.settings.wants(kind)
-            && !(project && account_wide_only(kind));
-        if !received {
+        if !endpoint.hears_from_the_log(kind) {
             return Err(ApiError::field(
                 "event_types",
                 &format!("this endpoint does not receive `{kind}` (see its event_types)"),

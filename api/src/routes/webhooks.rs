@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use herald_domain::webhook_endpoint::{
-    account_wide_only, EndpointCommand, EndpointSettings, EVENT_TYPES,
+    account_wide_only, EndpointCommand, EndpointSettings, EVENT_TYPES, PING,
 };
 use herald_domain::Scope;
 use herald_webhooks::sender::Message;
@@ -273,7 +273,7 @@ impl WebhooksApi {
         let state = app::load(&self.state, &caller, id.0).await?;
         let secrets = herald_webhooks::dispatcher::active_secrets(&self.state.pool, id.0).await?;
         let webhook_id = format!("msg_{}", Uuid::now_v7().simple());
-        let body = json!({"id": format!("evt_test_{}", Uuid::now_v7().simple()), "type": "webhook.ping", "timestamp": Utc::now(), "data": {"webhook_endpoint_id": id.0, "project_id": state.project_id}});
+        let body = json!({"id": format!("evt_test_{}", Uuid::now_v7().simple()), "type": PING, "timestamp": Utc::now(), "data": {"webhook_endpoint_id": id.0, "project_id": state.project_id}});
         let body = serde_json::to_vec(&body).map_err(ApiError::internal)?;
         let attempted_at = Utc::now();
         let outcome = self

@@ -130,10 +130,9 @@ impl WorkerApi {
             message: (body.message.is_some())
                 .then(|| parse_text("message", body.message, 1000))
                 .transpose()?,
-            lease: match body.lease_seconds {
-                Some(asked) => Some(self.lease_length(Some(asked))?),
-                None => None,
-            },
+            lease: (body.lease_seconds)
+                .map(|asked| self.lease_length(Some(asked)))
+                .transpose()?,
             max_lease: Duration::seconds(self.state.config.jobs.max_lease_seconds.into()),
             now: Utc::now(),
         };

@@ -188,20 +188,24 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// `PUT /projects/{project}/members/{user}` with `role`, as the admin.
+    pub async fn put_member(&self, project: Uuid, user: Uuid, role: &str) -> Response {
+        self.request(
+            Method::PUT,
+            &format!("/api/v1/projects/{project}/members/{user}"),
+            &self.admin_key,
+        )
+        .json(&json!({ "role": role }))
+        .send()
+        .await
+        .unwrap()
+    }
+
     /// A user with `role` in `project`, logged in; returns the access token.
     pub async fn member_token(&self, project: Uuid, role: &str) -> String {
         let email = format!("{role}-{}@example.com", Uuid::new_v4().simple());
         let user = self.create_user(&email, PASSWORD, false).await;
-        let response = self
-            .request(
-                Method::PUT,
-                &format!("/api/v1/projects/{project}/members/{user}"),
-                &self.admin_key,
-            )
-            .json(&json!({ "role": role }))
-            .send()
-            .await
-            .unwrap();
+        let response = self.put_member(project, user, role).await;
         assert_eq!(response.status(), StatusCode::OK);
         self.login(&email, PASSWORD).await["access_token"]
             .as_str()
